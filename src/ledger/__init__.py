@@ -1,0 +1,1 @@
+"""Job Ledger: an event-sourced job processing service on PostgreSQL."""

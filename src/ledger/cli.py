@@ -1,0 +1,136 @@
+"""Composition root for the command line: `ledger serve | migrate | verify | projections ...`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+
+from ledger import config, database, db, errors, migrations
+from projections import chains, rebuild
+
+log = logging.getLogger("ledger")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
+    )
+
+
+async def _serve(settings: config.Settings) -> int:
+    import uvicorn
+
+    from ledger import app as app_module
+
+    async with database.open_database(settings) as database_:
+        application = app_module.create_app(database_.app_dsn)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                application,
+                host=settings.server_host,
+                port=settings.server_port,
+                log_level=settings.log_level,
+                lifespan="on",
+            )
+        )
+        log.info("serving on http://%s:%s", settings.server_host, settings.server_port)
+        await server.serve()
+    return 0
+
+
+async def _migrate(settings: config.Settings) -> int:
+    async with database.open_database(settings, migrate=False) as database_:
+        async with db.connect(database_.admin_dsn) as conn:
+            applied = await migrations.migrate(conn)
+    print("applied: " + ", ".join(applied) if applied else "up to date")
+    return 0
+
+
+async def _verify(settings: config.Settings) -> int:
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            report = await chains.verify(conn)
+    for link in report.broken:
+        print(f"BROKEN {link.describe()}")
+    print(f"{report.jobs} jobs, {report.events} events, {len(report.broken)} broken chains")
+    return 0 if report.ok else 1
+
+
+async def _projections_verify(settings: config.Settings) -> int:
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            diffs = await rebuild.verify(conn)
+    encoder = msgspec.json.Encoder()
+    for diff in diffs:
+        print(encoder.encode(diff).decode())
+    print("projection matches the events" if not diffs else f"{len(diffs)} rows differ")
+    return 0 if not diffs else 1
+
+
+async def _projections_rebuild(settings: config.Settings) -> int:
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            count = await rebuild.rebuild(conn)
+    print(f"rebuilt the jobs view: {count} jobs")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the API, workers and scheduler in one process")
+    sub.add_parser("migrate", help="apply pending migrations")
+    sub.add_parser("verify", help="recompute every job's hash chain")
+    proj = sub.add_parser("projections", help="check or rebuild the current-state view")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    proj_sub.add_parser("verify", help="rebuild into a scratch table and diff with the live view")
+    proj_sub.add_parser("rebuild", help="replace the live view with the fold of the events")
+    return parser
+
+
+Runner = Callable[[config.Settings], Coroutine[Any, Any, int]]
+
+
+def _runner(args: argparse.Namespace) -> Runner:
+    if args.command == "projections":
+        return _projections_verify if args.action == "verify" else _projections_rebuild
+    runners: dict[str, Runner] = {"serve": _serve, "migrate": _migrate, "verify": _verify}
+    return runners[args.command]
+
+
+async def _run_until_signalled(coro: Coroutine[Any, Any, int]) -> int:
+    """Run `coro`; SIGTERM is treated like Ctrl-C (cancel, clean up, exit)."""
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = config.from_env()
+        _setup_logging(settings.log_level)
+        return asyncio.run(_run_until_signalled(_runner(args)(settings)))
+    except errors.LedgerError as exc:
+        print(f"ledger: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Commands (imperative) and the pure `decide` that turns one into events.
+
+`decide(state, command, actor=, now=)` checks the command against the job's
+current state and returns the events to append, or raises InvalidTransition.
+It reads no clock and no database: time and randomness (backoff jitter) come in
+with the command.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+
+from ledger import errors
+from ledger import events as ev
+from ledger.lifecycle import RUNNABLE, TERMINAL, JobState
+
+
+class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
+    job_type: str
+    payload: dict[str, Any]
+    queue: str = "default"
+    priority: ev.Priority = "normal"
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
+    backoff_base_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    backoff_cap_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    run_at: datetime | None = None
+    idempotency_key: str | None = None
+    replay_of: uuid.UUID | None = None
+
+
+class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+    lease_seconds: float
+
+
+class CompleteJob(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+    result: Any
+
+
+class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
+    """The running attempt failed; retried at `retry_at` if attempts are left and not permanent."""
+
+    worker_id: str
+    error: str
+    permanent: bool
+    retry_at: datetime
+
+
+class ExpireLease(msgspec.Struct, frozen=True, kw_only=True):
+    """The job's worker stopped renewing its lease (it died): a failed attempt."""
+
+    retry_at: datetime
+
+
+class ReleaseJob(msgspec.Struct, frozen=True, kw_only=True):
+    worker_id: str
+
+
+class CancelJob(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str | None = None
+
+
+class RetryJob(msgspec.Struct, frozen=True, kw_only=True):
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+Command = (
+    SubmitJob
+    | ClaimJob
+    | CompleteJob
+    | FailAttempt
+    | ExpireLease
+    | ReleaseJob
+    | CancelJob
+    | RetryJob
+)
+
+_VERB: dict[type[Any], str] = {
+    SubmitJob: "submit",
+    ClaimJob: "claim",
+    CompleteJob: "complete",
+    FailAttempt: "fail",
+    ExpireLease: "expire the lease of",
+    ReleaseJob: "release",
+    CancelJob: "cancel",
+    RetryJob: "retry",
+}
+
+
+def decide(
+    state: JobState | None,
+    command: Command,
+    *,
+    job_id: uuid.UUID,
+    actor: str,
+    now: datetime,
+) -> list[ev.JobEvent]:
+    """The events that carry out `command` on a job in `state` (None: not submitted)."""
+    if isinstance(command, SubmitJob):
+        if state is not None:
+            raise errors.InvalidTransition(job_id, state.status, "submit")
+        return [
+            ev.JobSubmitted(
+                job_id=job_id,
+                version=1,
+                actor=actor,
+                occurred_at=now,
+                job_type=command.job_type,
+                queue=command.queue,
+                priority=command.priority,
+                payload=command.payload,
+                max_attempts=command.max_attempts,
+                timeout_seconds=float(command.timeout_seconds),
+                backoff_base_seconds=float(command.backoff_base_seconds),
+                backoff_cap_seconds=float(command.backoff_cap_seconds),
+                run_at=command.run_at or now,
+                idempotency_key=command.idempotency_key,
+                replay_of=command.replay_of,
+            )
+        ]
+    if state is None:
+        raise errors.UnknownJob(job_id)
+    envelope: dict[str, Any] = {
+        "job_id": job_id,
+        "version": state.version + 1,
+        "actor": actor,
+        "occurred_at": now,
+    }
+
+    def refuse() -> errors.InvalidTransition:
+        return errors.InvalidTransition(job_id, state.status, _VERB[type(command)])
+
+    attempts_left = state.attempt < state.max_attempts
+    match command:
+        case ClaimJob():
+            if state.status not in RUNNABLE:
+                raise refuse()
+            return [
+                ev.JobClaimed(
+                    **envelope,
+                    worker_id=command.worker_id,
+                    attempt=state.attempt + 1,
+                    lease_until=now + timedelta(seconds=command.lease_seconds),
+                )
+            ]
+        case CompleteJob():
+            _require_holder(state, command.worker_id, refuse)
+            return [ev.JobCompleted(**envelope, result=command.result)]
+        case FailAttempt():
+            _require_holder(state, command.worker_id, refuse)
+            if command.permanent or not attempts_left:
+                return [ev.JobFailed(**envelope, error=command.error)]
+            return [
+                ev.JobRetryScheduled(
+                    **envelope, error=command.error, next_attempt_at=command.retry_at
+                )
+            ]
+        case ExpireLease():
+            if state.status != "processing" or state.worker_id is None:
+                raise refuse()
+            return [
+                ev.JobLeaseExpired(
+                    **envelope,
+                    worker_id=state.worker_id,
+                    error=f"lease expired: worker {state.worker_id} stopped renewing it",
+                    next_attempt_at=command.retry_at if attempts_left else None,
+                )
+            ]
+        case ReleaseJob():
+            _require_holder(state, command.worker_id, refuse)
+            return [ev.JobReleased(**envelope, worker_id=command.worker_id)]
+        case CancelJob():
+            if state.status in TERMINAL:
+                raise refuse()
+            return [ev.JobCancelled(**envelope, reason=command.reason)]
+        case RetryJob():
+            if state.status not in ("failed", "cancelled"):
+                raise refuse()
+            return [ev.JobRetried(**envelope, max_attempts=command.max_attempts)]
+    raise refuse()  # pragma: no cover - every command is matched above
+
+
+def _require_holder(state: JobState, worker_id: str, refuse: Any) -> None:
+    if state.status != "processing" or state.worker_id != worker_id:
+        raise refuse()

@@ -1,0 +1,72 @@
+"""Settings from the environment, with the original design's names kept."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from ledger import errors
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None = None
+    listen_database_url: str | None = None
+    migrate_database_url: str | None = None
+    server_host: str = "127.0.0.1"
+    server_port: int = 8080
+    worker_count: int = 5
+    jwt_secret: str | None = None
+    log_level: str = "info"
+    data_dir: Path = Path(".ledger")
+    pg_port: int = 55432
+    storage_root: Path | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def storage(self) -> Path:
+        return self.storage_root or self.data_dir / "storage"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise errors.ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings; empty variables count as unset."""
+    env = os.environ if env is None else env
+
+    def text(name: str) -> str | None:
+        value = env.get(name)
+        return value or None
+
+    storage = text("STORAGE_ROOT")
+    settings = Settings(
+        database_url=text("DATABASE_URL"),
+        listen_database_url=text("LISTEN_DATABASE_URL"),
+        migrate_database_url=text("MIGRATE_DATABASE_URL"),
+        server_host=text("SERVER_HOST") or "127.0.0.1",
+        server_port=_int(env, "SERVER_PORT", 8080),
+        worker_count=_int(env, "WORKER_COUNT", 5),
+        jwt_secret=text("JWT_SECRET"),
+        log_level=(text("LOG_LEVEL") or "info").lower(),
+        data_dir=Path(text("LEDGER_DATA_DIR") or ".ledger"),
+        pg_port=_int(env, "LEDGER_PG_PORT", 55432),
+        storage_root=Path(storage) if storage else None,
+    )
+    if settings.worker_count < 0:
+        raise errors.ConfigError("WORKER_COUNT must be 0 or more")
+    if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
+        raise errors.ConfigError(f"LOG_LEVEL {settings.log_level!r} is not a log level")
+    return settings

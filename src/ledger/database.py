@@ -1,0 +1,84 @@
+"""Which PostgreSQL the service uses: DATABASE_URL, or the embedded one, provisioned and migrated."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import msgspec
+
+from ledger import config, db, embedded, migrations
+
+log = logging.getLogger(__name__)
+
+
+class Database(msgspec.Struct, frozen=True, kw_only=True):
+    """Connection strings for the application, for migrations, and for LISTEN."""
+
+    app_dsn: str
+    admin_dsn: str
+    listen_dsn: str
+    embedded: bool
+
+
+async def provision_embedded(pg: embedded.EmbeddedPostgres) -> None:
+    """Create the application database and login role on the embedded cluster, and migrate."""
+    async with db.connect(pg.dsn("postgres", admin=True)) as admin:
+        exists = await admin.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", embedded.APP_DATABASE
+        )
+        if not exists:
+            await admin.execute(f'CREATE DATABASE "{embedded.APP_DATABASE}"')
+    async with db.connect(pg.dsn(admin=True)) as conn:
+        applied = await migrations.migrate(conn)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        await ensure_login_role(conn, embedded.APP_USER, pg.credentials().app_password)
+
+
+async def ensure_login_role(conn: asyncpg.Connection, name: str, password: str) -> None:
+    """A login role that is a member of ledger_app (and nothing more), with this password."""
+    exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name)
+    verb = "ALTER" if exists else "CREATE"
+    # Role names and passwords cannot be bound parameters in DDL; quote them as literals.
+    ident = await conn.fetchval("SELECT quote_ident($1)", name)
+    literal = await conn.fetchval("SELECT quote_literal($1)", password)
+    await conn.execute(
+        f"{verb} ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {literal}"
+    )
+    await conn.execute(f"GRANT ledger_app TO {ident}")
+
+
+@asynccontextmanager
+async def open_database(
+    settings: config.Settings, *, migrate: bool = True
+) -> AsyncIterator[Database]:
+    """The database to use for the life of the block; starts and stops the embedded one if needed."""
+    if settings.database_url is not None:
+        admin_dsn = settings.migrate_database_url or settings.database_url
+        if migrate:
+            async with db.connect(admin_dsn) as conn:
+                applied = await migrations.migrate(conn)
+                if applied:
+                    log.info("applied migrations: %s", ", ".join(applied))
+        yield Database(
+            app_dsn=settings.database_url,
+            admin_dsn=admin_dsn,
+            listen_dsn=settings.listen_database_url or settings.database_url,
+            embedded=False,
+        )
+        return
+    pg = embedded.EmbeddedPostgres(settings.data_dir, settings.pg_port)
+    pg.start()
+    try:
+        await provision_embedded(pg)
+        yield Database(
+            app_dsn=pg.dsn(),
+            admin_dsn=pg.dsn(admin=True),
+            listen_dsn=settings.listen_database_url or pg.dsn(),
+            embedded=True,
+        )
+    finally:
+        pg.stop()

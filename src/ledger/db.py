@@ -1,0 +1,34 @@
+"""Connections to PostgreSQL: the application pool and one-off connections."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+APPLICATION_NAME = "job-ledger"
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = APPLICATION_NAME
+) -> asyncpg.Pool:
+    """A pool of connections in UTC, tagged with the application name."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"application_name": name, "timezone": "UTC"},
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def connect(dsn: str, *, name: str = APPLICATION_NAME) -> AsyncIterator[asyncpg.Connection]:
+    """One connection, closed on exit."""
+    conn = await asyncpg.connect(dsn, server_settings={"application_name": name, "timezone": "UTC"})
+    try:
+        yield conn
+    finally:
+        await conn.close()

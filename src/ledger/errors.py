@@ -1,0 +1,54 @@
+"""The ledger's exceptions: one root, a few subclasses that carry their fields."""
+
+from __future__ import annotations
+
+import uuid
+
+
+class LedgerError(Exception):
+    """Root of every error this service raises on purpose."""
+
+
+class UnknownJob(LedgerError):
+    """No job has this id."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        super().__init__(f"job {job_id} does not exist")
+        self.job_id = job_id
+
+
+class VersionConflict(LedgerError):
+    """Another writer appended to this job first; re-read and decide again."""
+
+    def __init__(self, job_id: uuid.UUID, expected_version: int) -> None:
+        super().__init__(f"job {job_id} changed concurrently (expected version {expected_version})")
+        self.job_id = job_id
+        self.expected_version = expected_version
+
+
+class InvalidTransition(LedgerError):
+    """The command does not apply to the job in its current status."""
+
+    def __init__(self, job_id: uuid.UUID | None, status: str | None, command: str) -> None:
+        where = f"job {job_id} is {status}" if job_id else "job does not exist"
+        super().__init__(f"cannot {command}: {where}")
+        self.job_id = job_id
+        self.status = status
+        self.command = command
+
+
+class ConfigError(LedgerError):
+    """The service's configuration is missing or inconsistent."""
+
+
+class EmbeddedDatabaseError(LedgerError):
+    """The embedded PostgreSQL could not be set up, started or stopped."""
+
+
+class MigrationError(LedgerError):
+    """A migration failed; the database was left as it was before it."""
+
+    def __init__(self, name: str, cause: str) -> None:
+        super().__init__(f"migration {name} failed and was rolled back: {cause}")
+        self.name = name
+        self.cause = cause

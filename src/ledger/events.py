@@ -1,0 +1,167 @@
+"""The ledger's event types: one frozen, tagged msgspec struct per job transition.
+
+An event's envelope (job, version, actor, time) is stored in columns of its own;
+the rest of its fields are its `data`. The per-job hash chain covers the stored
+columns (see `canonical_bytes`). Never edit a shipped
+event: a new shape gets a new tag (`.v2`) and an upcaster in `from_row`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+
+Priority = Literal["high", "normal", "low"]
+PRIORITY_RANK: Final[dict[str, int]] = {"high": 0, "normal": 1, "low": 2}
+
+ENVELOPE: Final = frozenset({"type", "job_id", "version", "actor", "occurred_at"})
+GENESIS_HASH: Final = bytes(32)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """What happened to which job, its per-job version, who caused it and when."""
+
+    job_id: uuid.UUID
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    actor: Annotated[str, msgspec.Meta(min_length=1)]
+    occurred_at: datetime
+
+
+class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
+    job_type: str
+    queue: str
+    priority: Priority
+    payload: dict[str, Any]
+    max_attempts: int
+    timeout_seconds: float
+    backoff_base_seconds: float
+    backoff_cap_seconds: float
+    run_at: datetime
+    idempotency_key: str | None = None
+    replay_of: uuid.UUID | None = None
+
+
+class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
+    worker_id: str
+    attempt: int
+    lease_until: datetime
+
+
+class JobCompleted(Event, frozen=True, tag="job.completed.v1"):
+    result: Any
+
+
+class JobRetryScheduled(Event, frozen=True, tag="job.retry_scheduled.v1"):
+    error: str
+    next_attempt_at: datetime
+
+
+class JobFailed(Event, frozen=True, tag="job.failed.v1"):
+    error: str
+
+
+class JobLeaseExpired(Event, frozen=True, tag="job.lease_expired.v1"):
+    """The worker holding the job stopped renewing its lease; counts as a failed attempt."""
+
+    worker_id: str
+    error: str
+    next_attempt_at: datetime | None
+
+
+class JobCancelled(Event, frozen=True, tag="job.cancelled.v1"):
+    reason: str | None = None
+
+
+class JobReleased(Event, frozen=True, tag="job.released.v1"):
+    """A worker shutting down handed the job back unfinished; the attempt does not count."""
+
+    worker_id: str
+
+
+class JobRetried(Event, frozen=True, tag="job.retried.v1"):
+    """A failed or cancelled job was sent to run again, attempts reset."""
+
+    max_attempts: int | None = None
+
+
+JobEvent = (
+    JobSubmitted
+    | JobClaimed
+    | JobCompleted
+    | JobRetryScheduled
+    | JobFailed
+    | JobLeaseExpired
+    | JobCancelled
+    | JobReleased
+    | JobRetried
+)
+
+EVENT_TYPES: Final[tuple[type[Event], ...]] = (
+    JobSubmitted,
+    JobClaimed,
+    JobCompleted,
+    JobRetryScheduled,
+    JobFailed,
+    JobLeaseExpired,
+    JobCancelled,
+    JobReleased,
+    JobRetried,
+)
+
+_json = msgspec.json.Encoder()
+_any_decoder = msgspec.json.Decoder()
+
+
+def type_tag(event: Event) -> str:
+    """The event's versioned type tag, e.g. ``job.claimed.v1``."""
+    tag = type(event).__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+def canonical_bytes(
+    *, type: str, job_id: uuid.UUID, version: int, actor: str, occurred_at: datetime, data: str
+) -> bytes:
+    """The bytes an event's hash covers, from its stored columns.
+
+    ``data`` is PostgreSQL's own text of the jsonb value (its canonical form: keys
+    ordered, numbers exact), so the hash is recomputable from what is stored, with
+    no float or key-order round trip in between. The actor is length-prefixed so no
+    two envelopes share bytes. Mirrors ``event_canonical`` in sql/.
+    """
+    stamp = occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"{type}\n{job_id}\n{version}\n{len(actor)}:{actor}\n{stamp}\n{data}".encode()
+
+
+def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
+    """SHA-256 over the previous link's hash and this event's canonical bytes."""
+    return hashlib.sha256(prev_hash + canonical).digest()
+
+
+def data_json(event: Event) -> str:
+    """The event's own fields (everything but the envelope) as JSON for the data column."""
+    raw = msgspec.to_builtins(event)
+    assert isinstance(raw, dict)
+    return _json.encode({k: v for k, v in raw.items() if k not in ENVELOPE}).decode()
+
+
+def from_row(
+    *,
+    type: str,
+    job_id: uuid.UUID,
+    version: int,
+    actor: str,
+    occurred_at: datetime,
+    data: str | bytes | dict[str, Any],
+) -> JobEvent:
+    """Rebuild the typed event from its stored columns (raises msgspec.ValidationError)."""
+    fields = _any_decoder.decode(data) if isinstance(data, str | bytes) else dict(data)
+    if not isinstance(fields, dict):
+        raise msgspec.ValidationError("event data is not a JSON object")
+    fields.update(type=type, job_id=job_id, version=version, actor=actor, occurred_at=occurred_at)
+    event: JobEvent = msgspec.convert(fields, JobEvent, strict=False)
+    return event

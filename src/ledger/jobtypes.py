@@ -1,0 +1,174 @@
+"""The job-type registry: what a job type is, how handlers declare one, and how plugins load.
+
+A job type pairs a name with a payload type (a msgspec struct the API validates
+submissions against), defaults (timeout, attempts, backoff) and a handler. The
+handler is async or sync (sync ones run off the event loop); it raises
+`Retryable` or `Permanent`, and what it returns is the job's result.
+
+New job types need no change to the service: a module named in LEDGER_HANDLERS
+(comma-separated) or exposed under the entry-point group `job_ledger.handlers`
+is imported at start and registers its handlers with `@job_type(...)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+
+from ledger import errors
+
+ENTRY_POINT_GROUP: Final = "job_ledger.handlers"
+
+
+class Retryable(errors.LedgerError):
+    """The attempt failed but may succeed later: retried with backoff while attempts are left."""
+
+
+class Permanent(errors.LedgerError):
+    """The job can never succeed as submitted: it fails now, whatever attempts are left."""
+
+
+class UnknownJobType(errors.LedgerError):
+    """No handler is registered for this job type."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(f"unknown job type {name!r}; known types: {', '.join(sorted(known))}")
+        self.name = name
+
+
+class InvalidPayload(errors.LedgerError):
+    """The payload does not match its job type's schema; `path` names the field."""
+
+    def __init__(self, job_type: str, message: str, path: str) -> None:
+        super().__init__(f"invalid payload for {job_type}: {message}")
+        self.job_type = job_type
+        self.message = message
+        self.path = path
+
+
+class JobContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What a handler knows about the run besides its payload."""
+
+    job_id: uuid.UUID
+    job_type: str
+    attempt: int
+    max_attempts: int
+    storage_root: Path
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts of one job: side effects keyed on it happen once."""
+        return f"job-{self.job_id}"
+
+
+Handler = Callable[[Any, JobContext], Awaitable[Any]] | Callable[[Any, JobContext], Any]
+
+
+class JobType(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    payload_type: type[msgspec.Struct]
+    handler: Handler
+    timeout_seconds: float = 300.0
+    max_attempts: int = 3
+    backoff_base_seconds: float = 1.0
+    backoff_cap_seconds: float = 300.0
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
+
+    def validate(self, payload: Any) -> msgspec.Struct:
+        """The payload as its typed struct, or InvalidPayload naming the field."""
+        try:
+            return msgspec.convert(payload, self.payload_type, strict=True)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            path = message.rsplit(" - at `", 1)[-1].rstrip("`") if " - at `" in message else "$"
+            raise InvalidPayload(self.name, message, path) from exc
+
+    def schema(self) -> dict[str, Any]:
+        """The payload's JSON Schema."""
+        return msgspec.json.schema(self.payload_type)
+
+
+class Registry:
+    """Job types by name."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, JobType] = {}
+
+    def add(self, job: JobType) -> None:
+        existing = self._types.get(job.name)
+        if existing is not None and existing.handler is not job.handler:
+            raise errors.ConfigError(f"job type {job.name!r} is registered twice")
+        self._types[job.name] = job
+
+    def get(self, name: str) -> JobType:
+        try:
+            return self._types[name]
+        except KeyError:
+            raise UnknownJobType(name, self._types) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._types)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+
+REGISTRY: Final = Registry()
+
+
+def job_type(
+    name: str,
+    payload: type[msgspec.Struct],
+    *,
+    timeout_seconds: float = 300.0,
+    max_attempts: int = 3,
+    backoff_base_seconds: float = 1.0,
+    backoff_cap_seconds: float = 300.0,
+    registry: Registry = REGISTRY,
+) -> Callable[[Handler], Handler]:
+    """Register the decorated function as the handler of job type `name`."""
+
+    def register(handler: Handler) -> Handler:
+        registry.add(
+            JobType(
+                name=name,
+                payload_type=payload,
+                handler=handler,
+                timeout_seconds=timeout_seconds,
+                max_attempts=max_attempts,
+                backoff_base_seconds=backoff_base_seconds,
+                backoff_cap_seconds=backoff_cap_seconds,
+            )
+        )
+        return handler
+
+    return register
+
+
+def load_plugins(modules: Iterable[str], *, entry_points: bool = True) -> list[str]:
+    """Import handler modules (LEDGER_HANDLERS and the entry-point group); returns what loaded."""
+    loaded: list[str] = []
+    for name in modules:
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise errors.ConfigError(f"cannot import handler module {name!r}: {exc}") from exc
+        loaded.append(name)
+    if entry_points:
+        for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            point.load()
+            loaded.append(point.value)
+    return loaded

@@ -1,0 +1,160 @@
+"""A job's state as a pure fold of its events: `evolve(state, event) -> state`.
+
+`job_view_evolve` in sql/ is the same fold in PL/pgSQL (it keeps the live view
+and rebuilds it); a property test holds the two equal. Change both together.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import msgspec
+
+from ledger import events as ev
+
+Status = Literal["pending", "processing", "completed", "failed", "retrying", "cancelled"]
+STATUSES: Final[tuple[Status, ...]] = (
+    "pending",
+    "processing",
+    "completed",
+    "failed",
+    "retrying",
+    "cancelled",
+)
+TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
+RUNNABLE: Final[frozenset[str]] = frozenset({"pending", "retrying"})
+
+
+class JobState(msgspec.Struct, frozen=True, kw_only=True):
+    """One row of the current-state view (the `jobs` table), column for column."""
+
+    job_id: uuid.UUID
+    version: int
+    type: str
+    queue: str
+    priority: int
+    status: Status
+    payload: dict[str, Any]
+    result: Any
+    error: str | None
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float
+    backoff_base_seconds: float
+    backoff_cap_seconds: float
+    run_at: datetime | None
+    worker_id: str | None
+    lease_until: datetime | None
+    idempotency_key: str | None
+    replay_of: uuid.UUID | None
+    submitted_by: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+class FoldError(ValueError):
+    """The events do not form a valid history (an event before submission, a double submit)."""
+
+
+def evolve(state: JobState | None, event: ev.Event) -> JobState:
+    """The state after `event`; pure, total over valid histories."""
+    if isinstance(event, ev.JobSubmitted):
+        if state is not None:
+            raise FoldError(f"job {event.job_id} submitted twice")
+        return JobState(
+            job_id=event.job_id,
+            version=event.version,
+            type=event.job_type,
+            queue=event.queue,
+            priority=ev.PRIORITY_RANK[event.priority],
+            status="pending",
+            payload=event.payload,
+            result=None,
+            error=None,
+            attempt=0,
+            max_attempts=event.max_attempts,
+            timeout_seconds=event.timeout_seconds,
+            backoff_base_seconds=event.backoff_base_seconds,
+            backoff_cap_seconds=event.backoff_cap_seconds,
+            run_at=event.run_at,
+            worker_id=None,
+            lease_until=None,
+            idempotency_key=event.idempotency_key,
+            replay_of=event.replay_of,
+            submitted_by=event.actor,
+            created_at=event.occurred_at,
+            updated_at=event.occurred_at,
+            started_at=None,
+            completed_at=None,
+        )
+    if state is None:
+        raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")
+    common: dict[str, Any] = {"version": event.version, "updated_at": event.occurred_at}
+    released: dict[str, Any] = {"worker_id": None, "lease_until": None}
+    match event:
+        case ev.JobClaimed():
+            changes = {
+                "status": "processing",
+                "attempt": event.attempt,
+                "worker_id": event.worker_id,
+                "lease_until": event.lease_until,
+                "started_at": event.occurred_at,
+                "run_at": None,
+            }
+        case ev.JobCompleted():
+            changes = {
+                "status": "completed",
+                "result": event.result,
+                "error": None,
+                "completed_at": event.occurred_at,
+                **released,
+            }
+        case ev.JobRetryScheduled() | ev.JobFailed() | ev.JobLeaseExpired():
+            next_at = None if isinstance(event, ev.JobFailed) else event.next_attempt_at
+            changes = {"error": event.error, **released}
+            if next_at is not None:
+                changes |= {"status": "retrying", "run_at": next_at}
+            else:
+                changes |= {"status": "failed", "run_at": None, "completed_at": event.occurred_at}
+        case ev.JobCancelled():
+            changes = {
+                "status": "cancelled",
+                "run_at": None,
+                "completed_at": event.occurred_at,
+                **released,
+            }
+        case ev.JobReleased():
+            changes = {
+                "status": "pending",
+                "attempt": state.attempt - 1,
+                "run_at": event.occurred_at,
+                **released,
+            }
+        case ev.JobRetried():
+            changes = {
+                "status": "pending",
+                "attempt": 0,
+                "max_attempts": (
+                    state.max_attempts if event.max_attempts is None else event.max_attempts
+                ),
+                "result": None,
+                "error": None,
+                "run_at": event.occurred_at,
+                "started_at": None,
+                "completed_at": None,
+            }
+        case _:
+            raise FoldError(f"unknown event {ev.type_tag(event)} for job {event.job_id}")
+    return msgspec.structs.replace(state, **common, **changes)
+
+
+def fold(events: Iterable[ev.Event], state: JobState | None = None) -> JobState | None:
+    """The state after all of `events`, in order."""
+    for event in events:
+        state = evolve(state, event)
+    return state

@@ -1,0 +1,24 @@
+-- name: events_append
+-- Many events, at most one per job per statement; the database hashes each over the
+-- stored bytes and its job's previous link. A version with no predecessor gets a
+-- NULL prev_hash (refused: NOT NULL), a taken version the unique key: both are conflicts.
+INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+SELECT u.job_id, u.version, u.type, u.actor, u.occurred_at, u.data, p.prev_hash,
+       sha256(p.prev_hash || event_canonical(u.type, u.job_id, u.version, u.actor, u.occurred_at, u.data))
+FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[])
+    AS u (job_id, version, type, actor, occurred_at, data)
+CROSS JOIN LATERAL (
+    SELECT CASE
+        WHEN u.version = 1 THEN '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+        ELSE (SELECT e.hash FROM events AS e WHERE e.job_id = u.job_id AND e.version = u.version - 1)
+    END AS prev_hash
+) AS p
+RETURNING position, job_id, version, txid::text::bigint AS txid, prev_hash, hash;
+
+-- name: events_list_for_job
+-- One job's history, oldest first.
+SELECT position, job_id, version, type, data, actor, occurred_at,
+       txid::text::bigint AS txid, prev_hash, hash
+FROM events
+WHERE job_id = $1
+ORDER BY version;

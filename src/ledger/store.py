@@ -1,0 +1,178 @@
+"""The event store: append events with their hash chain and project them, in one transaction.
+
+Invariant 2 (no state without its event) lives here: `append` runs the insert and
+the inline projection on one connection inside one transaction. The projection is
+a port (`InlineProjection`) that the projections package implements and the
+composition roots wire in. Driver errors are translated to ledger errors here, once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+import msgspec
+
+from ledger import commands, errors, lifecycle, sqlfile
+from ledger import events as ev
+
+Q = sqlfile.load("ledger")
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as the ledger stored it: its global position, writing transaction and chain link."""
+
+    position: int
+    txid: int
+    prev_hash: bytes
+    hash: bytes
+    event: ev.JobEvent
+
+
+class InlineProjection(Protocol):
+    """A read model kept in step with the events inside the appending transaction."""
+
+    async def apply(self, conn: asyncpg.Connection, recorded: Sequence[Recorded]) -> None: ...
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventStore:
+    """Appends events and keeps the inline projections in the same transaction."""
+
+    def __init__(
+        self, projections: Sequence[InlineProjection] = (), clock: Clock = utc_now
+    ) -> None:
+        self._projections = tuple(projections)
+        self.clock = clock
+
+    async def append(
+        self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent]
+    ) -> list[Recorded]:
+        """Append `events` (each at its job's next version) and project them, atomically.
+
+        Runs in the caller's transaction when there is one, otherwise in its own.
+        Raises VersionConflict when any job moved past the version an event expects.
+        """
+        if not events:
+            return []
+        if conn.is_in_transaction():
+            return await self._append(conn, events)
+        async with conn.transaction():
+            return await self._append(conn, events)
+
+    async def _append(
+        self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent]
+    ) -> list[Recorded]:
+        recorded: list[Recorded] = []
+        for batch in _one_per_job(events):
+            rows = await self._insert(conn, batch)
+            recorded.extend(
+                Recorded(
+                    position=row["position"],
+                    txid=row["txid"],
+                    prev_hash=row["prev_hash"],
+                    hash=row["hash"],
+                    event=event,
+                )
+                for event, row in zip(batch, rows, strict=True)
+            )
+        for projection in self._projections:
+            await projection.apply(conn, recorded)
+        return recorded
+
+    async def _insert(
+        self, conn: asyncpg.Connection, batch: Sequence[ev.JobEvent]
+    ) -> list[asyncpg.Record]:
+        try:
+            rows = await conn.fetch(
+                Q["events_append"],
+                [e.job_id for e in batch],
+                [e.version for e in batch],
+                [ev.type_tag(e) for e in batch],
+                [e.actor for e in batch],
+                [e.occurred_at for e in batch],
+                [ev.data_json(e) for e in batch],
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "events_job_id_version_key":
+                raise
+            raise _conflict(batch, exc) from exc
+        except asyncpg.NotNullViolationError as exc:
+            if exc.column_name != "prev_hash":
+                raise
+            raise _conflict(batch, exc) from exc
+        by_key = {(r["job_id"], r["version"]): r for r in rows}
+        return [by_key[(e.job_id, e.version)] for e in batch]
+
+    async def history(self, conn: asyncpg.Connection, job_id: uuid.UUID) -> list[Recorded]:
+        """Every event of one job, oldest first."""
+        rows = await conn.fetch(Q["events_list_for_job"], job_id)
+        return [record_from_row(row) for row in rows]
+
+    async def load(self, conn: asyncpg.Connection, job_id: uuid.UUID) -> lifecycle.JobState | None:
+        """The job's current state, folded from its events (None: never submitted)."""
+        return lifecycle.fold(r.event for r in await self.history(conn, job_id))
+
+    async def execute(
+        self,
+        conn: asyncpg.Connection,
+        job_id: uuid.UUID,
+        command: commands.Command,
+        *,
+        actor: str,
+    ) -> list[Recorded]:
+        """Decide `command` against the job's state and append the result, in one transaction."""
+        async with conn.transaction():
+            state = await self.load(conn, job_id)
+            decided = commands.decide(state, command, job_id=job_id, actor=actor, now=self.clock())
+            return await self._append(conn, decided)
+
+
+def record_from_row(row: asyncpg.Record) -> Recorded:
+    """A stored event row (with data, actor, occurred_at...) as a Recorded event."""
+    return Recorded(
+        position=row["position"],
+        txid=row["txid"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+        event=ev.from_row(
+            type=row["type"],
+            job_id=row["job_id"],
+            version=row["version"],
+            actor=row["actor"],
+            occurred_at=row["occurred_at"],
+            data=row["data"],
+        ),
+    )
+
+
+def _one_per_job(events: Sequence[ev.JobEvent]) -> list[list[ev.JobEvent]]:
+    """Split into statements holding at most one event per job, keeping each job's order."""
+    batches: list[list[ev.JobEvent]] = []
+    depth: dict[uuid.UUID, int] = {}
+    for event in events:
+        level = depth.get(event.job_id, 0)
+        depth[event.job_id] = level + 1
+        if level == len(batches):
+            batches.append([])
+        batches[level].append(event)
+    return batches
+
+
+def _conflict(batch: Sequence[ev.JobEvent], exc: asyncpg.PostgresError) -> errors.VersionConflict:
+    detail = str(getattr(exc, "detail", "") or "")
+    for event in batch:
+        if str(event.job_id) in detail:
+            return errors.VersionConflict(event.job_id, event.version - 1)
+    first = batch[0]
+    return errors.VersionConflict(first.job_id, first.version - 1)

@@ -1,0 +1,92 @@
+"""Fixtures: one PostgreSQL per session, a migrated template, a fresh database per test."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from ledger import database, migrations, store
+from projections import current
+from tests import pg
+
+APP_ROLE = "ledger_test_app"
+APP_PASSWORD = secrets.token_urlsafe(16)
+
+
+class Databases:
+    """DSNs of one test's database: as the superuser (owner) and as the application's role."""
+
+    def __init__(self, admin: str, app: str, name: str) -> None:
+        self.admin = admin
+        self.app = app
+        self.name = name
+
+
+@pytest.fixture(scope="session")
+def server_dsn() -> Iterator[str]:
+    with pg.server() as dsn:
+        yield dsn
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def template_db(server_dsn: str) -> str:
+    """Create and migrate the template once per session (this is also the migration test)."""
+    name = f"ledger_template_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    conn = await asyncpg.connect(pg.with_database(server_dsn, name))
+    try:
+        await migrations.migrate(conn)
+        await database.ensure_login_role(conn, APP_ROLE, APP_PASSWORD)
+    finally:
+        await conn.close()
+    return name
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def dbs(server_dsn: str, template_db: str) -> AsyncIterator[Databases]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+        yield Databases(
+            admin=pg.with_database(server_dsn, name),
+            app=pg.with_database(server_dsn, name, user=APP_ROLE, password=APP_PASSWORD),
+            name=name,
+        )
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def conn(dbs: Databases) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the application's role."""
+    connection = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def admin_conn(dbs: Databases) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the superuser that owns the tables."""
+    connection = await asyncpg.connect(dbs.admin, server_settings={"timezone": "UTC"})
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def event_store() -> store.EventStore:
+    return store.EventStore([current.JobView()])
