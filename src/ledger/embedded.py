@@ -238,8 +238,14 @@ class EmbeddedPostgres:
             self.init()
         if self.running():
             port = self.running_port()
-            if port is not None:
-                self.port = port
+            if port is None or port_is_free(port):
+                # The lock file names a live process, but no server listens where it says.
+                raise errors.EmbeddedDatabaseError(
+                    f"stale lock: {self.pgdata / 'postmaster.pid'} names a running process "
+                    f"that is not this cluster's server (nothing listens on port {port}). "
+                    "If no PostgreSQL runs from this folder, remove that file and start again."
+                )
+            self.port = port
             log.info("embedded PostgreSQL already running on port %s; attaching", self.port)
             return
         if not port_is_free(self.port):

@@ -1,0 +1,105 @@
+"""Invariant 5: the global feed never skips an event committed late by a lower transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+
+from ledger import commands, store
+from ledger import events as ev
+from projections import feed
+from tests import factories
+from tests.conftest import Databases
+
+
+def _submitted(actor: str) -> list[ev.JobEvent]:
+    return commands.decide(
+        None, factories.submit_command(), job_id=uuid.uuid4(), actor=actor, now=datetime.now(UTC)
+    )
+
+
+async def _drain(
+    conn: asyncpg.Connection, cursor: feed.Cursor, limit: int = 2
+) -> tuple[list[str], feed.Cursor]:
+    seen: list[str] = []
+    while True:
+        page = await feed.read(conn, cursor, limit=limit)
+        if not page.events:
+            return seen, cursor
+        seen += [r.event.actor for r in page.events]
+        cursor = page.cursor
+
+
+async def test_late_commit_of_an_earlier_transaction_is_not_skipped(
+    dbs: Databases, event_store: store.EventStore
+) -> None:
+    early, late, reader = [await asyncpg.connect(dbs.app) for _ in range(3)]
+    try:
+        # `early` takes its transaction id and position first, but commits last.
+        tx_early = early.transaction()
+        await tx_early.start()
+        await event_store.append(early, _submitted("early"))
+        await event_store.append(late, _submitted("late"))  # commits at once
+
+        seen, cursor = await _drain(reader, feed.START)
+        # A position cursor would hand out "late" now and skip "early" forever;
+        # the feed holds back everything above the oldest running transaction.
+        assert seen == []
+
+        await tx_early.commit()
+        seen, cursor = await _drain(reader, cursor)
+        assert seen == ["early", "late"]
+
+        again, _ = await _drain(reader, cursor)
+        assert again == []
+        replay, _ = await _drain(reader, feed.START)
+        assert replay == ["early", "late"], "the order is stable across reads"
+    finally:
+        for c in (early, late, reader):
+            await c.close()
+
+
+async def test_higher_position_in_a_lower_transaction_is_ordered_by_transaction(
+    dbs: Databases, event_store: store.EventStore
+) -> None:
+    first, second, reader = [await asyncpg.connect(dbs.app) for _ in range(3)]
+    try:
+        tx_first = first.transaction()
+        await tx_first.start()
+        await first.fetchval("SELECT pg_current_xact_id()")  # lower txid, no row yet
+        tx_second = second.transaction()
+        await tx_second.start()
+        await event_store.append(second, _submitted("second"))  # lower position
+        await event_store.append(first, _submitted("first"))  # higher position
+        await tx_second.commit()
+        seen, cursor = await _drain(reader, feed.START)
+        assert seen == []
+        await tx_first.commit()
+        seen, _ = await _drain(reader, cursor)
+        assert seen == ["first", "second"]
+    finally:
+        for c in (first, second, reader):
+            await c.close()
+
+
+async def test_paging_sees_every_event_once(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    for i in range(7):
+        await event_store.append(conn, _submitted(f"a{i}"))
+    seen, _ = await _drain(conn, feed.START, limit=3)
+    assert seen == [f"a{i}" for i in range(7)]
+
+
+def test_cursor_round_trips_and_rejects_garbage() -> None:
+    cursor = feed.Cursor(123, 456)
+    assert feed.parse_cursor(cursor.encode()) == cursor
+    assert feed.parse_cursor(None) == feed.START
+    for bad in ("abc", "1", "1.2.3", "-1.2", "1.x"):
+        try:
+            feed.parse_cursor(bad)
+        except feed.BadCursor:
+            continue
+        raise AssertionError(f"{bad!r} was accepted")
