@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import asyncpg
 
@@ -32,3 +33,10 @@ async def connect(dsn: str, *, name: str = APPLICATION_NAME) -> AsyncIterator[as
         yield conn
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection from `pool`, typed as a plain connection (the pool's proxy behaves as one)."""
+    async with pool.acquire() as conn:
+        yield cast(asyncpg.Connection, conn)

@@ -1,0 +1,204 @@
+"""Leases and heartbeats: who is alive, which running attempts are still held, and recovery of the rest.
+
+A claim records the attempt's first lease in its job.claimed.v1 event. From then
+on the worker renews it by heartbeat in the operational table `job_leases` (and
+its own liveness in `worker_processes`), never by appending events: history
+records the claim and the outcome, not every renewal. The recovery task, run by
+every worker process, looks for processing jobs that neither the claim's lease
+nor a renewal covers any more (their worker died or hung) and records
+job.lease_expired.v1 through the event store: a failed attempt, retried with
+backoff while attempts are left (invariant 7: at-least-once execution).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from ledger import commands, db, errors, sqlfile, store
+from projections import current
+from workers import retry
+
+Q = sqlfile.load("workers")
+log = logging.getLogger(__name__)
+
+# A worker that stayed silent this long is forgotten entirely (one day).
+FORGET_AFTER_SECONDS = 86_400.0
+
+
+class WorkerProcess(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker process as the `worker_processes` table knows it."""
+
+    worker_id: str
+    host: str
+    pid: int
+    slots: int
+    lease_seconds: float
+
+
+def new_worker_id() -> str:
+    """Unique per process start: host, pid and a random suffix (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def this_process(slots: int, lease_seconds: float, worker_id: str | None = None) -> WorkerProcess:
+    return WorkerProcess(
+        worker_id=worker_id or new_worker_id(),
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        slots=slots,
+        lease_seconds=lease_seconds,
+    )
+
+
+async def register(conn: asyncpg.Connection, worker: WorkerProcess) -> None:
+    await conn.execute(
+        Q["worker_processes_register"],
+        worker.worker_id,
+        worker.host,
+        worker.pid,
+        worker.slots,
+        worker.lease_seconds,
+    )
+
+
+async def unregister(conn: asyncpg.Connection, worker_id: str) -> None:
+    await conn.execute(Q["worker_processes_unregister"], worker_id)
+
+
+async def heartbeat(conn: asyncpg.Connection, worker: WorkerProcess) -> None:
+    """The process is alive, and so are the leases of every attempt it runs."""
+    async with conn.transaction():
+        status = await conn.execute(Q["worker_processes_heartbeat"], worker.worker_id)
+        if status.endswith(" 0"):  # the row was pruned while we were away: come back
+            await register(conn, worker)
+        await conn.execute(Q["job_leases_renew"], worker.worker_id, worker.lease_seconds)
+
+
+async def live_slots(conn: asyncpg.Connection) -> int:
+    """Job slots across all live worker processes (a heartbeat younger than its lease).
+
+    Dead processes drop out on their own once their heartbeat is older than their
+    lease; this is the `workers` figure of `/health`.
+    """
+    count = await conn.fetchval(Q["worker_processes_live_slots"])
+    return int(count)
+
+
+async def hold(
+    conn: asyncpg.Connection,
+    worker_id: str,
+    leases: list[tuple[uuid.UUID, int, datetime]],
+) -> None:
+    """Record the leases of freshly claimed attempts: (job id, attempt, lease until)."""
+    if not leases:
+        return
+    await conn.execute(
+        Q["job_leases_insert"],
+        [job_id for job_id, _, _ in leases],
+        worker_id,
+        [attempt for _, attempt, _ in leases],
+        [until for _, _, until in leases],
+    )
+
+
+async def let_go(conn: asyncpg.Connection, job_id: uuid.UUID, worker_id: str, attempt: int) -> None:
+    """The attempt ended: drop its lease."""
+    await conn.execute(Q["job_leases_delete"], job_id, worker_id, attempt)
+
+
+async def recover_expired(
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    *,
+    actor: str,
+    limit: int = 100,
+) -> list[uuid.UUID]:
+    """Record job.lease_expired.v1 for running attempts whose lease ran out; returns their ids.
+
+    Optimistic: a job that moved meanwhile (its worker finished after all, another
+    recoverer got there first) conflicts and is left alone.
+    """
+    rows = await conn.fetch(Q["jobs_lease_expired"], limit)
+    recovered: list[uuid.UUID] = []
+    for row in rows:
+        state = current.state_from_row(row)
+        now = event_store.clock()
+        retry_at = retry.next_attempt_at(
+            now, max(state.attempt, 1), state.backoff_base_seconds, state.backoff_cap_seconds
+        )
+        decided = commands.decide(
+            state,
+            commands.ExpireLease(retry_at=retry_at),
+            job_id=state.job_id,
+            actor=actor,
+            now=now,
+        )
+        try:
+            async with conn.transaction():
+                await event_store.append(conn, decided)
+                if state.worker_id is not None:
+                    await let_go(conn, state.job_id, state.worker_id, state.attempt)
+        except errors.VersionConflict:
+            log.info("job %s moved while its lease was being expired; left alone", state.job_id)
+            continue
+        log.warning(
+            "lease of job %s (attempt %s) held by %s expired; recovered",
+            state.job_id,
+            state.attempt,
+            state.worker_id,
+        )
+        recovered.append(state.job_id)
+    return recovered
+
+
+async def prune(conn: asyncpg.Connection) -> None:
+    """Forget leases of attempts that ended and processes silent for a long time."""
+    await conn.execute(Q["job_leases_prune"])
+    await conn.execute(Q["worker_processes_prune"], FORGET_AFTER_SECONDS)
+
+
+class Keeper:
+    """The heartbeat and recovery loops of one worker process."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        event_store: store.EventStore,
+        worker: WorkerProcess,
+    ) -> None:
+        self._pool = pool
+        self._store = event_store
+        self.worker = worker
+        self._stopped = asyncio.Event()
+
+    @property
+    def interval(self) -> float:
+        """A third of the lease: two heartbeats may be lost before a lease lapses."""
+        return self.worker.lease_seconds / 3
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def run(self) -> None:
+        """Heartbeat and recover until stopped; database trouble is logged and retried."""
+        while not self._stopped.is_set():
+            try:
+                async with db.acquire(self._pool) as conn:
+                    await heartbeat(conn, self.worker)
+                    await recover_expired(
+                        conn, self._store, actor=f"recovery:{self.worker.worker_id}"
+                    )
+                    await prune(conn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("heartbeat/recovery round failed, retrying: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=self.interval)

@@ -1,0 +1,116 @@
+-- name: worker_processes_register
+-- A worker process announces itself (or comes back after a restart with the same id).
+INSERT INTO worker_processes (worker_id, host, pid, slots, lease_seconds)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (worker_id) DO UPDATE
+SET host = excluded.host,
+    pid = excluded.pid,
+    slots = excluded.slots,
+    lease_seconds = excluded.lease_seconds,
+    heartbeat_at = now();
+
+-- name: worker_processes_heartbeat
+-- The process is alive: its row is fresh again.
+UPDATE worker_processes
+SET heartbeat_at = now()
+WHERE worker_id = $1;
+
+-- name: worker_processes_unregister
+DELETE FROM worker_processes
+WHERE worker_id = $1;
+
+-- name: worker_processes_live_slots
+-- Job slots of the worker processes whose heartbeat is younger than their lease.
+SELECT coalesce(sum(slots), 0)::bigint
+FROM worker_processes
+WHERE heartbeat_at > now() - make_interval(secs => lease_seconds);
+
+-- name: worker_processes_prune
+-- Forget processes that have been silent for a long time (they died without a word).
+DELETE FROM worker_processes
+WHERE heartbeat_at < now() - make_interval(secs => $1);
+
+-- name: job_leases_insert
+-- The leases of freshly claimed attempts.
+INSERT INTO job_leases (job_id, worker_id, attempt, lease_until)
+SELECT u.job_id, $2, u.attempt, u.lease_until
+FROM unnest($1::uuid[], $3::integer[], $4::timestamptz[]) AS u (job_id, attempt, lease_until)
+ON CONFLICT (job_id) DO UPDATE
+SET worker_id = excluded.worker_id,
+    attempt = excluded.attempt,
+    lease_until = excluded.lease_until;
+
+-- name: job_leases_renew
+-- Push the leases of every attempt this worker runs forward (the heartbeat).
+UPDATE job_leases
+SET lease_until = now() + make_interval(secs => $2)
+WHERE worker_id = $1;
+
+-- name: job_leases_delete
+-- The attempt ended: its lease goes with it.
+DELETE FROM job_leases
+WHERE job_id = $1
+  AND worker_id = $2
+  AND attempt = $3;
+
+-- name: job_leases_prune
+-- Leases left behind by attempts that ended some other way (expired, cancelled).
+DELETE FROM job_leases AS l
+WHERE NOT EXISTS (
+    SELECT
+    FROM jobs AS j
+    WHERE j.job_id = l.job_id
+      AND j.status = 'processing'
+      AND j.worker_id = l.worker_id
+      AND j.attempt = l.attempt
+);
+
+-- name: jobs_lease_expired
+-- Running attempts whose lease ran out: neither the claim's lease nor a renewal
+-- covers now (greatest ignores a missing renewal).
+SELECT j.*
+FROM jobs AS j
+LEFT JOIN job_leases AS l
+    ON l.job_id = j.job_id
+   AND l.worker_id = j.worker_id
+   AND l.attempt = j.attempt
+WHERE j.status = 'processing'
+  AND greatest(j.lease_until, l.lease_until) < now()
+ORDER BY j.lease_until
+LIMIT $1;
+
+-- name: jobs_claim
+-- Runnable jobs of the types this worker knows, due now, in claim order; rows other
+-- claimers hold are skipped, so concurrent claimers never take the same job.
+SELECT *
+FROM jobs
+WHERE status IN ('pending', 'retrying')
+  AND run_at <= now()
+  AND type = ANY($2::text[])
+ORDER BY run_at, priority, created_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED;
+
+-- name: jobs_next_due
+-- When the earliest runnable job that is not yet due becomes due (the retry clock).
+SELECT min(run_at)
+FROM jobs
+WHERE status IN ('pending', 'retrying')
+  AND run_at > now()
+  AND type = ANY($1::text[]);
+
+-- name: jobs_get
+SELECT *
+FROM jobs
+WHERE job_id = $1;
+
+-- name: jobs_running_lost
+-- Of the attempts this worker runs, those it no longer holds (cancelled, expired, ...).
+SELECT r.job_id
+FROM unnest($1::uuid[], $2::integer[]) AS r (job_id, attempt)
+LEFT JOIN jobs AS j
+    ON j.job_id = r.job_id
+WHERE j.job_id IS NULL
+   OR j.status <> 'processing'
+   OR j.worker_id IS DISTINCT FROM $3
+   OR j.attempt <> r.attempt;
