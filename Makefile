@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
-.PHONY: run test lint typecheck contracts check clean
+.PHONY: run test test-coverage db-reset docker-build lint typecheck contracts check clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (python3.12 on PATH)"; exit 1; }
@@ -34,6 +34,19 @@ check: lint typecheck contracts
 
 test: check
 	$(BIN)/pytest
+
+# The suite with line and branch coverage of src/ (terminal summary and htmlcov/).
+test-coverage: check
+	$(BIN)/pytest --cov=ledger --cov=projections --cov=workers --cov-branch \
+		--cov-report=term-missing:skip-covered --cov-report=html
+
+# Deletes the database: the embedded one after a prompt, DATABASE_URL's only with CONFIRM=yes.
+db-reset: $(STAMP)
+	$(BIN)/ledger db-reset $(if $(filter yes,$(CONFIRM)),--yes)
+
+IMAGE ?= job-ledger:latest
+docker-build:
+	docker build --tag $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

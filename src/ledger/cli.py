@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import signal
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from ledger import config, database, db, errors, migrations
+from ledger import config, database, db, embedded, errors, migrations, probe
 from projections import chains, rebuild
 
 log = logging.getLogger("ledger")
@@ -83,6 +84,40 @@ async def _projections_rebuild(settings: config.Settings) -> int:
     return 0
 
 
+async def _db_reset(settings: config.Settings, *, confirmed: bool) -> int:
+    """Delete the ledger's database and start it afresh (asks first; external servers need --yes)."""
+    if settings.database_url is not None:
+        if not confirmed:
+            print(
+                "ledger: refusing to reset the database at DATABASE_URL without confirmation; "
+                "run `make db-reset CONFIRM=yes` (or `ledger db-reset --yes`)",
+                file=sys.stderr,
+            )
+            return 2
+        applied = await database.reset_server(
+            settings.migrate_database_url or settings.database_url
+        )
+        print(f"database reset; applied: {', '.join(applied)}")
+        return 0
+    pg = embedded.EmbeddedPostgres(settings.data_dir, settings.pg_port)
+    if not confirmed:
+        if not sys.stdin.isatty():
+            print("ledger: not resetting without confirmation: pass --yes", file=sys.stderr)
+            return 2
+        question = f"Delete the embedded database in {pg.cluster_dir}? Type 'yes': "
+        answer = await asyncio.to_thread(input, question)
+        if answer.strip() != "yes":
+            print("not reset")
+            return 1
+    existed = pg.destroy()
+    print(f"deleted {pg.cluster_dir}" if existed else f"no database in {pg.cluster_dir}")
+    return 0
+
+
+async def _probe(settings: config.Settings, *, port: int | None, path: str) -> int:
+    return probe.probe(port or settings.server_port, path)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
     proj_sub = proj.add_subparsers(dest="action", required=True)
     proj_sub.add_parser("verify", help="rebuild into a scratch table and diff with the live view")
     proj_sub.add_parser("rebuild", help="replace the live view with the fold of the events")
+    reset = sub.add_parser(
+        "db-reset", help="delete the database and start afresh (destroys history)"
+    )
+    reset.add_argument("--yes", action="store_true", help="do not ask (required off embedded)")
+    check = sub.add_parser("probe", help="health check: GET a local URL, exit 0 on 2xx")
+    check.add_argument("--port", type=int, default=None, help="default: SERVER_PORT")
+    check.add_argument("--path", default="/health")
     return parser
 
 
@@ -102,6 +144,10 @@ Runner = Callable[[config.Settings], Coroutine[Any, Any, int]]
 def _runner(args: argparse.Namespace) -> Runner:
     if args.command == "projections":
         return _projections_verify if args.action == "verify" else _projections_rebuild
+    if args.command == "db-reset":
+        return functools.partial(_db_reset, confirmed=args.yes)
+    if args.command == "probe":
+        return functools.partial(_probe, port=args.port, path=args.path)
     runners: dict[str, Runner] = {"serve": _serve, "migrate": _migrate, "verify": _verify}
     return runners[args.command]
 

@@ -5,10 +5,34 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
 from ledger import errors
+
+
+VARIABLES: Final = frozenset(
+    {
+        "DATABASE_URL",
+        "LISTEN_DATABASE_URL",
+        "MIGRATE_DATABASE_URL",
+        "SERVER_HOST",
+        "SERVER_PORT",
+        "WORKER_COUNT",
+        "WORKER_METRICS_PORT",
+        "JWT_SECRET",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "LEDGER_DATA_DIR",
+        "LEDGER_PG_PORT",
+        "LEDGER_PG_USER",
+        "STORAGE_ROOT",
+    }
+)
+"""Every environment variable the service reads (a test holds this list, the code and the README equal)."""
+
+LOG_FORMATS: Final = ("auto", "json", "text")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -20,6 +44,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_count: int = 5
     jwt_secret: str | None = None
     log_level: str = "info"
+    log_format: str = "auto"
+    worker_metrics_port: int = 9464
     data_dir: Path = Path(".ledger")
     pg_port: int = 55432
     storage_root: Path | None = None
@@ -61,6 +87,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         worker_count=_int(env, "WORKER_COUNT", 5),
         jwt_secret=text("JWT_SECRET"),
         log_level=(text("LOG_LEVEL") or "info").lower(),
+        log_format=(text("LOG_FORMAT") or "auto").lower(),
+        worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9464),
         data_dir=Path(text("LEDGER_DATA_DIR") or ".ledger"),
         pg_port=_int(env, "LEDGER_PG_PORT", 55432),
         storage_root=Path(storage) if storage else None,
@@ -69,4 +97,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise errors.ConfigError("WORKER_COUNT must be 0 or more")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise errors.ConfigError(f"LOG_LEVEL {settings.log_level!r} is not a log level")
+    if settings.log_format not in LOG_FORMATS:
+        raise errors.ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+    if not 0 <= settings.worker_metrics_port <= 65535:
+        raise errors.ConfigError("WORKER_METRICS_PORT must be a port number (0: no metrics server)")
     return settings

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import msgspec
 
-from ledger import config, db, embedded, migrations
+from ledger import config, db, embedded, migrations, sqlfile
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +82,15 @@ async def open_database(
         )
     finally:
         pg.stop()
+
+
+async def reset_server(admin_dsn: str) -> list[str]:
+    """Drop everything the migrations made on an external server and migrate afresh.
+
+    Destroys the ledger's history: callers ask for confirmation first. Returns the
+    migrations applied.
+    """
+    async with db.connect(admin_dsn) as conn:
+        async with conn.transaction():
+            await conn.execute(sqlfile.load("ledger")["schema_reset"])
+        return await migrations.migrate(conn)

@@ -306,5 +306,20 @@ class EmbeddedPostgres:
         self._owns_server = False
         log.info("embedded PostgreSQL stopped")
 
+    def destroy(self) -> bool:
+        """Stop the server on this cluster, whoever started it, and delete the cluster.
+
+        For `ledger db-reset`: the credentials stay, so the next start initialises a
+        fresh, empty cluster with the same passwords. Returns whether there was one.
+        """
+        if not self.cluster_dir.exists():
+            return False
+        if self.running():
+            self._run("pg_ctl", "stop", "-m", "fast", "-w", "-D", str(self.pgdata), check=False)
+        self._owns_server = False
+        shutil.rmtree(self.cluster_dir)
+        log.info("embedded PostgreSQL cluster %s deleted", self.cluster_dir)
+        return True
+
     def describe(self) -> dict[str, object]:
         return {"pgdata": str(self.pgdata), "port": self.port, "log": str(self.logfile)}

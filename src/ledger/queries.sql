@@ -22,3 +22,9 @@ SELECT position, job_id, version, type, data, actor, occurred_at,
 FROM events
 WHERE job_id = $1
 ORDER BY version;
+
+-- name: schema_reset
+-- `ledger db-reset` on a server of one's own: every table, view and function the
+-- migrations made (and the migrations table) is gone; the next migrate starts afresh.
+DROP SCHEMA public CASCADE;
+CREATE SCHEMA public;
