@@ -11,7 +11,6 @@ import msgspec
 
 from ledger import errors
 
-
 VARIABLES: Final = frozenset(
     {
         "DATABASE_URL",
