@@ -13,17 +13,14 @@ from typing import Any
 
 import msgspec
 
-from ledger import config, database, db, embedded, errors, migrations, probe
+from ledger import config, database, db, embedded, errors, logs, migrations, probe
 from projections import chains, rebuild
 
 log = logging.getLogger("ledger")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s",
-    )
+def _setup_logging(settings: config.Settings) -> None:
+    logs.configure(settings.log_level, settings.log_format)
 
 
 async def _serve(settings: config.Settings) -> int:
@@ -39,6 +36,7 @@ async def _serve(settings: config.Settings) -> int:
                 host=settings.server_host,
                 port=settings.server_port,
                 log_level=settings.log_level,
+                log_config=None,
                 lifespan="on",
             )
         )
@@ -169,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = config.from_env()
-        _setup_logging(settings.log_level)
+        _setup_logging(settings)
         return asyncio.run(_run_until_signalled(_runner(args)(settings)))
     except errors.LedgerError as exc:
         print(f"ledger: {exc}", file=sys.stderr)
