@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import msgspec
 
 from ledger import errors
@@ -61,6 +62,8 @@ class JobContext(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     max_attempts: int
     storage_root: Path
+    # The application's database pool, for handlers that read the ledger (data_export).
+    pool: asyncpg.Pool | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -1,0 +1,86 @@
+"""Paths under the storage root: safe resolution, atomic writes, checksums.
+
+Every path a payload names is relative to the storage root. `resolve` follows
+symlinks and refuses anything that lands outside the root (a `..`, an absolute
+path, a link pointing out) as a permanent error: no retry can make it legal.
+Outputs are written to a temporary file beside their target and renamed into
+place, so a reader never sees half a file and a retried attempt overwrites its
+own output instead of leaving a second one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from ledger import jobtypes
+
+CHUNK = 1 << 16
+
+
+def resolve(root: Path, relative: str) -> Path:
+    """`relative` under `root`, symlinks resolved; Permanent when it escapes the root."""
+    if not relative or "\x00" in relative:
+        raise jobtypes.Permanent(f"path {relative!r} is not a valid relative path")
+    if PurePosixPath(relative).is_absolute() or Path(relative).is_absolute():
+        raise jobtypes.Permanent(
+            f"path {relative!r} is absolute; paths are relative to the storage root"
+        )
+    base = root.resolve()
+    candidate = (base / relative).resolve()
+    if not candidate.is_relative_to(base):
+        raise jobtypes.Permanent(f"path {relative!r} escapes the storage root")
+    return candidate
+
+
+def existing_file(root: Path, relative: str) -> Path:
+    """`resolve`, and the path must be a regular file; Permanent otherwise."""
+    path = resolve(root, relative)
+    if not path.is_file():
+        raise jobtypes.Permanent(f"no file at {relative!r} under the storage root")
+    return path
+
+
+def relative_to_root(root: Path, path: Path) -> str:
+    """The POSIX path of `path` relative to the storage root (what results report)."""
+    return path.relative_to(root.resolve()).as_posix()
+
+
+def output_path(root: Path, *parts: str) -> Path:
+    """A path for an output under the root (its folder created), checked like any other."""
+    path = resolve(root, "/".join(parts))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path) -> Iterator[BinaryIO]:
+    """A binary file that becomes `target` only if the block completes (temp file + rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """The file's SHA-256 (hex) and its size in bytes, read in chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
