@@ -165,9 +165,13 @@ class SmtpServer:
 
 @contextlib.asynccontextmanager
 async def running_smtp(
-    *, tls: ssl.SSLContext | None = None, authenticator: Any = None
+    *,
+    tls: ssl.SSLContext | None = None,
+    starttls: ssl.SSLContext | None = None,
+    authenticator: Any = None,
 ) -> AsyncIterator[SmtpServer]:
-    """A real aiosmtpd server on 127.0.0.1 (implicit TLS with `tls`), stopped on exit."""
+    """A real aiosmtpd server on 127.0.0.1, stopped on exit: implicit TLS with `tls`,
+    STARTTLS required with `starttls`."""
     recorder = SmtpRecorder()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
@@ -176,6 +180,8 @@ async def running_smtp(
             hostname="ledger.test",
             authenticator=authenticator,
             auth_require_tls=False,
+            tls_context=starttls,
+            require_starttls=starttls is not None,
             loop=loop,
         ),
         "127.0.0.1",

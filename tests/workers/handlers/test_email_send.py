@@ -203,11 +203,11 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 async def test_implicit_tls_with_credentials_and_a_trusted_ca_file(
-    tmp_path: Path, handler_env: pytest.MonkeyPatch, make_ctx: Callable[..., jobtypes.JobContext]
+    server_tls: tuple[ssl.SSLContext, Path],
+    handler_env: pytest.MonkeyPatch,
+    make_ctx: Callable[..., jobtypes.JobContext],
 ) -> None:
-    cert, key = self_signed(tmp_path)
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_tls.load_cert_chain(cert, key)
+    context, cert = server_tls
     logins: list[tuple[bytes, bytes]] = []
 
     def authenticator(
@@ -217,12 +217,63 @@ async def test_implicit_tls_with_credentials_and_a_trusted_ca_file(
         logins.append((data.login, data.password))
         return AuthResult(success=data.password == b"p@ss:word", handled=False)
 
-    async with running_smtp(tls=server_tls, authenticator=authenticator) as server:
+    async with running_smtp(tls=context, authenticator=authenticator) as server:
         handler_env.setenv("SMTP_URL", f"smtps://mailer:p%40ss%3Aword@127.0.0.1:{server.port}")
         handler_env.setenv("SMTP_CA_FILE", str(cert))
         await run({"to": ["a@example.test"], "subject": "over TLS", "body": "b"}, make_ctx())
         assert received(server)["Subject"] == "over TLS"
     assert logins == [(b"mailer", b"p@ss:word")]
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1, and that certificate."""
+    cert, key = self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+async def test_starttls_is_used_when_the_url_asks_for_it(
+    server_tls: tuple[ssl.SSLContext, Path],
+    handler_env: pytest.MonkeyPatch,
+    make_ctx: Callable[..., jobtypes.JobContext],
+) -> None:
+    context, cert = server_tls
+    async with running_smtp(starttls=context) as server:
+        handler_env.setenv("SMTP_URL", f"smtp+starttls://127.0.0.1:{server.port}")
+        handler_env.setenv("SMTP_CA_FILE", str(cert))
+        await run({"to": ["a@example.test"], "subject": "upgraded", "body": "b"}, make_ctx())
+        assert received(server)["Subject"] == "upgraded"
+
+
+async def test_a_server_requiring_starttls_refuses_a_plain_url_permanently(
+    server_tls: tuple[ssl.SSLContext, Path],
+    handler_env: pytest.MonkeyPatch,
+    make_ctx: Callable[..., jobtypes.JobContext],
+) -> None:
+    async with running_smtp(starttls=server_tls[0]) as server:
+        handler_env.setenv("SMTP_URL", f"smtp://127.0.0.1:{server.port}")
+        with pytest.raises(jobtypes.Permanent, match="530"):
+            await run({"to": ["a@example.test"], "subject": "s", "body": "b"}, make_ctx())
+        assert server.recorder.envelopes == []
+
+
+async def test_an_untrusted_certificate_is_refused_unless_verification_is_off(
+    server_tls: tuple[ssl.SSLContext, Path],
+    handler_env: pytest.MonkeyPatch,
+    make_ctx: Callable[..., jobtypes.JobContext],
+) -> None:
+    async with running_smtp(tls=server_tls[0]) as server:
+        handler_env.setenv("SMTP_URL", f"smtps://127.0.0.1:{server.port}")
+        payload = {"to": ["a@example.test"], "subject": "unverified", "body": "b"}
+        with pytest.raises(jobtypes.Retryable, match="certificate"):
+            await run(payload, make_ctx())
+        assert server.recorder.envelopes == []
+
+        handler_env.setenv("SMTP_TLS_VERIFY", "0")
+        await run(payload, make_ctx())
+        assert received(server)["Subject"] == "unverified"
 
 
 async def test_wrong_credentials_are_a_permanent_error(
