@@ -86,3 +86,18 @@ SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash
 FROM events
 WHERE job_id = $1
 ORDER BY version;
+
+-- name: jobs_metering_context
+-- What the metrics need of jobs about to change: type and queue (labels), when the
+-- job became due (queue wait) and when its running attempt started (run time).
+SELECT job_id, type, queue, run_at, started_at
+FROM jobs
+WHERE job_id = ANY($1::uuid[]);
+
+-- name: jobs_depth_by_queue_status
+-- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time.
+SELECT queue, status, count(*) AS jobs
+FROM jobs
+WHERE status IN ('pending', 'retrying', 'processing')
+GROUP BY queue, status
+ORDER BY queue, status;

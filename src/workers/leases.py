@@ -93,6 +93,23 @@ async def live_slots(conn: asyncpg.Connection) -> int:
     return int(count)
 
 
+class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """Live worker processes, their job slots, and the slots running a job now."""
+
+    processes: int
+    slots: int
+    busy: int
+
+
+async def slot_usage(conn: asyncpg.Connection) -> SlotUsage:
+    """Across all live worker processes, for the metrics (`live_slots` is `/health`'s figure)."""
+    row = await conn.fetchrow(Q["worker_processes_slot_usage"])
+    assert row is not None
+    return SlotUsage(
+        processes=int(row["processes"]), slots=int(row["slots"]), busy=int(row["busy"])
+    )
+
+
 async def hold(
     conn: asyncpg.Connection,
     worker_id: str,

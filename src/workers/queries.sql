@@ -114,3 +114,17 @@ WHERE j.job_id IS NULL
    OR j.status <> 'processing'
    OR j.worker_id IS DISTINCT FROM $3
    OR j.attempt <> r.attempt;
+
+-- name: worker_processes_slot_usage
+-- Live worker processes, their slots, and how many of those slots run a job now (metrics).
+WITH live AS (
+    SELECT worker_id, slots
+    FROM worker_processes
+    WHERE heartbeat_at > now() - make_interval(secs => lease_seconds)
+)
+SELECT (SELECT count(*) FROM live) AS processes,
+       (SELECT coalesce(sum(slots), 0) FROM live)::bigint AS slots,
+       (SELECT count(*)
+        FROM jobs AS j
+        JOIN live AS l ON l.worker_id = j.worker_id
+        WHERE j.status = 'processing') AS busy;

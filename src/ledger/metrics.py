@@ -1,0 +1,187 @@
+"""Prometheus metrics: one registry per process, names after Prometheus's conventions.
+
+Units are in the names (`_seconds`), counters end in `_total`, and every label takes
+a bounded set of values: job types and queues (configured, not user data), event
+types, route templates (never raw paths), HTTP methods and status codes.
+
+Where the figures come from:
+- job and event counters, run time and queue wait: `projections.metering.JobMetrics`,
+  an inline projection that sees every event this process appends (counting in one
+  place, whichever process — API or worker — records the transition);
+- HTTP requests: the middleware in `ledger.http.metrics`;
+- queue depth and worker slots: read from the database when scraped (`refresh`).
+Each process exposes its own counters; Prometheus sums them across instances.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    gc_collector,
+    generate_latest,
+    platform_collector,
+    process_collector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+NAMESPACE: Final = "ledger"
+
+# Job run times span milliseconds (a no-op) to the default 300 s timeout and beyond.
+RUN_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+WAIT_BUCKETS: Final = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    900,
+    3600,
+)
+DEPTH_STATUSES: Final = ("pending", "retrying", "processing")
+HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """Every metric of one process, on its own registry (tests make one each)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        if process:
+            process_collector.ProcessCollector(registry=self.registry)
+            platform_collector.PlatformCollector(registry=self.registry)
+            gc_collector.GCCollector(registry=self.registry)
+        job = ("job_type", "queue")
+
+        def counter(name: str, doc: str, labels: Iterable[str] = job) -> Counter:
+            return Counter(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+        self.jobs_submitted = counter("jobs_submitted_total", "Jobs submitted.")
+        self.jobs_completed = counter("jobs_completed_total", "Jobs that completed.")
+        self.jobs_failed = counter(
+            "jobs_failed_total", "Jobs that failed for good (no attempts left, or permanent)."
+        )
+        self.jobs_retried = counter(
+            "jobs_retried_total",
+            "Times a job was sent to run again: a retry scheduled after a failed attempt or "
+            "an expired lease, or a manual retry.",
+        )
+        self.jobs_cancelled = counter("jobs_cancelled_total", "Jobs cancelled.")
+        self.lease_recoveries = counter(
+            "lease_recoveries_total", "Running attempts recovered after their lease expired."
+        )
+        self.events_appended = counter(
+            "events_appended_total", "Events appended to the ledger, by event type.", ("type",)
+        )
+        self.job_run_seconds = Histogram(
+            "job_run_duration_seconds",
+            "Time from a worker's claim to the attempt's recorded outcome.",
+            ("job_type",),
+            namespace=NAMESPACE,
+            buckets=RUN_BUCKETS,
+            registry=self.registry,
+        )
+        self.job_queue_wait_seconds = Histogram(
+            "job_queue_wait_seconds",
+            "Time a job waited from becoming due (its submission, or its retry's due time) "
+            "to a worker's claim.",
+            ("job_type",),
+            namespace=NAMESPACE,
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "queue_depth",
+            "Unfinished jobs by queue and status (pending, retrying, processing).",
+            ("queue", "status"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.worker_slots = Gauge(
+            "worker_slots",
+            "Job slots across live worker processes (their heartbeat is within their lease).",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.worker_slots_busy = Gauge(
+            "worker_slots_busy",
+            "Slots of live worker processes running a job now.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.worker_processes = Gauge(
+            "worker_processes",
+            "Live worker processes.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "http_requests_total",
+            "HTTP requests by method, route template and status code.",
+            ("method", "route", "status"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        self.http_request_seconds = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to its last byte), by method and route template.",
+            ("method", "route"),
+            namespace=NAMESPACE,
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+
+    def set_queue_depth(self, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Replace the queue-depth gauge with (queue, status, count) rows read just now.
+
+        Every queue seen gets all of DEPTH_STATUSES, zero where it has none.
+        """
+        depth: dict[tuple[str, str], int] = {}
+        for queue, status, count in rows:
+            for known in DEPTH_STATUSES:
+                depth.setdefault((queue, known), 0)
+            depth[(queue, status)] = count
+        self.queue_depth.clear()
+        for (queue, status), count in depth.items():
+            self.queue_depth.labels(queue=queue, status=status).set(count)
+
+    def set_worker_slots(self, *, processes: int, slots: int, busy: int) -> None:
+        self.worker_processes.set(processes)
+        self.worker_slots.set(slots)
+        self.worker_slots_busy.set(busy)
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)

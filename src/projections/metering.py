@@ -1,0 +1,114 @@
+"""Job metrics from the events this process appends: counters, run time and queue wait.
+
+`JobMetrics` is an inline projection placed *before* the current-state view in the
+store's list, so it reads each job's row as it was before this append: its type and
+queue (events after the submission do not carry them), when it became due and when
+its running attempt started. It folds the appended events over that in order, so a
+batch holding several events of one job is measured step by step. Counting happens
+inside the appending transaction, after the insert succeeded: a version conflict
+counts nothing; an outer transaction of the caller's that later rolls back would
+have counted its events (no caller in this service does that after appending).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from ledger import events as ev
+from ledger import metrics, sqlfile, store
+
+Q = sqlfile.load("projections")
+
+
+class _Job(msgspec.Struct, kw_only=True):
+    job_type: str
+    queue: str
+    due: datetime | None
+    started: datetime | None
+
+
+class JobMetrics:
+    """Counts job transitions and times attempts into `metrics` (an InlineProjection)."""
+
+    def __init__(self, registry: metrics.Metrics) -> None:
+        self.metrics = registry
+
+    async def apply(self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]) -> None:
+        jobs = await self._before(conn, recorded)
+        for item in recorded:
+            self._observe(jobs, item.event)
+
+    async def _before(
+        self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]
+    ) -> dict[uuid.UUID, _Job]:
+        ids = list({r.event.job_id for r in recorded if not isinstance(r.event, ev.JobSubmitted)})
+        if not ids:
+            return {}
+        rows = await conn.fetch(Q["jobs_metering_context"], ids)
+        return {
+            row["job_id"]: _Job(
+                job_type=row["type"],
+                queue=row["queue"],
+                due=row["run_at"],
+                started=row["started_at"],
+            )
+            for row in rows
+        }
+
+    def _observe(self, jobs: dict[uuid.UUID, _Job], event: ev.JobEvent) -> None:
+        m = self.metrics
+        m.events_appended.labels(type=ev.type_tag(event)).inc()
+        if isinstance(event, ev.JobSubmitted):
+            jobs[event.job_id] = _Job(
+                job_type=event.job_type, queue=event.queue, due=event.run_at, started=None
+            )
+            m.jobs_submitted.labels(job_type=event.job_type, queue=event.queue).inc()
+            return
+        job = jobs.get(event.job_id)
+        if job is None:  # pragma: no cover - the store refuses events before a submission
+            return
+        labels = {"job_type": job.job_type, "queue": job.queue}
+        match event:
+            case ev.JobClaimed():
+                if job.due is not None:
+                    wait = (event.occurred_at - job.due).total_seconds()
+                    m.job_queue_wait_seconds.labels(job_type=job.job_type).observe(max(wait, 0.0))
+                job.started, job.due = event.occurred_at, None
+            case ev.JobCompleted():
+                self._ran(job, event.occurred_at)
+                m.jobs_completed.labels(**labels).inc()
+            case ev.JobFailed():
+                self._ran(job, event.occurred_at)
+                m.jobs_failed.labels(**labels).inc()
+            case ev.JobRetryScheduled():
+                self._ran(job, event.occurred_at)
+                m.jobs_retried.labels(**labels).inc()
+                job.due = event.next_attempt_at
+            case ev.JobLeaseExpired():
+                # The attempt's end is unknown (its worker died): no run time.
+                job.started = None
+                m.lease_recoveries.labels(**labels).inc()
+                if event.next_attempt_at is None:
+                    m.jobs_failed.labels(**labels).inc()
+                else:
+                    m.jobs_retried.labels(**labels).inc()
+                job.due = event.next_attempt_at
+            case ev.JobCancelled():
+                m.jobs_cancelled.labels(**labels).inc()
+                job.due = None
+            case ev.JobReleased():
+                job.started, job.due = None, event.occurred_at
+            case ev.JobRetried():
+                m.jobs_retried.labels(**labels).inc()
+                job.started, job.due = None, event.occurred_at
+
+    def _ran(self, job: _Job, ended: datetime) -> None:
+        if job.started is not None:
+            seconds = (ended - job.started).total_seconds()
+            self.metrics.job_run_seconds.labels(job_type=job.job_type).observe(max(seconds, 0.0))
+        job.started = None
