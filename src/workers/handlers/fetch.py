@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 
 import httpx
 import msgspec
@@ -114,8 +115,11 @@ async def download(url: str, config: handler_settings.FetchSettings) -> Download
 
 
 async def _download(url: str, config: handler_settings.FetchSettings) -> Download:
+    verify: ssl.SSLContext | bool = True
+    if config.ca_file is not None:
+        verify = ssl.create_default_context(cafile=config.ca_file)
     async with httpx.AsyncClient(
-        follow_redirects=False, trust_env=False, timeout=config.timeout_seconds
+        follow_redirects=False, trust_env=False, timeout=config.timeout_seconds, verify=verify
     ) as client:
         current = _parse(url)
         for _ in range(config.max_redirects + 1):

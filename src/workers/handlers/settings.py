@@ -15,6 +15,7 @@ the environment it was started with and tests can set them per test.
 | `FETCH_MAX_BYTES` | `20971520` (20 MiB) | largest download |
 | `FETCH_TIMEOUT_SECONDS` | `30` | whole download, redirects included |
 | `FETCH_MAX_REDIRECTS` | `3` | redirects followed, each target vetted again |
+| `FETCH_CA_FILE` | system store | PEM bundle of certificate authorities trusted for https downloads |
 | `IMAGE_MAX_PIXELS` | `50000000` | largest source image (width × height) decoded |
 """
 
@@ -37,6 +38,7 @@ class FetchSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_bytes: int = 20 * 1024 * 1024
     timeout_seconds: float = 30.0
     max_redirects: int = 3
+    ca_file: str | None = None
 
 
 class SmtpSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +111,7 @@ def from_env(env: Mapping[str, str] | None = None) -> HandlerSettings:
             max_redirects=0
             if max_redirects == "0"
             else int(_number(env, "FETCH_MAX_REDIRECTS", 3, integer=True)),
+            ca_file=_text(env, "FETCH_CA_FILE"),
         ),
         smtp=SmtpSettings(
             url=_text(env, "SMTP_URL"),

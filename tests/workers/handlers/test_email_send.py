@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import datetime
 import email
 import email.policy
-import ipaddress
 import socket
 import ssl
 from collections.abc import Callable
@@ -15,13 +13,9 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ledger import jobtypes
-from tests.workers.handlers.conftest import SmtpServer, running_smtp
+from tests.workers.handlers.conftest import SmtpServer, running_smtp, tls_server_context
 from workers.handlers import email_send
 
 
@@ -171,35 +165,10 @@ async def test_no_smtp_url_is_a_permanent_error(
         await run({"to": ["a@example.test"], "subject": "s", "body": "b"}, make_ctx())
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
+@pytest.fixture
+def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server TLS context with a fresh self-signed certificate for 127.0.0.1, and that certificate."""
+    return tls_server_context(tmp_path, "127.0.0.1")
 
 
 async def test_implicit_tls_with_credentials_and_a_trusted_ca_file(
@@ -223,15 +192,6 @@ async def test_implicit_tls_with_credentials_and_a_trusted_ca_file(
         await run({"to": ["a@example.test"], "subject": "over TLS", "body": "b"}, make_ctx())
         assert received(server)["Subject"] == "over TLS"
     assert logins == [(b"mailer", b"p@ss:word")]
-
-
-@pytest.fixture
-def server_tls(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
-    """A server TLS context with a fresh self-signed certificate for 127.0.0.1, and that certificate."""
-    cert, key = self_signed(tmp_path)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    return context, cert
 
 
 async def test_starttls_is_used_when_the_url_asks_for_it(

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from ledger import jobtypes
-from tests.workers.handlers.conftest import HttpServer, Route
+from tests.workers.handlers.conftest import HttpServer, Route, tls_server_context
 from workers.handlers import fetch, settings
 
 
@@ -171,3 +174,60 @@ async def test_a_name_with_any_private_address_is_refused(monkeypatch: pytest.Mo
     monkeypatch.setattr(loop, "getaddrinfo", resolve)
     with pytest.raises(jobtypes.Permanent, match=r"10\.0\.0\.7 is a private address"):
         await fetch.download("https://mixed.example.test/a.png", config())
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def https_server(tmp_path: Path) -> AsyncIterator[tuple[HttpServer, Path, list[str | None]]]:
+    """An HTTPS server on 127.0.0.1 with a certificate for images.example.test; records SNI names."""
+    context, cert = tls_server_context(tmp_path, "images.example.test")
+    server_names: list[str | None] = []
+
+    def remember(_sock: Any, name: str | None, _context: Any) -> None:
+        server_names.append(name)
+
+    context.sni_callback = remember
+    state = HttpServer()
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=context)
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state, cert, server_names
+    finally:
+        state.stopping.set()
+        server.close()
+        await server.wait_closed()
+
+
+def resolve_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def resolve(host: str, port: int, **_: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", resolve)
+
+
+async def test_https_dials_the_vetted_address_and_checks_the_certificate_for_the_name(
+    https_server: tuple[HttpServer, Path, list[str | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, cert, server_names = https_server
+    resolve_to_loopback(monkeypatch)
+    server.routes["/cat.png"] = Route(body=b"secure cat")
+    url = f"https://images.example.test:{server.port}/cat.png"
+
+    got = await fetch.download(url, allow_loopback(ca_file=str(cert)))
+
+    assert got.content == b"secure cat"
+    assert server_names == ["images.example.test"]
+    assert server.requests[0][1]["host"] == f"images.example.test:{server.port}"
+
+
+async def test_https_refuses_a_certificate_for_another_name(
+    https_server: tuple[HttpServer, Path, list[str | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, cert, _ = https_server
+    resolve_to_loopback(monkeypatch)
+    server.routes["/cat.png"] = Route(body=b"cat")
+    url = f"https://other.example.test:{server.port}/cat.png"
+    with pytest.raises(jobtypes.Retryable, match="certificate"):
+        await fetch.download(url, allow_loopback(ca_file=str(cert)))
+    assert server.requests == []
