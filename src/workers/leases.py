@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -74,13 +75,21 @@ async def unregister(conn: asyncpg.Connection, worker_id: str) -> None:
     await conn.execute(Q["worker_processes_unregister"], worker_id)
 
 
-async def heartbeat(conn: asyncpg.Connection, worker: WorkerProcess) -> None:
-    """The process is alive, and so are the leases of every attempt it runs."""
+async def heartbeat(
+    conn: asyncpg.Connection, worker: WorkerProcess, running: Sequence[uuid.UUID] = ()
+) -> None:
+    """The process is alive, and so are the leases of the attempts it still runs.
+
+    Only the jobs named in `running` are renewed: an attempt whose outcome could not
+    be recorded is dropped from it, its lease lapses and recovery runs it again.
+    """
     async with conn.transaction():
         status = await conn.execute(Q["worker_processes_heartbeat"], worker.worker_id)
         if status.endswith(" 0"):  # the row was pruned while we were away: come back
             await register(conn, worker)
-        await conn.execute(Q["job_leases_renew"], worker.worker_id, worker.lease_seconds)
+        await conn.execute(
+            Q["job_leases_renew"], worker.worker_id, worker.lease_seconds, list(running)
+        )
 
 
 async def live_slots(conn: asyncpg.Connection) -> int:
@@ -191,8 +200,11 @@ class Keeper:
         pool: asyncpg.Pool,
         event_store: store.EventStore,
         worker: WorkerProcess,
+        *,
+        held: Callable[[], Sequence[uuid.UUID]] = tuple,
     ) -> None:
         self._pool = pool
+        self._held = held
         self._store = event_store
         self.worker = worker
         self._stopped = asyncio.Event()
@@ -210,7 +222,7 @@ class Keeper:
         while not self._stopped.is_set():
             try:
                 async with db.acquire(self._pool) as conn:
-                    await heartbeat(conn, self.worker)
+                    await heartbeat(conn, self.worker, self._held())
                     await recover_expired(
                         conn, self._store, actor=f"recovery:{self.worker.worker_id}"
                     )

@@ -41,10 +41,11 @@ SET worker_id = excluded.worker_id,
     lease_until = excluded.lease_until;
 
 -- name: job_leases_renew
--- Push the leases of every attempt this worker runs forward (the heartbeat).
+-- Push the leases of the attempts this worker still runs forward (the heartbeat).
 UPDATE job_leases
 SET lease_until = now() + make_interval(secs => $2)
-WHERE worker_id = $1;
+WHERE worker_id = $1
+  AND job_id = ANY($3::uuid[]);
 
 -- name: job_leases_delete
 -- The attempt ended: its lease goes with it.

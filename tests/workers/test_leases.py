@@ -114,7 +114,7 @@ async def test_renewed_lease_keeps_the_attempt_alive(
     await _claim_in_the_past(conn, job_id, worker.worker_id, ago=60, lease=30)
     await leases.hold(conn, worker.worker_id, [(job_id, 1, datetime.now(UTC))])
 
-    await leases.heartbeat(conn, worker)
+    await leases.heartbeat(conn, worker, [job_id])
 
     assert await leases.recover_expired(conn, event_store, actor="recovery:test") == []
     row = await current.get(conn, job_id)

@@ -1,0 +1,449 @@
+"""The worker pool: a number of job slots fed by a claim loop, each job run by its registered handler.
+
+One process runs one `Pool`; any number of processes run against one database.
+The claim loop sleeps until something rings (a NOTIFY through the listener, a slot
+freeing up while work is waiting, the retry clock, or the slow poll), then claims
+as many due jobs as it has free slots in one transaction (`FOR UPDATE SKIP
+LOCKED`, so concurrent claimers never take the same job), appending one
+job.claimed.v1 per job with this worker's id as actor. Each claimed job runs in a
+task of its own; its outcome (completed, retry scheduled, failed, released) is
+decided by `commands.decide` and appended through the event store, only while this
+worker still holds that very attempt, so an outcome is recorded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from collections.abc import Awaitable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from ledger import commands, db, errors, jobtypes, lifecycle, sqlfile, store
+from projections import current
+from workers import leases, listener, retry
+
+Q = sqlfile.load("workers")
+log = logging.getLogger(__name__)
+
+StopReason = Literal["cancelled", "lost", "shutdown"]
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+
+
+class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """How one worker process runs its pool (see ledger.config for the environment names)."""
+
+    slots: int = 5
+    lease_seconds: float = 30.0
+    poll_seconds: float = 10.0
+    grace_seconds: float = 30.0
+    storage_root: Path = Path(".ledger/storage")
+
+
+class _Run:
+    """One running attempt: its state at claim time and the task running its handler."""
+
+    def __init__(self, state: lifecycle.JobState) -> None:
+        self.state = state
+        self.handler: asyncio.Future[Any] | None = None
+        self.stop_reason: StopReason | None = None
+
+    def stop(self, reason: StopReason) -> None:
+        """Cancel the handler; `reason` decides what, if anything, gets recorded."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.handler is not None:
+            self.handler.cancel()
+
+
+class Pool:
+    """Job slots of one worker process; `run()` until `request_stop()`, then drain."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        listen_dsn: str | None = None,
+        settings: PoolSettings | None = None,
+        registry: jobtypes.Registry = jobtypes.REGISTRY,
+        worker_id: str | None = None,
+        event_store: store.EventStore | None = None,
+    ) -> None:
+        self.settings = settings or PoolSettings()
+        if self.settings.slots < 1:
+            raise errors.ConfigError("a worker pool needs at least one slot")
+        self._dsn = dsn
+        self._listen_dsn = listen_dsn or dsn
+        self._registry = registry
+        self._store = event_store or store.EventStore([current.JobView()])
+        self.process = leases.this_process(
+            self.settings.slots, self.settings.lease_seconds, worker_id
+        )
+        self._running: dict[uuid.UUID, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._notified = 0
+        self._backlog = False
+        self._db: asyncpg.Pool | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self.clock = retry.RetryClock(self.wake)
+        self.listener = listener.Listener(
+            self._listen_dsn,
+            on_wake=self.notify,
+            on_cancel=self.cancel,
+            check_seconds=self.settings.poll_seconds,
+        )
+        self.started = asyncio.Event()
+
+    @property
+    def worker_id(self) -> str:
+        return self.process.worker_id
+
+    @property
+    def running(self) -> frozenset[uuid.UUID]:
+        """Ids of the jobs this pool is running now."""
+        return frozenset(self._running)
+
+    # -- what rings the bell -------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for due work now."""
+        self._wake.set()
+
+    def notify(self) -> None:
+        """Runnable work appeared (NOTIFY): claim now, or as soon as a slot frees up."""
+        self._notified += 1
+        self._backlog = True
+        self._wake.set()
+
+    def cancel(self, job_id: uuid.UUID) -> None:
+        """The job was cancelled in the ledger: stop its handler if it runs here."""
+        run = self._running.get(job_id)
+        if run is not None:
+            log.info("job %s was cancelled; stopping its handler", job_id)
+            run.stop("cancelled")
+
+    def request_stop(self) -> None:
+        """Stop claiming; running jobs get the grace period, then are handed back."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: no new claims", self.worker_id)
+        self._stopping.set()
+        self._wake.set()
+
+    # -- life of the pool ----------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and run jobs until `request_stop()`, drain, hand back the rest, close."""
+        self._db = await db.create_pool(
+            self._dsn, min_size=1, max_size=self.settings.slots + 2, name="job-ledger-worker"
+        )
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.settings.slots * 2, thread_name_prefix="ledger-job"
+        )
+        keeper = leases.Keeper(self._db, self._store, self.process, held=self._held)
+        background: list[asyncio.Task[None]] = []
+        try:
+            async with db.acquire(self._db) as conn:
+                await leases.register(conn, self.process)
+            self.clock.start()
+            background = [
+                asyncio.create_task(self.listener.run(), name="ledger-listener"),
+                asyncio.create_task(keeper.run(), name="ledger-keeper"),
+            ]
+            log.info(
+                "worker %s: %d slots, job types: %s",
+                self.worker_id,
+                self.settings.slots,
+                ", ".join(self._registry.names()) or "(none)",
+            )
+            self.started.set()
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            self.listener.stop()
+            keeper.stop()
+            self.clock.shutdown()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=10)
+            with contextlib.suppress(*_DB_ERRORS):
+                async with db.acquire(self._db) as conn:
+                    await leases.unregister(conn, self.worker_id)
+            await self._db.close()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped", self.worker_id)
+
+    async def _claim_loop(self) -> None:
+        last_poll = time.monotonic()
+        while not self._stopping.is_set():
+            self._wake.clear()
+            if time.monotonic() - last_poll >= self.settings.poll_seconds:
+                last_poll = time.monotonic()
+                self._backlog = True
+                await self._check_running()
+            try:
+                await self._claim_round()
+            except _DB_ERRORS as exc:
+                log.warning("claim failed, retrying: %s", exc)
+                await self._pause(min(1.0, self.settings.poll_seconds))
+                continue
+            await self._pause(self.settings.poll_seconds - (time.monotonic() - last_poll))
+
+    async def _pause(self, seconds: float) -> None:
+        """Until something rings or `seconds` pass."""
+        if seconds <= 0 or self._wake.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _claim_round(self) -> None:
+        free = self.settings.slots - len(self._running)
+        if free <= 0 or self._stopping.is_set():
+            return
+        seen = self._notified
+        claimed = await self._claim(free)
+        for state in claimed:
+            self._start(state)
+        self._backlog = len(claimed) == free or self._notified != seen
+        if not self._backlog:
+            await self._set_alarm()
+
+    async def _claim(self, limit: int) -> list[lifecycle.JobState]:
+        """Claim up to `limit` due jobs in one transaction; returns their states after the claim."""
+        assert self._db is not None
+        types = self._registry.names()
+        claim = commands.ClaimJob(
+            worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
+        )
+        async with db.acquire(self._db) as conn, conn.transaction():
+            rows = await conn.fetch(Q["jobs_claim"], limit, types)
+            if not rows:
+                return []
+            now = self._store.clock()
+            states = [current.state_from_row(row) for row in rows]
+            decided = [
+                event
+                for state in states
+                for event in commands.decide(
+                    state, claim, job_id=state.job_id, actor=self.worker_id, now=now
+                )
+            ]
+            await self._store.append(conn, decided)
+            claimed = [lifecycle.evolve(s, e) for s, e in zip(states, decided, strict=True)]
+            await leases.hold(
+                conn,
+                self.worker_id,
+                [(s.job_id, s.attempt, s.lease_until or now) for s in claimed],
+            )
+        return claimed
+
+    async def _set_alarm(self) -> None:
+        """Set the retry clock for the earliest runnable job that is not due yet."""
+        assert self._db is not None
+        async with db.acquire(self._db) as conn:
+            when: datetime | None = await conn.fetchval(Q["jobs_next_due"], self._registry.names())
+        if when is not None:
+            self.clock.wake_at(when)
+
+    async def _check_running(self) -> None:
+        """Polling fallback for lost NOTIFYs: stop handlers of attempts this worker no longer holds."""
+        if not self._running or self._db is None:
+            return
+        runs = list(self._running.values())
+        try:
+            async with db.acquire(self._db) as conn:
+                rows = await conn.fetch(
+                    Q["jobs_running_lost"],
+                    [r.state.job_id for r in runs],
+                    [r.state.attempt for r in runs],
+                    self.worker_id,
+                )
+        except _DB_ERRORS as exc:
+            log.warning("could not check running jobs: %s", exc)
+            return
+        for row in rows:
+            run = self._running.get(row["job_id"])
+            if run is not None:
+                log.warning("job %s is no longer held by this worker; stopping it", row["job_id"])
+                run.stop("lost")
+
+    def _held(self) -> list[uuid.UUID]:
+        return list(self._running)
+
+    # -- running one job -----------------------------------------------------
+
+    def _start(self, state: lifecycle.JobState) -> None:
+        run = _Run(state)
+        self._running[state.job_id] = run
+        task = asyncio.create_task(self._execute(run), name=f"job-{state.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._finished, state.job_id))
+
+    def _finished(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._running.pop(job_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s: recording its outcome failed", job_id, exc_info=task.exception())
+        if self._backlog:
+            self._wake.set()
+
+    async def _execute(self, run: _Run) -> None:
+        state = run.state
+        command = await self._outcome(run)
+        if command is None:
+            log.info("job %s stopped (%s); nothing to record", state.job_id, run.stop_reason)
+            assert self._db is not None
+            with contextlib.suppress(*_DB_ERRORS):  # else job_leases_prune drops it later
+                async with db.acquire(self._db) as conn:
+                    await leases.let_go(conn, state.job_id, self.worker_id, state.attempt)
+            return
+        await self._record(state, command)
+
+    async def _outcome(self, run: _Run) -> commands.Command | None:
+        """Run the handler and turn what happened into the command to record (None: nothing)."""
+        state = run.state
+        job = self._registry.get(state.type)
+        try:
+            payload = job.validate(state.payload)
+        except jobtypes.InvalidPayload as exc:
+            return self._fail(state, str(exc), permanent=True)
+        context = jobtypes.JobContext(
+            job_id=state.job_id,
+            job_type=state.type,
+            attempt=state.attempt,
+            max_attempts=state.max_attempts,
+            storage_root=self.settings.storage_root,
+        )
+        run.handler = asyncio.ensure_future(self._invoke(job, payload, context))
+        if run.stop_reason is not None:  # cancelled between the claim and now
+            run.handler.cancel()
+        done, _ = await asyncio.wait({run.handler}, timeout=state.timeout_seconds)
+        if not done:
+            run.handler.cancel()
+            await asyncio.wait({run.handler})
+            if run.stop_reason is None:
+                log.warning("job %s timed out after %ss", state.job_id, state.timeout_seconds)
+                return self._fail(
+                    state, f"timed out after {state.timeout_seconds:g} seconds", permanent=False
+                )
+        if run.handler.cancelled():
+            if run.stop_reason == "shutdown":
+                return commands.ReleaseJob(worker_id=self.worker_id)
+            return None
+        failure = run.handler.exception()
+        if failure is None:
+            try:
+                result = msgspec.to_builtins(run.handler.result())
+            except TypeError as exc:
+                return self._fail(state, f"result is not JSON: {exc}", permanent=True)
+            return commands.CompleteJob(worker_id=self.worker_id, result=result)
+        if isinstance(failure, jobtypes.Permanent):
+            return self._fail(state, str(failure) or type(failure).__name__, permanent=True)
+        if not isinstance(failure, jobtypes.Retryable):
+            log.error("job %s: handler raised", state.job_id, exc_info=failure)
+        return self._fail(state, _describe(failure), permanent=False)
+
+    def _fail(
+        self, state: lifecycle.JobState, error: str, *, permanent: bool
+    ) -> commands.FailAttempt:
+        retry_at = retry.next_attempt_at(
+            self._store.clock(),
+            max(state.attempt, 1),
+            state.backoff_base_seconds,
+            state.backoff_cap_seconds,
+        )
+        return commands.FailAttempt(
+            worker_id=self.worker_id, error=error, permanent=permanent, retry_at=retry_at
+        )
+
+    async def _invoke(
+        self, job: jobtypes.JobType, payload: Any, context: jobtypes.JobContext
+    ) -> Any:
+        if job.is_async:
+            outcome = job.handler(payload, context)
+            assert isinstance(outcome, Awaitable)
+            return await outcome
+        loop = asyncio.get_running_loop()
+        # Sync handlers run off the event loop; a timed-out one cannot be interrupted,
+        # its thread runs on, but its outcome is no longer recorded.
+        return await loop.run_in_executor(
+            self._executor, functools.partial(job.handler, payload, context)
+        )
+
+    async def _record(self, state: lifecycle.JobState, command: commands.Command) -> None:
+        """Append the attempt's outcome while this worker still holds the attempt; retries conflicts."""
+        for attempt in range(1, 8):
+            try:
+                await self._record_once(state, command)
+                return
+            except errors.VersionConflict:
+                log.info("job %s moved while recording its outcome; deciding again", state.job_id)
+            except _DB_ERRORS as exc:
+                log.warning("job %s: recording failed (%s), retrying", state.job_id, exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+        log.error(
+            "job %s: gave up recording %s; its lease will lapse and it will run again",
+            state.job_id,
+            type(command).__name__,
+        )
+
+    async def _record_once(self, state: lifecycle.JobState, command: commands.Command) -> None:
+        assert self._db is not None
+        async with db.acquire(self._db) as conn, conn.transaction():
+            now_state = await current.get(conn, state.job_id)
+            await leases.let_go(conn, state.job_id, self.worker_id, state.attempt)
+            if (
+                now_state is None
+                or now_state.status != "processing"
+                or now_state.worker_id != self.worker_id
+                or now_state.attempt != state.attempt
+            ):
+                log.info(
+                    "job %s attempt %s is no longer held by this worker; %s not recorded",
+                    state.job_id,
+                    state.attempt,
+                    type(command).__name__,
+                )
+                return
+            decided = commands.decide(
+                now_state,
+                command,
+                job_id=state.job_id,
+                actor=self.worker_id,
+                now=self._store.clock(),
+            )
+            await self._store.append(conn, decided)
+        log.debug("job %s: %s", state.job_id, type(command).__name__)
+
+    # -- graceful shutdown ---------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then hand the rest back."""
+        tasks = set(self._tasks)
+        if tasks:
+            log.info(
+                "waiting up to %ss for %d running jobs", self.settings.grace_seconds, len(tasks)
+            )
+            await asyncio.wait(tasks, timeout=self.settings.grace_seconds)
+        for run in list(self._running.values()):
+            log.info("handing job %s back", run.state.job_id)
+            run.stop("shutdown")
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=30)
+
+
+def _describe(failure: BaseException) -> str:
+    text = str(failure)
+    if isinstance(failure, jobtypes.Retryable) and text:
+        return text
+    return f"{type(failure).__name__}: {text}" if text else type(failure).__name__
