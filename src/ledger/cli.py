@@ -45,6 +45,24 @@ async def _serve(settings: config.Settings) -> int:
     return 0
 
 
+async def _worker(settings: config.Settings) -> int:
+    from workers import pool, shutdown
+
+    if settings.worker_count < 1:
+        raise errors.ConfigError("ledger worker needs WORKER_COUNT of 1 or more")
+    loaded = pool.load_handlers(settings.handler_modules)
+    log.info("handler modules: %s", ", ".join(loaded) or "(none)")
+    async with database.open_database(settings) as database_:
+        workers = pool.Pool(
+            database_.app_dsn,
+            listen_dsn=database_.listen_dsn,
+            settings=pool.settings_from(settings),
+        )
+        with shutdown.graceful(workers.request_stop):
+            await workers.run()
+    return 0
+
+
 async def _migrate(settings: config.Settings) -> int:
     async with database.open_database(settings, migrate=False) as database_:
         async with db.connect(database_.admin_dsn) as conn:
@@ -120,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the API, workers and scheduler in one process")
+    sub.add_parser("worker", help="run a worker pool of WORKER_COUNT job slots")
     sub.add_parser("migrate", help="apply pending migrations")
     sub.add_parser("verify", help="recompute every job's hash chain")
     proj = sub.add_parser("projections", help="check or rebuild the current-state view")
@@ -146,7 +165,12 @@ def _runner(args: argparse.Namespace) -> Runner:
         return functools.partial(_db_reset, confirmed=args.yes)
     if args.command == "probe":
         return functools.partial(_probe, port=args.port, path=args.path)
-    runners: dict[str, Runner] = {"serve": _serve, "migrate": _migrate, "verify": _verify}
+    runners: dict[str, Runner] = {
+        "serve": _serve,
+        "worker": _worker,
+        "migrate": _migrate,
+        "verify": _verify,
+    }
     return runners[args.command]
 
 

@@ -20,6 +20,10 @@ VARIABLES: Final = frozenset(
         "SERVER_PORT",
         "WORKER_COUNT",
         "WORKER_METRICS_PORT",
+        "WORKER_SHUTDOWN_GRACE_SECONDS",
+        "WORKER_LEASE_SECONDS",
+        "WORKER_POLL_SECONDS",
+        "LEDGER_HANDLERS",
         "JWT_SECRET",
         "LOG_LEVEL",
         "LOG_FORMAT",
@@ -45,6 +49,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "info"
     log_format: str = "auto"
     worker_metrics_port: int = 9464
+    worker_shutdown_grace_seconds: float = 30.0
+    worker_lease_seconds: float = 30.0
+    worker_poll_seconds: float = 10.0
+    handler_modules: tuple[str, ...] = ()
     data_dir: Path = Path(".ledger")
     pg_port: int = 55432
     storage_root: Path | None = None
@@ -68,6 +76,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise errors.ConfigError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise errors.ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise errors.ConfigError(f"{name} must be a finite number ≥ {minimum:g}, got {raw!r}")
+    return value
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Read the settings; empty variables count as unset."""
     env = os.environ if env is None else env
@@ -88,6 +109,14 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_level=(text("LOG_LEVEL") or "info").lower(),
         log_format=(text("LOG_FORMAT") or "auto").lower(),
         worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9464),
+        worker_shutdown_grace_seconds=_float(
+            env, "WORKER_SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0
+        ),
+        worker_lease_seconds=_float(env, "WORKER_LEASE_SECONDS", 30.0, minimum=0.5),
+        worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 10.0, minimum=0.05),
+        handler_modules=tuple(
+            name.strip() for name in (text("LEDGER_HANDLERS") or "").split(",") if name.strip()
+        ),
         data_dir=Path(text("LEDGER_DATA_DIR") or ".ledger"),
         pg_port=_int(env, "LEDGER_PG_PORT", 55432),
         storage_root=Path(storage) if storage else None,

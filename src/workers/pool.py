@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib.util
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ledger import commands, db, errors, jobtypes, lifecycle, sqlfile, store
+from ledger import commands, config, db, errors, jobtypes, lifecycle, sqlfile, store
 from projections import current
 from workers import leases, listener, retry
 
@@ -47,6 +48,26 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     poll_seconds: float = 10.0
     grace_seconds: float = 30.0
     storage_root: Path = Path(".ledger/storage")
+
+
+BUILTIN_HANDLERS = "workers.handlers"
+
+
+def load_handlers(modules: Sequence[str]) -> list[str]:
+    """Import the built-in handlers (when present), the LEDGER_HANDLERS modules and entry points."""
+    builtin = [BUILTIN_HANDLERS] if importlib.util.find_spec(BUILTIN_HANDLERS) else []
+    return jobtypes.load_plugins([*builtin, *modules])
+
+
+def settings_from(config_: config.Settings) -> PoolSettings:
+    """The pool's settings from the service's (WORKER_COUNT, WORKER_*_SECONDS, STORAGE_ROOT)."""
+    return PoolSettings(
+        slots=config_.worker_count,
+        lease_seconds=config_.worker_lease_seconds,
+        poll_seconds=config_.worker_poll_seconds,
+        grace_seconds=config_.worker_shutdown_grace_seconds,
+        storage_root=config_.storage,
+    )
 
 
 class _Run:
