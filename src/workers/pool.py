@@ -177,6 +177,7 @@ class Pool:
             async with db.acquire(self._db) as conn:
                 await leases.register(conn, self.process)
             self.clock.start()
+            await self._set_alarm()  # the retry clock, rebuilt from the ledger
             background = [
                 asyncio.create_task(self.listener.run(), name="ledger-listener"),
                 asyncio.create_task(keeper.run(), name="ledger-keeper"),
