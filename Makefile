@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
-.PHONY: run test test-coverage db-reset docker-build lint typecheck contracts check clean
+.PHONY: run test test-coverage db-reset docker-build seed lint typecheck contracts check clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (python3.12 on PATH)"; exit 1; }
@@ -43,6 +43,10 @@ test-coverage: check
 # Deletes the database: the embedded one after a prompt, DATABASE_URL's only with CONFIRM=yes.
 db-reset: $(STAMP)
 	$(BIN)/ledger db-reset $(if $(filter yes,$(CONFIRM)),--yes)
+
+# Sample jobs of every registered type (through the event store), for a first look.
+seed: $(STAMP)
+	$(BIN)/ledger seed
 
 IMAGE ?= job-ledger:latest
 docker-build:

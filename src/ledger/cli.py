@@ -130,6 +130,25 @@ async def _db_reset(settings: config.Settings, *, confirmed: bool) -> int:
     return 0
 
 
+async def _seed(settings: config.Settings, *, per_type: int) -> int:
+    import workers.handlers  # noqa: F401 - registers the built-in job types
+    from ledger import jobtypes, store
+    from projections import current
+    from workers import seed
+
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            event_store = store.EventStore([current.JobView()])
+            seeded = await seed.seed(
+                conn, event_store, jobtypes.REGISTRY, settings.storage, per_type=per_type
+            )
+    for name, job_id in seeded.submitted:
+        print(f"submitted {name} {job_id}")
+    for name, reason in seeded.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    return 0
+
+
 async def _probe(settings: config.Settings, *, port: int | None, path: str) -> int:
     return probe.probe(port or settings.server_port, path)
 
@@ -149,6 +168,8 @@ def _parser() -> argparse.ArgumentParser:
         "db-reset", help="delete the database and start afresh (destroys history)"
     )
     reset.add_argument("--yes", action="store_true", help="do not ask (required off embedded)")
+    sample = sub.add_parser("seed", help="submit sample jobs of every registered job type")
+    sample.add_argument("--count", type=int, default=1, help="jobs of each type (default 1)")
     check = sub.add_parser("probe", help="health check: GET a local URL, exit 0 on 2xx")
     check.add_argument("--port", type=int, default=None, help="default: SERVER_PORT")
     check.add_argument("--path", default="/health")
@@ -163,6 +184,8 @@ def _runner(args: argparse.Namespace) -> Runner:
         return _projections_verify if args.action == "verify" else _projections_rebuild
     if args.command == "db-reset":
         return functools.partial(_db_reset, confirmed=args.yes)
+    if args.command == "seed":
+        return functools.partial(_seed, per_type=args.count)
     if args.command == "probe":
         return functools.partial(_probe, port=args.port, path=args.path)
     runners: dict[str, Runner] = {
