@@ -56,6 +56,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     data_dir: Path = Path(".ledger")
     pg_port: int = 55432
     storage_root: Path | None = None
+    audit_key: Path | None = None
+    audit_checkpoint_interval_seconds: int = 3600
 
     @property
     def embedded(self) -> bool:
@@ -64,6 +66,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def storage(self) -> Path:
         return self.storage_root or self.data_dir / "storage"
+
+    @property
+    def audit_key_path(self) -> Path:
+        """The Ed25519 key that signs audit checkpoints: a file, never in the database."""
+        return self.audit_key or self.data_dir / "audit-ed25519.pem"
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -98,6 +105,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         return value or None
 
     storage = text("STORAGE_ROOT")
+    audit_key = text("LEDGER_AUDIT_KEY")
     settings = Settings(
         database_url=text("DATABASE_URL"),
         listen_database_url=text("LISTEN_DATABASE_URL"),
@@ -120,7 +128,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=Path(text("LEDGER_DATA_DIR") or ".ledger"),
         pg_port=_int(env, "LEDGER_PG_PORT", 55432),
         storage_root=Path(storage) if storage else None,
+        audit_key=Path(audit_key) if audit_key else None,
+        audit_checkpoint_interval_seconds=_int(env, "AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600),
     )
+    if settings.audit_checkpoint_interval_seconds < 0:
+        raise errors.ConfigError("AUDIT_CHECKPOINT_INTERVAL_SECONDS must be 0 (off) or more")
     if settings.worker_count < 0:
         raise errors.ConfigError("WORKER_COUNT must be 0 or more")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):

@@ -1,0 +1,427 @@
+"""Audit bundles: a self-contained export of events with the signed checkpoints covering them.
+
+A bundle is a directory (or a .tar.gz of one) holding:
+
+- ``events.jsonl``: one event per line in feed order, with ``data`` as the exact
+  jsonb text its hash covers, so anyone can recompute every hash;
+- ``checkpoints.json``: the checkpoint the events follow (absent: the start of the
+  feed) and every checkpoint up to the last event, witnesses included;
+- ``public_key.pem``: the Ed25519 key that signed them;
+- ``manifest.json``: what was asked for and what is inside.
+
+`verify` checks a bundle offline (no database): hashes, per-job links, feed order,
+signatures, and each checkpoint's digest, naming exactly what was altered.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import tarfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import asyncpg
+import msgspec
+
+from ledger import errors, sqlfile
+from projections import audit, checkpoints, feed, signing
+
+Q = sqlfile.load("projections")
+FORMAT: Final = "job-ledger-audit-bundle/v1"
+EVENTS: Final = "events.jsonl"
+CHECKPOINTS: Final = "checkpoints.json"
+PUBLIC_KEY: Final = "public_key.pem"
+MANIFEST: Final = "manifest.json"
+
+
+class BundleError(errors.LedgerError):
+    """The bundle cannot be written or read at all (missing files, not a bundle)."""
+
+
+class Line(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of events.jsonl."""
+
+    cursor: str
+    job_id: uuid.UUID
+    version: int
+    type: str
+    actor: str
+    occurred_at: str  # UTC to the microsecond, as the hash covers it
+    data: str  # the exact jsonb text the hash covers
+    prev_hash: str  # hex
+    hash: str  # hex
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def line_from_event(e: audit.FeedEvent) -> Line:
+    return Line(
+        cursor=e.cursor,
+        job_id=e.job_id,
+        version=e.version,
+        type=e.type,
+        actor=e.actor,
+        occurred_at=_stamp(e.occurred_at),
+        data=e.data,
+        prev_hash=e.prev_hash.hex(),
+        hash=e.hash.hex(),
+    )
+
+
+def event_from_line(line: Line) -> audit.FeedEvent:
+    parsed = feed.parse_cursor(line.cursor)
+    return audit.FeedEvent(
+        txid=parsed.txid,
+        position=parsed.position,
+        job_id=line.job_id,
+        version=line.version,
+        type=line.type,
+        actor=line.actor,
+        occurred_at=datetime.strptime(line.occurred_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC
+        ),
+        data=line.data,
+        prev_hash=bytes.fromhex(line.prev_hash),
+        hash=bytes.fromhex(line.hash),
+    )
+
+
+def _checkpoint_json(cp: audit.Checkpoint) -> dict[str, Any]:
+    return {
+        "checkpoint_id": cp.checkpoint_id,
+        "cursor": cp.cursor,
+        "event_count": cp.event_count,
+        "digest": cp.digest.hex(),
+        "base_cursor": audit.cursor_text(cp.base_key),
+        "base_count": cp.base_count,
+        "base_digest": cp.base_digest.hex(),
+        "witness": base64.b64encode(cp.witness).decode(),
+        "signature": cp.signature.hex(),
+        "key_id": cp.key_id,
+        "created_at": _stamp(cp.created_at),
+        "signed_message": cp.message().decode(),
+    }
+
+
+def _checkpoint_from_json(raw: dict[str, Any]) -> audit.Checkpoint:
+    at = feed.parse_cursor(raw["cursor"])
+    base = feed.parse_cursor(raw["base_cursor"])
+    return audit.Checkpoint(
+        checkpoint_id=int(raw["checkpoint_id"]),
+        txid=at.txid,
+        position=at.position,
+        event_count=int(raw["event_count"]),
+        digest=bytes.fromhex(raw["digest"]),
+        base_txid=base.txid,
+        base_position=base.position,
+        base_count=int(raw["base_count"]),
+        base_digest=bytes.fromhex(raw["base_digest"]),
+        witness=base64.b64decode(raw["witness"], validate=True),
+        signature=bytes.fromhex(raw["signature"]),
+        key_id=str(raw["key_id"]),
+        created_at=datetime.strptime(raw["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC
+        ),
+    )
+
+
+Bound = feed.Cursor | datetime | None
+
+
+class Exported(msgspec.Struct, frozen=True, kw_only=True):
+    path: str
+    events: int
+    checkpoints: int
+    start: str | None  # the checkpoint cursor the events follow (None: the start of the feed)
+    end: str  # the last checkpoint's cursor: every event in the bundle is covered
+    key_id: str
+
+
+async def _key_at(conn: asyncpg.Connection, query: str, moment: datetime) -> audit.Key | None:
+    row = await conn.fetchrow(Q[query], moment)
+    return None if row is None else (row["txid"], row["position"])
+
+
+async def export(
+    conn: asyncpg.Connection,
+    signer: signing.Signer,
+    out: Path,
+    *,
+    start: Bound = None,
+    end: Bound = None,
+) -> Exported:
+    """Write a bundle of the events from `start` to `end` (cursors: after/up to; times: at or after/before).
+
+    The range is widened to checkpoint boundaries: it begins right after the newest
+    checkpoint before the first event asked for and ends at the first checkpoint at
+    or after the last one. A checkpoint is taken first when none reaches that far.
+    """
+    writer = _Writer(out)
+    if isinstance(end, datetime):
+        end_key = await _key_at(conn, "events_feed_last_until", end)
+        if end_key is None:
+            raise BundleError(f"no event at or before {end.isoformat()}")
+    elif isinstance(end, feed.Cursor):
+        end_key = (end.txid, end.position)
+    else:
+        end_key = None
+    row = None
+    if end_key is not None:
+        row = await conn.fetchrow(Q["checkpoints_at_or_after"], signer.key_id, *end_key)
+    if row is None:
+        taken, _ = await checkpoints.create(conn, signer)
+        if taken is None:
+            raise BundleError("the ledger has no events to export")
+        last = taken
+        if end_key is not None and last.key < end_key:
+            raise BundleError(f"cursor {audit.cursor_text(end_key)} is past the end of the feed")
+    else:
+        last = checkpoints.from_row(row)
+    if isinstance(start, datetime):
+        first_key = await _key_at(conn, "events_feed_first_since", start)
+        if first_key is None:
+            raise BundleError(f"no event at or after {start.isoformat()}")
+    elif isinstance(start, feed.Cursor):
+        first_key = (start.txid, start.position + 1)
+    else:
+        first_key = audit.START_KEY
+    anchor_row = await conn.fetchrow(Q["checkpoints_before"], signer.key_id, *first_key)
+    anchor = checkpoints.from_row(anchor_row) if anchor_row is not None else None
+    if anchor is not None and anchor.key >= last.key:
+        raise BundleError("the start of the range is after its end")
+    anchor_key = anchor.key if anchor else audit.START_KEY
+    covering = [
+        checkpoints.from_row(r)
+        for r in await conn.fetch(Q["checkpoints_covering"], signer.key_id, *anchor_key, *last.key)
+    ]
+    writer.open()
+    count = 0
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            async for r in conn.cursor(
+                Q["events_feed_scan_range"],
+                str(anchor_key[0]),
+                anchor_key[1],
+                str(last.txid),
+                last.position,
+                prefetch=2000,
+            ):
+                writer.event(line_from_event(checkpoints.event_from_row(r)))
+                count += 1
+    except BaseException:
+        writer.abort()
+        raise
+    exported = Exported(
+        path=str(out),
+        events=count,
+        checkpoints=len(covering),
+        start=anchor.cursor if anchor else None,
+        end=last.cursor,
+        key_id=signer.key_id,
+    )
+    manifest = {
+        "format": FORMAT,
+        "exported_at": _stamp(datetime.now(UTC)),
+        "requested": {"from": _bound_text(start), "to": _bound_text(end)},
+        "start_checkpoint_id": anchor.checkpoint_id if anchor else None,
+        "start_cursor": exported.start,
+        "end_checkpoint_id": last.checkpoint_id,
+        "end_cursor": exported.end,
+        "events": count,
+        "key_id": signer.key_id,
+    }
+    writer.close(
+        checkpoints=[_checkpoint_json(cp) for cp in covering],
+        public_key=signer.pem,
+        manifest=manifest,
+    )
+    return exported
+
+
+class _Writer:
+    """Writes a bundle's files into a directory, then tars it when the path asks for a tarball."""
+
+    def __init__(self, out: Path) -> None:
+        if out.exists():
+            raise BundleError(f"{out} already exists; choose a new path")
+        self.out = out
+        self.directory = out.with_name(out.name + ".partial") if _is_tarball(out) else out
+        self._events: BinaryIO | None = None
+        self._encoder = msgspec.json.Encoder()
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True)
+        self._events = (self.directory / EVENTS).open("wb")
+
+    def event(self, line: Line) -> None:
+        assert self._events is not None
+        self._events.write(self._encoder.encode(line))
+        self._events.write(b"\n")
+
+    def abort(self) -> None:
+        """Remove what was written: a bundle is whole or absent."""
+        if self._events is not None:
+            self._events.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def close(
+        self, *, checkpoints: list[dict[str, Any]], public_key: str, manifest: dict[str, Any]
+    ) -> None:
+        assert self._events is not None
+        self._events.close()
+        (self.directory / CHECKPOINTS).write_text(json.dumps(checkpoints, indent=1) + "\n")
+        (self.directory / PUBLIC_KEY).write_text(public_key)
+        (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        if self.directory == self.out:
+            return
+        names = (MANIFEST, PUBLIC_KEY, CHECKPOINTS, EVENTS)
+        with tarfile.open(self.out, "w:gz") as tar:
+            for name in names:
+                tar.add(self.directory / name, arcname=name)
+        for name in names:
+            (self.directory / name).unlink()
+        self.directory.rmdir()
+
+
+def _bound_text(bound: Bound) -> str | None:
+    if bound is None:
+        return None
+    return bound.encode() if isinstance(bound, feed.Cursor) else bound.isoformat()
+
+
+def _is_tarball(path: Path) -> bool:
+    return path.name.endswith((".tar.gz", ".tgz"))
+
+
+class _Files:
+    """The files of a bundle, from a directory or a tarball."""
+
+    def __init__(self, path: Path) -> None:
+        self._dir: Path | None = None
+        self._members: dict[str, bytes] = {}
+        if path.is_dir():
+            self._dir = path
+        elif path.is_file() and _is_tarball(path):
+            try:
+                with tarfile.open(path, "r:gz") as tar:
+                    for member in tar.getmembers():
+                        handle = tar.extractfile(member) if member.isfile() else None
+                        if handle is not None:
+                            self._members[member.name] = handle.read()
+            except (tarfile.TarError, OSError) as exc:
+                raise BundleError(f"{path} is not a readable bundle tarball: {exc}") from exc
+        else:
+            raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz bundle")
+        self.path = path
+
+    def read(self, name: str) -> bytes:
+        if self._dir is not None:
+            try:
+                return (self._dir / name).read_bytes()
+            except FileNotFoundError:
+                raise BundleError(f"{self.path} has no {name}: not a complete bundle") from None
+        try:
+            return self._members[name]
+        except KeyError:
+            raise BundleError(f"{self.path} has no {name}: not a complete bundle") from None
+
+    def lines(self, name: str) -> Iterator[bytes]:
+        if self._dir is not None:
+            with (self._dir / name).open("rb") as handle:
+                yield from handle
+        else:
+            yield from io.BytesIO(self.read(name))
+
+
+_line_decoder = msgspec.json.Decoder(Line)
+
+
+def verify(path: Path, trusted: signing.Verifier | None = None) -> audit.Report:
+    """Check a bundle with no database; `trusted` pins the public key the auditor holds."""
+    files = _Files(path)
+    try:
+        manifest = json.loads(files.read(MANIFEST))
+        raw_checkpoints = json.loads(files.read(CHECKPOINTS))
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: manifest or checkpoints are not JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{path}: not a {FORMAT} bundle")
+    bundled = signing.public_from_pem(files.read(PUBLIC_KEY))
+    findings: list[audit.Finding] = []
+    verifier: signing.Verifier = bundled
+    if trusted is not None and trusted.key_id != bundled.key_id:
+        findings.append(
+            audit.Finding(
+                kind="signature",
+                message=f"the bundle's public key (id {bundled.key_id}) is not the trusted key "
+                f"(id {trusted.key_id}): its checkpoints are checked against the trusted key",
+            )
+        )
+        verifier = trusted
+    cps: list[audit.Checkpoint] = []
+    for index, raw in enumerate(raw_checkpoints if isinstance(raw_checkpoints, list) else []):
+        try:
+            cps.append(_checkpoint_from_json(raw))
+        except (KeyError, ValueError, TypeError, feed.BadCursor) as exc:
+            findings.append(
+                audit.Finding(
+                    kind="malformed",
+                    message=f"checkpoint #{index + 1} in {CHECKPOINTS} is malformed: {exc}",
+                )
+            )
+    start_id = manifest.get("start_checkpoint_id")
+    start = next((cp for cp in cps if cp.checkpoint_id == start_id), None)
+    if start_id is not None and start is None:
+        findings.append(
+            audit.Finding(
+                kind="signature",
+                message=f"the bundle's start checkpoint {start_id} is not in {CHECKPOINTS}",
+            )
+        )
+    walk = audit.Walk(cps, verifier, start=start, check_chains=True, subject="bundle")
+    for number, raw_line in enumerate(files.lines(EVENTS), start=1):
+        if not raw_line.strip():
+            continue
+        try:
+            event = event_from_line(_line_decoder.decode(raw_line))
+        except (msgspec.DecodeError, ValueError, feed.BadCursor) as exc:
+            walk.findings.append(
+                audit.Finding(
+                    kind="malformed", message=f"line {number} is not a bundle event: {exc}"
+                )
+            )
+            continue
+        walk.feed(event, f"line {number}")
+    report = walk.finish()
+    after: list[audit.Finding] = []
+    if report.checkpoints == 0:
+        after.append(
+            audit.Finding(
+                kind="signature", message="the bundle holds no checkpoint whose signature verifies"
+            )
+        )
+    if report.uncovered:
+        after.append(
+            audit.Finding(
+                kind="unexpected",
+                message=f"{report.uncovered} events after the last checkpoint are covered by "
+                "no signature",
+            )
+        )
+    declared = manifest.get("events")
+    if isinstance(declared, int) and declared != report.events:
+        after.append(
+            audit.Finding(
+                kind="digest",
+                message=f"the manifest lists {declared} events, the bundle holds {report.events}",
+            )
+        )
+    return msgspec.structs.replace(report, findings=[*findings, *report.findings, *after])

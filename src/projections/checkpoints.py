@@ -1,0 +1,156 @@
+"""Signed checkpoints of the global feed: take one, list them, check the live ledger against them.
+
+A checkpoint covers every event up to a feed cursor (see `audit` for the digest and
+the witness). It is taken incrementally from the newest checkpoint signed with the
+same key, inside one repeatable-read snapshot and only below its xmin, so the set
+of events it covers can never grow later (DESIGN.md invariant 5). Holding one
+checkpoint, an auditor detects any later edit, deletion, reordering or truncation
+of the events up to its cursor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from ledger import errors, sqlfile
+from projections import audit, signing
+
+Q = sqlfile.load("projections")
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(errors.LedgerError):
+    """A checkpoint cannot be taken because the newest one does not verify (its table was altered)."""
+
+
+def from_row(row: asyncpg.Record | dict[str, Any]) -> audit.Checkpoint:
+    fields = dict(row)
+    for column in ("digest", "base_digest", "witness", "signature"):
+        if column in fields and fields[column] is not None:
+            fields[column] = bytes(fields[column])
+    fields.setdefault("base_digest", audit.GENESIS_DIGEST)
+    fields.setdefault("witness", b"")
+    return audit.Checkpoint(**fields)
+
+
+def event_from_row(row: asyncpg.Record) -> audit.FeedEvent:
+    return audit.FeedEvent(
+        txid=row["txid"],
+        position=row["position"],
+        job_id=row["job_id"],
+        version=row["version"],
+        type=row["type"],
+        actor=row["actor"],
+        occurred_at=row["occurred_at"],
+        data=row["data"],
+        prev_hash=bytes(row["prev_hash"]),
+        hash=bytes(row["hash"]),
+    )
+
+
+async def create(
+    conn: asyncpg.Connection, signer: signing.Signer
+) -> tuple[audit.Checkpoint | None, bool]:
+    """Take a checkpoint of every committed event since the newest one; (checkpoint, created).
+
+    With nothing new since the newest checkpoint, returns that one and False (None
+    when the feed is empty). Raises CheckpointError when the newest checkpoint made
+    with this key does not verify: extending it would sign over a forged base.
+    """
+    await conn.execute(Q["checkpoints_lock"])
+    try:
+        async with conn.transaction(isolation="repeatable_read"):
+            row = await conn.fetchrow(Q["checkpoints_latest"], signer.key_id)
+            base = from_row(row) if row is not None else None
+            if base is not None and not signer.verify(base.signature, base.message()):
+                raise CheckpointError(
+                    f"{base.name()} does not verify with key {signer.key_id}: the checkpoint "
+                    "table was altered; run `ledger audit verify`"
+                )
+            base_key = base.key if base else audit.START_KEY
+            count = base.event_count if base else 0
+            digest = base.digest if base else audit.GENESIS_DIGEST
+            entries: list[audit.WitnessEntry] = []
+            async for r in conn.cursor(
+                Q["events_feed_scan"], str(base_key[0]), base_key[1], prefetch=2000
+            ):
+                event_hash = bytes(r["hash"])
+                digest = audit.extend(digest, event_hash)
+                entries.append(
+                    audit.WitnessEntry(
+                        r["txid"], r["position"], r["job_id"], r["version"], event_hash
+                    )
+                )
+            if not entries:
+                return base, False
+            key = entries[-1].key
+            count += len(entries)
+            signature = signer.sign(audit.message(key, count, digest))
+            inserted = await conn.fetchrow(
+                Q["checkpoints_insert"],
+                key[0],
+                key[1],
+                count,
+                digest,
+                base_key[0],
+                base_key[1],
+                base.event_count if base else 0,
+                base.digest if base else audit.GENESIS_DIGEST,
+                audit.encode_witness(entries),
+                signature,
+                signer.key_id,
+            )
+    finally:
+        await conn.execute(Q["checkpoints_unlock"])
+    assert inserted is not None
+    checkpoint = from_row(inserted)
+    log.info("audit checkpoint %s", checkpoint.name())
+    return checkpoint, True
+
+
+async def list_all(conn: asyncpg.Connection) -> list[audit.Checkpoint]:
+    """Every checkpoint with its witness, in feed order."""
+    return [from_row(r) for r in await conn.fetch(Q["checkpoints_list"])]
+
+
+async def list_recent(conn: asyncpg.Connection, limit: int = 100) -> list[audit.Checkpoint]:
+    """The newest checkpoints, without witnesses (for listing)."""
+    return [from_row(r) for r in await conn.fetch(Q["checkpoints_list_summary"], limit)]
+
+
+async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> audit.Report:
+    """Walk every committed event in feed order against every checkpoint; name what differs.
+
+    Hash chains per job are `chains.verify`'s job; this names what only a signed
+    digest can reveal: events deleted (a job's last ones, whole jobs, the tail),
+    rewritten with recomputed hashes, reordered, or inserted afterwards.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        checkpoints = await list_all(conn)
+        walk = audit.Walk(checkpoints, verifier, subject="ledger")
+        async for row in conn.cursor(Q["events_feed_scan"], "0", 0, prefetch=2000):
+            walk.feed(event_from_row(row))
+    return walk.finish()
+
+
+def describe(checkpoints: Sequence[audit.Checkpoint]) -> list[dict[str, Any]]:
+    """Checkpoints as plain JSON-ready dicts (hex digests and signatures)."""
+    return [
+        {
+            "checkpoint_id": cp.checkpoint_id,
+            "cursor": cp.cursor,
+            "event_count": cp.event_count,
+            "digest": cp.digest.hex(),
+            "base_cursor": audit.cursor_text(cp.base_key),
+            "base_count": cp.base_count,
+            "signature": cp.signature.hex(),
+            "key_id": cp.key_id,
+            "signed_message": cp.message().decode(),
+            "created_at": cp.created_at.isoformat(),
+        }
+        for cp in checkpoints
+    ]

@@ -1,0 +1,274 @@
+"""Signed checkpoints against a hostile database superuser (DESIGN.md invariant 6, and more).
+
+Each tampering is done as the superuser with the append-only trigger disabled, after
+a checkpoint was taken; the chain verifier or the checkpoint check must name it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ledger import store
+from projections import audit, chains, checkpoints
+from tests import factories, ledgers
+
+
+async def test_checkpoint_signs_the_digest_of_the_whole_feed(
+    conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await ledgers.ledger_of(event_store, conn, 3)
+    signer = ledgers.signer(tmp_path)
+
+    cp, created = await checkpoints.create(conn, signer)
+
+    assert created and cp is not None
+    rows = await conn.fetch(
+        "SELECT txid::text::bigint AS txid, position, hash FROM events ORDER BY txid, position"
+    )
+    digest = audit.GENESIS_DIGEST
+    for row in rows:
+        digest = audit.extend(digest, bytes(row["hash"]))
+    assert (cp.event_count, cp.digest) == (9, digest)
+    assert cp.key == (rows[-1]["txid"], rows[-1]["position"])
+    assert signer.verify(
+        cp.signature, f"job-ledger-checkpoint:v1:{cp.cursor}:9:{digest.hex()}".encode()
+    )
+    assert cp.key_id == signer.key_id
+
+
+async def test_checkpoints_extend_the_previous_one_and_skip_when_nothing_is_new(
+    conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    signer = ledgers.signer(tmp_path)
+    assert await checkpoints.create(conn, signer) == (None, False)
+    await ledgers.ledger_of(event_store, conn, 2)
+    first, _ = await checkpoints.create(conn, signer)
+    again, created = await checkpoints.create(conn, signer)
+    assert not created and again == first
+    await ledgers.ledger_of(event_store, conn, 1)
+    second, created = await checkpoints.create(conn, signer)
+
+    assert created and first is not None and second is not None
+    assert (second.base_count, second.event_count) == (6, 9)
+    assert second.base_key == first.key and second.base_digest == first.digest
+    assert len(second.witness_entries() or []) == 3
+    report = await checkpoints.verify(conn, signer)
+    assert report.ok, report.findings
+    assert (report.events, report.checkpoints, report.verified_through) == (9, 2, second.cursor)
+
+
+async def test_untouched_ledger_verifies(
+    conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await ledgers.ledger_of(event_store, conn, 4)
+    signer = ledgers.signer(tmp_path)
+    await checkpoints.create(conn, signer)
+    await ledgers.run_job(event_store, conn, 99)
+
+    report = await checkpoints.verify(conn, signer)
+
+    assert report.ok and report.uncovered == 3
+    assert (await chains.verify(conn)).ok
+
+
+async def test_edited_event_data_is_named_by_the_chain_verifier(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 3)
+    await checkpoints.create(conn, ledgers.signer(tmp_path))
+
+    await ledgers.edit_data(admin_conn, jobs[1], 2)
+
+    report = await chains.verify(conn)
+    assert [(b.job_id, b.version, b.reason) for b in report.broken] == [
+        (jobs[1], 2, "event content does not match its hash")
+    ]
+
+
+async def test_edit_with_recomputed_hash_is_caught_by_the_checkpoint(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 3)
+    signer = ledgers.signer(tmp_path)
+    cp, _ = await checkpoints.create(conn, signer)
+    assert cp is not None
+
+    await ledgers.edit_data_rehashed(admin_conn, jobs[1], 3)  # its last event: chain still holds
+
+    assert (await chains.verify(conn)).ok
+    report = await checkpoints.verify(conn, signer)
+    kinds = [f.kind for f in report.findings]
+    assert kinds == ["altered", "digest"]
+    altered = report.findings[0]
+    assert (altered.job_id, altered.version, altered.checkpoint_id) == (
+        jobs[1],
+        3,
+        cp.checkpoint_id,
+    )
+    assert f"event altered: job {jobs[1]} version 3" in altered.message
+    assert "the same number of events" in report.findings[1].message
+
+
+async def test_deleted_last_event_of_a_job_is_named(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 3)
+    signer = ledgers.signer(tmp_path)
+    await checkpoints.create(conn, signer)
+
+    version = await ledgers.delete_last_event(admin_conn, jobs[0])
+
+    assert (await chains.verify(conn)).ok  # a shorter chain is still a valid chain
+    report = await checkpoints.verify(conn, signer)
+    assert [f.kind for f in report.findings] == ["missing", "digest"]
+    assert (report.findings[0].job_id, report.findings[0].version) == (jobs[0], version)
+    assert f"event missing: job {jobs[0]} version 3 at cursor" in report.findings[0].message
+    assert "(8 events, 1 fewer events than signed)" in report.findings[1].message
+
+
+async def test_deleted_job_is_named(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 3)
+    signer = ledgers.signer(tmp_path)
+    await checkpoints.create(conn, signer)
+
+    await ledgers.delete_job(admin_conn, jobs[1])
+
+    assert (await chains.verify(conn)).ok
+    report = await checkpoints.verify(conn, signer)
+    assert [f.kind for f in report.findings] == ["job_deleted", "digest"]
+    assert f"job deleted: job {jobs[1]} is gone, with all 3 of its events" in (
+        report.findings[0].message
+    )
+    assert "3 fewer events than signed" in report.findings[1].message
+
+
+async def test_swapped_events_are_named_as_reordered(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 3)
+    signer = ledgers.signer(tmp_path)
+    await checkpoints.create(conn, signer)
+    first, second = [
+        await conn.fetchval("SELECT position FROM events WHERE job_id = $1 AND version = 1", job)
+        for job in (jobs[0], jobs[2])
+    ]
+
+    await ledgers.swap_events(admin_conn, first, second)
+
+    assert (await chains.verify(conn)).ok  # every event's content and link are intact
+    report = await checkpoints.verify(conn, signer)
+    assert [f.kind for f in report.findings] == ["reordered", "reordered", "digest"]
+    assert f"holds job {jobs[2]} version 1, which checkpoint" in report.findings[0].message
+    assert f"holds job {jobs[0]} version 1, which checkpoint" in report.findings[1].message
+
+
+async def test_truncated_tail_is_named(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 3)
+    signer = ledgers.signer(tmp_path)
+    cp, _ = await checkpoints.create(conn, signer)
+    assert cp is not None
+
+    await ledgers.truncate_tail(admin_conn, 4)
+
+    report = await checkpoints.verify(conn, signer)
+    assert [f.kind for f in report.findings] == ["truncated", "digest"]
+    message = report.findings[0].message
+    assert message.startswith("ledger truncated after cursor ")
+    assert f"4 events up to cursor {cp.cursor}" in message
+    assert f"the first being job {jobs[1]} version 3" in message
+
+
+async def test_tampering_before_an_older_checkpoint_is_reported_once(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 2)
+    signer = ledgers.signer(tmp_path)
+    first, _ = await checkpoints.create(conn, signer)
+    await ledgers.ledger_of(event_store, conn, 2)
+    second, _ = await checkpoints.create(conn, signer)
+    assert first is not None and second is not None
+
+    await ledgers.delete_job(admin_conn, jobs[0])
+
+    report = await checkpoints.verify(conn, signer)
+    assert [(f.kind, f.checkpoint_id) for f in report.findings] == [
+        ("job_deleted", first.checkpoint_id),
+        ("digest", first.checkpoint_id),
+    ]
+    assert report.verified_through == second.cursor
+
+
+async def test_altered_checkpoint_fails_its_signature_and_blocks_the_next(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    await ledgers.ledger_of(event_store, conn, 2)
+    signer = ledgers.signer(tmp_path)
+    cp, _ = await checkpoints.create(conn, signer)
+    assert cp is not None
+
+    await admin_conn.execute(
+        "UPDATE audit_checkpoints SET event_count = event_count - 1 WHERE checkpoint_id = $1",
+        cp.checkpoint_id,
+    )
+
+    report = await checkpoints.verify(conn, signer)
+    assert [f.kind for f in report.findings] == ["signature"]
+    assert "signature that does not verify" in report.findings[0].message
+    await ledgers.run_job(event_store, conn, 7)
+    with pytest.raises(checkpoints.CheckpointError, match="does not verify"):
+        await checkpoints.create(conn, signer)
+
+
+async def test_checkpoint_from_another_key_is_not_trusted(
+    conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await ledgers.ledger_of(event_store, conn, 1)
+    await checkpoints.create(conn, ledgers.signer(tmp_path, "forger.pem"))
+
+    report = await checkpoints.verify(conn, ledgers.signer(tmp_path))
+
+    assert [f.kind for f in report.findings] == ["signature"]
+    assert "not the trusted key" in report.findings[0].message
+
+
+async def test_application_role_cannot_rewrite_checkpoints(
+    conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await factories.submit(event_store, conn)
+    await checkpoints.create(conn, ledgers.signer(tmp_path))
+
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await conn.execute("UPDATE audit_checkpoints SET event_count = 0")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await conn.execute("DELETE FROM audit_checkpoints")
