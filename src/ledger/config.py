@@ -31,6 +31,8 @@ VARIABLES: Final = frozenset(
         "LEDGER_PG_PORT",
         "LEDGER_PG_USER",
         "STORAGE_ROOT",
+        "LEDGER_AUDIT_KEY",
+        "AUDIT_CHECKPOINT_INTERVAL_SECONDS",
     }
 )
 """Every environment variable the service reads (a test holds this list, the code and the README equal)."""
