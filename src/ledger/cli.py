@@ -13,8 +13,19 @@ from typing import Any
 
 import msgspec
 
-from ledger import config, database, db, embedded, errors, logs, migrations, probe
-from projections import chains, rebuild
+from ledger import (
+    config,
+    database,
+    db,
+    embedded,
+    errors,
+    logs,
+    metrics,
+    migrations,
+    probe,
+    store,
+)
+from projections import chains, current, metering, rebuild
 
 log = logging.getLogger("ledger")
 
@@ -53,14 +64,33 @@ async def _worker(settings: config.Settings) -> int:
     loaded = pool.load_handlers(settings.handler_modules)
     log.info("handler modules: %s", ", ".join(loaded) or "(none)")
     async with database.open_database(settings) as database_:
+        registry = metrics.Metrics()
         workers = pool.Pool(
             database_.app_dsn,
             listen_dsn=database_.listen_dsn,
             settings=pool.settings_from(settings),
+            event_store=store.EventStore([metering.JobMetrics(registry), current.JobView()]),
         )
-        with shutdown.graceful(workers.request_stop):
-            await workers.run()
+        registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
+        stop_metrics = _serve_worker_metrics(registry, settings)
+        try:
+            with shutdown.graceful(workers.request_stop):
+                await workers.run()
+        finally:
+            stop_metrics()
     return 0
+
+
+def _serve_worker_metrics(
+    registry: metrics.Metrics, settings: config.Settings
+) -> Callable[[], None]:
+    if settings.worker_metrics_port == 0:
+        return lambda: None
+    stop = registry.serve(settings.server_host, settings.worker_metrics_port)
+    log.info(
+        "worker metrics on http://%s:%s/metrics", settings.server_host, settings.worker_metrics_port
+    )
+    return stop
 
 
 async def _migrate(settings: config.Settings) -> int:
@@ -132,8 +162,7 @@ async def _db_reset(settings: config.Settings, *, confirmed: bool) -> int:
 
 async def _seed(settings: config.Settings, *, per_type: int) -> int:
     import workers.handlers  # noqa: F401 - registers the built-in job types
-    from ledger import jobtypes, store
-    from projections import current
+    from ledger import jobtypes
     from workers import seed
 
     async with database.open_database(settings) as database_:

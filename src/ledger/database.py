@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import msgspec
 
-from ledger import config, db, embedded, migrations, sqlfile
+from ledger import config, db, embedded, errors, migrations, sqlfile
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,29 @@ async def ensure_login_role(conn: asyncpg.Connection, name: str, password: str) 
     await conn.execute(f"GRANT ledger_app TO {ident}")
 
 
+async def _migrate_if_pending(dsn: str, *, owner_given: bool) -> None:
+    """Migrate when something is pending; the application's role (no MIGRATE_DATABASE_URL)
+    can see that nothing is, and then starts without needing rights it does not have."""
+    async with db.connect(dsn) as conn:
+        try:
+            if not await migrations.pending(conn):
+                return
+        except asyncpg.InsufficientPrivilegeError:
+            pass  # a database from before 0040: let migrate decide
+        try:
+            applied = await migrations.migrate(conn)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            if owner_given:
+                raise
+            raise errors.ConfigError(
+                "the database has pending migrations that DATABASE_URL's role may not apply: "
+                "run `ledger migrate` with MIGRATE_DATABASE_URL set to the owner's connection "
+                f"({exc})"
+            ) from exc
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+
+
 @asynccontextmanager
 async def open_database(
     settings: config.Settings, *, migrate: bool = True
@@ -59,10 +82,9 @@ async def open_database(
     if settings.database_url is not None:
         admin_dsn = settings.migrate_database_url or settings.database_url
         if migrate:
-            async with db.connect(admin_dsn) as conn:
-                applied = await migrations.migrate(conn)
-                if applied:
-                    log.info("applied migrations: %s", ", ".join(applied))
+            await _migrate_if_pending(
+                admin_dsn, owner_given=settings.migrate_database_url is not None
+            )
         yield Database(
             app_dsn=settings.database_url,
             admin_dsn=admin_dsn,

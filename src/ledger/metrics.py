@@ -9,13 +9,15 @@ Where the figures come from:
   an inline projection that sees every event this process appends (counting in one
   place, whichever process — API or worker — records the transition);
 - HTTP requests: the middleware in `ledger.http.metrics`;
-- queue depth and worker slots: read from the database when scraped (`refresh`).
+- queue depth and worker slots across the service: read from the database when the
+  API is scraped (`add_cluster_gauges`); a worker process's own slots: read from its
+  pool (`add_pool_gauges`).
 Each process exposes its own counters; Prometheus sums them across instances.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from prometheus_client import (
@@ -27,6 +29,7 @@ from prometheus_client import (
     generate_latest,
     platform_collector,
     process_collector,
+    start_http_server,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -78,6 +81,7 @@ class Metrics:
     """Every metric of one process, on its own registry (tests make one each)."""
 
     def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        """`process`: also the standard process_* and python_* metrics."""
         self.registry = registry if registry is not None else CollectorRegistry()
         if process:
             process_collector.ProcessCollector(registry=self.registry)
@@ -122,31 +126,6 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
-        self.queue_depth = Gauge(
-            "queue_depth",
-            "Unfinished jobs by queue and status (pending, retrying, processing).",
-            ("queue", "status"),
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.worker_slots = Gauge(
-            "worker_slots",
-            "Job slots across live worker processes (their heartbeat is within their lease).",
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.worker_slots_busy = Gauge(
-            "worker_slots_busy",
-            "Slots of live worker processes running a job now.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.worker_processes = Gauge(
-            "worker_processes",
-            "Live worker processes.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
         self.http_requests = Counter(
             "http_requests_total",
             "HTTP requests by method, route template and status code.",
@@ -163,6 +142,38 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.queue_depth: Gauge | None = None
+        self.worker_processes: Gauge | None = None
+        self.worker_slots: Gauge | None = None
+        self.worker_slots_busy: Gauge | None = None
+
+    def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
+        return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+    def add_cluster_gauges(self) -> None:
+        """Queue depth and worker slots across the whole service, read from the database
+        at scrape time (`set_queue_depth`, `set_worker_slots`). One kind of process
+        exposes them (the API), so Prometheus never sums copies of one figure."""
+        self.queue_depth = self._gauge(
+            "queue_depth",
+            "Unfinished jobs by queue and status (pending, retrying, processing).",
+            ("queue", "status"),
+        )
+        self.worker_processes = self._gauge(
+            "worker_processes", "Live worker processes (heartbeat within their lease)."
+        )
+        self.worker_slots = self._gauge("worker_slots", "Job slots across live worker processes.")
+        self.worker_slots_busy = self._gauge(
+            "worker_slots_busy", "Slots of live worker processes running a job now."
+        )
+
+    def add_pool_gauges(self, slots: Callable[[], float], busy: Callable[[], float]) -> None:
+        """This worker process's own slots and busy slots, read from the pool when scraped."""
+        self._gauge("pool_slots", "Job slots of this worker process.").set_function(slots)
+        self._gauge(
+            "pool_slots_busy", "Slots of this worker process running a job now."
+        ).set_function(busy)
+
     def set_queue_depth(self, rows: Iterable[tuple[str, str, int]]) -> None:
         """Replace the queue-depth gauge with (queue, status, count) rows read just now.
 
@@ -173,11 +184,14 @@ class Metrics:
             for known in DEPTH_STATUSES:
                 depth.setdefault((queue, known), 0)
             depth[(queue, status)] = count
+        assert self.queue_depth is not None, "add_cluster_gauges() first"
         self.queue_depth.clear()
         for (queue, status), count in depth.items():
             self.queue_depth.labels(queue=queue, status=status).set(count)
 
     def set_worker_slots(self, *, processes: int, slots: int, busy: int) -> None:
+        assert self.worker_processes is not None, "add_cluster_gauges() first"
+        assert self.worker_slots is not None and self.worker_slots_busy is not None
         self.worker_processes.set(processes)
         self.worker_slots.set(slots)
         self.worker_slots_busy.set(busy)
@@ -185,3 +199,17 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> Callable[[], None]:
+        """Expose `/metrics` on host:port from a background thread (worker processes).
+
+        Returns the function that stops the server.
+        """
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+        return stop

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ledger import commands, config, db, errors, jobtypes, lifecycle, sqlfile, store
+from ledger import commands, config, db, errors, jobtypes, lifecycle, logs, sqlfile, store
 from projections import current
 from workers import leases, listener, retry
 
@@ -321,6 +321,13 @@ class Pool:
 
     async def _execute(self, run: _Run) -> None:
         state = run.state
+        # Every line logged while the job runs, by the pool or its handler, names the job.
+        with logs.job_context(job_id=state.job_id, job_type=state.type, attempt=state.attempt):
+            log.info("job %s running (attempt %s)", state.job_id, state.attempt)
+            await self._execute_in_context(run)
+
+    async def _execute_in_context(self, run: _Run) -> None:
+        state = run.state
         command = await self._outcome(run)
         if command is None:
             log.info("job %s stopped (%s); nothing to record", state.job_id, run.stop_reason)
@@ -445,7 +452,7 @@ class Pool:
                 now=self._store.clock(),
             )
             await self._store.append(conn, decided)
-        log.debug("job %s: %s", state.job_id, type(command).__name__)
+        log.info("job %s: recorded %s", state.job_id, type(command).__name__)
 
     # -- graceful shutdown ---------------------------------------------------
 

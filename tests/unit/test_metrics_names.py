@@ -13,6 +13,8 @@ UNBOUNDED_LABELS = {"job_id", "path", "url", "worker_id", "actor", "error"}
 
 def families() -> list[object]:
     m = metrics.Metrics()
+    m.add_cluster_gauges()
+    m.add_pool_gauges(lambda: 4, lambda: 1)
     m.jobs_submitted.labels(job_type="t", queue="q").inc()
     m.job_run_seconds.labels(job_type="t").observe(0.2)
     m.http_requests.labels(method="GET", route="/health", status="200").inc()
@@ -22,7 +24,7 @@ def families() -> list[object]:
 
 def test_names_have_the_namespace_units_and_total_suffix() -> None:
     ours = [f for f in families() if f.name.startswith("ledger_")]  # type: ignore[attr-defined]
-    assert len(ours) >= 15
+    assert len(ours) >= 17
     for family in ours:
         name, kind = family.name, family.type  # type: ignore[attr-defined]
         assert re.fullmatch(r"ledger_[a-z0-9_]+", name)
@@ -41,6 +43,7 @@ def test_the_process_collectors_are_on_the_registry() -> None:
 
 def test_queue_depth_is_replaced_and_zero_filled_per_queue() -> None:
     m = metrics.Metrics(process=False)
+    m.add_cluster_gauges()
     m.set_queue_depth([("default", "pending", 3), ("bulk", "processing", 1)])
     m.set_queue_depth([("bulk", "pending", 4)])
     get = m.registry.get_sample_value
