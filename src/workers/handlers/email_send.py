@@ -157,8 +157,8 @@ async def email_send(payload: EmailSendPayload, ctx: jobtypes.JobContext) -> dic
             f"cannot reach SMTP server {target.hostname}:{target.port}: {exc}"
         ) from exc
     return {
-        "message_id": message["Message-ID"],
+        "message_id": str(message["Message-ID"]),
         "accepted": [r for r in recipients if r not in refused],
         "refused": {r: f"{answer.code} {answer.message}" for r, answer in refused.items()},
-        "response": response,
+        "response": str(response),
     }

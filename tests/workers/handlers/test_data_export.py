@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 import pytest_asyncio
 
@@ -35,7 +36,9 @@ async def pool(dbs: Databases) -> AsyncIterator[asyncpg.Pool]:
 
 async def run(payload: dict[str, Any], ctx: jobtypes.JobContext) -> dict[str, Any]:
     typed = jobtypes.REGISTRY.get("data_export").validate(payload)
-    return await data_export.data_export(typed, ctx)  # type: ignore[arg-type]
+    result = await data_export.data_export(typed, ctx)  # type: ignore[arg-type]
+    assert msgspec.json.decode(msgspec.json.encode(result)) == result  # what the pool records
+    return result
 
 
 def read_back(root: Path, result: dict[str, Any]) -> bytes:

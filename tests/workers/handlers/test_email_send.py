@@ -11,6 +11,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
@@ -21,7 +22,9 @@ from workers.handlers import email_send
 
 async def run(payload: dict[str, Any], ctx: jobtypes.JobContext) -> dict[str, Any]:
     typed = jobtypes.REGISTRY.get("email_send").validate(payload)
-    return await email_send.email_send(typed, ctx)  # type: ignore[arg-type]
+    result = await email_send.email_send(typed, ctx)  # type: ignore[arg-type]
+    assert msgspec.json.decode(msgspec.json.encode(result)) == result  # what the pool records
+    return result
 
 
 def received(server: SmtpServer, index: int = 0) -> EmailMessage:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from ledger import jobtypes
@@ -17,7 +18,9 @@ from workers.handlers import file_process, storage
 async def run(payload: dict[str, str], ctx: jobtypes.JobContext) -> dict[str, object]:
     job = jobtypes.REGISTRY.get("file_process")
     typed = job.validate(payload)
-    return await file_process.file_process(typed, ctx)  # type: ignore[arg-type]
+    result = await file_process.file_process(typed, ctx)  # type: ignore[arg-type]
+    assert msgspec.json.decode(msgspec.json.encode(result)) == result  # what the pool records
+    return result
 
 
 async def test_checksum_is_the_files_sha256(

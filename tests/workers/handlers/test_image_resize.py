@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from PIL import Image
 
@@ -33,7 +34,9 @@ def make_image(width: int, height: int, fmt: str = "PNG", mode: str = "RGB") -> 
 
 async def run(payload: dict[str, Any], ctx: jobtypes.JobContext) -> dict[str, Any]:
     typed = jobtypes.REGISTRY.get("image_resize").validate(payload)
-    return await image_resize.image_resize(typed, ctx)  # type: ignore[arg-type]
+    result = await image_resize.image_resize(typed, ctx)  # type: ignore[arg-type]
+    assert msgspec.json.decode(msgspec.json.encode(result)) == result  # what the pool records
+    return result
 
 
 def check_output(result: dict[str, Any], root: Path, size: tuple[int, int], fmt: str) -> None:
