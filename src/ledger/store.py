@@ -159,10 +159,11 @@ def record_from_row(row: asyncpg.Record) -> Recorded:
 def _one_per_job(events: Sequence[ev.JobEvent]) -> list[list[ev.JobEvent]]:
     """Split into statements holding at most one event per job, keeping each job's order."""
     batches: list[list[ev.JobEvent]] = []
-    depth: dict[uuid.UUID, int] = {}
+    depth: dict[int, int] = {}  # keyed by the UUID's int: hashed in C, not by UUID.__hash__
     for event in events:
-        level = depth.get(event.job_id, 0)
-        depth[event.job_id] = level + 1
+        key = event.job_id.int
+        level = depth.get(key, 0)
+        depth[key] = level + 1
         if level == len(batches):
             batches.append([])
         batches[level].append(event)
