@@ -21,8 +21,8 @@ run: $(STAMP)
 	$(BIN)/ledger serve
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -51,6 +51,12 @@ seed: $(STAMP)
 IMAGE ?= job-ledger:latest
 docker-build:
 	docker build --tag $(IMAGE) .
+
+# Benchmarks (not part of `make test`): one durable embedded PostgreSQL, prints the
+# table and writes bench/results/latest.json. See BENCHMARKS.md.
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+INSERT INTO pgbench_baseline (payload) VALUES ('{"n": 1}');

@@ -1,0 +1,34 @@
+-- name: settings_durable
+-- The server settings that make the figures durable, printed with the table.
+SELECT name, setting
+FROM pg_settings
+WHERE name = ANY($1::text[]);
+
+-- name: baseline_table_create
+-- The baseline's table: what a queue that keeps no history writes per job, at most.
+CREATE TABLE IF NOT EXISTS pgbench_baseline (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    payload    text NOT NULL
+);
+
+-- name: database_exists
+SELECT 1
+FROM pg_database
+WHERE datname = $1;
+
+-- name: events_count
+SELECT count(*)
+FROM events;
+
+-- name: jobs_count_by_status
+SELECT status, count(*)
+FROM jobs
+GROUP BY status;
+
+-- name: events_processing_window
+-- First claim to last completion, as recorded in the ledger (the events' own times).
+SELECT min(occurred_at) FILTER (WHERE type = 'job.claimed.v1') AS first_claim,
+       max(occurred_at) FILTER (WHERE type = 'job.completed.v1') AS last_completion,
+       count(*) FILTER (WHERE type = 'job.completed.v1') AS completed
+FROM events;
