@@ -182,6 +182,201 @@ async def _probe(settings: config.Settings, *, port: int | None, path: str) -> i
     return probe.probe(port or settings.server_port, path)
 
 
+def _signer(settings: config.Settings) -> Any:
+    from projections import signing
+
+    return signing.load_or_create(settings.audit_key_path)
+
+
+async def _audit_checkpoint(settings: config.Settings) -> int:
+    from projections import checkpoints
+
+    signer = _signer(settings)
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            cp, created = await checkpoints.create(conn, signer)
+    if cp is None:
+        print("no events yet: nothing to checkpoint")
+        return 0
+    verb = "signed" if created else "nothing new since"
+    print(f"{verb} checkpoint {cp.checkpoint_id}: cursor {cp.cursor}, {cp.event_count} events")
+    print(f"digest {cp.digest.hex()}")
+    print(f"key {cp.key_id} ({settings.audit_key_path})")
+    return 0
+
+
+async def _audit_checkpoints(settings: config.Settings, *, limit: int) -> int:
+    from projections import checkpoints
+
+    signer = _signer(settings)
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            listed = await checkpoints.list_recent(conn, limit)
+    print(f"public key {signer.key_id}:")
+    print(signer.pem.rstrip())
+    for cp in listed:
+        print(
+            f"{cp.checkpoint_id:>6}  {cp.created_at:%Y-%m-%d %H:%M:%S}  cursor {cp.cursor}  "
+            f"{cp.event_count} events  digest {cp.digest.hex()[:16]}…  key {cp.key_id}"
+        )
+    return 0
+
+
+def _bound(text: str | None) -> Any:
+    """A feed cursor (`<txid>.<position>`) or an ISO 8601 instant (UTC when no offset)."""
+    from datetime import UTC, datetime
+
+    from projections import feed
+
+    if text is None:
+        return None
+    if feed.is_cursor(text):
+        return feed.parse_cursor(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise errors.ConfigError(
+            f"{text!r} is neither a feed cursor (<txid>.<position>) nor an ISO 8601 time"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _audit_export(
+    settings: config.Settings, *, out: str, start: str | None, end: str | None
+) -> int:
+    from pathlib import Path
+
+    from projections import bundle
+
+    signer = _signer(settings)
+    first, last = _bound(start), _bound(end)
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            exported = await bundle.export(conn, signer, Path(out), start=first, end=last)
+    begin = f"after checkpoint cursor {exported.start}" if exported.start else "from the start"
+    print(
+        f"exported {exported.events} events ({begin}, through cursor {exported.end}) "
+        f"and {exported.checkpoints} checkpoints to {exported.path}"
+    )
+    print(f"signed by key {exported.key_id}")
+    return 0
+
+
+def _print_report(report: Any) -> None:
+    for finding in report.findings:
+        print(f"TAMPERED {finding.kind}: {finding.message}")
+    through = (
+        f"verified through cursor {report.verified_through}"
+        if report.verified_through
+        else ("nothing verified against a checkpoint")
+    )
+    print(
+        f"{report.events} events, {report.checkpoints} checkpoints signed by key "
+        f"{report.key_id}; {through}; {len(report.findings)} problems"
+    )
+
+
+async def _audit_verify(
+    settings: config.Settings, *, path: str | None, public_key: str | None
+) -> int:
+    from pathlib import Path
+
+    from projections import bundle, checkpoints, signing
+
+    trusted = signing.public_from_file(Path(public_key)) if public_key else None
+    if path is not None:  # offline: no database is opened
+        report = bundle.verify(Path(path), trusted)
+        _print_report(report)
+        print("bundle OK" if report.ok else "bundle FAILED verification")
+        return 0 if report.ok else 1
+    verifier = trusted or _signer(settings)
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            chain = await chains.verify(conn)
+            report = await checkpoints.verify(conn, verifier)
+    for link in chain.broken:
+        print(f"TAMPERED chain: {link.describe()}")
+    _print_report(report)
+    ok = report.ok and chain.ok
+    print("ledger OK" if ok else "ledger FAILED verification")
+    return 0 if ok else 1
+
+
+async def _replay(
+    settings: config.Settings,
+    *,
+    job_id: str,
+    as_of: str | None,
+    as_json: bool,
+    run: bool,
+    storage_root: str | None = None,
+) -> int:
+    import uuid
+    from pathlib import Path
+
+    from ledger import jobtypes, replays, store
+    from projections import timeline
+
+    try:
+        job = uuid.UUID(job_id)
+    except ValueError:
+        raise errors.ConfigError(f"{job_id!r} is not a job id") from None
+    instant = _bound(as_of) if as_of else None
+    if instant is not None and not hasattr(instant, "tzinfo"):
+        raise errors.ConfigError("--as-of takes an ISO 8601 time, not a feed cursor")
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            history = await store.EventStore().history(conn, job)
+        if not history:
+            raise errors.UnknownJob(job)
+        line = timeline.build(job, history, instant)
+        if line.state is None:
+            raise errors.LedgerError(f"job {job} had not been submitted at {as_of}")
+        outcome = None
+        if run:
+            jobtypes.load_plugins(settings.handler_modules)
+            # Handlers that read the ledger (data_export) get a pool that cannot write.
+            pool = await db.create_pool(
+                database_.app_dsn, max_size=2, read_only=True, name="job-ledger-replay"
+            )
+            try:
+                outcome = await replays.run_locally(
+                    line.state,
+                    storage_root=Path(storage_root) if storage_root else settings.storage,
+                    pool=pool,
+                )
+            finally:
+                await pool.close()
+    recorded = replays.recorded_outcome(line.state)
+    if as_json:
+        body: dict[str, Any] = {"job_id": str(job), "as_of": as_of, "steps": line.steps}
+        if run:
+            body["recorded"] = recorded
+            body["replayed"] = outcome
+        print(msgspec.json.encode(body).decode())
+        return 0
+    state = line.state
+    print(f"job {job}  type {state.type}  queue {state.queue}  status {state.status}")
+    print(timeline.render(line))
+    if outcome is not None:
+        encode = msgspec.json.Encoder(order="sorted").encode
+        print("\nreplayed locally (nothing written to the ledger):")
+        for label, o in (("recorded", recorded), ("replayed", outcome)):
+            if o is None:
+                print(f"  {label:<9} (no finished attempt)")
+            elif o.status == "completed":
+                print(f"  {label:<9} completed  result {encode(o.result).decode()}")
+            else:
+                print(f"  {label:<9} failed     error {o.error}")
+        same = recorded is not None and (recorded.status, recorded.result, recorded.error) == (
+            outcome.status,
+            outcome.result,
+            outcome.error,
+        )
+        print("  same outcome" if same else "  DIFFERENT outcome")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +397,33 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("probe", help="health check: GET a local URL, exit 0 on 2xx")
     check.add_argument("--port", type=int, default=None, help="default: SERVER_PORT")
     check.add_argument("--path", default="/health")
+    aud = sub.add_parser("audit", help="signed checkpoints, audit bundles and their verification")
+    aud_sub = aud.add_subparsers(dest="action", required=True)
+    aud_sub.add_parser("checkpoint", help="sign a checkpoint of the feed now")
+    listing = aud_sub.add_parser("checkpoints", help="list checkpoints and the public key")
+    listing.add_argument("--limit", type=int, default=20)
+    exp = aud_sub.add_parser("export", help="write a self-contained, offline-verifiable bundle")
+    exp.add_argument("--from", dest="start", help="feed cursor (after it) or ISO time")
+    exp.add_argument("--to", dest="end", help="feed cursor or ISO time (default: now)")
+    exp.add_argument("out", help="a new directory, or a path ending in .tar.gz")
+    ver = aud_sub.add_parser(
+        "verify", help="check a bundle offline, or (no BUNDLE) the live ledger"
+    )
+    ver.add_argument("bundle", nargs="?", help="bundle directory or .tar.gz")
+    ver.add_argument("--public-key", help="PEM public key you trust (default: the bundle's)")
+    rep = sub.add_parser("replay", help="a job's timeline; --run re-runs its handler locally")
+    rep.add_argument("job_id")
+    rep.add_argument("--as-of", help="show the job as it was at this ISO time")
+    rep.add_argument("--json", action="store_true", help="machine-readable output")
+    rep.add_argument(
+        "--run",
+        action="store_true",
+        help="run the handler on the recorded payload; nothing is written to the ledger",
+    )
+    rep.add_argument(
+        "--storage-root",
+        help="storage the handler reads and writes with --run (default: STORAGE_ROOT)",
+    )
     return parser
 
 
@@ -215,6 +437,23 @@ def _runner(args: argparse.Namespace) -> Runner:
         return functools.partial(_db_reset, confirmed=args.yes)
     if args.command == "seed":
         return functools.partial(_seed, per_type=args.count)
+    if args.command == "audit":
+        if args.action == "checkpoints":
+            return functools.partial(_audit_checkpoints, limit=args.limit)
+        if args.action == "export":
+            return functools.partial(_audit_export, out=args.out, start=args.start, end=args.end)
+        if args.action == "verify":
+            return functools.partial(_audit_verify, path=args.bundle, public_key=args.public_key)
+        return _audit_checkpoint
+    if args.command == "replay":
+        return functools.partial(
+            _replay,
+            job_id=args.job_id,
+            as_of=args.as_of,
+            as_json=args.json,
+            run=args.run,
+            storage_root=args.storage_root,
+        )
     if args.command == "probe":
         return functools.partial(_probe, port=args.port, path=args.path)
     runners: dict[str, Runner] = {

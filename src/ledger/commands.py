@@ -70,6 +70,12 @@ class RetryJob(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
+class MarkReplayed(msgspec.Struct, frozen=True, kw_only=True):
+    """Record on the original job that it was submitted again as `replayed_as`."""
+
+    replayed_as: uuid.UUID
+
+
 Command = (
     SubmitJob
     | ClaimJob
@@ -79,6 +85,7 @@ Command = (
     | ReleaseJob
     | CancelJob
     | RetryJob
+    | MarkReplayed
 )
 
 _VERB: dict[type[Any], str] = {
@@ -90,6 +97,7 @@ _VERB: dict[type[Any], str] = {
     ReleaseJob: "release",
     CancelJob: "cancel",
     RetryJob: "retry",
+    MarkReplayed: "replay",
 }
 
 
@@ -183,7 +191,34 @@ def decide(
             if state.status not in ("failed", "cancelled"):
                 raise refuse()
             return [ev.JobRetried(**envelope, max_attempts=command.max_attempts)]
+        case MarkReplayed():
+            return [ev.JobReplayed(**envelope, replayed_as=command.replayed_as)]
     raise refuse()  # pragma: no cover - every command is matched above
+
+
+def replay(
+    state: JobState, *, new_job_id: uuid.UUID, actor: str, now: datetime
+) -> list[ev.JobEvent]:
+    """Submit `state`'s job again as `new_job_id`: the new job's submission names the original
+    (`replay_of`) and the original records the new one (`job.replayed.v1`), to append together."""
+    priority = next(name for name, rank in ev.PRIORITY_RANK.items() if rank == state.priority)
+    submit = SubmitJob(
+        job_type=state.type,
+        payload=state.payload,
+        queue=state.queue,
+        priority=priority,  # type: ignore[arg-type]
+        max_attempts=state.max_attempts,
+        timeout_seconds=state.timeout_seconds,
+        backoff_base_seconds=state.backoff_base_seconds,
+        backoff_cap_seconds=state.backoff_cap_seconds,
+        replay_of=state.job_id,
+    )
+    return [
+        *decide(None, submit, job_id=new_job_id, actor=actor, now=now),
+        *decide(
+            state, MarkReplayed(replayed_as=new_job_id), job_id=state.job_id, actor=actor, now=now
+        ),
+    ]
 
 
 def _require_holder(state: JobState, worker_id: str, refuse: Any) -> None:

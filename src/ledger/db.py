@@ -12,14 +12,19 @@ APPLICATION_NAME = "job-ledger"
 
 
 async def create_pool(
-    dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = APPLICATION_NAME
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    name: str = APPLICATION_NAME,
+    read_only: bool = False,
 ) -> asyncpg.Pool:
-    """A pool of connections in UTC, tagged with the application name."""
+    """A pool of connections in UTC, tagged with the application name (`read_only`: no writes)."""
+    server_settings = {"application_name": name, "timezone": "UTC"}
+    if read_only:
+        server_settings["default_transaction_read_only"] = "on"
     pool = await asyncpg.create_pool(
-        dsn,
-        min_size=min_size,
-        max_size=max_size,
-        server_settings={"application_name": name, "timezone": "UTC"},
+        dsn, min_size=min_size, max_size=max_size, server_settings=server_settings
     )
     assert pool is not None
     return pool

@@ -88,6 +88,12 @@ class JobRetried(Event, frozen=True, tag="job.retried.v1"):
     max_attempts: int | None = None
 
 
+class JobReplayed(Event, frozen=True, tag="job.replayed.v1"):
+    """The job was submitted again as a new job, `replayed_as` (whose submission names this one)."""
+
+    replayed_as: uuid.UUID
+
+
 JobEvent = (
     JobSubmitted
     | JobClaimed
@@ -98,6 +104,7 @@ JobEvent = (
     | JobCancelled
     | JobReleased
     | JobRetried
+    | JobReplayed
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -110,6 +117,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobCancelled,
     JobReleased,
     JobRetried,
+    JobReplayed,
 )
 
 _json = msgspec.json.Encoder()

@@ -148,6 +148,8 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
                 "started_at": None,
                 "completed_at": None,
             }
+        case ev.JobReplayed():
+            changes = {}  # history only: the new job's submission carries replay_of
         case _:
             raise FoldError(f"unknown event {ev.type_tag(event)} for job {event.job_id}")
     return msgspec.structs.replace(state, **common, **changes)

@@ -34,6 +34,10 @@ class BadCursor(errors.LedgerError):
     """The feed cursor is not one this service handed out."""
 
 
+def is_cursor(text: str) -> bool:
+    return _CURSOR.match(text) is not None
+
+
 def parse_cursor(text: str | None) -> Cursor:
     if not text:
         return START

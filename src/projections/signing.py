@@ -79,6 +79,14 @@ def public_from_pem(pem: str | bytes) -> Verifier:
     return Verifier(key)
 
 
+def public_from_file(path: Path) -> Verifier:
+    """A public key from a PEM file (an auditor's own copy)."""
+    try:
+        return public_from_pem(path.read_bytes())
+    except OSError as exc:
+        raise AuditKeyError(f"cannot read the public key {path}: {exc}") from exc
+
+
 def load_or_create(path: Path) -> Signer:
     """The key in `path`, generating it (mode 0600) when the file does not exist."""
     if not path.exists():

@@ -1,0 +1,102 @@
+"""Replaying a job: submit it again as a new job (each job's history naming the other),
+or run its handler locally on the recorded payload without writing anything."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+
+from ledger import commands, errors, jobtypes, lifecycle, store
+
+
+async def resubmit(
+    event_store: store.EventStore, conn: asyncpg.Connection, job_id: uuid.UUID, *, actor: str
+) -> tuple[uuid.UUID, list[store.Recorded]]:
+    """Submit `job_id`'s type and payload as a new job; both events go in one transaction.
+
+    The new job's `job.submitted.v1` carries `replay_of`, the original gets
+    `job.replayed.v1` with `replayed_as`. Raises UnknownJob, or VersionConflict
+    when the original moved meanwhile (nothing is written then).
+    """
+    async with conn.transaction():
+        state = await event_store.load(conn, job_id)
+        if state is None:
+            raise errors.UnknownJob(job_id)
+        new_job_id = uuid.uuid4()
+        decided = commands.replay(
+            state, new_job_id=new_job_id, actor=actor, now=event_store.clock()
+        )
+        recorded = await event_store.append(conn, decided)
+    return new_job_id, recorded
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How a run ended: `completed` with a result, or `failed` with an error."""
+
+    status: Literal["completed", "failed"]
+    result: Any = None
+    error: str | None = None
+    permanent: bool = False
+
+
+def recorded_outcome(state: lifecycle.JobState) -> Outcome | None:
+    """What the ledger recorded for the job's last finished attempt (None: it has not finished)."""
+    if state.status == "completed":
+        return Outcome(status="completed", result=state.result)
+    if state.error is not None:
+        return Outcome(status="failed", error=state.error, permanent=state.status == "failed")
+    return None
+
+
+async def run_locally(
+    state: lifecycle.JobState,
+    *,
+    storage_root: Path,
+    pool: asyncpg.Pool | None = None,
+    registry: jobtypes.Registry = jobtypes.REGISTRY,
+) -> Outcome:
+    """Run the job's registered handler in this process on its recorded payload.
+
+    Nothing is written to the ledger: this is a debugging aid, the job's history
+    stays exactly as it was. The handler sees the same job id (so the same
+    idempotency key) and the attempt the job last reached.
+    """
+    job = registry.get(state.type)
+    payload = job.validate(state.payload)
+    context = jobtypes.JobContext(
+        job_id=state.job_id,
+        job_type=state.type,
+        attempt=max(state.attempt, 1),
+        max_attempts=state.max_attempts,
+        storage_root=storage_root,
+        pool=pool,
+    )
+    try:
+        if job.is_async:
+            pending = job.handler(payload, context)
+            assert isinstance(pending, Awaitable)
+            value = await asyncio.wait_for(pending, timeout=state.timeout_seconds)
+        else:
+            value = await asyncio.to_thread(job.handler, payload, context)
+    except jobtypes.Permanent as exc:
+        return Outcome(status="failed", error=str(exc) or type(exc).__name__, permanent=True)
+    except jobtypes.Retryable as exc:
+        return Outcome(status="failed", error=str(exc) or type(exc).__name__)
+    except TimeoutError:
+        return Outcome(status="failed", error=f"timed out after {state.timeout_seconds}s")
+    except Exception as exc:  # noqa: BLE001 - the handler's failure is the outcome being shown
+        text = str(exc)
+        return Outcome(
+            status="failed", error=f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        )
+    try:
+        result = msgspec.to_builtins(value)
+    except TypeError as exc:
+        return Outcome(status="failed", error=f"result is not JSON: {exc}", permanent=True)
+    return Outcome(status="completed", result=result)

@@ -1,0 +1,107 @@
+"""A job's timeline for debugging: each event with the status it left the job in and the gap before it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from ledger import events as ev
+from ledger import lifecycle, store
+
+_decode = msgspec.json.Decoder()
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of a job and the state right after it."""
+
+    version: int
+    position: int
+    occurred_at: datetime
+    event: str
+    actor: str
+    status: str
+    since_previous_seconds: float | None
+    data: dict[str, Any]
+    hash: str
+
+
+class Timeline(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: uuid.UUID
+    as_of: datetime | None
+    steps: list[Step]
+    state: lifecycle.JobState | None  # after the last step shown
+
+
+def build(
+    job_id: uuid.UUID, history: Sequence[store.Recorded], as_of: datetime | None = None
+) -> Timeline:
+    """The steps of `history` (oldest first), up to `as_of` when given."""
+    steps: list[Step] = []
+    state: lifecycle.JobState | None = None
+    previous: datetime | None = None
+    for recorded in history:
+        event = recorded.event
+        if as_of is not None and event.occurred_at > as_of:
+            break
+        state = lifecycle.evolve(state, event)
+        data = _decode.decode(ev.data_json(event))
+        steps.append(
+            Step(
+                version=event.version,
+                position=recorded.position,
+                occurred_at=event.occurred_at,
+                event=ev.type_tag(event),
+                actor=event.actor,
+                status=state.status,
+                since_previous_seconds=(
+                    None if previous is None else (event.occurred_at - previous).total_seconds()
+                ),
+                data=data,
+                hash=recorded.hash.hex(),
+            )
+        )
+        previous = event.occurred_at
+    return Timeline(job_id=job_id, as_of=as_of, steps=steps, state=state)
+
+
+def gap(seconds: float | None) -> str:
+    """A short, human reading of the time between two events: +0.042s, +3m05s, +2h10m, +3d04h."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"+{seconds:.3f}s"
+    whole = timedelta(seconds=round(seconds))
+    minutes, secs = divmod(int(whole.total_seconds()), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"+{days}d{hours:02d}h"
+    if hours:
+        return f"+{hours}h{minutes:02d}m"
+    return f"+{minutes}m{secs:02d}s"
+
+
+def render(timeline: Timeline) -> str:
+    """The timeline as an aligned table for a terminal."""
+    header = ("VER", "TIME (UTC)", "EVENT", "ACTOR", "STATUS AFTER", "SINCE PREV")
+    rows = [
+        (
+            str(s.version),
+            s.occurred_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            s.event,
+            s.actor,
+            s.status,
+            gap(s.since_previous_seconds),
+        )
+        for s in timeline.steps
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    return "\n".join(lines)
