@@ -2,8 +2,9 @@
 
 `decide(state, command, actor=, now=)` checks the command against the job's
 current state and returns the events to append, or raises InvalidTransition.
-It reads no clock and no database: time and randomness (backoff jitter) come in
-with the command.
+It reads no clock and no database: time comes in as `now`, and randomness
+(the jittered backoff delay) with the command, so a recorded retry's
+`next_attempt_at - occurred_at` is exactly the delay that was drawn.
 """
 
 from __future__ import annotations
@@ -44,18 +45,18 @@ class CompleteJob(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
-    """The running attempt failed; retried at `retry_at` if attempts are left and not permanent."""
+    """The running attempt failed; retried `retry_delay` after it is recorded, if attempts are left and not permanent."""
 
     worker_id: str
     error: str
     permanent: bool
-    retry_at: datetime
+    retry_delay: timedelta
 
 
 class ExpireLease(msgspec.Struct, frozen=True, kw_only=True):
-    """The job's worker stopped renewing its lease (it died): a failed attempt."""
+    """The job's worker stopped renewing its lease (it died): a failed attempt, retried `retry_delay` later."""
 
-    retry_at: datetime
+    retry_delay: timedelta
 
 
 class ReleaseJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,7 +167,7 @@ def decide(
                 return [ev.JobFailed(**envelope, error=command.error)]
             return [
                 ev.JobRetryScheduled(
-                    **envelope, error=command.error, next_attempt_at=command.retry_at
+                    **envelope, error=command.error, next_attempt_at=now + command.retry_delay
                 )
             ]
         case ExpireLease():
@@ -177,7 +178,7 @@ def decide(
                     **envelope,
                     worker_id=state.worker_id,
                     error=f"lease expired: worker {state.worker_id} stopped renewing it",
-                    next_attempt_at=command.retry_at if attempts_left else None,
+                    next_attempt_at=now + command.retry_delay if attempts_left else None,
                 )
             ]
         case ReleaseJob():

@@ -158,12 +158,12 @@ async def recover_expired(
     for row in rows:
         state = current.state_from_row(row)
         now = event_store.clock()
-        retry_at = retry.next_attempt_at(
-            now, max(state.attempt, 1), state.backoff_base_seconds, state.backoff_cap_seconds
+        delay = retry.retry_delay(
+            max(state.attempt, 1), state.backoff_base_seconds, state.backoff_cap_seconds
         )
         decided = commands.decide(
             state,
-            commands.ExpireLease(retry_at=retry_at),
+            commands.ExpireLease(retry_delay=delay),
             job_id=state.job_id,
             actor=actor,
             now=now,

@@ -386,14 +386,11 @@ class Pool:
     def _fail(
         self, state: lifecycle.JobState, error: str, *, permanent: bool
     ) -> commands.FailAttempt:
-        retry_at = retry.next_attempt_at(
-            self._store.clock(),
-            max(state.attempt, 1),
-            state.backoff_base_seconds,
-            state.backoff_cap_seconds,
+        delay = retry.retry_delay(
+            max(state.attempt, 1), state.backoff_base_seconds, state.backoff_cap_seconds
         )
         return commands.FailAttempt(
-            worker_id=self.worker_id, error=error, permanent=permanent, retry_at=retry_at
+            worker_id=self.worker_id, error=error, permanent=permanent, retry_delay=delay
         )
 
     async def _invoke(

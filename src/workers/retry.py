@@ -43,16 +43,15 @@ def backoff_delay(
     return low + (high - low) * rand()
 
 
-def next_attempt_at(
-    now: datetime,
+def retry_delay(
     attempt: int,
     base: float,
     cap: float,
     *,
     rand: Callable[[], float] = random.random,
-) -> datetime:
-    """The instant the next attempt becomes due."""
-    return now + timedelta(seconds=backoff_delay(attempt, base, cap, rand=rand))
+) -> timedelta:
+    """The jittered wait before the next attempt, as a FailAttempt/ExpireLease carries it."""
+    return timedelta(seconds=backoff_delay(attempt, base, cap, rand=rand))
 
 
 class RetryClock:

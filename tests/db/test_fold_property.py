@@ -42,7 +42,7 @@ _submit = st.builds(
 
 
 def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[commands.Command]:
-    later = at + timedelta(seconds=data.draw(st.integers(1, 10_000)))
+    delay = timedelta(seconds=data.draw(st.integers(1, 10_000)))
     holder = state.worker_id or "w"
     return [
         commands.ClaimJob(worker_id=data.draw(st.sampled_from(["w1", "w2"])), lease_seconds=30),
@@ -51,9 +51,9 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
             worker_id=holder,
             error=data.draw(_text),
             permanent=data.draw(st.booleans()),
-            retry_at=later,
+            retry_delay=delay,
         ),
-        commands.ExpireLease(retry_at=later),
+        commands.ExpireLease(retry_delay=delay),
         commands.ReleaseJob(worker_id=holder),
         commands.CancelJob(reason=data.draw(st.none() | _text)),
         commands.RetryJob(max_attempts=data.draw(st.none() | st.integers(1, 5))),

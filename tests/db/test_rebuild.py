@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 
@@ -12,7 +12,6 @@ from tests import factories
 
 
 async def _workload(event_store: store.EventStore, conn: asyncpg.Connection) -> list[object]:
-    later = datetime.now(UTC) + timedelta(minutes=5)
     ids = []
     for i in range(12):
         job_id = await factories.submit(event_store, conn, payload={"i": i}, max_attempts=2)
@@ -30,7 +29,9 @@ async def _workload(event_store: store.EventStore, conn: asyncpg.Connection) -> 
             await event_store.execute(
                 conn,
                 job_id,
-                commands.FailAttempt(worker_id="w", error="x", permanent=False, retry_at=later),
+                commands.FailAttempt(
+                    worker_id="w", error="x", permanent=False, retry_delay=timedelta(minutes=5)
+                ),
                 actor="w",
             )
         else:

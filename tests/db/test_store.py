@@ -144,16 +144,19 @@ async def test_lifecycle_commands_move_the_view(
     conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     job_id = await factories.submit(event_store, conn, max_attempts=2)
-    later = datetime.now(UTC) + timedelta(seconds=5)
     steps: list[tuple[commands.Command, str]] = [
         (commands.ClaimJob(worker_id="w", lease_seconds=30), "processing"),
         (
-            commands.FailAttempt(worker_id="w", error="boom", permanent=False, retry_at=later),
+            commands.FailAttempt(
+                worker_id="w", error="boom", permanent=False, retry_delay=timedelta(minutes=5)
+            ),
             "retrying",
         ),
         (commands.ClaimJob(worker_id="w", lease_seconds=30), "processing"),
         (
-            commands.FailAttempt(worker_id="w", error="boom2", permanent=False, retry_at=later),
+            commands.FailAttempt(
+                worker_id="w", error="boom2", permanent=False, retry_delay=timedelta(minutes=5)
+            ),
             "failed",
         ),
         (commands.RetryJob(), "pending"),

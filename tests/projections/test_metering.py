@@ -83,13 +83,14 @@ async def test_retries_failures_cancellations_and_lease_recoveries_are_counted(
     claim = commands.ClaimJob(worker_id="w1", lease_seconds=30)
     await run(metered, conn, flaky, claim)
     clock.advance(1)
-    retry_at = clock.now + timedelta(seconds=10)
-    fail = commands.FailAttempt(worker_id="w1", error="boom", permanent=False, retry_at=retry_at)
+    fail = commands.FailAttempt(
+        worker_id="w1", error="boom", permanent=False, retry_delay=timedelta(seconds=10)
+    )
     await run(metered, conn, flaky, fail)
     assert value(registry, "ledger_jobs_retried_total", **labels) == 1
     clock.advance(15)  # claimed 5 s after the retry became due
     await run(metered, conn, flaky, claim)
-    await run(metered, conn, flaky, commands.ExpireLease(retry_at=clock.now))  # none left
+    await run(metered, conn, flaky, commands.ExpireLease(retry_delay=timedelta(0)))  # none left
     assert value(registry, "ledger_lease_recoveries_total", **labels) == 1
     assert value(registry, "ledger_jobs_failed_total", **labels) == 1
     assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="noop") == 5.0

@@ -31,11 +31,12 @@ def _run(*steps: commands.Command, max_attempts: int = 2) -> lifecycle.JobState:
 
 
 CLAIM = commands.ClaimJob(worker_id="w", lease_seconds=10)
-LATER = NOW + timedelta(seconds=30)
+DELAY = timedelta(seconds=30)
+LATER = NOW + DELAY
 
 
 def test_failures_retry_until_attempts_run_out() -> None:
-    fail = commands.FailAttempt(worker_id="w", error="e", permanent=False, retry_at=LATER)
+    fail = commands.FailAttempt(worker_id="w", error="e", permanent=False, retry_delay=DELAY)
     state = _run(CLAIM, fail)
     assert (state.status, state.attempt, state.run_at) == ("retrying", 1, LATER)
     state = _run(CLAIM, fail, CLAIM, fail)
@@ -45,14 +46,14 @@ def test_failures_retry_until_attempts_run_out() -> None:
 def test_a_permanent_error_fails_at_once() -> None:
     state = _run(
         CLAIM,
-        commands.FailAttempt(worker_id="w", error="bad", permanent=True, retry_at=LATER),
+        commands.FailAttempt(worker_id="w", error="bad", permanent=True, retry_delay=DELAY),
         max_attempts=5,
     )
     assert state.status == "failed"
 
 
 def test_an_expired_lease_counts_as_a_failed_attempt() -> None:
-    state = _run(CLAIM, commands.ExpireLease(retry_at=LATER))
+    state = _run(CLAIM, commands.ExpireLease(retry_delay=DELAY))
     assert (state.status, state.attempt, state.worker_id) == ("retrying", 1, None)
     assert state.error is not None and "lease expired" in state.error
 
@@ -82,7 +83,7 @@ def test_finished_jobs_cannot_be_cancelled(final: commands.Command) -> None:
 def test_retry_resets_attempts_and_keeps_history_versioned() -> None:
     state = _run(
         CLAIM,
-        commands.FailAttempt(worker_id="w", error="e", permanent=True, retry_at=LATER),
+        commands.FailAttempt(worker_id="w", error="e", permanent=True, retry_delay=DELAY),
         commands.RetryJob(max_attempts=4),
     )
     assert (state.status, state.attempt, state.max_attempts, state.error, state.version) == (

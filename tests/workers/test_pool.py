@@ -281,7 +281,7 @@ async def test_a_running_job_the_worker_no_longer_holds_is_stopped_by_the_poll(
     state = await _status(conn, job_id)
     decided = commands.decide(
         state,
-        commands.ExpireLease(retry_at=datetime.now(UTC)),
+        commands.ExpireLease(retry_delay=timedelta(0)),
         job_id=job_id,
         actor="recovery:test",
         now=datetime.now(UTC),
@@ -351,18 +351,21 @@ async def test_a_restarted_pool_runs_a_retry_at_its_stored_time(
     await event_store.execute(
         conn, job_id, commands.ClaimJob(worker_id="gone", lease_seconds=30), actor="gone"
     )
-    retry_at = datetime.now(UTC) + timedelta(seconds=1)
+    delay = timedelta(seconds=1)
     await event_store.execute(
         conn,
         job_id,
-        commands.FailAttempt(worker_id="gone", error="boom", permanent=False, retry_at=retry_at),
+        commands.FailAttempt(worker_id="gone", error="boom", permanent=False, retry_delay=delay),
         actor="gone",
     )
     workers = await start_pool()
     assert workers.clock.pending, "the retry clock was rebuilt from the ledger at start"
     done = await _until_status(conn, job_id, "completed")
-    claimed = (await event_store.history(conn, job_id))[-2].event
-    assert isinstance(claimed, ev.JobClaimed) and claimed.occurred_at >= retry_at
+    history = await event_store.history(conn, job_id)
+    scheduled, claimed = history[2].event, history[-2].event
+    assert isinstance(scheduled, ev.JobRetryScheduled)
+    assert isinstance(claimed, ev.JobClaimed)
+    assert claimed.occurred_at >= scheduled.next_attempt_at
     assert done.attempt == 2
 
 
