@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +37,9 @@ Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
 
 StopReason = Literal["cancelled", "lost", "shutdown"]
+# The soonest the retry clock goes off: a job due now but locked by another claimer
+# is looked at again this much later, not in a tight loop.
+MIN_ALARM_SECONDS = 0.02
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
@@ -117,7 +120,7 @@ class Pool:
         self._backlog = False
         self._db: asyncpg.Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self.clock = retry.RetryClock(self.wake)
+        self.clock = retry.RetryClock(self.notify)
         self.listener = listener.Listener(
             self._listen_dsn,
             on_wake=self.notify,
@@ -142,7 +145,8 @@ class Pool:
         self._wake.set()
 
     def notify(self) -> None:
-        """Runnable work appeared (NOTIFY): claim now, or as soon as a slot frees up."""
+        """Runnable work appeared or became due (NOTIFY, the retry clock): claim now, or
+        as soon as a slot frees up."""
         self._notified += 1
         self._backlog = True
         self._wake.set()
@@ -270,12 +274,18 @@ class Pool:
         return claimed
 
     async def _set_alarm(self) -> None:
-        """Set the retry clock for the earliest runnable job that is not due yet."""
+        """Set the retry clock for when the earliest runnable job becomes due.
+
+        A job that became due after the claim round read the table sets the alarm
+        to go off almost at once, so it is not left waiting for the slow poll.
+        """
         assert self._db is not None
         async with db.acquire(self._db) as conn:
-            when: datetime | None = await conn.fetchval(Q["jobs_next_due"], self._registry.names())
-        if when is not None:
-            self.clock.wake_at(when)
+            delay: float | None = await conn.fetchval(Q["jobs_next_due"], self._registry.names())
+        if delay is not None:
+            self.clock.wake_at(
+                self._store.clock() + timedelta(seconds=max(delay, MIN_ALARM_SECONDS))
+            )
 
     async def _check_running(self) -> None:
         """Polling fallback for lost NOTIFYs: stop handlers of attempts this worker no longer holds."""

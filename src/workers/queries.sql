@@ -93,11 +93,11 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED;
 
 -- name: jobs_next_due
--- When the earliest runnable job that is not yet due becomes due (the retry clock).
-SELECT min(run_at)
+-- Seconds until the earliest runnable job becomes due, by the database's clock (the
+-- retry clock); zero or less when one is due already (it became due after the claim).
+SELECT extract(epoch FROM min(run_at) - clock_timestamp())::double precision
 FROM jobs
 WHERE status IN ('pending', 'retrying')
-  AND run_at > now()
   AND type = ANY($1::text[]);
 
 -- name: jobs_get

@@ -30,7 +30,7 @@ def backoff_bounds(attempt: int, base: float, cap: float) -> tuple[float, float]
         raise ValueError(f"attempt numbers start at 1, got {attempt}")
     if base < 0 or cap < 0:
         raise ValueError("backoff base and cap must not be negative")
-    exponent = min(attempt - 1, 64)  # 2**64 * base is past any cap; keeps floats finite
+    exponent = min(attempt - 1, 1023)  # 2.0**1024 overflows; by then any cap is reached
     ceiling = min(cap, base * 2.0**exponent)
     return ceiling / 2, ceiling
 

@@ -173,3 +173,19 @@ async def test_cancelling_a_running_job_notifies_its_id(
         assert await asyncio.wait_for(received.get(), timeout=10) == str(job_id)
     finally:
         await listener.close()
+
+
+async def test_a_heartbeat_renews_only_the_attempts_still_running(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    worker = leases.this_process(slots=2, lease_seconds=30)
+    await leases.register(conn, worker)
+    running = await factories.submit(event_store, conn)
+    abandoned = await factories.submit(event_store, conn)
+    for job_id in (running, abandoned):
+        await _claim_in_the_past(conn, job_id, worker.worker_id, ago=60, lease=30)
+        await leases.hold(conn, worker.worker_id, [(job_id, 1, datetime.now(UTC))])
+
+    await leases.heartbeat(conn, worker, [running])
+
+    assert await leases.recover_expired(conn, event_store, actor="recovery:test") == [abandoned]
