@@ -65,10 +65,11 @@ async def test_as_of_each_event_equals_the_fold_of_its_prefix(
 ) -> None:
     event_store = store.EventStore([current.JobView()], clock=Ticking())
     job_id = await factories.submit(event_store, conn, max_attempts=2)
-    later = datetime(2027, 1, 1, tzinfo=UTC)
     for command in (
         commands.ClaimJob(worker_id="w", lease_seconds=30),
-        commands.FailAttempt(worker_id="w", error="boom", permanent=False, retry_at=later),
+        commands.FailAttempt(
+            worker_id="w", error="boom", permanent=False, retry_delay=timedelta(days=30)
+        ),
         commands.ClaimJob(worker_id="w", lease_seconds=30),
         commands.CompleteJob(worker_id="w", result={"ok": True}),
     ):
