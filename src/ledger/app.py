@@ -5,47 +5,64 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
-import msgspec
-from litestar import Litestar, get
-from litestar.datastructures import State
-from litestar.response import Response
-from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
+from litestar import Litestar, Router
+from litestar.openapi import OpenAPIConfig
 
-from ledger import db, store
+from ledger import auth, config, db, jobtypes, store
+from ledger.http import health, jobs, problems, security
 from projections import current
 
-
-class Health(msgspec.Struct, frozen=True):
-    status: str
-    workers: int
-    queue_depth: int
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 
-@get("/health", sync_to_thread=False)
-async def health(state: State) -> Response[Health]:
-    pool: asyncpg.Pool = state.pool
-    try:
-        async with pool.acquire(timeout=2) as conn:
-            depth = await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE status IN ('pending', 'retrying')"
-            )
-    except (OSError, asyncpg.PostgresError, TimeoutError):
-        return Response(Health("unavailable", 0, 0), status_code=HTTP_503_SERVICE_UNAVAILABLE)
-    return Response(Health("ok", 0, int(depth)), status_code=HTTP_200_OK)
+def create_app(
+    dsn: str,
+    *,
+    auth_config: auth.AuthConfig | None = None,
+    registry: jobtypes.Registry | None = None,
+    settings: config.Settings | None = None,
+    max_body_bytes: int | None = None,
+    pool_size: int = 10,
+) -> Litestar:
+    """The HTTP app over the database at `dsn` (already migrated).
 
-
-def create_app(dsn: str) -> Litestar:
-    """The HTTP app over the database at `dsn` (already migrated)."""
+    Tokens are verified with `auth_config` (default: from `settings`, itself from the
+    environment); payloads against `registry` (default: the process-wide one).
+    """
+    settings = settings or config.from_env()
+    auth_config = auth_config or auth.from_settings(settings)
+    registry = registry if registry is not None else jobtypes.REGISTRY
+    limit = max_body_bytes or settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await db.create_pool(dsn)
-        app.state.pool = pool
-        app.state.store = store.EventStore([current.JobView()])
+        pool = await db.create_pool(dsn, max_size=pool_size)
+        app.state.services = jobs.Services(
+            pool=pool, store=store.EventStore([current.JobView()]), registry=registry
+        )
         try:
             yield
         finally:
             await pool.close()
 
-    return Litestar(route_handlers=[health], lifespan=[lifespan])
+    api = Router(
+        path="/",
+        route_handlers=[jobs.JobsController],
+        guards=[security.authenticate],
+        security=security.SECURITY,
+    )
+    app = Litestar(
+        route_handlers=[health.health, api],
+        lifespan=[lifespan],
+        exception_handlers=problems.EXCEPTION_HANDLERS,
+        request_max_body_size=limit,
+        openapi_config=OpenAPIConfig(
+            title="Job Ledger",
+            version="1.0.0",
+            description="Submit, read, list, cancel and retry jobs; every change is an event "
+            "in an append-only, hash-chained ledger.",
+            components=security.COMPONENTS,
+        ),
+    )
+    app.state.auth = auth_config
+    return app

@@ -9,11 +9,13 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 
 from ledger import (
+    auth,
     config,
     database,
     db,
@@ -34,24 +36,44 @@ def _setup_logging(settings: config.Settings) -> None:
     logs.configure(settings.log_level, settings.log_format)
 
 
-async def _serve(settings: config.Settings) -> int:
+DEV_TOKEN_SCOPES = ("jobs:write", "jobs:read", "jobs:cancel", "audit:read")
+
+
+def _http_server(
+    settings: config.Settings, database_: database.Database, auth_config: auth.AuthConfig
+) -> Any:
+    """The uvicorn server for the HTTP API; on the embedded database, print a development token."""
     import uvicorn
 
     from ledger import app as app_module
 
-    async with database.open_database(settings) as database_:
-        application = app_module.create_app(database_.app_dsn)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                application,
-                host=settings.server_host,
-                port=settings.server_port,
-                log_level=settings.log_level,
-                log_config=None,
-                lifespan="on",
-            )
+    application = app_module.create_app(
+        database_.app_dsn, auth_config=auth_config, settings=settings
+    )
+    if database_.embedded and auth_config.secret is not None:
+        token = auth_config.mint("dev", DEV_TOKEN_SCOPES, ttl=timedelta(hours=24))
+        print(
+            f"development token (sub=dev, scopes {' '.join(DEV_TOKEN_SCOPES)}, valid 24h):\n"
+            f"{token}",
+            flush=True,
         )
-        log.info("serving on http://%s:%s", settings.server_host, settings.server_port)
+    log.info("serving on http://%s:%s", settings.server_host, settings.server_port)
+    return uvicorn.Server(
+        uvicorn.Config(
+            application,
+            host=settings.server_host,
+            port=settings.server_port,
+            log_level=settings.log_level,
+            log_config=None,
+            lifespan="on",
+        )
+    )
+
+
+async def _serve(settings: config.Settings) -> int:
+    auth_config = auth.from_settings(settings)  # refuse to start without a way to verify tokens
+    async with database.open_database(settings) as database_:
+        server = _http_server(settings, database_, auth_config)
         await server.serve()
     return 0
 
@@ -91,6 +113,23 @@ def _serve_worker_metrics(
         "worker metrics on http://%s:%s/metrics", settings.server_host, settings.worker_metrics_port
     )
     return stop
+
+
+async def _api(settings: config.Settings) -> int:
+    """The HTTP API alone (no workers): scale these out behind a load balancer."""
+    auth_config = auth.from_settings(settings)
+    async with database.open_database(settings) as database_:
+        server = _http_server(settings, database_, auth_config)
+        await server.serve()
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: config.Settings) -> int:
+    """Mint a development token with the configured secret (generated on the embedded database)."""
+    auth_config = auth.from_settings(settings)
+    scopes = tuple(args.scope or ("jobs:write", "jobs:read"))
+    print(auth_config.mint(args.sub, scopes, ttl=auth.parse_duration(args.ttl)))
+    return 0
 
 
 async def _migrate(settings: config.Settings) -> int:
@@ -382,6 +421,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the API, workers and scheduler in one process")
     sub.add_parser("worker", help="run a worker pool of WORKER_COUNT job slots")
+    sub.add_parser("api", help="run the HTTP API only (no workers)")
+    token = sub.add_parser("token", help="mint a bearer token for development")
+    token.add_argument("--sub", required=True, help="the subject: the actor recorded on events")
+    token.add_argument(
+        "--scope",
+        action="append",
+        choices=sorted(auth.SCOPES),
+        help="a scope to grant (repeat for more; default jobs:write and jobs:read)",
+    )
+    token.add_argument("--ttl", default="1h", help="lifetime, like 90s, 15m, 1h or 7d")
     sub.add_parser("migrate", help="apply pending migrations")
     sub.add_parser("verify", help="recompute every job's hash chain")
     proj = sub.add_parser("projections", help="check or rebuild the current-state view")
@@ -459,6 +508,7 @@ def _runner(args: argparse.Namespace) -> Runner:
     runners: dict[str, Runner] = {
         "serve": _serve,
         "worker": _worker,
+        "api": _api,
         "migrate": _migrate,
         "verify": _verify,
     }
@@ -483,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.from_env()
         _setup_logging(settings)
+        if args.command == "token":
+            return _token(args, settings)
         return asyncio.run(_run_until_signalled(_runner(args)(settings)))
     except errors.LedgerError as exc:
         print(f"ledger: {exc}", file=sys.stderr)

@@ -60,6 +60,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     storage_root: Path | None = None
     audit_key: Path | None = None
     audit_checkpoint_interval_seconds: int = 3600
+    jwt_public_key: str | None = None  # PEM text, or a path to a PEM file
+    jwt_algorithms: tuple[str, ...] = ()  # empty: HS256 with a secret, RS256/ES256 with a key
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = 30.0
+    max_body_bytes: int = 1024 * 1024
 
     @property
     def embedded(self) -> bool:
@@ -132,11 +138,21 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         storage_root=Path(storage) if storage else None,
         audit_key=Path(audit_key) if audit_key else None,
         audit_checkpoint_interval_seconds=_int(env, "AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600),
+        jwt_public_key=text("JWT_PUBLIC_KEY"),
+        jwt_algorithms=tuple(
+            a.strip() for a in (text("JWT_ALGORITHMS") or "").split(",") if a.strip()
+        ),
+        jwt_issuer=text("JWT_ISSUER"),
+        jwt_audience=text("JWT_AUDIENCE"),
+        jwt_leeway_seconds=float(_int(env, "JWT_LEEWAY_SECONDS", 30)),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
     )
     if settings.audit_checkpoint_interval_seconds < 0:
         raise errors.ConfigError("AUDIT_CHECKPOINT_INTERVAL_SECONDS must be 0 (off) or more")
     if settings.worker_count < 0:
         raise errors.ConfigError("WORKER_COUNT must be 0 or more")
+    if settings.max_body_bytes < 1:
+        raise errors.ConfigError("MAX_BODY_BYTES must be 1 or more")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise errors.ConfigError(f"LOG_LEVEL {settings.log_level!r} is not a log level")
     if settings.log_format not in LOG_FORMATS:

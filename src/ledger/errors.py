@@ -52,3 +52,39 @@ class MigrationError(LedgerError):
         super().__init__(f"migration {name} failed and was rolled back: {cause}")
         self.name = name
         self.cause = cause
+
+
+class Unauthorized(LedgerError):
+    """The request carries no bearer token (`error` None), or one that does not verify (401)."""
+
+    def __init__(self, message: str, *, error: str | None = "invalid_token") -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class Forbidden(LedgerError):
+    """The token verified but lacks the scope the operation needs (403)."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this operation needs the {scope!r} scope")
+        self.scope = scope
+
+
+class IdempotencyKeyTaken(LedgerError):
+    """This submitter already used this idempotency key (for the same or another request)."""
+
+    def __init__(self, submitted_by: str, key: str) -> None:
+        super().__init__(f"idempotency key {key!r} was already used by {submitted_by}")
+        self.submitted_by = submitted_by
+        self.key = key
+
+
+class IdempotencyMismatch(LedgerError):
+    """The idempotency key was first used with a different request (409)."""
+
+    def __init__(self, key: str, job_id: uuid.UUID) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was first used for job {job_id} with a different request"
+        )
+        self.key = key
+        self.job_id = job_id

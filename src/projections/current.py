@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from ledger import lifecycle, sqlfile, store
+from ledger import errors, lifecycle, sqlfile, store
+from ledger import events as ev
 
 Q = sqlfile.load("projections")
 _json = msgspec.json.Decoder()
@@ -27,6 +28,14 @@ class JobView:
     """
 
     async def apply(self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]) -> None:
+        try:
+            await self._apply(conn, recorded)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != IDEMPOTENCY_INDEX:
+                raise
+            raise _key_taken(recorded, exc) from exc
+
+    async def _apply(self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]) -> None:
         for level in _rounds(recorded):
             first = [r.position for r in level if r.event.version == 1]
             later = [r.position for r in level if r.event.version > 1]
@@ -53,6 +62,22 @@ def _rounds(recorded: Sequence[store.Recorded]) -> list[list[store.Recorded]]:
             rounds.append([])
         rounds[level].append(r)
     return rounds
+
+
+IDEMPOTENCY_INDEX = "jobs_idempotency_key_idx"
+
+
+def _key_taken(
+    recorded: Sequence[store.Recorded], exc: asyncpg.UniqueViolationError
+) -> errors.IdempotencyKeyTaken:
+    """The submission whose (submitter, Idempotency-Key) another job already holds."""
+    detail = str(getattr(exc, "detail", "") or "")
+    submissions = [r.event for r in recorded if isinstance(r.event, ev.JobSubmitted)]
+    for event in submissions:
+        if event.idempotency_key is not None and event.idempotency_key in detail:
+            return errors.IdempotencyKeyTaken(event.actor, event.idempotency_key)
+    first = next(e for e in submissions if e.idempotency_key is not None)
+    return errors.IdempotencyKeyTaken(first.actor, first.idempotency_key or "")
 
 
 def state_from_row(row: asyncpg.Record | dict[str, Any]) -> lifecycle.JobState:

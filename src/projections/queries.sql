@@ -230,3 +230,33 @@ WHERE key_id = $1
   AND (txid, position) >= ($2::bigint, $3::bigint)
 ORDER BY txid, position, event_count
 LIMIT 1;
+
+-- name: jobs_list_page
+-- Newest first, keyset-paged on (created_at, job_id) after an optional cursor, with
+-- optional filters; the caller asks for one row more than a page to know if another follows.
+SELECT *
+FROM jobs
+WHERE ($1::text IS NULL OR status = $1::text)
+  AND ($2::text IS NULL OR type = $2::text)
+  AND ($3::text IS NULL OR queue = $3::text)
+  AND ($4::timestamptz IS NULL OR (created_at, job_id) < ($4::timestamptz, $5::uuid))
+ORDER BY created_at DESC, job_id DESC
+LIMIT $6;
+
+-- name: jobs_get_by_idempotency_key
+-- The job a submitter created with this Idempotency-Key, if any.
+SELECT job_id
+FROM jobs
+WHERE submitted_by = $1
+  AND idempotency_key = $2;
+
+-- name: jobs_get_many
+SELECT *
+FROM jobs
+WHERE job_id = ANY($1::uuid[]);
+
+-- name: jobs_count_runnable
+-- Queue depth: jobs waiting to run (pending, or retrying after a backoff).
+SELECT count(*)
+FROM jobs
+WHERE status IN ('pending', 'retrying');

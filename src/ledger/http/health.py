@@ -1,0 +1,39 @@
+"""GET /health (no auth): `{"status", "workers", "queue_depth"}`, 503 when the database is unreachable."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
+
+from ledger.http import jobs
+from projections import status
+
+log = logging.getLogger(__name__)
+
+
+class Health(msgspec.Struct, frozen=True):
+    status: str  # "ok", or "unavailable" when the database does not answer
+    workers: int
+    queue_depth: int
+
+
+@get(
+    "/health",
+    tags=["health"],
+    summary="Liveness and queue depth",
+    responses={503: ResponseSpec(data_container=Health, description="The database is unreachable")},
+)
+async def health(request: Request[Any, Any, Any]) -> Response[Health]:
+    services: jobs.Services = request.app.state.services
+    try:
+        async with services.connection(wait_seconds=2) as conn:
+            counts = await status.counts(conn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        log.warning("health: database unreachable: %s", exc)
+        return Response(Health("unavailable", 0, 0), status_code=503)
+    return Response(Health("ok", counts.workers, counts.queue_depth), status_code=200)

@@ -1,0 +1,433 @@
+"""The jobs API under /api/v1/jobs: submit (one or a batch), read, list, cancel, retry.
+
+Everything is validated here, at the edge: the body against its msgspec model,
+the payload against its job type's registered schema. Every change goes through
+the event store as a command whose actor is the token's subject.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Annotated, Any, Final, cast
+
+import asyncpg
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import ResponseHeader
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
+
+from ledger import commands, errors, jobtypes, lifecycle, store
+from ledger import events as ev
+from ledger.auth import Principal
+from ledger.http import problems, security
+from projections import current, joblist
+
+PREFIX: Final = "/api/v1/jobs"
+MAX_BATCH: Final = 1000
+MAX_DELAY_SECONDS: Final = 366 * 24 * 3600
+_PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
+
+QueueName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+
+class SubmitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A job to run: its type, the payload its type's schema accepts, and how to run it."""
+
+    type: JobTypeName
+    payload: dict[str, Any]
+    priority: ev.Priority = "normal"
+    queue: QueueName = "default"
+    run_at: AwareTime | None = None
+    delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+
+
+class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    jobs: Annotated[list[SubmitRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class RetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as it is now."""
+
+    job_id: uuid.UUID
+    status: lifecycle.Status
+    type: str
+    queue: str
+    priority: ev.Priority
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any]
+    result: Any
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    next_attempt_at: datetime | None  # when a pending or retrying job becomes due
+
+    @classmethod
+    def of(cls, state: lifecycle.JobState) -> Job:
+        return cls(
+            job_id=state.job_id,
+            status=state.status,
+            type=state.type,
+            queue=state.queue,
+            priority=_PRIORITY_NAME[state.priority],  # type: ignore[arg-type]
+            attempt=state.attempt,
+            max_attempts=state.max_attempts,
+            payload=state.payload,
+            result=state.result,
+            error=state.error,
+            created_at=state.created_at,
+            started_at=state.started_at,
+            completed_at=state.completed_at,
+            next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
+        )
+
+
+class JobList(msgspec.Struct, frozen=True, kw_only=True):
+    jobs: list[Job]
+    next_cursor: str | None  # pass as `cursor` for the next page; null on the last page
+
+
+class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
+    jobs: list[Job]
+
+
+class Services(msgspec.Struct, frozen=True, kw_only=True):
+    """What the routes work with, built once by the app factory."""
+
+    pool: asyncpg.Pool
+    store: store.EventStore
+    registry: jobtypes.Registry
+
+    @asynccontextmanager
+    async def connection(
+        self, wait_seconds: float | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, typed as the plain connection the core functions take."""
+        async with self.pool.acquire(timeout=wait_seconds) as proxy:
+            yield cast(asyncpg.Connection, proxy)
+
+
+def services_of(request: Request[Any, Any, Any]) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def location(job_id: uuid.UUID) -> str:
+    return f"{PREFIX}/{job_id}"
+
+
+def _to_command(
+    request: SubmitRequest,
+    registry: jobtypes.Registry,
+    now: datetime,
+    idempotency_key: str | None,
+    where: str = "",
+) -> commands.SubmitJob:
+    """The SubmitJob a request asks for, with its type's defaults; raises on an invalid payload."""
+    try:
+        job_type = registry.get(request.type)
+    except jobtypes.UnknownJobType as exc:
+        raise problems.InvalidRequest(
+            str(exc), [problems.FieldError(path=f"{where}type", message=str(exc))]
+        ) from None
+    try:
+        job_type.validate(request.payload)
+    except jobtypes.InvalidPayload as exc:
+        raise problems.InvalidRequest(
+            str(exc),
+            [
+                problems.FieldError(
+                    path=problems.payload_path(exc.path, f"{where}payload"), message=exc.message
+                )
+            ],
+        ) from None
+    if request.run_at is not None and request.delay_seconds is not None:
+        message = "give run_at or delay_seconds, not both"
+        raise problems.InvalidRequest(
+            message, [problems.FieldError(path=f"{where}delay_seconds", message=message)]
+        )
+    run_at = request.run_at
+    if request.delay_seconds is not None:
+        run_at = now + timedelta(seconds=request.delay_seconds)
+    return commands.SubmitJob(
+        job_type=request.type,
+        payload=request.payload,
+        queue=request.queue,
+        priority=request.priority,
+        max_attempts=request.max_attempts or job_type.max_attempts,
+        timeout_seconds=request.timeout_seconds or job_type.timeout_seconds,
+        backoff_base_seconds=job_type.backoff_base_seconds,
+        backoff_cap_seconds=job_type.backoff_cap_seconds,
+        run_at=run_at,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _same_submission(
+    first: ev.JobSubmitted, command: commands.SubmitJob, request: SubmitRequest
+) -> bool:
+    """Whether `request` repeats the submission recorded as `first` (run_at only if given)."""
+    same = (
+        first.job_type == command.job_type
+        and first.payload == command.payload
+        and first.queue == command.queue
+        and first.priority == command.priority
+        and first.max_attempts == command.max_attempts
+        and first.timeout_seconds == command.timeout_seconds
+    )
+    if request.run_at is not None:
+        same = same and first.run_at == request.run_at
+    return same
+
+
+async def _replay(
+    conn: asyncpg.Connection,
+    services: NamedDependency[Services],
+    subject: str,
+    key: str,
+    command: commands.SubmitJob,
+    request: SubmitRequest,
+) -> lifecycle.JobState | None:
+    """The job this submitter created with `key` (None: none yet); 409 if for another request."""
+    job_id = await joblist.find_by_idempotency_key(conn, subject, key)
+    if job_id is None:
+        return None
+    history = await services.store.history(conn, job_id)
+    first = history[0].event
+    if not isinstance(first, ev.JobSubmitted) or not _same_submission(first, command, request):
+        raise errors.IdempotencyMismatch(key, job_id)
+    return await current.get(conn, job_id)
+
+
+def _idempotency_key(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    key = raw.strip()
+    if not key or len(key) > 255 or not key.isprintable():
+        message = "Idempotency-Key must be 1 to 255 printable characters"
+        raise problems.InvalidRequest(
+            message, [problems.FieldError(path="Idempotency-Key", message=message)]
+        )
+    return key
+
+
+async def _act(
+    services: NamedDependency[Services],
+    job_id: FromPath[uuid.UUID],
+    command: commands.Command,
+    actor: str,
+) -> Job:
+    """Run a command on an existing job, re-deciding once if another writer got there first."""
+    async with services.connection() as conn:
+        for attempt in (1, 2):
+            try:
+                await services.store.execute(conn, job_id, command, actor=actor)
+                break
+            except errors.VersionConflict:
+                if attempt == 2:
+                    raise
+        state = await current.get(conn, job_id)
+    if state is None:
+        raise errors.UnknownJob(job_id)
+    return Job.of(state)
+
+
+_CREATED_HEADERS: Final = [
+    ResponseHeader(name="Location", description="The job's URL", documentation_only=True),
+]
+
+
+class JobsController(Controller):
+    path = PREFIX
+    tags = ["jobs"]  # noqa: RUF012 - Litestar reads these as class attributes
+    dependencies = {  # noqa: RUF012
+        "services": Provide(services_of, sync_to_thread=False),
+        "principal": Provide(security.principal_of, sync_to_thread=False),
+    }
+
+    @post(
+        "/",
+        status_code=201,
+        opt=security.scope("jobs:write"),
+        response_headers=_CREATED_HEADERS,
+        responses=problems.responses(400, 401, 403, 409, 413, 422),
+        summary="Submit a job",
+        description="Validates the payload against its job type's schema. With an "
+        "Idempotency-Key, a repeated submission returns the first job; the same key with "
+        "a different body answers 409.",
+    )
+    async def submit(
+        self,
+        data: JSONBody[SubmitRequest],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                description="Makes retries of this submission safe (1 to 255 characters)",
+            ),
+        ] = None,
+    ) -> Response[Job]:
+        key = _idempotency_key(idempotency_key)
+        command = _to_command(data, services.registry, services.store.clock(), key)
+        async with services.connection() as conn:
+            for _ in range(3):
+                if key is not None:
+                    existing = await _replay(conn, services, principal.subject, key, command, data)
+                    if existing is not None:
+                        job = Job.of(existing)
+                        return Response(
+                            job,
+                            status_code=201,
+                            headers={
+                                "Location": location(job.job_id),
+                                "Idempotent-Replayed": "true",
+                            },
+                        )
+                try:
+                    recorded = await services.store.execute(
+                        conn, uuid.uuid4(), command, actor=principal.subject
+                    )
+                except errors.IdempotencyKeyTaken:
+                    continue  # a racing request with this key won: answer with its job
+                state = lifecycle.fold(r.event for r in recorded)
+                assert state is not None
+                return Response(
+                    Job.of(state), status_code=201, headers={"Location": location(state.job_id)}
+                )
+        raise errors.IdempotencyKeyTaken(principal.subject, key or "")
+
+    @post(
+        "/batch",
+        status_code=201,
+        opt=security.scope("jobs:write"),
+        responses=problems.responses(400, 401, 403, 413, 422),
+        summary="Submit up to 1,000 jobs at once",
+        description="All or nothing, in one transaction; a rejection lists every invalid "
+        "item's field as `jobs[i].…`.",
+    )
+    async def submit_batch(
+        self,
+        data: JSONBody[BatchRequest],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+    ) -> BatchResult:
+        now = services.store.clock()
+        submitted: list[ev.JobEvent] = []
+        invalid: list[problems.FieldError] = []
+        for index, item in enumerate(data.jobs):
+            try:
+                command = _to_command(item, services.registry, now, None, f"jobs[{index}].")
+            except problems.InvalidRequest as exc:
+                invalid.extend(exc.field_errors)
+                continue
+            submitted.extend(
+                commands.decide(
+                    None, command, job_id=uuid.uuid4(), actor=principal.subject, now=now
+                )
+            )
+        if invalid:
+            raise problems.InvalidRequest(
+                f"{len(invalid)} of {len(data.jobs)} jobs are invalid; none was submitted",
+                invalid,
+            )
+        async with services.connection() as conn:
+            recorded = await services.store.append(conn, submitted)
+        states = [lifecycle.evolve(None, r.event) for r in recorded]
+        return BatchResult(jobs=[Job.of(s) for s in states])
+
+    @get(
+        "/{job_id:uuid}",
+        opt=security.scope("jobs:read"),
+        responses=problems.responses(400, 401, 403, 404),
+        summary="A job's current state",
+    )
+    async def read(self, job_id: FromPath[uuid.UUID], services: NamedDependency[Services]) -> Job:
+        async with services.connection() as conn:
+            state = await current.get(conn, job_id)
+        if state is None:
+            raise errors.UnknownJob(job_id)
+        return Job.of(state)
+
+    @get(
+        "/",
+        opt=security.scope("jobs:read"),
+        responses=problems.responses(400, 401, 403),
+        summary="List jobs, newest first",
+        description=f"Keyset-paged: pass `next_cursor` back as `cursor`. `limit` is capped "
+        f"at {joblist.MAX_LIMIT}.",
+    )
+    async def list_jobs(
+        self,
+        services: NamedDependency[Services],
+        status: FromQuery[lifecycle.Status | None] = None,
+        job_type: Annotated[str | None, QueryParameter(name="type", max_length=100)] = None,
+        queue: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
+    ) -> JobList:
+        after = joblist.parse_cursor(cursor)
+        async with services.connection() as conn:
+            page = await joblist.page(
+                conn, status=status, job_type=job_type, queue=queue, after=after, limit=limit
+            )
+        return JobList(
+            jobs=[Job.of(s) for s in page.jobs],
+            next_cursor=page.next_cursor.encode() if page.next_cursor else None,
+        )
+
+    @post(
+        "/{job_id:uuid}/cancel",
+        status_code=200,
+        opt=security.scope("jobs:cancel"),
+        responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+        summary="Cancel a pending, retrying or processing job",
+    )
+    async def cancel(
+        self,
+        job_id: FromPath[uuid.UUID],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        data: JSONBody[CancelRequest | None] = None,
+    ) -> Job:
+        reason = data.reason if data else None
+        return await _act(services, job_id, commands.CancelJob(reason=reason), principal.subject)
+
+    @post(
+        "/{job_id:uuid}/retry",
+        status_code=200,
+        opt=security.scope("jobs:write"),
+        responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+        summary="Run a failed or cancelled job again",
+        description="Attempts start over; the job's history is kept.",
+    )
+    async def retry(
+        self,
+        job_id: FromPath[uuid.UUID],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        data: JSONBody[RetryRequest | None] = None,
+    ) -> Job:
+        max_attempts = data.max_attempts if data else None
+        return await _act(
+            services, job_id, commands.RetryJob(max_attempts=max_attempts), principal.subject
+        )

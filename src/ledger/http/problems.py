@@ -1,0 +1,225 @@
+"""Every error as RFC 9457 problem details (`application/problem+json`).
+
+One handler on the root `errors.LedgerError` covers the whole hierarchy; the
+status comes from `STATUS`, looked up along the exception's class hierarchy.
+Litestar's own HTTP exceptions (validation, 404, 405, 413) get the same shape.
+Anything else is a bare 500 with no internals in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from http import HTTPStatus
+from typing import Any, Final
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+
+from ledger import errors, jobtypes
+from projections import feed, joblist
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPE: Final = "application/problem+json"
+REALM: Final = "job-ledger"
+
+
+class FieldError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One invalid field: where (`path`, e.g. `payload.width` or `jobs[3].type`) and why."""
+
+    path: str
+    message: str
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details, with the invalid fields listed in `errors` when there are any."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class Rule(msgspec.Struct, frozen=True):
+    status: int
+    slug: str
+
+
+STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
+    errors.Unauthorized: Rule(401, "unauthorized"),
+    errors.Forbidden: Rule(403, "forbidden"),
+    errors.UnknownJob: Rule(404, "unknown-job"),
+    errors.VersionConflict: Rule(409, "version-conflict"),
+    errors.InvalidTransition: Rule(409, "invalid-transition"),
+    errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
+    errors.IdempotencyKeyTaken: Rule(409, "idempotency-key-reused"),
+    jobtypes.UnknownJobType: Rule(422, "unknown-job-type"),
+    jobtypes.InvalidPayload: Rule(422, "invalid-payload"),
+    joblist.BadCursor: Rule(400, "bad-cursor"),
+    feed.BadCursor: Rule(400, "bad-cursor"),
+}
+
+
+class InvalidRequest(errors.LedgerError):
+    """The request is well-formed JSON but breaks a rule the schema cannot say (422)."""
+
+    def __init__(self, detail: str, field_errors: list[FieldError]) -> None:
+        super().__init__(detail)
+        self.field_errors = field_errors
+
+
+STATUS[InvalidRequest] = Rule(422, "invalid-request")
+
+
+def _rule(exc: errors.LedgerError) -> Rule | None:
+    for cls in type(exc).__mro__:
+        rule = STATUS.get(cls)
+        if rule is not None:
+            return rule
+    return None
+
+
+def problem_response(
+    status: int,
+    *,
+    slug: str | None = None,
+    detail: str | None = None,
+    field_errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    phrase = HTTPStatus(status).phrase
+    return Response(
+        Problem(
+            type=f"urn:job-ledger:problem:{slug}" if slug else "about:blank",
+            title=phrase,
+            status=status,
+            detail=detail,
+            errors=field_errors,
+        ),
+        status_code=status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def on_ledger_error(request: Request[Any, Any, Any], exc: errors.LedgerError) -> Response[Problem]:
+    rule = _rule(exc)
+    if rule is None:
+        return on_unexpected(request, exc)
+    headers: dict[str, str] | None = None
+    field_errors: list[FieldError] | None = None
+    if isinstance(exc, errors.Unauthorized):
+        headers = {
+            "WWW-Authenticate": f'Bearer realm={_quoted(REALM)}, error="invalid_token", '
+            f"error_description={_quoted(str(exc))}"
+        }
+    elif isinstance(exc, errors.Forbidden):
+        headers = {
+            "WWW-Authenticate": f'Bearer realm={_quoted(REALM)}, error="insufficient_scope", '
+            f"scope={_quoted(exc.scope)}"
+        }
+    elif isinstance(exc, jobtypes.UnknownJobType):
+        field_errors = [FieldError(path="type", message=str(exc))]
+    elif isinstance(exc, jobtypes.InvalidPayload):
+        field_errors = [FieldError(path=payload_path(exc.path), message=exc.message)]
+    elif isinstance(exc, InvalidRequest):
+        field_errors = exc.field_errors
+    return problem_response(
+        rule.status, slug=rule.slug, detail=str(exc), field_errors=field_errors, headers=headers
+    )
+
+
+def payload_path(msgspec_path: str, prefix: str = "payload") -> str:
+    """msgspec's `$.a.b[0]` inside the payload as `payload.a.b[0]`."""
+    return prefix + msgspec_path.removeprefix("$")
+
+
+def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    field_errors: list[FieldError] | None = None
+    detail = exc.detail
+    if isinstance(exc, ValidationException):
+        field_errors, from_body = _validation_errors(exc.extra)
+        # A well-formed body that breaks the schema is unprocessable (422); bad query,
+        # path or header parameters, or a body that is not JSON at all, stay 400.
+        status = 422 if from_body else 400
+        detail = "the request does not match the API's schema"
+    if status >= 500:
+        return on_unexpected(request, exc)
+    headers = {k: v for k, v in (exc.headers or {}).items()}
+    return problem_response(status, detail=detail, field_errors=field_errors, headers=headers)
+
+
+def _validation_errors(extra: Any) -> tuple[list[FieldError] | None, bool]:
+    if not isinstance(extra, list) or not extra:
+        return None, False
+    found: list[FieldError] = []
+    from_body = False
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        source = item.get("source")
+        message = str(item.get("message", "invalid"))
+        key = str(item.get("key") or "")
+        if source == "body":
+            from_body = True
+            key = _body_path(key, message)
+        found.append(FieldError(path=key or "$", message=message))
+    return found or None, from_body
+
+
+_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+
+
+def _body_path(key: str, message: str) -> str:
+    """The body field an error is about: Litestar's key (`data`, `data.$.x`, `jobs[0]`), and
+    the field a message names (`Object missing required field `type``)."""
+    path = key.removeprefix("data").removeprefix(".").removeprefix("$").removeprefix(".")
+    field = _FIELD.search(message)
+    if field:
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+    return path or "$"
+
+
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(500)
+
+
+EXCEPTION_HANDLERS: Final[dict[type[Exception] | int, Any]] = {
+    errors.LedgerError: on_ledger_error,
+    HTTPException: on_http_exception,
+    Exception: on_unexpected,
+}
+
+_DESCRIPTIONS: Final = {
+    400: "Bad request: a malformed parameter, cursor or body",
+    401: "Missing or invalid bearer token (see WWW-Authenticate)",
+    403: "The token lacks the scope this operation needs",
+    404: "No such job",
+    409: "Conflict with the job's current state or with an earlier request",
+    413: "The request body is larger than the configured limit",
+    422: "The body is well-formed but invalid; `errors` names each field",
+    500: "Internal error (no details are disclosed)",
+}
+
+
+def responses(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI documentation of the problem responses a route can answer."""
+    return {
+        status: ResponseSpec(
+            data_container=Problem,
+            media_type=MEDIA_TYPE,
+            description=_DESCRIPTIONS[status],
+            generate_examples=False,
+        )
+        for status in statuses
+    }

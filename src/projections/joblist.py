@@ -1,0 +1,98 @@
+"""Reading many jobs from the current-state view: filtered, newest first, keyset-paged.
+
+The cursor is opaque to clients (URL-safe base64 of the last row's `created_at`
+and `job_id`); a page continues strictly after it in `(created_at DESC, job_id
+DESC)` order, so pages never repeat or skip a row and never use OFFSET.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Final
+
+import asyncpg
+import msgspec
+
+from ledger import errors, lifecycle, sqlfile
+from projections import current
+
+Q = sqlfile.load("projections")
+MAX_LIMIT: Final = 200
+
+
+class BadCursor(errors.LedgerError):
+    """The list cursor is not one this service handed out."""
+
+
+class Cursor(msgspec.Struct, frozen=True):
+    created_at: datetime
+    job_id: uuid.UUID
+
+    def encode(self) -> str:
+        raw = f"{self.created_at.isoformat()}|{self.job_id}".encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(text: str | None) -> Cursor | None:
+    """The cursor a previous page returned (None: start from the newest job)."""
+    if not text:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        stamp, _, job_id = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("naive time")
+        return Cursor(created_at, uuid.UUID(job_id))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor(f"malformed list cursor {text!r}") from None
+
+
+class Page(msgspec.Struct, frozen=True):
+    jobs: list[lifecycle.JobState]
+    next_cursor: Cursor | None  # None: this was the last page
+
+
+async def page(
+    conn: asyncpg.Connection,
+    *,
+    status: str | None = None,
+    job_type: str | None = None,
+    queue: str | None = None,
+    after: Cursor | None = None,
+    limit: int = 50,
+) -> Page:
+    """Up to `limit` (capped at MAX_LIMIT) jobs matching the filters, newest first, after `after`."""
+    limit = max(1, min(limit, MAX_LIMIT))
+    rows = await conn.fetch(
+        Q["jobs_list_page"],
+        status,
+        job_type,
+        queue,
+        after.created_at if after else None,
+        after.job_id if after else None,
+        limit + 1,
+    )
+    jobs = [current.state_from_row(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    last = jobs[-1] if jobs else None
+    return Page(jobs, Cursor(last.created_at, last.job_id) if more and last else None)
+
+
+async def find_by_idempotency_key(
+    conn: asyncpg.Connection, submitted_by: str, key: str
+) -> uuid.UUID | None:
+    """The job `submitted_by` created with this Idempotency-Key, if any."""
+    job_id: uuid.UUID | None = await conn.fetchval(
+        Q["jobs_get_by_idempotency_key"], submitted_by, key
+    )
+    return job_id
+
+
+async def get_many(conn: asyncpg.Connection, job_ids: list[uuid.UUID]) -> list[lifecycle.JobState]:
+    """The jobs with these ids, in the order asked (missing ones left out)."""
+    rows = {r["job_id"]: r for r in await conn.fetch(Q["jobs_get_many"], job_ids)}
+    return [current.state_from_row(rows[j]) for j in job_ids if j in rows]
