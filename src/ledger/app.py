@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
+import workers.handlers  # noqa: F401 - importing it registers the built-in job types
 from ledger import auth, config, db, jobtypes, store
 from ledger.http import health, jobs, problems, security
 from projections import current

@@ -260,3 +260,9 @@ WHERE job_id = ANY($1::uuid[]);
 SELECT count(*)
 FROM jobs
 WHERE status IN ('pending', 'retrying');
+
+-- name: worker_processes_count_live_slots
+-- Job slots of the worker processes whose heartbeat is younger than their lease (for /health).
+SELECT coalesce(sum(slots), 0)::bigint
+FROM worker_processes
+WHERE heartbeat_at > now() - make_interval(secs => lease_seconds);

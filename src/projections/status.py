@@ -16,8 +16,9 @@ class Counts(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def workers_alive(conn: asyncpg.Connection) -> int:
-    """Worker processes with a recent heartbeat (0 until the worker heartbeat table exists)."""
-    return 0
+    """Job slots of the worker processes whose heartbeat is fresh (younger than their lease)."""
+    slots: int = await conn.fetchval(Q["worker_processes_count_live_slots"])
+    return int(slots)
 
 
 async def counts(conn: asyncpg.Connection) -> Counts:

@@ -117,10 +117,10 @@ def on_ledger_error(request: Request[Any, Any, Any], exc: errors.LedgerError) ->
     headers: dict[str, str] | None = None
     field_errors: list[FieldError] | None = None
     if isinstance(exc, errors.Unauthorized):
-        headers = {
-            "WWW-Authenticate": f'Bearer realm={_quoted(REALM)}, error="invalid_token", '
-            f"error_description={_quoted(str(exc))}"
-        }
+        challenge = f"Bearer realm={_quoted(REALM)}"
+        if exc.error is not None:
+            challenge += f", error={_quoted(exc.error)}, error_description={_quoted(str(exc))}"
+        headers = {"WWW-Authenticate": challenge}
     elif isinstance(exc, errors.Forbidden):
         headers = {
             "WWW-Authenticate": f'Bearer realm={_quoted(REALM)}, error="insufficient_scope", '

@@ -1,0 +1,134 @@
+"""Auth configuration: no default secret, an explicit algorithm allow-list, tokens round-trip."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import jwt
+import pytest
+
+from ledger import auth, cli, config, errors
+
+SECRET = "s" * 40
+
+
+def test_an_external_database_without_a_secret_or_key_refuses_to_start(tmp_path: Path) -> None:
+    settings = config.Settings(database_url="postgresql://db/ledger", data_dir=tmp_path)
+    with pytest.raises(errors.ConfigError, match="JWT_SECRET nor JWT_PUBLIC_KEY"):
+        auth.from_settings(settings)
+    assert not (tmp_path / auth.SECRET_FILE).exists()
+
+
+def test_the_embedded_database_generates_a_private_secret_once_and_keeps_it(
+    tmp_path: Path,
+) -> None:
+    settings = config.Settings(data_dir=tmp_path / "data")
+    first = auth.from_settings(settings)
+    second = auth.from_settings(settings)
+
+    path = tmp_path / "data" / auth.SECRET_FILE
+    assert first.secret is not None and len(first.secret) >= auth.MIN_SECRET_BYTES
+    assert second.secret == first.secret
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first.algorithms == ("HS256",)
+    token = first.mint("alice", ["jobs:read"])
+    assert second.decode(token).subject == "alice"
+
+
+def test_a_configured_secret_is_used_and_nothing_is_generated(tmp_path: Path) -> None:
+    settings = config.Settings(jwt_secret=SECRET, data_dir=tmp_path)
+    assert auth.from_settings(settings).secret == SECRET
+    assert not (tmp_path / auth.SECRET_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"algorithms": ("none",), "secret": SECRET}, "not accepted"),
+        ({"algorithms": ("HS256",)}, "needs JWT_SECRET"),
+        ({"algorithms": ("RS256",), "secret": SECRET}, "needs JWT_PUBLIC_KEY"),
+        ({"algorithms": (), "secret": SECRET}, "no JWT algorithm"),
+        ({"algorithms": ("HS256",), "secret": "short"}, "at least 32 bytes"),
+    ],
+)
+def test_unsafe_auth_configurations_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(errors.ConfigError, match=message):
+        auth.AuthConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_public_key_that_is_not_pem_is_refused(tmp_path: Path) -> None:
+    settings = config.Settings(
+        jwt_public_key="-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----"
+    )
+    with pytest.raises(errors.ConfigError, match="not a PEM public key"):
+        auth.from_settings(settings)
+    missing = config.Settings(jwt_public_key=str(tmp_path / "absent.pem"))
+    with pytest.raises(errors.ConfigError, match="cannot read"):
+        auth.from_settings(missing)
+
+
+def test_a_token_carries_subject_and_scopes_and_admin_grants_every_scope() -> None:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    principal = config_.verify("Bearer " + config_.mint("alice", ["jobs:read", "audit:read"]))
+    assert principal.subject == "alice"
+    assert principal.scopes == {"jobs:read", "audit:read"}
+    with pytest.raises(errors.Forbidden):
+        principal.require("jobs:write")
+    admin = config_.decode(config_.mint("root", ["admin"]))
+    admin.require("jobs:write")
+    admin.require("audit:read")
+
+
+def test_minting_an_unknown_scope_is_refused() -> None:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    with pytest.raises(errors.ConfigError, match="unknown scope"):
+        config_.mint("alice", ["jobs:everything"])
+
+
+def test_a_scope_claim_that_is_not_a_string_is_refused() -> None:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    exp = datetime.now(UTC) + timedelta(minutes=1)
+    token = jwt.encode({"sub": "a", "exp": exp, "scope": ["jobs:read"]}, SECRET, algorithm="HS256")
+    with pytest.raises(errors.Unauthorized, match="space-separated"):
+        config_.decode(token)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("7d", 604800)]
+)
+def test_durations_parse(text: str, seconds: int) -> None:
+    assert auth.parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "1w", "-1h", "0", "h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(errors.ConfigError):
+        auth.parse_duration(text)
+
+
+def test_ledger_token_mints_a_token_with_the_asked_subject_scopes_and_lifetime(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused/ledger")
+    code = cli.main(
+        ["token", "--sub", "alice", "--scope", "jobs:write", "--scope", "jobs:read", "--ttl", "1h"]
+    )
+    assert code == 0
+    token = capsys.readouterr().out.strip()
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert claims["scope"] == "jobs:write jobs:read"
+    assert claims["exp"] - claims["iat"] == 3600
+
+
+def test_ledger_token_refuses_without_a_secret_on_an_external_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    monkeypatch.delenv("JWT_PUBLIC_KEY", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused/ledger")
+    assert cli.main(["token", "--sub", "alice"]) == 2
+    assert "JWT_SECRET" in capsys.readouterr().err
