@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-import workers.handlers  # noqa: F401 - importing it registers the built-in job types
 from ledger import auth, config, db, jobtypes, store
 from ledger.http import health, jobs, problems, security
 from projections import current
+from workers import pool as worker_pool
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -28,11 +28,14 @@ def create_app(
     """The HTTP app over the database at `dsn` (already migrated).
 
     Tokens are verified with `auth_config` (default: from `settings`, itself from the
-    environment); payloads against `registry` (default: the process-wide one).
+    environment); payloads against `registry` (default: the process-wide one, with the
+    built-in job types and the LEDGER_HANDLERS modules loaded into it).
     """
     settings = settings or config.from_env()
     auth_config = auth_config or auth.from_settings(settings)
-    registry = registry if registry is not None else jobtypes.REGISTRY
+    if registry is None:
+        worker_pool.load_handlers(settings.handler_modules)  # built-ins, LEDGER_HANDLERS, plugins
+        registry = jobtypes.REGISTRY
     limit = max_body_bytes or settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
 
     @asynccontextmanager
