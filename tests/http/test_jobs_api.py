@@ -455,7 +455,7 @@ async def test_retrying_a_failed_job_resets_attempts_and_keeps_history(
         conn, job_id, commands.ClaimJob(worker_id="w1", lease_seconds=30), actor="worker:w1"
     )
     fail = commands.FailAttempt(
-        worker_id="w1", error="boom", permanent=False, retry_at=datetime.now(UTC)
+        worker_id="w1", error="boom", permanent=False, retry_delay=timedelta(seconds=1)
     )
     await event_store.execute(conn, job_id, fail, actor="worker:w1")
     failed = (await client.get(f"{JOBS}/{job_id}", headers=bearer())).json()
