@@ -39,6 +39,15 @@ def _setup_logging(settings: config.Settings) -> None:
 DEV_TOKEN_SCOPES = ("jobs:write", "jobs:read", "jobs:cancel", "audit:read")
 
 
+def _checkpoint_schedule(settings: config.Settings, database_: database.Database) -> Any:
+    """Signed audit checkpoints every AUDIT_CHECKPOINT_INTERVAL_SECONDS while the API runs."""
+    from projections import checkpoints
+
+    return checkpoints.scheduled(
+        database_.app_dsn, _signer(settings), settings.audit_checkpoint_interval_seconds
+    )
+
+
 def _http_server(
     settings: config.Settings, database_: database.Database, auth_config: auth.AuthConfig
 ) -> Any:
@@ -74,7 +83,8 @@ async def _serve(settings: config.Settings) -> int:
     auth_config = auth.from_settings(settings)  # refuse to start without a way to verify tokens
     async with database.open_database(settings) as database_:
         server = _http_server(settings, database_, auth_config)
-        await server.serve()
+        async with _checkpoint_schedule(settings, database_):
+            await server.serve()
     return 0
 
 
@@ -120,7 +130,8 @@ async def _api(settings: config.Settings) -> int:
     auth_config = auth.from_settings(settings)
     async with database.open_database(settings) as database_:
         server = _http_server(settings, database_, auth_config)
-        await server.serve()
+        async with _checkpoint_schedule(settings, database_):
+            await server.serve()
     return 0
 
 

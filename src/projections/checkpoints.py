@@ -11,12 +11,15 @@ of the events up to its cursor.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from ledger import errors, sqlfile
+from ledger import db, errors, sqlfile
 from projections import audit, signing
 
 Q = sqlfile.load("projections")
@@ -154,3 +157,40 @@ def describe(checkpoints: Sequence[audit.Checkpoint]) -> list[dict[str, Any]]:
         }
         for cp in checkpoints
     ]
+
+
+@asynccontextmanager
+async def scheduled(
+    dsn: str, signer: signing.Signer, interval_seconds: float
+) -> AsyncIterator[AsyncIOScheduler | None]:
+    """Take a checkpoint now and then every `interval_seconds` while the block runs (0: never).
+
+    Any number of processes may run this: checkpoints serialise on an advisory lock
+    and one with nothing new is skipped.
+    """
+    if interval_seconds <= 0:
+        yield None
+        return
+    pool = await db.create_pool(dsn, min_size=1, max_size=1, name="job-ledger-checkpoints")
+
+    async def take() -> None:
+        async with db.acquire(pool) as conn:
+            await create(conn, signer)
+
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        take,
+        "interval",
+        seconds=interval_seconds,
+        id="audit-checkpoint",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    log.info("audit checkpoints every %ss, signed by key %s", interval_seconds, signer.key_id)
+    try:
+        yield scheduler
+    finally:
+        scheduler.shutdown(wait=False)
+        await pool.close()

@@ -9,6 +9,8 @@ The cursor is opaque to clients: ``<txid>.<position>``.
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from typing import Final
 
 import asyncpg
 import msgspec
@@ -47,14 +49,53 @@ def parse_cursor(text: str | None) -> Cursor:
     return Cursor(int(match.group(1)), int(match.group(2)))
 
 
+MAX_POSITION: Final = 2**63 - 1
+
+
+class Filters(msgspec.Struct, frozen=True, kw_only=True):
+    """Which events a reader wants; the cursor still walks the whole feed."""
+
+    event_type: str | None = None
+    job_type: str | None = None
+    actor: str | None = None
+    since: datetime | None = None  # occurred_at at or after
+    until: datetime | None = None  # occurred_at before
+
+
+NO_FILTERS: Final = Filters()
+
+
 class Page(msgspec.Struct, frozen=True):
     events: list[store.Recorded]
-    cursor: Cursor  # resume from here; unchanged when the page is empty
+    cursor: Cursor  # resume from here
 
 
-async def read(conn: asyncpg.Connection, after: Cursor = START, limit: int = 500) -> Page:
-    """The next committed events after `after`, at most `limit`."""
-    rows = await conn.fetch(Q["events_feed_page"], str(after.txid), after.position, limit)
-    recorded = [store.record_from_row(r) for r in rows]
+async def read(
+    conn: asyncpg.Connection,
+    after: Cursor = START,
+    limit: int = 500,
+    filters: Filters = NO_FILTERS,
+) -> Page:
+    """The next committed events after `after` that match `filters`, at most `limit`.
+
+    A short page means everything below the snapshot's xmin was looked at, so the
+    cursor moves up to that horizon even past events the filters left out: no
+    transaction below it can still commit, and a filtered reader does not rescan.
+    """
+    rows = await conn.fetch(
+        Q["events_feed_filtered"],
+        str(after.txid),
+        after.position,
+        limit,
+        filters.event_type,
+        filters.actor,
+        filters.since,
+        filters.until,
+        filters.job_type,
+    )
+    recorded = [store.record_from_row(r) for r in rows if r["position"] is not None]
     cursor = Cursor(recorded[-1].txid, recorded[-1].position) if recorded else after
+    if len(recorded) < limit:
+        horizon = Cursor(rows[0]["horizon"] - 1, MAX_POSITION)
+        cursor = max(cursor, horizon, key=lambda c: (c.txid, c.position))
     return Page(recorded, cursor)

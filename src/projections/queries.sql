@@ -91,17 +91,35 @@ WHERE e.job_id = $1
   AND e.occurred_at <= $2
 HAVING count(*) > 0;
 
--- name: events_feed_page
+-- name: events_feed_filtered
 -- The global feed after a cursor, in (txid, position) order, and only below the
 -- snapshot's xmin: every transaction below it has ended, so nothing can appear
--- later before a row already returned (DESIGN.md invariant 5).
-SELECT position, job_id, version, type, data, actor, occurred_at,
-       txid::text::bigint AS txid, prev_hash, hash
-FROM events
-WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, position
-LIMIT $3;
+-- later before a row already returned (DESIGN.md invariant 5). Optional filters:
+-- event type, actor, time range, job type. The horizon (xmin) comes back on every
+-- row, and on a single all-NULL row when nothing matches, so a short page can move
+-- the cursor up to it.
+WITH horizon AS MATERIALIZED (
+    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+)
+SELECT h.xmin::text::bigint AS horizon, e.*
+FROM horizon AS h
+LEFT JOIN LATERAL (
+    SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
+           ev.txid::text::bigint AS txid, ev.prev_hash, ev.hash
+    FROM events AS ev
+    WHERE (ev.txid, ev.position) > ($1::text::xid8, $2::bigint)
+      AND ev.txid < h.xmin
+      AND ($4::text IS NULL OR ev.type = $4)
+      AND ($5::text IS NULL OR ev.actor = $5)
+      AND ($6::timestamptz IS NULL OR ev.occurred_at >= $6)
+      AND ($7::timestamptz IS NULL OR ev.occurred_at < $7)
+      AND ($8::text IS NULL OR EXISTS (
+          SELECT 1 FROM jobs AS j WHERE j.job_id = ev.job_id AND j.type = $8
+      ))
+    ORDER BY ev.txid, ev.position
+    LIMIT $3
+) AS e ON true
+ORDER BY e.txid, e.position;
 
 -- name: events_chain_scan
 -- Every event in chain order, for recomputing the hash chains.

@@ -6,6 +6,7 @@ a checkpoint was taken; the chain verifier or the checkpoint check must name it.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncpg
@@ -14,6 +15,7 @@ import pytest
 from ledger import store
 from projections import audit, chains, checkpoints
 from tests import factories, ledgers
+from tests.conftest import Databases
 
 
 async def test_checkpoint_signs_the_digest_of_the_whole_feed(
@@ -272,3 +274,33 @@ async def test_application_role_cannot_rewrite_checkpoints(
         await conn.execute("UPDATE audit_checkpoints SET event_count = 0")
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await conn.execute("DELETE FROM audit_checkpoints")
+
+
+async def _wait_for_checkpoint(conn: asyncpg.Connection, count: int) -> int:
+    """Poll (at most 20 s) until a checkpoint covers `count` events; the number of checkpoints then."""
+    async with asyncio.timeout(20):
+        while True:
+            covered = await conn.fetchval("SELECT max(event_count) FROM audit_checkpoints")
+            if covered == count:
+                return int(await conn.fetchval("SELECT count(*) FROM audit_checkpoints"))
+            await asyncio.sleep(0.05)
+
+
+async def test_scheduled_checkpoints_start_at_once_and_follow_new_events(
+    dbs: Databases, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await ledgers.ledger_of(event_store, conn, 1)
+    signer = ledgers.signer(tmp_path)
+
+    async with checkpoints.scheduled(dbs.app, signer, interval_seconds=0.2) as scheduler:
+        assert scheduler is not None
+        assert await _wait_for_checkpoint(conn, 3) == 1
+        await ledgers.run_job(event_store, conn, 2)
+        assert await _wait_for_checkpoint(conn, 6) == 2
+
+    assert (await checkpoints.verify(conn, signer)).ok
+
+
+async def test_interval_zero_schedules_nothing(dbs: Databases, tmp_path: Path) -> None:
+    async with checkpoints.scheduled(dbs.app, ledgers.signer(tmp_path), 0) as scheduler:
+        assert scheduler is None
