@@ -9,8 +9,8 @@ from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
 from ledger import auth, config, db, jobtypes, store
-from ledger.http import health, jobs, problems, security
-from projections import current
+from ledger.http import audit, health, jobs, problems, security
+from projections import current, signing
 from workers import pool as worker_pool
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -24,6 +24,7 @@ def create_app(
     settings: config.Settings | None = None,
     max_body_bytes: int | None = None,
     pool_size: int = 10,
+    audit_signer: signing.Signer | None = None,
 ) -> Litestar:
     """The HTTP app over the database at `dsn` (already migrated).
 
@@ -51,7 +52,7 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[jobs.JobsController],
+        route_handlers=[jobs.JobsController, audit.AuditController],
         guards=[security.authenticate],
         security=security.SECURITY,
     )
@@ -69,4 +70,5 @@ def create_app(
         ),
     )
     app.state.auth = auth_config
+    app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, cast
 
 import asyncpg
@@ -359,11 +359,22 @@ class JobsController(Controller):
         "/{job_id:uuid}",
         opt=security.scope("jobs:read"),
         responses=problems.responses(400, 401, 403, 404),
-        summary="A job's current state",
+        summary="A job's current state, or its state at an instant (`as_of`)",
+        description="With `as_of`, the job as it was then, folded from its events up to that "
+        "instant (UTC when no offset is given); 404 if it had not been submitted yet.",
     )
-    async def read(self, job_id: FromPath[uuid.UUID], services: NamedDependency[Services]) -> Job:
+    async def read(
+        self,
+        job_id: FromPath[uuid.UUID],
+        services: NamedDependency[Services],
+        as_of: Annotated[datetime | None, QueryParameter(description="an instant")] = None,
+    ) -> Job:
         async with services.connection() as conn:
-            state = await current.get(conn, job_id)
+            if as_of is None:
+                state = await current.get(conn, job_id)
+            else:
+                instant = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+                state = await current.as_of(conn, job_id, instant)
         if state is None:
             raise errors.UnknownJob(job_id)
         return Job.of(state)

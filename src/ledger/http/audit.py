@@ -1,0 +1,408 @@
+"""Audit and replay over HTTP: job histories, the global feed (paged and live), chain and
+checkpoint verification, signed checkpoints, and replaying a job as a new one.
+
+Reading routes need the `audit:read` scope; replaying a job needs `jobs:write` and
+taking a checkpoint on demand `admin`. The audit key (its private half signs
+checkpoints) is a file outside the database, loaded on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, HeaderParameter, QueryParameter
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from ledger import errors, replays, store
+from ledger import events as ev
+from ledger.auth import Principal
+from ledger.http import jobs, problems, security
+from projections import audit, chains, checkpoints, current, feed, signing
+
+MAX_FEED_LIMIT: Final = 1000
+STREAM_POLL_SECONDS: Final = 0.5
+STREAM_HEARTBEAT_SECONDS: Final = 15.0
+_decode = msgspec.json.Decoder()
+
+problems.STATUS[checkpoints.CheckpointError] = problems.Rule(409, "checkpoint-base-altered")
+
+
+class AuditKey:
+    """The audit signing key, loaded (or generated) from its file on first use."""
+
+    def __init__(self, path: Path, signer: signing.Signer | None = None) -> None:
+        self.path = path
+        self._signer = signer
+
+    def get(self) -> signing.Signer:
+        if self._signer is None:
+            self._signer = signing.load_or_create(self.path)
+        return self._signer
+
+
+class EventOut(msgspec.Struct, frozen=True, kw_only=True):
+    """One recorded event: where it sits in the feed, what happened, who did it, its chain link."""
+
+    cursor: str  # its place in the global feed: pass as `after` to continue after it
+    position: int
+    job_id: uuid.UUID
+    version: int
+    type: str
+    data: dict[str, Any]
+    actor: str
+    occurred_at: datetime
+    prev_hash: str  # hex
+    hash: str  # hex
+
+    @classmethod
+    def of(cls, recorded: store.Recorded) -> EventOut:
+        event = recorded.event
+        return cls(
+            cursor=feed.Cursor(recorded.txid, recorded.position).encode(),
+            position=recorded.position,
+            job_id=event.job_id,
+            version=event.version,
+            type=ev.type_tag(event),
+            data=_decode.decode(ev.data_json(event)),
+            actor=event.actor,
+            occurred_at=event.occurred_at,
+            prev_hash=recorded.prev_hash.hex(),
+            hash=recorded.hash.hex(),
+        )
+
+
+class JobHistory(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: uuid.UUID
+    events: list[EventOut]
+
+
+class FeedPage(msgspec.Struct, frozen=True, kw_only=True):
+    events: list[EventOut]
+    next_cursor: str  # pass as `after`; a consumer that keeps doing so misses nothing
+
+
+class Link(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: uuid.UUID
+    version: int
+    reason: str
+    expected: str
+    found: str
+    message: str
+
+
+class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
+    """Hash chains recomputed (all jobs, or one) and, for the whole ledger, the checkpoints."""
+
+    ok: bool
+    jobs: int
+    events: int
+    broken: list[Link]  # each job's first broken link
+    checkpoints: audit.Report | None  # None when one job was checked
+
+
+class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
+    key_id: str
+    algorithm: str
+    pem: str
+    raw_base64: str
+
+
+class CheckpointOut(msgspec.Struct, frozen=True, kw_only=True):
+    checkpoint_id: int
+    cursor: str
+    event_count: int
+    digest: str
+    base_cursor: str
+    base_count: int
+    signature: str
+    key_id: str
+    signed_message: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, cp: audit.Checkpoint) -> CheckpointOut:
+        return cls(
+            checkpoint_id=cp.checkpoint_id,
+            cursor=cp.cursor,
+            event_count=cp.event_count,
+            digest=cp.digest.hex(),
+            base_cursor=audit.cursor_text(cp.base_key),
+            base_count=cp.base_count,
+            signature=cp.signature.hex(),
+            key_id=cp.key_id,
+            signed_message=cp.message().decode(),
+            created_at=cp.created_at,
+        )
+
+
+class CheckpointList(msgspec.Struct, frozen=True, kw_only=True):
+    public_key: PublicKey
+    signed_message_format: str
+    checkpoints: list[CheckpointOut]  # newest first
+
+
+class Replayed(msgspec.Struct, frozen=True, kw_only=True):
+    replay_of: uuid.UUID
+    job: jobs.Job
+
+
+def _public(key: signing.Verifier) -> PublicKey:
+    return PublicKey(key_id=key.key_id, algorithm="Ed25519", pem=key.pem, raw_base64=key.raw_base64)
+
+
+def audit_key_of(request: Request[Any, Any, Any]) -> AuditKey:
+    key: AuditKey = request.app.state.audit_key
+    return key
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+EventType = Annotated[str | None, QueryParameter(name="type", max_length=100)]
+JobType = Annotated[str | None, QueryParameter(name="job_type", max_length=100)]
+Actor = Annotated[str | None, QueryParameter(max_length=200)]
+Since = Annotated[
+    datetime | None, QueryParameter(description="occurred at or after (UTC if naive)")
+]
+Until = Annotated[datetime | None, QueryParameter(description="occurred before (UTC if naive)")]
+
+
+def _filters(
+    event_type: str | None,
+    job_type: str | None,
+    actor: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> feed.Filters:
+    return feed.Filters(
+        event_type=event_type, job_type=job_type, actor=actor, since=_utc(since), until=_utc(until)
+    )
+
+
+class AuditController(Controller):
+    path = "/api/v1"
+    tags = ["audit"]  # noqa: RUF012 - Litestar reads these as class attributes
+    dependencies = {  # noqa: RUF012
+        "services": Provide(jobs.services_of, sync_to_thread=False),
+        "principal": Provide(security.principal_of, sync_to_thread=False),
+        "audit_key": Provide(audit_key_of, sync_to_thread=False),
+    }
+
+    @get(
+        "/jobs/{job_id:uuid}/events",
+        opt=security.scope("audit:read"),
+        responses=problems.responses(400, 401, 403, 404),
+        summary="A job's whole history, oldest first",
+    )
+    async def history(
+        self, job_id: FromPath[uuid.UUID], services: NamedDependency[jobs.Services]
+    ) -> JobHistory:
+        async with services.connection() as conn:
+            recorded = await services.store.history(conn, job_id)
+        if not recorded:
+            raise errors.UnknownJob(job_id)
+        return JobHistory(job_id=job_id, events=[EventOut.of(r) for r in recorded])
+
+    @get(
+        "/events",
+        opt=security.scope("audit:read"),
+        responses=problems.responses(400, 401, 403),
+        summary="The global feed of events, by cursor",
+        description="Pass `next_cursor` back as `after`. A consumer that pages to the end "
+        "and later continues from its last cursor sees every event committed meanwhile, "
+        "none twice, none skipped. Filters narrow what is returned; the cursor still "
+        "moves past what they leave out.",
+    )
+    async def events(
+        self,
+        services: NamedDependency[jobs.Services],
+        after: Annotated[str | None, QueryParameter(max_length=60)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_FEED_LIMIT)] = 100,
+        event_type: EventType = None,
+        job_type: JobType = None,
+        actor: Actor = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> FeedPage:
+        cursor = feed.parse_cursor(after)
+        filters = _filters(event_type, job_type, actor, since, until)
+        async with services.connection() as conn:
+            page = await feed.read(conn, cursor, limit, filters)
+        return FeedPage(
+            events=[EventOut.of(r) for r in page.events], next_cursor=page.cursor.encode()
+        )
+
+    @get(
+        "/events/stream",
+        opt=security.scope("audit:read"),
+        responses=problems.responses(400, 401, 403),
+        summary="The global feed, live, as Server-Sent Events",
+        description="Each event's `id` is its feed cursor: a client that reconnects with "
+        "`Last-Event-ID` (or `after`) misses nothing. Same filters as /events.",
+    )
+    async def stream(
+        self,
+        services: NamedDependency[jobs.Services],
+        after: Annotated[str | None, QueryParameter(max_length=60)] = None,
+        last_event_id: Annotated[
+            str | None, HeaderParameter(name="Last-Event-ID", required=False, max_length=60)
+        ] = None,
+        event_type: EventType = None,
+        job_type: JobType = None,
+        actor: Actor = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> ServerSentEvent:
+        start = feed.parse_cursor(last_event_id or after)  # a bad cursor is a 400, before streaming
+        filters = _filters(event_type, job_type, actor, since, until)
+        return ServerSentEvent(_live(services, start, filters))
+
+    @get(
+        "/audit/verify",
+        opt=security.scope("audit:read"),
+        responses=problems.responses(400, 401, 403, 404),
+        summary="Recompute hash chains and check the signed checkpoints",
+        description="With `job_id`, that job's chain only. Without it, every chain and "
+        "every checkpoint: deletions, reordering and truncation that leave the chains "
+        "intact are named against the checkpoints.",
+    )
+    async def verify(
+        self,
+        services: NamedDependency[jobs.Services],
+        audit_key: NamedDependency[AuditKey],
+        job_id: Annotated[uuid.UUID | None, QueryParameter()] = None,
+    ) -> VerifyReport:
+        async with services.connection() as conn:
+            chain = await chains.verify(conn, job_id)
+            if job_id is not None and chain.events == 0:
+                raise errors.UnknownJob(job_id)
+            report = None if job_id else await checkpoints.verify(conn, audit_key.get())
+        return VerifyReport(
+            ok=chain.ok and (report is None or report.ok),
+            jobs=chain.jobs,
+            events=chain.events,
+            broken=[
+                Link(
+                    job_id=b.job_id,
+                    version=b.version,
+                    reason=b.reason,
+                    expected=b.expected,
+                    found=b.found,
+                    message=b.describe(),
+                )
+                for b in chain.broken
+            ],
+            checkpoints=report,
+        )
+
+    @get(
+        "/audit/checkpoints",
+        opt=security.scope("audit:read"),
+        responses=problems.responses(400, 401, 403),
+        summary="Signed checkpoints, newest first, with the public key that verifies them",
+    )
+    async def list_checkpoints(
+        self,
+        services: NamedDependency[jobs.Services],
+        audit_key: NamedDependency[AuditKey],
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> CheckpointList:
+        async with services.connection() as conn:
+            listed = await checkpoints.list_recent(conn, limit)
+        return CheckpointList(
+            public_key=_public(audit_key.get()),
+            signed_message_format=f"{audit.MESSAGE_PREFIX}:<cursor>:<event_count>:<digest hex>",
+            checkpoints=[CheckpointOut.of(cp) for cp in listed],
+        )
+
+    @post(
+        "/audit/checkpoints",
+        opt=security.scope("admin"),
+        responses=problems.responses(401, 403, 409),
+        summary="Sign a checkpoint of the feed now",
+        description="201 with the new checkpoint; 200 with the newest one when no event "
+        "was committed since; 204 when the ledger is empty.",
+    )
+    async def take_checkpoint(
+        self, services: NamedDependency[jobs.Services], audit_key: NamedDependency[AuditKey]
+    ) -> Response[CheckpointOut | None]:
+        async with services.connection() as conn:
+            cp, created = await checkpoints.create(conn, audit_key.get())
+        if cp is None:
+            return Response(None, status_code=204)
+        return Response(CheckpointOut.of(cp), status_code=201 if created else 200)
+
+    @post(
+        "/jobs/{job_id:uuid}/replay",
+        status_code=201,
+        opt=security.scope("jobs:write"),
+        responses=problems.responses(400, 401, 403, 404, 409),
+        summary="Submit a job again as a new job",
+        description="Same type and payload. The new job's submission records `replay_of`, "
+        "the original records `job.replayed.v1` with `replayed_as`, in one transaction.",
+    )
+    async def replay(
+        self,
+        job_id: FromPath[uuid.UUID],
+        services: NamedDependency[jobs.Services],
+        principal: NamedDependency[Principal],
+    ) -> Response[Replayed]:
+        async with services.connection() as conn:
+            for attempt in (1, 2):
+                try:
+                    new_id, _ = await replays.resubmit(
+                        services.store, conn, job_id, actor=principal.subject
+                    )
+                    break
+                except errors.VersionConflict:
+                    if attempt == 2:
+                        raise
+            state = await current.get(conn, new_id)
+        assert state is not None
+        return Response(
+            Replayed(replay_of=job_id, job=jobs.Job.of(state)),
+            status_code=201,
+            headers={"Location": jobs.location(new_id)},
+        )
+
+
+async def _live(
+    services: jobs.Services, start: feed.Cursor, filters: feed.Filters
+) -> AsyncIterator[ServerSentEventMessage]:
+    """Events after `start` as they commit, each with its cursor as `id`.
+
+    A `ready` event opens the stream and a `heartbeat` event (no id, so a browser's
+    Last-Event-ID is kept) goes out after each quiet spell, so proxies keep it open.
+    """
+    cursor = start
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
+    yield ServerSentEventMessage(event="ready", retry=2000)
+    while True:
+        async with services.connection() as conn:
+            page = await feed.read(conn, cursor, MAX_FEED_LIMIT, filters)
+        for recorded in page.events:
+            out = EventOut.of(recorded)
+            yield ServerSentEventMessage(
+                id=out.cursor, event=out.type, data=msgspec.json.encode(out).decode()
+            )
+        cursor = page.cursor
+        if page.events:
+            quiet_since = loop.time()
+            continue
+        if loop.time() - quiet_since >= STREAM_HEARTBEAT_SECONDS:
+            quiet_since = loop.time()
+            yield ServerSentEventMessage(event="heartbeat")
+        await asyncio.sleep(STREAM_POLL_SECONDS)
