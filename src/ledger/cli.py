@@ -84,8 +84,42 @@ async def _serve(settings: config.Settings) -> int:
     async with database.open_database(settings) as database_:
         server = _http_server(settings, database_, auth_config)
         async with _checkpoint_schedule(settings, database_):
-            await server.serve()
+            if settings.worker_count < 1:
+                await server.serve()
+            else:
+                await _serve_with_workers(settings, database_, server)
     return 0
+
+
+async def _serve_with_workers(
+    settings: config.Settings, database_: database.Database, server: Any
+) -> None:
+    """The API and a worker pool in one process; a signal stops the API, then drains the pool.
+
+    uvicorn handles SIGTERM/SIGINT while it serves and raises them again when it is
+    done, which reaches `shutdown.graceful`: the pool stops claiming, finishes or hands
+    back its jobs; a second signal exits at once.
+    """
+    from workers import pool, shutdown
+
+    pool.load_handlers(settings.handler_modules)
+    workers = pool.Pool(
+        database_.app_dsn, listen_dsn=database_.listen_dsn, settings=pool.settings_from(settings)
+    )
+    with shutdown.graceful(workers.request_stop):
+        running = asyncio.create_task(workers.run(), name="ledger-worker-pool")
+
+        def pool_ended(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("the worker pool failed; stopping the API", exc_info=task.exception())
+                server.should_exit = True
+
+        running.add_done_callback(pool_ended)
+        try:
+            await server.serve()
+        finally:
+            workers.request_stop()
+            await running
 
 
 async def _worker(settings: config.Settings) -> int:
@@ -430,7 +464,9 @@ async def _replay(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the API, workers and scheduler in one process")
+    sub.add_parser(
+        "serve", help="run the API and a worker pool (WORKER_COUNT slots) in one process"
+    )
     sub.add_parser("worker", help="run a worker pool of WORKER_COUNT job slots")
     sub.add_parser("api", help="run the HTTP API only (no workers)")
     token = sub.add_parser("token", help="mint a bearer token for development")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from ledger import commands, store
+from ledger import commands, embedded, store
 from ledger import events as ev
 from projections import chains, rebuild
 from tests import factories
@@ -37,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class WorkerProcess:
     """One `ledger worker` child process; its output goes to a log file shown on failure."""
 
-    def __init__(self, dsn: str, tmp_path: Path, name: str, **env: str) -> None:
+    def __init__(
+        self, dsn: str, tmp_path: Path, name: str, command: str = "worker", **env: str
+    ) -> None:
         self.log = tmp_path / f"{name}.log"
         environment = {
             k: v
@@ -47,7 +50,7 @@ class WorkerProcess:
         environment.update(
             DATABASE_URL=dsn,
             LEDGER_HANDLERS="tests.workers.plugin_jobs",
-            PYTHONPATH=str(ROOT),
+            PYTHONPATH=os.pathsep.join([str(ROOT), str(tmp_path)]),
             WORKER_COUNT="5",
             WORKER_POLL_SECONDS="3600",
             WORKER_LEASE_SECONDS="30",
@@ -60,7 +63,7 @@ class WorkerProcess:
         environment.update(env)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger.cli", "worker"],
+                [sys.executable, "-m", "ledger.cli", command],
                 cwd=ROOT,
                 env=environment,
                 stdout=out,
@@ -111,9 +114,13 @@ async def spawn(dbs: Databases, tmp_path: Path) -> AsyncIterator[Spawn]:
     """Start worker processes; every one is killed at the end, whatever happened."""
     children: list[WorkerProcess] = []
 
-    def start(**env: Any) -> WorkerProcess:
+    def start(command: str = "worker", **env: Any) -> WorkerProcess:
         child = WorkerProcess(
-            dbs.app, tmp_path, f"worker{len(children)}", **{k: str(v) for k, v in env.items()}
+            dbs.app,
+            tmp_path,
+            f"worker{len(children)}",
+            command,
+            **{k: str(v) for k, v in env.items()},
         )
         children.append(child)
         return child
@@ -332,6 +339,68 @@ async def test_a_second_signal_exits_at_once(
 
     assert await worker.exited(within=20) == 128 + signal.SIGINT
     assert await _status(conn, job_id) == "processing"  # left to lease recovery
+
+
+async def test_serve_runs_the_api_and_a_worker_pool_together(
+    spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    server = spawn(
+        "serve",
+        WORKER_COUNT=2,
+        SERVER_PORT=embedded.free_port(),
+        JWT_SECRET="a-test-secret-of-at-least-32-bytes-long",
+    )
+    await server.registered(conn)
+    job_id = await factories.submit(event_store, conn, job_type="test.noop", payload={"n": 4})
+    try:
+        await eventually(lambda: _is(conn, job_id, "completed"))
+    except AssertionError:
+        print(server.output())
+        raise
+    actor = await conn.fetchval(
+        "SELECT actor FROM events WHERE job_id = $1 AND type = 'job.completed.v1'", job_id
+    )
+    assert actor == server.worker_id
+
+    server.signal(signal.SIGTERM)
+    assert await server.exited() == 0, server.output()
+    assert await conn.fetchval("SELECT count(*) FROM worker_processes") == 0
+
+
+def _readme_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Writing a job type") :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's job type example is missing"
+    return match.group(1)
+
+
+async def test_the_readme_job_type_example_runs_as_a_plugin(
+    spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    (tmp_path / "acme_jobs.py").write_text(_readme_example())
+    worker = spawn(LEDGER_HANDLERS="acme_jobs")
+    await worker.registered(conn)
+    greet = await factories.submit(
+        event_store, conn, job_type="greet", payload={"name": "ada", "times": 2}
+    )
+    count = await factories.submit(
+        event_store, conn, job_type="count_letters", payload={"text": "a1b2c"}
+    )
+    empty = await factories.submit(event_store, conn, job_type="greet", payload={"name": " "})
+    try:
+        await eventually(lambda: _all_in(conn, [greet, count], "completed"))
+        await eventually(lambda: _is(conn, empty, "failed"))
+    except AssertionError:
+        print(worker.output())
+        raise
+    results = await conn.fetch(
+        "SELECT job_id, result::text, error FROM jobs WHERE job_id = ANY($1)", [greet, count, empty]
+    )
+    by_id = {r["job_id"]: r for r in results}
+    assert by_id[greet]["result"] == '{"greeting": "hello ada, hello ada"}'
+    assert by_id[count]["result"] == '{"attempt": 1, "letters": 3}'
+    assert by_id[empty]["error"] == "name is empty"
 
 
 async def _is(conn: asyncpg.Connection, job_id: uuid.UUID, status: str) -> bool:
