@@ -32,3 +32,22 @@ SELECT min(occurred_at) FILTER (WHERE type = 'job.claimed.v1') AS first_claim,
        max(occurred_at) FILTER (WHERE type = 'job.completed.v1') AS last_completion,
        count(*) FILTER (WHERE type = 'job.completed.v1') AS completed
 FROM events;
+
+-- name: jobs_completed_count
+SELECT count(*)
+FROM jobs
+WHERE status = 'completed';
+
+-- name: worker_processes_count
+SELECT count(*)
+FROM worker_processes;
+
+-- name: events_per_job_check
+-- Every drained job has exactly its submitted, claimed and completed events.
+SELECT count(*) FILTER (WHERE n <> 3) AS wrong,
+       count(*) AS jobs
+FROM (
+    SELECT job_id, count(*) AS n
+    FROM events
+    GROUP BY job_id
+) AS per_job;

@@ -12,12 +12,17 @@ import asyncio
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cluster, machine, pgbench, report, stats, submit
+from bench import cluster, latency, machine, pgbench, processing, report, stats, submit
 
 RESULTS = Path(__file__).with_name("results")
+MIB = 1024 * 1024
+# The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
+BEST_PROCESSES = 2
+BEST_SLOTS = 100
 
 
 class Sizes:
@@ -74,29 +79,101 @@ async def measure(args: argparse.Namespace) -> report.Report:
             ratio_to_baseline=True,
         )
 
-        _log("library submission, batches of 1,000")
-        for callers in (1, 2):
-            samples = []
-            for _ in range(sizes.reps):
-                await c.reset_jobs()
-                await c.checkpoint()
-                samples.append(
-                    await submit.in_batches_concurrently(
-                        c.app_dsn, sizes.batch_jobs, callers=callers, batch=sizes.batch
-                    )
+        _log("library submission, batches of 1,000, 2 callers at once")
+        samples = []
+        for _ in range(sizes.reps):
+            await c.reset_jobs()
+            await c.checkpoint()
+            samples.append(
+                await submit.in_batches_concurrently(
+                    c.app_dsn, sizes.batch_jobs, callers=2, batch=sizes.batch
                 )
+            )
+        batch_2 = stats.Figure.of(samples, unit="jobs/s")
+
+        _log(
+            f"processing: {sizes.drain_jobs} pre-submitted no-op jobs (batches of 1,000, "
+            f"1 caller), drained by {args.worker_processes} `ledger worker` x "
+            f"{args.worker_slots} slots"
+        )
+        drains = []
+        for i in range(sizes.reps):
+            drains.append(
+                await processing.drain(
+                    c,
+                    jobs=sizes.drain_jobs,
+                    processes=args.worker_processes,
+                    slots=args.worker_slots,
+                    logs=args.results,
+                    verify_chains=i == 0,
+                )
+            )
+            _log(f"  drained at {drains[-1].rate:,.0f} jobs/s")
+        rep.add(
+            "submit_batch_1",
+            "submit via library, batches of 1,000 (1 transaction each), 1 caller",
+            stats.Figure.of([d.submit_rate for d in drains], unit="jobs/s"),
+            ratio_to_baseline=True,
+            target="≥ 3× pgbench-8",
+            check=lambda _f, r: r is not None and r >= 3.0,
+        )
+        rep.add(
+            "submit_batch_2",
+            "submit via library, batches of 1,000, 2 callers at once",
+            batch_2,
+            ratio_to_baseline=True,
+            target="(same target, 2 callers)",
+            check=lambda _f, r: r is not None and r >= 3.0,
+        )
+        rep.add(
+            "processing",
+            f"processing: no-op jobs, first claim to last completion "
+            f"({args.worker_processes} workers x {args.worker_slots} slots, "
+            f"3 chained events/job)",
+            stats.Figure.of([d.rate for d in drains], unit="jobs/s"),
+            ratio_to_baseline=True,
+            target="≥ 0.7× pgbench-8",
+            check=lambda _f, r: r is not None and r >= 0.7,
+            note="chains verified" if drains[0].chains_ok else "",
+        )
+        rep.add(
+            "worker_rss",
+            "worker peak RSS while draining (VmHWM, largest process)",
+            stats.Figure.of([d.worker_peak_rss / MIB for d in drains], unit="MiB"),
+            target="< 150 MiB",
+            check=lambda f, _r: f.high < 150,
+        )
+
+        _log(f"latency: idle pool, {sizes.latency_jobs} jobs one at a time, 20 ms apart")
+        lats = [
+            await latency.measure_once(
+                c,
+                jobs=sizes.latency_jobs,
+                gap=sizes.latency_gap,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+            for _ in range(sizes.reps)
+        ]
+        for key, label, target, limit in (
+            ("p50_ms", "p50", "≤ 2 ms", 2.0),
+            ("p95_ms", "p95", "", None),
+            ("p99_ms", "p99", "≤ 5 ms", 5.0),
+        ):
             rep.add(
-                f"submit_batch_{callers}",
-                f"submit via library, batches of 1,000 (1 transaction each), {callers} caller"
-                + ("s" if callers > 1 else ""),
-                stats.Figure.of(samples, unit="jobs/s"),
-                ratio_to_baseline=True,
-                target="≥ 3× pgbench-8",
-                check=lambda _f, r: r is not None and r >= 3.0,
+                f"latency_{key}",
+                f"latency submit-return → handler start, {label} (1 idle worker)",
+                stats.Figure.of([getattr(x, key) for x in lats], unit="ms"),
+                target=target,
+                check=None if limit is None else _at_most(limit),
             )
     rep.seconds = time.perf_counter() - started
     rep.finish()
     return rep
+
+
+def _at_most(limit: float) -> Callable[[stats.Figure, float | None], bool]:
+    return lambda f, _r: f.median <= limit
 
 
 def _log(message: str) -> None:
@@ -107,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (smoke)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
+    parser.add_argument("--worker-processes", type=int, default=BEST_PROCESSES)
+    parser.add_argument("--worker-slots", type=int, default=BEST_SLOTS, help="WORKER_COUNT")
     args = parser.parse_args(argv)
     args.command = (
         "make bench"
@@ -115,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             ["python", "-m", "bench.run", *(argv if argv is not None else sys.argv[1:])]
         )
     )
+    args.results.mkdir(parents=True, exist_ok=True)
     rep = asyncio.run(measure(args))
     print(report.header(rep))
     print()

@@ -59,3 +59,18 @@ async def test_one_at_a_time_commits_each_job_alone(dbs: Databases, count: int) 
         assert await conn.fetchval("SELECT count(DISTINCT txid) FROM events") == count
     finally:
         await conn.close()
+
+
+def test_noop_job_type_loads_through_ledger_handlers_like_any_plugin() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from ledger import jobtypes; "
+        "jobtypes.load_plugins(['bench.noop'], entry_points=False); "
+        "assert 'bench.noop' in jobtypes.REGISTRY; print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.stdout.strip() == "ok", result.stderr
