@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cluster, latency, machine, pgbench, processing, report, stats, submit
+from bench import cluster, http_submit, latency, machine, pgbench, processing, report, stats, submit
 
 RESULTS = Path(__file__).with_name("results")
 MIB = 1024 * 1024
@@ -167,6 +167,46 @@ async def measure(args: argparse.Namespace) -> report.Report:
                 target=target,
                 check=None if limit is None else _at_most(limit),
             )
+
+        _log(
+            f"HTTP: POST /api/v1/jobs, {sizes.http_connections} connections from a separate "
+            f"load-generating process, {sizes.http_seconds:g} s per repetition"
+        )
+        runs = []
+        for _ in range(sizes.reps):
+            await c.reset_jobs()
+            await c.checkpoint()
+            runs.append(
+                http_submit.measure_once(
+                    c,
+                    connections=sizes.http_connections,
+                    seconds=sizes.http_seconds,
+                    logs=args.results,
+                    extra={},
+                )
+            )
+            _log(f"  {runs[-1].result.rps:,.0f} requests/s, p99 {runs[-1].result.p99_ms:.1f} ms")
+        rep.add(
+            "http_rps",
+            f"HTTP submit, POST /api/v1/jobs, {sizes.http_connections} connections "
+            "(1 `ledger api` process)",
+            stats.Figure.of([r.result.rps for r in runs], unit="req/s"),
+            ratio_to_baseline=True,
+            target="≥ 0.2× pgbench-8",
+            check=lambda _f, r: r is not None and r >= 0.2,
+        )
+        rep.add(
+            "http_p99",
+            "HTTP submit p99 latency at that load",
+            stats.Figure.of([r.result.p99_ms for r in runs], unit="ms"),
+            target="< 20 ms",
+            check=lambda f, _r: f.median < 20,
+        )
+        rep.add(
+            "api_rss",
+            "API peak RSS under the HTTP load (VmHWM)",
+            stats.Figure.of([r.api_peak_rss / MIB for r in runs], unit="MiB"),
+        )
     rep.seconds = time.perf_counter() - started
     rep.finish()
     return rep
