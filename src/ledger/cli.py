@@ -340,10 +340,14 @@ async def _audit_export(
     begin = f"after checkpoint cursor {exported.start}" if exported.start else "from the start"
     print(
         f"exported {exported.events} events ({begin}, through cursor {exported.end}) "
-        f"and {exported.checkpoints} checkpoints to {exported.path}"
+        f"and {_count(exported.checkpoints, 'checkpoint')} to {exported.path}"
     )
     print(f"signed by key {exported.key_id}")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _print_report(report: Any) -> None:
@@ -355,8 +359,8 @@ def _print_report(report: Any) -> None:
         else ("nothing verified against a checkpoint")
     )
     print(
-        f"{report.events} events, {report.checkpoints} checkpoints signed by key "
-        f"{report.key_id}; {through}; {len(report.findings)} problems"
+        f"{_count(report.events, 'event')}, {_count(report.checkpoints, 'checkpoint')} signed "
+        f"by key {report.key_id}; {through}; {_count(len(report.findings), 'problem')}"
     )
 
 
@@ -440,7 +444,8 @@ async def _replay(
         print(msgspec.json.encode(body).decode())
         return 0
     state = line.state
-    print(f"job {job}  type {state.type}  queue {state.queue}  status {state.status}")
+    when = f"  (as of {instant.isoformat()})" if instant is not None else ""
+    print(f"job {job}  type {state.type}  queue {state.queue}  status {state.status}{when}")
     print(timeline.render(line))
     if outcome is not None:
         encode = msgspec.json.Encoder(order="sorted").encode

@@ -183,6 +183,7 @@ async def scheduled(
         "interval",
         seconds=interval_seconds,
         id="audit-checkpoint",
+        name="audit checkpoint",
         max_instances=1,
         coalesce=True,
         next_run_time=datetime.now(UTC),
