@@ -46,7 +46,7 @@ async def start_pool(
     """Start in-process pools (stopped, and awaited, at the end of the test)."""
     running: list[tuple[pool.Pool, asyncio.Task[None]]] = []
 
-    async def start(**settings: Any) -> pool.Pool:
+    async def start(listen_dsn: str | None = None, **settings: Any) -> pool.Pool:
         fields: dict[str, Any] = {
             "slots": 5,
             "lease_seconds": 30.0,
@@ -55,7 +55,12 @@ async def start_pool(
             "storage_root": tmp_path,
         }
         fields.update(settings)
-        workers = pool.Pool(dbs.app, settings=pool.PoolSettings(**fields), registry=registry)
+        workers = pool.Pool(
+            dbs.app,
+            listen_dsn=listen_dsn,
+            settings=pool.PoolSettings(**fields),
+            registry=registry,
+        )
         task = asyncio.create_task(workers.run())
         running.append((workers, task))
         done, _ = await asyncio.wait(

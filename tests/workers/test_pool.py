@@ -18,6 +18,7 @@ from ledger import commands, lifecycle, store
 from ledger import events as ev
 from projections import chains, current, rebuild
 from tests import factories
+from tests.conftest import Databases
 from tests.workers.conftest import PoolStarter, eventually
 from workers import leases
 
@@ -75,6 +76,27 @@ async def test_a_job_submitted_to_an_idle_pool_runs_without_waiting_for_a_poll(
     assert claimed.lease_until > claimed.occurred_at
     assert completed.actor == workers.worker_id
     assert await conn.fetchval("SELECT count(*) FROM job_leases") == 0
+
+
+async def test_the_listener_may_use_its_own_connection_string(
+    start_pool: PoolStarter,
+    dbs: Databases,
+    admin_conn: asyncpg.Connection,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+) -> None:
+    # As behind a transaction-pooling PgBouncer: LISTEN goes straight to the server.
+    await start_pool(listen_dsn=dbs.admin)
+    roles = await admin_conn.fetch(
+        "SELECT DISTINCT application_name, usename FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name LIKE 'job-ledger-%'"
+    )
+    by_name = {r["application_name"]: r["usename"] for r in roles}
+    superuser = await admin_conn.fetchval("SELECT current_user")
+    assert by_name["job-ledger-listener"] == superuser
+    assert by_name["job-ledger-worker"] != superuser
+    job_id = await factories.submit(event_store, conn, job_type="test.noop")
+    await _until_status(conn, job_id, "completed")
 
 
 async def test_several_free_slots_claim_several_jobs_in_one_transaction(
@@ -318,7 +340,7 @@ async def test_stopping_finishes_quick_jobs_and_hands_back_the_rest(
     event_store: store.EventStore,
     tmp_path: Path,
 ) -> None:
-    workers = await start_pool(grace_seconds=1.0)
+    workers = await start_pool(grace_seconds=3.0)
     stuck = await factories.submit(
         event_store, conn, job_type="test.gated", payload={"gate": str(tmp_path / "never")}
     )

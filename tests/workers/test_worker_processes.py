@@ -278,7 +278,7 @@ async def test_work_continues_after_the_listener_connection_is_terminated(
 async def test_sigterm_drains_running_jobs_and_hands_back_the_rest(
     spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
 ) -> None:
-    leaving = spawn(WORKER_COUNT=2, WORKER_SHUTDOWN_GRACE_SECONDS=1)
+    leaving = spawn(WORKER_COUNT=2, WORKER_SHUTDOWN_GRACE_SECONDS=4)
     await leaving.registered(conn)
     gate = tmp_path / "gate"
     stuck = await factories.submit(
