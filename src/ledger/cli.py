@@ -580,6 +580,16 @@ async def _run_until_signalled(coro: Coroutine[Any, Any, int]) -> int:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency on Linux), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -587,7 +597,9 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(settings)
         if args.command == "token":
             return _token(args, settings)
-        return asyncio.run(_run_until_signalled(_runner(args)(settings)))
+        return asyncio.run(
+            _run_until_signalled(_runner(args)(settings)), loop_factory=_loop_factory()
+        )
     except errors.LedgerError as exc:
         print(f"ledger: {exc}", file=sys.stderr)
         return 2
