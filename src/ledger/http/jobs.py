@@ -303,10 +303,17 @@ class JobsController(Controller):
                                 "Idempotent-Replayed": "true",
                             },
                         )
+                # A fresh id has no history: decide against None and append, without
+                # reading the (empty) history first (one round trip less per request).
+                submitted = commands.decide(
+                    None,
+                    command,
+                    job_id=uuid.uuid4(),
+                    actor=principal.subject,
+                    now=services.store.clock(),
+                )
                 try:
-                    recorded = await services.store.execute(
-                        conn, uuid.uuid4(), command, actor=principal.subject
-                    )
+                    recorded = await services.store.append(conn, submitted)
                 except errors.IdempotencyKeyTaken:
                     continue  # a racing request with this key won: answer with its job
                 state = lifecycle.fold(r.event for r in recorded)
