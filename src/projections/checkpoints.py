@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from ledger import db, errors, sqlfile
@@ -77,21 +78,22 @@ async def create(
             base_key = base.key if base else audit.START_KEY
             count = base.event_count if base else 0
             digest = base.digest if base else audit.GENESIS_DIGEST
-            entries: list[audit.WitnessEntry] = []
+            witness = bytearray()  # 68 bytes an event, packed as it streams
+            added = 0
+            key = base_key
             async for r in conn.cursor(
-                Q["events_feed_scan"], str(base_key[0]), base_key[1], prefetch=2000
+                Q["events_feed_witness_scan"], str(base_key[0]), base_key[1], prefetch=5000
             ):
                 event_hash = bytes(r["hash"])
                 digest = audit.extend(digest, event_hash)
-                entries.append(
-                    audit.WitnessEntry(
-                        r["txid"], r["position"], r["job_id"], r["version"], event_hash
-                    )
+                key = (r["txid"], r["position"])
+                witness += audit.pack_entry(
+                    audit.WitnessEntry(key[0], key[1], r["job_id"], r["version"], event_hash)
                 )
-            if not entries:
+                added += 1
+            if not added:
                 return base, False
-            key = entries[-1].key
-            count += len(entries)
+            count += added
             signature = signer.sign(audit.message(key, count, digest))
             inserted = await conn.fetchrow(
                 Q["checkpoints_insert"],
@@ -103,7 +105,7 @@ async def create(
                 base_key[1],
                 base.event_count if base else 0,
                 base.digest if base else audit.GENESIS_DIGEST,
-                audit.encode_witness(entries),
+                bytes(witness),
                 signature,
                 signer.key_id,
             )
@@ -130,14 +132,31 @@ async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> audit.
 
     Hash chains per job are `chains.verify`'s job; this names what only a signed
     digest can reveal: events deleted (a job's last ones, whole jobs, the tail),
-    rewritten with recomputed hashes, reordered, or inserted afterwards.
+    rewritten with recomputed hashes, reordered, or inserted afterwards. A first
+    pass compares digests only; witnesses are read, and the events walked again,
+    only for the checkpoints that do not match.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        checkpoints = await list_all(conn)
-        walk = audit.Walk(checkpoints, verifier, subject="ledger")
-        async for row in conn.cursor(Q["events_feed_scan"], "0", 0, prefetch=2000):
-            walk.feed(event_from_row(row))
-    return walk.finish()
+        bare = [from_row(r) for r in await conn.fetch(Q["checkpoints_list_bare"])]
+        walk = await _walk(conn, audit.Walk(bare, verifier, compare_witnesses=False))
+        report = walk.finish()
+        if not walk.mismatched:
+            return report
+        rows = await conn.fetch(Q["checkpoints_witnesses"], walk.mismatched)
+        witnesses = {r["checkpoint_id"]: bytes(r["witness"]) for r in rows}
+        full = [
+            msgspec.structs.replace(cp, witness=witnesses[cp.checkpoint_id])
+            if cp.checkpoint_id in witnesses
+            else cp
+            for cp in bare
+        ]
+        return (await _walk(conn, audit.Walk(full, verifier))).finish()
+
+
+async def _walk(conn: asyncpg.Connection, walk: audit.Walk) -> audit.Walk:
+    async for row in conn.cursor(Q["events_feed_scan"], "0", 0, prefetch=2000):
+        walk.feed(event_from_row(row))
+    return walk
 
 
 def describe(checkpoints: Sequence[audit.Checkpoint]) -> list[dict[str, Any]]:

@@ -158,6 +158,14 @@ WHERE (txid, position) > ($1::text::xid8, $2::bigint)
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY txid, position;
 
+-- name: events_feed_witness_scan
+-- What a checkpoint records of each event after a cursor and below the xmin, in feed order.
+SELECT txid::text::bigint AS txid, position, job_id, version, hash
+FROM events
+WHERE (txid, position) > ($1::text::xid8, $2::bigint)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid, position;
+
 -- name: events_feed_scan_range
 -- The events in (after, upto] in feed order, with the exact jsonb text: bundle export.
 SELECT txid::text::bigint AS txid, position, job_id, version, type, actor, occurred_at,
@@ -213,6 +221,18 @@ RETURNING *;
 SELECT *
 FROM audit_checkpoints
 ORDER BY txid, position, event_count, checkpoint_id;
+
+-- name: checkpoints_list_bare
+-- Every checkpoint without its witness, in feed order (witnesses are read only when needed).
+SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
+       base_count, base_digest, signature, key_id, created_at
+FROM audit_checkpoints
+ORDER BY txid, position, event_count, checkpoint_id;
+
+-- name: checkpoints_witnesses
+SELECT checkpoint_id, witness
+FROM audit_checkpoints
+WHERE checkpoint_id = ANY($1::bigint[]);
 
 -- name: checkpoints_list_summary
 -- Checkpoints without their witnesses, newest first, for listing.

@@ -304,3 +304,23 @@ async def test_scheduled_checkpoints_start_at_once_and_follow_new_events(
 async def test_interval_zero_schedules_nothing(dbs: Databases, tmp_path: Path) -> None:
     async with checkpoints.scheduled(dbs.app, ledgers.signer(tmp_path), 0) as scheduler:
         assert scheduler is None
+
+
+async def test_altered_witness_leaves_the_digest_to_speak(
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 3)
+    signer = ledgers.signer(tmp_path)
+    await checkpoints.create(conn, signer)
+    # A DBA who deletes a job and rewrites the witness to match still cannot forge the digest.
+    await admin_conn.execute("UPDATE audit_checkpoints SET witness = substr(witness, 69)")
+    await ledgers.delete_job(admin_conn, jobs[1])
+
+    report = await checkpoints.verify(conn, signer)
+
+    assert [f.kind for f in report.findings] == ["witness", "digest"]
+    assert "witness list does not chain to its signed digest" in report.findings[0].message
+    assert "3 fewer events than signed" in report.findings[1].message
