@@ -16,7 +16,7 @@ signatures, and each checkpoint's digest, naming exactly what was altered.
 from __future__ import annotations
 
 import base64
-import io
+import contextlib
 import json
 import shutil
 import tarfile
@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import IO, Any, BinaryIO, Final
 
 import asyncpg
 import msgspec
@@ -283,7 +283,7 @@ class _Writer:
         if self.directory == self.out:
             return
         names = (MANIFEST, PUBLIC_KEY, CHECKPOINTS, EVENTS)
-        with tarfile.open(self.out, "w:gz") as tar:
+        with tarfile.open(self.out, "w:gz", compresslevel=6) as tar:
             for name in names:
                 tar.add(self.directory / name, arcname=name)
         for name in names:
@@ -302,43 +302,46 @@ def _is_tarball(path: Path) -> bool:
 
 
 class _Files:
-    """The files of a bundle, from a directory or a tarball."""
+    """The files of a bundle, from a directory or a tarball; events are streamed, never held whole."""
 
     def __init__(self, path: Path) -> None:
-        self._dir: Path | None = None
-        self._members: dict[str, bytes] = {}
-        if path.is_dir():
-            self._dir = path
-        elif path.is_file() and _is_tarball(path):
-            try:
-                with tarfile.open(path, "r:gz") as tar:
-                    for member in tar.getmembers():
-                        handle = tar.extractfile(member) if member.isfile() else None
-                        if handle is not None:
-                            self._members[member.name] = handle.read()
-            except (tarfile.TarError, OSError) as exc:
-                raise BundleError(f"{path} is not a readable bundle tarball: {exc}") from exc
-        else:
-            raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz bundle")
         self.path = path
+        self._tar = False
+        if path.is_dir():
+            return
+        if not (path.is_file() and _is_tarball(path)):
+            raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz bundle")
+        self._tar = True
 
-    def read(self, name: str) -> bytes:
-        if self._dir is not None:
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        if not self._tar:
             try:
-                return (self._dir / name).read_bytes()
+                with (self.path / name).open("rb") as plain:
+                    yield plain
             except FileNotFoundError:
                 raise BundleError(f"{self.path} has no {name}: not a complete bundle") from None
+            return
         try:
-            return self._members[name]
-        except KeyError:
-            raise BundleError(f"{self.path} has no {name}: not a complete bundle") from None
+            with tarfile.open(self.path, "r:gz") as tar:
+                try:
+                    member = tar.getmember(name)
+                except KeyError:
+                    raise BundleError(f"{self.path} has no {name}: not a complete bundle") from None
+                packed = tar.extractfile(member) if member.isfile() else None
+                if packed is None:
+                    raise BundleError(f"{self.path}: {name} is not a file")
+                yield packed
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise BundleError(f"{self.path} is not a readable bundle tarball: {exc}") from exc
+
+    def read(self, name: str) -> bytes:
+        with self.open(name) as handle:
+            return handle.read()
 
     def lines(self, name: str) -> Iterator[bytes]:
-        if self._dir is not None:
-            with (self._dir / name).open("rb") as handle:
-                yield from handle
-        else:
-            yield from io.BytesIO(self.read(name))
+        with self.open(name) as handle:
+            yield from handle
 
 
 _line_decoder = msgspec.json.Decoder(Line)
