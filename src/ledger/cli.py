@@ -377,6 +377,11 @@ async def _audit_verify(
         _print_report(report)
         print("bundle OK" if report.ok else "bundle FAILED verification")
         return 0 if report.ok else 1
+    if trusted is None and not settings.audit_key_path.exists():
+        raise errors.ConfigError(
+            f"no audit key at {settings.audit_key_path} (LEDGER_AUDIT_KEY): pass --public-key "
+            "with the public key the checkpoints were signed with"
+        )
     verifier = trusted or _signer(settings)
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:

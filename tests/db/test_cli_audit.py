@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 from ledger import cli, commands, config, errors, jobtypes, store
@@ -173,3 +174,20 @@ async def test_replay_prints_the_timeline_and_reruns_the_handler(
     first = body["steps"][0]["occurred_at"]
     assert await ledger_cli(settings, "replay", str(job_id), "--as-of", first, "--json") == 0
     assert [s["version"] for s in json.loads(capsys.readouterr().out)["steps"]] == [1]
+
+
+async def test_live_verify_without_the_key_file_asks_for_the_public_key(
+    dbs: Databases, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    """Verifying must not mint a fresh key that would disown every checkpoint."""
+    await ledgers.ledger_of(event_store, conn, 1)
+    settings = settings_for(dbs, tmp_path)
+    assert await ledger_cli(settings, "audit", "checkpoint") == 0
+    elsewhere = msgspec.structs.replace(settings, audit_key=tmp_path / "absent.pem")
+
+    with pytest.raises(errors.ConfigError, match="pass --public-key"):
+        await ledger_cli(elsewhere, "audit", "verify")
+    assert not (tmp_path / "absent.pem").exists()
+    public = tmp_path / "audit.pub"
+    public.write_text(ledgers.signer(tmp_path, "audit.pem").pem)
+    assert await ledger_cli(elsewhere, "audit", "verify", "--public-key", str(public)) == 0
