@@ -94,7 +94,13 @@ def binaries(user: pwd.struct_passwd | None) -> Path:
 
 
 def port_is_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port`.
+
+    SO_REUSEADDR, as PostgreSQL itself binds: connections of a server that just
+    stopped linger in TIME_WAIT for a minute and must not count as "in use".
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
