@@ -197,7 +197,7 @@ async def test_two_worker_processes_complete_2000_jobs_each_recorded_once(
 async def test_a_killed_worker_s_jobs_are_recovered_and_completed_by_another(
     spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
-    doomed = spawn(WORKER_COUNT=3, WORKER_LEASE_SECONDS=1.5)
+    doomed = spawn(WORKER_COUNT=3, WORKER_LEASE_SECONDS=3)
     await doomed.registered(conn)
     ids = await _submit_many(
         event_store,
@@ -211,7 +211,7 @@ async def test_a_killed_worker_s_jobs_are_recovered_and_completed_by_another(
 
     doomed.signal(signal.SIGKILL)
     assert await doomed.exited() == -signal.SIGKILL
-    rescuer = spawn(WORKER_COUNT=3, WORKER_LEASE_SECONDS=1.5, LOG_LEVEL="debug")
+    rescuer = spawn(WORKER_COUNT=3, WORKER_LEASE_SECONDS=3)
     await rescuer.registered(conn)
 
     try:
