@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3; do \
 STAMP := $(VENV)/.installed
 BIN := $(VENV)/bin
 
-.PHONY: run test test-coverage db-reset docker-build seed lint typecheck contracts check clean
+.PHONY: run test test-coverage db-reset docker-build seed screenshot lint typecheck contracts check clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.12 or newer is needed (python3.12 on PATH)"; exit 1; }
@@ -32,11 +32,22 @@ contracts: $(STAMP)
 
 check: lint typecheck contracts
 
-test: check
+# The dashboard's browser test drives Debian's chromium (through Playwright, never a
+# browser download of its own): as root, install it when it is missing.
+CHROMIUM ?= /usr/bin/chromium
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "note: $(CHROMIUM) is missing and this is not root: the browser test will be skipped"; \
+	fi
+
+test: check $(CHROMIUM)
 	$(BIN)/pytest
 
 # The suite with line and branch coverage of src/ (terminal summary and htmlcov/).
-test-coverage: check
+test-coverage: check $(CHROMIUM)
 	$(BIN)/pytest --cov=ledger --cov=projections --cov=workers --cov-branch \
 		--cov-report=term-missing:skip-covered --cov-report=html
 
@@ -47,6 +58,11 @@ db-reset: $(STAMP)
 # Sample jobs of every registered type (through the event store), for a first look.
 seed: $(STAMP)
 	$(BIN)/ledger seed
+
+# The README's picture of the dashboard, taken by the browser test.
+screenshot: $(STAMP) $(CHROMIUM)
+	mkdir -p docs
+	LEDGER_SCREENSHOT=docs/dashboard.png $(BIN)/pytest tests/browser -q
 
 IMAGE ?= job-ledger:latest
 docker-build:

@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from ledger import auth, config, db, jobtypes, store
-from ledger.http import audit, health, jobs, problems, security
-from projections import current, signing
+from ledger import auth, config, db, jobtypes, metrics, store
+from ledger.http import audit, dashboard, health, jobs, problems, ready, security
+from ledger.http import metrics as http_metrics
+from projections import current, metering, signing
 from workers import pool as worker_pool
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -25,6 +26,7 @@ def create_app(
     max_body_bytes: int | None = None,
     pool_size: int = 10,
     audit_signer: signing.Signer | None = None,
+    registry_metrics: metrics.Metrics | None = None,
 ) -> Litestar:
     """The HTTP app over the database at `dsn` (already migrated).
 
@@ -38,12 +40,16 @@ def create_app(
         worker_pool.load_handlers(settings.handler_modules)  # built-ins, LEDGER_HANDLERS, plugins
         registry = jobtypes.REGISTRY
     limit = max_body_bytes or settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
+    process_metrics = registry_metrics or metrics.Metrics()
+    process_metrics.add_cluster_gauges()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await db.create_pool(dsn, max_size=pool_size)
         app.state.services = jobs.Services(
-            pool=pool, store=store.EventStore([current.JobView()]), registry=registry
+            pool=pool,
+            store=store.EventStore([metering.JobMetrics(process_metrics), current.JobView()]),
+            registry=registry,
         )
         try:
             yield
@@ -52,12 +58,20 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[jobs.JobsController, audit.AuditController],
+        route_handlers=[jobs.JobsController, audit.AuditController, dashboard.overview],
         guards=[security.authenticate],
         security=security.SECURITY,
     )
     app = Litestar(
-        route_handlers=[health.health, api],
+        route_handlers=[
+            health.health,
+            ready.ready,
+            http_metrics.metrics_route,
+            dashboard.page,
+            dashboard.assets,
+            api,
+        ],
+        middleware=[http_metrics.RequestMetrics()],
         lifespan=[lifespan],
         exception_handlers=problems.EXCEPTION_HANDLERS,
         request_max_body_size=limit,
@@ -71,4 +85,5 @@ def create_app(
     )
     app.state.auth = auth_config
     app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
+    app.state.metrics = process_metrics
     return app

@@ -146,6 +146,7 @@ class Metrics:
         self.worker_processes: Gauge | None = None
         self.worker_slots: Gauge | None = None
         self.worker_slots_busy: Gauge | None = None
+        self.database_reachable: Gauge | None = None
 
     def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
         return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
@@ -165,6 +166,9 @@ class Metrics:
         self.worker_slots = self._gauge("worker_slots", "Job slots across live worker processes.")
         self.worker_slots_busy = self._gauge(
             "worker_slots_busy", "Slots of live worker processes running a job now."
+        )
+        self.database_reachable = self._gauge(
+            "database_reachable", "1 when the last scrape could read the database, else 0."
         )
 
     def add_pool_gauges(self, slots: Callable[[], float], busy: Callable[[], float]) -> None:
@@ -195,6 +199,10 @@ class Metrics:
         self.worker_processes.set(processes)
         self.worker_slots.set(slots)
         self.worker_slots_busy.set(busy)
+
+    def set_database_reachable(self, reachable: bool) -> None:
+        assert self.database_reachable is not None, "add_cluster_gauges() first"
+        self.database_reachable.set(1 if reachable else 0)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

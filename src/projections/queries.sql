@@ -304,3 +304,25 @@ WHERE status IN ('pending', 'retrying');
 SELECT coalesce(sum(slots), 0)::bigint
 FROM worker_processes
 WHERE heartbeat_at > now() - make_interval(secs => lease_seconds);
+
+-- name: jobs_count_by_queue_status
+-- Every job by queue and status, for the dashboard's counts.
+SELECT queue, status, count(*) AS jobs
+FROM jobs
+GROUP BY queue, status
+ORDER BY queue, status;
+
+-- name: events_throughput_by_minute
+-- Jobs submitted, completed and failed for good per minute since $1 (the dashboard's
+-- chart); a lease that expired with no attempt left is a failure too.
+SELECT date_trunc('minute', occurred_at) AS minute,
+       count(*) FILTER (WHERE type = 'job.submitted.v1') AS submitted,
+       count(*) FILTER (WHERE type = 'job.completed.v1') AS completed,
+       count(*) FILTER (
+           WHERE type = 'job.failed.v1'
+              OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
+       ) AS failed
+FROM events
+WHERE occurred_at >= $1
+GROUP BY 1
+ORDER BY 1;

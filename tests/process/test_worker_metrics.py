@@ -28,7 +28,9 @@ class WorkerProcess:
         self.log = log
 
 
-def start_worker(dbs: Databases, tmp_path: Path, *, slots: int = 3) -> WorkerProcess:
+def start_worker(
+    dbs: Databases, tmp_path: Path, *, slots: int = 3, extra: dict[str, str] | None = None
+) -> WorkerProcess:
     port = embedded.free_port()
     env = {
         **os.environ,
@@ -42,6 +44,7 @@ def start_worker(dbs: Databases, tmp_path: Path, *, slots: int = 3) -> WorkerPro
         "STORAGE_ROOT": str(tmp_path / "storage"),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
+        **(extra or {}),
     }
     log = tmp_path / f"worker-{port}.log"
     with log.open("wb") as out:

@@ -1,0 +1,447 @@
+// Job Ledger dashboard: plain JavaScript, no build step. It calls the same HTTP API as any
+// client, with the bearer token the person pasted (kept in sessionStorage for this tab),
+// and follows the events stream (fetch-based Server-Sent Events, so the token travels in
+// the Authorization header, never in a URL). Everything from the server is rendered with
+// textContent, never as HTML.
+"use strict";
+
+const API = "/api/v1";
+const ENDPOINTS = {
+  stats: () => `${API}/stats`,
+  jobs: (query) => `${API}/jobs?${query}`,
+  job: (id) => `${API}/jobs/${id}`,
+  history: (id) => `${API}/jobs/${id}/events`,
+  verify: (id) => `${API}/jobs/${id}/verify`,
+  cancel: (id) => `${API}/jobs/${id}/cancel`,
+  retry: (id) => `${API}/jobs/${id}/retry`,
+  stream: () => `${API}/events/stream`,
+};
+const TOKEN_KEY = "job-ledger.token";
+const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled"];
+const PAGE_SIZE = 20;
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  token: null, scopes: new Set(), subject: "",
+  filters: {}, cursors: [null], page: 0, nextCursor: null,
+  rows: new Map(), selected: null, stream: null,
+};
+
+// -- the token ---------------------------------------------------------------------------
+
+function claims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
+  } catch {
+    return {};
+  }
+}
+
+function can(scope) {
+  return state.scopes.has(scope) || state.scopes.has("admin");
+}
+
+function signIn(token) {
+  const c = claims(token);
+  state.token = token;
+  state.subject = c.sub || "";
+  state.scopes = new Set(String(c.scope || c.scp || "").split(/\s+/).filter(Boolean));
+  sessionStorage.setItem(TOKEN_KEY, token);
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  if (state.stream) state.stream.abort();
+  $("dashboard").hidden = true;
+  $("sign-out").hidden = true;
+  $("who").textContent = "";
+  $("login").hidden = false;
+  $("login-error").textContent = message || "";
+  setLive(false);
+}
+
+// -- HTTP --------------------------------------------------------------------------------
+
+class Problem extends Error {
+  constructor(status, body) {
+    super((body && (body.detail || body.title)) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function api(url, options = {}) {
+  const response = await fetch(url, {
+    ...options,
+    headers: { Accept: "application/json", Authorization: `Bearer ${state.token}`, ...(options.headers || {}) },
+  });
+  const text = await response.text();
+  const body = text ? JSON.parse(text) : null;
+  if (response.status === 401) {
+    signOut("The token was refused (expired or invalid). Paste a new one.");
+    throw new Problem(401, body);
+  }
+  if (!response.ok) throw new Problem(response.status, body);
+  return body;
+}
+
+// -- rendering helpers -------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key.startsWith("data-")) node.setAttribute(key, value);
+    else node[key] = value;
+  }
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
+  return node;
+}
+
+function badge(status) {
+  return el("span", { class: `status ${status}`, "data-status": status }, status);
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { hour12: false });
+}
+
+function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+// -- overview: counts and throughput -------------------------------------------------------
+
+async function loadStats() {
+  const stats = await api(ENDPOINTS.stats());
+  const counts = $("status-counts");
+  counts.replaceChildren(
+    ...STATUSES.map((s) =>
+      el("div", { class: `count ${s}`, "data-testid": `count-${s}` },
+        el("div", { class: "n" }, stats.by_status[s] ?? 0), el("div", { class: "label" }, s)))
+  );
+  const table = $("queues");
+  table.tHead.replaceChildren(el("tr", {}, el("th", {}, "queue"), ...STATUSES.map((s) => el("th", {}, s)), el("th", {}, "total")));
+  table.tBodies[0].replaceChildren(
+    ...stats.by_queue.map((q) =>
+      el("tr", { "data-queue": q.queue }, el("td", {}, q.queue), ...STATUSES.map((s) => el("td", {}, q.counts[s] ?? 0)), el("td", {}, q.total)))
+  );
+  drawChart(stats.throughput);
+}
+
+function drawChart(minutes) {
+  const ns = "http://www.w3.org/2000/svg";
+  const width = 600, height = 160, pad = 22;
+  const peak = Math.max(1, ...minutes.map((m) => Math.max(m.completed + m.failed, m.submitted)));
+  const step = (width - pad) / Math.max(1, minutes.length);
+  const y = (v) => height - pad - (v / peak) * (height - 2 * pad);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  const total = minutes.reduce((sum, m) => sum + m.completed + m.failed, 0);
+  svg.setAttribute("aria-label", `${total} jobs finished in the last hour`);
+  svg.dataset.finished = String(total);
+  const add = (tag, attrs) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    svg.append(node);
+    return node;
+  };
+  add("line", { x1: pad, y1: height - pad, x2: width, y2: height - pad, stroke: "#d0d5dd" });
+  add("text", { x: 0, y: pad - 6, "font-size": 11, fill: "#667085" }).textContent = String(peak);
+  minutes.forEach((m, i) => {
+    const x = pad + i * step + 1, w = Math.max(1, step - 2);
+    if (m.completed) add("rect", { x, y: y(m.completed), width: w, height: y(0) - y(m.completed), fill: "#16a34a" }).append(title(`${m.completed} completed at ${when(m.minute)}`));
+    if (m.failed) add("rect", { x, y: y(m.completed + m.failed), width: w, height: y(0) - y(m.failed), fill: "#dc2626" }).append(title(`${m.failed} failed at ${when(m.minute)}`));
+  });
+  const points = minutes.map((m, i) => `${pad + i * step + step / 2},${y(m.submitted)}`).join(" ");
+  add("polyline", { points, fill: "none", stroke: "#94a3b8", "stroke-width": 1.5 });
+  const first = minutes[0], last = minutes[minutes.length - 1];
+  if (first) add("text", { x: pad, y: height - 6, "font-size": 11, fill: "#667085" }).textContent = new Date(first.minute).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", hour12: false });
+  if (last) add("text", { x: width - 40, y: height - 6, "font-size": 11, fill: "#667085" }).textContent = "now";
+  $("chart").replaceChildren(svg);
+
+  function title(text) {
+    const t = document.createElementNS(ns, "title");
+    t.textContent = text;
+    return t;
+  }
+}
+
+// -- the job list --------------------------------------------------------------------------
+
+function jobQuery(cursor) {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  for (const [key, value] of Object.entries(state.filters)) if (value) query.set(key, value);
+  if (cursor) query.set("cursor", cursor);
+  return query.toString();
+}
+
+function jobRow(job) {
+  const row = el("tr", { "data-job-id": job.job_id, "data-testid": "job-row" },
+    el("td", {}, el("code", {}, job.job_id.slice(0, 8))),
+    el("td", {}, job.type),
+    el("td", {}, job.queue),
+    el("td", { "data-testid": "job-status" }, badge(job.status)),
+    el("td", {}, `${job.attempt}/${job.max_attempts}`),
+    el("td", {}, when(job.created_at)),
+    el("td", {}, when(job.completed_at)));
+  row.addEventListener("click", () => openJob(job.job_id));
+  if (job.job_id === state.selected) row.classList.add("selected");
+  return row;
+}
+
+async function loadJobs() {
+  const page = await api(ENDPOINTS.jobs(jobQuery(state.cursors[state.page])));
+  state.nextCursor = page.next_cursor;
+  state.rows = new Map(page.jobs.map((job) => [job.job_id, job]));
+  $("job-rows").replaceChildren(...page.jobs.map(jobRow));
+  if (!page.jobs.length) $("job-rows").append(el("tr", {}, el("td", { colSpan: 7 }, "No jobs match.")));
+  $("prev").disabled = state.page === 0;
+  $("next").disabled = !state.nextCursor;
+  $("page-info").textContent = `page ${state.page + 1}`;
+}
+
+async function refreshJob(jobId) {
+  const job = await api(ENDPOINTS.job(jobId));
+  const existing = document.querySelector(`tr[data-job-id="${CSS.escape(jobId)}"]`);
+  if (existing) {
+    state.rows.set(jobId, job);
+    existing.replaceWith(jobRow(job));
+  }
+  return job;
+}
+
+// -- one job's detail ------------------------------------------------------------------------
+
+function field(name, value, pre = false) {
+  return [el("dt", {}, name), el("dd", {}, pre ? el("pre", {}, JSON.stringify(value, null, 2)) : value ?? "")];
+}
+
+async function openJob(jobId) {
+  state.selected = jobId;
+  document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
+  document.querySelector(`tr[data-job-id="${CSS.escape(jobId)}"]`)?.classList.add("selected");
+  $("action-result").textContent = "";
+  $("detail").hidden = false;
+  await renderDetail(jobId);
+  $("detail").scrollIntoView({ block: "nearest" });
+}
+
+async function renderDetail(jobId) {
+  const [job, history, verdict] = await Promise.all([
+    api(ENDPOINTS.job(jobId)),
+    api(ENDPOINTS.history(jobId)).catch((e) => ({ error: e })),
+    api(ENDPOINTS.verify(jobId)).catch((e) => ({ error: e })),
+  ]);
+  if (state.selected !== jobId) return;
+  $("detail").dataset.jobId = jobId;
+  $("detail-id").textContent = job.job_id;
+  $("detail-status").replaceChildren(badge(job.status));
+  $("detail-status").dataset.status = job.status;
+  $("detail-fields").replaceChildren(
+    ...field("type", job.type), ...field("queue", job.queue), ...field("priority", job.priority),
+    ...field("attempt", `${job.attempt} of ${job.max_attempts}`),
+    ...field("submitted", when(job.created_at)), ...field("started", when(job.started_at)),
+    ...field("finished", when(job.completed_at)),
+    ...(job.next_attempt_at ? field("next attempt", when(job.next_attempt_at)) : []),
+    ...(job.error ? field("error", job.error) : []),
+    ...field("payload", job.payload, true),
+    ...(job.result !== null && job.result !== undefined ? field("result", job.result, true) : []));
+  renderTimeline(history);
+  renderChain(verdict);
+  const cancel = $("cancel"), retry = $("retry");
+  cancel.hidden = !can("jobs:cancel");
+  retry.hidden = !can("jobs:write");
+  cancel.disabled = !["pending", "processing", "retrying"].includes(job.status);
+  retry.disabled = !["failed", "cancelled"].includes(job.status);
+}
+
+function eventsOf(history) {
+  if (Array.isArray(history)) return history;
+  return history.events || history.items || [];
+}
+
+function renderTimeline(history) {
+  const list = $("timeline");
+  if (history.error) {
+    list.replaceChildren(el("li", {}, `timeline unavailable: ${history.error.message}`));
+    return;
+  }
+  list.replaceChildren(...eventsOf(history).map((e) => {
+    const kind = String(e.type).replace(/^job\./, "").replace(/\.v\d+$/, "");
+    return el("li", { class: kind, "data-type": e.type },
+      el("strong", {}, `v${e.version} ${kind}`), " ", el("span", { class: "actor" }, `by ${e.actor}`),
+      el("span", { class: "when" }, when(e.occurred_at)));
+  }));
+}
+
+function renderChain(verdict) {
+  const mark = $("chain");
+  if (verdict.error) {
+    mark.className = "chain";
+    mark.textContent = verdict.error.status === 403 ? "chain: needs audit:read" : "chain: not checked";
+    mark.dataset.verified = "unknown";
+    return;
+  }
+  const ok = verdict.ok ?? verdict.verified ?? (verdict.broken ? verdict.broken.length === 0 : false);
+  mark.className = `chain ${ok ? "ok" : "broken"}`;
+  mark.dataset.verified = ok ? "true" : "false";
+  mark.textContent = ok ? "\u2714 chain verified" : `\u2718 chain broken${verdict.broken?.[0]?.version ? ` at v${verdict.broken[0].version}` : ""}`;
+}
+
+async function act(kind) {
+  const jobId = state.selected;
+  const button = $(kind);
+  button.disabled = true;
+  $("action-result").textContent = "";
+  try {
+    await api(ENDPOINTS[kind](jobId), { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    await Promise.all([renderDetail(jobId), refreshJob(jobId), loadStats()]);
+  } catch (error) {
+    $("action-result").textContent = `${kind} refused: ${error.message}`;
+    button.disabled = false;
+  }
+}
+
+// -- live updates: the events stream -------------------------------------------------------
+
+function setLive(on) {
+  const live = $("live");
+  live.className = `live ${on ? "on" : "off"}`;
+  live.textContent = on ? "live" : "offline";
+  live.dataset.connected = on ? "true" : "false";
+}
+
+const refreshStats = debounce(() => loadStats().catch(() => {}), 500);
+const refreshList = debounce(() => loadJobs().catch(() => {}), 300);
+
+function onEvent(event) {
+  const jobId = event.job_id;
+  refreshStats();
+  if (!jobId) return;
+  if (state.rows.has(jobId)) refreshJob(jobId).catch(() => {});
+  else if (state.page === 0 && String(event.type).startsWith("job.submitted")) refreshList();
+  if (state.selected === jobId) renderDetail(jobId).catch(() => {});
+}
+
+async function follow() {
+  let delay = 500;
+  while (state.token) {
+    const controller = new AbortController();
+    state.stream = controller;
+    try {
+      const response = await fetch(ENDPOINTS.stream(), {
+        headers: { Accept: "text/event-stream", Authorization: `Bearer ${state.token}` },
+        signal: controller.signal,
+      });
+      if (response.status === 401) return signOut("The token was refused (expired or invalid).");
+      if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`);
+      setLive(true);
+      delay = 500;
+      await readEvents(response.body, onEvent);
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    setLive(false);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(delay * 2, 10000);
+  }
+}
+
+async function readEvents(body, handle) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
+      if (!data) continue;
+      try {
+        handle(JSON.parse(data));
+      } catch {
+        // not an event of ours (a comment or keep-alive): ignore it
+      }
+    }
+  }
+}
+
+// -- wiring ----------------------------------------------------------------------------------
+
+async function start() {
+  $("login").hidden = true;
+  $("dashboard").hidden = false;
+  $("sign-out").hidden = false;
+  $("who").textContent = `${state.subject} \u00b7 ${[...state.scopes].join(" ")}`;
+  try {
+    await Promise.all([loadStats(), loadJobs()]);
+  } catch (error) {
+    if (error.status !== 401) $("login-error").textContent = error.message;
+    return;
+  }
+  follow();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    signIn($("token").value.trim());
+    $("token").value = "";
+    start();
+  });
+  $("sign-out").addEventListener("click", () => signOut());
+  $("filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const form = new FormData(e.target);
+    state.filters = { status: form.get("status"), type: form.get("type").trim(), queue: form.get("queue").trim() };
+    state.cursors = [null];
+    state.page = 0;
+    loadJobs();
+  });
+  $("filters").addEventListener("reset", () => {
+    state.filters = {};
+    state.cursors = [null];
+    state.page = 0;
+    setTimeout(loadJobs);
+  });
+  $("next").addEventListener("click", () => {
+    if (!state.nextCursor) return;
+    state.cursors[state.page + 1] = state.nextCursor;
+    state.page += 1;
+    loadJobs();
+  });
+  $("prev").addEventListener("click", () => {
+    if (state.page === 0) return;
+    state.page -= 1;
+    loadJobs();
+  });
+  $("close-detail").addEventListener("click", () => {
+    state.selected = null;
+    $("detail").hidden = true;
+    document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
+  });
+  $("cancel").addEventListener("click", () => act("cancel"));
+  $("retry").addEventListener("click", () => act("retry"));
+
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) {
+    signIn(saved);
+    start();
+  } else {
+    signOut();
+  }
+});
