@@ -25,7 +25,14 @@ from workers import leases
 
 log = logging.getLogger(__name__)
 Q = sqlfile.load("projections")
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# InternalClientError: a pooled connection whose server went away mid-protocol.
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 def of(app_state: Any) -> metrics.Metrics:

@@ -19,7 +19,14 @@ from ledger import migrations
 from ledger.http import jobs
 
 log = logging.getLogger(__name__)
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# InternalClientError: a pooled connection whose server went away mid-protocol.
+_DB_ERRORS = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
