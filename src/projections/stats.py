@@ -30,6 +30,7 @@ class Overview(msgspec.Struct, frozen=True, kw_only=True):
     by_queue: list[QueueCounts]
     throughput: list[Minute]  # one entry per minute of the window, oldest first
     window_start: datetime
+    now: datetime  # the server's clock when counted (the dashboard follows events from here)
 
 
 def _zero() -> dict[str, int]:
@@ -69,4 +70,5 @@ async def overview(
         ],
         throughput=throughput,
         window_start=start,
+        now=now,
     )

@@ -20,7 +20,7 @@ from tests.process.metrics_scrape import Scrape
 from tests.process.test_worker_metrics import WorkerProcess, start_worker, stop
 from tests.workers.conftest import eventually
 
-LEASE_SECONDS = 2.0
+LEASE_SECONDS = 3.0
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ const ENDPOINTS = {
   jobs: (query) => `${API}/jobs?${query}`,
   job: (id) => `${API}/jobs/${id}`,
   history: (id) => `${API}/jobs/${id}/events`,
-  verify: (id) => `${API}/jobs/${id}/verify`,
+  verify: (id) => `${API}/audit/verify?job_id=${id}`,
   cancel: (id) => `${API}/jobs/${id}/cancel`,
   retry: (id) => `${API}/jobs/${id}/retry`,
-  stream: () => `${API}/events/stream`,
+  stream: (query) => `${API}/events/stream?${query}`,
 };
 const TOKEN_KEY = "job-ledger.token";
 const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled"];
@@ -25,6 +25,7 @@ const state = {
   token: null, scopes: new Set(), subject: "",
   filters: {}, cursors: [null], page: 0, nextCursor: null,
   rows: new Map(), selected: null, stream: null,
+  serverNow: null, lastEventId: null, polling: null,
 };
 
 // -- the token ---------------------------------------------------------------------------
@@ -122,6 +123,7 @@ function debounce(fn, ms) {
 
 async function loadStats() {
   const stats = await api(ENDPOINTS.stats());
+  state.serverNow = stats.now;
   const counts = $("status-counts");
   counts.replaceChildren(
     ...STATUSES.map((s) =>
@@ -315,11 +317,23 @@ async function act(kind) {
 
 // -- live updates: the events stream -------------------------------------------------------
 
-function setLive(on) {
+function setLive(on, text) {
   const live = $("live");
   live.className = `live ${on ? "on" : "off"}`;
-  live.textContent = on ? "live" : "offline";
+  live.textContent = text || (on ? "live" : "offline");
   live.dataset.connected = on ? "true" : "false";
+}
+
+function poll() {
+  // Without the audit:read scope there is no events stream: refresh every few seconds.
+  setLive(false, "polling");
+  if (state.polling) return;
+  state.polling = setInterval(() => {
+    if (!state.token) return clearInterval(state.polling);
+    loadStats().catch(() => {});
+    loadJobs().catch(() => {});
+    if (state.selected) renderDetail(state.selected).catch(() => {});
+  }, 5000);
 }
 
 const refreshStats = debounce(() => loadStats().catch(() => {}), 500);
@@ -334,17 +348,27 @@ function onEvent(event) {
   if (state.selected === jobId) renderDetail(jobId).catch(() => {});
 }
 
+function streamQuery() {
+  // Resume after the last event seen; the first time, only what happens from now on
+  // (the server's clock, from the stats, less a margin: an overlap only refreshes twice).
+  if (state.lastEventId) return new URLSearchParams({ after: state.lastEventId }).toString();
+  const since = new Date(Date.parse(state.serverNow || new Date().toISOString()) - 5000);
+  return new URLSearchParams({ since: since.toISOString() }).toString();
+}
+
 async function follow() {
   let delay = 500;
+  if (!can("audit:read")) return poll();
   while (state.token) {
     const controller = new AbortController();
     state.stream = controller;
     try {
-      const response = await fetch(ENDPOINTS.stream(), {
+      const response = await fetch(ENDPOINTS.stream(streamQuery()), {
         headers: { Accept: "text/event-stream", Authorization: `Bearer ${state.token}` },
         signal: controller.signal,
       });
       if (response.status === 401) return signOut("The token was refused (expired or invalid).");
+      if (response.status === 403 || response.status === 404) return poll();
       if (!response.ok || !response.body) throw new Error(`stream answered ${response.status}`);
       setLive(true);
       delay = 500;
@@ -369,6 +393,8 @@ async function readEvents(body, handle) {
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
+      const id = block.split("\n").find((l) => l.startsWith("id:"));
+      if (id) state.lastEventId = id.slice(3).trim();
       const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n");
       if (!data) continue;
       try {

@@ -1,0 +1,217 @@
+"""The dashboard end to end in headless Chromium (Debian's `chromium`, driven by Playwright).
+
+A real HTTP server (uvicorn) and a real worker pool run in this event loop against
+the test's database. The page loads, takes the token, shows a job submitted through
+the API, follows it live (the events stream) to completed, and a cancel click
+reaches the ledger. `LEDGER_SCREENSHOT=docs/dashboard.png` saves the README's
+screenshot on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+
+from ledger import app as app_module
+from ledger import auth, embedded, jobtypes
+from tests.conftest import Databases
+from tests.workers import jobs
+from workers import pool
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path(os.environ.get("LEDGER_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SECRET = "browser-test-secret-that-is-long-enough-for-hs256"
+SUBJECT = "dashboard-tester"
+WAIT_MS = 30_000
+
+
+@pytest.fixture
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium as root")
+        pytest.skip(f"{CHROMIUM} is not installed (`make test` installs it when run as root)")
+    return CHROMIUM
+
+
+class Service:
+    def __init__(self, url: str, token: str, gates: Path) -> None:
+        self.url = url
+        self.token = token
+        self.gates = gates
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def service(dbs: Databases, tmp_path: Path) -> AsyncIterator[Service]:
+    """The API on a real port and a worker pool with the test job types, in this loop."""
+    registry = jobs.register(jobtypes.Registry())
+    auth_config = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    app = app_module.create_app(dbs.app, auth_config=auth_config, registry=registry, pool_size=4)
+    port = embedded.free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    )
+    serving = asyncio.create_task(server.serve())
+    workers = pool.Pool(
+        dbs.app,
+        settings=pool.PoolSettings(slots=2, poll_seconds=3600.0, storage_root=tmp_path),
+        registry=registry,
+    )
+    running = asyncio.create_task(workers.run())
+    try:
+        async with asyncio.timeout(30):
+            while not server.started:
+                assert not serving.done(), serving
+                await asyncio.sleep(0.02)
+            await workers.started.wait()
+        scopes = ("jobs:read", "jobs:write", "jobs:cancel", "audit:read")
+        token = auth_config.mint(SUBJECT, scopes, ttl=timedelta(minutes=30))
+        yield Service(f"http://127.0.0.1:{port}", token, tmp_path)
+    finally:
+        workers.request_stop()
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(running, timeout=30)
+        await asyncio.wait_for(serving, timeout=30)
+
+
+async def submit(service: Service, job_type: str, payload: dict[str, Any], **extra: Any) -> str:
+    async with httpx.AsyncClient(base_url=service.url, headers=service.headers) as client:
+        response = await client.post(
+            "/api/v1/jobs", json={"type": job_type, "payload": payload, **extra}
+        )
+    assert response.status_code == 201, response.text
+    return str(response.json()["job_id"])
+
+
+def row_status(job_id: str, status: str) -> str:
+    return f'tr[data-job-id="{job_id}"] [data-status="{status}"]'
+
+
+async def test_the_dashboard_follows_a_job_live_and_cancels_one(
+    chromium: Path, service: Service, conn: asyncpg.Connection
+) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1360, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(f"{service.url}/ui")
+
+            # The token, entered once, is kept for the tab.
+            await page.fill("#token", service.token)
+            await page.click("#login-form button[type=submit]")
+            await page.wait_for_selector(
+                '[data-testid="live"][data-connected="true"]', timeout=WAIT_MS
+            )
+            assert SUBJECT in (await page.text_content('[data-testid="who"]') or "")
+
+            # A job submitted through the API appears without a reload and is followed to the end.
+            gate = service.gates / f"gate-{uuid.uuid4().hex}"
+            job_id = await submit(service, "test.gated", {"gate": str(gate)})
+            await page.wait_for_selector(row_status(job_id, "processing"), timeout=WAIT_MS)
+            gate.write_text("open")
+            await page.wait_for_selector(row_status(job_id, "completed"), timeout=WAIT_MS)
+            await page.wait_for_selector(
+                '[data-testid="count-completed"] .n >> text="1"', timeout=WAIT_MS
+            )
+
+            # Its detail: the timeline from the ledger and the verified chain.
+            await page.click(f'tr[data-job-id="{job_id}"]')
+            await page.wait_for_selector(
+                f'[data-testid="detail"][data-job-id="{job_id}"]', timeout=WAIT_MS
+            )
+            await page.wait_for_selector(
+                '[data-testid="chain"][data-verified="true"]', timeout=WAIT_MS
+            )
+            timeline = await page.locator('[data-testid="timeline"] li').evaluate_all(
+                "items => items.map(i => i.dataset.type)"
+            )
+            assert timeline == ["job.submitted.v1", "job.claimed.v1", "job.completed.v1"]
+
+            # Some history for the picture: a failure and a few waiting jobs.
+            await submit(service, "test.permanent", {"n": 7})
+            for n in range(3):
+                await submit(service, "test.noop", {"n": n}, queue="reports")
+
+            # Cancel a running job from its detail: the click reaches the ledger.
+            stuck = service.gates / f"gate-{uuid.uuid4().hex}"
+            doomed = await submit(service, "test.gated", {"gate": str(stuck)}, queue="bulk")
+            await page.wait_for_selector(row_status(doomed, "processing"), timeout=WAIT_MS)
+            await page.click(f'tr[data-job-id="{doomed}"]')
+            await page.wait_for_selector(
+                f'[data-testid="detail"][data-job-id="{doomed}"]', timeout=WAIT_MS
+            )
+            await page.click('[data-testid="cancel"]:not([disabled])')
+            await page.wait_for_selector(
+                '[data-testid="detail-status"][data-status="cancelled"]', timeout=WAIT_MS
+            )
+            await page.wait_for_selector(row_status(doomed, "cancelled"), timeout=WAIT_MS)
+            recorded = await conn.fetchrow(
+                "SELECT type, actor FROM events WHERE job_id = $1 ORDER BY version DESC LIMIT 1",
+                uuid.UUID(doomed),
+            )
+            assert recorded is not None
+            assert (recorded["type"], recorded["actor"]) == ("job.cancelled.v1", SUBJECT)
+
+            # A read-only token: no Cancel or Retry, and without audit:read no events
+            # stream, so the page falls back to polling.
+            reader = auth.AuthConfig(algorithms=("HS256",), secret=SECRET).mint(
+                "viewer", ("jobs:read",), ttl=timedelta(minutes=5)
+            )
+            viewer = await browser.new_page()
+            await viewer.goto(f"{service.url}/ui")
+            await viewer.fill("#token", reader)
+            await viewer.click("#login-form button[type=submit]")
+            await viewer.wait_for_selector(
+                '[data-testid="live"] >> text="polling"', timeout=WAIT_MS
+            )
+            await viewer.click(f'tr[data-job-id="{job_id}"]')
+            await viewer.wait_for_selector(
+                f'[data-testid="detail"][data-job-id="{job_id}"]', timeout=WAIT_MS
+            )
+            assert await viewer.is_hidden('[data-testid="cancel"]')
+            assert await viewer.is_hidden('[data-testid="retry"]')
+            await viewer.close()
+
+            screenshot = os.environ.get("LEDGER_SCREENSHOT")
+            if screenshot:
+                await page.wait_for_selector(
+                    '[data-testid="count-failed"] .n >> text="1"', timeout=WAIT_MS
+                )
+                await page.screenshot(path=screenshot, full_page=True)
+            assert errors == []
+        finally:
+            await browser.close()
