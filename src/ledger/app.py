@@ -86,4 +86,15 @@ def create_app(
     app.state.auth = auth_config
     app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
     app.state.metrics = process_metrics
+    _document_closed_objects(app)
     return app
+
+
+def _document_closed_objects(app: Litestar) -> None:
+    """Say `additionalProperties: false` for request bodies that refuse unknown fields
+    (Litestar's schema generation leaves it out), so clients and fuzzers know."""
+    schemas = app.openapi_schema.components.schemas or {}
+    for struct in jobs.CLOSED_REQUESTS:
+        schema = schemas.get(struct.__name__)
+        if schema is not None:
+            schema.additional_properties = False

@@ -97,12 +97,25 @@ async def test_delay_seconds_and_run_at_schedule_the_first_attempt(
 ) -> None:
     before = datetime.now(UTC)
     delayed = await submit(client, bearer(), **resize(delay_seconds=3600))
-    at = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    at = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
     scheduled = await submit(client, bearer(), **resize(run_at=at.isoformat()))
 
     due = datetime.fromisoformat(delayed["next_attempt_at"])
     assert before + timedelta(seconds=3600) <= due <= datetime.now(UTC) + timedelta(seconds=3600)
     assert datetime.fromisoformat(scheduled["next_attempt_at"]) == at
+
+
+@pytest.mark.parametrize(
+    "run_at", ["2099-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+05:00"]
+)
+async def test_run_at_beyond_the_scheduling_horizon_answers_422(
+    client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection, run_at: str
+) -> None:
+    problem = assert_problem(
+        await client.post(JOBS, json=resize(run_at=run_at), headers=bearer()), 422
+    )
+    assert paths(problem) == ["run_at"]
+    assert await event_count(conn) == 0
 
 
 async def test_run_at_and_delay_seconds_together_answer_422(
@@ -158,6 +171,8 @@ async def test_invalid_payload_answers_422_with_the_field_path(
         ({"type": "noop", "payload": {}, "run_at": "2031-01-01T00:00:00"}, "run_at"),
         ({"type": "noop", "payload": {}, "surprise": 1}, "surprise"),
         ({"type": "noop", "payload": []}, "payload"),
+        ({"type": "noop", "payload": {"note": "a\u0000b"}}, "payload.note"),
+        ({"type": "noop", "payload": {"deep": [{"x": "\u0000"}]}}, "payload.deep[0].x"),
     ],
 )
 async def test_a_body_breaking_the_schema_answers_422_naming_the_field(
@@ -380,7 +395,14 @@ async def test_list_limit_is_capped(client: httpx.AsyncClient, bearer: Mint) -> 
 
 @pytest.mark.parametrize(
     "params",
-    [{"cursor": "not-a-cursor"}, {"limit": "many"}, {"limit": 0}, {"status": "sleeping"}],
+    [
+        {"cursor": "not-a-cursor"},
+        {"limit": "many"},
+        {"limit": 0},
+        {"status": "sleeping"},
+        {"queue": "q\u0000"},
+        {"type": "noop\u0000"},
+    ],
 )
 async def test_bad_list_parameters_answer_400(
     client: httpx.AsyncClient, bearer: Mint, params: dict[str, Any]
@@ -407,6 +429,18 @@ async def test_cancelling_a_pending_job_records_who_and_why(
     row = await conn.fetchrow("SELECT actor, data FROM events WHERE version = 2")
     assert row is not None and row["actor"] == "carol"
     assert "not needed" in row["data"]
+
+
+async def test_a_cancel_reason_postgresql_cannot_store_answers_422(
+    client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection
+) -> None:
+    job = await submit(client, bearer())
+    body = {"reason": "nul\u0000"}
+    problem = assert_problem(
+        await client.post(f"{JOBS}/{job['job_id']}/cancel", json=body, headers=bearer()), 422
+    )
+    assert paths(problem) == ["reason"]
+    assert await event_count(conn) == 1
 
 
 async def test_a_processing_job_can_be_cancelled(

@@ -29,10 +29,13 @@ from projections import current, joblist
 PREFIX: Final = "/api/v1/jobs"
 MAX_BATCH: Final = 1000
 MAX_DELAY_SECONDS: Final = 366 * 24 * 3600
+MAX_PAST: Final = timedelta(days=100 * 365)  # far-past times could not be represented in UTC
 _PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
 
-QueueName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
-JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+QUEUE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+NO_NUL: Final = r"^[^\x00]*$"  # PostgreSQL text and jsonb cannot hold U+0000
+QueueName = Annotated[str, msgspec.Meta(pattern=QUEUE_PATTERN)]
+JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
@@ -54,11 +57,14 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)] | None = None
 
 
 class RetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+
+
+CLOSED_REQUESTS: Final = (SubmitRequest, BatchRequest, CancelRequest, RetryRequest)
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -158,12 +164,27 @@ def _to_command(
                 )
             ],
         ) from None
+    nul = _nul_path(request.payload)
+    if nul is not None:
+        message = "text in a payload cannot contain U+0000"
+        raise problems.InvalidRequest(
+            message, [problems.FieldError(path=f"{where}payload{nul}", message=message)]
+        )
     if request.run_at is not None and request.delay_seconds is not None:
         message = "give run_at or delay_seconds, not both"
         raise problems.InvalidRequest(
             message, [problems.FieldError(path=f"{where}delay_seconds", message=message)]
         )
     run_at = request.run_at
+    if run_at is not None and not (
+        -MAX_PAST <= run_at - now <= timedelta(seconds=MAX_DELAY_SECONDS)
+    ):
+        message = (
+            f"run_at must be at most {MAX_DELAY_SECONDS // 86400} days ahead (a past time runs now)"
+        )
+        raise problems.InvalidRequest(
+            message, [problems.FieldError(path=f"{where}run_at", message=message)]
+        )
     if request.delay_seconds is not None:
         run_at = now + timedelta(seconds=request.delay_seconds)
     return commands.SubmitJob(
@@ -178,6 +199,25 @@ def _to_command(
         run_at=run_at,
         idempotency_key=idempotency_key,
     )
+
+
+def _nul_path(value: Any, path: str = "") -> str | None:
+    """Where in a JSON value a string (or key) holds U+0000, which jsonb refuses."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path
+            found = _nul_path(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
 
 
 def _same_submission(
@@ -398,8 +438,10 @@ class JobsController(Controller):
         self,
         services: NamedDependency[Services],
         status: FromQuery[lifecycle.Status | None] = None,
-        job_type: Annotated[str | None, QueryParameter(name="type", max_length=100)] = None,
-        queue: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        job_type: Annotated[
+            str | None, QueryParameter(name="type", max_length=100, pattern=NO_NUL)
+        ] = None,
+        queue: Annotated[str | None, QueryParameter(pattern=QUEUE_PATTERN)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1_000_000)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> JobList:
