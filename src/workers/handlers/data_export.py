@@ -181,9 +181,10 @@ async def data_export(payload: DataExportPayload, ctx: jobtypes.JobContext) -> d
     if ctx.pool is None:
         raise jobtypes.Permanent("data_export needs the database: the worker gave it no pool")
     query, args, columns = _query(payload)
-    target = storage.output_path(ctx.storage_root, "exports", f"{ctx.job_id}.{payload.format}")
-    with storage.atomic_writer(target) as handle:
-        writer = _Writer(handle, payload.format, columns)
+    target = storage.resolve(ctx.storage_root, f"exports/{ctx.job_id}.{payload.format}")
+    output = storage.AtomicFile(target)
+    writer = _Writer(await asyncio.to_thread(output.open), payload.format, columns)
+    try:
         async with ctx.pool.acquire() as conn:
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 async for row in conn.cursor(query, *args, prefetch=_PREFETCH):
@@ -191,6 +192,10 @@ async def data_export(payload: DataExportPayload, ctx: jobtypes.JobContext) -> d
                     if writer.full():
                         await writer.flush()
         await writer.flush()
+        await asyncio.to_thread(output.commit)
+    except BaseException:
+        output.discard()
+        raise
     return {
         "path": storage.relative_to_root(ctx.storage_root, target),
         "format": payload.format,

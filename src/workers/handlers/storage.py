@@ -58,20 +58,52 @@ def output_path(root: Path, *parts: str) -> Path:
     return path
 
 
+class AtomicFile:
+    """A file that appears at `target` only when committed: written to a temporary file
+    beside it, then flushed to disk and renamed over it. Each step is a plain blocking
+    call, so async code runs them in a thread."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self._tmp: Path | None = None
+        self._handle: BinaryIO | None = None
+
+    def open(self) -> BinaryIO:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
+        )
+        self._tmp = Path(name)
+        self._handle = os.fdopen(fd, "wb")
+        return self._handle
+
+    def commit(self) -> None:
+        assert self._handle is not None and self._tmp is not None, "commit before open"
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._tmp, self.target)
+        self._tmp = None
+
+    def discard(self) -> None:
+        """Drop the temporary file (after a failure); the target is left as it was."""
+        if self._handle is not None:
+            self._handle.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+
 @contextlib.contextmanager
 def atomic_writer(target: Path) -> Iterator[BinaryIO]:
     """A binary file that becomes `target` only if the block completes (temp file + rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
+    output = AtomicFile(target)
+    handle = output.open()
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        yield handle
+        output.commit()
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        output.discard()
         raise
 
 

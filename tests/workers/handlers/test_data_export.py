@@ -231,3 +231,13 @@ def test_invalid_payloads_name_the_field(payload: dict[str, Any], path: str) -> 
     with pytest.raises(jobtypes.InvalidPayload) as caught:
         jobtypes.REGISTRY.get("data_export").validate(payload)
     assert caught.value.path == path
+
+
+async def test_a_failed_export_leaves_no_file_behind(
+    dbs: Databases, storage_root: Path, make_ctx: Callable[..., jobtypes.JobContext]
+) -> None:
+    closed = await db.create_pool(dbs.app, min_size=1, max_size=1)
+    await closed.close()
+    with pytest.raises(asyncpg.InterfaceError):
+        await run({"source": "events"}, make_ctx(pool=closed))
+    assert list((storage_root / "exports").iterdir()) == []
