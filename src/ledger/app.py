@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from ledger import auth, config, db, jobtypes, metrics, store
+from ledger import auth, config, db, groupcommit, jobtypes, metrics, store
 from ledger.http import audit, dashboard, health, jobs, problems, ready, security
 from ledger.http import metrics as http_metrics
 from projections import current, metering, signing
@@ -46,10 +46,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await db.create_pool(dsn, max_size=pool_size)
+        event_store = store.EventStore([metering.JobMetrics(process_metrics), current.JobView()])
         app.state.services = jobs.Services(
             pool=pool,
-            store=store.EventStore([metering.JobMetrics(process_metrics), current.JobView()]),
+            store=event_store,
             registry=registry,
+            committer=groupcommit.GroupCommit(pool, event_store),
         )
         try:
             yield

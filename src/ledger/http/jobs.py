@@ -20,7 +20,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import commands, errors, jobtypes, lifecycle, store
+from ledger import commands, errors, groupcommit, jobtypes, lifecycle, store
 from ledger import events as ev
 from ledger.auth import Principal
 from ledger.http import problems, security
@@ -120,6 +120,7 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
     pool: asyncpg.Pool
     store: store.EventStore
     registry: jobtypes.Registry
+    committer: groupcommit.GroupCommit  # concurrent submissions share a durable commit
 
     @asynccontextmanager
     async def connection(
@@ -329,6 +330,22 @@ class JobsController(Controller):
     ) -> Response[Job]:
         key = _idempotency_key(idempotency_key)
         command = _to_command(data, services.registry, services.store.clock(), key)
+        if key is None:
+            # Nothing to look up first: the submission shares a durable commit with the
+            # requests arriving alongside it (group commit) and is answered after it.
+            submitted = commands.decide(
+                None,
+                command,
+                job_id=uuid.uuid4(),
+                actor=principal.subject,
+                now=services.store.clock(),
+            )
+            recorded = await services.committer.append(submitted)
+            state = lifecycle.fold(r.event for r in recorded)
+            assert state is not None
+            return Response(
+                Job.of(state), status_code=201, headers={"Location": location(state.job_id)}
+            )
         async with services.connection() as conn:
             for _ in range(3):
                 if key is not None:
