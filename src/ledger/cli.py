@@ -103,9 +103,14 @@ async def _serve_with_workers(
     from workers import pool, shutdown
 
     pool.load_handlers(settings.handler_modules)
+    registry: metrics.Metrics = server.config.app.state.metrics  # one /metrics for both
     workers = pool.Pool(
-        database_.app_dsn, listen_dsn=database_.listen_dsn, settings=pool.settings_from(settings)
+        database_.app_dsn,
+        listen_dsn=database_.listen_dsn,
+        settings=pool.settings_from(settings),
+        event_store=store.EventStore([metering.JobMetrics(registry), current.JobView()]),
     )
+    registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
     with shutdown.graceful(workers.request_stop):
         running = asyncio.create_task(workers.run(), name="ledger-worker-pool")
 
