@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ledger import commands, store
-from projections import joblist
+from projections import joblist, rebuild
 from tests.http.conftest import Mint
 
 JOBS = "/api/v1/jobs"
@@ -323,6 +323,7 @@ async def test_a_batch_of_1000_jobs_is_accepted(
     assert response.status_code == 201, response.text
     assert len(response.json()["jobs"]) == 1000
     assert await conn.fetchval("SELECT count(*) FROM jobs") == 1000
+    assert await rebuild.verify(conn) == []  # invariant 3 after the heaviest write
 
 
 # --- read and list ------------------------------------------------------------------------
@@ -441,6 +442,20 @@ async def test_a_cancel_reason_postgresql_cannot_store_answers_422(
     )
     assert paths(problem) == ["reason"]
     assert await event_count(conn) == 1
+
+
+async def test_racing_cancels_record_one_cancellation_and_the_rest_conflict(
+    client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection
+) -> None:
+    job = await submit(client, bearer())
+    responses = await asyncio.gather(
+        *(client.post(f"{JOBS}/{job['job_id']}/cancel", headers=bearer()) for _ in range(5))
+    )
+
+    assert sorted(r.status_code for r in responses) == [200, 409, 409, 409, 409]
+    for refused in (r for r in responses if r.status_code == 409):
+        assert_problem(refused, 409)
+    assert await conn.fetchval("SELECT count(*) FROM events WHERE type = 'job.cancelled.v1'") == 1
 
 
 async def test_a_processing_job_can_be_cancelled(

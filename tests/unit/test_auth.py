@@ -132,3 +132,14 @@ def test_ledger_token_refuses_without_a_secret_on_an_external_database(
     monkeypatch.setenv("DATABASE_URL", "postgresql://unused/ledger")
     assert cli.main(["token", "--sub", "alice"]) == 2
     assert "JWT_SECRET" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["api", "serve"])
+def test_the_api_refuses_to_start_on_an_external_database_without_a_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+    monkeypatch.delenv("JWT_PUBLIC_KEY", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/never-reached")
+    assert cli.main([command]) == 2
+    assert "refusing to start" in capsys.readouterr().err
