@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final
 
 import asyncpg
@@ -34,6 +34,10 @@ class Cursor(msgspec.Struct, frozen=True):
     def encode(self) -> str:
         raw = f"{self.created_at.isoformat()}|{self.job_id}".encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+FIRST: Final = Cursor(datetime.max.replace(tzinfo=UTC), uuid.UUID(int=(1 << 128) - 1))
+"""Before every row: the first page starts here."""
 
 
 def parse_cursor(text: str | None) -> Cursor | None:
@@ -67,15 +71,12 @@ async def page(
 ) -> Page:
     """Up to `limit` (capped at MAX_LIMIT) jobs matching the filters, newest first, after `after`."""
     limit = max(1, min(limit, MAX_LIMIT))
-    rows = await conn.fetch(
-        Q["jobs_list_page"],
-        status,
-        job_type,
-        queue,
-        after.created_at if after else None,
-        after.job_id if after else None,
-        limit + 1,
-    )
+    start = after or FIRST
+    args: list[object] = [job_type, queue, start.created_at, start.job_id, limit + 1]
+    if status is None:
+        rows = await conn.fetch(Q["jobs_list_page"], *args)
+    else:
+        rows = await conn.fetch(Q["jobs_list_page_by_status"], *args, status)
     jobs = [current.state_from_row(r) for r in rows[:limit]]
     more = len(rows) > limit
     last = jobs[-1] if jobs else None

@@ -270,16 +270,29 @@ ORDER BY txid, position, event_count
 LIMIT 1;
 
 -- name: jobs_list_page
--- Newest first, keyset-paged on (created_at, job_id) after an optional cursor, with
--- optional filters; the caller asks for one row more than a page to know if another follows.
+-- Newest first, keyset-paged: rows strictly after the cursor ($3, $4) in (created_at,
+-- job_id) descending order; the first page passes (the largest time, the largest uuid). The
+-- cursor is always a plain row comparison, so it is an index condition on
+-- jobs_created_idx in every plan (no OFFSET, no scan past earlier pages). The caller
+-- asks for one row more than a page to know if another follows.
 SELECT *
 FROM jobs
-WHERE ($1::text IS NULL OR status = $1::text)
-  AND ($2::text IS NULL OR type = $2::text)
-  AND ($3::text IS NULL OR queue = $3::text)
-  AND ($4::timestamptz IS NULL OR (created_at, job_id) < ($4::timestamptz, $5::uuid))
+WHERE (created_at, job_id) < ($3::timestamptz, $4::uuid)
+  AND ($1::text IS NULL OR type = $1::text)
+  AND ($2::text IS NULL OR queue = $2::text)
 ORDER BY created_at DESC, job_id DESC
-LIMIT $6;
+LIMIT $5;
+
+-- name: jobs_list_page_by_status
+-- The same, for one status: an index range on jobs_status_created_idx.
+SELECT *
+FROM jobs
+WHERE status = $6::text
+  AND (created_at, job_id) < ($3::timestamptz, $4::uuid)
+  AND ($1::text IS NULL OR type = $1::text)
+  AND ($2::text IS NULL OR queue = $2::text)
+ORDER BY created_at DESC, job_id DESC
+LIMIT $5;
 
 -- name: jobs_get_by_idempotency_key
 -- The job a submitter created with this Idempotency-Key, if any.
