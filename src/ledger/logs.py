@@ -74,6 +74,14 @@ def job_context(*, job_id: object, job_type: str, attempt: int | None = None) ->
         _context.reset(token)
 
 
+def job_fields(*, job_id: object, job_type: str, attempt: int | None = None) -> dict[str, Any]:
+    """A job's fields for one record's `extra=`, where no `job_context` is open."""
+    fields: dict[str, Any] = {"job_id": str(job_id), "job_type": job_type}
+    if attempt is not None:
+        fields["attempt"] = attempt
+    return fields
+
+
 @contextlib.contextmanager
 def bound(**fields: Any) -> Iterator[None]:
     """Extra fields on every record logged inside the block (say `worker_id`)."""

@@ -24,7 +24,7 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from ledger import commands, db, errors, sqlfile, store
+from ledger import commands, db, errors, logs, sqlfile, store
 from projections import current
 from workers import retry
 
@@ -174,13 +174,20 @@ async def recover_expired(
                 if state.worker_id is not None:
                     await let_go(conn, state.job_id, state.worker_id, state.attempt)
         except errors.VersionConflict:
-            log.info("job %s moved while its lease was being expired; left alone", state.job_id)
+            log.info(
+                "job %s moved while its lease was being expired; left alone",
+                state.job_id,
+                extra=logs.job_fields(
+                    job_id=state.job_id, job_type=state.type, attempt=state.attempt
+                ),
+            )
             continue
         log.warning(
             "lease of job %s (attempt %s) held by %s expired; recovered",
             state.job_id,
             state.attempt,
             state.worker_id,
+            extra=logs.job_fields(job_id=state.job_id, job_type=state.type, attempt=state.attempt),
         )
         recovered.append(state.job_id)
     return recovered

@@ -89,6 +89,13 @@ class _Run:
             self.handler.cancel()
 
 
+def _fields(run: _Run) -> dict[str, Any]:
+    """The job's id, type and attempt for a log line outside its job_context."""
+    return logs.job_fields(
+        job_id=run.state.job_id, job_type=run.state.type, attempt=run.state.attempt
+    )
+
+
 class Pool:
     """Job slots of one worker process; `run()` until `request_stop()`, then drain."""
 
@@ -155,7 +162,7 @@ class Pool:
         """The job was cancelled in the ledger: stop its handler if it runs here."""
         run = self._running.get(job_id)
         if run is not None:
-            log.info("job %s was cancelled; stopping its handler", job_id)
+            log.info("job %s was cancelled; stopping its handler", job_id, extra=_fields(run))
             run.stop("cancelled")
 
     def request_stop(self) -> None:
@@ -306,7 +313,11 @@ class Pool:
         for row in rows:
             run = self._running.get(row["job_id"])
             if run is not None:
-                log.warning("job %s is no longer held by this worker; stopping it", row["job_id"])
+                log.warning(
+                    "job %s is no longer held by this worker; stopping it",
+                    row["job_id"],
+                    extra=_fields(run),
+                )
                 run.stop("lost")
 
     def _held(self) -> list[uuid.UUID]:
@@ -323,9 +334,14 @@ class Pool:
 
     def _finished(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        self._running.pop(job_id, None)
+        run = self._running.pop(job_id, None)
         if not task.cancelled() and task.exception() is not None:
-            log.error("job %s: recording its outcome failed", job_id, exc_info=task.exception())
+            log.error(
+                "job %s: recording its outcome failed",
+                job_id,
+                exc_info=task.exception(),
+                extra=_fields(run) if run else {},
+            )
         if self._backlog:
             self._wake.set()
 
@@ -473,7 +489,7 @@ class Pool:
             )
             await asyncio.wait(tasks, timeout=self.settings.grace_seconds)
         for run in list(self._running.values()):
-            log.info("handing job %s back", run.state.job_id)
+            log.info("handing job %s back", run.state.job_id, extra=_fields(run))
             run.stop("shutdown")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30)

@@ -129,3 +129,10 @@ def test_text_format_on_a_terminal_is_key_value() -> None:
 def test_auto_format_off_a_terminal_is_json() -> None:
     assert isinstance(logs.formatter_for("auto", io.StringIO()), logs.JsonFormatter)
     assert isinstance(logs.formatter_for("text", io.StringIO()), logs.KeyValueFormatter)
+
+
+def test_job_fields_name_a_job_on_one_line_outside_a_context(output: io.StringIO) -> None:
+    fields = logs.job_fields(job_id="j2", job_type="email_send", attempt=3)
+    logging.getLogger("workers.leases").warning("lease expired", extra=fields)
+    [line] = lines(output)
+    assert (line["job_id"], line["job_type"], line["attempt"]) == ("j2", "email_send", 3)
