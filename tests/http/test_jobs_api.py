@@ -11,9 +11,11 @@ import asyncpg
 import httpx
 import pytest
 
-from ledger import commands, store
+from ledger import app as app_module
+from ledger import auth, commands, store
 from projections import joblist, rebuild
-from tests.http.conftest import Mint
+from tests.conftest import Databases
+from tests.http.conftest import Mint, running
 
 JOBS = "/api/v1/jobs"
 PROBLEM = "application/problem+json"
@@ -542,4 +544,20 @@ async def test_retrying_a_job_that_has_not_finished_answers_409(
 ) -> None:
     job = await submit(client, bearer())
     assert_problem(await client.post(f"{JOBS}/{job['job_id']}/retry", headers=bearer()), 409)
+    assert await event_count(conn) == 1
+
+
+async def test_the_default_app_validates_payloads_against_the_built_in_job_types(
+    dbs: Databases, auth_config: auth.AuthConfig, bearer: Mint, conn: asyncpg.Connection
+) -> None:
+    app = app_module.create_app(dbs.app, auth_config=auth_config, pool_size=2)
+    async with running(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            bad = await http.post(JOBS, json=resize(width="wide"), headers=bearer())
+            good = await http.post(JOBS, json=resize(), headers=bearer())
+
+    assert paths(assert_problem(bad, 422)) == ["payload.width"]
+    assert good.status_code == 201, good.text
+    assert good.json()["max_attempts"] == 3  # image_resize's registered default
     assert await event_count(conn) == 1
