@@ -94,6 +94,25 @@ async def test_submit_takes_the_job_types_defaults_unless_the_request_overrides_
     assert timeouts == {default["job_id"]: 60.0, custom["job_id"]: 5.0}
 
 
+async def test_submit_sets_this_jobs_backoff_or_takes_the_types(
+    client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection
+) -> None:
+    default = await submit(client, bearer())
+    custom = await submit(
+        client, bearer(), **resize(backoff_base_seconds=0, backoff_cap_seconds=90.5)
+    )
+    rows = await conn.fetch(
+        "SELECT job_id::text, backoff_base_seconds, backoff_cap_seconds FROM jobs"
+    )
+    backoff = {r["job_id"]: (r["backoff_base_seconds"], r["backoff_cap_seconds"]) for r in rows}
+    assert backoff[custom["job_id"]] == (0.0, 90.5)
+    assert backoff[default["job_id"]] != (0.0, 90.5)
+    problem = assert_problem(
+        await client.post(JOBS, json=resize(backoff_cap_seconds=-1), headers=bearer()), 422
+    )
+    assert paths(problem) == ["backoff_cap_seconds"]
+
+
 async def test_delay_seconds_and_run_at_schedule_the_first_attempt(
     client: httpx.AsyncClient, bearer: Mint
 ) -> None:

@@ -50,6 +50,10 @@ class SubmitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_SECONDS)] | None = None
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    # Retry backoff for this job (exponential with jitter): attempt n waits between half
+    # and all of min(cap, base * 2^(n-1)) seconds. The job type's defaults otherwise.
+    backoff_base_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] | None = None
+    backoff_cap_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
 
 
 class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -195,11 +199,16 @@ def _to_command(
         priority=request.priority,
         max_attempts=request.max_attempts or job_type.max_attempts,
         timeout_seconds=request.timeout_seconds or job_type.timeout_seconds,
-        backoff_base_seconds=job_type.backoff_base_seconds,
-        backoff_cap_seconds=job_type.backoff_cap_seconds,
+        backoff_base_seconds=_or(request.backoff_base_seconds, job_type.backoff_base_seconds),
+        backoff_cap_seconds=_or(request.backoff_cap_seconds, job_type.backoff_cap_seconds),
         run_at=run_at,
         idempotency_key=idempotency_key,
     )
+
+
+def _or(given: float | None, default: float) -> float:
+    """The request's value when it gave one (0 is a value), else the job type's default."""
+    return default if given is None else given
 
 
 def _nul_path(value: Any, path: str = "") -> str | None:
@@ -232,6 +241,8 @@ def _same_submission(
         and first.priority == command.priority
         and first.max_attempts == command.max_attempts
         and first.timeout_seconds == command.timeout_seconds
+        and first.backoff_base_seconds == command.backoff_base_seconds
+        and first.backoff_cap_seconds == command.backoff_cap_seconds
     )
     if request.run_at is not None:
         same = same and first.run_at == request.run_at
