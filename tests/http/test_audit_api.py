@@ -143,6 +143,15 @@ async def test_bad_feed_cursor_is_a_400_problem(client: httpx.AsyncClient, beare
     assert "malformed feed cursor" in body["detail"]
 
 
+@pytest.mark.parametrize("name", ["type", "job_type", "actor"])
+async def test_a_nul_character_in_a_feed_filter_is_a_400_problem(
+    client: httpx.AsyncClient, bearer: Mint, name: str
+) -> None:
+    # PostgreSQL text cannot hold U+0000: it must be refused at the edge, not reach the query.
+    response = await client.get("/api/v1/events", params={name: "a\x00b"}, headers=bearer(*AUDIT))
+    assert_problem(response, 400)
+
+
 async def test_as_of_each_event_is_the_fold_of_its_prefix(
     client: httpx.AsyncClient, conn: asyncpg.Connection, event_store: store.EventStore, bearer: Mint
 ) -> None:

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
@@ -170,9 +171,11 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-EventType = Annotated[str | None, QueryParameter(name="type", max_length=100)]
-JobType = Annotated[str | None, QueryParameter(name="job_type", max_length=100)]
-Actor = Annotated[str | None, QueryParameter(max_length=200)]
+EventType = Annotated[str | None, QueryParameter(name="type", max_length=100, pattern=jobs.NO_NUL)]
+JobType = Annotated[
+    str | None, QueryParameter(name="job_type", max_length=100, pattern=jobs.NO_NUL)
+]
+Actor = Annotated[str | None, QueryParameter(max_length=200, pattern=jobs.NO_NUL)]
 Since = Annotated[
     datetime | None, QueryParameter(description="occurred at or after (UTC if naive)")
 ]
@@ -330,7 +333,16 @@ class AuditController(Controller):
     @post(
         "/audit/checkpoints",
         opt=security.scope("admin"),
-        responses=problems.responses(401, 403, 409),
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                data_container=CheckpointOut,
+                description="No event was committed since: the newest checkpoint",
+                generate_examples=False,
+            ),
+            204: ResponseSpec(data_container=None, description="The ledger is empty"),
+            **problems.responses(401, 403, 409),
+        },
         summary="Sign a checkpoint of the feed now",
         description="201 with the new checkpoint; 200 with the newest one when no event "
         "was committed since; 204 when the ledger is empty.",
