@@ -10,6 +10,17 @@ import asyncpg
 
 APPLICATION_NAME = "job-ledger"
 
+# What "the database is unreachable (for now)" looks like from asyncpg: refused or
+# dropped sockets, server errors, a closed or broken connection (InternalClientError:
+# a pooled connection whose server went away mid-protocol), and timeouts.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
+
 
 async def create_pool(
     dsn: str,

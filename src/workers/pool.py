@@ -40,7 +40,6 @@ StopReason = Literal["cancelled", "lost", "shutdown"]
 # The soonest the retry clock goes off: a job due now but locked by another claimer
 # is looked at again this much later, not in a tight loop.
 MIN_ALARM_SECONDS = 0.02
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,7 +208,7 @@ class Pool:
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*db.UNREACHABLE):
                 async with db.acquire(self._db) as conn:
                     await leases.unregister(conn, self.worker_id)
             await self._db.close()
@@ -226,7 +225,7 @@ class Pool:
                 await self._check_running()
             try:
                 await self._claim_round()
-            except _DB_ERRORS as exc:
+            except db.UNREACHABLE as exc:
                 log.warning("claim failed, retrying: %s", exc)
                 await self._pause(min(1.0, self.settings.poll_seconds))
                 continue
@@ -307,7 +306,7 @@ class Pool:
                     [r.state.attempt for r in runs],
                     self.worker_id,
                 )
-        except _DB_ERRORS as exc:
+        except db.UNREACHABLE as exc:
             log.warning("could not check running jobs: %s", exc)
             return
         for row in rows:
@@ -358,7 +357,7 @@ class Pool:
         if command is None:
             log.info("job %s stopped (%s); nothing to record", state.job_id, run.stop_reason)
             assert self._db is not None
-            with contextlib.suppress(*_DB_ERRORS):  # else job_leases_prune drops it later
+            with contextlib.suppress(*db.UNREACHABLE):  # else job_leases_prune drops it later
                 async with db.acquire(self._db) as conn:
                     await leases.let_go(conn, state.job_id, self.worker_id, state.attempt)
             return
@@ -441,7 +440,7 @@ class Pool:
                 return
             except errors.VersionConflict:
                 log.info("job %s moved while recording its outcome; deciding again", state.job_id)
-            except _DB_ERRORS as exc:
+            except db.UNREACHABLE as exc:
                 log.warning("job %s: recording failed (%s), retrying", state.job_id, exc)
                 await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
         log.error(

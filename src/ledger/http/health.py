@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 import msgspec
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
+from ledger import db
 from ledger.http import jobs
 from projections import status
 
@@ -33,7 +33,7 @@ async def health(request: Request[Any, Any, Any]) -> Response[Health]:
     try:
         async with services.connection(wait_seconds=2) as conn:
             counts = await status.counts(conn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+    except db.UNREACHABLE as exc:
         log.warning("health: database unreachable: %s", exc)
         return Response(Health("unavailable", 0, 0), status_code=503)
     return Response(Health("ok", counts.workers, counts.queue_depth), status_code=200)

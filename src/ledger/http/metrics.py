@@ -13,26 +13,17 @@ import logging
 import time
 from typing import Any
 
-import asyncpg
 from litestar import Request, Response, get
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger import metrics, sqlfile
+from ledger import db, metrics, sqlfile
 from ledger.http import jobs
 from workers import leases
 
 log = logging.getLogger(__name__)
 Q = sqlfile.load("projections")
-# InternalClientError: a pooled connection whose server went away mid-protocol.
-_DB_ERRORS = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    TimeoutError,
-)
 
 
 def of(app_state: Any) -> metrics.Metrics:
@@ -46,7 +37,7 @@ async def refresh(services: jobs.Services, registry: metrics.Metrics) -> bool:
         async with services.connection(wait_seconds=2) as conn:
             rows = await conn.fetch(Q["jobs_depth_by_queue_status"])
             usage = await leases.slot_usage(conn)
-    except _DB_ERRORS as exc:
+    except db.UNREACHABLE as exc:
         log.warning("metrics: database unreachable: %s", exc)
         registry.set_database_reachable(False)
         return False

@@ -10,23 +10,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import asyncpg
 import msgspec
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from ledger import migrations
+from ledger import db, migrations
 from ledger.http import jobs
 
 log = logging.getLogger(__name__)
 # InternalClientError: a pooled connection whose server went away mid-protocol.
-_DB_ERRORS = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    TimeoutError,
-)
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,7 +37,7 @@ async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
     try:
         async with services.connection(wait_seconds=2) as conn:
             pending = await migrations.pending(conn)
-    except _DB_ERRORS as exc:
+    except db.UNREACHABLE as exc:
         log.warning("ready: database unreachable: %s", exc)
         return Response(Readiness(status="database_unreachable"), status_code=503)
     if pending:
