@@ -74,6 +74,8 @@ def create_app(
             api,
         ],
         middleware=[http_metrics.RequestMetrics()],
+        # Our own handler (ledger.logs) formats every line; Litestar must not install its own.
+        logging_config=None,
         lifespan=[lifespan],
         exception_handlers=problems.EXCEPTION_HANDLERS,
         request_max_body_size=limit,
