@@ -150,6 +150,23 @@ def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
     return hashlib.sha256(prev_hash + canonical).digest()
 
 
+def stored_hash(
+    prev_hash: bytes,
+    *,
+    type: str,
+    job_id: uuid.UUID,
+    version: int,
+    actor: str,
+    occurred_at: datetime,
+    data: str,
+) -> bytes:
+    """The hash an event's stored columns and previous link give (what verifiers recompute)."""
+    canonical = canonical_bytes(
+        type=type, job_id=job_id, version=version, actor=actor, occurred_at=occurred_at, data=data
+    )
+    return chain_hash(prev_hash, canonical)
+
+
 _DATA_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
     t: tuple(f for f in t.__struct_fields__ if f not in ENVELOPE) for t in EVENT_TYPES
 }

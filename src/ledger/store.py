@@ -9,7 +9,7 @@ composition roots wire in. Driver errors are translated to ledger errors here, o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -74,7 +74,7 @@ class EventStore:
         self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent]
     ) -> list[Recorded]:
         recorded: list[Recorded] = []
-        for batch in _one_per_job(events):
+        for batch in one_per_job(events, _event_job):
             rows = await self._insert(conn, batch)
             recorded.extend(
                 Recorded(
@@ -138,6 +138,10 @@ class EventStore:
             return await self._append(conn, decided)
 
 
+def _event_job(event: ev.JobEvent) -> uuid.UUID:
+    return event.job_id
+
+
 def record_from_row(row: asyncpg.Record) -> Recorded:
     """A stored event row (with data, actor, occurred_at...) as a Recorded event."""
     return Recorded(
@@ -156,18 +160,22 @@ def record_from_row(row: asyncpg.Record) -> Recorded:
     )
 
 
-def _one_per_job(events: Sequence[ev.JobEvent]) -> list[list[ev.JobEvent]]:
-    """Split into statements holding at most one event per job, keeping each job's order."""
-    batches: list[list[ev.JobEvent]] = []
+def one_per_job[T](items: Sequence[T], job_id: Callable[[T], uuid.UUID]) -> list[list[T]]:
+    """Split into rounds holding at most one item per job, keeping each job's order.
+
+    The append inserts one round per statement (a job's chain link needs the
+    previous one stored) and the inline projection applies one round at a time.
+    """
+    rounds: list[list[T]] = []
     depth: dict[int, int] = {}  # keyed by the UUID's int: hashed in C, not by UUID.__hash__
-    for event in events:
-        key = event.job_id.int
+    for item in items:
+        key = job_id(item).int
         level = depth.get(key, 0)
         depth[key] = level + 1
-        if level == len(batches):
-            batches.append([])
-        batches[level].append(event)
-    return batches
+        if level == len(rounds):
+            rounds.append([])
+        rounds[level].append(item)
+    return rounds
 
 
 def _conflict(batch: Sequence[ev.JobEvent], exc: asyncpg.PostgresError) -> errors.VersionConflict:

@@ -76,7 +76,8 @@ class FeedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     def recomputed_hash(self) -> bytes:
         """The hash its stored content and previous link give (equals `hash` unless edited)."""
-        canonical = ev.canonical_bytes(
+        return ev.stored_hash(
+            self.prev_hash,
             type=self.type,
             job_id=self.job_id,
             version=self.version,
@@ -84,7 +85,6 @@ class FeedEvent(msgspec.Struct, frozen=True, kw_only=True):
             occurred_at=self.occurred_at,
             data=self.data,
         )
-        return ev.chain_hash(self.prev_hash, canonical)
 
 
 _ENTRY: Final = struct.Struct(">QQ16sI32s")

@@ -96,7 +96,8 @@ def _check(row: asyncpg.Record, expected_version: int, prev: bytes) -> BrokenLin
             expected=prev.hex(),
             found=stored_prev.hex(),
         )
-    canonical = ev.canonical_bytes(
+    recomputed = ev.stored_hash(
+        prev,
         type=row["type"],
         job_id=job_id,
         version=version,
@@ -104,7 +105,6 @@ def _check(row: asyncpg.Record, expected_version: int, prev: bytes) -> BrokenLin
         occurred_at=row["occurred_at"],
         data=row["data"],
     )
-    recomputed = ev.chain_hash(prev, canonical)
     stored = bytes(row["hash"])
     if recomputed != stored:
         return BrokenLink(

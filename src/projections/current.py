@@ -17,6 +17,10 @@ Q = sqlfile.load("projections")
 _json = msgspec.json.Decoder()
 
 
+def _recorded_job(recorded: store.Recorded) -> uuid.UUID:
+    return recorded.event.job_id
+
+
 class JobView:
     """The InlineProjection that folds each appended event into its job's row.
 
@@ -36,7 +40,7 @@ class JobView:
             raise _key_taken(recorded, exc) from exc
 
     async def _apply(self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]) -> None:
-        for level in _rounds(recorded):
+        for level in store.one_per_job(recorded, _recorded_job):
             first = [r.position for r in level if r.event.version == 1]
             later = [r.position for r in level if r.event.version > 1]
             if first:
@@ -48,20 +52,6 @@ class JobView:
                     # with the projection's own error ("... before its submission").
                     done = {row["position"] for row in applied}
                     await conn.execute(Q["jobs_apply"], [p for p in later if p not in done])
-
-
-def _rounds(recorded: Sequence[store.Recorded]) -> list[list[store.Recorded]]:
-    """Split into rounds holding at most one event per job, keeping each job's order."""
-    rounds: list[list[store.Recorded]] = []
-    depth: dict[int, int] = {}  # keyed by the UUID's int: hashed in C, not by UUID.__hash__
-    for r in recorded:
-        key = r.event.job_id.int
-        level = depth.get(key, 0)
-        depth[key] = level + 1
-        if level == len(rounds):
-            rounds.append([])
-        rounds[level].append(r)
-    return rounds
 
 
 IDEMPOTENCY_INDEX = "jobs_idempotency_key_idx"
