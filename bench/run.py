@@ -23,6 +23,7 @@ MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
 BEST_SLOTS = 100
+PARTS = ("submit", "processing", "latency", "http")
 
 
 class Sizes:
@@ -43,6 +44,8 @@ class Sizes:
 
 async def measure(args: argparse.Namespace) -> report.Report:
     sizes = Sizes(args.quick)
+    if args.reps is not None:
+        sizes.reps = args.reps
     started = time.perf_counter()
     async with cluster.durable_cluster() as c:
         rep = report.Report(
@@ -67,149 +70,171 @@ async def measure(args: argparse.Namespace) -> report.Report:
                 ratio_to_baseline=True,
             )
 
-        _log("library submission, one at a time")
-        samples = []
-        for _ in range(sizes.reps):
-            await c.reset_jobs()
-            samples.append(await submit.one_at_a_time(c.app_dsn, sizes.one_at_a_time))
-        rep.add(
-            "submit_one",
-            "submit via library, one job per transaction, 1 caller",
-            stats.Figure.of(samples, unit="jobs/s"),
-            ratio_to_baseline=True,
-        )
-
-        _log("library submission, batches of 1,000, 2 callers at once")
-        samples = []
-        for _ in range(sizes.reps):
-            await c.reset_jobs()
-            await c.checkpoint()
-            samples.append(
-                await submit.in_batches_concurrently(
-                    c.app_dsn, sizes.batch_jobs, callers=2, batch=sizes.batch
-                )
-            )
-        batch_2 = stats.Figure.of(samples, unit="jobs/s")
-
-        _log(
-            f"processing: {sizes.drain_jobs} pre-submitted no-op jobs (batches of 1,000, "
-            f"1 caller), drained by {args.worker_processes} `ledger worker` x "
-            f"{args.worker_slots} slots"
-        )
-        drains = []
-        for i in range(sizes.reps):
-            drains.append(
-                await processing.drain(
-                    c,
-                    jobs=sizes.drain_jobs,
-                    processes=args.worker_processes,
-                    slots=args.worker_slots,
-                    logs=args.results,
-                    verify_chains=i == 0,
-                )
-            )
-            _log(f"  drained at {drains[-1].rate:,.0f} jobs/s")
-        rep.add(
-            "submit_batch_1",
-            "submit via library, batches of 1,000 (1 transaction each), 1 caller",
-            stats.Figure.of([d.submit_rate for d in drains], unit="jobs/s"),
-            ratio_to_baseline=True,
-            target="≥ 3× pgbench-8",
-            check=lambda _f, r: r is not None and r >= 3.0,
-        )
-        rep.add(
-            "submit_batch_2",
-            "submit via library, batches of 1,000, 2 callers at once",
-            batch_2,
-            ratio_to_baseline=True,
-            target="(same target, 2 callers)",
-            check=lambda _f, r: r is not None and r >= 3.0,
-        )
-        rep.add(
-            "processing",
-            f"processing: no-op jobs, first claim to last completion "
-            f"({args.worker_processes} workers x {args.worker_slots} slots, "
-            f"3 chained events/job)",
-            stats.Figure.of([d.rate for d in drains], unit="jobs/s"),
-            ratio_to_baseline=True,
-            target="≥ 0.7× pgbench-8",
-            check=lambda _f, r: r is not None and r >= 0.7,
-            note="chains verified" if drains[0].chains_ok else "",
-        )
-        rep.add(
-            "worker_rss",
-            "worker peak RSS while draining (VmHWM, largest process)",
-            stats.Figure.of([d.worker_peak_rss / MIB for d in drains], unit="MiB"),
-            target="< 150 MiB",
-            check=lambda f, _r: f.high < 150,
-        )
-
-        _log(f"latency: idle pool, {sizes.latency_jobs} jobs one at a time, 20 ms apart")
-        lats = [
-            await latency.measure_once(
-                c,
-                jobs=sizes.latency_jobs,
-                gap=sizes.latency_gap,
-                slots=args.worker_slots,
-                logs=args.results,
-            )
-            for _ in range(sizes.reps)
-        ]
-        for key, label, target, limit in (
-            ("p50_ms", "p50", "≤ 2 ms", 2.0),
-            ("p95_ms", "p95", "", None),
-            ("p99_ms", "p99", "≤ 5 ms", 5.0),
-        ):
-            rep.add(
-                f"latency_{key}",
-                f"latency submit-return → handler start, {label} (1 idle worker)",
-                stats.Figure.of([getattr(x, key) for x in lats], unit="ms"),
-                target=target,
-                check=None if limit is None else _at_most(limit),
-            )
-
-        _log(
-            f"HTTP: POST /api/v1/jobs, {sizes.http_connections} connections from a separate "
-            f"load-generating process, {sizes.http_seconds:g} s per repetition"
-        )
-        runs = []
-        for _ in range(sizes.reps):
-            await c.reset_jobs()
-            await c.checkpoint()
-            runs.append(
-                http_submit.measure_once(
-                    c,
-                    connections=sizes.http_connections,
-                    seconds=sizes.http_seconds,
-                    logs=args.results,
-                    extra={},
-                )
-            )
-            _log(f"  {runs[-1].result.rps:,.0f} requests/s, p99 {runs[-1].result.p99_ms:.1f} ms")
-        rep.add(
-            "http_rps",
-            f"HTTP submit, POST /api/v1/jobs, {sizes.http_connections} connections "
-            "(1 `ledger api` process)",
-            stats.Figure.of([r.result.rps for r in runs], unit="req/s"),
-            ratio_to_baseline=True,
-            target="≥ 0.2× pgbench-8",
-            check=lambda _f, r: r is not None and r >= 0.2,
-        )
-        rep.add(
-            "http_p99",
-            "HTTP submit p99 latency at that load",
-            stats.Figure.of([r.result.p99_ms for r in runs], unit="ms"),
-            target="< 20 ms",
-            check=lambda f, _r: f.median < 20,
-        )
-        rep.add(
-            "api_rss",
-            "API peak RSS under the HTTP load (VmHWM)",
-            stats.Figure.of([r.api_peak_rss / MIB for r in runs], unit="MiB"),
-        )
+        if "submit" in args.only:
+            await _submission(c, rep, sizes)
+        if "processing" in args.only:
+            await _processing(c, rep, sizes, args)
+        if "latency" in args.only:
+            await _latency(c, rep, sizes, args)
+        if "http" in args.only:
+            await _http(c, rep, sizes, args)
     rep.seconds = time.perf_counter() - started
     rep.finish()
     return rep
+
+
+async def _submission(c: cluster.Cluster, rep: report.Report, sizes: Sizes) -> None:
+    _log("library submission, one at a time")
+    samples = []
+    for _ in range(sizes.reps):
+        await c.reset_jobs()
+        samples.append(await submit.one_at_a_time(c.app_dsn, sizes.one_at_a_time))
+    rep.add(
+        "submit_one",
+        "submit via library, one job per transaction, 1 caller",
+        stats.Figure.of(samples, unit="jobs/s"),
+        ratio_to_baseline=True,
+    )
+
+    _log("library submission, batches of 1,000, 2 callers at once")
+    samples = []
+    for _ in range(sizes.reps):
+        await c.reset_jobs()
+        await c.checkpoint()
+        samples.append(
+            await submit.in_batches_concurrently(
+                c.app_dsn, sizes.batch_jobs, callers=2, batch=sizes.batch
+            )
+        )
+    rep.add(
+        "submit_batch_2",
+        "submit via library, batches of 1,000, 2 callers at once",
+        stats.Figure.of(samples, unit="jobs/s"),
+        ratio_to_baseline=True,
+        target="(same target, 2 callers)",
+        check=lambda _f, r: r is not None and r >= 3.0,
+    )
+
+
+async def _processing(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log(
+        f"processing: {sizes.drain_jobs} pre-submitted no-op jobs (batches of 1,000, "
+        f"1 caller), drained by {args.worker_processes} `ledger worker` x "
+        f"{args.worker_slots} slots"
+    )
+    drains = []
+    for i in range(sizes.reps):
+        drains.append(
+            await processing.drain(
+                c,
+                jobs=sizes.drain_jobs,
+                processes=args.worker_processes,
+                slots=args.worker_slots,
+                logs=args.results,
+                verify_chains=i == 0,
+            )
+        )
+        _log(f"  drained at {drains[-1].rate:,.0f} jobs/s")
+    rep.add(
+        "submit_batch_1",
+        "submit via library, batches of 1,000 (1 transaction each), 1 caller",
+        stats.Figure.of([d.submit_rate for d in drains], unit="jobs/s"),
+        ratio_to_baseline=True,
+        target="≥ 3× pgbench-8",
+        check=lambda _f, r: r is not None and r >= 3.0,
+    )
+    rep.add(
+        "processing",
+        f"processing: no-op jobs, first claim to last completion "
+        f"({args.worker_processes} workers x {args.worker_slots} slots, "
+        f"3 chained events/job)",
+        stats.Figure.of([d.rate for d in drains], unit="jobs/s"),
+        ratio_to_baseline=True,
+        target="≥ 0.7× pgbench-8",
+        check=lambda _f, r: r is not None and r >= 0.7,
+        note="chains verified" if drains[0].chains_ok else "",
+    )
+    rep.add(
+        "worker_rss",
+        "worker peak RSS while draining (VmHWM, largest process)",
+        stats.Figure.of([d.worker_peak_rss / MIB for d in drains], unit="MiB"),
+        target="< 150 MiB",
+        check=lambda f, _r: f.high < 150,
+    )
+
+
+async def _latency(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log(f"latency: idle pool, {sizes.latency_jobs} jobs one at a time, 20 ms apart")
+    lats = [
+        await latency.measure_once(
+            c,
+            jobs=sizes.latency_jobs,
+            gap=sizes.latency_gap,
+            slots=args.worker_slots,
+            logs=args.results,
+        )
+        for _ in range(sizes.reps)
+    ]
+    for key, label, target, limit in (
+        ("p50_ms", "p50", "≤ 2 ms", 2.0),
+        ("p95_ms", "p95", "", None),
+        ("p99_ms", "p99", "≤ 5 ms", 5.0),
+    ):
+        rep.add(
+            f"latency_{key}",
+            f"latency submit-return → handler start, {label} (1 idle worker)",
+            stats.Figure.of([getattr(x, key) for x in lats], unit="ms"),
+            target=target,
+            check=None if limit is None else _at_most(limit),
+        )
+
+
+async def _http(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log(
+        f"HTTP: POST /api/v1/jobs, {sizes.http_connections} connections from a separate "
+        f"load-generating process, {sizes.http_seconds:g} s per repetition"
+    )
+    runs = []
+    for _ in range(sizes.reps):
+        await c.reset_jobs()
+        await c.checkpoint()
+        runs.append(
+            http_submit.measure_once(
+                c,
+                connections=sizes.http_connections,
+                seconds=sizes.http_seconds,
+                logs=args.results,
+                extra={},
+            )
+        )
+        _log(f"  {runs[-1].result.rps:,.0f} requests/s, p99 {runs[-1].result.p99_ms:.1f} ms")
+    rep.add(
+        "http_rps",
+        f"HTTP submit, POST /api/v1/jobs, {sizes.http_connections} connections "
+        "(1 `ledger api` process)",
+        stats.Figure.of([r.result.rps for r in runs], unit="req/s"),
+        ratio_to_baseline=True,
+        target="≥ 0.2× pgbench-8",
+        check=lambda _f, r: r is not None and r >= 0.2,
+    )
+    rep.add(
+        "http_p99",
+        "HTTP submit p99 latency at that load",
+        stats.Figure.of([r.result.p99_ms for r in runs], unit="ms"),
+        target="< 20 ms",
+        check=lambda f, _r: f.median < 20,
+    )
+    rep.add(
+        "api_rss",
+        "API peak RSS under the HTTP load (VmHWM)",
+        stats.Figure.of([r.api_peak_rss / MIB for r in runs], unit="MiB"),
+    )
 
 
 def _at_most(limit: float) -> Callable[[stats.Figure, float | None], bool]:
@@ -226,6 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--worker-processes", type=int, default=BEST_PROCESSES)
     parser.add_argument("--worker-slots", type=int, default=BEST_SLOTS, help="WORKER_COUNT")
+    parser.add_argument("--reps", type=int, help="repetitions of each figure (default 3)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="measure only these parts (pgbench, the baseline, always runs)",
+    )
     args = parser.parse_args(argv)
     args.command = (
         "make bench"

@@ -29,9 +29,9 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ledger import commands, config, db, errors, jobtypes, lifecycle, logs, sqlfile, store
+from ledger import batching, commands, config, db, errors, jobtypes, lifecycle, logs, sqlfile, store
 from projections import current
-from workers import leases, listener, retry
+from workers import leases, listener, outcomes, retry
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ StopReason = Literal["cancelled", "lost", "shutdown"]
 # The soonest the retry clock goes off: a job due now but locked by another claimer
 # is looked at again this much later, not in a tight loop.
 MIN_ALARM_SECONDS = 0.02
+# Outcomes of attempts that finish together share a transaction, up to this many.
+MAX_OUTCOMES_PER_TRANSACTION = 500
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -134,6 +136,13 @@ class Pool:
             check_seconds=self.settings.poll_seconds,
         )
         self.started = asyncio.Event()
+        self._outcomes: batching.Batcher[outcomes.Outcome, bool] = batching.Batcher(
+            self._record_together,
+            self._record_alone,
+            limit=MAX_OUTCOMES_PER_TRANSACTION,
+            fallback_on=(errors.VersionConflict, *db.UNREACHABLE),
+            name="ledger-outcomes",
+        )
 
     @property
     def worker_id(self) -> str:
@@ -433,49 +442,34 @@ class Pool:
         )
 
     async def _record(self, state: lifecycle.JobState, command: commands.Command) -> None:
-        """Append the attempt's outcome while this worker still holds the attempt; retries conflicts."""
+        """Record the attempt's outcome (in a transaction shared with others that finished)."""
+        if await self._outcomes.submit(outcomes.Outcome(state, command)):
+            log.info("job %s: recorded %s", state.job_id, type(command).__name__)
+
+    async def _record_together(self, batch: Sequence[outcomes.Outcome]) -> list[bool]:
+        assert self._db is not None
+        async with db.acquire(self._db) as conn:
+            return await outcomes.record(conn, self._store, self.worker_id, batch)
+
+    async def _record_alone(self, outcome: outcomes.Outcome) -> bool:
+        """One outcome in its own transaction; conflicts and lost connections are retried."""
         for attempt in range(1, 8):
             try:
-                await self._record_once(state, command)
-                return
+                return (await self._record_together([outcome]))[0]
             except errors.VersionConflict:
-                log.info("job %s moved while recording its outcome; deciding again", state.job_id)
+                log.info(
+                    "job %s moved while recording its outcome; deciding again",
+                    outcome.state.job_id,
+                )
             except db.UNREACHABLE as exc:
-                log.warning("job %s: recording failed (%s), retrying", state.job_id, exc)
+                log.warning("job %s: recording failed (%s), retrying", outcome.state.job_id, exc)
                 await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
         log.error(
             "job %s: gave up recording %s; its lease will lapse and it will run again",
-            state.job_id,
-            type(command).__name__,
+            outcome.state.job_id,
+            type(outcome.command).__name__,
         )
-
-    async def _record_once(self, state: lifecycle.JobState, command: commands.Command) -> None:
-        assert self._db is not None
-        async with db.acquire(self._db) as conn, conn.transaction():
-            now_state = await current.get(conn, state.job_id)
-            await leases.let_go(conn, state.job_id, self.worker_id, state.attempt)
-            if (
-                now_state is None
-                or now_state.status != "processing"
-                or now_state.worker_id != self.worker_id
-                or now_state.attempt != state.attempt
-            ):
-                log.info(
-                    "job %s attempt %s is no longer held by this worker; %s not recorded",
-                    state.job_id,
-                    state.attempt,
-                    type(command).__name__,
-                )
-                return
-            decided = commands.decide(
-                now_state,
-                command,
-                job_id=state.job_id,
-                actor=self.worker_id,
-                now=self._store.clock(),
-            )
-            await self._store.append(conn, decided)
-        log.info("job %s: recorded %s", state.job_id, type(command).__name__)
+        return False
 
     # -- graceful shutdown ---------------------------------------------------
 

@@ -1,0 +1,85 @@
+"""Recording what became of finished attempts: many outcomes in one transaction.
+
+A finished attempt's outcome (completed, retry scheduled, failed, released) is
+decided against the job's row as it is now and appended only while this worker
+still holds that very attempt, so an outcome is recorded once (invariant 7). The
+pool hands its outcomes to a `batching.Batcher`: the outcomes of attempts that
+finish together share one transaction and one durable commit, and each is
+answered after that commit. A conflict (the job moved meanwhile) or a lost
+connection in the shared transaction sends each outcome through `record` alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+
+from ledger import commands, lifecycle, sqlfile, store
+from projections import current
+
+Q = sqlfile.load("workers")
+log = logging.getLogger(__name__)
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What to record for an attempt: the job as this worker claimed it, and the command."""
+
+    state: lifecycle.JobState
+    command: commands.Command
+
+
+def held(now: lifecycle.JobState | None, claimed: lifecycle.JobState, worker_id: str) -> bool:
+    """Whether `worker_id` still runs the attempt it claimed (not cancelled, expired, ...)."""
+    return (
+        now is not None
+        and now.status == "processing"
+        and now.worker_id == worker_id
+        and now.attempt == claimed.attempt
+    )
+
+
+async def record(
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    worker_id: str,
+    outcomes: Sequence[Outcome],
+) -> list[bool]:
+    """Record `outcomes` in one transaction; for each, whether it was recorded.
+
+    An outcome of an attempt this worker no longer holds records nothing (False);
+    the leases of all of them are dropped. Raises VersionConflict when a job moved
+    between reading its row and appending (then nothing is recorded).
+    """
+    ids = [o.state.job_id for o in outcomes]
+    async with conn.transaction():
+        rows = await conn.fetch(Q["jobs_get_many"], ids)
+        await conn.execute(
+            Q["job_leases_delete_many"], worker_id, ids, [o.state.attempt for o in outcomes]
+        )
+        now_states = {row["job_id"]: current.state_from_row(row) for row in rows}
+        now = event_store.clock()
+        decided = []
+        recorded = []
+        for outcome in outcomes:
+            claimed = outcome.state
+            now_state = now_states.get(claimed.job_id)
+            if not held(now_state, claimed, worker_id):
+                log.info(
+                    "job %s attempt %s is no longer held by this worker; %s not recorded",
+                    claimed.job_id,
+                    claimed.attempt,
+                    type(outcome.command).__name__,
+                )
+                recorded.append(False)
+                continue
+            decided.extend(
+                commands.decide(
+                    now_state, outcome.command, job_id=claimed.job_id, actor=worker_id, now=now
+                )
+            )
+            recorded.append(True)
+        await event_store.append(conn, decided)
+    return recorded
