@@ -1,7 +1,8 @@
 """Leases and heartbeats: who is alive, which running attempts are still held, and recovery of the rest.
 
-A claim records the attempt's first lease in its job.claimed.v1 event. From then
-on the worker renews it by heartbeat in the operational table `job_leases` (and
+A claim records the attempt's first lease in its job.claimed.v1 event (and so the
+jobs row). From then on the worker renews it by heartbeat in the operational table
+`job_leases`, whose row the first renewal makes (and
 its own liveness in `worker_processes`), never by appending events: history
 records the claim and the outcome, not every renewal. The recovery task, run by
 every worker process, looks for processing jobs that neither the claim's lease
@@ -19,7 +20,6 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
 
 import asyncpg
 import msgspec
@@ -116,23 +116,6 @@ async def slot_usage(conn: asyncpg.Connection) -> SlotUsage:
     assert row is not None
     return SlotUsage(
         processes=int(row["processes"]), slots=int(row["slots"]), busy=int(row["busy"])
-    )
-
-
-async def hold(
-    conn: asyncpg.Connection,
-    worker_id: str,
-    leases: list[tuple[uuid.UUID, int, datetime]],
-) -> None:
-    """Record the leases of freshly claimed attempts: (job id, attempt, lease until)."""
-    if not leases:
-        return
-    await conn.execute(
-        Q["job_leases_insert"],
-        [job_id for job_id, _, _ in leases],
-        worker_id,
-        [attempt for _, attempt, _ in leases],
-        [until for _, _, until in leases],
     )
 
 

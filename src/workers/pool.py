@@ -127,6 +127,7 @@ class Pool:
         self._notified = 0
         self._backlog = False
         self._db: asyncpg.Pool | None = None
+        self._handler_db: asyncpg.Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.clock = retry.RetryClock(self.notify)
         self.listener = listener.Listener(
@@ -184,8 +185,14 @@ class Pool:
 
     async def run(self) -> None:
         """Claim and run jobs until `request_stop()`, drain, hand back the rest, close."""
+        # The pool's own work (claims, outcomes, heartbeats) on a few internal
+        # connections; handlers get a pool of their own (JobContext.pool), opened
+        # as they need it, whose connections are reset between uses.
         self._db = await db.create_pool(
-            self._dsn, min_size=1, max_size=self.settings.slots + 2, name="job-ledger-worker"
+            self._dsn, min_size=1, max_size=4, name="job-ledger-worker", internal=True
+        )
+        self._handler_db = await db.create_pool(
+            self._dsn, min_size=0, max_size=self.settings.slots, name="job-ledger-handlers"
         )
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.slots * 2, thread_name_prefix="ledger-job"
@@ -221,6 +228,7 @@ class Pool:
                 async with db.acquire(self._db) as conn:
                     await leases.unregister(conn, self.worker_id)
             await self._db.close()
+            await self._handler_db.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.worker_id)
 
@@ -281,11 +289,6 @@ class Pool:
             ]
             await self._store.append(conn, decided)
             claimed = [lifecycle.evolve(s, e) for s, e in zip(states, decided, strict=True)]
-            await leases.hold(
-                conn,
-                self.worker_id,
-                [(s.job_id, s.attempt, s.lease_until or now) for s in claimed],
-            )
         return claimed
 
     async def _set_alarm(self) -> None:
@@ -386,7 +389,7 @@ class Pool:
             attempt=state.attempt,
             max_attempts=state.max_attempts,
             storage_root=self.settings.storage_root,
-            pool=self._db,
+            pool=self._handler_db,
         )
         run.handler = asyncio.ensure_future(self._invoke(job, payload, context))
         if run.stop_reason is not None:  # cancelled between the claim and now

@@ -30,22 +30,20 @@ WHERE heartbeat_at > now() - make_interval(secs => lease_seconds);
 DELETE FROM worker_processes
 WHERE heartbeat_at < now() - make_interval(secs => $1);
 
--- name: job_leases_insert
--- The leases of freshly claimed attempts.
+-- name: job_leases_renew
+-- Push the leases of the attempts this worker still runs forward (the heartbeat). The
+-- claim's lease is in its event (and the jobs row); an attempt's first renewal makes
+-- its row here, so a claim writes nothing to this table.
 INSERT INTO job_leases (job_id, worker_id, attempt, lease_until)
-SELECT u.job_id, $2, u.attempt, u.lease_until
-FROM unnest($1::uuid[], $3::integer[], $4::timestamptz[]) AS u (job_id, attempt, lease_until)
+SELECT j.job_id, j.worker_id, j.attempt, now() + make_interval(secs => $2)
+FROM jobs AS j
+WHERE j.job_id = ANY($3::uuid[])
+  AND j.worker_id = $1
+  AND j.status = 'processing'
 ON CONFLICT (job_id) DO UPDATE
 SET worker_id = excluded.worker_id,
     attempt = excluded.attempt,
     lease_until = excluded.lease_until;
-
--- name: job_leases_renew
--- Push the leases of the attempts this worker still runs forward (the heartbeat).
-UPDATE job_leases
-SET lease_until = now() + make_interval(secs => $2)
-WHERE worker_id = $1
-  AND job_id = ANY($3::uuid[]);
 
 -- name: job_leases_delete
 -- The attempt ended: its lease goes with it.

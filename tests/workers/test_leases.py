@@ -112,11 +112,12 @@ async def test_renewed_lease_keeps_the_attempt_alive(
     await leases.register(conn, worker)
     job_id = await factories.submit(event_store, conn)
     await _claim_in_the_past(conn, job_id, worker.worker_id, ago=60, lease=30)
-    await leases.hold(conn, worker.worker_id, [(job_id, 1, datetime.now(UTC))])
+    assert await conn.fetchval("SELECT count(*) FROM job_leases") == 0  # a claim writes none
 
     await leases.heartbeat(conn, worker, [job_id])
 
     assert await leases.recover_expired(conn, event_store, actor="recovery:test") == []
+    assert await conn.fetchval("SELECT attempt FROM job_leases WHERE job_id = $1", job_id) == 1
     row = await current.get(conn, job_id)
     assert row is not None and row.status == "processing"
 
@@ -128,7 +129,12 @@ async def test_a_renewal_of_another_attempt_does_not_count(
     job_id = await factories.submit(event_store, conn)
     await _claim_in_the_past(conn, job_id, worker.worker_id, ago=60, lease=30)
     # A lease row left over from some other attempt number renews nothing.
-    await leases.hold(conn, worker.worker_id, [(job_id, 7, datetime.now(UTC) + timedelta(hours=1))])
+    await conn.execute(
+        "INSERT INTO job_leases (job_id, worker_id, attempt, lease_until)"
+        " VALUES ($1, $2, 7, now() + interval '1 hour')",
+        job_id,
+        worker.worker_id,
+    )
     assert await leases.recover_expired(conn, event_store, actor="recovery:test") == [job_id]
 
 
@@ -184,7 +190,6 @@ async def test_a_heartbeat_renews_only_the_attempts_still_running(
     abandoned = await factories.submit(event_store, conn)
     for job_id in (running, abandoned):
         await _claim_in_the_past(conn, job_id, worker.worker_id, ago=60, lease=30)
-        await leases.hold(conn, worker.worker_id, [(job_id, 1, datetime.now(UTC))])
 
     await leases.heartbeat(conn, worker, [running])
 
