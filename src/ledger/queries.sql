@@ -2,15 +2,19 @@
 -- Many events, at most one per job per statement; the database hashes each over the
 -- stored bytes and its job's previous link. A version with no predecessor gets a
 -- NULL prev_hash (refused: NOT NULL), a taken version the unique key: both are conflicts.
+-- The predecessor is joined once (a CASE over a scalar subquery ran it twice per row).
 INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
 SELECT u.job_id, u.version, u.type, u.actor, u.occurred_at, u.data, p.prev_hash,
        sha256(p.prev_hash || event_canonical(u.type, u.job_id, u.version, u.actor, u.occurred_at, u.data))
 FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[])
     AS u (job_id, version, type, actor, occurred_at, data)
+LEFT JOIN events AS prev
+    ON prev.job_id = u.job_id
+   AND prev.version = u.version - 1
 CROSS JOIN LATERAL (
     SELECT CASE
         WHEN u.version = 1 THEN '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
-        ELSE (SELECT e.hash FROM events AS e WHERE e.job_id = u.job_id AND e.version = u.version - 1)
+        ELSE prev.hash
     END AS prev_hash
 ) AS p
 RETURNING position, job_id, version, txid::text::bigint AS txid, prev_hash, hash;
