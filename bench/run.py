@@ -22,7 +22,7 @@ RESULTS = Path(__file__).with_name("results")
 MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
-BEST_SLOTS = 100
+BEST_SLOTS = 250
 PARTS = ("submit", "processing", "latency", "http")
 
 

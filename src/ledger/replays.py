@@ -32,7 +32,7 @@ async def resubmit(
         decided = commands.replay(
             state, new_job_id=new_job_id, actor=actor, now=event_store.clock()
         )
-        recorded = await event_store.append(conn, decided)
+        recorded = await event_store.append(conn, decided, before={job_id: state})
     return new_job_id, recorded
 
 

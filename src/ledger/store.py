@@ -9,7 +9,7 @@ composition roots wire in. Driver errors are translated to ledger errors here, o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -32,10 +32,17 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     event: ev.JobEvent
 
 
+# The jobs' states just before an append, where the caller has them already (it read
+# them in the same transaction to decide): projections that need them read no row.
+Before = Mapping[uuid.UUID, lifecycle.JobState]
+
+
 class InlineProjection(Protocol):
     """A read model kept in step with the events inside the appending transaction."""
 
-    async def apply(self, conn: asyncpg.Connection, recorded: Sequence[Recorded]) -> None: ...
+    async def apply(
+        self, conn: asyncpg.Connection, recorded: Sequence[Recorded], before: Before
+    ) -> None: ...
 
 
 class Clock(Protocol):
@@ -56,22 +63,27 @@ class EventStore:
         self.clock = clock
 
     async def append(
-        self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent]
+        self,
+        conn: asyncpg.Connection,
+        events: Sequence[ev.JobEvent],
+        *,
+        before: Before | None = None,
     ) -> list[Recorded]:
         """Append `events` (each at its job's next version) and project them, atomically.
 
         Runs in the caller's transaction when there is one, otherwise in its own.
         Raises VersionConflict when any job moved past the version an event expects.
+        `before`: the jobs' states the caller decided against, read in this transaction.
         """
         if not events:
             return []
         if conn.is_in_transaction():
-            return await self._append(conn, events)
+            return await self._append(conn, events, before or {})
         async with conn.transaction():
-            return await self._append(conn, events)
+            return await self._append(conn, events, before or {})
 
     async def _append(
-        self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent]
+        self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent], before: Before
     ) -> list[Recorded]:
         recorded: list[Recorded] = []
         for batch in one_per_job(events, _event_job):
@@ -87,7 +99,7 @@ class EventStore:
                 for event, row in zip(batch, rows, strict=True)
             )
         for projection in self._projections:
-            await projection.apply(conn, recorded)
+            await projection.apply(conn, recorded, before)
         return recorded
 
     async def _insert(
@@ -135,7 +147,7 @@ class EventStore:
         async with conn.transaction():
             state = await self.load(conn, job_id)
             decided = commands.decide(state, command, job_id=job_id, actor=actor, now=self.clock())
-            return await self._append(conn, decided)
+            return await self._append(conn, decided, {} if state is None else {job_id: state})
 
 
 def _event_job(event: ev.JobEvent) -> uuid.UUID:

@@ -31,7 +31,12 @@ class JobView:
     submissions is one INSERT rather than 1,000 calls of per-row PL/pgSQL.
     """
 
-    async def apply(self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]) -> None:
+    async def apply(
+        self,
+        conn: asyncpg.Connection,
+        recorded: Sequence[store.Recorded],
+        before: store.Before | None = None,
+    ) -> None:
         try:
             await self._apply(conn, recorded)
         except asyncpg.UniqueViolationError as exc:

@@ -40,8 +40,13 @@ class JobMetrics:
     def __init__(self, registry: metrics.Metrics) -> None:
         self.metrics = registry
 
-    async def apply(self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]) -> None:
-        jobs = await self._before(conn, recorded)
+    async def apply(
+        self,
+        conn: asyncpg.Connection,
+        recorded: Sequence[store.Recorded],
+        before: store.Before | None = None,
+    ) -> None:
+        jobs = await self._before(conn, recorded, before or {})
         tally: collections.Counter[tuple[Counter, tuple[str, ...]]] = collections.Counter()
         for item in recorded:
             self._observe(jobs, item.event, tally)
@@ -50,11 +55,21 @@ class JobMetrics:
             counter.labels(*labels).inc(count)
 
     async def _before(
-        self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded]
+        self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded], known: store.Before
     ) -> dict[uuid.UUID, _Job]:
         ids = list({r.event.job_id for r in recorded if not isinstance(r.event, ev.JobSubmitted)})
         if not ids:
             return {}
+        if all(i in known for i in ids):  # the caller read them in this transaction
+            return {
+                i: _Job(
+                    job_type=known[i].type,
+                    queue=known[i].queue,
+                    due=known[i].run_at,
+                    started=known[i].started_at,
+                )
+                for i in ids
+            }
         rows = await conn.fetch(Q["jobs_metering_context"], ids)
         return {
             row["job_id"]: _Job(

@@ -153,7 +153,7 @@ async def recover_expired(
         )
         try:
             async with conn.transaction():
-                await event_store.append(conn, decided)
+                await event_store.append(conn, decided, before={state.job_id: state})
                 if state.worker_id is not None:
                     await let_go(conn, state.job_id, state.worker_id, state.attempt)
         except errors.VersionConflict:

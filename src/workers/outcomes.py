@@ -81,5 +81,5 @@ async def record(
                 )
             )
             recorded.append(True)
-        await event_store.append(conn, decided)
+        await event_store.append(conn, decided, before=now_states)
     return recorded

@@ -287,7 +287,7 @@ class Pool:
                     state, claim, job_id=state.job_id, actor=self.worker_id, now=now
                 )
             ]
-            await self._store.append(conn, decided)
+            await self._store.append(conn, decided, before={s.job_id: s for s in states})
             claimed = [lifecycle.evolve(s, e) for s, e in zip(states, decided, strict=True)]
         return claimed
 

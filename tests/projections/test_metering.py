@@ -139,3 +139,28 @@ async def test_several_events_of_one_job_in_one_append_are_measured_in_order(
     await event_store.append(conn, [*submitted, *claimed])
     assert value(registry, "ledger_jobs_submitted_total", job_type="t", queue="default") == 1
     assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="t") == 3.0
+
+
+@pytest.mark.parametrize("caller_knows_the_state", [True, False])
+async def test_wait_and_run_time_are_the_same_whether_the_caller_passes_the_state_or_not(
+    conn: asyncpg.Connection,
+    metered: store.EventStore,
+    registry: metrics.Metrics,
+    clock: Clock,
+    caller_knows_the_state: bool,
+) -> None:
+    job = await factories.submit(metered, conn, job_type="report", queue="bulk")
+    for seconds, cmd in (
+        (3, commands.ClaimJob(worker_id="w1", lease_seconds=30)),
+        (5, commands.CompleteJob(worker_id="w1", result=None)),
+    ):
+        clock.advance(seconds)
+        async with conn.transaction():
+            state = await current.get(conn, job)
+            decided = commands.decide(state, cmd, job_id=job, actor="w1", now=clock())
+            known = {job: state} if caller_knows_the_state and state is not None else None
+            await metered.append(conn, decided, before=known)
+
+    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="report") == 3
+    assert value(registry, "ledger_job_run_duration_seconds_sum", job_type="report") == 5
+    assert value(registry, "ledger_jobs_completed_total", job_type="report", queue="bulk") == 1
