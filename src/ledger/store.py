@@ -85,6 +85,17 @@ class EventStore:
     async def _append(
         self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent], before: Before
     ) -> list[Recorded]:
+        try:
+            return await self._append_and_project(conn, events, before)
+        except asyncpg.DeadlockDetectedError as exc:
+            # Two writers of one job took its locks in opposite orders (a claim locks the
+            # row, then appends; a cancel appends, then projects into the row). The
+            # database broke the tie by failing this one: a lost race, like a taken version.
+            raise _conflict(events, exc) from exc
+
+    async def _append_and_project(
+        self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent], before: Before
+    ) -> list[Recorded]:
         recorded: list[Recorded] = []
         for batch in one_per_job(events, _event_job):
             rows = await self._insert(conn, batch)

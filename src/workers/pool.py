@@ -242,6 +242,9 @@ class Pool:
                 await self._check_running()
             try:
                 await self._claim_round()
+            except errors.VersionConflict as exc:  # a job raced by another writer: claim again
+                log.info("claim lost a race (%s); claiming again", exc)
+                continue
             except db.UNREACHABLE as exc:
                 log.warning("claim failed, retrying: %s", exc)
                 await self._pause(min(1.0, self.settings.poll_seconds))

@@ -168,3 +168,55 @@ async def test_lifecycle_commands_move_the_view(
         assert row is not None and row.status == status, command
     with pytest.raises(errors.InvalidTransition):
         await event_store.execute(conn, job_id, commands.CancelJob(), actor="someone")
+
+
+async def test_a_deadlock_between_a_claim_and_a_cancel_is_a_conflict_for_one_of_them(
+    dbs: Databases, event_store: store.EventStore
+) -> None:
+    setup = await asyncpg.connect(dbs.app)
+    job_id = await factories.submit(event_store, setup)
+    state = await event_store.load(setup, job_id)
+    assert state is not None
+    a, b = await asyncpg.connect(dbs.app), await asyncpg.connect(dbs.app)
+    claiming = a.transaction()
+    try:
+        # The claim's order: lock the job's row, then append.
+        await claiming.start()
+        await a.fetch("SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        # The cancel's order: append, then project into the row (which waits for the claim).
+        cancel = asyncio.ensure_future(
+            event_store.execute(b, job_id, commands.CancelJob(), actor="alice")
+        )
+        b_pid = b.get_server_pid()
+        for _ in range(500):
+            waiting = await setup.fetchval(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", b_pid
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the cancel never waited for the claim's row lock"
+        claim = commands.decide(
+            state,
+            commands.ClaimJob(worker_id="w", lease_seconds=30),
+            job_id=job_id,
+            actor="w",
+            now=datetime.now(UTC),
+        )
+        claimed: list[store.Recorded] | BaseException
+        try:
+            claimed = await event_store.append(a, claim)
+            await claiming.commit()
+        except errors.VersionConflict as exc:
+            claimed = exc
+            await claiming.rollback()
+        cancelled = (await asyncio.gather(cancel, return_exceptions=True))[0]
+
+        outcomes = [claimed, cancelled]
+        assert sum(isinstance(o, errors.VersionConflict) for o in outcomes) == 1
+        assert sum(isinstance(o, list) for o in outcomes) == 1
+        history = await event_store.history(setup, job_id)
+        assert [r.event.version for r in history] == [1, 2]  # one writer won, no fork
+    finally:
+        for c in (a, b, setup):
+            await c.close()
