@@ -16,7 +16,6 @@ import asyncpg
 
 from ledger import commands, db, store
 from ledger import events as ev
-from projections import current
 
 NOOP = "bench.noop"
 ACTOR = "bench"
@@ -38,7 +37,7 @@ def decided(n: int, *, start: int = 0) -> list[ev.JobEvent]:
 
 
 def event_store() -> store.EventStore:
-    return store.EventStore([current.JobView()])
+    return store.EventStore()
 
 
 async def one_at_a_time(dsn: str, count: int) -> float:

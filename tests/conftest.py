@@ -11,7 +11,6 @@ import pytest
 import pytest_asyncio
 
 from ledger import database, migrations, store
-from projections import current
 from tests import pg
 
 APP_ROLE = "ledger_test_app"
@@ -89,4 +88,4 @@ async def admin_conn(dbs: Databases) -> AsyncIterator[asyncpg.Connection]:
 
 @pytest.fixture
 def event_store() -> store.EventStore:
-    return store.EventStore([current.JobView()])
+    return store.EventStore()

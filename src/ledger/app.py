@@ -11,7 +11,7 @@ from litestar.openapi import OpenAPIConfig
 from ledger import auth, config, db, groupcommit, jobtypes, metrics, store
 from ledger.http import audit, dashboard, health, jobs, problems, ready, security
 from ledger.http import metrics as http_metrics
-from projections import current, metering, signing
+from projections import metering, signing
 from workers import pool as worker_pool
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -46,7 +46,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await db.create_pool(dsn, max_size=pool_size)
-        event_store = store.EventStore([metering.JobMetrics(process_metrics), current.JobView()])
+        event_store = store.EventStore([metering.JobMetrics(process_metrics)])
         app.state.services = jobs.Services(
             pool=pool,
             store=event_store,

@@ -27,7 +27,7 @@ from ledger import (
     probe,
     store,
 )
-from projections import chains, current, metering, rebuild
+from projections import chains, metering, rebuild
 
 log = logging.getLogger("ledger")
 
@@ -108,7 +108,7 @@ async def _serve_with_workers(
         database_.app_dsn,
         listen_dsn=database_.listen_dsn,
         settings=pool.settings_from(settings),
-        event_store=store.EventStore([metering.JobMetrics(registry), current.JobView()]),
+        event_store=store.EventStore([metering.JobMetrics(registry)]),
     )
     registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
     with shutdown.graceful(workers.request_stop):
@@ -140,7 +140,7 @@ async def _worker(settings: config.Settings) -> int:
             database_.app_dsn,
             listen_dsn=database_.listen_dsn,
             settings=pool.settings_from(settings),
-            event_store=store.EventStore([metering.JobMetrics(registry), current.JobView()]),
+            event_store=store.EventStore([metering.JobMetrics(registry)]),
         )
         registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
         stop_metrics = _serve_worker_metrics(registry, settings)
@@ -256,7 +256,7 @@ async def _seed(settings: config.Settings, *, per_type: int) -> int:
 
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            event_store = store.EventStore([current.JobView()])
+            event_store = store.EventStore()
             seeded = await seed.seed(
                 conn, event_store, jobtypes.REGISTRY, settings.storage, per_type=per_type
             )

@@ -1,9 +1,11 @@
 """The event store: append events with their hash chain and project them, in one transaction.
 
-Invariant 2 (no state without its event) lives here: `append` runs the insert and
-the inline projection on one connection inside one transaction. The projection is
-a port (`InlineProjection`) that the projections package implements and the
-composition roots wire in. Driver errors are translated to ledger errors here, once.
+Invariant 2 (no state without its event) lives here and in the database: the
+INSERT of the events projects them into the current-state view in the same
+statement (sql/0051), and `append` runs any further inline projections (a port,
+`InlineProjection`, that the projections package implements and the composition
+roots wire in; the job metrics are one) on the same connection in the same
+transaction. Driver errors are translated to ledger errors here, once.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class EventStore:
                 [ev.data_json(e) for e in batch],
             )
         except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == IDEMPOTENCY_INDEX:
+                raise _key_taken(batch, exc) from exc
             if exc.constraint_name != "events_job_id_version_key":
                 raise
             raise _conflict(batch, exc) from exc
@@ -199,6 +203,25 @@ def one_per_job[T](items: Sequence[T], job_id: Callable[[T], uuid.UUID]) -> list
             rounds.append([])
         rounds[level].append(item)
     return rounds
+
+
+# The jobs view's unique (submitter, Idempotency-Key): the database projects each
+# appended submission into the view inside the INSERT (sql/0051), so a key already
+# taken surfaces from the append itself.
+IDEMPOTENCY_INDEX = "jobs_idempotency_key_idx"
+
+
+def _key_taken(
+    batch: Sequence[ev.JobEvent], exc: asyncpg.UniqueViolationError
+) -> errors.IdempotencyKeyTaken:
+    """The submission whose (submitter, Idempotency-Key) another job already holds."""
+    detail = str(getattr(exc, "detail", "") or "")
+    submissions = [e for e in batch if isinstance(e, ev.JobSubmitted)]
+    for event in submissions:
+        if event.idempotency_key is not None and event.idempotency_key in detail:
+            return errors.IdempotencyKeyTaken(event.actor, event.idempotency_key)
+    first = next(e for e in submissions if e.idempotency_key is not None)
+    return errors.IdempotencyKeyTaken(first.actor, first.idempotency_key or "")
 
 
 def _conflict(batch: Sequence[ev.JobEvent], exc: asyncpg.PostgresError) -> errors.VersionConflict:

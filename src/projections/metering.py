@@ -1,9 +1,10 @@
 """Job metrics from the events this process appends: counters, run time and queue wait.
 
-`JobMetrics` is an inline projection placed *before* the current-state view in the
-store's list, so it reads each job's row as it was before this append: its type and
-queue (events after the submission do not carry them), when it became due and when
-its running attempt started. It folds the appended events over that in order, so a
+`JobMetrics` is an inline projection that needs each job as it was before this
+append: its type and queue (events after the submission do not carry them), when it
+became due and when its running attempt started. The caller usually passes those
+states (it decided against them in this transaction); otherwise they are folded
+again from the job's earlier events (the view already holds the new state). It folds the appended events over that in order, so a
 batch holding several events of one job is measured step by step. Counting happens
 inside the appending transaction, after the insert succeeded: a version conflict
 counts nothing; an outer transaction of the caller's that later rolls back would
@@ -70,7 +71,10 @@ class JobMetrics:
                 )
                 for i in ids
             }
-        rows = await conn.fetch(Q["jobs_metering_context"], ids)
+        first: dict[uuid.UUID, int] = {}
+        for r in recorded:
+            first.setdefault(r.event.job_id, r.event.version)
+        rows = await conn.fetch(Q["jobs_metering_context"], ids, [first[i] for i in ids])
         return {
             row["job_id"]: _Job(
                 job_type=row["type"],

@@ -1,38 +1,3 @@
--- name: jobs_apply
--- Fold the just-appended events (visible to this transaction) into the live view, in order.
-SELECT job_view_apply(e)
-FROM events AS e
-WHERE e.position = ANY($1::bigint[])
-ORDER BY e.position;
-
--- name: jobs_apply_first
--- Set-based: just-appended first events (version 1, one per job) become new rows,
--- each folded by the same job_view_evolve the per-row path and rebuilds use.
-INSERT INTO jobs
-SELECT s.*
-FROM events AS e
-CROSS JOIN LATERAL job_view_evolve(NULL::jobs, e) AS s
-WHERE e.position = ANY($1::bigint[]);
-
--- name: jobs_apply_next
--- Set-based: just-appended later events, at most one per job, folded into their rows
--- (locked by the UPDATE). Returns the positions applied; a missing row is the caller's error.
-UPDATE jobs AS j
-SET (version, type, queue, priority, status, payload, result, error, attempt, max_attempts,
-     timeout_seconds, backoff_base_seconds, backoff_cap_seconds, run_at, worker_id,
-     lease_until, idempotency_key, replay_of, submitted_by, created_at, updated_at,
-     started_at, completed_at)
-  = (SELECT s.version, s.type, s.queue, s.priority, s.status, s.payload, s.result, s.error,
-            s.attempt, s.max_attempts, s.timeout_seconds, s.backoff_base_seconds,
-            s.backoff_cap_seconds, s.run_at, s.worker_id, s.lease_until, s.idempotency_key,
-            s.replay_of, s.submitted_by, s.created_at, s.updated_at, s.started_at,
-            s.completed_at
-     FROM job_view_evolve(j, e) AS s)
-FROM events AS e
-WHERE e.position = ANY($1::bigint[])
-  AND j.job_id = e.job_id
-RETURNING e.position;
-
 -- name: jobs_get
 SELECT *
 FROM jobs
@@ -134,11 +99,19 @@ WHERE job_id = $1
 ORDER BY version;
 
 -- name: jobs_metering_context
--- What the metrics need of jobs about to change: type and queue (labels), when the
--- job became due (queue wait) and when its running attempt started (run time).
-SELECT job_id, type, queue, run_at, started_at
-FROM jobs
-WHERE job_id = ANY($1::uuid[]);
+-- What the metrics need of jobs that just changed, as they were before: type and queue
+-- (labels), when the job became due (queue wait) and when its running attempt started
+-- (run time). The view already holds the new state (the append projects it), so each
+-- job's events before its first appended version ($2) are folded again.
+SELECT (f.s).job_id, (f.s).type, (f.s).queue, (f.s).run_at, (f.s).started_at
+FROM unnest($1::uuid[], $2::integer[]) AS a (job_id, version)
+CROSS JOIN LATERAL (
+    SELECT job_view_fold(e ORDER BY e.version) AS s
+    FROM events AS e
+    WHERE e.job_id = a.job_id
+      AND e.version < a.version
+) AS f
+WHERE (f.s).job_id IS NOT NULL;
 
 -- name: jobs_depth_by_queue_status
 -- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time.

@@ -116,7 +116,7 @@ class Pool:
         self._dsn = dsn
         self._listen_dsn = listen_dsn or dsn
         self._registry = registry
-        self._store = event_store or store.EventStore([current.JobView()])
+        self._store = event_store or store.EventStore()
         self.process = leases.this_process(
             self.settings.slots, self.settings.lease_seconds, worker_id
         )

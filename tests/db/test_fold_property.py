@@ -103,7 +103,7 @@ def test_sql_projection_equals_python_fold(dbs: Databases, data: Any) -> None:
     ]:
         conn = await asyncpg.connect(dbs.app)
         try:
-            event_store = store.EventStore([current.JobView()])
+            event_store = store.EventStore()
             for event in history:  # one transaction per event, as in production
                 await event_store.append(conn, [event])
             job_id = history[0].job_id

@@ -73,3 +73,61 @@ async def test_later_event_whose_row_is_gone_is_refused_and_rolled_back(
         await event_store.append(conn, _claims(submitted, now))
     assert await conn.fetchval("SELECT count(*) FROM events") == 3
     assert await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'pending'") == 2
+
+
+_RAW_INSERT = """
+INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+SELECT u.job_id, u.version, u.type, u.actor, u.occurred_at, u.data,
+       decode(repeat('00', 32), 'hex'), decode(repeat('11', 32), 'hex')
+FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::timestamptz[], $6::jsonb[])
+    AS u (job_id, version, type, actor, occurred_at, data)
+"""
+
+
+async def _insert_raw(conn: asyncpg.Connection, events: list[ev.JobEvent]) -> None:
+    """Events written by a plain INSERT, past the event store (as any other writer could)."""
+    await conn.execute(
+        _RAW_INSERT,
+        [e.job_id for e in events],
+        [e.version for e in events],
+        [ev.type_tag(e) for e in events],
+        [e.actor for e in events],
+        [e.occurred_at for e in events],
+        [ev.data_json(e) for e in events],
+    )
+
+
+async def test_events_written_past_the_store_still_get_their_state(
+    conn: asyncpg.Connection,
+) -> None:
+    now = datetime.now(UTC)
+    submitted = _submitted(3, now)
+
+    await _insert_raw(conn, submitted)
+
+    for event in submitted:
+        row = await current.get(conn, event.job_id)
+        assert row is not None and (row.status, row.version) == ("pending", 1)
+
+
+async def test_several_events_of_one_job_in_one_statement_apply_in_their_order(
+    conn: asyncpg.Connection,
+) -> None:
+    now = datetime.now(UTC)
+    submitted = _submitted(1, now)
+    claimed = _claims(submitted, now)
+    state = lifecycle.fold([*submitted, *claimed])
+    completed = commands.decide(
+        state,
+        commands.CompleteJob(worker_id="w", result={"ok": True}),
+        job_id=submitted[0].job_id,
+        actor="w",
+        now=now,
+    )
+
+    await _insert_raw(conn, [*submitted, *claimed, *completed])
+
+    row = await current.get(conn, submitted[0].job_id)
+    assert row is not None
+    assert (row.status, row.version, row.result) == ("completed", 3, {"ok": True})
+    assert row == lifecycle.fold([*submitted, *claimed, *completed])

@@ -63,7 +63,7 @@ async def test_replay_of_an_unknown_job_writes_nothing(
 async def test_as_of_each_event_equals_the_fold_of_its_prefix(
     conn: asyncpg.Connection,
 ) -> None:
-    event_store = store.EventStore([current.JobView()], clock=Ticking())
+    event_store = store.EventStore(clock=Ticking())
     job_id = await factories.submit(event_store, conn, max_attempts=2)
     for command in (
         commands.ClaimJob(worker_id="w", lease_seconds=30),
@@ -90,7 +90,7 @@ async def test_as_of_each_event_equals_the_fold_of_its_prefix(
 async def test_timeline_shows_status_after_each_event_and_the_gaps(
     conn: asyncpg.Connection,
 ) -> None:
-    event_store = store.EventStore([current.JobView()], clock=Ticking())
+    event_store = store.EventStore(clock=Ticking())
     job_id = await ledgers.run_job(event_store, conn, 1)
     history = await event_store.history(conn, job_id)
 

@@ -38,7 +38,7 @@ def registry() -> metrics.Metrics:
 
 @pytest.fixture
 def metered(registry: metrics.Metrics, clock: Clock) -> store.EventStore:
-    return store.EventStore([metering.JobMetrics(registry), current.JobView()], clock=clock)
+    return store.EventStore([metering.JobMetrics(registry)], clock=clock)
 
 
 def value(registry: metrics.Metrics, name: str, **labels: str) -> float:
@@ -107,7 +107,7 @@ async def test_a_losing_writer_counts_nothing(
     conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics
 ) -> None:
     job = await factories.submit(metered, conn)
-    stale = store.EventStore([metering.JobMetrics(registry), current.JobView()])
+    stale = store.EventStore([metering.JobMetrics(registry)])
     state = await stale.load(conn, job)
     assert state is not None
     await run(metered, conn, job, commands.CancelJob())
@@ -135,7 +135,7 @@ async def test_several_events_of_one_job_in_one_append_are_measured_in_order(
         actor="w",
         now=T0 + timedelta(seconds=3),
     )
-    event_store = store.EventStore([metering.JobMetrics(registry), current.JobView()])
+    event_store = store.EventStore([metering.JobMetrics(registry)])
     await event_store.append(conn, [*submitted, *claimed])
     assert value(registry, "ledger_jobs_submitted_total", job_type="t", queue="default") == 1
     assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="t") == 3.0

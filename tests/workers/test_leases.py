@@ -63,7 +63,7 @@ def _past_clock(seconds: float) -> store.Clock:
 async def _claim_in_the_past(
     conn: asyncpg.Connection, job_id: uuid.UUID, worker_id: str, *, ago: float, lease: float
 ) -> None:
-    past = store.EventStore([current.JobView()], clock=_past_clock(ago))
+    past = store.EventStore(clock=_past_clock(ago))
     await past.execute(
         conn, job_id, commands.ClaimJob(worker_id=worker_id, lease_seconds=lease), actor=worker_id
     )

@@ -19,7 +19,6 @@ import pytest
 import pytest_asyncio
 
 from ledger import commands, db, jobtypes, store
-from projections import current
 from tests import factories
 from tests.conftest import Databases
 from workers.handlers import data_export
@@ -152,7 +151,7 @@ async def test_exports_events_by_type_and_time_range(
 ) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     times = iter([base, base + timedelta(hours=1), base + timedelta(hours=2)])
-    timed = store.EventStore([current.JobView()], clock=lambda: next(times))
+    timed = store.EventStore(clock=lambda: next(times))
     ids = [await factories.submit(timed, conn) for _ in range(3)]
 
     result = await run(
