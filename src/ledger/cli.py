@@ -75,6 +75,7 @@ def _http_server(
             log_level=settings.log_level,
             log_config=None,
             lifespan="on",
+            http="httptools",  # the C parser (a dependency), never the pure-Python fallback
         )
     )
 
