@@ -87,7 +87,7 @@ def create_app(
             components=security.COMPONENTS,
         ),
     )
-    app.state.auth = auth_config
+    app.state.auth = auth.TokenVerifier(auth_config)
     app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
     app.state.metrics = process_metrics
     _document_closed_objects(app)

@@ -10,6 +10,12 @@ configured; `nbf` and `iat` are checked when present, with a small leeway.
 Scopes come from the token's space-separated `scope` claim (RFC 9068). The
 `admin` scope grants every other one.
 
+The API verifies through a `TokenVerifier`: a token whose signature and claims
+were verified once is remembered (keyed by its exact text, a bounded number of
+them), so a client that sends the same token on every request skips the
+signature check; the time checks (`exp`, `nbf`, `iat`, with the leeway) are
+made again on every request, so an expired token is refused as before.
+
 There is no default secret. On the embedded database, with no key configured,
 a random secret is generated once into the data folder and kept there; with
 `DATABASE_URL` set and no secret or public key, the service refuses to start.
@@ -21,6 +27,8 @@ import logging
 import os
 import re
 import secrets
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -44,6 +52,18 @@ MIN_SECRET_BYTES: Final = 32
 SECRET_FILE: Final = "jwt_secret"
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <jwt>` header, or Unauthorized."""
+    if not authorization:
+        raise errors.Unauthorized("missing bearer token", error=None)
+    match = _BEARER.match(authorization)
+    if match is None:
+        raise errors.Unauthorized(
+            "the Authorization header is not 'Bearer <token>'", error="invalid_request"
+        )
+    return match.group(1)
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,17 +111,15 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def verify(self, authorization: str | None) -> Principal:
         """The principal of an `Authorization: Bearer <jwt>` header, or Unauthorized."""
-        if not authorization:
-            raise errors.Unauthorized("missing bearer token", error=None)
-        match = _BEARER.match(authorization)
-        if match is None:
-            raise errors.Unauthorized(
-                "the Authorization header is not 'Bearer <token>'", error="invalid_request"
-            )
-        return self.decode(match.group(1))
+        return self.decode(bearer_token(authorization))
 
     def decode(self, token: str) -> Principal:
         """The principal of a raw JWT, or Unauthorized saying why not."""
+        return self.decode_with_window(token)[0]
+
+    def decode_with_window(self, token: str) -> tuple[Principal, float, float]:
+        """The principal of a raw JWT and the times (epoch seconds, leeway included) between
+        which its time claims accept it: valid while `valid_from <= now < valid_until`."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -134,7 +152,13 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise errors.Unauthorized("invalid token: 'scope' must be a space-separated string")
-        return Principal(subject=subject, scopes=frozenset(scope.split()))
+        principal = Principal(subject=subject, scopes=frozenset(scope.split()))
+        # As PyJWT just checked them: refused once `exp <= now - leeway`, or while
+        # `nbf` or `iat` is later than `now + leeway` (both are integers by now).
+        starts = [int(claims[c]) for c in ("nbf", "iat") if c in claims]
+        valid_from = max(starts) - self.leeway_seconds if starts else float("-inf")
+        valid_until = int(claims["exp"]) + self.leeway_seconds
+        return principal, valid_from, valid_until
 
     def mint(
         self,
@@ -169,6 +193,72 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
             claims["aud"] = self.audience
         alg = next((a for a in self.algorithms if a in HMAC_ALGORITHMS), "HS256")
         return jwt.encode(claims, self.secret, algorithm=alg)
+
+
+DEFAULT_CACHED_TOKENS: Final = 1024
+
+
+class _Verified(msgspec.Struct, frozen=True):
+    principal: Principal
+    valid_from: float
+    valid_until: float
+
+
+class TokenVerifier:
+    """Verifies bearer tokens like `AuthConfig.verify`, remembering the ones that passed.
+
+    A remembered token skips the signature and claim checks, never the clock: each
+    request compares now with the token's `nbf`/`iat` and `exp` (leeway included), and
+    a token outside that window is refused (and forgotten). Only tokens that passed
+    the full verification are remembered, keyed by their exact text
+    (so a changed byte is a different, unverified token), at most `size` of them (the
+    oldest forgotten first). The cache belongs to one configuration: another secret,
+    key, issuer or audience is another verifier with an empty cache.
+    """
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        *,
+        size: int = DEFAULT_CACHED_TOKENS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if size < 0:
+            raise ValueError("the token cache size cannot be negative")
+        self.config = config
+        self._size = size
+        self._clock = clock
+        self._verified: dict[str, _Verified] = {}
+
+    def verify(self, authorization: str | None) -> Principal:
+        """The principal of an `Authorization: Bearer <jwt>` header, or Unauthorized."""
+        return self.decode(bearer_token(authorization))
+
+    def decode(self, token: str) -> Principal:
+        """The principal of a raw JWT, or Unauthorized saying why not."""
+        known = self._verified.get(token)
+        if known is None:
+            known = _Verified(*self.config.decode_with_window(token))
+            if self._size:
+                while len(self._verified) >= self._size:
+                    del self._verified[next(iter(self._verified))]
+                self._verified[token] = known
+        # Every time, remembered or not: the claims are the token's own (its exact text
+        # is the key), so only the clock can move it out of its window.
+        now = self._clock()
+        if now >= known.valid_until:
+            self._verified.pop(token, None)
+            raise errors.Unauthorized("invalid token: Signature has expired")
+        if now < known.valid_from:
+            self._verified.pop(token, None)
+            raise errors.Unauthorized("invalid token: The token is not yet valid")
+        return known.principal
+
+    def __len__(self) -> int:
+        return len(self._verified)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._verified
 
 
 def parse_duration(text: str) -> timedelta:

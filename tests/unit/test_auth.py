@@ -143,3 +143,81 @@ def test_the_api_refuses_to_start_on_an_external_database_without_a_key(
     monkeypatch.setenv("DATABASE_URL", "postgresql://127.0.0.1:1/never-reached")
     assert cli.main([command]) == 2
     assert "refusing to start" in capsys.readouterr().err
+
+
+class FakeClock:
+    """The verifier's clock, moved by the test (PyJWT keeps the real one)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _verifier(size: int = 8) -> tuple[auth.AuthConfig, auth.TokenVerifier, FakeClock]:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET, leeway_seconds=30)
+    clock = FakeClock()
+    return config_, auth.TokenVerifier(config_, size=size, clock=clock), clock
+
+
+def test_a_remembered_token_is_refused_once_its_expiry_and_leeway_have_passed() -> None:
+    config_, verifier, clock = _verifier()
+    issued = datetime.fromtimestamp(clock.now, UTC)
+    token = config_.mint("alice", ["jobs:write"], ttl=timedelta(minutes=5), now=issued)
+    assert verifier.verify("Bearer " + token).subject == "alice"
+    assert len(verifier) == 1  # remembered
+    clock.now += 5 * 60 + 29  # past exp, inside the leeway
+    assert verifier.verify("Bearer " + token).subject == "alice"
+    clock.now += 1  # exp + leeway
+    with pytest.raises(errors.Unauthorized, match="expired"):
+        verifier.verify("Bearer " + token)
+    assert len(verifier) == 0  # forgotten, and refused again on the next try
+    with pytest.raises(errors.Unauthorized, match="expired"):
+        verifier.verify("Bearer " + token)
+
+
+def test_a_token_not_yet_valid_is_refused_and_not_remembered() -> None:
+    config_, verifier, _clock = _verifier()
+    later = datetime.now(UTC) + timedelta(minutes=10)
+    token = config_.mint("alice", ["jobs:write"], now=later)  # nbf and iat in the future
+    with pytest.raises(errors.Unauthorized, match="not yet valid"):
+        verifier.decode(token)
+    assert len(verifier) == 0
+
+
+def test_a_remembered_token_is_refused_if_the_clock_is_before_its_nbf() -> None:
+    config_, verifier, clock = _verifier()
+    verifier.decode(config_.mint("alice", ["jobs:write"]))
+    clock.now -= 31  # before nbf - leeway (a clock stepped back)
+    with pytest.raises(errors.Unauthorized, match="not yet valid"):
+        verifier.decode(config_.mint("alice", ["jobs:write"]))
+
+
+def test_only_tokens_that_pass_are_remembered_and_a_changed_byte_is_a_different_token() -> None:
+    config_, verifier, _clock = _verifier()
+    token = config_.mint("alice", ["jobs:write"])
+    verifier.decode(token)
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")  # another signature
+    with pytest.raises(errors.Unauthorized, match="invalid token"):
+        verifier.decode(forged)
+    other = auth.AuthConfig(algorithms=("HS256",), secret="x" * 40).mint("mallory", ["admin"])
+    with pytest.raises(errors.Unauthorized, match="invalid token"):
+        verifier.decode(other)  # signed with another secret
+    assert len(verifier) == 1
+
+
+def test_the_token_cache_is_bounded_and_forgets_the_oldest_first() -> None:
+    config_, verifier, _clock = _verifier(size=2)
+    tokens = [config_.mint(f"user{i}", ["jobs:read"]) for i in range(3)]
+    for token in tokens:
+        verifier.decode(token)
+    assert len(verifier) == 2
+    assert tokens[0] not in verifier
+    assert [verifier.decode(t).subject for t in tokens] == ["user0", "user1", "user2"]
+
+
+def test_a_verifier_without_a_cache_checks_every_token_fully() -> None:
+    config_, verifier, _clock = _verifier(size=0)
+    assert verifier.decode(config_.mint("alice", ["jobs:read"])).subject == "alice"
+    assert len(verifier) == 0

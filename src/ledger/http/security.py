@@ -46,8 +46,8 @@ async def authenticate(
     needed = handler.opt.get("scope")
     if not isinstance(needed, str):
         raise errors.Forbidden("<undeclared>")
-    config: auth.AuthConfig = connection.app.state.auth
-    principal = config.verify(connection.headers.get("authorization"))
+    verifier: auth.TokenVerifier = connection.app.state.auth
+    principal = verifier.verify(connection.headers.get("authorization"))
     principal.require(needed)
     connection.state.principal = principal
 
