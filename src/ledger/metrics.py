@@ -142,6 +142,10 @@ class Metrics:
             registry=self.registry,
         )
 
+        # The labelled children by (method, route, status): prometheus_client's `labels()`
+        # validates and joins the values on every call, a cost on every request.
+        self._http_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
         self.queue_depth: Gauge | None = None
         self.worker_processes: Gauge | None = None
         self.worker_slots: Gauge | None = None
@@ -199,6 +203,18 @@ class Metrics:
         self.worker_processes.set(processes)
         self.worker_slots.set(slots)
         self.worker_slots_busy.set(busy)
+
+    def observe_http(self, method: str, route: str, status: str, seconds: float) -> None:
+        """Count one answered HTTP request and its duration."""
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(method=method, route=route, status=status),
+                self.http_request_seconds.labels(method=method, route=route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_database_reachable(self, reachable: bool) -> None:
         assert self.database_reachable is not None, "add_cluster_gauges() first"

@@ -327,9 +327,8 @@ class JobsController(Controller):
     )
     async def submit(
         self,
+        request: Request[Any, Any, Any],
         data: JSONBody[SubmitRequest],
-        services: NamedDependency[Services],
-        principal: NamedDependency[Principal],
         idempotency_key: Annotated[
             str | None,
             HeaderParameter(
@@ -339,6 +338,11 @@ class JobsController(Controller):
             ),
         ] = None,
     ) -> Response[Job]:
+        # The two dependencies read from the request directly: asked for through DI, Litestar
+        # resolves them concurrently in an anyio task group, a measurable cost on the hottest
+        # route (~5 % of the API's CPU per submission).
+        services = services_of(request)
+        principal = security.principal_of(request)
         key = _idempotency_key(idempotency_key)
         command = _to_command(data, services.registry, services.store.clock(), key)
         if key is None:

@@ -80,10 +80,9 @@ class RequestMetrics(ASGIMiddleware):
         try:
             await next_app(scope, receive, send_and_watch)
         finally:
-            registry = of(scope["litestar_app"].state)
-            route = scope.get("path_template") or "unmatched"
-            method = scope.get("method", "GET")
-            registry.http_requests.labels(method=method, route=route, status=str(status)).inc()
-            registry.http_request_seconds.labels(method=method, route=route).observe(
-                time.perf_counter() - started
+            of(scope["litestar_app"].state).observe_http(
+                str(scope.get("method", "GET")),
+                str(scope.get("path_template") or "unmatched"),
+                str(status),
+                time.perf_counter() - started,
             )
