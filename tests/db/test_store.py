@@ -220,3 +220,20 @@ async def test_a_deadlock_between_a_claim_and_a_cancel_is_a_conflict_for_one_of_
     finally:
         for c in (a, b, setup):
             await c.close()
+
+
+async def test_the_append_never_scans_the_whole_events_table_even_with_a_generic_plan(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    # A generic plan made on a small, never-analyzed events table (a new database) is
+    # kept while the table grows; it must look each predecessor up by its key.
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute("PREPARE append_plan AS " + store.Q["events_append"])
+    job_id = await factories.submit(event_store, conn)
+    rows = await conn.fetch(
+        f"EXPLAIN EXECUTE append_plan('{{{job_id}}}', '{{2}}', '{{job.cancelled.v1}}', "
+        "'{alice}', '{}', '{}')"
+    )
+    plan = "\n".join(r[0] for r in rows)
+    assert "Seq Scan on events" not in plan
+    assert "Index Scan using events_job_id_version_key" in plan
