@@ -40,7 +40,12 @@ Before = Mapping[uuid.UUID, lifecycle.JobState]
 
 
 class InlineProjection(Protocol):
-    """A read model kept in step with the events inside the appending transaction."""
+    """A read model kept in step with the events inside the appending transaction.
+
+    For an append of submissions only, outside a caller's transaction, `apply` runs
+    just after the single statement that committed them (see EventStore.append):
+    given only submissions, it must not touch the database.
+    """
 
     async def apply(
         self, conn: asyncpg.Connection, recorded: Sequence[Recorded], before: Before
@@ -76,10 +81,16 @@ class EventStore:
         Runs in the caller's transaction when there is one, otherwise in its own.
         Raises VersionConflict when any job moved past the version an event expects.
         `before`: the jobs' states the caller decided against, read in this transaction.
+
+        New jobs only (submissions, one per job) are one INSERT, which projects
+        itself into the view in the same statement: outside a caller's transaction
+        that statement is its own transaction, without the BEGIN and COMMIT round
+        trips. The inline projections then see only submissions, for which none
+        reads the database (none may: the statement has committed by then).
         """
         if not events:
             return []
-        if conn.is_in_transaction():
+        if conn.is_in_transaction() or _new_jobs_only(events):
             return await self._append(conn, events, before or {})
         async with conn.transaction():
             return await self._append(conn, events, before or {})
@@ -163,6 +174,13 @@ class EventStore:
             state = await self.load(conn, job_id)
             decided = commands.decide(state, command, job_id=job_id, actor=actor, now=self.clock())
             return await self._append(conn, decided, {} if state is None else {job_id: state})
+
+
+def _new_jobs_only(events: Sequence[ev.JobEvent]) -> bool:
+    """Submissions of distinct jobs: one statement appends and projects them all."""
+    if not all(isinstance(e, ev.JobSubmitted) for e in events):
+        return False
+    return len({e.job_id.int for e in events}) == len(events)
 
 
 def _event_job(event: ev.JobEvent) -> uuid.UUID:

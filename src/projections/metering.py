@@ -6,7 +6,8 @@ became due and when its running attempt started. The caller usually passes those
 states (it decided against them in this transaction); otherwise they are folded
 again from the job's earlier events (the view already holds the new state). It folds the appended events over that in order, so a
 batch holding several events of one job is measured step by step. Counting happens
-inside the appending transaction, after the insert succeeded: a version conflict
+after the insert succeeded (inside the appending transaction, or right after the
+one statement that appended new jobs; submissions read nothing): a version conflict
 counts nothing; an outer transaction of the caller's that later rolls back would
 have counted its events (no caller in this service does that after appending).
 """

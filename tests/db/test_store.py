@@ -237,3 +237,30 @@ async def test_the_append_never_scans_the_whole_events_table_even_with_a_generic
     plan = "\n".join(r[0] for r in rows)
     assert "Seq Scan on events" not in plan
     assert "Index Scan using events_job_id_version_key" in plan
+
+
+async def test_a_batch_of_submissions_is_all_or_nothing_in_its_single_statement(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    now = datetime.now(UTC)
+    await factories.submit(event_store, conn, idempotency_key="taken")
+    batch: list[ev.JobEvent] = []
+    for key in ("k1", "k2", "taken"):
+        batch += commands.decide(
+            None,
+            factories.submit_command(idempotency_key=key),
+            job_id=uuid.uuid4(),
+            actor="alice",
+            now=now,
+        )
+    assert not conn.is_in_transaction()
+
+    with pytest.raises(errors.IdempotencyKeyTaken):
+        await event_store.append(conn, batch)
+
+    ids = [e.job_id for e in batch]
+    assert await conn.fetchval("SELECT count(*) FROM events WHERE job_id = ANY($1)", ids) == 0
+    assert await conn.fetchval("SELECT count(*) FROM jobs WHERE job_id = ANY($1)", ids) == 0
+    recorded = await event_store.append(conn, batch[:2])  # without the taken key it goes in
+    assert len({r.txid for r in recorded}) == 1
+    assert await conn.fetchval("SELECT count(*) FROM jobs WHERE job_id = ANY($1)", ids) == 2
