@@ -80,15 +80,10 @@ LIMIT $1;
 
 -- name: jobs_claim
 -- Runnable jobs of the types this worker knows, due now, in claim order; rows other
--- claimers hold are skipped, so concurrent claimers never take the same job.
+-- claimers hold are skipped, so concurrent claimers never take the same job. The
+-- function (sql/0053) always walks jobs_due_idx in order and stops at the limit.
 SELECT *
-FROM jobs
-WHERE status IN ('pending', 'retrying')
-  AND run_at <= now()
-  AND type = ANY($2::text[])
-ORDER BY run_at, priority, created_at
-LIMIT $1
-FOR UPDATE SKIP LOCKED;
+FROM jobs_claimable($1, $2::text[]);
 
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the

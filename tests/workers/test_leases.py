@@ -194,3 +194,37 @@ async def test_a_heartbeat_renews_only_the_attempts_still_running(
     await leases.heartbeat(conn, worker, [running])
 
     assert await leases.recover_expired(conn, event_store, actor="recovery:test") == [abandoned]
+
+
+async def test_the_claim_walks_the_due_index_even_when_statistics_say_the_queue_is_empty(
+    admin_conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    # Statistics taken while the queue was empty, then a burst of submissions: the
+    # planner believes one row is runnable. The claim must still stop at its limit in
+    # index order rather than sort every runnable job.
+    await admin_conn.execute("ANALYZE jobs")
+    now = datetime.now(UTC)
+    burst = [
+        e
+        for _ in range(5000)
+        for e in commands.decide(
+            None, factories.submit_command(), job_id=uuid.uuid4(), actor="bulk", now=now
+        )
+    ]
+    await event_store.append(admin_conn, burst)
+    body, config = await admin_conn.fetchrow(
+        "SELECT prosrc, proconfig FROM pg_proc WHERE proname = 'jobs_claimable'"
+    )
+    async with admin_conn.transaction():
+        for setting in config:
+            name, value = setting.split("=", 1)
+            await admin_conn.execute(f"SET LOCAL {name} = {value}")
+        await admin_conn.execute(
+            f"PREPARE claim_plan (integer, text[]) AS {body.replace('max_jobs', '$1').replace('job_types', '$2')}"
+        )
+        plan = "\n".join(
+            r[0] for r in await admin_conn.fetch("EXPLAIN EXECUTE claim_plan(10, '{noop}')")
+        )
+        await admin_conn.execute("DEALLOCATE claim_plan")
+    assert "Index Scan using jobs_due_idx" in plan, plan
+    assert "Sort" not in plan, plan
