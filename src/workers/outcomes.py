@@ -5,8 +5,11 @@ decided against the job's row as it is now and appended only while this worker
 still holds that very attempt, so an outcome is recorded once (invariant 7). The
 pool hands its outcomes to a `batching.Batcher`: the outcomes of attempts that
 finish together share one transaction and one durable commit, and each is
-answered after that commit. A conflict (the job moved meanwhile) or a lost
-connection in the shared transaction sends each outcome through `record` alone.
+answered after that commit. The batch is first decided against the states the
+worker claimed (`record_as_claimed`: nothing to read, since an attempt still held
+has not moved); if any job moved meanwhile (cancelled, expired), the append
+conflicts and the batch is recorded again against the rows as they are (`record`).
+A conflict there too, or a lost connection, sends each outcome through `record` alone.
 """
 
 from __future__ import annotations
@@ -39,6 +42,37 @@ def held(now: lifecycle.JobState | None, claimed: lifecycle.JobState, worker_id:
         and now.worker_id == worker_id
         and now.attempt == claimed.attempt
     )
+
+
+async def record_as_claimed(
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    worker_id: str,
+    outcomes: Sequence[Outcome],
+) -> list[bool]:
+    """Record `outcomes` in one transaction, each decided against the job as claimed.
+
+    Optimistic: an attempt this worker still holds is exactly as it claimed it, so
+    no row is read; if any job moved since (its next version is taken), the append
+    raises VersionConflict and nothing is recorded. The leases are dropped.
+    """
+    now = event_store.clock()
+    decided = [
+        event
+        for o in outcomes
+        for event in commands.decide(
+            o.state, o.command, job_id=o.state.job_id, actor=worker_id, now=now
+        )
+    ]
+    async with conn.transaction():
+        await conn.execute(
+            Q["job_leases_delete_many"],
+            worker_id,
+            [o.state.job_id for o in outcomes],
+            [o.state.attempt for o in outcomes],
+        )
+        await event_store.append(conn, decided, before={o.state.job_id: o.state for o in outcomes})
+    return [True] * len(outcomes)
 
 
 async def record(

@@ -452,7 +452,10 @@ class Pool:
     async def _record_together(self, batch: Sequence[outcomes.Outcome]) -> list[bool]:
         assert self._db is not None
         async with db.acquire(self._db) as conn:
-            return await outcomes.record(conn, self._store, self.worker_id, batch)
+            try:
+                return await outcomes.record_as_claimed(conn, self._store, self.worker_id, batch)
+            except errors.VersionConflict:  # some job moved since its claim: read, decide again
+                return await outcomes.record(conn, self._store, self.worker_id, batch)
 
     async def _record_alone(self, outcome: outcomes.Outcome) -> bool:
         """One outcome in its own transaction; conflicts and lost connections are retried."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 import asyncpg
+import pytest
 
-from ledger import commands, lifecycle, store
+from ledger import commands, errors, lifecycle, store
 from ledger import events as ev
 from projections import current
 from tests import factories
@@ -113,3 +114,22 @@ async def test_a_busy_pool_records_its_outcomes_in_far_fewer_commits_than_jobs(
     )
     assert per_job == len(ids)  # each outcome recorded exactly once
     assert commits < len(ids) // 2
+
+
+async def test_recording_as_claimed_refuses_a_batch_with_a_job_that_moved_and_records_none(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    first, cancelled = await _claimed(event_store, conn, 2)
+    await event_store.execute(conn, cancelled.job_id, commands.CancelJob(), actor="alice")
+    batch = [
+        outcomes.Outcome(s, commands.CompleteJob(worker_id=WORKER, result=None))
+        for s in (first, cancelled)
+    ]
+
+    with pytest.raises(errors.VersionConflict):
+        await outcomes.record_as_claimed(conn, event_store, WORKER, batch)
+
+    assert (await _types(event_store, conn, first.job_id))[-1] == "job.claimed.v1"
+    assert await outcomes.record(conn, event_store, WORKER, batch) == [True, False]
+    assert (await _types(event_store, conn, first.job_id))[-1] == "job.completed.v1"
+    assert (await _types(event_store, conn, cancelled.job_id))[-1] == "job.cancelled.v1"
