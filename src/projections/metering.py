@@ -21,7 +21,7 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from ledger import events as ev
 from ledger import metrics, sqlfile, store
@@ -41,6 +41,16 @@ class JobMetrics:
 
     def __init__(self, registry: metrics.Metrics) -> None:
         self.metrics = registry
+        # Each job type's histogram series, looked up once (labels() takes a lock and
+        # builds a key on every call; a busy worker observes two per job).
+        self._series: dict[tuple[int, str], Histogram] = {}
+
+    def _histogram(self, family: Histogram, job_type: str) -> Histogram:
+        key = (id(family), job_type)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = family.labels(job_type)
+        return series
 
     async def apply(
         self,
@@ -108,7 +118,7 @@ class JobMetrics:
             case ev.JobClaimed():
                 if job.due is not None:
                     wait = (event.occurred_at - job.due).total_seconds()
-                    m.job_queue_wait_seconds.labels(job.job_type).observe(max(wait, 0.0))
+                    self._histogram(m.job_queue_wait_seconds, job.job_type).observe(max(wait, 0.0))
                 job.started, job.due = event.occurred_at, None
             case ev.JobCompleted():
                 self._ran(job, event.occurred_at)
@@ -139,5 +149,5 @@ class JobMetrics:
     def _ran(self, job: _Job, ended: datetime) -> None:
         if job.started is not None:
             seconds = (ended - job.started).total_seconds()
-            self.metrics.job_run_seconds.labels(job_type=job.job_type).observe(max(seconds, 0.0))
+            self._histogram(self.metrics.job_run_seconds, job.job_type).observe(max(seconds, 0.0))
         job.started = None
