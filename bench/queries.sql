@@ -51,3 +51,28 @@ FROM (
     FROM events
     GROUP BY job_id
 ) AS per_job;
+
+-- name: pg_stat_statements_enable
+-- Per-statement timing for --pg-stats (loaded at the restart that follows), trigger
+-- statements included.
+ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements';
+
+-- name: pg_stat_statements_track_all
+ALTER SYSTEM SET pg_stat_statements.track = 'all';
+
+-- name: pg_stat_statements_create
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+
+-- name: pg_stat_statements_reset
+SELECT pg_stat_statements_reset();
+
+-- name: pg_stat_statements_top
+-- The data statements that took the most execution time since the last reset (not
+-- the bench's own database set-up, whose statements may carry passwords).
+SELECT calls, total_exec_time, rows, toplevel,
+       left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query
+FROM pg_stat_statements
+WHERE query ~* '^\s*(--[^\n]*\n\s*)*(SELECT|INSERT|UPDATE|DELETE|WITH)\M'
+  AND query !~* 'pg_stat_statements_reset'
+ORDER BY total_exec_time DESC
+LIMIT $1;

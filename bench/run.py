@@ -16,7 +16,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import cluster, http_submit, latency, machine, pgbench, processing, report, stats, submit
+from bench import (
+    cluster,
+    http_submit,
+    latency,
+    machine,
+    pgbench,
+    pgstats,
+    processing,
+    report,
+    stats,
+    submit,
+)
 
 RESULTS = Path(__file__).with_name("results")
 MIB = 1024 * 1024
@@ -70,14 +81,22 @@ async def measure(args: argparse.Namespace) -> report.Report:
                 ratio_to_baseline=True,
             )
 
-        if "submit" in args.only:
-            await _submission(c, rep, sizes)
-        if "processing" in args.only:
-            await _processing(c, rep, sizes, args)
-        if "latency" in args.only:
-            await _latency(c, rep, sizes, args)
-        if "http" in args.only:
-            await _http(c, rep, sizes, args)
+        if args.pg_stats:
+            await pgstats.enable(c)
+        parts = {
+            "submit": lambda: _submission(c, rep, sizes),
+            "processing": lambda: _processing(c, rep, sizes, args),
+            "latency": lambda: _latency(c, rep, sizes, args),
+            "http": lambda: _http(c, rep, sizes, args),
+        }
+        for part in PARTS:
+            if part not in args.only:
+                continue
+            if args.pg_stats:
+                await pgstats.reset(c)
+            await parts[part]()
+            if args.pg_stats:
+                await pgstats.report(c, part, args.results)
     rep.seconds = time.perf_counter() - started
     rep.finish()
     return rep
@@ -251,6 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--worker-processes", type=int, default=BEST_PROCESSES)
     parser.add_argument("--worker-slots", type=int, default=BEST_SLOTS, help="WORKER_COUNT")
+    parser.add_argument(
+        "--pg-stats",
+        action="store_true",
+        help="print PostgreSQL's time per statement after each part (pg_stat_statements)",
+    )
     parser.add_argument("--reps", type=int, help="repetitions of each figure (default 3)")
     parser.add_argument(
         "--only",
