@@ -34,6 +34,14 @@ FROM events
 WHERE job_id = $1
 ORDER BY version;
 
+-- name: events_first_of_jobs
+-- Each job's first event (its submission), for jobs named together.
+SELECT position, job_id, version, type, data, actor, occurred_at,
+       txid::text::bigint AS txid, prev_hash, hash
+FROM events
+WHERE job_id = ANY($1::uuid[])
+  AND version = 1;
+
 -- name: schema_reset
 -- `ledger db-reset` on a server of one's own: every table, view and function the
 -- migrations made (and the migrations table) is gone; the next migrate starts afresh.

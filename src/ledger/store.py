@@ -157,6 +157,13 @@ class EventStore:
         rows = await conn.fetch(Q["events_list_for_job"], job_id)
         return [record_from_row(row) for row in rows]
 
+    async def submissions(
+        self, conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, ev.JobEvent]:
+        """Each job's first event (its submission), by job id; unknown ids are left out."""
+        rows = await conn.fetch(Q["events_first_of_jobs"], list(job_ids))
+        return {row["job_id"]: record_from_row(row).event for row in rows}
+
     async def load(self, conn: asyncpg.Connection, job_id: uuid.UUID) -> lifecycle.JobState | None:
         """The job's current state, folded from its events (None: never submitted)."""
         return lifecycle.fold(r.event for r in await self.history(conn, job_id))

@@ -93,6 +93,14 @@ async def find_by_idempotency_key(
     return job_id
 
 
+async def find_by_idempotency_keys(
+    conn: asyncpg.Connection, submitted_by: str, keys: list[str]
+) -> dict[str, uuid.UUID]:
+    """The jobs `submitted_by` created with any of these Idempotency-Keys, by key."""
+    rows = await conn.fetch(Q["jobs_get_by_idempotency_keys"], submitted_by, keys)
+    return {row["idempotency_key"]: row["job_id"] for row in rows}
+
+
 async def get_many(conn: asyncpg.Connection, job_ids: list[uuid.UUID]) -> list[lifecycle.JobState]:
     """The jobs with these ids, in the order asked (missing ones left out)."""
     rows = {r["job_id"]: r for r in await conn.fetch(Q["jobs_get_many"], job_ids)}

@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 
 from ledger import commands, lifecycle, sqlfile, store
-from projections import current
+from projections import joblist
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
@@ -89,11 +89,10 @@ async def record(
     """
     ids = [o.state.job_id for o in outcomes]
     async with conn.transaction():
-        rows = await conn.fetch(Q["jobs_get_many"], ids)
+        now_states = {s.job_id: s for s in await joblist.get_many(conn, ids)}
         await conn.execute(
             Q["job_leases_delete_many"], worker_id, ids, [o.state.attempt for o in outcomes]
         )
-        now_states = {row["job_id"]: current.state_from_row(row) for row in rows}
         now = event_store.clock()
         decided = []
         recorded = []

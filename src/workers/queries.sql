@@ -123,12 +123,6 @@ SELECT (SELECT count(*) FROM live) AS processes,
         JOIN live AS l ON l.worker_id = j.worker_id
         WHERE j.status = 'processing') AS busy;
 
--- name: jobs_get_many
--- The current rows of the jobs whose outcomes are being recorded together.
-SELECT *
-FROM jobs
-WHERE job_id = ANY($1::uuid[]);
-
 -- name: job_leases_delete_many
 -- Those attempts ended: their leases go with them.
 DELETE FROM job_leases AS l

@@ -311,6 +311,54 @@ async def test_a_batch_is_submitted_in_one_transaction(
     assert {r["actor"] for r in rows} == {"alice"}
 
 
+async def test_a_repeated_batch_with_one_idempotency_key_returns_the_first_jobs(
+    client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection
+) -> None:
+    headers = {**bearer(), "Idempotency-Key": "import-7"}
+    body = {"jobs": [resize(width=w) for w in (1, 2, 3)]}
+    first = await client.post(f"{JOBS}/batch", json=body, headers=headers)
+    second = await client.post(f"{JOBS}/batch", json=body, headers=headers)
+
+    assert first.status_code == second.status_code == 201, second.text
+    ids = [j["job_id"] for j in first.json()["jobs"]]
+    assert [j["job_id"] for j in second.json()["jobs"]] == ids
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert await event_count(conn) == 3
+    keys = await conn.fetch("SELECT idempotency_key FROM jobs ORDER BY idempotency_key")
+    assert [r["idempotency_key"] for r in keys] == ["import-7/0", "import-7/1", "import-7/2"]
+
+
+async def test_the_same_batch_key_with_another_batch_answers_409_and_writes_nothing(
+    client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection
+) -> None:
+    headers = {**bearer(), "Idempotency-Key": "import-8"}
+    body = {"jobs": [resize(width=w) for w in (1, 2)]}
+    assert (await client.post(f"{JOBS}/batch", json=body, headers=headers)).status_code == 201
+    for changed in (
+        {"jobs": [resize(width=1), resize(width=3)]},  # an item differs
+        {"jobs": [resize(width=1), resize(width=2), resize(width=3)]},  # one more item
+        {"jobs": [resize(width=1)]},  # one item fewer
+    ):
+        response = await client.post(f"{JOBS}/batch", json=changed, headers=headers)
+        assert_problem(response, 409)
+    assert await event_count(conn) == 2
+
+
+async def test_racing_batches_with_one_key_create_one_batch(
+    client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection
+) -> None:
+    headers = {**bearer(), "Idempotency-Key": "import-race"}
+    body = {"jobs": [resize(width=w) for w in range(1, 6)]}
+    responses = await asyncio.gather(
+        *(client.post(f"{JOBS}/batch", json=body, headers=headers) for _ in range(4))
+    )
+
+    assert {r.status_code for r in responses} == {201}
+    assert len({tuple(j["job_id"] for j in r.json()["jobs"]) for r in responses}) == 1
+    assert await conn.fetchval("SELECT count(*) FROM jobs") == 5
+
+
 async def test_a_batch_with_invalid_items_is_refused_whole_naming_each_item(
     client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection
 ) -> None:

@@ -8,7 +8,7 @@ the event store as a command whose actor is the token's subject.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final, cast
@@ -268,6 +268,40 @@ async def _replay(
     return await current.get(conn, job_id)
 
 
+def _item_key(key: str, index: int) -> str:
+    """The Idempotency-Key of item `index` of a batch submitted with `key`."""
+    return f"{key}/{index}"
+
+
+async def _replay_batch(
+    conn: asyncpg.Connection,
+    services: Services,
+    subject: str,
+    key: str,
+    wanted: list[commands.SubmitJob],
+    items: Sequence[SubmitRequest],
+) -> list[lifecycle.JobState] | None:
+    """The jobs of the batch this submitter sent with `key` (None: none yet).
+
+    A batch commits whole, so its items' keys are all taken or none is; any other
+    mix, or an item that differs from the first batch's, is another batch: 409.
+    """
+    keys = [_item_key(key, i) for i in range(len(wanted))]
+    beyond = _item_key(key, len(wanted))  # taken only if the first batch was longer
+    found = await joblist.find_by_idempotency_keys(conn, subject, [*keys, beyond])
+    if not found:
+        return None
+    if beyond in found or any(k not in found for k in keys):
+        raise errors.IdempotencyMismatch(key, next(iter(found.values())))
+    job_ids = [found[k] for k in keys]
+    firsts = await services.store.submissions(conn, job_ids)
+    for job_id, command, item in zip(job_ids, wanted, items, strict=True):
+        first = firsts.get(job_id)
+        if not isinstance(first, ev.JobSubmitted) or not _same_submission(first, command, item):
+            raise errors.IdempotencyMismatch(key, job_id)
+    return await joblist.get_many(conn, job_ids)
+
+
 def _idempotency_key(raw: str | None) -> str | None:
     if raw is None:
         return None
@@ -399,40 +433,72 @@ class JobsController(Controller):
         "/batch",
         status_code=201,
         opt=security.scope("jobs:write"),
-        responses=problems.responses(400, 401, 403, 413, 422),
+        responses=problems.responses(400, 401, 403, 409, 413, 422),
         summary="Submit up to 1,000 jobs at once",
         description="All or nothing, in one transaction; a rejection lists every invalid "
-        "item's field as `jobs[i].…`.",
+        "item's field as `jobs[i].…`. With an Idempotency-Key, item i gets the key "
+        "`<Idempotency-Key>/<i>`, and a repeated batch returns the first batch's jobs "
+        "(`Idempotent-Replayed: true`); the same key with a different batch answers 409.",
     )
     async def submit_batch(
         self,
         data: JSONBody[BatchRequest],
         services: NamedDependency[Services],
         principal: NamedDependency[Principal],
-    ) -> BatchResult:
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                required=False,
+                description="Makes retries of this batch safe (1 to 255 characters)",
+            ),
+        ] = None,
+    ) -> Response[BatchResult]:
+        key = _idempotency_key(idempotency_key)
         now = services.store.clock()
-        submitted: list[ev.JobEvent] = []
+        wanted: list[commands.SubmitJob] = []
         invalid: list[problems.FieldError] = []
         for index, item in enumerate(data.jobs):
+            item_key = None if key is None else _item_key(key, index)
             try:
-                command = _to_command(item, services.registry, now, None, f"jobs[{index}].")
+                wanted.append(
+                    _to_command(item, services.registry, now, item_key, f"jobs[{index}].")
+                )
             except problems.InvalidRequest as exc:
                 invalid.extend(exc.field_errors)
-                continue
-            submitted.extend(
-                commands.decide(
-                    None, command, job_id=uuid.uuid4(), actor=principal.subject, now=now
-                )
-            )
         if invalid:
             raise problems.InvalidRequest(
                 f"{len(invalid)} of {len(data.jobs)} jobs are invalid; none was submitted",
                 invalid,
             )
         async with services.connection() as conn:
-            recorded = await services.store.append(conn, submitted)
-        states = [lifecycle.evolve(None, r.event) for r in recorded]
-        return BatchResult(jobs=[Job.of(s) for s in states])
+            for _ in range(3):
+                if key is not None:
+                    existing = await _replay_batch(
+                        conn, services, principal.subject, key, wanted, data.jobs
+                    )
+                    if existing is not None:
+                        return Response(
+                            BatchResult(jobs=[Job.of(s) for s in existing]),
+                            status_code=201,
+                            headers={"Idempotent-Replayed": "true"},
+                        )
+                submitted = [
+                    event
+                    for command in wanted
+                    for event in commands.decide(
+                        None, command, job_id=uuid.uuid4(), actor=principal.subject, now=now
+                    )
+                ]
+                try:
+                    recorded = await services.store.append(conn, submitted)
+                except errors.IdempotencyKeyTaken:
+                    if key is None:
+                        raise
+                    continue  # a racing request with this key won: answer with its jobs
+                states = [lifecycle.evolve(None, r.event) for r in recorded]
+                return Response(BatchResult(jobs=[Job.of(s) for s in states]), status_code=201)
+        raise errors.IdempotencyKeyTaken(principal.subject, key or "")
 
     @get(
         "/{job_id:uuid}",
