@@ -140,6 +140,16 @@ def services_of(request: Request[Any, Any, Any]) -> Services:
     return services
 
 
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        description="Makes retries of this request safe (1 to 255 characters)",
+    ),
+]
+
+
 def location(job_id: uuid.UUID) -> str:
     return f"{PREFIX}/{job_id}"
 
@@ -363,14 +373,7 @@ class JobsController(Controller):
         self,
         request: Request[Any, Any, Any],
         data: JSONBody[SubmitRequest],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                required=False,
-                description="Makes retries of this submission safe (1 to 255 characters)",
-            ),
-        ] = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[Job]:
         # The two dependencies read from the request directly: asked for through DI, Litestar
         # resolves them concurrently in an anyio task group, a measurable cost on the hottest
@@ -445,14 +448,7 @@ class JobsController(Controller):
         data: JSONBody[BatchRequest],
         services: NamedDependency[Services],
         principal: NamedDependency[Principal],
-        idempotency_key: Annotated[
-            str | None,
-            HeaderParameter(
-                name="Idempotency-Key",
-                required=False,
-                description="Makes retries of this batch safe (1 to 255 characters)",
-            ),
-        ] = None,
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[BatchResult]:
         key = _idempotency_key(idempotency_key)
         now = services.store.clock()
