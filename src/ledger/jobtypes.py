@@ -172,6 +172,12 @@ def load_plugins(modules: Iterable[str], *, entry_points: bool = True) -> list[s
         loaded.append(name)
     if entry_points:
         for point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-            point.load()
+            try:
+                point.load()
+            except ImportError as exc:
+                raise errors.ConfigError(
+                    f"cannot import handler module {point.value!r} (entry point "
+                    f"{point.name!r} in {ENTRY_POINT_GROUP}): {exc}"
+                ) from exc
             loaded.append(point.value)
     return loaded
