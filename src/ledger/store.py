@@ -216,7 +216,8 @@ def one_per_job[T](items: Sequence[T], job_id: Callable[[T], uuid.UUID]) -> list
     """Split into rounds holding at most one item per job, keeping each job's order.
 
     The append inserts one round per statement (a job's chain link needs the
-    previous one stored) and the inline projection applies one round at a time.
+    previous one stored), and the database projects each statement's round into
+    the view as it inserts it.
     """
     rounds: list[list[T]] = []
     depth: dict[int, int] = {}  # keyed by the UUID's int: hashed in C, not by UUID.__hash__

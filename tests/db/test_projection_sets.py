@@ -1,4 +1,4 @@
-"""The set-based inline projection: rounds of at most one event per job, same rows as the fold."""
+"""The view projected inside the append (sql/0051): set-based per statement, same rows as the fold."""
 
 from __future__ import annotations
 
