@@ -4,8 +4,9 @@
 append: its type and queue (events after the submission do not carry them), when it
 became due and when its running attempt started. The caller usually passes those
 states (it decided against them in this transaction); otherwise they are folded
-again from the job's earlier events (the view already holds the new state). It folds the appended events over that in order, so a
-batch holding several events of one job is measured step by step. Counting happens
+again from the job's earlier events (the view already holds the new state). It
+folds the appended events over that in order, so a batch holding several events of
+one job is measured step by step. Counting happens
 after the insert succeeded (inside the appending transaction, or right after the
 one statement that appended new jobs; submissions read nothing): a version conflict
 counts nothing; an outer transaction of the caller's that later rolls back would
