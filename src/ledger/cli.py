@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import msgspec
 
 from ledger import (
@@ -224,9 +225,17 @@ async def _projections_verify(settings: config.Settings) -> int:
 
 
 async def _projections_rebuild(settings: config.Settings) -> int:
+    """Rebuild as the owner: the application's role writes nothing into the view (sql/0056)."""
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
-            count = await rebuild.rebuild(conn)
+        async with db.connect(database_.admin_dsn) as conn:
+            try:
+                count = await rebuild.rebuild(conn)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                raise errors.ConfigError(
+                    "only the schema's owner may rebuild the jobs view: run "
+                    "`ledger projections rebuild` with MIGRATE_DATABASE_URL set to the "
+                    f"owner's connection ({exc})"
+                ) from exc
     print(f"rebuilt the jobs view: {count} jobs")
     return 0
 

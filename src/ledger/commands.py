@@ -4,7 +4,9 @@
 current state and returns the events to append, or raises InvalidTransition.
 It reads no clock and no database: time comes in as `now`, and randomness
 (the jittered backoff delay) with the command, so a recorded retry's
-`next_attempt_at - occurred_at` is exactly the delay that was drawn.
+`next_attempt_at` is `now` plus exactly the delay that was drawn. `now` is the
+events' proposed time only: the database records each at its own clock's
+reading (sql/0056), a moment later.
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ statement (sql/0051), and `append` runs any further inline projections (a port,
 `InlineProjection`, that the projections package implements and the composition
 roots wire in; the job metrics are one) on the same connection in the same
 transaction. Driver errors are translated to ledger errors here, once.
+
+Invariant 1 lives in the database too: the application's role cannot INSERT into
+events; it appends through the SQL function `events_append` (sql/0056), which
+decides each event's position, time, transaction id, chain link and hash. The
+events a caller decided carry its clock's `occurred_at` as a proposal; the
+Recorded events returned carry the time the database stored.
 """
 
 from __future__ import annotations
@@ -118,7 +124,7 @@ class EventStore:
                     txid=row["txid"],
                     prev_hash=row["prev_hash"],
                     hash=row["hash"],
-                    event=event,
+                    event=_at(event, row["occurred_at"]),
                 )
                 for event, row in zip(batch, rows, strict=True)
             )
@@ -136,7 +142,6 @@ class EventStore:
                 [e.version for e in batch],
                 [ev.type_tag(e) for e in batch],
                 [e.actor for e in batch],
-                [e.occurred_at for e in batch],
                 [ev.data_json(e) for e in batch],
             )
         except asyncpg.UniqueViolationError as exc:
@@ -181,6 +186,13 @@ class EventStore:
             state = await self.load(conn, job_id)
             decided = commands.decide(state, command, job_id=job_id, actor=actor, now=self.clock())
             return await self._append(conn, decided, {} if state is None else {job_id: state})
+
+
+def _at(event: ev.JobEvent, occurred_at: datetime) -> ev.JobEvent:
+    """`event` at the time the database recorded it (the decider's clock only proposed one)."""
+    if event.occurred_at == occurred_at:
+        return event
+    return msgspec.structs.replace(event, occurred_at=occurred_at)
 
 
 def _new_jobs_only(events: Sequence[ev.JobEvent]) -> bool:

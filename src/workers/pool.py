@@ -290,8 +290,8 @@ class Pool:
                     state, claim, job_id=state.job_id, actor=self.worker_id, now=now
                 )
             ]
-            await self._store.append(conn, decided, before={s.job_id: s for s in states})
-            claimed = [lifecycle.evolve(s, e) for s, e in zip(states, decided, strict=True)]
+            recorded = await self._store.append(conn, decided, before={s.job_id: s for s in states})
+            claimed = [lifecycle.evolve(s, r.event) for s, r in zip(states, recorded, strict=True)]
         return claimed
 
     async def _set_alarm(self) -> None:

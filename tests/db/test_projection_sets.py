@@ -85,7 +85,7 @@ FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::timestamptz[]
 
 
 async def _insert_raw(conn: asyncpg.Connection, events: list[ev.JobEvent]) -> None:
-    """Events written by a plain INSERT, past the event store (as any other writer could)."""
+    """Events written by a plain INSERT, past the event store (only the owner still can)."""
     await conn.execute(
         _RAW_INSERT,
         [e.job_id for e in events],
@@ -98,12 +98,12 @@ async def _insert_raw(conn: asyncpg.Connection, events: list[ev.JobEvent]) -> No
 
 
 async def test_events_written_past_the_store_still_get_their_state(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection
 ) -> None:
     now = datetime.now(UTC)
     submitted = _submitted(3, now)
 
-    await _insert_raw(conn, submitted)
+    await _insert_raw(admin_conn, submitted)
 
     for event in submitted:
         row = await current.get(conn, event.job_id)
@@ -111,7 +111,7 @@ async def test_events_written_past_the_store_still_get_their_state(
 
 
 async def test_several_events_of_one_job_in_one_statement_apply_in_their_order(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection
 ) -> None:
     now = datetime.now(UTC)
     submitted = _submitted(1, now)
@@ -125,7 +125,7 @@ async def test_several_events_of_one_job_in_one_statement_apply_in_their_order(
         now=now,
     )
 
-    await _insert_raw(conn, [*submitted, *claimed, *completed])
+    await _insert_raw(admin_conn, [*submitted, *claimed, *completed])
 
     row = await current.get(conn, submitted[0].job_id)
     assert row is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
+import pytest
 
 from ledger import commands, store
 from projections import rebuild
@@ -47,11 +48,12 @@ async def test_rebuild_of_an_untouched_view_has_no_diff(
 
 
 async def test_a_drifted_row_is_reported_and_rebuild_restores_it(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     ids = await _workload(event_store, conn)
-    await conn.execute("UPDATE jobs SET status = 'completed' WHERE job_id = $1", ids[0])
-    await conn.execute("DELETE FROM jobs WHERE job_id = $1", ids[1])
+    # Only the owner can make the view drift (the application's role writes no row).
+    await admin_conn.execute("UPDATE jobs SET status = 'completed' WHERE job_id = $1", ids[0])
+    await admin_conn.execute("DELETE FROM jobs WHERE job_id = $1", ids[1])
 
     diffs = await rebuild.verify(conn)
     assert {d.job_id for d in diffs} == {ids[0], ids[1]}
@@ -62,7 +64,7 @@ async def test_a_drifted_row_is_reported_and_rebuild_restores_it(
     assert missing.live is None and missing.rebuilt is not None
 
     before = await conn.fetch("SELECT * FROM jobs ORDER BY job_id")
-    assert await rebuild.rebuild(conn) == 12
+    assert await rebuild.rebuild(admin_conn) == 12
     assert await rebuild.verify(conn) == []
     after = {r["job_id"]: dict(r) for r in await conn.fetch("SELECT * FROM jobs ORDER BY job_id")}
     untouched = [dict(r) for r in before if r["job_id"] not in (ids[0], ids[1])]
@@ -70,11 +72,20 @@ async def test_a_drifted_row_is_reported_and_rebuild_restores_it(
 
 
 async def test_dropping_the_view_and_rebuilding_gives_back_the_same_rows(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     await _workload(event_store, conn)
     before = [dict(r) for r in await conn.fetch("SELECT * FROM jobs ORDER BY job_id")]
-    await conn.execute("DELETE FROM jobs")
-    await rebuild.rebuild(conn)
+    await admin_conn.execute("DELETE FROM jobs")
+    await rebuild.rebuild(admin_conn)
     after = [dict(r) for r in await conn.fetch("SELECT * FROM jobs ORDER BY job_id")]
     assert after == before
+
+
+async def test_only_the_owner_rebuilds_the_view(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    await _workload(event_store, conn)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await rebuild.rebuild(conn)
+    assert await rebuild.verify(conn) == []

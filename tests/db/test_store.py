@@ -182,7 +182,8 @@ async def test_a_deadlock_between_a_claim_and_a_cancel_is_a_conflict_for_one_of_
     try:
         # The claim's order: lock the job's row, then append.
         await claiming.start()
-        await a.fetch("SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE", job_id)
+        locked = await a.fetch("SELECT job_id FROM jobs_claimable(1, ARRAY['noop'])")
+        assert [r["job_id"] for r in locked] == [job_id]
         # The cancel's order: append, then project into the row (which waits for the claim).
         cancel = asyncio.ensure_future(
             event_store.execute(b, job_id, commands.CancelJob(), actor="alice")
@@ -223,18 +224,26 @@ async def test_a_deadlock_between_a_claim_and_a_cancel_is_a_conflict_for_one_of_
 
 
 async def test_the_append_never_scans_the_whole_events_table_even_with_a_generic_plan(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    admin_conn: asyncpg.Connection, conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     # A generic plan made on a small, never-analyzed events table (a new database) is
-    # kept while the table grows; it must look each predecessor up by its key.
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
-    await conn.execute("PREPARE append_plan AS " + store.Q["events_append"])
+    # kept while the table grows; it must look each predecessor up by its key. The
+    # plan is the one events_append (sql/0056) runs, shown by auto_explain.
     job_id = await factories.submit(event_store, conn)
-    rows = await conn.fetch(
-        f"EXPLAIN EXECUTE append_plan('{{{job_id}}}', '{{2}}', '{{job.cancelled.v1}}', "
-        "'{alice}', '{}', '{}')"
+    plans: list[str] = []
+    admin_conn.add_log_listener(lambda _c, message: plans.append(message.message))
+    for setting in (
+        "LOAD 'auto_explain'",
+        "SET auto_explain.log_min_duration = 0",
+        "SET auto_explain.log_nested_statements = on",
+        "SET auto_explain.log_level = notice",
+        "SET plan_cache_mode = force_generic_plan",
+    ):
+        await admin_conn.execute(setting)
+    await admin_conn.fetch(
+        store.Q["events_append"], [job_id], [2], ["job.cancelled.v1"], ["alice"], ["{}"]
     )
-    plan = "\n".join(r[0] for r in rows)
+    plan = next(p for p in plans if "Insert on events" in p)
     assert "Seq Scan on events" not in plan
     assert "Index Scan using events_job_id_version_key" in plan
 

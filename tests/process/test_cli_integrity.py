@@ -13,8 +13,12 @@ from tests import factories
 from tests.conftest import Databases
 
 
-def _ledger(dbs: Databases, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": dbs.app, "MIGRATE_DATABASE_URL": dbs.admin}
+def _ledger(dbs: Databases, *args: str, owner: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": dbs.app}
+    if owner:
+        env["MIGRATE_DATABASE_URL"] = dbs.admin
+    else:
+        env.pop("MIGRATE_DATABASE_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "ledger.cli", *args],
         env=env,
@@ -56,10 +60,13 @@ async def test_verify_names_the_broken_link_and_exits_non_zero(
 
 
 async def test_projection_drift_is_shown_then_rebuilt(
-    dbs: Databases, conn: asyncpg.Connection, event_store: store.EventStore
+    dbs: Databases,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
 ) -> None:
     job_id = await factories.submit(event_store, conn)
-    await conn.execute("UPDATE jobs SET attempt = 9 WHERE job_id = $1", job_id)
+    await admin_conn.execute("UPDATE jobs SET attempt = 9 WHERE job_id = $1", job_id)
 
     drift = _ledger(dbs, "projections", "verify")
     assert drift.returncode == 1
@@ -71,3 +78,13 @@ async def test_projection_drift_is_shown_then_rebuilt(
     assert fixed.returncode == 0, fixed.stderr
     assert "rebuilt the jobs view: 1 jobs" in fixed.stdout
     assert _ledger(dbs, "projections", "verify").returncode == 0
+
+
+async def test_rebuild_without_the_owner_s_connection_says_what_it_needs(
+    dbs: Databases, conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    await factories.submit(event_store, conn)
+    refused = _ledger(dbs, "projections", "rebuild", owner=False)
+    assert refused.returncode != 0
+    assert "MIGRATE_DATABASE_URL" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -9,26 +9,20 @@ import asyncpg
 import pytest
 
 from ledger import commands, errors, lifecycle, metrics, store
+from ledger import events as ev
 from projections import current, metering
 from tests import factories
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+def ago(seconds: float) -> datetime:
+    """A moment `seconds` before now: a job due then has waited at least that long."""
+    return datetime.now(UTC) - timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def seconds_between(earlier: datetime, later: datetime) -> float:
+    return (later - earlier).total_seconds()
 
 
 @pytest.fixture
@@ -37,8 +31,8 @@ def registry() -> metrics.Metrics:
 
 
 @pytest.fixture
-def metered(registry: metrics.Metrics, clock: Clock) -> store.EventStore:
-    return store.EventStore([metering.JobMetrics(registry)], clock=clock)
+def metered(registry: metrics.Metrics) -> store.EventStore:
+    return store.EventStore([metering.JobMetrics(registry)])
 
 
 def value(registry: metrics.Metrics, name: str, **labels: str) -> float:
@@ -53,13 +47,13 @@ async def run(
 
 
 async def test_a_completed_job_counts_its_submission_wait_run_and_events(
-    conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics, clock: Clock
+    conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics
 ) -> None:
-    job = await factories.submit(metered, conn, job_type="report", queue="bulk")
-    clock.advance(2)
+    job = await factories.submit(metered, conn, job_type="report", queue="bulk", run_at=ago(2))
     await run(metered, conn, job, commands.ClaimJob(worker_id="w1", lease_seconds=30))
-    clock.advance(0.5)
     await run(metered, conn, job, commands.CompleteJob(worker_id="w1", result=None))
+    submitted, claimed, completed = (r.event for r in await metered.history(conn, job))
+    assert isinstance(submitted, ev.JobSubmitted)
 
     labels = {"job_type": "report", "queue": "bulk"}
     assert value(registry, "ledger_jobs_submitted_total", **labels) == 1
@@ -67,33 +61,41 @@ async def test_a_completed_job_counts_its_submission_wait_run_and_events(
     assert value(registry, "ledger_jobs_failed_total", **labels) == 0
     wait = {"job_type": "report"}
     assert value(registry, "ledger_job_queue_wait_seconds_count", **wait) == 1
-    assert value(registry, "ledger_job_queue_wait_seconds_sum", **wait) == 2.0
-    assert value(registry, "ledger_job_run_duration_seconds_sum", **wait) == 0.5
-    assert value(registry, "ledger_job_run_duration_seconds_bucket", le="0.5", **wait) == 1
-    assert value(registry, "ledger_job_run_duration_seconds_bucket", le="0.25", **wait) == 0
+    waited = seconds_between(submitted.run_at, claimed.occurred_at)
+    assert waited >= 2
+    assert value(registry, "ledger_job_queue_wait_seconds_sum", **wait) == waited
+    ran = seconds_between(claimed.occurred_at, completed.occurred_at)
+    assert value(registry, "ledger_job_run_duration_seconds_sum", **wait) == ran
+    assert value(registry, "ledger_job_run_duration_seconds_bucket", le="10.0", **wait) == 1
     for tag in ("job.submitted.v1", "job.claimed.v1", "job.completed.v1"):
         assert value(registry, "ledger_events_appended_total", type=tag) == 1
 
 
 async def test_retries_failures_cancellations_and_lease_recoveries_are_counted(
-    conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics, clock: Clock
+    conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics
 ) -> None:
     labels = {"job_type": "noop", "queue": "default"}
     flaky = await factories.submit(metered, conn, max_attempts=2)
     claim = commands.ClaimJob(worker_id="w1", lease_seconds=30)
     await run(metered, conn, flaky, claim)
-    clock.advance(1)
-    fail = commands.FailAttempt(
-        worker_id="w1", error="boom", permanent=False, retry_delay=timedelta(seconds=10)
+    fail = commands.FailAttempt(  # due again 5 s before the next claim
+        worker_id="w1", error="boom", permanent=False, retry_delay=timedelta(seconds=-5)
     )
     await run(metered, conn, flaky, fail)
     assert value(registry, "ledger_jobs_retried_total", **labels) == 1
-    clock.advance(15)  # claimed 5 s after the retry became due
+    waited_before = value(registry, "ledger_job_queue_wait_seconds_sum", job_type="noop")
     await run(metered, conn, flaky, claim)
     await run(metered, conn, flaky, commands.ExpireLease(retry_delay=timedelta(0)))  # none left
     assert value(registry, "ledger_lease_recoveries_total", **labels) == 1
     assert value(registry, "ledger_jobs_failed_total", **labels) == 1
-    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="noop") == 5.0
+    history = [r.event for r in await metered.history(conn, flaky)]
+    retry, claimed_again = history[2], history[3]
+    assert isinstance(retry, ev.JobRetryScheduled) and retry.next_attempt_at is not None
+    waited = seconds_between(retry.next_attempt_at, claimed_again.occurred_at)
+    assert waited >= 5
+    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="noop") == (
+        waited_before + waited
+    )
     assert value(registry, "ledger_job_run_duration_seconds_count", job_type="noop") == 1
 
     await run(metered, conn, flaky, commands.RetryJob())  # a manual retry
@@ -136,9 +138,11 @@ async def test_several_events_of_one_job_in_one_append_are_measured_in_order(
         now=T0 + timedelta(seconds=3),
     )
     event_store = store.EventStore([metering.JobMetrics(registry)])
-    await event_store.append(conn, [*submitted, *claimed])
+    recorded = await event_store.append(conn, [*submitted, *claimed])
     assert value(registry, "ledger_jobs_submitted_total", job_type="t", queue="default") == 1
-    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="t") == 3.0
+    # Due at the submission's run_at (T0, as decided), claimed when the database recorded it.
+    waited = seconds_between(T0, recorded[1].event.occurred_at)
+    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="t") == waited
 
 
 @pytest.mark.parametrize("caller_knows_the_state", [True, False])
@@ -146,21 +150,23 @@ async def test_wait_and_run_time_are_the_same_whether_the_caller_passes_the_stat
     conn: asyncpg.Connection,
     metered: store.EventStore,
     registry: metrics.Metrics,
-    clock: Clock,
     caller_knows_the_state: bool,
 ) -> None:
-    job = await factories.submit(metered, conn, job_type="report", queue="bulk")
-    for seconds, cmd in (
-        (3, commands.ClaimJob(worker_id="w1", lease_seconds=30)),
-        (5, commands.CompleteJob(worker_id="w1", result=None)),
+    job = await factories.submit(metered, conn, job_type="report", queue="bulk", run_at=ago(3))
+    for cmd in (
+        commands.ClaimJob(worker_id="w1", lease_seconds=30),
+        commands.CompleteJob(worker_id="w1", result=None),
     ):
-        clock.advance(seconds)
         async with conn.transaction():
             state = await current.get(conn, job)
-            decided = commands.decide(state, cmd, job_id=job, actor="w1", now=clock())
+            decided = commands.decide(state, cmd, job_id=job, actor="w1", now=datetime.now(UTC))
             known = {job: state} if caller_knows_the_state and state is not None else None
             await metered.append(conn, decided, before=known)
+    submitted, claimed, completed = (r.event for r in await metered.history(conn, job))
+    assert isinstance(submitted, ev.JobSubmitted)
 
-    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="report") == 3
-    assert value(registry, "ledger_job_run_duration_seconds_sum", job_type="report") == 5
+    waited = seconds_between(submitted.run_at, claimed.occurred_at)
+    ran = seconds_between(claimed.occurred_at, completed.occurred_at)
+    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="report") == waited
+    assert value(registry, "ledger_job_run_duration_seconds_sum", job_type="report") == ran
     assert value(registry, "ledger_jobs_completed_total", job_type="report", queue="bulk") == 1

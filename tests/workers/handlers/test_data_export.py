@@ -9,7 +9,7 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,18 +149,19 @@ async def test_exports_events_by_type_and_time_range(
     storage_root: Path,
     make_ctx: Callable[..., jobtypes.JobContext],
 ) -> None:
-    base = datetime(2026, 1, 1, tzinfo=UTC)
-    times = iter([base, base + timedelta(hours=1), base + timedelta(hours=2)])
-    timed = store.EventStore(clock=lambda: next(times))
-    ids = [await factories.submit(timed, conn) for _ in range(3)]
+    ids = [await factories.submit(event_store, conn) for _ in range(3)]
+    # The database times each submission (one transaction each): the second one's own
+    # instant is the range's inclusive start, the third one's its exclusive end.
+    times = [(await event_store.history(conn, i))[0].event.occurred_at for i in ids]
+    assert times[0] < times[1] < times[2]
 
     result = await run(
         {
             "source": "events",
             "format": "csv",
             "event_type": "job.submitted.v1",
-            "since": (base + timedelta(minutes=30)).isoformat(),
-            "until": (base + timedelta(hours=2)).isoformat(),
+            "since": times[1].isoformat(),
+            "until": times[2].isoformat(),
         },
         make_ctx(pool=pool),
     )
