@@ -120,7 +120,7 @@ async def test_an_outcome_finished_during_an_outage_is_recorded_once_and_the_job
         done = history[-1]
         assert isinstance(done, ev.JobCompleted) and done.actor == holder.worker_id
         assert done.result == {"attempt": 1}
-        assert Path(f"{gate}.started").read_text() == "1"
+        assert await asyncio.to_thread(Path(f"{gate}.started").read_text) == "1"
         assert (await chains.verify(conn)).ok
     assert meters.registry.get_sample_value(
         "ledger_outcomes_abandoned_total", {"job_type": "test.gated", "queue": "default"}
