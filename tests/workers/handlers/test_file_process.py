@@ -123,8 +123,7 @@ async def test_a_path_too_long_is_a_permanent_error_without_the_storage_root(
     (storage_root / "in").mkdir()
     with pytest.raises(jobtypes.Permanent, match="too long") as caught:
         await run({"path": path, "operation": "checksum"}, make_ctx())
-    assert str(storage_root) not in str(caught.value)
-    assert str(storage_root.resolve()) not in str(caught.value)
+    assert str(storage_root) not in str(caught.value)  # pytest's tmp_path is resolved
 
 
 async def test_a_gzip_output_name_too_long_is_a_permanent_error_without_the_storage_root(
@@ -134,7 +133,7 @@ async def test_a_gzip_output_name_too_long_is_a_permanent_error_without_the_stor
     (storage_root / name).write_bytes(b"data")
     with pytest.raises(jobtypes.Permanent, match="too long") as caught:
         await run({"path": name, "operation": "gzip"}, make_ctx())
-    assert str(storage_root.resolve()) not in str(caught.value)
+    assert str(storage_root) not in str(caught.value)
     assert os.listdir(storage_root) == [name]
 
 
