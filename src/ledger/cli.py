@@ -122,6 +122,7 @@ async def _serve_with_workers(
         listen_dsn=database_.listen_dsn,
         settings=pool.settings_from(settings),
         event_store=store.EventStore([metering.JobMetrics(registry)]),
+        process_metrics=registry,
     )
     registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
     with shutdown.graceful(workers.request_stop):
@@ -154,6 +155,7 @@ async def _worker(settings: config.Settings) -> int:
             listen_dsn=database_.listen_dsn,
             settings=pool.settings_from(settings),
             event_store=store.EventStore([metering.JobMetrics(registry)]),
+            process_metrics=registry,
         )
         registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
         stop_metrics = _serve_worker_metrics(registry, settings)

@@ -106,6 +106,18 @@ class Metrics:
         self.lease_recoveries = counter(
             "lease_recoveries_total", "Running attempts recovered after their lease expired."
         )
+        self.outcomes_abandoned = counter(
+            "outcomes_abandoned_total",
+            "Finished attempts whose outcome a worker did not record: it no longer held the "
+            "attempt (another worker or recovery had taken it over), or it shut down with "
+            "the database unreachable.",
+        )
+        self.outcome_record_retries = counter(
+            "outcome_record_retries_total",
+            "Tries to record an outcome that failed because the database was unreachable "
+            "(each is tried again while the worker still holds the attempt).",
+            (),
+        )
         self.events_appended = counter(
             "events_appended_total", "Events appended to the ledger, by event type.", ("type",)
         )

@@ -9,6 +9,14 @@ every worker process, looks for processing jobs that neither the claim's lease
 nor a renewal covers any more (their worker died or hung) and records
 job.lease_expired.v1 through the event store: a failed attempt, retried with
 backoff while attempts are left (invariant 7: at-least-once execution).
+
+After an outage (a round of its own that could not reach the database), a
+recovery task expires nobody's lease for one full lease: while the database was
+away no worker could renew, so every worker that still runs its attempts gets the
+time to come back, renew them and record their outcomes before anyone calls them
+dead. A worker cut off alone (the others kept reaching the database) gets no
+such grace: its leases lapse, recovery expires them, and when it comes back it
+finds its attempts taken over and records nothing.
 """
 
 from __future__ import annotations
@@ -208,16 +216,33 @@ class Keeper:
         self._stopped.set()
 
     async def run(self) -> None:
-        """Heartbeat and recover until stopped; database trouble is logged and retried."""
+        """Heartbeat and recover until stopped; database trouble is logged and retried.
+
+        After a round that failed, recovery waits one lease from the first round
+        that succeeds again (see the module's docstring).
+        """
+        loop = asyncio.get_running_loop()
+        outage = False
+        recover_from = loop.time()
         while not self._stopped.is_set():
             try:
                 async with db.acquire(self._pool) as conn:
                     await heartbeat(conn, self.worker, self._held())
-                    await recover_expired(
-                        conn, self._store, actor=f"recovery:{self.worker.worker_id}"
-                    )
+                    if outage:
+                        outage = False
+                        recover_from = loop.time() + self.worker.lease_seconds
+                        log.info(
+                            "database reachable again; expiring no lease for %gs so that "
+                            "every worker can renew its own",
+                            self.worker.lease_seconds,
+                        )
+                    if loop.time() >= recover_from:
+                        await recover_expired(
+                            conn, self._store, actor=f"recovery:{self.worker.worker_id}"
+                        )
                     await prune(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except db.UNREACHABLE as exc:
+                outage = True
                 log.warning("heartbeat/recovery round failed, retrying: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopped.wait(), timeout=self.interval)

@@ -10,6 +10,11 @@ worker claimed (`record_as_claimed`: nothing to read, since an attempt still hel
 has not moved); if any job moved meanwhile (cancelled, expired), the append
 conflicts and the batch is recorded again against the rows as they are (`record`).
 A conflict there too, or a lost connection, sends each outcome through `record` alone.
+
+An outage does not end the attempt: while the database cannot be reached
+(`OUTAGE`), the worker still holds the attempt and keeps trying to record its
+outcome (invariant 7); it gives up only when `record` finds the attempt taken
+over (expired, cancelled), which it can only learn once the database answers.
 """
 
 from __future__ import annotations
@@ -25,6 +30,21 @@ from projections import joblist
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
+
+# The database cannot be reached (for now): refused or dropped sockets, a closed or
+# broken connection, timeouts, a server shutting down or starting up (57P0x), out of
+# connections (53300), a read-only standby mid-failover (25006). Any other server
+# error is an answer, not an outage.
+OUTAGE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
 
 
 class Outcome(msgspec.Struct, frozen=True):

@@ -8,7 +8,9 @@ LOCKED`, so concurrent claimers never take the same job), appending one
 job.claimed.v1 per job with this worker's id as actor. Each claimed job runs in a
 task of its own; its outcome (completed, retry scheduled, failed, released) is
 decided by `commands.decide` and appended through the event store, only while this
-worker still holds that very attempt, so an outcome is recorded once.
+worker still holds that very attempt, so an outcome is recorded once. Through a
+database outage the worker keeps trying to record it, for as long as the attempt
+is still its own (see `_record_alone`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,19 @@ from typing import Any, Literal, cast
 import asyncpg
 import msgspec
 
-from ledger import batching, commands, config, db, errors, jobtypes, lifecycle, logs, sqlfile, store
+from ledger import (
+    batching,
+    commands,
+    config,
+    db,
+    errors,
+    jobtypes,
+    lifecycle,
+    logs,
+    metrics,
+    sqlfile,
+    store,
+)
 from projections import current
 from workers import leases, listener, outcomes, retry
 
@@ -42,6 +56,12 @@ StopReason = Literal["cancelled", "lost", "shutdown"]
 MIN_ALARM_SECONDS = 0.02
 # Outcomes of attempts that finish together share a transaction, up to this many.
 MAX_OUTCOMES_PER_TRANSACTION = 500
+# Recording an outcome through an outage: tries 0.1 s, 0.2 s, ... apart, at most this
+# far apart (or a quarter of the lease, if shorter), for as long as the attempt is held.
+MAX_RECORD_RETRY_SECONDS = 1.0
+# An outcome whose job keeps moving under it, or which the database keeps refusing
+# with an error that is not an outage (a bug), is given up after this many tries.
+MAX_RECORD_TRIES = 7
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +129,7 @@ class Pool:
         registry: jobtypes.Registry = jobtypes.REGISTRY,
         worker_id: str | None = None,
         event_store: store.EventStore | None = None,
+        process_metrics: metrics.Metrics | None = None,
     ) -> None:
         self.settings = settings or PoolSettings()
         if self.settings.slots < 1:
@@ -117,6 +138,7 @@ class Pool:
         self._listen_dsn = listen_dsn or dsn
         self._registry = registry
         self._store = event_store or store.EventStore()
+        self.metrics = process_metrics or metrics.Metrics(process=False)
         self.process = leases.this_process(
             self.settings.slots, self.settings.lease_seconds, worker_id
         )
@@ -124,6 +146,8 @@ class Pool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        # Set when the grace period is over: outcomes still waiting for the database are given up.
+        self._closing = asyncio.Event()
         self._notified = 0
         self._backlog = False
         self._db: asyncpg.Pool | None = None
@@ -141,7 +165,7 @@ class Pool:
             self._record_together,
             self._record_alone,
             limit=MAX_OUTCOMES_PER_TRANSACTION,
-            fallback_on=(errors.VersionConflict, *db.UNREACHABLE),
+            fallback_on=(errors.VersionConflict, *db.UNREACHABLE, *outcomes.OUTAGE),
             name="ledger-outcomes",
         )
 
@@ -448,6 +472,14 @@ class Pool:
         """Record the attempt's outcome (in a transaction shared with others that finished)."""
         if await self._outcomes.submit(outcomes.Outcome(state, command)):
             log.info("job %s: recorded %s", state.job_id, type(command).__name__)
+            return
+        self.metrics.outcomes_abandoned.labels(job_type=state.type, queue=state.queue).inc()
+        log.warning(
+            "job %s: %s of attempt %s not recorded; whoever holds the job now decides it",
+            state.job_id,
+            type(command).__name__,
+            state.attempt,
+        )
 
     async def _record_together(self, batch: Sequence[outcomes.Outcome]) -> list[bool]:
         assert self._db is not None
@@ -458,24 +490,62 @@ class Pool:
                 return await outcomes.record(conn, self._store, self.worker_id, batch)
 
     async def _record_alone(self, outcome: outcomes.Outcome) -> bool:
-        """One outcome in its own transaction; conflicts and lost connections are retried."""
-        for attempt in range(1, 8):
+        """One outcome in its own transaction, tried until it is recorded or the attempt is lost.
+
+        While the database cannot be reached, the attempt is still this worker's: the
+        heartbeat renews its lease as soon as the database answers, and recovery
+        leaves leases alone for a full lease after an outage (`leases.Keeper`). So the
+        outcome is tried again for as long as it takes, and given up only when the
+        database says another took the attempt over (expired, cancelled: False) or at
+        shutdown once the grace period is over. A job that moved is decided again.
+        """
+        job_id = outcome.state.job_id
+        outages = 0
+        tries = 0
+        while tries < MAX_RECORD_TRIES:
             try:
                 return (await self._record_together([outcome]))[0]
             except errors.VersionConflict:
-                log.info(
-                    "job %s moved while recording its outcome; deciding again",
-                    outcome.state.job_id,
+                tries += 1
+                log.info("job %s moved while recording its outcome; deciding again", job_id)
+                continue
+            except (*outcomes.OUTAGE, *db.UNREACHABLE) as exc:
+                if isinstance(exc, asyncpg.PostgresError) and not isinstance(exc, outcomes.OUTAGE):
+                    tries += 1  # an answer, not an outage: tried a few times only
+                    log.warning("job %s: recording failed (%s), retrying", job_id, exc)
+                    pause = min(MAX_RECORD_RETRY_SECONDS, 0.05 * 2**tries)
+                else:
+                    outages += 1
+                    self.metrics.outcome_record_retries.inc()
+                    if outages == 1 or outages % 30 == 0:
+                        log.warning(
+                            "job %s: database unreachable while recording its outcome (%s); "
+                            "trying again while this worker holds the attempt (%d tries)",
+                            job_id,
+                            exc,
+                            outages,
+                        )
+                    pause = min(self._record_retry_cap, 0.05 * 2 ** min(outages, 10))
+            if await _set_within(self._closing, pause):
+                log.error(
+                    "job %s: shutting down with the database unreachable; %s not recorded, "
+                    "its lease will lapse and it will run again",
+                    job_id,
+                    type(outcome.command).__name__,
                 )
-            except db.UNREACHABLE as exc:
-                log.warning("job %s: recording failed (%s), retrying", outcome.state.job_id, exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+                return False
         log.error(
-            "job %s: gave up recording %s; its lease will lapse and it will run again",
-            outcome.state.job_id,
+            "job %s: gave up recording %s after %d tries; its lease will lapse and it "
+            "will run again",
+            job_id,
             type(outcome.command).__name__,
+            tries,
         )
         return False
+
+    @property
+    def _record_retry_cap(self) -> float:
+        return min(MAX_RECORD_RETRY_SECONDS, self.settings.lease_seconds / 4)
 
     # -- graceful shutdown ---------------------------------------------------
 
@@ -487,6 +557,7 @@ class Pool:
                 "waiting up to %ss for %d running jobs", self.settings.grace_seconds, len(tasks)
             )
             await asyncio.wait(tasks, timeout=self.settings.grace_seconds)
+        self._closing.set()
         for run in list(self._running.values()):
             log.info("handing job %s back", run.state.job_id, extra=_fields(run))
             run.stop("shutdown")
@@ -518,6 +589,13 @@ async def _finished_within(task: asyncio.Future[Any], seconds: float | None) -> 
         if timer is not None:
             timer.cancel()
     return task.done()
+
+
+async def _set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` pass; whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=seconds)
+    return event.is_set()
 
 
 def _describe(failure: BaseException) -> str:

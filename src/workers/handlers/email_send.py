@@ -10,11 +10,15 @@ by a retried attempt (the worker died after the server accepted it) carries the
 same Message-ID and receivers can recognise it as a duplicate.
 
 The server's answer decides the error: 4xx is temporary (Retryable), 5xx is
-final (Permanent); a lost or refused connection is Retryable.
+final (Permanent); a lost or refused connection is Retryable. A message that
+cannot be written as email at all (a header with a line separator the payload's
+pattern lets through: VT, FF, U+001C..U+001E, U+0085, U+2028, U+2029) is
+Permanent: no retry can send it.
 """
 
 from __future__ import annotations
 
+import email.errors
 import email.utils
 import ssl
 import urllib.parse
@@ -104,6 +108,18 @@ def build_message(
     return message
 
 
+def checked_message(
+    payload: EmailSendPayload, ctx: jobtypes.JobContext, default_from: str
+) -> EmailMessage:
+    """`build_message`, and serialised once as the SMTP client will; Permanent if it cannot be."""
+    try:
+        message = build_message(payload, ctx, default_from)
+        message.as_bytes()
+    except (ValueError, email.errors.MessageError) as exc:
+        raise jobtypes.Permanent(f"the message cannot be written as email: {exc}") from exc
+    return message
+
+
 def _tls_context(config: handler_settings.SmtpSettings) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=config.ca_file)
     if not config.tls_verify:
@@ -124,7 +140,7 @@ async def email_send(payload: EmailSendPayload, ctx: jobtypes.JobContext) -> dic
     if config.url is None:
         raise jobtypes.Permanent("SMTP_URL is not set: this worker cannot send email")
     target = parse_smtp_url(config.url)
-    message = build_message(payload, ctx, config.default_from)
+    message = checked_message(payload, ctx, config.default_from)
     recipients = [*payload.to, *payload.cc, *payload.bcc]
     client = aiosmtplib.SMTP(
         hostname=target.hostname,

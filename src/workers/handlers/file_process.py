@@ -8,7 +8,9 @@
   newline counts too, unlike `wc -l`).
 
 The path is relative to the storage root; one that escapes it (`..`, absolute,
-a symlink pointing out) is refused as a permanent error. The work is file I/O and
+a symlink pointing out) or that the file system cannot take (too long, not a
+directory, no access) is refused as a permanent error, named as the payload gave
+it, never by its absolute path. The work is file I/O and
 compression, so it runs in a thread.
 """
 
@@ -34,6 +36,13 @@ class FileProcessPayload(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
 
 @jobtypes.job_type("file_process", FileProcessPayload, timeout_seconds=600.0, max_attempts=3)
 async def file_process(payload: FileProcessPayload, ctx: jobtypes.JobContext) -> dict[str, Any]:
+    try:
+        return await _process(payload, ctx)
+    except OSError as exc:  # its text names the absolute path under the storage root
+        raise storage.os_failure(payload.path, exc) from exc
+
+
+async def _process(payload: FileProcessPayload, ctx: jobtypes.JobContext) -> dict[str, Any]:
     source = storage.existing_file(ctx.storage_root, payload.path)
     match payload.operation:
         case "checksum":

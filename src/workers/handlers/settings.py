@@ -17,6 +17,7 @@ the environment it was started with and tests can set them per test.
 | `FETCH_MAX_REDIRECTS` | `3` | redirects followed, each target vetted again |
 | `FETCH_CA_FILE` | system store | PEM bundle of certificate authorities trusted for https downloads |
 | `IMAGE_MAX_PIXELS` | `50000000` | largest source image (width × height) decoded |
+| `IMAGE_DECODE_BUDGET_PIXELS` | `50000000` | decoded pixels all image jobs of one process may hold at once |
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class HandlerSettings(msgspec.Struct, frozen=True, kw_only=True):
     fetch: FetchSettings = msgspec.field(default_factory=FetchSettings)
     smtp: SmtpSettings = msgspec.field(default_factory=SmtpSettings)
     image_max_pixels: int = 50_000_000
+    image_decode_budget_pixels: int = 50_000_000
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -121,4 +123,7 @@ def from_env(env: Mapping[str, str] | None = None) -> HandlerSettings:
             timeout_seconds=_number(env, "SMTP_TIMEOUT_SECONDS", 30.0, integer=False),
         ),
         image_max_pixels=int(_number(env, "IMAGE_MAX_PIXELS", 50_000_000, integer=True)),
+        image_decode_budget_pixels=int(
+            _number(env, "IMAGE_DECODE_BUDGET_PIXELS", 50_000_000, integer=True)
+        ),
     )

@@ -6,11 +6,16 @@ path, a link pointing out) as a permanent error: no retry can make it legal.
 Outputs are written to a temporary file beside their target and renamed into
 place, so a reader never sees half a file and a retried attempt overwrites its
 own output instead of leaving a second one.
+
+A file-system error is reported with the path as the payload named it, never
+the absolute path under the storage root (`os_failure`): the error is recorded
+in the ledger, which clients and auditors read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import tempfile
@@ -22,6 +27,34 @@ from ledger import jobtypes
 
 CHUNK = 1 << 16
 
+# File-system errors that no retry can cure: the path itself is wrong for this file system.
+_PERMANENT_ERRNOS = frozenset(
+    {
+        errno.ENAMETOOLONG,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ELOOP,
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EINVAL,
+        errno.EROFS,
+    }
+)
+
+
+def os_failure(relative: str, exc: OSError) -> jobtypes.Permanent | jobtypes.Retryable:
+    """`exc` on the payload's path `relative`, told without the storage root's absolute path.
+
+    Permanent when the path cannot work (too long, not a directory, no access, ...),
+    Retryable otherwise (a full disk, an I/O error, too many open files).
+    """
+    reason = exc.strerror or type(exc).__name__
+    text = f"{reason} (path {relative!r} under the storage root)"
+    if exc.errno in _PERMANENT_ERRNOS:
+        return jobtypes.Permanent(text)
+    return jobtypes.Retryable(text)
+
 
 def resolve(root: Path, relative: str) -> Path:
     """`relative` under `root`, symlinks resolved; Permanent when it escapes the root."""
@@ -32,7 +65,10 @@ def resolve(root: Path, relative: str) -> Path:
             f"path {relative!r} is absolute; paths are relative to the storage root"
         )
     base = root.resolve()
-    candidate = (base / relative).resolve()
+    try:
+        candidate = (base / relative).resolve()
+    except OSError as exc:  # say, a name longer than the file system allows
+        raise os_failure(relative, exc) from exc
     if not candidate.is_relative_to(base):
         raise jobtypes.Permanent(f"path {relative!r} escapes the storage root")
     return candidate
@@ -41,7 +77,11 @@ def resolve(root: Path, relative: str) -> Path:
 def existing_file(root: Path, relative: str) -> Path:
     """`resolve`, and the path must be a regular file; Permanent otherwise."""
     path = resolve(root, relative)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:
+        raise os_failure(relative, exc) from exc
+    if not is_file:
         raise jobtypes.Permanent(f"no file at {relative!r} under the storage root")
     return path
 

@@ -66,6 +66,7 @@ def handler_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "FETCH_TIMEOUT_SECONDS",
         "FETCH_MAX_REDIRECTS",
         "IMAGE_MAX_PIXELS",
+        "IMAGE_DECODE_BUDGET_PIXELS",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch

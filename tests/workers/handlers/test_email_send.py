@@ -106,6 +106,22 @@ async def test_a_temporary_refusal_is_retryable(
     assert smtp_server.recorder.envelopes == []
 
 
+@pytest.mark.parametrize(
+    "separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+)
+async def test_a_header_with_a_line_separator_is_a_permanent_error_and_nothing_is_sent(
+    separator: str,
+    smtp_server: SmtpServer,
+    handler_env: pytest.MonkeyPatch,
+    make_ctx: Callable[..., jobtypes.JobContext],
+) -> None:
+    handler_env.setenv("SMTP_URL", f"smtp://127.0.0.1:{smtp_server.port}")
+    payload = {"to": ["a@example.test"], "subject": f"one{separator}two", "body": "b"}
+    with pytest.raises(jobtypes.Permanent, match="cannot be written as email"):
+        await run(payload, make_ctx())
+    assert smtp_server.recorder.envelopes == []
+
+
 async def test_a_permanent_refusal_is_permanent(
     smtp_server: SmtpServer,
     handler_env: pytest.MonkeyPatch,

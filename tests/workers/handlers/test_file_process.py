@@ -116,6 +116,27 @@ async def test_a_missing_file_is_a_permanent_error(
         await run({"path": "nope.txt", "operation": "checksum"}, make_ctx())
 
 
+@pytest.mark.parametrize("path", ["a" * 300, "in/" + "b" * 256 + "/c.txt"])
+async def test_a_path_too_long_is_a_permanent_error_without_the_storage_root(
+    storage_root: Path, make_ctx: Callable[..., jobtypes.JobContext], path: str
+) -> None:
+    (storage_root / "in").mkdir()
+    with pytest.raises(jobtypes.Permanent, match="too long") as caught:
+        await run({"path": path, "operation": "checksum"}, make_ctx())
+    assert str(storage_root) not in str(caught.value)  # pytest's tmp_path is resolved
+
+
+async def test_a_gzip_output_name_too_long_is_a_permanent_error_without_the_storage_root(
+    storage_root: Path, make_ctx: Callable[..., jobtypes.JobContext]
+) -> None:
+    name = "n" * 250  # a legal name, but `.<name>.<random>.tmp` beside it is not
+    (storage_root / name).write_bytes(b"data")
+    with pytest.raises(jobtypes.Permanent, match="too long") as caught:
+        await run({"path": name, "operation": "gzip"}, make_ctx())
+    assert str(storage_root) not in str(caught.value)
+    assert os.listdir(storage_root) == [name]
+
+
 def test_an_unknown_operation_is_refused_at_validation_with_its_field() -> None:
     with pytest.raises(jobtypes.InvalidPayload) as caught:
         jobtypes.REGISTRY.get("file_process").validate({"path": "a", "operation": "delete"})

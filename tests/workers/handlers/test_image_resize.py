@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -15,7 +16,7 @@ from PIL import Image
 
 from ledger import jobtypes
 from tests.workers.handlers.conftest import HttpServer, Route
-from workers.handlers import image_resize
+from workers.handlers import image_resize, pixels
 
 
 def make_image(width: int, height: int, fmt: str = "PNG", mode: str = "RGB") -> bytes:
@@ -185,3 +186,38 @@ def test_invalid_payloads_name_the_field(payload: dict[str, Any], path: str) -> 
     with pytest.raises(jobtypes.InvalidPayload) as caught:
         jobtypes.REGISTRY.get("image_resize").validate(payload)
     assert caught.value.path == path
+
+
+async def test_an_image_larger_than_the_whole_decoding_budget_is_refused(
+    handler_env: pytest.MonkeyPatch,
+    storage_root: Path,
+    make_ctx: Callable[..., jobtypes.JobContext],
+) -> None:
+    handler_env.setenv("IMAGE_DECODE_BUDGET_PIXELS", "1000")
+    (storage_root / "wide.png").write_bytes(make_image(100, 20))
+    with pytest.raises(jobtypes.Permanent, match="whole decoding budget of 1000 pixels"):
+        await run({"source_path": "wide.png", "width": 10, "height": 10}, make_ctx())
+
+
+async def test_a_large_image_is_shrunk_to_its_exact_output_size(
+    storage_root: Path, make_ctx: Callable[..., jobtypes.JobContext]
+) -> None:
+    (storage_root / "big.png").write_bytes(make_image(1000, 600, mode="RGBA"))
+    (storage_root / "big.jpg").write_bytes(make_image(1000, 600, fmt="JPEG"))
+    png = await run({"source_path": "big.png", "width": 90, "height": 90}, make_ctx())
+    check_output(png, storage_root, (90, 54), "PNG")
+    jpeg = await run({"source_path": "big.jpg", "width": 90, "height": 90}, make_ctx())
+    check_output(jpeg, storage_root, (90, 54), "JPEG")
+    assert (jpeg["source_width"], jpeg["source_height"]) == (1000, 600)
+
+
+async def test_a_job_that_does_not_fit_the_budget_waits_its_turn() -> None:
+    budget = pixels.PixelBudget(100)
+    await budget.acquire(60)
+    second = asyncio.ensure_future(budget.acquire(60))
+    third = asyncio.ensure_future(budget.acquire(10))  # fits, but waits behind the second
+    await asyncio.sleep(0)
+    assert not second.done() and not third.done()
+    budget.release(60)
+    await asyncio.wait_for(asyncio.gather(second, third), timeout=5)
+    assert budget.used == 70
