@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -27,6 +28,7 @@ from ledger import (
     metrics,
     migrations,
     probe,
+    schema,
     store,
 )
 from projections import chains, metering, rebuild
@@ -242,6 +244,18 @@ async def _projections_rebuild(settings: config.Settings) -> int:
     return 0
 
 
+async def _schema_dump(settings: config.Settings, *, output: str | None) -> int:
+    """Write the schema the migrations produce (sql/schema.sql is this, kept current)."""
+    async with database.open_database(settings) as database_:
+        text = await schema.dump(database_.admin_dsn)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        await asyncio.to_thread(Path(output).write_text, text, "utf-8")
+        print(f"wrote {output}")
+    return 0
+
+
 async def _db_reset(settings: config.Settings, *, confirmed: bool) -> int:
     """Delete the ledger's database and start it afresh (asks first; external servers need --yes)."""
     if settings.database_url is not None:
@@ -356,7 +370,6 @@ def _bound(text: str | None) -> Any:
 async def _audit_export(
     settings: config.Settings, *, out: str, start: str | None, end: str | None
 ) -> int:
-    from pathlib import Path
 
     from projections import bundle
 
@@ -395,7 +408,6 @@ def _print_report(report: Any) -> None:
 async def _audit_verify(
     settings: config.Settings, *, path: str | None, public_key: str | None
 ) -> int:
-    from pathlib import Path
 
     from projections import bundle, checkpoints, signing
 
@@ -433,7 +445,6 @@ async def _replay(
     storage_root: str | None = None,
 ) -> int:
     import uuid
-    from pathlib import Path
 
     from ledger import jobtypes, replays, store
     from projections import timeline
@@ -522,6 +533,10 @@ def _parser() -> argparse.ArgumentParser:
     proj_sub = proj.add_subparsers(dest="action", required=True)
     proj_sub.add_parser("verify", help="rebuild into a scratch table and diff with the live view")
     proj_sub.add_parser("rebuild", help="replace the live view with the fold of the events")
+    dump = sub.add_parser("schema", help="the schema the migrations produce")
+    dump_sub = dump.add_subparsers(dest="action", required=True)
+    dumping = dump_sub.add_parser("dump", help="print it (sql/schema.sql is kept equal to it)")
+    dumping.add_argument("--output", help="write it to this file instead")
     reset = sub.add_parser(
         "db-reset", help="delete the database and start afresh (destroys history)"
     )
@@ -567,6 +582,8 @@ Runner = Callable[[config.Settings], Coroutine[Any, Any, int]]
 def _runner(args: argparse.Namespace) -> Runner:
     if args.command == "projections":
         return _projections_verify if args.action == "verify" else _projections_rebuild
+    if args.command == "schema":
+        return functools.partial(_schema_dump, output=args.output)
     if args.command == "db-reset":
         return functools.partial(_db_reset, confirmed=args.yes)
     if args.command == "seed":

@@ -19,6 +19,7 @@ from ledger import errors
 
 LOCK_KEY: Final = 0x4C454447  # "LEDG"
 _FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+SNAPSHOT: Final = "schema.sql"
 
 _BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -52,6 +53,8 @@ def discover(directory: Path | None = None) -> list[Migration]:
     found: list[Migration] = []
     seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.sql")):
+        if path.name == SNAPSHOT:
+            continue  # what they add up to (ledger.schema), not a migration
         match = _FILE.match(path.name)
         if not match:
             raise errors.ConfigError(f"migration file {path.name} is not named NNNN_name.sql")

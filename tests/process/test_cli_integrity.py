@@ -8,7 +8,7 @@ import sys
 
 import asyncpg
 
-from ledger import commands, store
+from ledger import commands, schema, store
 from tests import factories
 from tests.conftest import Databases
 
@@ -88,3 +88,9 @@ async def test_rebuild_without_the_owner_s_connection_says_what_it_needs(
     assert refused.returncode != 0
     assert "MIGRATE_DATABASE_URL" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+async def test_schema_dump_prints_the_kept_schema_file(dbs: Databases) -> None:
+    dumped = _ledger(dbs, "schema", "dump")
+    assert dumped.returncode == 0, dumped.stderr
+    assert dumped.stdout == schema.snapshot_path().read_text("utf-8")

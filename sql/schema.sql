@@ -1,0 +1,792 @@
+-- The schema that the migrations in sql/ produce, written by `ledger schema dump`.
+-- Read it for the current definition of a table, function or grant; change it only
+-- by writing the next migration and dumping again (a test compares the two).
+
+--
+-- PostgreSQL database dump
+--
+
+--
+-- Name: event_canonical(text, uuid, integer, text, timestamp with time zone, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.event_canonical(type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb) RETURNS bytea
+    LANGUAGE sql STABLE STRICT
+    AS $$
+    SELECT convert_to(
+        type || E'\n' || job_id::text || E'\n' || version::text || E'\n'
+        || length(actor)::text || ':' || actor || E'\n'
+        || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') || E'\n'
+        || data::text,
+        'UTF8'
+    )
+$$;
+
+--
+-- Name: events_append(uuid[], integer[], text[], text[], jsonb[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) RETURNS TABLE("position" bigint, job_id uuid, version integer, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+    SELECT u.job_id, u.version, u.type, u.actor, t.at, u.data, p.prev_hash,
+           sha256(p.prev_hash || event_canonical(u.type, u.job_id, u.version, u.actor, t.at, u.data))
+    FROM unnest(job_ids, versions, types, actors, datas)
+        AS u (job_id, version, type, actor, data)
+    LEFT JOIN LATERAL (
+        SELECT e.hash, e.occurred_at
+        FROM events AS e
+        WHERE u.version > 1 AND e.job_id = u.job_id AND e.version = u.version - 1
+        LIMIT 1
+    ) AS prev ON true
+    CROSS JOIN LATERAL (
+        SELECT CASE
+            WHEN u.version = 1 THEN '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea
+            ELSE prev.hash
+        END AS prev_hash
+    ) AS p
+    CROSS JOIN LATERAL (
+        SELECT greatest(statement_timestamp(), prev.occurred_at) AS at
+    ) AS t
+    RETURNING position, job_id, version, txid::text::bigint, occurred_at, prev_hash, hash
+$$;
+
+--
+-- Name: events_refuse_change(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.events_refuse_change() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'events is append-only: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'history is never edited; append a new event instead';
+END;
+$$;
+
+--
+-- Name: events; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.events (
+    "position" bigint NOT NULL,
+    job_id uuid NOT NULL,
+    version integer NOT NULL,
+    type text NOT NULL,
+    data jsonb NOT NULL,
+    actor text NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    txid xid8 DEFAULT pg_current_xact_id() NOT NULL,
+    prev_hash bytea NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT events_actor_check CHECK ((actor <> ''::text)),
+    CONSTRAINT events_hash_check CHECK ((octet_length(hash) = 32)),
+    CONSTRAINT events_prev_hash_check CHECK ((octet_length(prev_hash) = 32)),
+    CONSTRAINT events_type_format CHECK ((type ~ '^[a-z_.]+\.v[0-9]+$'::text)),
+    CONSTRAINT events_version_check CHECK ((version >= 1))
+);
+
+--
+-- Name: job_view_apply(public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_view_apply(e public.events) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    s jobs;
+BEGIN
+    SELECT * INTO s FROM jobs WHERE job_id = e.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        s := job_view_evolve(NULL, e);
+        INSERT INTO jobs SELECT s.*;
+    ELSE
+        s := job_view_evolve(s, e);
+        UPDATE jobs SET
+            version = s.version, type = s.type, queue = s.queue, priority = s.priority,
+            status = s.status, payload = s.payload, result = s.result, error = s.error,
+            attempt = s.attempt, max_attempts = s.max_attempts,
+            timeout_seconds = s.timeout_seconds,
+            backoff_base_seconds = s.backoff_base_seconds,
+            backoff_cap_seconds = s.backoff_cap_seconds,
+            run_at = s.run_at, worker_id = s.worker_id, lease_until = s.lease_until,
+            idempotency_key = s.idempotency_key, replay_of = s.replay_of,
+            submitted_by = s.submitted_by, created_at = s.created_at,
+            updated_at = s.updated_at, started_at = s.started_at,
+            completed_at = s.completed_at
+        WHERE job_id = e.job_id;
+    END IF;
+END;
+$$;
+
+--
+-- Name: jobs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.jobs (
+    job_id uuid NOT NULL,
+    version integer NOT NULL,
+    type text NOT NULL,
+    queue text NOT NULL,
+    priority smallint NOT NULL,
+    status text NOT NULL,
+    payload jsonb NOT NULL,
+    result jsonb,
+    error text,
+    attempt integer NOT NULL,
+    max_attempts integer NOT NULL,
+    timeout_seconds double precision NOT NULL,
+    backoff_base_seconds double precision NOT NULL,
+    backoff_cap_seconds double precision NOT NULL,
+    run_at timestamp with time zone,
+    worker_id text,
+    lease_until timestamp with time zone,
+    idempotency_key text,
+    replay_of uuid,
+    submitted_by text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    started_at timestamp with time zone,
+    completed_at timestamp with time zone
+);
+
+--
+-- Name: job_view_evolve(public.jobs, public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_view_evolve(s public.jobs, e public.events) RETURNS public.jobs
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT step FROM job_view_step(s, e) AS step
+$$;
+
+--
+-- Name: job_view_refuse(text, uuid, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_view_refuse(e_type text, e_job uuid, submitted boolean) RETURNS boolean
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+    IF e_type = 'job.submitted.v1' AND submitted THEN
+        RAISE EXCEPTION 'job % submitted twice', e_job;
+    ELSIF e_type <> 'job.submitted.v1' AND NOT submitted THEN
+        RAISE EXCEPTION 'event % for job % before its submission', e_type, e_job;
+    END IF;
+    RAISE EXCEPTION 'unknown event type % (job %)', e_type, e_job;
+END;
+$$;
+
+--
+-- Name: job_view_step(public.jobs, public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_view_step(s public.jobs, e public.events) RETURNS SETOF public.jobs
+    LANGUAGE sql IMMUTABLE ROWS 1
+    AS $$
+SELECT
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.job_id ELSE s.job_id END,
+    e.version,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'job_type' ELSE s.type END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'queue' ELSE s.queue END,
+    CASE WHEN e.type = 'job.submitted.v1'
+         THEN (CASE e.data->>'priority' WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END)::smallint
+         ELSE s.priority END,
+    CASE e.type
+        WHEN 'job.submitted.v1' THEN 'pending'
+        WHEN 'job.claimed.v1' THEN 'processing'
+        WHEN 'job.completed.v1' THEN 'completed'
+        WHEN 'job.retry_scheduled.v1' THEN
+            CASE WHEN e.data->>'next_attempt_at' IS NOT NULL THEN 'retrying' ELSE 'failed' END
+        WHEN 'job.failed.v1' THEN
+            CASE WHEN e.data->>'next_attempt_at' IS NOT NULL THEN 'retrying' ELSE 'failed' END
+        WHEN 'job.lease_expired.v1' THEN
+            CASE WHEN e.data->>'next_attempt_at' IS NOT NULL THEN 'retrying' ELSE 'failed' END
+        WHEN 'job.cancelled.v1' THEN 'cancelled'
+        WHEN 'job.released.v1' THEN 'pending'
+        WHEN 'job.retried.v1' THEN 'pending'
+        ELSE s.status
+    END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->'payload' ELSE s.payload END,
+    CASE e.type
+        WHEN 'job.submitted.v1' THEN NULL
+        WHEN 'job.completed.v1' THEN e.data->'result'
+        WHEN 'job.retried.v1' THEN NULL
+        ELSE s.result
+    END,
+    CASE
+        WHEN e.type IN ('job.submitted.v1', 'job.completed.v1', 'job.retried.v1') THEN NULL
+        WHEN e.type IN ('job.retry_scheduled.v1', 'job.failed.v1', 'job.lease_expired.v1')
+            THEN e.data->>'error'
+        ELSE s.error
+    END,
+    CASE e.type
+        WHEN 'job.submitted.v1' THEN 0
+        WHEN 'job.claimed.v1' THEN (e.data->>'attempt')::integer
+        WHEN 'job.released.v1' THEN s.attempt - 1
+        WHEN 'job.retried.v1' THEN 0
+        ELSE s.attempt
+    END,
+    CASE e.type
+        WHEN 'job.submitted.v1' THEN (e.data->>'max_attempts')::integer
+        WHEN 'job.retried.v1' THEN coalesce((e.data->>'max_attempts')::integer, s.max_attempts)
+        ELSE s.max_attempts
+    END,
+    CASE WHEN e.type = 'job.submitted.v1'
+         THEN (e.data->>'timeout_seconds')::double precision ELSE s.timeout_seconds END,
+    CASE WHEN e.type = 'job.submitted.v1'
+         THEN (e.data->>'backoff_base_seconds')::double precision ELSE s.backoff_base_seconds END,
+    CASE WHEN e.type = 'job.submitted.v1'
+         THEN (e.data->>'backoff_cap_seconds')::double precision ELSE s.backoff_cap_seconds END,
+    CASE
+        WHEN e.type = 'job.submitted.v1' THEN (e.data->>'run_at')::timestamptz
+        WHEN e.type IN ('job.claimed.v1', 'job.cancelled.v1') THEN NULL
+        WHEN e.type IN ('job.retry_scheduled.v1', 'job.failed.v1', 'job.lease_expired.v1')
+            THEN (e.data->>'next_attempt_at')::timestamptz
+        WHEN e.type IN ('job.released.v1', 'job.retried.v1') THEN e.occurred_at
+        ELSE s.run_at
+    END,
+    CASE
+        WHEN e.type = 'job.claimed.v1' THEN e.data->>'worker_id'
+        WHEN e.type IN ('job.completed.v1', 'job.retry_scheduled.v1', 'job.failed.v1',
+                        'job.lease_expired.v1', 'job.cancelled.v1', 'job.released.v1') THEN NULL
+        ELSE s.worker_id
+    END,
+    CASE
+        WHEN e.type = 'job.claimed.v1' THEN (e.data->>'lease_until')::timestamptz
+        WHEN e.type IN ('job.completed.v1', 'job.retry_scheduled.v1', 'job.failed.v1',
+                        'job.lease_expired.v1', 'job.cancelled.v1', 'job.released.v1') THEN NULL
+        ELSE s.lease_until
+    END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'idempotency_key' ELSE s.idempotency_key END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN (e.data->>'replay_of')::uuid ELSE s.replay_of END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.actor ELSE s.submitted_by END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.occurred_at ELSE s.created_at END,
+    e.occurred_at,
+    CASE e.type
+        WHEN 'job.claimed.v1' THEN e.occurred_at
+        WHEN 'job.retried.v1' THEN NULL
+        ELSE s.started_at
+    END,
+    CASE
+        WHEN e.type IN ('job.completed.v1', 'job.cancelled.v1') THEN e.occurred_at
+        WHEN e.type IN ('job.retry_scheduled.v1', 'job.failed.v1', 'job.lease_expired.v1')
+            THEN CASE WHEN e.data->>'next_attempt_at' IS NULL THEN e.occurred_at
+                      ELSE s.completed_at END
+        WHEN e.type = 'job.retried.v1' THEN NULL
+        ELSE s.completed_at
+    END
+WHERE CASE
+    WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
+    ELSE s.job_id IS NOT NULL
+         AND e.type IN ('job.claimed.v1', 'job.completed.v1', 'job.retry_scheduled.v1',
+                        'job.failed.v1', 'job.lease_expired.v1', 'job.cancelled.v1',
+                        'job.released.v1', 'job.retried.v1', 'job.replayed.v1')
+END OR job_view_refuse(e.type, e.job_id, s.job_id IS NOT NULL)
+$$;
+
+--
+-- Name: jobs_claimable(integer, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
+    LANGUAGE sql SECURITY DEFINER
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT *
+    FROM jobs
+    WHERE status IN ('pending', 'retrying')
+      AND run_at <= now()
+      AND type = ANY(job_types)
+    ORDER BY run_at, priority, created_at
+    LIMIT max_jobs
+    FOR UPDATE SKIP LOCKED
+$$;
+
+--
+-- Name: jobs_notify_cancelled(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_notify_cancelled() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    PERFORM pg_notify('ledger_cancel', NEW.job_id::text);
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: jobs_notify_inserted(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_notify_inserted() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM inserted WHERE status IN ('pending', 'retrying')) THEN
+        PERFORM pg_notify('ledger_jobs', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: jobs_notify_runnable(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_notify_runnable() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT'
+       OR OLD.status IS DISTINCT FROM NEW.status
+       OR OLD.run_at IS DISTINCT FROM NEW.run_at THEN
+        PERFORM pg_notify('ledger_jobs', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: jobs_project_appended(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_project_appended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    later bigint;
+    applied bigint;
+BEGIN
+    IF EXISTS (
+        SELECT FROM appended GROUP BY job_id HAVING count(*) > 1
+    ) THEN
+        PERFORM job_view_apply(e::events) FROM (SELECT * FROM appended ORDER BY position) AS e;
+        RETURN NULL;
+    END IF;
+
+    INSERT INTO jobs
+    SELECT s.*
+    FROM appended AS e
+    CROSS JOIN LATERAL job_view_step(NULL::jobs, e::events) AS s
+    WHERE e.version = 1;
+
+    SELECT count(*) INTO later FROM appended WHERE version > 1;
+    IF later = 0 THEN
+        RETURN NULL;
+    END IF;
+    UPDATE jobs AS j
+    SET (version, type, queue, priority, status, payload, result, error, attempt,
+         max_attempts, timeout_seconds, backoff_base_seconds, backoff_cap_seconds, run_at,
+         worker_id, lease_until, idempotency_key, replay_of, submitted_by, created_at,
+         updated_at, started_at, completed_at)
+      = (n.version, n.type, n.queue, n.priority, n.status, n.payload, n.result,
+         n.error, n.attempt, n.max_attempts, n.timeout_seconds,
+         n.backoff_base_seconds, n.backoff_cap_seconds, n.run_at, n.worker_id,
+         n.lease_until, n.idempotency_key, n.replay_of, n.submitted_by,
+         n.created_at, n.updated_at, n.started_at, n.completed_at)
+    FROM (
+        SELECT s.*
+        FROM appended AS e
+        JOIN jobs AS prior ON prior.job_id = e.job_id
+        CROSS JOIN LATERAL job_view_step(prior, e::events) AS s
+        WHERE e.version > 1
+    ) AS n
+    WHERE j.job_id = n.job_id;
+    GET DIAGNOSTICS applied = ROW_COUNT;
+    IF applied < later THEN
+        -- Some later event's job has no row: the per-row fold raises its error for it.
+        PERFORM job_view_apply(e::events)
+        FROM appended AS e
+        WHERE e.version > 1
+          AND NOT EXISTS (SELECT FROM jobs AS j WHERE j.job_id = e.job_id);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: job_view_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
+--
+
+CREATE AGGREGATE public.job_view_fold(public.events) (
+    SFUNC = public.job_view_evolve,
+    STYPE = public.jobs
+);
+
+--
+-- Name: audit_checkpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_checkpoints (
+    checkpoint_id bigint NOT NULL,
+    txid bigint NOT NULL,
+    "position" bigint NOT NULL,
+    event_count bigint NOT NULL,
+    digest bytea NOT NULL,
+    base_txid bigint NOT NULL,
+    base_position bigint NOT NULL,
+    base_count bigint NOT NULL,
+    base_digest bytea NOT NULL,
+    witness bytea NOT NULL,
+    signature bytea NOT NULL,
+    key_id text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT audit_checkpoints_base_digest_check CHECK ((octet_length(base_digest) = 32)),
+    CONSTRAINT audit_checkpoints_check CHECK (((base_count >= 0) AND (base_count <= event_count))),
+    CONSTRAINT audit_checkpoints_digest_check CHECK ((octet_length(digest) = 32)),
+    CONSTRAINT audit_checkpoints_event_count_check CHECK ((event_count >= 0)),
+    CONSTRAINT audit_checkpoints_signature_check CHECK ((octet_length(signature) = 64))
+);
+
+--
+-- Name: audit_checkpoints_checkpoint_id_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_checkpoints ALTER COLUMN checkpoint_id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.audit_checkpoints_checkpoint_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: events_position_seq; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+ALTER TABLE public.events ALTER COLUMN "position" ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.events_position_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
+-- Name: job_leases; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_leases (
+    job_id uuid NOT NULL,
+    worker_id text NOT NULL,
+    attempt integer NOT NULL,
+    lease_until timestamp with time zone NOT NULL
+);
+
+--
+-- Name: schema_migrations; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.schema_migrations (
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+--
+-- Name: worker_processes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.worker_processes (
+    worker_id text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    slots integer NOT NULL,
+    lease_seconds double precision NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT worker_processes_lease_seconds_check CHECK ((lease_seconds > (0)::double precision)),
+    CONSTRAINT worker_processes_slots_check CHECK ((slots >= 0))
+);
+
+--
+-- Name: audit_checkpoints audit_checkpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_checkpoints
+    ADD CONSTRAINT audit_checkpoints_pkey PRIMARY KEY (checkpoint_id);
+
+--
+-- Name: events events_job_id_version_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_job_id_version_key UNIQUE (job_id, version);
+
+--
+-- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY ("position");
+
+--
+-- Name: job_leases job_leases_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_leases
+    ADD CONSTRAINT job_leases_pkey PRIMARY KEY (job_id);
+
+--
+-- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.jobs
+    ADD CONSTRAINT jobs_pkey PRIMARY KEY (job_id);
+
+--
+-- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schema_migrations
+    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (name);
+
+--
+-- Name: worker_processes worker_processes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.worker_processes
+    ADD CONSTRAINT worker_processes_pkey PRIMARY KEY (worker_id);
+
+--
+-- Name: audit_checkpoints_cursor_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX audit_checkpoints_cursor_idx ON public.audit_checkpoints USING btree (txid, "position");
+
+--
+-- Name: events_occurred_at_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX events_occurred_at_idx ON public.events USING btree (occurred_at);
+
+--
+-- Name: events_txid_position_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX events_txid_position_idx ON public.events USING btree (txid, "position");
+
+--
+-- Name: job_leases_worker_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX job_leases_worker_idx ON public.job_leases USING btree (worker_id);
+
+--
+-- Name: jobs_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_created_idx ON public.jobs USING btree (created_at DESC, job_id DESC);
+
+--
+-- Name: jobs_due_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_due_idx ON public.jobs USING btree (run_at, priority, created_at) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
+
+--
+-- Name: jobs_idempotency_key_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (submitted_by, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+
+--
+-- Name: jobs_status_created_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (status, created_at DESC, job_id DESC);
+
+--
+-- Name: worker_processes_heartbeat_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX worker_processes_heartbeat_idx ON public.worker_processes USING btree (heartbeat_at);
+
+--
+-- Name: events events_no_truncate; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_refuse_change();
+
+--
+-- Name: events events_no_update_delete; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_no_update_delete BEFORE DELETE OR UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.events_refuse_change();
+
+--
+-- Name: events events_project_jobs; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_project_jobs AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_project_appended();
+
+--
+-- Name: jobs jobs_notify_cancelled; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_notify_cancelled AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN (((old.status = 'processing'::text) AND (new.status = 'cancelled'::text))) EXECUTE FUNCTION public.jobs_notify_cancelled();
+
+--
+-- Name: jobs jobs_notify_inserted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_notify_inserted();
+
+--
+-- Name: jobs jobs_notify_runnable; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_notify_runnable AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((new.status = ANY (ARRAY['pending'::text, 'retrying'::text]))) EXECUTE FUNCTION public.jobs_notify_runnable();
+
+--
+-- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
+--
+
+GRANT USAGE ON SCHEMA public TO ledger_app;
+
+--
+-- Name: FUNCTION event_canonical(type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.event_canonical(type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb) TO ledger_app;
+
+--
+-- Name: FUNCTION events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) TO ledger_app;
+
+--
+-- Name: TABLE events; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.events TO ledger_app;
+
+--
+-- Name: FUNCTION job_view_apply(e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_view_apply(e public.events) TO ledger_app;
+
+--
+-- Name: TABLE jobs; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.jobs TO ledger_app;
+
+--
+-- Name: FUNCTION job_view_evolve(s public.jobs, e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_view_evolve(s public.jobs, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION job_view_refuse(e_type text, e_job uuid, submitted boolean); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_view_refuse(e_type text, e_job uuid, submitted boolean) TO ledger_app;
+
+--
+-- Name: FUNCTION job_view_step(s public.jobs, e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_view_step(s public.jobs, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_claimable(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_notify_cancelled(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_notify_cancelled() TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_notify_inserted(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_notify_inserted() TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_notify_runnable(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_notify_runnable() TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_project_appended(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_project_appended() TO ledger_app;
+
+--
+-- Name: FUNCTION job_view_fold(public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_view_fold(public.events) TO ledger_app;
+
+--
+-- Name: TABLE audit_checkpoints; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE public.audit_checkpoints TO ledger_app;
+
+--
+-- Name: SEQUENCE audit_checkpoints_checkpoint_id_seq; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,USAGE ON SEQUENCE public.audit_checkpoints_checkpoint_id_seq TO ledger_app;
+
+--
+-- Name: TABLE job_leases; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.job_leases TO ledger_app;
+
+--
+-- Name: TABLE schema_migrations; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.schema_migrations TO ledger_app;
+
+--
+-- Name: TABLE worker_processes; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.worker_processes TO ledger_app;
+
+--
+-- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER IN SCHEMA public GRANT SELECT,USAGE ON SEQUENCES TO ledger_app;
+
+--
+-- Name: DEFAULT PRIVILEGES FOR FUNCTIONS; Type: DEFAULT ACL; Schema: public; Owner: -
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER IN SCHEMA public GRANT ALL ON FUNCTIONS TO ledger_app;
+
+--
+-- Name: DEFAULT PRIVILEGES FOR TABLES; Type: DEFAULT ACL; Schema: public; Owner: -
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE CURRENT_USER IN SCHEMA public GRANT SELECT,INSERT,DELETE,UPDATE ON TABLES TO ledger_app;
+
+--
+-- PostgreSQL database dump complete
+--
