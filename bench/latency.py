@@ -19,7 +19,7 @@ import msgspec
 
 from bench import cluster, procs, stats, submit
 from bench.processing import wait_for
-from ledger import commands, db
+from ledger import db
 
 
 class Latency(msgspec.Struct, kw_only=True):
@@ -39,19 +39,14 @@ async def measure_once(
     env = procs.service_env(c, {"WORKER_COUNT": str(slots), "BENCH_NOOP_STARTS": str(starts)})
     worker = procs.Service("worker", env, logs / "worker-latency.log")
     returned: dict[str, int] = {}
-    es = submit.event_store()
     try:
         await wait_for(c.app_dsn, "worker_processes_count", 1, 60, "the worker to register")
         async with db.connect(c.app_dsn) as conn:
             warmup = 10
             for i in range(warmup + jobs):
-                job_id = uuid.uuid4()
-                events = commands.decide(
-                    None, submit.noop_command(i), job_id=job_id, actor="bench", now=es.clock()
-                )
-                await es.append(conn, events)
+                job = await submit.submit_one(conn, i)
                 if i >= warmup:
-                    returned[str(job_id)] = time.time_ns()
+                    returned[str(job.job_id)] = time.time_ns()
                 await asyncio.sleep(gap)
         await wait_for(
             c.app_dsn, "jobs_completed_count", warmup + jobs, 60, "the latency jobs to finish"

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
-from ledger import auth, config, db, groupcommit, jobtypes, metrics, store
+from ledger import auth, config, db, groupcommit, jobtypes, metrics, store, submission
 from ledger.http import audit, dashboard, health, jobs, problems, ready, security
 from ledger.http import metrics as http_metrics
 from projections import metering, signing
@@ -51,6 +51,7 @@ def create_app(
             pool=pool,
             store=event_store,
             registry=registry,
+            submitter=submission.Submitter(registry, event_store),
             committer=groupcommit.GroupCommit(pool, event_store),
         )
         try:

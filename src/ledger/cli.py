@@ -288,15 +288,12 @@ async def _db_reset(settings: config.Settings, *, confirmed: bool) -> int:
 
 async def _seed(settings: config.Settings, *, per_type: int) -> int:
     import workers.handlers  # noqa: F401 - registers the built-in job types
-    from ledger import jobtypes
+    from ledger import submission
     from workers import seed
 
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            event_store = store.EventStore()
-            seeded = await seed.seed(
-                conn, event_store, jobtypes.REGISTRY, settings.storage, per_type=per_type
-            )
+            seeded = await seed.seed(conn, submission.DEFAULT, settings.storage, per_type=per_type)
     for name, job_id in seeded.submitted:
         print(f"submitted {name} {job_id}")
     for name, reason in seeded.skipped:
@@ -446,7 +443,7 @@ async def _replay(
 ) -> int:
     import uuid
 
-    from ledger import jobtypes, replays, store
+    from ledger import jobtypes, rerun, store
     from projections import timeline
 
     try:
@@ -472,14 +469,14 @@ async def _replay(
                 database_.app_dsn, max_size=2, read_only=True, name="job-ledger-replay"
             )
             try:
-                outcome = await replays.run_locally(
+                outcome = await rerun.run_locally(
                     line.state,
                     storage_root=Path(storage_root) if storage_root else settings.storage,
                     pool=pool,
                 )
             finally:
                 await pool.close()
-    recorded = replays.recorded_outcome(line.state)
+    recorded = rerun.recorded_outcome(line.state)
     if as_json:
         body: dict[str, Any] = {"job_id": str(job), "as_of": as_of, "steps": line.steps}
         if run:

@@ -199,7 +199,7 @@ def decide(
     raise refuse()  # pragma: no cover - every command is matched above
 
 
-def replay(
+def resubmit(
     state: JobState, *, new_job_id: uuid.UUID, actor: str, now: datetime
 ) -> list[ev.JobEvent]:
     """Submit `state`'s job again as `new_job_id`: the new job's submission names the original

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
+
 
 class LedgerError(Exception):
     """Root of every error this service raises on purpose."""
@@ -88,3 +90,30 @@ class IdempotencyMismatch(LedgerError):
         )
         self.key = key
         self.job_id = job_id
+
+
+class FieldError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One invalid field: where (`path`, e.g. `payload.width` or `jobs[3].type`) and why."""
+
+    path: str
+    message: str
+
+
+class InvalidInput(LedgerError):
+    """What a caller asked for breaks a rule; `field_errors` names each field and why (422)."""
+
+    def __init__(self, detail: str, field_errors: list[FieldError]) -> None:
+        super().__init__(detail)
+        self.field_errors = field_errors
+
+    @classmethod
+    def at(cls, path: str, message: str) -> InvalidInput:
+        """One field's error, its message the whole detail."""
+        return cls(message, [FieldError(path=path, message=message)])
+
+    def under(self, where: str) -> InvalidInput:
+        """The same errors for fields of the item at `where` (e.g. `jobs[3].`)."""
+        return InvalidInput(
+            str(self),
+            [FieldError(path=where + e.path, message=e.message) for e in self.field_errors],
+        )

@@ -12,6 +12,7 @@ is imported at start and registers its handlers with `@job_type(...)`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import uuid
@@ -36,22 +37,36 @@ class Permanent(errors.LedgerError):
     """The job can never succeed as submitted: it fails now, whatever attempts are left."""
 
 
-class UnknownJobType(errors.LedgerError):
-    """No handler is registered for this job type."""
+class UnknownJobType(errors.InvalidInput):
+    """No handler is registered for this job type (the field `<where>type`)."""
 
-    def __init__(self, name: str, known: Iterable[str]) -> None:
-        super().__init__(f"unknown job type {name!r}; known types: {', '.join(sorted(known))}")
+    def __init__(self, name: str, known: Iterable[str], *, where: str = "") -> None:
+        detail = f"unknown job type {name!r}; known types: {', '.join(sorted(known))}"
+        super().__init__(detail, [errors.FieldError(path=f"{where}type", message=detail)])
         self.name = name
 
 
-class InvalidPayload(errors.LedgerError):
-    """The payload does not match its job type's schema; `path` names the field."""
+class InvalidPayload(errors.InvalidInput):
+    """The payload does not match its job type's schema; `path` names the field (msgspec's
+    `$.a[0]` form) and the field error says where it is (`payload.a[0]`)."""
 
-    def __init__(self, job_type: str, message: str, path: str) -> None:
-        super().__init__(f"invalid payload for {job_type}: {message}")
+    def __init__(self, job_type: str, message: str, path: str, *, where: str = "") -> None:
+        super().__init__(
+            f"invalid payload for {job_type}: {message}",
+            [errors.FieldError(path=payload_path(path, f"{where}payload"), message=message)],
+        )
         self.job_type = job_type
         self.message = message
         self.path = path
+
+    def under(self, where: str) -> InvalidPayload:
+        """The same error for the payload of the item at `where` (e.g. `jobs[3].`)."""
+        return InvalidPayload(self.job_type, self.message, self.path, where=where)
+
+
+def payload_path(msgspec_path: str, prefix: str = "payload") -> str:
+    """msgspec's `$.a[0].b` as the request field `payload.a[0].b`."""
+    return prefix + msgspec_path.removeprefix("$")
 
 
 class JobContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,3 +196,19 @@ def load_plugins(modules: Iterable[str], *, entry_points: bool = True) -> list[s
                 ) from exc
             loaded.append(point.value)
     return loaded
+
+
+@functools.cache
+def _installed() -> tuple[str, ...]:
+    return tuple(load_plugins((), entry_points=True))
+
+
+def load_installed_once() -> bool:
+    """Load the installed plugins' job types (the entry-point group) into REGISTRY, once.
+
+    True on the call that loaded them: a process that only submits jobs finds the
+    types without loading handlers itself.
+    """
+    first = _installed.cache_info().currsize == 0
+    _installed()
+    return first

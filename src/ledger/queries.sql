@@ -14,13 +14,21 @@ FROM events
 WHERE job_id = $1
 ORDER BY version;
 
--- name: events_first_of_jobs
--- Each job's first event (its submission), for jobs named together.
+-- name: events_list_for_jobs
+-- The histories of jobs named together, each oldest first.
 SELECT position, job_id, version, type, data, actor, occurred_at,
        txid::text::bigint AS txid, prev_hash, hash
 FROM events
 WHERE job_id = ANY($1::uuid[])
-  AND version = 1;
+ORDER BY job_id, version;
+
+-- name: jobs_find_by_idempotency_keys
+-- The jobs a submitter created under any of these idempotency keys (the view's unique
+-- index on (submitted_by, idempotency_key), which the append itself checks).
+SELECT idempotency_key, job_id
+FROM jobs
+WHERE submitted_by = $1
+  AND idempotency_key = ANY($2::text[]);
 
 -- name: schema_reset
 -- `ledger db-reset` on a server of one's own: every table, view and function the

@@ -162,12 +162,14 @@ class EventStore:
         rows = await conn.fetch(Q["events_list_for_job"], job_id)
         return [record_from_row(row) for row in rows]
 
-    async def submissions(
+    async def histories(
         self, conn: asyncpg.Connection, job_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, ev.JobEvent]:
-        """Each job's first event (its submission), by job id; unknown ids are left out."""
-        rows = await conn.fetch(Q["events_first_of_jobs"], list(job_ids))
-        return {row["job_id"]: record_from_row(row).event for row in rows}
+    ) -> dict[uuid.UUID, list[Recorded]]:
+        """Every event of each job, oldest first, by job id; unknown ids are left out."""
+        found: dict[uuid.UUID, list[Recorded]] = {}
+        for row in await conn.fetch(Q["events_list_for_jobs"], list(job_ids)):
+            found.setdefault(row["job_id"], []).append(record_from_row(row))
+        return found
 
     async def load(self, conn: asyncpg.Connection, job_id: uuid.UUID) -> lifecycle.JobState | None:
         """The job's current state, folded from its events (None: never submitted)."""
@@ -180,12 +182,16 @@ class EventStore:
         command: commands.Command,
         *,
         actor: str,
-    ) -> list[Recorded]:
-        """Decide `command` against the job's state and append the result, in one transaction."""
+    ) -> lifecycle.JobState:
+        """Decide `command` against the job's state and append the result, in one transaction;
+        the job's state after it."""
         async with conn.transaction():
             state = await self.load(conn, job_id)
             decided = commands.decide(state, command, job_id=job_id, actor=actor, now=self.clock())
-            return await self._append(conn, decided, {} if state is None else {job_id: state})
+            recorded = await self._append(conn, decided, {} if state is None else {job_id: state})
+        after = lifecycle.fold((r.event for r in recorded), state)
+        assert after is not None  # decide returns at least one event or raises
+        return after
 
 
 def _at(event: ev.JobEvent, occurred_at: datetime) -> ev.JobEvent:

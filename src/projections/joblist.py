@@ -83,24 +83,6 @@ async def page(
     return Page(jobs, Cursor(last.created_at, last.job_id) if more and last else None)
 
 
-async def find_by_idempotency_key(
-    conn: asyncpg.Connection, submitted_by: str, key: str
-) -> uuid.UUID | None:
-    """The job `submitted_by` created with this Idempotency-Key, if any."""
-    job_id: uuid.UUID | None = await conn.fetchval(
-        Q["jobs_get_by_idempotency_key"], submitted_by, key
-    )
-    return job_id
-
-
-async def find_by_idempotency_keys(
-    conn: asyncpg.Connection, submitted_by: str, keys: list[str]
-) -> dict[str, uuid.UUID]:
-    """The jobs `submitted_by` created with any of these Idempotency-Keys, by key."""
-    rows = await conn.fetch(Q["jobs_get_by_idempotency_keys"], submitted_by, keys)
-    return {row["idempotency_key"]: row["job_id"] for row in rows}
-
-
 async def get_many(conn: asyncpg.Connection, job_ids: list[uuid.UUID]) -> list[lifecycle.JobState]:
     """The jobs with these ids, in the order asked (missing ones left out)."""
     rows = {r["job_id"]: r for r in await conn.fetch(Q["jobs_get_many"], job_ids)}

@@ -267,20 +267,6 @@ WHERE status = $6::text
 ORDER BY created_at DESC, job_id DESC
 LIMIT $5;
 
--- name: jobs_get_by_idempotency_key
--- The job a submitter created with this Idempotency-Key, if any.
-SELECT job_id
-FROM jobs
-WHERE submitted_by = $1
-  AND idempotency_key = $2;
-
--- name: jobs_get_by_idempotency_keys
--- The jobs a submitter created with any of these Idempotency-Keys (a batch's items).
-SELECT idempotency_key, job_id
-FROM jobs
-WHERE submitted_by = $1
-  AND idempotency_key = ANY($2::text[]);
-
 -- name: jobs_get_many
 SELECT *
 FROM jobs

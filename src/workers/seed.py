@@ -1,4 +1,4 @@
-"""`ledger seed`: sample jobs of every registered job type, submitted through the event store.
+"""`ledger seed`: sample jobs of every registered job type, submitted like any other job.
 
 For a first look at the service (the dashboard, the metrics): each built-in type
 gets a payload that works on a fresh install (the image and text files it reads
@@ -18,7 +18,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import commands, jobtypes, store
+from ledger import jobtypes, submission
 
 ACTOR: Final = "seed"
 IMAGE: Final = "samples/seed.png"
@@ -63,33 +63,23 @@ def sample_payload(job: jobtypes.JobType) -> dict[str, Any]:
 
 async def seed(
     conn: asyncpg.Connection,
-    event_store: store.EventStore,
-    registry: jobtypes.Registry,
+    submitter: submission.Submitter,
     storage_root: Path,
     *,
     per_type: int = 1,
 ) -> Seeded:
-    """Submit `per_type` sample jobs of every registered type."""
+    """Submit `per_type` sample jobs of every type in the submitter's registry."""
     write_sample_files(storage_root)
     submitted: list[tuple[str, uuid.UUID]] = []
     skipped: list[tuple[str, str]] = []
-    for name in registry.names():
-        job = registry.get(name)
+    for name in submitter.registry.names():
+        job = submitter.registry.get(name)
         try:
             payload = sample_payload(job)
         except jobtypes.InvalidPayload as exc:
             skipped.append((name, exc.message))
             continue
         for _ in range(per_type):
-            job_id = uuid.uuid4()
-            command = commands.SubmitJob(
-                job_type=name,
-                payload=payload,
-                max_attempts=job.max_attempts,
-                timeout_seconds=job.timeout_seconds,
-                backoff_base_seconds=job.backoff_base_seconds,
-                backoff_cap_seconds=job.backoff_cap_seconds,
-            )
-            await event_store.execute(conn, job_id, command, actor=ACTOR)
-            submitted.append((name, job_id))
+            created = await submitter.submit(conn, name, payload, actor=ACTOR)
+            submitted.append((name, created.job_id))
     return Seeded(submitted=submitted, skipped=skipped)

@@ -175,18 +175,31 @@ async def test_the_append_function_decides_time_txid_position_and_chain(
 
 
 async def test_a_job_s_history_never_runs_backwards_in_time(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
-    job_id = await factories.submit(event_store, conn)
-    submitted_at = await conn.fetchval(
-        "SELECT occurred_at FROM events WHERE job_id = $1 AND version = 1", job_id
+    """An event is never timed before its predecessor, even when the clock stepped back."""
+    job_id = uuid.uuid4()
+    (submitted,) = commands.decide(
+        None, factories.submit_command(), job_id=job_id, actor="alice", now=CHOSEN_TIME
     )
-    # Appended in a transaction that began before the submission: its statement's
-    # clock still reads no earlier than the predecessor's time.
-    (claimed,) = await event_store.execute(
+    # The predecessor as a clock an hour ahead would have stamped it (written by the owner).
+    ahead = await admin_conn.fetchval("SELECT statement_timestamp() + interval '1 hour'")
+    await admin_conn.execute(
+        """
+        INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+        SELECT $1, 1, 'job.submitted.v1', 'alice', $2, $3::jsonb, $4,
+               sha256($4 || event_canonical('job.submitted.v1', $1, 1, 'alice', $2, $3::jsonb))
+        """,
+        job_id,
+        ahead,
+        events.data_json(submitted),
+        ZEROS,
+    )
+    claimed = await event_store.execute(
         conn, job_id, commands.ClaimJob(worker_id="w", lease_seconds=30), actor="w"
     )
-    assert claimed.event.occurred_at >= submitted_at
+    assert claimed.started_at == ahead
+    assert (await chains.verify(conn)).ok
 
 
 async def test_an_event_the_application_role_appends_is_in_the_feed_the_chain_and_the_checkpoint(

@@ -10,7 +10,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from ledger import commands, errors, jobtypes, lifecycle, replays, store
+from ledger import commands, errors, jobtypes, lifecycle, rerun, store, submission
 from ledger import events as ev
 from projections import current, rebuild, timeline
 from tests import factories, ledgers
@@ -21,9 +21,19 @@ async def test_replay_submits_a_new_job_and_both_histories_name_each_other(
 ) -> None:
     original = await ledgers.run_job(event_store, conn, 5)
 
-    new_id, recorded = await replays.resubmit(event_store, conn, original, actor="alice")
+    new, original_job = await submission.Submitter(event_store=event_store).resubmit(
+        conn, original, actor="alice"
+    )
+    new_id = new.job_id
 
-    assert len({r.txid for r in recorded}) == 1, "one transaction for both jobs"
+    txids = await conn.fetch(
+        "SELECT DISTINCT txid FROM events WHERE (job_id = $1 AND version = 1) OR "
+        "(job_id = $2 AND version = 4)",
+        new_id,
+        original,
+    )
+    assert len(txids) == 1, "one transaction for both jobs"
+    assert (new.status, original_job.status) == ("pending", "completed")
     submitted = (await event_store.history(conn, new_id))[0].event
     assert isinstance(submitted, ev.JobSubmitted)
     assert (submitted.replay_of, submitted.job_type, submitted.payload) == (
@@ -45,7 +55,9 @@ async def test_replay_of_an_unknown_job_writes_nothing(
     conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     with pytest.raises(errors.UnknownJob):
-        await replays.resubmit(event_store, conn, uuid.uuid4(), actor="alice")
+        await submission.Submitter(event_store=event_store).resubmit(
+            conn, uuid.uuid4(), actor="alice"
+        )
     assert await conn.fetchval("SELECT count(*) FROM events") == 0
 
 
@@ -63,7 +75,7 @@ async def test_as_of_each_event_equals_the_fold_of_its_prefix(
         commands.CompleteJob(worker_id="w", result={"ok": True}),
     ):
         await event_store.execute(conn, job_id, command, actor="w")
-    await replays.resubmit(event_store, conn, job_id, actor="alice")
+    await submission.Submitter(event_store=event_store).resubmit(conn, job_id, actor="alice")
     history = [r.event for r in await event_store.history(conn, job_id)]
     assert len(history) == 6
 
@@ -146,9 +158,9 @@ def _registry() -> jobtypes.Registry:
 @pytest.mark.parametrize(
     ("job_type", "expected"),
     [
-        ("echo", replays.Outcome(status="completed", result={"n": 30, "attempt": 1})),
-        ("refuse", replays.Outcome(status="failed", error="no 3", permanent=True)),
-        ("crash", replays.Outcome(status="failed", error="RuntimeError: disk on fire")),
+        ("echo", rerun.Outcome(status="completed", result={"n": 30, "attempt": 1})),
+        ("refuse", rerun.Outcome(status="failed", error="no 3", permanent=True)),
+        ("crash", rerun.Outcome(status="failed", error="RuntimeError: disk on fire")),
     ],
 )
 async def test_local_run_uses_the_recorded_payload_and_writes_nothing(
@@ -156,14 +168,14 @@ async def test_local_run_uses_the_recorded_payload_and_writes_nothing(
     event_store: store.EventStore,
     tmp_path: Path,
     job_type: str,
-    expected: replays.Outcome,
+    expected: rerun.Outcome,
 ) -> None:
     job_id = await factories.submit(event_store, conn, job_type=job_type, payload={"n": 3})
     state = await current.get(conn, job_id)
     assert state is not None
     before = await conn.fetchval("SELECT count(*) FROM events")
 
-    outcome = await replays.run_locally(state, storage_root=tmp_path, registry=_registry())
+    outcome = await rerun.run_locally(state, storage_root=tmp_path, registry=_registry())
 
     assert outcome == expected
     assert await conn.fetchval("SELECT count(*) FROM events") == before
@@ -175,5 +187,5 @@ async def test_recorded_outcome_is_what_the_ledger_holds(
     done = await current.get(conn, await ledgers.run_job(event_store, conn, 2))
     waiting = await current.get(conn, await factories.submit(event_store, conn))
     assert done is not None and waiting is not None
-    assert replays.recorded_outcome(done) == replays.Outcome(status="completed", result={"n": 2})
-    assert replays.recorded_outcome(waiting) is None
+    assert rerun.recorded_outcome(done) == rerun.Outcome(status="completed", result={"n": 2})
+    assert rerun.recorded_outcome(waiting) is None

@@ -23,11 +23,11 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from ledger import errors, replays, store
+from ledger import errors, store
 from ledger import events as ev
 from ledger.auth import Principal
 from ledger.http import jobs, problems, security
-from projections import audit, chains, checkpoints, current, feed, signing
+from projections import audit, chains, checkpoints, feed, signing
 
 MAX_FEED_LIMIT: Final = 1000
 STREAM_POLL_SECONDS: Final = 0.5
@@ -372,21 +372,14 @@ class AuditController(Controller):
         principal: NamedDependency[Principal],
     ) -> Response[Replayed]:
         async with services.connection() as conn:
-            for attempt in (1, 2):
-                try:
-                    new_id, _ = await replays.resubmit(
-                        services.store, conn, job_id, actor=principal.subject
-                    )
-                    break
-                except errors.VersionConflict:
-                    if attempt == 2:
-                        raise
-            state = await current.get(conn, new_id)
-        assert state is not None
+            try:
+                new, _ = await services.submitter.resubmit(conn, job_id, actor=principal.subject)
+            except errors.VersionConflict:  # the original moved meanwhile: decide again
+                new, _ = await services.submitter.resubmit(conn, job_id, actor=principal.subject)
         return Response(
-            Replayed(replay_of=job_id, job=jobs.Job.of(state)),
+            Replayed(replay_of=job_id, job=new),
             status_code=201,
-            headers={"Location": jobs.location(new_id)},
+            headers={"Location": jobs.location(new.job_id)},
         )
 
 

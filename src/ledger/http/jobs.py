@@ -1,16 +1,17 @@
 """The jobs API under /api/v1/jobs: submit (one or a batch), read, list, cancel, retry.
 
-Everything is validated here, at the edge: the body against its msgspec model,
-the payload against its job type's registered schema. Every change goes through
-the event store as a command whose actor is the token's subject.
+The routes decode the request and call the public submission API
+(`ledger.submission`), which validates, fills in defaults, honours idempotency
+keys and appends; the actor is the token's subject. Reads come from the
+projections.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, cast
 
 import asyncpg
@@ -20,44 +21,20 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import commands, errors, groupcommit, jobtypes, lifecycle, store
-from ledger import events as ev
+from ledger import errors, groupcommit, jobtypes, lifecycle, store, submission
 from ledger.auth import Principal
 from ledger.http import problems, security
 from projections import current, joblist
 
 PREFIX: Final = "/api/v1/jobs"
-MAX_BATCH: Final = 1000
-MAX_DELAY_SECONDS: Final = 366 * 24 * 3600
-MAX_PAST: Final = timedelta(days=100 * 365)  # far-past times could not be represented in UTC
-_PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
-
-QUEUE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
-NO_NUL: Final = r"^[^\x00]*$"  # PostgreSQL text and jsonb cannot hold U+0000
-QueueName = Annotated[str, msgspec.Meta(pattern=QUEUE_PATTERN)]
-JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
-AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-class SubmitRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A job to run: its type, the payload its type's schema accepts, and how to run it."""
-
-    type: JobTypeName
-    payload: dict[str, Any]
-    priority: ev.Priority = "normal"
-    queue: QueueName = "default"
-    run_at: AwareTime | None = None
-    delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
-    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
-    # Retry backoff for this job (exponential with jitter): attempt n waits between half
-    # and all of min(cap, base * 2^(n-1)) seconds. The job type's defaults otherwise.
-    backoff_base_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] | None = None
-    backoff_cap_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
+MAX_BATCH: Final = submission.MAX_BATCH
+NO_NUL: Final = submission.NO_NUL
+QUEUE_PATTERN: Final = submission.QUEUE_PATTERN
+Job = submission.Job
 
 
 class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    jobs: Annotated[list[SubmitRequest], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+    jobs: Annotated[list[submission.Submission], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
 
 class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -68,45 +45,7 @@ class RetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
 
 
-CLOSED_REQUESTS: Final = (SubmitRequest, BatchRequest, CancelRequest, RetryRequest)
-
-
-class Job(msgspec.Struct, frozen=True, kw_only=True):
-    """A job as it is now."""
-
-    job_id: uuid.UUID
-    status: lifecycle.Status
-    type: str
-    queue: str
-    priority: ev.Priority
-    attempt: int
-    max_attempts: int
-    payload: dict[str, Any]
-    result: Any
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    next_attempt_at: datetime | None  # when a pending or retrying job becomes due
-
-    @classmethod
-    def of(cls, state: lifecycle.JobState) -> Job:
-        return cls(
-            job_id=state.job_id,
-            status=state.status,
-            type=state.type,
-            queue=state.queue,
-            priority=_PRIORITY_NAME[state.priority],  # type: ignore[arg-type]
-            attempt=state.attempt,
-            max_attempts=state.max_attempts,
-            payload=state.payload,
-            result=state.result,
-            error=state.error,
-            created_at=state.created_at,
-            started_at=state.started_at,
-            completed_at=state.completed_at,
-            next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
-        )
+CLOSED_REQUESTS: Final = (submission.Submission, BatchRequest, CancelRequest, RetryRequest)
 
 
 class JobList(msgspec.Struct, frozen=True, kw_only=True):
@@ -124,6 +63,7 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
     pool: asyncpg.Pool
     store: store.EventStore
     registry: jobtypes.Registry
+    submitter: submission.Submitter
     committer: groupcommit.GroupCommit  # concurrent submissions share a durable commit
 
     @asynccontextmanager
@@ -154,195 +94,8 @@ def location(job_id: uuid.UUID) -> str:
     return f"{PREFIX}/{job_id}"
 
 
-def _to_command(
-    request: SubmitRequest,
-    registry: jobtypes.Registry,
-    now: datetime,
-    idempotency_key: str | None,
-    where: str = "",
-) -> commands.SubmitJob:
-    """The SubmitJob a request asks for, with its type's defaults; raises on an invalid payload."""
-    try:
-        job_type = registry.get(request.type)
-    except jobtypes.UnknownJobType as exc:
-        raise problems.InvalidRequest(
-            str(exc), [problems.FieldError(path=f"{where}type", message=str(exc))]
-        ) from None
-    try:
-        job_type.validate(request.payload)
-    except jobtypes.InvalidPayload as exc:
-        raise problems.InvalidRequest(
-            str(exc),
-            [
-                problems.FieldError(
-                    path=problems.payload_path(exc.path, f"{where}payload"), message=exc.message
-                )
-            ],
-        ) from None
-    nul = _nul_path(request.payload)
-    if nul is not None:
-        message = "text in a payload cannot contain U+0000"
-        raise problems.InvalidRequest(
-            message, [problems.FieldError(path=f"{where}payload{nul}", message=message)]
-        )
-    if request.run_at is not None and request.delay_seconds is not None:
-        message = "give run_at or delay_seconds, not both"
-        raise problems.InvalidRequest(
-            message, [problems.FieldError(path=f"{where}delay_seconds", message=message)]
-        )
-    run_at = request.run_at
-    if run_at is not None and not (
-        -MAX_PAST <= run_at - now <= timedelta(seconds=MAX_DELAY_SECONDS)
-    ):
-        message = (
-            f"run_at must be at most {MAX_DELAY_SECONDS // 86400} days ahead (a past time runs now)"
-        )
-        raise problems.InvalidRequest(
-            message, [problems.FieldError(path=f"{where}run_at", message=message)]
-        )
-    if request.delay_seconds is not None:
-        run_at = now + timedelta(seconds=request.delay_seconds)
-    return commands.SubmitJob(
-        job_type=request.type,
-        payload=request.payload,
-        queue=request.queue,
-        priority=request.priority,
-        max_attempts=request.max_attempts or job_type.max_attempts,
-        timeout_seconds=request.timeout_seconds or job_type.timeout_seconds,
-        backoff_base_seconds=_or(request.backoff_base_seconds, job_type.backoff_base_seconds),
-        backoff_cap_seconds=_or(request.backoff_cap_seconds, job_type.backoff_cap_seconds),
-        run_at=run_at,
-        idempotency_key=idempotency_key,
-    )
-
-
-def _or(given: float | None, default: float) -> float:
-    """The request's value when it gave one (0 is a value), else the job type's default."""
-    return default if given is None else given
-
-
-def _nul_path(value: Any, path: str = "") -> str | None:
-    """Where in a JSON value a string (or key) holds U+0000, which jsonb refuses."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return path
-            found = _nul_path(item, f"{path}.{key}")
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
-def _same_submission(
-    first: ev.JobSubmitted, command: commands.SubmitJob, request: SubmitRequest
-) -> bool:
-    """Whether `request` repeats the submission recorded as `first` (run_at only if given)."""
-    same = (
-        first.job_type == command.job_type
-        and first.payload == command.payload
-        and first.queue == command.queue
-        and first.priority == command.priority
-        and first.max_attempts == command.max_attempts
-        and first.timeout_seconds == command.timeout_seconds
-        and first.backoff_base_seconds == command.backoff_base_seconds
-        and first.backoff_cap_seconds == command.backoff_cap_seconds
-    )
-    if request.run_at is not None:
-        same = same and first.run_at == request.run_at
-    return same
-
-
-async def _replay(
-    conn: asyncpg.Connection,
-    services: NamedDependency[Services],
-    subject: str,
-    key: str,
-    command: commands.SubmitJob,
-    request: SubmitRequest,
-) -> lifecycle.JobState | None:
-    """The job this submitter created with `key` (None: none yet); 409 if for another request."""
-    job_id = await joblist.find_by_idempotency_key(conn, subject, key)
-    if job_id is None:
-        return None
-    history = await services.store.history(conn, job_id)
-    first = history[0].event
-    if not isinstance(first, ev.JobSubmitted) or not _same_submission(first, command, request):
-        raise errors.IdempotencyMismatch(key, job_id)
-    return await current.get(conn, job_id)
-
-
-def _item_key(key: str, index: int) -> str:
-    """The Idempotency-Key of item `index` of a batch submitted with `key`."""
-    return f"{key}/{index}"
-
-
-async def _replay_batch(
-    conn: asyncpg.Connection,
-    services: Services,
-    subject: str,
-    key: str,
-    wanted: list[commands.SubmitJob],
-    items: Sequence[SubmitRequest],
-) -> list[lifecycle.JobState] | None:
-    """The jobs of the batch this submitter sent with `key` (None: none yet).
-
-    A batch commits whole, so its items' keys are all taken or none is; any other
-    mix, or an item that differs from the first batch's, is another batch: 409.
-    """
-    keys = [_item_key(key, i) for i in range(len(wanted))]
-    beyond = _item_key(key, len(wanted))  # taken only if the first batch was longer
-    found = await joblist.find_by_idempotency_keys(conn, subject, [*keys, beyond])
-    if not found:
-        return None
-    if beyond in found or any(k not in found for k in keys):
-        raise errors.IdempotencyMismatch(key, next(iter(found.values())))
-    job_ids = [found[k] for k in keys]
-    firsts = await services.store.submissions(conn, job_ids)
-    for job_id, command, item in zip(job_ids, wanted, items, strict=True):
-        first = firsts.get(job_id)
-        if not isinstance(first, ev.JobSubmitted) or not _same_submission(first, command, item):
-            raise errors.IdempotencyMismatch(key, job_id)
-    return await joblist.get_many(conn, job_ids)
-
-
-def _idempotency_key(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    key = raw.strip()
-    if not key or len(key) > 255 or not key.isprintable():
-        message = "Idempotency-Key must be 1 to 255 printable characters"
-        raise problems.InvalidRequest(
-            message, [problems.FieldError(path="Idempotency-Key", message=message)]
-        )
-    return key
-
-
-async def _act(
-    services: NamedDependency[Services],
-    job_id: FromPath[uuid.UUID],
-    command: commands.Command,
-    actor: str,
-) -> Job:
-    """Run a command on an existing job, re-deciding once if another writer got there first."""
-    async with services.connection() as conn:
-        for attempt in (1, 2):
-            try:
-                await services.store.execute(conn, job_id, command, actor=actor)
-                break
-            except errors.VersionConflict:
-                if attempt == 2:
-                    raise
-        state = await current.get(conn, job_id)
-    if state is None:
-        raise errors.UnknownJob(job_id)
-    return Job.of(state)
+def _key(raw: str | None) -> str | None:
+    return submission.checked_key(raw, field="Idempotency-Key")
 
 
 _CREATED_HEADERS: Final = [
@@ -372,7 +125,7 @@ class JobsController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[SubmitRequest],
+        data: JSONBody[submission.Submission],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[Job]:
         # The two dependencies read from the request directly: asked for through DI, Litestar
@@ -380,57 +133,24 @@ class JobsController(Controller):
         # route (~5 % of the API's CPU per submission).
         services = services_of(request)
         principal = security.principal_of(request)
-        key = _idempotency_key(idempotency_key)
-        command = _to_command(data, services.registry, services.store.clock(), key)
+        key = _key(idempotency_key)
         if key is None:
             # Nothing to look up first: the submission shares a durable commit with the
             # requests arriving alongside it (group commit) and is answered after it.
-            submitted = commands.decide(
-                None,
-                command,
-                job_id=uuid.uuid4(),
-                actor=principal.subject,
-                now=services.store.clock(),
-            )
-            recorded = await services.committer.append(submitted)
-            state = lifecycle.fold(r.event for r in recorded)
-            assert state is not None
-            return Response(
-                Job.of(state), status_code=201, headers={"Location": location(state.job_id)}
-            )
+            now = services.store.clock()
+            command = services.submitter.prepare(data, now=now)
+            events = submission.new_jobs([command], actor=principal.subject, now=now)
+            (job,) = submission.jobs_of(await services.committer.append(events))
+            return Response(job, status_code=201, headers={"Location": location(job.job_id)})
         async with services.connection() as conn:
-            for _ in range(3):
-                if key is not None:
-                    existing = await _replay(conn, services, principal.subject, key, command, data)
-                    if existing is not None:
-                        job = Job.of(existing)
-                        return Response(
-                            job,
-                            status_code=201,
-                            headers={
-                                "Location": location(job.job_id),
-                                "Idempotent-Replayed": "true",
-                            },
-                        )
-                # A fresh id has no history: decide against None and append, without
-                # reading the (empty) history first (one round trip less per request).
-                submitted = commands.decide(
-                    None,
-                    command,
-                    job_id=uuid.uuid4(),
-                    actor=principal.subject,
-                    now=services.store.clock(),
-                )
-                try:
-                    recorded = await services.store.append(conn, submitted)
-                except errors.IdempotencyKeyTaken:
-                    continue  # a racing request with this key won: answer with its job
-                state = lifecycle.fold(r.event for r in recorded)
-                assert state is not None
-                return Response(
-                    Job.of(state), status_code=201, headers={"Location": location(state.job_id)}
-                )
-        raise errors.IdempotencyKeyTaken(principal.subject, key or "")
+            done = await services.submitter.place(
+                conn, [data], idempotency_key=key, actor=principal.subject
+            )
+        (job,) = done.jobs
+        headers = {"Location": location(job.job_id)}
+        if not done.created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(job, status_code=201, headers=headers)
 
     @post(
         "/batch",
@@ -450,51 +170,13 @@ class JobsController(Controller):
         principal: NamedDependency[Principal],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[BatchResult]:
-        key = _idempotency_key(idempotency_key)
-        now = services.store.clock()
-        wanted: list[commands.SubmitJob] = []
-        invalid: list[problems.FieldError] = []
-        for index, item in enumerate(data.jobs):
-            item_key = None if key is None else _item_key(key, index)
-            try:
-                wanted.append(
-                    _to_command(item, services.registry, now, item_key, f"jobs[{index}].")
-                )
-            except problems.InvalidRequest as exc:
-                invalid.extend(exc.field_errors)
-        if invalid:
-            raise problems.InvalidRequest(
-                f"{len(invalid)} of {len(data.jobs)} jobs are invalid; none was submitted",
-                invalid,
-            )
+        key = _key(idempotency_key)
         async with services.connection() as conn:
-            for _ in range(3):
-                if key is not None:
-                    existing = await _replay_batch(
-                        conn, services, principal.subject, key, wanted, data.jobs
-                    )
-                    if existing is not None:
-                        return Response(
-                            BatchResult(jobs=[Job.of(s) for s in existing]),
-                            status_code=201,
-                            headers={"Idempotent-Replayed": "true"},
-                        )
-                submitted = [
-                    event
-                    for command in wanted
-                    for event in commands.decide(
-                        None, command, job_id=uuid.uuid4(), actor=principal.subject, now=now
-                    )
-                ]
-                try:
-                    recorded = await services.store.append(conn, submitted)
-                except errors.IdempotencyKeyTaken:
-                    if key is None:
-                        raise
-                    continue  # a racing request with this key won: answer with its jobs
-                states = [lifecycle.evolve(None, r.event) for r in recorded]
-                return Response(BatchResult(jobs=[Job.of(s) for s in states]), status_code=201)
-        raise errors.IdempotencyKeyTaken(principal.subject, key or "")
+            done = await services.submitter.place(
+                conn, data.jobs, idempotency_key=key, actor=principal.subject, batch=True
+            )
+        headers = None if done.created else {"Idempotent-Replayed": "true"}
+        return Response(BatchResult(jobs=done.jobs), status_code=201, headers=headers)
 
     @get(
         "/{job_id:uuid}",
@@ -563,8 +245,10 @@ class JobsController(Controller):
         principal: NamedDependency[Principal],
         data: JSONBody[CancelRequest | None] = None,
     ) -> Job:
-        reason = data.reason if data else None
-        return await _act(services, job_id, commands.CancelJob(reason=reason), principal.subject)
+        async with services.connection() as conn:
+            return await services.submitter.cancel(
+                conn, job_id, reason=data.reason if data else None, actor=principal.subject
+            )
 
     @post(
         "/{job_id:uuid}/retry",
@@ -581,7 +265,10 @@ class JobsController(Controller):
         principal: NamedDependency[Principal],
         data: JSONBody[RetryRequest | None] = None,
     ) -> Job:
-        max_attempts = data.max_attempts if data else None
-        return await _act(
-            services, job_id, commands.RetryJob(max_attempts=max_attempts), principal.subject
-        )
+        async with services.connection() as conn:
+            return await services.submitter.retry(
+                conn,
+                job_id,
+                max_attempts=data.max_attempts if data else None,
+                actor=principal.subject,
+            )

@@ -18,7 +18,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from ledger import errors, jobtypes
+from ledger import errors
 from projections import feed, joblist
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,7 @@ MEDIA_TYPE: Final = "application/problem+json"
 REALM: Final = "job-ledger"
 
 
-class FieldError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One invalid field: where (`path`, e.g. `payload.width` or `jobs[3].type`) and why."""
-
-    path: str
-    message: str
+FieldError = errors.FieldError
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -57,22 +53,10 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.InvalidTransition: Rule(409, "invalid-transition"),
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
     errors.IdempotencyKeyTaken: Rule(409, "idempotency-key-reused"),
-    jobtypes.UnknownJobType: Rule(422, "unknown-job-type"),
-    jobtypes.InvalidPayload: Rule(422, "invalid-payload"),
+    errors.InvalidInput: Rule(422, "invalid-request"),  # unknown job types and payloads too
     joblist.BadCursor: Rule(400, "bad-cursor"),
     feed.BadCursor: Rule(400, "bad-cursor"),
 }
-
-
-class InvalidRequest(errors.LedgerError):
-    """The request is well-formed JSON but breaks a rule the schema cannot say (422)."""
-
-    def __init__(self, detail: str, field_errors: list[FieldError]) -> None:
-        super().__init__(detail)
-        self.field_errors = field_errors
-
-
-STATUS[InvalidRequest] = Rule(422, "invalid-request")
 
 
 def _rule(exc: errors.LedgerError) -> Rule | None:
@@ -126,20 +110,11 @@ def on_ledger_error(request: Request[Any, Any, Any], exc: errors.LedgerError) ->
             "WWW-Authenticate": f'Bearer realm={_quoted(REALM)}, error="insufficient_scope", '
             f"scope={_quoted(exc.scope)}"
         }
-    elif isinstance(exc, jobtypes.UnknownJobType):
-        field_errors = [FieldError(path="type", message=str(exc))]
-    elif isinstance(exc, jobtypes.InvalidPayload):
-        field_errors = [FieldError(path=payload_path(exc.path), message=exc.message)]
-    elif isinstance(exc, InvalidRequest):
+    elif isinstance(exc, errors.InvalidInput):
         field_errors = exc.field_errors
     return problem_response(
         rule.status, slug=rule.slug, detail=str(exc), field_errors=field_errors, headers=headers
     )
-
-
-def payload_path(msgspec_path: str, prefix: str = "payload") -> str:
-    """msgspec's `$.a.b[0]` inside the payload as `payload.a.b[0]`."""
-    return prefix + msgspec_path.removeprefix("$")
 
 
 def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

@@ -1,10 +1,11 @@
-"""Replaying a job: submit it again as a new job (each job's history naming the other),
-or run its handler locally on the recorded payload without writing anything."""
+"""Re-running a job's handler locally on its recorded payload, writing nothing, to debug it.
+
+(Submitting a job again as a new job is `submission.Submitter.resubmit`.)
+"""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Literal
@@ -12,28 +13,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from ledger import commands, errors, jobtypes, lifecycle, store
-
-
-async def resubmit(
-    event_store: store.EventStore, conn: asyncpg.Connection, job_id: uuid.UUID, *, actor: str
-) -> tuple[uuid.UUID, list[store.Recorded]]:
-    """Submit `job_id`'s type and payload as a new job; both events go in one transaction.
-
-    The new job's `job.submitted.v1` carries `replay_of`, the original gets
-    `job.replayed.v1` with `replayed_as`. Raises UnknownJob, or VersionConflict
-    when the original moved meanwhile (nothing is written then).
-    """
-    async with conn.transaction():
-        state = await event_store.load(conn, job_id)
-        if state is None:
-            raise errors.UnknownJob(job_id)
-        new_job_id = uuid.uuid4()
-        decided = commands.replay(
-            state, new_job_id=new_job_id, actor=actor, now=event_store.clock()
-        )
-        recorded = await event_store.append(conn, decided, before={job_id: state})
-    return new_job_id, recorded
+from ledger import jobtypes, lifecycle
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
