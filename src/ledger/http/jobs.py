@@ -20,7 +20,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import commands, errors, groupcommit, jobtypes, lifecycle, store
+from ledger import commands, errors, groupcommit, jobtypes, lifecycle, payloads, store
 from ledger import events as ev
 from ledger.auth import Principal
 from ledger.http import problems, security
@@ -150,6 +150,22 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
+def utc_instant(moment: datetime, parameter: str) -> datetime:
+    """A query parameter's instant (UTC when it gives no offset); 400 when it lies outside
+    the years 1 to 9999 once in UTC (`0001-01-01T00:00:00+14:00`), where neither Python
+    nor the database driver can carry it."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        message = "the instant is outside the years 1 to 9999 in UTC"
+        raise problems.InvalidParameter(
+            message, [problems.FieldError(path=parameter, message=message)]
+        ) from None
+    return moment
+
+
 def location(job_id: uuid.UUID) -> str:
     return f"{PREFIX}/{job_id}"
 
@@ -162,6 +178,16 @@ def _to_command(
     where: str = "",
 ) -> commands.SubmitJob:
     """The SubmitJob a request asks for, with its type's defaults; raises on an invalid payload."""
+    unstorable = payloads.check(request.payload)  # before anything walks a deep payload
+    if unstorable is not None:
+        raise problems.InvalidRequest(
+            unstorable.message,
+            [
+                problems.FieldError(
+                    path=f"{where}payload{unstorable.path}", message=unstorable.message
+                )
+            ],
+        )
     try:
         job_type = registry.get(request.type)
     except jobtypes.UnknownJobType as exc:
@@ -179,12 +205,6 @@ def _to_command(
                 )
             ],
         ) from None
-    nul = _nul_path(request.payload)
-    if nul is not None:
-        message = "text in a payload cannot contain U+0000"
-        raise problems.InvalidRequest(
-            message, [problems.FieldError(path=f"{where}payload{nul}", message=message)]
-        )
     if request.run_at is not None and request.delay_seconds is not None:
         message = "give run_at or delay_seconds, not both"
         raise problems.InvalidRequest(
@@ -221,32 +241,13 @@ def _or(given: float | None, default: float) -> float:
     return default if given is None else given
 
 
-def _nul_path(value: Any, path: str = "") -> str | None:
-    """Where in a JSON value a string (or key) holds U+0000, which jsonb refuses."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return path
-            found = _nul_path(item, f"{path}.{key}")
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
 def _same_submission(
     first: ev.JobSubmitted, command: commands.SubmitJob, request: SubmitRequest
 ) -> bool:
     """Whether `request` repeats the submission recorded as `first` (run_at only if given)."""
     same = (
         first.job_type == command.job_type
-        and first.payload == command.payload
+        and payloads.same(first.payload, command.payload)  # as stored: 1e23 reads back as int
         and first.queue == command.queue
         and first.priority == command.priority
         and first.max_attempts == command.max_attempts
@@ -363,7 +364,7 @@ class JobsController(Controller):
         status_code=201,
         opt=security.scope("jobs:write"),
         response_headers=_CREATED_HEADERS,
-        responses=problems.responses(400, 401, 403, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
         summary="Submit a job",
         description="Validates the payload against its job type's schema. With an "
         "Idempotency-Key, a repeated submission returns the first job; the same key with "
@@ -436,7 +437,7 @@ class JobsController(Controller):
         "/batch",
         status_code=201,
         opt=security.scope("jobs:write"),
-        responses=problems.responses(400, 401, 403, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
         summary="Submit up to 1,000 jobs at once",
         description="All or nothing, in one transaction; a rejection lists every invalid "
         "item's field as `jobs[i].…`. With an Idempotency-Key, item i gets the key "
@@ -514,8 +515,7 @@ class JobsController(Controller):
             if as_of is None:
                 state = await current.get(conn, job_id)
             else:
-                instant = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-                state = await current.as_of(conn, job_id, instant)
+                state = await current.as_of(conn, job_id, utc_instant(as_of, "as_of"))
         if state is None:
             raise errors.UnknownJob(job_id)
         return Job.of(state)
@@ -553,7 +553,7 @@ class JobsController(Controller):
         "/{job_id:uuid}/cancel",
         status_code=200,
         opt=security.scope("jobs:cancel"),
-        responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 404, 409, 413, 415, 422),
         summary="Cancel a pending, retrying or processing job",
     )
     async def cancel(
@@ -570,7 +570,7 @@ class JobsController(Controller):
         "/{job_id:uuid}/retry",
         status_code=200,
         opt=security.scope("jobs:write"),
-        responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 404, 409, 413, 415, 422),
         summary="Run a failed or cancelled job again",
         description="Attempts start over; the job's history is kept.",
     )

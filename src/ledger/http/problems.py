@@ -75,6 +75,14 @@ class InvalidRequest(errors.LedgerError):
 STATUS[InvalidRequest] = Rule(422, "invalid-request")
 
 
+class InvalidParameter(InvalidRequest):
+    """A query or path parameter is well-formed but unusable (400), e.g. an instant the
+    database cannot be given."""
+
+
+STATUS[InvalidParameter] = Rule(400, "invalid-parameter")
+
+
 def _rule(exc: errors.LedgerError) -> Rule | None:
     for cls in type(exc).__mro__:
         rule = STATUS.get(cls)
@@ -207,6 +215,7 @@ _DESCRIPTIONS: Final = {
     404: "No such job",
     409: "Conflict with the job's current state or with an earlier request",
     413: "The request body is larger than the configured limit",
+    415: "The request has a body that is not declared JSON (`Content-Type: application/json`)",
     422: "The body is well-formed but invalid; `errors` names each field",
     500: "Internal error (no details are disclosed)",
 }
