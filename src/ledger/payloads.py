@@ -77,7 +77,7 @@ def same(a: Any, b: Any) -> bool:
     pairs: list[tuple[Any, Any]] = [(a, b)]
     while pairs:
         x, y = pairs.pop()
-        if type(x) is type(y) and (x is y or isinstance(x, (str, bool, int, float)) and x == y):
+        if type(x) is type(y) and (x is y or (isinstance(x, (str, bool, int, float)) and x == y)):
             continue  # the common case, and every scalar that is equal as it stands
         if isinstance(x, dict):
             if not isinstance(y, dict) or x.keys() != y.keys():

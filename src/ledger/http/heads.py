@@ -44,9 +44,9 @@ class LimitedHttpTools(HttpToolsProtocol):
         if self._in_head:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.max_head_bytes:
-            if not self.transport.is_closing():
-                self._refuse()
+        over = self._in_head and self._head_bytes > self.max_head_bytes
+        if over and not self.transport.is_closing():
+            self._refuse()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
