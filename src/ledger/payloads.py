@@ -35,39 +35,44 @@ class Unstorable(msgspec.Struct, frozen=True):
 def check(payload: Any) -> Unstorable | None:
     """Why the ledger cannot store `payload` (decoded JSON), or None when it can.
 
-    Walks the value without recursion, so a payload nested too deeply is named, not
-    a RecursionError; the path of a finding is only built when there is one.
+    The walk recurses at most `MAX_DEPTH` levels (it stops there), so a payload
+    nested too deeply is named, never a RecursionError; a finding's path is only
+    built on the way back up, when there is one.
     """
-    # Each entry: (value, depth, parent entry, key or index in the parent).
-    stack: list[tuple[Any, int, Any, str | int | None]] = [(payload, 1, None, None)]
-    while stack:
-        entry = stack.pop()
-        value, depth = entry[0], entry[1]
-        if isinstance(value, str):
-            if "\x00" in value:
-                return Unstorable(_path(entry), "text in a payload cannot contain U+0000")
-        elif isinstance(value, dict):
-            if depth > MAX_DEPTH:
-                return Unstorable("", f"a payload cannot nest deeper than {MAX_DEPTH} levels")
-            for key in value:
-                if "\x00" in key:
-                    return Unstorable(_path(entry), "text in a payload cannot contain U+0000")
-            # Reversed onto the stack, so the first finding in document order is named.
-            stack.extend((value[k], depth + 1, entry, k) for k in reversed(value))
-        elif isinstance(value, list):
-            if depth > MAX_DEPTH:
-                return Unstorable("", f"a payload cannot nest deeper than {MAX_DEPTH} levels")
-            stack.extend((value[i], depth + 1, entry, i) for i in reversed(range(len(value))))
+    return _check(payload, 1)
+
+
+_NUL: Final = Unstorable("", "text in a payload cannot contain U+0000")
+_TOO_DEEP: Final = Unstorable("", f"a payload cannot nest deeper than {MAX_DEPTH} levels")
+
+
+def _check(value: Any, depth: int) -> Unstorable | None:
+    if isinstance(value, str):
+        return _NUL if "\x00" in value else None
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            return _TOO_DEEP
+        for key, item in value.items():
+            if "\x00" in key:
+                return _NUL
+            if isinstance(item, (str, dict, list)):
+                found = _check(item, depth + 1)
+                if found is not None:
+                    return _within(f".{key}", found)
+    elif isinstance(value, list):
+        if depth > MAX_DEPTH:
+            return _TOO_DEEP
+        for index, item in enumerate(value):
+            if isinstance(item, (str, dict, list)):
+                found = _check(item, depth + 1)
+                if found is not None:
+                    return _within(f"[{index}]", found)
     return None
 
 
-def _path(entry: tuple[Any, int, Any, str | int | None]) -> str:
-    parts: list[str] = []
-    while entry[2] is not None:
-        key = entry[3]
-        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
-        entry = entry[2]
-    return "".join(reversed(parts))
+def _within(step: str, found: Unstorable) -> Unstorable:
+    """A finding inside a child, seen from its parent (depth is named at the top)."""
+    return found if found is _TOO_DEEP else Unstorable(step + found.path, found.message)
 
 
 def same(a: Any, b: Any) -> bool:

@@ -24,7 +24,7 @@ from litestar import Request
 from litestar.exceptions import ClientException, HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
-_decoders: dict[BaseRouteHandler, msgspec.json.Decoder[Any] | None] = {}
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}  # by body type: a handful, kept for good
 _AT: Final = re.compile(r" - at `\$\.?(.*)`$")
 
 
@@ -40,13 +40,13 @@ def is_json(content_type: str | None) -> bool:
 
 def _decoder(handler: BaseRouteHandler) -> msgspec.json.Decoder[Any] | None:
     """The strict decoder of the route's declared body type (None: it declares none)."""
-    try:
-        return _decoders[handler]
-    except KeyError:
-        field = handler.parsed_data_field
-        decoder = None if field is None else msgspec.json.Decoder(field.annotation)
-        _decoders[handler] = decoder
-        return decoder
+    field = handler.parsed_data_field
+    if field is None:
+        return None
+    decoder = _decoders.get(field.annotation)
+    if decoder is None:
+        decoder = _decoders[field.annotation] = msgspec.json.Decoder(field.annotation)
+    return decoder
 
 
 class JSONRequest(Request[Any, Any, Any]):
