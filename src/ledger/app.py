@@ -9,7 +9,7 @@ from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
 from ledger import auth, config, db, groupcommit, jobtypes, metrics, store, submission
-from ledger.http import audit, dashboard, health, jobs, problems, ready, security
+from ledger.http import audit, bodies, dashboard, health, jobs, problems, ready, security
 from ledger.http import metrics as http_metrics
 from projections import metering, signing
 from workers import pool as worker_pool
@@ -80,6 +80,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=problems.EXCEPTION_HANDLERS,
         request_max_body_size=limit,
+        request_class=bodies.JSONRequest,  # JSON bodies only, decoded strictly
         openapi_config=OpenAPIConfig(
             title="Job Ledger",
             version="1.0.0",

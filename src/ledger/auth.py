@@ -50,6 +50,7 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
 )
 MIN_SECRET_BYTES: Final = 32
 SECRET_FILE: Final = "jwt_secret"
+TIME_CLAIMS: Final = ("exp", "nbf", "iat")
 _BEARER = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
 _DURATION = re.compile(r"^(\d+)\s*([smhd]?)$")
 
@@ -146,6 +147,14 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
         except jwt.PyJWTError as exc:
             raise errors.Unauthorized(f"invalid token: {exc}") from None
+        for claim in TIME_CLAIMS:
+            # A NumericDate is a JSON number (RFC 7519 section 2); PyJWT also takes the
+            # text "1700000000" for one.
+            value = claims.get(claim)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise errors.Unauthorized(f"invalid token: {claim!r} must be a number")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise errors.Unauthorized("invalid token: 'sub' must be a non-empty string")

@@ -59,6 +59,7 @@ def _http_server(
     import uvicorn
 
     from ledger import app as app_module
+    from ledger.http import heads
 
     application = app_module.create_app(
         database_.app_dsn, auth_config=auth_config, settings=settings
@@ -80,7 +81,8 @@ def _http_server(
             log_level=settings.log_level,
             log_config=None,
             lifespan="on",
-            http="httptools",  # the C parser (a dependency), never the pure-Python fallback
+            # the C parser (a dependency), never the pure-Python fallback; heads capped
+            http=heads.protocol(settings.max_header_bytes),
         )
     )
 

@@ -31,6 +31,7 @@ VARIABLES: Final = frozenset(
         "JWT_AUDIENCE",
         "JWT_LEEWAY_SECONDS",
         "MAX_BODY_BYTES",
+        "MAX_HEADER_BYTES",
         "LOG_LEVEL",
         "LOG_FORMAT",
         "LEDGER_DATA_DIR",
@@ -72,6 +73,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_audience: str | None = None
     jwt_leeway_seconds: float = 30.0
     max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 32 * 1024
 
     @property
     def embedded(self) -> bool:
@@ -152,6 +154,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         jwt_audience=text("JWT_AUDIENCE"),
         jwt_leeway_seconds=float(_int(env, "JWT_LEEWAY_SECONDS", 30)),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
+        max_header_bytes=_int(env, "MAX_HEADER_BYTES", 32 * 1024),
     )
     if settings.audit_checkpoint_interval_seconds < 0:
         raise errors.ConfigError("AUDIT_CHECKPOINT_INTERVAL_SECONDS must be 0 (off) or more")
@@ -159,6 +162,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise errors.ConfigError("WORKER_COUNT must be 0 or more")
     if settings.max_body_bytes < 1:
         raise errors.ConfigError("MAX_BODY_BYTES must be 1 or more")
+    if settings.max_header_bytes < 1024:
+        raise errors.ConfigError("MAX_HEADER_BYTES must be 1024 or more")
     if settings.log_level not in ("debug", "info", "warning", "error", "critical"):
         raise errors.ConfigError(f"LOG_LEVEL {settings.log_level!r} is not a log level")
     if settings.log_format not in LOG_FORMATS:

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Final
 import asyncpg
 import msgspec
 
-from ledger import commands, errors, jobtypes, lifecycle, sqlfile, store
+from ledger import commands, errors, jobtypes, lifecycle, payloads, sqlfile, store
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -168,16 +168,14 @@ class Submitter:
         Raises UnknownJobType or InvalidPayload (both InvalidInput, naming the field
         under `where`), or InvalidInput for times and delays out of range.
         """
+        unstorable = payloads.check(submission.payload)  # before anything walks a deep payload
+        if unstorable is not None:
+            raise errors.InvalidInput.at(f"{where}payload{unstorable.path}", unstorable.message)
         job_type = self._job_type(submission.job_type, where)
         try:
             job_type.validate(submission.payload)
         except jobtypes.InvalidPayload as exc:
             raise exc.under(where) from None
-        nul = _nul_path(submission.payload)
-        if nul is not None:
-            raise errors.InvalidInput.at(
-                f"{where}payload{nul}", "text in a payload cannot contain U+0000"
-            )
         run_at = submission.run_at
         if run_at is not None and submission.delay_seconds is not None:
             raise errors.InvalidInput.at(
@@ -463,32 +461,13 @@ def _or(given: float | None, default: float) -> float:
     return default if given is None else given
 
 
-def _nul_path(value: Any, path: str = "") -> str | None:
-    """Where in a JSON value a string (or key) holds U+0000, which jsonb refuses."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key:
-                return path
-            found = _nul_path(item, f"{path}.{key}")
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
-            if found is not None:
-                return found
-    return None
-
-
 def _same_submission(
     first: ev.JobSubmitted, command: commands.SubmitJob, submission: Submission
 ) -> bool:
     """Whether `command` repeats the submission recorded as `first` (run_at only if given)."""
     same = (
         first.job_type == command.job_type
-        and first.payload == command.payload
+        and payloads.same(first.payload, command.payload)  # as stored: 1e23 reads back as int
         and first.queue == command.queue
         and first.priority == command.priority
         and first.max_attempts == command.max_attempts

@@ -50,8 +50,9 @@ def parse_cursor(text: str | None) -> Cursor | None:
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None:
             raise ValueError("naive time")
+        created_at.astimezone(UTC)  # an instant past year 1 or 9999 in UTC cannot be queried
         return Cursor(created_at, uuid.UUID(job_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise BadCursor(f"malformed list cursor {text!r}") from None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -165,10 +165,8 @@ def audit_key_of(request: Request[Any, Any, Any]) -> AuditKey:
     return key
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+def _utc(moment: datetime | None, parameter: str) -> datetime | None:
+    return None if moment is None else jobs.utc_instant(moment, parameter)
 
 
 EventType = Annotated[str | None, QueryParameter(name="type", max_length=100, pattern=jobs.NO_NUL)]
@@ -190,7 +188,11 @@ def _filters(
     until: datetime | None,
 ) -> feed.Filters:
     return feed.Filters(
-        event_type=event_type, job_type=job_type, actor=actor, since=_utc(since), until=_utc(until)
+        event_type=event_type,
+        job_type=job_type,
+        actor=actor,
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
     )
 
 

@@ -90,6 +90,22 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
+def utc_instant(moment: datetime, parameter: str) -> datetime:
+    """A query parameter's instant (UTC when it gives no offset); 400 when it lies outside
+    the years 1 to 9999 once in UTC (`0001-01-01T00:00:00+14:00`), where neither Python
+    nor the database driver can carry it."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        message = "the instant is outside the years 1 to 9999 in UTC"
+        raise problems.InvalidParameter(
+            message, [problems.FieldError(path=parameter, message=message)]
+        ) from None
+    return moment
+
+
 def location(job_id: uuid.UUID) -> str:
     return f"{PREFIX}/{job_id}"
 
@@ -116,7 +132,7 @@ class JobsController(Controller):
         status_code=201,
         opt=security.scope("jobs:write"),
         response_headers=_CREATED_HEADERS,
-        responses=problems.responses(400, 401, 403, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
         summary="Submit a job",
         description="Validates the payload against its job type's schema. With an "
         "Idempotency-Key, a repeated submission returns the first job; the same key with "
@@ -156,7 +172,7 @@ class JobsController(Controller):
         "/batch",
         status_code=201,
         opt=security.scope("jobs:write"),
-        responses=problems.responses(400, 401, 403, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
         summary="Submit up to 1,000 jobs at once",
         description="All or nothing, in one transaction; a rejection lists every invalid "
         "item's field as `jobs[i].…`. With an Idempotency-Key, item i gets the key "
@@ -196,8 +212,7 @@ class JobsController(Controller):
             if as_of is None:
                 state = await current.get(conn, job_id)
             else:
-                instant = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-                state = await current.as_of(conn, job_id, instant)
+                state = await current.as_of(conn, job_id, utc_instant(as_of, "as_of"))
         if state is None:
             raise errors.UnknownJob(job_id)
         return Job.of(state)
@@ -235,7 +250,7 @@ class JobsController(Controller):
         "/{job_id:uuid}/cancel",
         status_code=200,
         opt=security.scope("jobs:cancel"),
-        responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 404, 409, 413, 415, 422),
         summary="Cancel a pending, retrying or processing job",
     )
     async def cancel(
@@ -254,7 +269,7 @@ class JobsController(Controller):
         "/{job_id:uuid}/retry",
         status_code=200,
         opt=security.scope("jobs:write"),
-        responses=problems.responses(400, 401, 403, 404, 409, 413, 422),
+        responses=problems.responses(400, 401, 403, 404, 409, 413, 415, 422),
         summary="Run a failed or cancelled job again",
         description="Attempts start over; the job's history is kept.",
     )

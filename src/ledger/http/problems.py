@@ -45,7 +45,13 @@ class Rule(msgspec.Struct, frozen=True):
     slug: str
 
 
+class InvalidParameter(errors.InvalidInput):
+    """A query or path parameter is well-formed but unusable (400), e.g. an instant the
+    database cannot be given."""
+
+
 STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
+    InvalidParameter: Rule(400, "invalid-parameter"),
     errors.Unauthorized: Rule(401, "unauthorized"),
     errors.Forbidden: Rule(403, "forbidden"),
     errors.UnknownJob: Rule(404, "unknown-job"),
@@ -182,6 +188,7 @@ _DESCRIPTIONS: Final = {
     404: "No such job",
     409: "Conflict with the job's current state or with an earlier request",
     413: "The request body is larger than the configured limit",
+    415: "The request has a body that is not declared JSON (`Content-Type: application/json`)",
     422: "The body is well-formed but invalid; `errors` names each field",
     500: "Internal error (no details are disclosed)",
 }

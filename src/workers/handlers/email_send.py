@@ -32,9 +32,19 @@ import msgspec
 from ledger import jobtypes
 from workers.handlers import settings as handler_settings
 
-Address = Annotated[str, msgspec.Meta(pattern=r"^[^@\s<>,;\"]+@[^@\s<>,;\"]+$", max_length=254)]
+# Header fields refuse every character that could end a header line: Python's email
+# package splits lines on all that str.splitlines() does (CR, LF, VT, FF, U+001C-U+001E,
+# U+0085, U+2028, U+2029), and a message holding one fails to build. Other control
+# characters but tab are refused with them. The ranges are spelled out (not `\s`) so the
+# JSON Schema reads the same in every regex dialect; `(?!\n)$` is the very end (a
+# Python `$` alone also matches before a final newline).
+_NOT_IN_HEADERS = r"\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029"
+_ADDRESS_PART = rf"[^@\s<>,;\"{_NOT_IN_HEADERS}]+"
+Address = Annotated[
+    str, msgspec.Meta(pattern=rf"^{_ADDRESS_PART}@{_ADDRESS_PART}(?!\n)$", max_length=254)
+]
 Recipients = Annotated[list[Address], msgspec.Meta(max_length=100)]
-HeaderText = Annotated[str, msgspec.Meta(pattern=r"^[^\r\n]*$", max_length=998)]
+HeaderText = Annotated[str, msgspec.Meta(pattern=rf"^[^{_NOT_IN_HEADERS}]*(?!\n)$", max_length=998)]
 
 
 class EmailSendPayload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

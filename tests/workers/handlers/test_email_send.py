@@ -117,8 +117,15 @@ async def test_a_header_with_a_line_separator_is_a_permanent_error_and_nothing_i
 ) -> None:
     handler_env.setenv("SMTP_URL", f"smtp://127.0.0.1:{smtp_server.port}")
     payload = {"to": ["a@example.test"], "subject": f"one{separator}two", "body": "b"}
+    with pytest.raises(jobtypes.InvalidPayload):  # refused at submission by its rules...
+        jobtypes.REGISTRY.get("email_send").validate(payload)
+    # ... but a job stored before that reaches the handler unchecked (struct constructors
+    # do not validate): the handler itself refuses it for good.
+    stored = email_send.EmailSendPayload(
+        to=["a@example.test"], subject=payload["subject"], body="b"
+    )
     with pytest.raises(jobtypes.Permanent, match="cannot be written as email"):
-        await run(payload, make_ctx())
+        await email_send.email_send(stored, make_ctx())
     assert smtp_server.recorder.envelopes == []
 
 
