@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -80,13 +81,16 @@ async def wait_ready(server: Server) -> None:
 
 
 def errors_logged(log: Path) -> list[str]:
-    return [
-        line
-        for line in log.read_text(errors="replace").splitlines()
-        if '"level":"error"' in line.replace(" ", "")
-        or '"level":"critical"' in line.replace(" ", "")
-        or "Traceback" in line
-    ]
+    """Lines logged at error or critical, and tracebacks printed outside the log."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("{"):
+            if "Traceback" in line:
+                found.append(line)
+            continue
+        if json.loads(line).get("level") in ("error", "critical"):
+            found.append(line)
+    return found
 
 
 class Sent:
