@@ -3,6 +3,7 @@ details with Retry-After; PostgreSQL started again, the same process serves agai
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -87,9 +88,8 @@ def cluster() -> Iterator[embedded.EmbeddedPostgres]:
             pg.destroy()
 
 
-@contextlib.asynccontextmanager
-async def api_on(pg: embedded.EmbeddedPostgres, tmp_path: Path) -> AsyncIterator[Api]:
-    await database.provision_embedded(pg)
+@contextlib.contextmanager
+def api_on(pg: embedded.EmbeddedPostgres, tmp_path: Path) -> Iterator[Api]:
     port = embedded.free_port()
     env = {
         **os.environ,
@@ -139,43 +139,47 @@ async def test_every_api_route_answers_503_while_the_database_is_down_and_recove
 ) -> None:
     calls = api_calls()
     token = auth.AuthConfig(algorithms=("HS256",), secret=SECRET).mint("ops", auth.SCOPES)
-    async with (
-        api_on(cluster, tmp_path) as api,
-        httpx.AsyncClient(
+    await database.provision_embedded(cluster)
+    with api_on(cluster, tmp_path) as api:
+        async with httpx.AsyncClient(
             base_url=api.base, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        ) as client,
-    ):
-
-        async def ready() -> bool:
-            assert api.process.poll() is None, api.log.read_text()
-            try:
-                return await status_of(client, "/ready") == 200
-            except httpx.TransportError:
-                return False
-
-        await eventually(ready, within=60)
-        for call in calls:  # warm the pool: each route has used a pooled connection
-            assert (await answer(client, call)).status_code < 500, call
-
-        cluster.stop()
-        for call in calls:
-            response = await answer(client, call)
-            assert response.status_code == 503, (call, response.status_code, response.text)
-            assert response.headers["content-type"] == "application/problem+json", call
-            assert int(response.headers["retry-after"]) > 0, call
-            problem = response.json()
-            assert problem["status"] == 503, call
-            assert problem["type"] == "urn:job-ledger:problem:database-unavailable", call
-        assert await status_of(client, "/ready") == 503
-        assert await status_of(client, "/health") == 503
-
-        cluster.start()
-        await eventually(ready, within=60)
-        for call in calls:
-
-            async def served(call: Call = call) -> bool:
-                return (await answer(client, call)).status_code < 500
-
-            await eventually(served, within=30)
+        ) as client:
+            await outage_and_recovery(api, client, cluster, calls)
         assert api.process.poll() is None  # served again by the same process
-        assert errors_logged(api.log) == [], api.log.read_text()
+    assert errors_logged(api.log) == [], api.log.read_text()
+
+
+async def outage_and_recovery(
+    api: Api, client: httpx.AsyncClient, cluster: embedded.EmbeddedPostgres, calls: list[Call]
+) -> None:
+    async def ready() -> bool:
+        assert api.process.poll() is None, api.log.read_text()
+        try:
+            return await status_of(client, "/ready") == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(ready, within=60)
+    for call in calls:  # warm the pool: each route has used a pooled connection
+        assert (await answer(client, call)).status_code < 500, call
+
+    await asyncio.to_thread(cluster.stop)
+    for call in calls:
+        response = await answer(client, call)
+        assert response.status_code == 503, (call, response.status_code, response.text)
+        assert response.headers["content-type"] == "application/problem+json", call
+        assert int(response.headers["retry-after"]) > 0, call
+        problem = response.json()
+        assert problem["status"] == 503, call
+        assert problem["type"] == "urn:job-ledger:problem:database-unavailable", call
+    assert await status_of(client, "/ready") == 503
+    assert await status_of(client, "/health") == 503
+
+    await asyncio.to_thread(cluster.start)
+    await eventually(ready, within=60)
+    for call in calls:
+
+        async def served(call: Call = call) -> bool:
+            return (await answer(client, call)).status_code < 500
+
+        await eventually(served, within=30)

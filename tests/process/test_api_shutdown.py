@@ -179,3 +179,29 @@ async def test_sigterm_during_batch_submissions_answers_every_saved_batch(
         if grace == 0:
             errors = [line for line in errors if GRACE_OVER not in line]
         assert errors == [], log
+
+
+@pytest.mark.slow
+async def test_sigterm_ends_an_open_event_stream_and_exits_cleanly(
+    dbs: Databases, tmp_path: Path
+) -> None:
+    token = auth.AuthConfig(algorithms=("HS256",), secret=SECRET).mint("ops", ("audit:read",))
+    with spawn("api", dbs, tmp_path, 60) as server:
+        await wait_ready(server)
+        async with (
+            httpx.AsyncClient(timeout=120) as client,
+            client.stream(
+                "GET",
+                f"{server.base}/api/v1/events/stream",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as stream,
+        ):
+            assert stream.status_code == 200
+            lines = stream.aiter_lines()
+            assert await anext(lines) == "event: ready"
+            server.process.send_signal(signal.SIGTERM)
+            rest = [line async for line in lines]  # the stream ends, cleanly
+        assert "event: ready" not in rest
+        code = await asyncio.to_thread(server.process.wait, 120)
+        assert code == 0, server.log.read_text()
+        assert errors_logged(server.log) == [], server.log.read_text()
