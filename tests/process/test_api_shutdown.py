@@ -182,11 +182,13 @@ async def test_sigterm_during_batch_submissions_answers_every_saved_batch(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("command", ["api", "serve"])
 async def test_sigterm_ends_an_open_event_stream_and_exits_cleanly(
-    dbs: Databases, tmp_path: Path
+    command: str, dbs: Databases, tmp_path: Path
 ) -> None:
     token = auth.AuthConfig(algorithms=("HS256",), secret=SECRET).mint("ops", ("audit:read",))
-    with spawn("api", dbs, tmp_path, 60) as server:
+    # Were the stream left open, the shutdown would wait out this grace and then cut it.
+    with spawn(command, dbs, tmp_path, 10) as server:
         await wait_ready(server)
         async with (
             httpx.AsyncClient(timeout=120) as client,
@@ -200,7 +202,14 @@ async def test_sigterm_ends_an_open_event_stream_and_exits_cleanly(
             lines = stream.aiter_lines()
             assert await anext(lines) == "event: ready"
             server.process.send_signal(signal.SIGTERM)
-            rest = [line async for line in lines]  # the stream ends, cleanly
+
+            async def rest_of_stream() -> list[str]:
+                return [line async for line in lines]
+
+            try:  # the stream ends, cleanly (a bound, so a stream left open fails the test)
+                rest = await asyncio.wait_for(rest_of_stream(), timeout=30)
+            except TimeoutError:
+                raise AssertionError("the event stream stayed open after SIGTERM") from None
         assert "event: ready" not in rest
         code = await asyncio.to_thread(server.process.wait, 120)
         assert code == 0, server.log.read_text()
