@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
@@ -214,3 +215,44 @@ async def test_sigterm_ends_an_open_event_stream_and_exits_cleanly(
         code = await asyncio.to_thread(server.process.wait, 120)
         assert code == 0, server.log.read_text()
         assert errors_logged(server.log) == [], server.log.read_text()
+
+
+@pytest.mark.slow
+async def test_a_read_still_running_when_the_grace_is_over_answers_503(
+    dbs: Databases, tmp_path: Path
+) -> None:
+    token = auth.AuthConfig(algorithms=("HS256",), secret=SECRET).mint("ops", ("jobs:read",))
+    with spawn("api", dbs, tmp_path, 0) as server:
+        await wait_ready(server)
+        admin = await asyncpg.connect(dbs.admin)
+        try:
+            async with admin.transaction(), httpx.AsyncClient(timeout=60) as client:
+                await admin.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+                reading = asyncio.create_task(
+                    client.get(
+                        f"{server.base}/api/v1/jobs/{uuid.uuid4()}",
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
+                )
+
+                async def blocked() -> bool:
+                    waiting = await admin.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = $1 AND wait_event_type = 'Lock'",
+                        dbs.name,
+                    )
+                    return bool(waiting)
+
+                await eventually(blocked)
+                server.process.send_signal(signal.SIGTERM)
+                response = await reading
+        finally:
+            await admin.close()
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert int(response.headers["retry-after"]) > 0
+        assert response.json()["type"] == "urn:job-ledger:problem:shutting-down"
+        code = await asyncio.to_thread(server.process.wait, 120)
+        assert code == 0, server.log.read_text()
+        errors = [line for line in errors_logged(server.log) if GRACE_OVER not in line]
+        assert errors == [], server.log.read_text()
