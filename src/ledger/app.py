@@ -9,7 +9,17 @@ from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 
 from ledger import auth, config, db, groupcommit, jobtypes, metrics, store, submission
-from ledger.http import audit, bodies, dashboard, health, jobs, problems, ready, security
+from ledger.http import (
+    audit,
+    bodies,
+    dashboard,
+    draining,
+    health,
+    jobs,
+    problems,
+    ready,
+    security,
+)
 from ledger.http import metrics as http_metrics
 from projections import metering, signing
 from workers import pool as worker_pool
@@ -42,6 +52,7 @@ def create_app(
     limit = max_body_bytes or settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
     process_metrics = registry_metrics or metrics.Metrics()
     process_metrics.add_cluster_gauges()
+    in_flight = draining.InFlight()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -57,6 +68,9 @@ def create_app(
         try:
             yield
         finally:
+            # uvicorn stopped accepting and waited for the requests in flight (up to the
+            # grace); writes it could not wait for still run: the pool outlives them.
+            await in_flight.finished()
             await pool.close()
 
     api = Router(
@@ -74,7 +88,7 @@ def create_app(
             dashboard.assets,
             api,
         ],
-        middleware=[http_metrics.RequestMetrics()],
+        middleware=[http_metrics.RequestMetrics(), in_flight],
         # Our own handler (ledger.logs) formats every line; Litestar must not install its own.
         logging_config=None,
         lifespan=[lifespan],
@@ -92,6 +106,7 @@ def create_app(
     app.state.auth = auth.TokenVerifier(auth_config)
     app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
     app.state.metrics = process_metrics
+    app.state.in_flight = in_flight
     _document_closed_objects(app)
     return app
 

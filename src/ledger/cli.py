@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
@@ -32,6 +32,9 @@ from ledger import (
     store,
 )
 from projections import chains, metering, rebuild
+
+if TYPE_CHECKING:
+    from ledger.http import server as http_server
 
 log = logging.getLogger("ledger")
 
@@ -56,10 +59,8 @@ def _http_server(
     settings: config.Settings, database_: database.Database, auth_config: auth.AuthConfig
 ) -> Any:
     """The uvicorn server for the HTTP API; on the embedded database, print a development token."""
-    import uvicorn
-
     from ledger import app as app_module
-    from ledger.http import heads
+    from ledger.http import server
 
     application = app_module.create_app(
         database_.app_dsn, auth_config=auth_config, settings=settings
@@ -73,18 +74,7 @@ def _http_server(
         )
     log.info("serving on http://%s:%s", settings.server_host, settings.server_port)
     _freeze_startup_objects()
-    return uvicorn.Server(
-        uvicorn.Config(
-            application,
-            host=settings.server_host,
-            port=settings.server_port,
-            log_level=settings.log_level,
-            log_config=None,
-            lifespan="on",
-            # the C parser (a dependency), never the pure-Python fallback; heads capped
-            http=heads.protocol(settings.max_header_bytes),
-        )
-    )
+    return server.build(application, settings)
 
 
 def _freeze_startup_objects() -> None:
@@ -97,27 +87,34 @@ def _freeze_startup_objects() -> None:
 
 
 async def _serve(settings: config.Settings) -> int:
+    from ledger.http import server as http_server
+
     auth_config = auth.from_settings(settings)  # refuse to start without a way to verify tokens
-    async with database.open_database(settings) as database_:
-        server = _http_server(settings, database_, auth_config)
-        async with _checkpoint_schedule(settings, database_):
-            if settings.worker_count < 1:
-                await server.serve()
-            else:
-                await _serve_with_workers(settings, database_, server)
+    with http_server.Shutdown().handling_signals() as shutdown:
+        async with database.open_database(settings) as database_:
+            server = _http_server(settings, database_, auth_config)
+            shutdown.stop_server(server)
+            async with _checkpoint_schedule(settings, database_):
+                if settings.worker_count < 1:
+                    await server.serve()
+                else:
+                    await _serve_with_workers(settings, database_, server, shutdown)
     return 0
 
 
 async def _serve_with_workers(
-    settings: config.Settings, database_: database.Database, server: Any
+    settings: config.Settings,
+    database_: database.Database,
+    server: Any,
+    shutdown: http_server.Shutdown,
 ) -> None:
-    """The API and a worker pool in one process; a signal stops the API, then drains the pool.
+    """The API and a worker pool in one process; a signal drains both (see `ledger.http.server`).
 
-    uvicorn handles SIGTERM/SIGINT while it serves and raises them again when it is
-    done, which reaches `shutdown.graceful`: the pool stops claiming, finishes or hands
-    back its jobs; a second signal exits at once.
+    The first SIGTERM or SIGINT stops the API accepting and the pool claiming; the API
+    finishes its requests in flight and the pool its running jobs (or hands them back)
+    within their grace periods; a second signal exits at once.
     """
-    from workers import pool, shutdown
+    from workers import pool
 
     pool.load_handlers(settings.handler_modules)
     registry: metrics.Metrics = server.config.app.state.metrics  # one /metrics for both
@@ -129,20 +126,20 @@ async def _serve_with_workers(
         process_metrics=registry,
     )
     registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
-    with shutdown.graceful(workers.request_stop):
-        running = asyncio.create_task(workers.run(), name="ledger-worker-pool")
+    shutdown.on_stop(workers.request_stop)
+    running = asyncio.create_task(workers.run(), name="ledger-worker-pool")
 
-        def pool_ended(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("the worker pool failed; stopping the API", exc_info=task.exception())
-                server.should_exit = True
+    def pool_ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the worker pool failed; stopping the API", exc_info=task.exception())
+            shutdown.request()
 
-        running.add_done_callback(pool_ended)
-        try:
-            await server.serve()
-        finally:
-            workers.request_stop()
-            await running
+    running.add_done_callback(pool_ended)
+    try:
+        await server.serve()
+    finally:
+        workers.request_stop()
+        await running
 
 
 async def _worker(settings: config.Settings) -> int:
@@ -185,11 +182,15 @@ def _serve_worker_metrics(
 
 async def _api(settings: config.Settings) -> int:
     """The HTTP API alone (no workers): scale these out behind a load balancer."""
+    from ledger.http import server as http_server
+
     auth_config = auth.from_settings(settings)
-    async with database.open_database(settings) as database_:
-        server = _http_server(settings, database_, auth_config)
-        async with _checkpoint_schedule(settings, database_):
-            await server.serve()
+    with http_server.Shutdown().handling_signals() as shutdown:
+        async with database.open_database(settings) as database_:
+            server = _http_server(settings, database_, auth_config)
+            shutdown.stop_server(server)
+            async with _checkpoint_schedule(settings, database_):
+                await server.serve()
     return 0
 
 
@@ -617,7 +618,11 @@ def _runner(args: argparse.Namespace) -> Runner:
 
 
 async def _run_until_signalled(coro: Coroutine[Any, Any, int]) -> int:
-    """Run `coro`; SIGTERM is treated like Ctrl-C (cancel, clean up, exit)."""
+    """Run `coro`; SIGTERM is treated like Ctrl-C (cancel, clean up, exit).
+
+    `ledger api` and `ledger serve` take the signals over while they run, to drain
+    instead of cancelling (see `ledger.http.server.Shutdown`).
+    """
     task = asyncio.ensure_future(coro)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, task.cancel)

@@ -18,6 +18,7 @@ VARIABLES: Final = frozenset(
         "MIGRATE_DATABASE_URL",
         "SERVER_HOST",
         "SERVER_PORT",
+        "API_SHUTDOWN_GRACE_SECONDS",
         "WORKER_COUNT",
         "WORKER_METRICS_PORT",
         "WORKER_SHUTDOWN_GRACE_SECONDS",
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     migrate_database_url: str | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 8080
+    api_shutdown_grace_seconds: int = 30  # at SIGTERM, how long requests in flight may run on
     worker_count: int = 5
     jwt_secret: str | None = None
     log_level: str = "info"
@@ -128,6 +130,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         migrate_database_url=text("MIGRATE_DATABASE_URL"),
         server_host=text("SERVER_HOST") or "127.0.0.1",
         server_port=_int(env, "SERVER_PORT", 8080),
+        api_shutdown_grace_seconds=_int(env, "API_SHUTDOWN_GRACE_SECONDS", 30),
         worker_count=_int(env, "WORKER_COUNT", 5),
         jwt_secret=text("JWT_SECRET"),
         log_level=(text("LOG_LEVEL") or "info").lower(),
@@ -158,6 +161,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     )
     if settings.audit_checkpoint_interval_seconds < 0:
         raise errors.ConfigError("AUDIT_CHECKPOINT_INTERVAL_SECONDS must be 0 (off) or more")
+    if settings.api_shutdown_grace_seconds < 0:
+        raise errors.ConfigError("API_SHUTDOWN_GRACE_SECONDS must be 0 or more")
     if settings.worker_count < 0:
         raise errors.ConfigError("WORKER_COUNT must be 0 or more")
     if settings.max_body_bytes < 1:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
+from typing import Final, cast
 
 import asyncpg
 
@@ -20,6 +22,30 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     asyncpg.InternalClientError,
     TimeoutError,
 )
+
+# What "the database cannot be reached now, ask again later" looks like: narrower than
+# UNREACHABLE, which the probes use, because a statement the server refuses (a bug, a
+# constraint) is not an outage. The API answers these with 503 and Retry-After.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    ConnectionError,  # refused, reset, aborted, broken pipe
+    TimeoutError,  # no pooled connection free in time, or a connect that timed out
+    socket.gaierror,  # the host name does not resolve
+    asyncpg.PostgresConnectionError,  # class 08, and a connection lost mid-statement
+    asyncpg.CannotConnectNowError,  # 57P03: starting up, shutting down, in recovery
+    asyncpg.AdminShutdownError,  # 57P01: the server is stopping (fast shutdown)
+    asyncpg.CrashShutdownError,  # 57P02: another backend crashed, all were ended
+    asyncpg.TooManyConnectionsError,  # 53300: no connection slot left
+)
+_NETWORK_ERRNOS: Final = frozenset(
+    {errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN, errno.EHOSTUNREACH}
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached now (not that a statement failed)."""
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS
 
 
 async def create_pool(

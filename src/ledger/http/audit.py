@@ -272,6 +272,8 @@ class AuditController(Controller):
     ) -> ServerSentEvent:
         start = feed.parse_cursor(last_event_id or after)  # a bad cursor is a 400, before streaming
         filters = _filters(event_type, job_type, actor, since, until)
+        async with services.connection():
+            pass  # a database that cannot be reached is a 503 now, not a stream that breaks
         return ServerSentEvent(_live(services, start, filters))
 
     @get(

@@ -3,6 +3,7 @@
 One handler on the root `errors.LedgerError` covers the whole hierarchy; the
 status comes from `STATUS`, looked up along the exception's class hierarchy.
 Litestar's own HTTP exceptions (validation, 404, 405, 413) get the same shape.
+A database that cannot be reached (`db.unavailable`) is a 503 with Retry-After.
 Anything else is a bare 500 with no internals in the body.
 """
 
@@ -18,13 +19,14 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from ledger import errors
+from ledger import db, errors
 from projections import feed, joblist
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE: Final = "application/problem+json"
 REALM: Final = "job-ledger"
+RETRY_AFTER_SECONDS: Final = 5  # a restarting PostgreSQL is usually back within seconds
 
 
 FieldError = errors.FieldError
@@ -175,9 +177,32 @@ def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[P
     return problem_response(500)
 
 
+def on_database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """503 with Retry-After while the database cannot be reached; anything else is a 500."""
+    if not db.unavailable(exc):
+        return on_unexpected(request, exc)
+    log.warning(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+    )
+    return problem_response(
+        503,
+        slug="database-unavailable",
+        detail="the database cannot be reached now; try again later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 EXCEPTION_HANDLERS: Final[dict[type[Exception] | int, Any]] = {
     errors.LedgerError: on_ledger_error,
     HTTPException: on_http_exception,
+    # Litestar picks the handler of the nearest class: every class that can mean an
+    # outage comes here, and what is not one goes on to on_unexpected.
+    OSError: on_database_error,
+    **dict.fromkeys(db.UNAVAILABLE, on_database_error),
     Exception: on_unexpected,
 }
 
@@ -191,6 +216,7 @@ _DESCRIPTIONS: Final = {
     415: "The request has a body that is not declared JSON (`Content-Type: application/json`)",
     422: "The body is well-formed but invalid; `errors` names each field",
     500: "Internal error (no details are disclosed)",
+    503: "The database cannot be reached now; retry after `Retry-After` seconds",
 }
 
 
