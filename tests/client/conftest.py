@@ -76,9 +76,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-async def _workers_up(url: str, processes: list[subprocess.Popen[bytes]], logs: Path) -> bool:
+def _logs(root: Path) -> str:
+    return "\n".join(log.read_text() for log in root.glob("*.log"))
+
+
+async def _workers_up(url: str, processes: list[subprocess.Popen[bytes]], root: Path) -> bool:
     for process in processes:
-        assert process.poll() is None, "\n".join(p.read_text() for p in logs.glob("*.log"))
+        assert process.poll() is None, _logs(root)
     try:
         async with httpx.AsyncClient() as client:
             health = await client.get(f"{url}/health")
