@@ -1,5 +1,5 @@
-"""One real `ledger api` and one `ledger worker` per module, on a database of their own,
-for the client to talk to; tokens minted with the API's secret."""
+"""One real `ledger api` and one `ledger worker` for all of tests/client, on a database of
+their own, for the client to talk to; tokens minted with the API's secret."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ class Api:
         return self.gates / uuid.uuid4().hex
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def module_dbs(server_dsn: str, template_db: str) -> AsyncIterator[Databases]:
-    """A database for the whole module: the API and worker processes outlive each test."""
+    """A database for tests/client: its API and worker processes outlive each test."""
     name = f"c_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(server_dsn)
     try:
@@ -91,7 +91,7 @@ async def _workers_up(url: str, processes: list[subprocess.Popen[bytes]], root: 
     return health.status_code == 200 and health.json()["workers"] > 0
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
+@pytest_asyncio.fixture(scope="package", loop_scope="session")
 async def api(
     module_dbs: Databases, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Api]:
@@ -125,7 +125,7 @@ async def api(
             _stop(process)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def mint() -> Mint:
     """A token for `sub` with `scopes` (default: every scope the client uses)."""
     config = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
