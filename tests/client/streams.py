@@ -33,14 +33,30 @@ class _CutAfterFirstEvent(httpx.SyncByteStream):
         self.inner.close()
 
 
+UNAVAILABLE = {
+    "type": "urn:job-ledger:problem:database-unavailable",
+    "title": "Service Unavailable",
+    "status": 503,
+    "detail": "the database cannot be reached now; try again later",
+}
+
+
 class Watched(httpx.HTTPTransport):
     """Records each events-stream request and calls `on_stream(n)` (n counts from 1) as it is
-    sent; with `cut_first`, the first stream drops after its first event."""
+    sent; with `cut_first`, the first stream drops after its first event; with
+    `refuse_first`, the first stream request is answered 503 (as in an outage) unsent."""
 
-    def __init__(self, on_stream: Callable[[int], None], *, cut_first: bool = False) -> None:
+    def __init__(
+        self,
+        on_stream: Callable[[int], None],
+        *,
+        cut_first: bool = False,
+        refuse_first: bool = False,
+    ) -> None:
         super().__init__()
         self.on_stream = on_stream
         self.cut_first = cut_first
+        self.refuse_first = refuse_first
         self.streams: list[httpx.Request] = []
         self.cut: _CutAfterFirstEvent | None = None
 
@@ -48,6 +64,12 @@ class Watched(httpx.HTTPTransport):
         if request.url.path == STREAM_PATH:
             self.streams.append(request)
             self.on_stream(len(self.streams))
+            if self.refuse_first and len(self.streams) == 1:
+                return httpx.Response(
+                    503,
+                    json=UNAVAILABLE,
+                    headers={"Content-Type": "application/problem+json", "Retry-After": "0"},
+                )
         response = super().handle_request(request)
         if request.url.path == STREAM_PATH and self.cut_first and self.cut is None:
             assert isinstance(response.stream, httpx.SyncByteStream)

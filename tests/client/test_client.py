@@ -185,6 +185,22 @@ def test_wait_resumes_the_stream_from_the_last_event_id_after_a_drop(api: Api, m
     assert transport.streams[1].headers["Last-Event-ID"] == transport.cut.cut_after
 
 
+def test_wait_opens_the_stream_again_after_a_503(api: Api, mint: Mint) -> None:
+    gate = api.gate()
+    transport = Watched(lambda n: opens(gate) if n == 2 else None, refuse_first=True)
+    with client.Client(api.url, token=mint(), transport=transport) as ledger:
+        job = ledger.submit("test.gated", {"gate": str(gate)})
+
+        done = ledger.wait(job.job_id, timeout=WAIT)
+
+    assert done.status == "completed"
+    assert len(transport.streams) == 2
+    assert (
+        transport.streams[1].headers["Last-Event-ID"]
+        == transport.streams[0].headers["Last-Event-ID"]
+    )
+
+
 def test_wait_gives_up_after_its_timeout(ledger: client.Client) -> None:
     job = ledger.submit("test.noop", {"n": 1}, delay_seconds=3600)
 
