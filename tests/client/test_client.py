@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 
@@ -162,6 +163,39 @@ def test_wait_follows_the_stream_until_a_worker_completes_the_job(api: Api, mint
     assert done.status == "completed"
     assert done.result == {"attempt": 1}
     assert len(transport.streams) == 1  # it waited on the stream, not by asking again
+
+
+class _EndsAfterTheLook(Watched):
+    """Once the wait has read the job (unfinished), the job ends, and another client sees
+    it ended, before the wait goes on to open its stream."""
+
+    def __init__(self, api: Api, token: str, gate: Path) -> None:
+        super().__init__(lambda n: None)
+        self.api, self.token, self.gate = api, token, gate
+        self.job_id: uuid.UUID | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if self.job_id and request.method == "GET" and request.url.path.endswith(str(self.job_id)):
+            assert b'"status":"completed"' not in response.read()
+            opens(self.gate)
+            with client.Client(self.api.url, token=self.token) as other:
+                assert other.wait(self.job_id, timeout=WAIT).status == "completed"
+            self.job_id = None
+        return response
+
+
+def test_a_job_ending_between_the_look_and_the_stream_is_not_missed(api: Api, mint: Mint) -> None:
+    gate = api.gate()
+    transport = _EndsAfterTheLook(api, mint(), gate)
+    with client.Client(api.url, token=mint(), transport=transport) as ledger:
+        job = ledger.submit("test.gated", {"gate": str(gate)})
+        transport.job_id = job.job_id
+
+        done = ledger.wait(job.job_id, timeout=WAIT)
+
+    assert done.status == "completed"
+    assert len(transport.streams) == 1
 
 
 def test_wait_resumes_the_stream_from_the_last_event_id_after_a_drop(api: Api, mint: Mint) -> None:
