@@ -20,8 +20,6 @@ from ledger.client import errors, wire
 
 API: Final = "/api/v1"
 
-Decode = Callable[[httpx.Response], Any]
-
 
 def decoder[T](kind: type[T]) -> Callable[[httpx.Response], T]:
     """Decode a 2xx answer into `kind`; raise the typed error of any other."""
