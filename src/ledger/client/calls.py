@@ -1,0 +1,124 @@
+"""The API's requests, built once for both clients, each with the decoder of its answer.
+
+A `Call` is what to send and how to read the answer; `Client` and `AsyncClient`
+only send it. A 2xx answer is decoded into the client's structs (`wire`), any other
+raises the typed error of its problem details (`errors.error_of`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import httpx
+import msgspec
+
+from ledger.client import errors, wire
+
+API: Final = "/api/v1"
+
+
+def decoder[T](kind: type[T]) -> Callable[[httpx.Response], T]:
+    """Decode a 2xx answer into `kind`; raise the typed error of any other."""
+    decode = msgspec.json.Decoder(kind).decode
+
+    def decoded(response: httpx.Response) -> T:
+        if not response.is_success:
+            raise errors.error_of(response)
+        try:
+            return decode(response.content)
+        except msgspec.DecodeError as exc:  # ValidationError included
+            raise errors.UnexpectedResponse(str(exc), response.status_code) from exc
+
+    return decoded
+
+
+def no_body(response: httpx.Response) -> None:
+    """Accept any 2xx answer as it is (a stream is read on); raise the typed error of any other."""
+    if not response.is_success:
+        raise errors.error_of(response)
+
+
+_job = decoder(wire.Job)
+_history = decoder(wire.History)
+_page = decoder(wire.JobList)
+_batch = decoder(wire.BatchResult)
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Call[T]:
+    """One request to send and how to decode its answer."""
+
+    method: str
+    path: str
+    decode: Callable[[httpx.Response], T]
+    params: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json_headers(idempotency_key: str | None) -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def submit(submission: wire.Submission, idempotency_key: str | None) -> Call[wire.Job]:
+    body = _encode(submission)
+    return Call("POST", f"{API}/jobs", _job, body=body, headers=_json_headers(idempotency_key))
+
+
+def submit_many(
+    jobs: Iterable[wire.Submission], idempotency_key: str | None
+) -> Call[wire.BatchResult]:
+    body = _encode(wire.Batch(jobs=list(jobs)))
+    headers = _json_headers(idempotency_key)
+    return Call("POST", f"{API}/jobs/batch", _batch, body=body, headers=headers)
+
+
+def get(job_id: uuid.UUID | str, as_of: datetime | None) -> Call[wire.Job]:
+    params = {} if as_of is None else {"as_of": as_of.isoformat()}
+    return Call("GET", f"{API}/jobs/{job_id}", _job, params=params)
+
+
+def filters(status: str | None, job_type: str | None, queue: str | None) -> dict[str, str]:
+    """The list filters as the API's query parameters (the job type is `type`)."""
+    given = {"status": status, "type": job_type, "queue": queue}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def page(wanted: dict[str, str], limit: int, cursor: str | None) -> Call[wire.JobList]:
+    """One page of the job list; pass the last page's `next_cursor` as `cursor`."""
+    params = {**wanted, "limit": str(limit)}
+    if cursor is not None:
+        params["cursor"] = cursor
+    return Call("GET", f"{API}/jobs", _page, params=params)
+
+
+def command(job_id: uuid.UUID | str, verb: str, body: Mapping[str, Any]) -> Call[wire.Job]:
+    """`POST /jobs/{id}/{verb}` (cancel, retry) with the fields of `body` that are given."""
+    given = {name: value for name, value in body.items() if value is not None}
+    path = f"{API}/jobs/{job_id}/{verb}"
+    return Call("POST", path, _job, body=_encode(given), headers=_json_headers(None))
+
+
+def history(job_id: uuid.UUID | str) -> Call[wire.History]:
+    return Call("GET", f"{API}/jobs/{job_id}/events", _history)
+
+
+def http_options(
+    base_url: str, token: str | None, timeout: float, transport: Any
+) -> dict[str, Any]:
+    """What both clients give their httpx client: the base URL, the token, the timeout."""
+    headers = {"Accept": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    options: dict[str, Any] = {"base_url": base_url, "headers": headers, "timeout": timeout}
+    if transport is not None:
+        options["transport"] = transport
+    return options

@@ -1,0 +1,251 @@
+"""`Client` and `AsyncClient`: thin shells that send the API's calls (`calls`) over httpx.
+
+The two differ only in their I/O; what they send, how answers decode and how a
+wait follows the stream are written once (`calls`, `waiting`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, Final, Self, Unpack
+
+import httpx
+
+from ledger import lifecycle
+from ledger.client import calls, errors, waiting, wire
+
+PAGE_SIZE: Final = 50
+TIMEOUT_SECONDS: Final = 10.0
+# A stream that fails this way is reopened from the last event id; anything else ends the wait.
+_REOPEN: Final = (httpx.TransportError, errors.Unavailable)
+
+
+class Client:
+    """The ledger's HTTP API, synchronously (`with Client(url, token=...) as ledger:`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.http = httpx.Client(**calls.http_options(base_url, token, timeout, transport))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _send[T](self, call: calls.Call[T]) -> T:
+        response = self.http.request(
+            call.method, call.path, params=call.params, content=call.body, headers=call.headers
+        )
+        return call.decode(response)
+
+    def submit(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[wire.SubmitOptions],
+    ) -> wire.Job:
+        """Submit a job; with an `idempotency_key`, a repeat answers the first job."""
+        submission = wire.Submission(job_type=job_type, payload=payload, **options)
+        return self._send(calls.submit(submission, idempotency_key))
+
+    def submit_many(
+        self, jobs: Iterable[wire.Submission], *, idempotency_key: str | None = None
+    ) -> builtins.list[wire.Job]:
+        """Submit up to 1,000 jobs in one transaction: all or none."""
+        return self._send(calls.submit_many(jobs, idempotency_key)).jobs
+
+    def get(self, job_id: uuid.UUID | str, *, as_of: datetime | None = None) -> wire.Job:
+        """The job now, or as it was at `as_of`."""
+        return self._send(calls.get(job_id, as_of))
+
+    def list(
+        self,
+        *,
+        status: lifecycle.Status | None = None,
+        job_type: str | None = None,
+        queue: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[wire.Job]:
+        """Every job matching the filters, newest first, a page fetched as the last runs out."""
+        wanted = calls.filters(status, job_type, queue)
+        cursor: str | None = None
+        while True:
+            page = self._send(calls.page(wanted, page_size, cursor))
+            yield from page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def cancel(self, job_id: uuid.UUID | str, *, reason: str | None = None) -> wire.Job:
+        """Cancel a pending, retrying or processing job."""
+        return self._send(calls.command(job_id, "cancel", {"reason": reason}))
+
+    def retry(self, job_id: uuid.UUID | str, *, max_attempts: int | None = None) -> wire.Job:
+        """Run a failed or cancelled job again (attempts start over)."""
+        return self._send(calls.command(job_id, "retry", {"max_attempts": max_attempts}))
+
+    def history(self, job_id: uuid.UUID | str) -> wire.History:
+        """The job's events, oldest first (needs the `audit:read` scope)."""
+        return self._send(calls.history(job_id))
+
+    def wait(self, job_id: uuid.UUID | str, timeout: float) -> wire.Job:
+        """The job once it is completed, failed or cancelled, following the events stream
+        (needs `jobs:read` and `audit:read`); `WaitTimeout` after `timeout` seconds."""
+        wait = waiting.Wait(job_id, timeout)
+        wait.start(self.history(job_id))
+        job = self.get(job_id)
+        while not job.finished:
+            if expired := wait.expired(job):
+                raise expired
+            call = wait.stream()
+            try:
+                with self.http.stream(
+                    call.method,
+                    call.path,
+                    params=call.params,
+                    headers=call.headers,
+                    timeout=wait.read_timeout(),
+                ) as response:
+                    if not response.is_success:
+                        response.read()
+                        call.decode(response)
+                    for line in response.iter_lines():
+                        seen = wait.line(line)
+                        if seen:
+                            job = self.get(job_id)
+                        if job.finished or seen is False or wait.remaining() <= 0:
+                            break
+            except _REOPEN as failure:
+                time.sleep(wait.pause(failure))
+        return job
+
+
+class AsyncClient:
+    """The ledger's HTTP API in asyncio (`async with AsyncClient(url, token=...) as ledger:`)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.http = httpx.AsyncClient(**calls.http_options(base_url, token, timeout, transport))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def _send[T](self, call: calls.Call[T]) -> T:
+        response = await self.http.request(
+            call.method, call.path, params=call.params, content=call.body, headers=call.headers
+        )
+        return call.decode(response)
+
+    async def submit(
+        self,
+        job_type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        **options: Unpack[wire.SubmitOptions],
+    ) -> wire.Job:
+        """Submit a job; with an `idempotency_key`, a repeat answers the first job."""
+        submission = wire.Submission(job_type=job_type, payload=payload, **options)
+        return await self._send(calls.submit(submission, idempotency_key))
+
+    async def submit_many(
+        self, jobs: Iterable[wire.Submission], *, idempotency_key: str | None = None
+    ) -> builtins.list[wire.Job]:
+        """Submit up to 1,000 jobs in one transaction: all or none."""
+        return (await self._send(calls.submit_many(jobs, idempotency_key))).jobs
+
+    async def get(self, job_id: uuid.UUID | str, *, as_of: datetime | None = None) -> wire.Job:
+        """The job now, or as it was at `as_of`."""
+        return await self._send(calls.get(job_id, as_of))
+
+    async def list(
+        self,
+        *,
+        status: lifecycle.Status | None = None,
+        job_type: str | None = None,
+        queue: str | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> AsyncIterator[wire.Job]:
+        """Every job matching the filters, newest first, a page fetched as the last runs out."""
+        wanted = calls.filters(status, job_type, queue)
+        cursor: str | None = None
+        while True:
+            page = await self._send(calls.page(wanted, page_size, cursor))
+            for job in page.jobs:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def cancel(self, job_id: uuid.UUID | str, *, reason: str | None = None) -> wire.Job:
+        """Cancel a pending, retrying or processing job."""
+        return await self._send(calls.command(job_id, "cancel", {"reason": reason}))
+
+    async def retry(self, job_id: uuid.UUID | str, *, max_attempts: int | None = None) -> wire.Job:
+        """Run a failed or cancelled job again (attempts start over)."""
+        return await self._send(calls.command(job_id, "retry", {"max_attempts": max_attempts}))
+
+    async def history(self, job_id: uuid.UUID | str) -> wire.History:
+        """The job's events, oldest first (needs the `audit:read` scope)."""
+        return await self._send(calls.history(job_id))
+
+    # `timeout` as in Client.wait: asyncio.timeout() could not raise WaitTimeout with the job.
+    async def wait(self, job_id: uuid.UUID | str, timeout: float) -> wire.Job:  # noqa: ASYNC109
+        """The job once it is completed, failed or cancelled, following the events stream
+        (needs `jobs:read` and `audit:read`); `WaitTimeout` after `timeout` seconds."""
+        wait = waiting.Wait(job_id, timeout)
+        wait.start(await self.history(job_id))
+        job = await self.get(job_id)
+        while not job.finished:
+            if expired := wait.expired(job):
+                raise expired
+            call = wait.stream()
+            try:
+                async with self.http.stream(
+                    call.method,
+                    call.path,
+                    params=call.params,
+                    headers=call.headers,
+                    timeout=wait.read_timeout(),
+                ) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        call.decode(response)
+                    async for line in response.aiter_lines():
+                        seen = wait.line(line)
+                        if seen:
+                            job = await self.get(job_id)
+                        if job.finished or seen is False or wait.remaining() <= 0:
+                            break
+            except _REOPEN as failure:
+                await asyncio.sleep(wait.pause(failure))
+        return job
