@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, OpenAPIType, Schema
 
 from ledger import auth, config, db, groupcommit, jobtypes, metrics, store, submission
 from ledger.http import (
@@ -108,6 +109,7 @@ def create_app(
     app.state.metrics = process_metrics
     app.state.in_flight = in_flight
     _document_closed_objects(app)
+    _type_response_headers(app)
     return app
 
 
@@ -119,3 +121,16 @@ def _document_closed_objects(app: Litestar) -> None:
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False
+
+
+def _type_response_headers(app: Litestar) -> None:
+    """Give each documented response header a schema (a string): Litestar leaves them
+    untyped, which OpenAPI does not allow and client generators refuse."""
+    for item in (app.openapi_schema.paths or {}).values():
+        for operation in (item.get, item.put, item.post, item.delete, item.patch):
+            for response in (operation.responses or {}).values() if operation else ():
+                if not isinstance(response, OpenAPIResponse):
+                    continue
+                for spec in (response.headers or {}).values():
+                    if isinstance(spec, OpenAPIHeader) and spec.schema is None:
+                        spec.schema = Schema(type=OpenAPIType.STRING)
