@@ -14,9 +14,9 @@ from pathlib import Path
 
 import msgspec
 
+from audit import chains
 from bench import cluster, procs, submit
 from ledger import db, sqlfile
-from projections import chains
 
 Q = sqlfile.load("bench")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import asyncpg
 
+from audit import signing
 from ledger import commands, store
-from projections import signing
 from tests import factories
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -171,6 +172,16 @@ def job_type(
         return handler
 
     return register
+
+
+BUILTIN_HANDLERS: Final = "workers.handlers"
+"""The built-in job types' module: a plugin like any other (also an entry point)."""
+
+
+def load_handlers(modules: Iterable[str]) -> list[str]:
+    """Import the built-in handlers (when present), the LEDGER_HANDLERS modules and entry points."""
+    builtin = [BUILTIN_HANDLERS] if importlib.util.find_spec(BUILTIN_HANDLERS) else []
+    return load_plugins([*builtin, *modules])
 
 
 def load_plugins(modules: Iterable[str], *, entry_points: bool = True) -> list[str]:

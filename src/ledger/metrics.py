@@ -8,7 +8,7 @@ Where the figures come from:
 - job and event counters, run time and queue wait: `projections.metering.JobMetrics`,
   an inline projection that sees every event this process appends (counting in one
   place, whichever process — API or worker — records the transition);
-- HTTP requests: the middleware in `ledger.http.metrics`;
+- HTTP requests: the middleware in `service.http.metrics`;
 - queue depth and worker slots across the service: read from the database when the
   API is scraped (`add_cluster_gauges`); a worker process's own slots: read from its
   pool (`add_pool_gauges`).

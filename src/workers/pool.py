@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import logging
 import time
 import uuid
@@ -72,15 +71,6 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     poll_seconds: float = 10.0
     grace_seconds: float = 30.0
     storage_root: Path = Path(".ledger/storage")
-
-
-BUILTIN_HANDLERS = "workers.handlers"
-
-
-def load_handlers(modules: Sequence[str]) -> list[str]:
-    """Import the built-in handlers (when present), the LEDGER_HANDLERS modules and entry points."""
-    builtin = [BUILTIN_HANDLERS] if importlib.util.find_spec(BUILTIN_HANDLERS) else []
-    return jobtypes.load_plugins([*builtin, *modules])
 
 
 def settings_from(config_: config.Settings) -> PoolSettings:

@@ -24,8 +24,8 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from ledger import app as app_module
 from ledger import auth, embedded, jobtypes
+from service import app as app_module
 from tests.conftest import Databases
 from tests.workers import jobs
 from workers import pool

@@ -59,7 +59,7 @@ async def module_dbs(server_dsn: str, template_db: str) -> AsyncIterator[Databas
 def _start(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", command],
+            [sys.executable, "-m", "service.cli", command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ import pytest
 
 from ledger import client
 from ledger import events as ev
-from ledger.http import audit, jobs
+from service.http import audit, jobs
 from tests.client.conftest import Api, Mint
 from tests.client.streams import AsyncWatched, Watched
 

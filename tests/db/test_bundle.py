@@ -11,8 +11,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from audit import bundle, checkpoints, proof, signing
 from ledger import store
-from projections import audit, bundle, checkpoints, feed, signing
+from projections import feed
 from tests import ledgers
 
 
@@ -24,7 +25,7 @@ def _write(path: Path, lines: list[dict[str, object]]) -> None:
     (path / bundle.EVENTS).write_text("".join(json.dumps(line) + "\n" for line in lines))
 
 
-def _kinds(report: audit.Report) -> list[str]:
+def _kinds(report: proof.Report) -> list[str]:
     return [f.kind for f in report.findings]
 
 

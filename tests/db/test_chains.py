@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from audit import chains
 from ledger import commands, store
 from ledger import events as ev
-from projections import chains
 from tests import factories
 from tests.conftest import Databases
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from audit import chains, checkpoints, proof
 from ledger import store
-from projections import audit, chains, checkpoints
 from tests import factories, ledgers
 from tests.conftest import Databases
 
@@ -30,9 +30,9 @@ async def test_checkpoint_signs_the_digest_of_the_whole_feed(
     rows = await conn.fetch(
         "SELECT txid::text::bigint AS txid, position, hash FROM events ORDER BY txid, position"
     )
-    digest = audit.GENESIS_DIGEST
+    digest = proof.GENESIS_DIGEST
     for row in rows:
-        digest = audit.extend(digest, bytes(row["hash"]))
+        digest = proof.extend(digest, bytes(row["hash"]))
     assert (cp.event_count, cp.digest) == (9, digest)
     assert cp.key == (rows[-1]["txid"], rows[-1]["position"])
     assert signer.verify(

@@ -10,7 +10,8 @@ import asyncpg
 import msgspec
 import pytest
 
-from ledger import cli, commands, config, errors, jobtypes, store
+from ledger import commands, config, errors, jobtypes, store
+from service import cli
 from tests import factories, ledgers
 from tests.conftest import Databases
 
@@ -26,7 +27,7 @@ def settings_for(dbs: Databases, tmp_path: Path) -> config.Settings:
 
 async def ledger_cli(settings: config.Settings, *argv: str) -> int:
     """Run a command the way `main` does, minus the event loop it creates."""
-    return await cli._runner(cli._parser().parse_args(list(argv)))(settings)
+    return await cli.runner(cli.parser().parse_args(list(argv)))(settings)
 
 
 async def test_export_then_verify_offline_passes_and_a_tampered_bundle_fails(

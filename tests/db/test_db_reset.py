@@ -8,7 +8,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from ledger import cli, config, embedded, migrations, store
+from ledger import config, embedded, migrations, store
+from service import cli
 from tests import factories
 from tests.conftest import Databases
 
@@ -32,7 +33,7 @@ async def test_reset_of_an_external_database_refuses_without_confirmation(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await factories.submit(event_store, conn)
-    assert await cli._db_reset(external(dbs), confirmed=False) == 2
+    assert await cli.database.db_reset(external(dbs), confirmed=False) == 2
     assert "CONFIRM=yes" in capsys.readouterr().err
     assert await count_events(dbs.admin) == 1
 
@@ -41,7 +42,7 @@ async def test_confirmed_reset_of_an_external_database_leaves_it_empty_and_migra
     dbs: Databases, conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     await factories.submit(event_store, conn)
-    assert await cli._db_reset(external(dbs), confirmed=True) == 0
+    assert await cli.database.db_reset(external(dbs), confirmed=True) == 0
     assert await count_events(dbs.admin) == 0
     admin = await asyncpg.connect(dbs.admin)
     try:
@@ -66,9 +67,11 @@ async def test_reset_of_the_embedded_database_needs_confirmation_then_deletes_it
     cluster = embedded.EmbeddedPostgres(settings.data_dir, settings.pg_port).cluster_dir
     (cluster / "pgdata").mkdir(parents=True)
     try:
-        assert await cli._db_reset(settings, confirmed=False) == 2  # stdin is not a terminal
+        assert (
+            await cli.database.db_reset(settings, confirmed=False) == 2
+        )  # stdin is not a terminal
         assert cluster.exists()
-        assert await cli._db_reset(settings, confirmed=True) == 0
+        assert await cli.database.db_reset(settings, confirmed=True) == 0
         assert not cluster.exists()
     finally:
         if cluster.exists():

@@ -15,8 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from audit import chains, checkpoints
 from ledger import commands, events, store
-from projections import chains, checkpoints, feed
+from projections import feed
 from tests import factories, ledgers
 
 FAR_FUTURE_TXID = "9223372036854775000"  # an xid8 no transaction will reach: hid from the feed

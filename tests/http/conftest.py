@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 from litestar import Litestar
 
-from ledger import app as app_module
 from ledger import auth, jobtypes
+from service import app as app_module
 from tests.conftest import Databases
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"

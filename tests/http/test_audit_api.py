@@ -18,10 +18,10 @@ import pytest_asyncio
 import uvicorn
 from litestar import Litestar
 
-from ledger import app as app_module
+from audit import signing
 from ledger import auth, commands, jobtypes, lifecycle, store
-from ledger.http import jobs
-from projections import signing
+from service import app as app_module
+from service.http import jobs
 from tests import factories, ledgers
 from tests.conftest import Databases
 from tests.http.conftest import Mint

@@ -18,8 +18,8 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ledger import app as app_module
 from ledger import auth, jobtypes
+from service import app as app_module
 from tests.conftest import Databases
 from tests.http.conftest import running
 

@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 from litestar import Litestar
 
-from ledger import app as app_module
 from ledger import auth, jobtypes
+from service import app as app_module
 from tests.conftest import Databases
 from tests.http.conftest import SECRET, Mint, running
 from workers.handlers import email_send

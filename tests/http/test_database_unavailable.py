@@ -15,7 +15,7 @@ from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 
 from ledger import db
-from ledger.http import problems
+from service.http import problems
 from tests.conftest import Databases
 from tests.http.conftest import Mint
 from tests.workers.conftest import eventually

@@ -19,7 +19,7 @@ import uvicorn
 from litestar import Litestar
 
 from ledger import embedded
-from ledger.http import heads
+from service.http import heads
 from tests.conftest import Databases
 from tests.http.conftest import SECRET, Mint
 from tests.workers.conftest import eventually
@@ -134,7 +134,7 @@ def api(dbs: Databases, tmp_path: Path) -> Iterator[int]:
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "api"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "service.cli", "api"], env=env, stdout=out, stderr=out
         )
     try:
         yield port

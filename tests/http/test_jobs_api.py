@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from ledger import app as app_module
 from ledger import auth, commands, store
 from projections import joblist, rebuild
+from service import app as app_module
 from tests.conftest import Databases
 from tests.http.conftest import Mint, running
 

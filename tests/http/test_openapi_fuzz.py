@@ -18,8 +18,8 @@ from litestar import Litestar
 from schemathesis.python import asgi
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from ledger import app as app_module
 from ledger import auth, jobtypes, payloads
+from service import app as app_module
 from tests.conftest import Databases
 
 CHECKS = [

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from litestar.routes import HTTPRoute
 
-from ledger import app as app_module
 from ledger import auth, config, database, embedded
+from service import app as app_module
 from tests.process.test_api_shutdown import errors_logged
 from tests.workers.conftest import eventually
 
@@ -106,7 +106,7 @@ def api_on(pg: embedded.EmbeddedPostgres, tmp_path: Path) -> Iterator[Api]:
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "api"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "service.cli", "api"], env=env, stdout=out, stderr=out
         )
     try:
         yield Api(process, f"http://127.0.0.1:{port}", log)

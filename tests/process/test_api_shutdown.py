@@ -59,7 +59,7 @@ def spawn(command: str, dbs: Databases, tmp_path: Path, grace: int) -> Iterator[
     log = tmp_path / f"{command}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", command], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "service.cli", command], env=env, stdout=out, stderr=out
         )
     try:
         yield Server(process, f"http://127.0.0.1:{port}", log)

@@ -20,7 +20,7 @@ def _ledger(dbs: Databases, *args: str, owner: bool = True) -> subprocess.Comple
     else:
         env.pop("MIGRATE_DATABASE_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args],
+        [sys.executable, "-m", "service.cli", *args],
         env=env,
         capture_output=True,
         text=True,

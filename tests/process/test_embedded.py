@@ -107,7 +107,7 @@ def test_the_cli_reports_a_taken_port_without_a_traceback(data_dir: Path) -> Non
         }
         env.pop("DATABASE_URL", None)
         result = subprocess.run(
-            [sys.executable, "-m", "ledger.cli", "migrate"],
+            [sys.executable, "-m", "service.cli", "migrate"],
             env=env,
             capture_output=True,
             text=True,

@@ -44,7 +44,7 @@ def api(dbs: Databases, tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "api"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "service.cli", "api"], env=env, stdout=out, stderr=out
         )
     try:
         yield port, env

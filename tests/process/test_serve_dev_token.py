@@ -50,7 +50,7 @@ def served(data_dir: Path) -> Iterator[Served]:
     out = data_dir.parent / "serve.out"
     with out.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "serve"], env=env, stdout=sink, stderr=sink
+            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=sink, stderr=sink
         )
     try:
         yield Served(process, port, out)

@@ -46,7 +46,7 @@ def served(dbs: Databases, tmp_path: Path) -> Iterator[Served]:
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "serve"], env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=out, stderr=out
         )
     try:
         yield Served(process, f"http://127.0.0.1:{port}", log)

@@ -49,7 +49,7 @@ def start_worker(
     log = tmp_path / f"worker-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "worker"],
+            [sys.executable, "-m", "service.cli", "worker"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

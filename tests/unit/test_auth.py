@@ -9,7 +9,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from ledger import auth, cli, config, errors
+from ledger import auth, config, errors
+from service import cli
 
 SECRET = "s" * 40
 

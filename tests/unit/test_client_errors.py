@@ -121,7 +121,7 @@ def test_importing_the_client_loads_no_server_code() -> None:
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     loaded = json.loads(ran.stdout)
 
-    server = ("litestar", "asyncpg", "uvicorn", "projections", "workers", "ledger.http")
-    server += ("ledger.app", "ledger.cli", "ledger.store", "ledger.database", "ledger.auth")
+    server = ("litestar", "asyncpg", "uvicorn", "projections", "audit", "workers", "service")
+    server += ("ledger.store", "ledger.database", "ledger.auth")
     assert [m for m in loaded if m in server or m.startswith(tuple(f"{s}." for s in server))] == []
     assert "ledger.client" in loaded

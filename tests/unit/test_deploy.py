@@ -17,7 +17,8 @@ import jsonschema
 import pytest
 import yaml
 
-from ledger import cli, config
+from ledger import config
+from service import cli
 from tests.unit.test_config_variables import read_by_handlers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +66,7 @@ def validate(document: dict[str, Any]) -> None:
 
 
 def subcommands() -> set[str]:
-    parser = cli._parser()
+    parser = cli.parser()
     for action in parser._actions:
         if action.dest == "command":
             return set(action.choices or ())
@@ -74,7 +75,7 @@ def subcommands() -> set[str]:
 
 def parses(argv: list[str]) -> bool:
     try:
-        cli._parser().parse_args(argv)
+        cli.parser().parse_args(argv)
     except SystemExit:
         return False
     return True

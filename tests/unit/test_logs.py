@@ -85,7 +85,7 @@ async def test_job_context_stays_with_its_own_task(output: io.StringIO) -> None:
 
 
 def test_secrets_and_payloads_are_redacted(output: io.StringIO) -> None:
-    log = logging.getLogger("ledger.http")
+    log = logging.getLogger("service.http")
     log.info("GET /api/v1/events/stream?token=%s&after=5 Authorization: Bearer %s", JWT, "abc.def")
     log.info(
         "submitted",

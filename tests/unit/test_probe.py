@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ledger import cli, embedded
+from ledger import embedded
+from service import cli
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from projections import signing
+from audit import signing
 
 
 def test_key_is_generated_once_with_owner_only_permissions(tmp_path: Path) -> None:

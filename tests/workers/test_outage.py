@@ -17,9 +17,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from audit import chains
 from ledger import commands, database, db, embedded, jobtypes, metrics, store
 from ledger import events as ev
-from projections import chains, current
+from projections import current
 from tests import factories
 from tests.workers.conftest import eventually
 from workers import pool

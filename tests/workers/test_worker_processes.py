@@ -23,9 +23,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from audit import chains
 from ledger import commands, embedded, store
 from ledger import events as ev
-from projections import chains, rebuild
+from projections import rebuild
 from tests import factories
 from tests.conftest import Databases
 from tests.workers.conftest import eventually
@@ -63,7 +64,7 @@ class WorkerProcess:
         environment.update(env)
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger.cli", command],
+                [sys.executable, "-m", "service.cli", command],
                 cwd=ROOT,
                 env=environment,
                 stdout=out,

@@ -25,8 +25,8 @@ from typing import Final, Literal
 
 import msgspec
 
+from audit import signing
 from ledger import events as ev
-from projections import signing
 
 GENESIS_DIGEST: Final = bytes(32)
 MESSAGE_PREFIX: Final = "job-ledger-checkpoint:v1"

@@ -20,10 +20,10 @@ import asyncpg
 import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
+from audit import proof, signing
 from ledger import db, errors, sqlfile
-from projections import audit, signing
 
-Q = sqlfile.load("projections")
+Q = sqlfile.load("audit")
 log = logging.getLogger(__name__)
 
 
@@ -31,18 +31,18 @@ class CheckpointError(errors.LedgerError):
     """A checkpoint cannot be taken because the newest one does not verify (its table was altered)."""
 
 
-def from_row(row: asyncpg.Record | dict[str, Any]) -> audit.Checkpoint:
+def from_row(row: asyncpg.Record | dict[str, Any]) -> proof.Checkpoint:
     fields = dict(row)
     for column in ("digest", "base_digest", "witness", "signature"):
         if column in fields and fields[column] is not None:
             fields[column] = bytes(fields[column])
-    fields.setdefault("base_digest", audit.GENESIS_DIGEST)
+    fields.setdefault("base_digest", proof.GENESIS_DIGEST)
     fields.setdefault("witness", b"")
-    return audit.Checkpoint(**fields)
+    return proof.Checkpoint(**fields)
 
 
-def event_from_row(row: asyncpg.Record) -> audit.FeedEvent:
-    return audit.FeedEvent(
+def event_from_row(row: asyncpg.Record) -> proof.FeedEvent:
+    return proof.FeedEvent(
         txid=row["txid"],
         position=row["position"],
         job_id=row["job_id"],
@@ -58,7 +58,7 @@ def event_from_row(row: asyncpg.Record) -> audit.FeedEvent:
 
 async def create(
     conn: asyncpg.Connection, signer: signing.Signer
-) -> tuple[audit.Checkpoint | None, bool]:
+) -> tuple[proof.Checkpoint | None, bool]:
     """Take a checkpoint of every committed event since the newest one; (checkpoint, created).
 
     With nothing new since the newest checkpoint, returns that one and False (None
@@ -75,9 +75,9 @@ async def create(
                     f"{base.name()} does not verify with key {signer.key_id}: the checkpoint "
                     "table was altered; run `ledger audit verify`"
                 )
-            base_key = base.key if base else audit.START_KEY
+            base_key = base.key if base else proof.START_KEY
             count = base.event_count if base else 0
-            digest = base.digest if base else audit.GENESIS_DIGEST
+            digest = base.digest if base else proof.GENESIS_DIGEST
             witness = bytearray()  # 68 bytes an event, packed as it streams
             added = 0
             key = base_key
@@ -85,16 +85,16 @@ async def create(
                 Q["events_feed_witness_scan"], str(base_key[0]), base_key[1], prefetch=5000
             ):
                 event_hash = bytes(r["hash"])
-                digest = audit.extend(digest, event_hash)
+                digest = proof.extend(digest, event_hash)
                 key = (r["txid"], r["position"])
-                witness += audit.pack_entry(
-                    audit.WitnessEntry(key[0], key[1], r["job_id"], r["version"], event_hash)
+                witness += proof.pack_entry(
+                    proof.WitnessEntry(key[0], key[1], r["job_id"], r["version"], event_hash)
                 )
                 added += 1
             if not added:
                 return base, False
             count += added
-            signature = signer.sign(audit.message(key, count, digest))
+            signature = signer.sign(proof.message(key, count, digest))
             inserted = await conn.fetchrow(
                 Q["checkpoints_insert"],
                 key[0],
@@ -104,7 +104,7 @@ async def create(
                 base_key[0],
                 base_key[1],
                 base.event_count if base else 0,
-                base.digest if base else audit.GENESIS_DIGEST,
+                base.digest if base else proof.GENESIS_DIGEST,
                 bytes(witness),
                 signature,
                 signer.key_id,
@@ -117,17 +117,17 @@ async def create(
     return checkpoint, True
 
 
-async def list_all(conn: asyncpg.Connection) -> list[audit.Checkpoint]:
+async def list_all(conn: asyncpg.Connection) -> list[proof.Checkpoint]:
     """Every checkpoint with its witness, in feed order."""
     return [from_row(r) for r in await conn.fetch(Q["checkpoints_list"])]
 
 
-async def list_recent(conn: asyncpg.Connection, limit: int = 100) -> list[audit.Checkpoint]:
+async def list_recent(conn: asyncpg.Connection, limit: int = 100) -> list[proof.Checkpoint]:
     """The newest checkpoints, without witnesses (for listing)."""
     return [from_row(r) for r in await conn.fetch(Q["checkpoints_list_summary"], limit)]
 
 
-async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> audit.Report:
+async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> proof.Report:
     """Walk every committed event in feed order against every checkpoint; name what differs.
 
     Hash chains per job are `chains.verify`'s job; this names what only a signed
@@ -138,7 +138,7 @@ async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> audit.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         bare = [from_row(r) for r in await conn.fetch(Q["checkpoints_list_bare"])]
-        walk = await _walk(conn, audit.Walk(bare, verifier, compare_witnesses=False))
+        walk = await _walk(conn, proof.Walk(bare, verifier, compare_witnesses=False))
         report = walk.finish()
         if not walk.mismatched:
             return report
@@ -150,16 +150,16 @@ async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> audit.
             else cp
             for cp in bare
         ]
-        return (await _walk(conn, audit.Walk(full, verifier))).finish()
+        return (await _walk(conn, proof.Walk(full, verifier))).finish()
 
 
-async def _walk(conn: asyncpg.Connection, walk: audit.Walk) -> audit.Walk:
+async def _walk(conn: asyncpg.Connection, walk: proof.Walk) -> proof.Walk:
     async for row in conn.cursor(Q["events_feed_scan"], "0", 0, prefetch=2000):
         walk.feed(event_from_row(row))
     return walk
 
 
-def describe(checkpoints: Sequence[audit.Checkpoint]) -> list[dict[str, Any]]:
+def describe(checkpoints: Sequence[proof.Checkpoint]) -> list[dict[str, Any]]:
     """Checkpoints as plain JSON-ready dicts (hex digests and signatures)."""
     return [
         {
@@ -167,7 +167,7 @@ def describe(checkpoints: Sequence[audit.Checkpoint]) -> list[dict[str, Any]]:
             "cursor": cp.cursor,
             "event_count": cp.event_count,
             "digest": cp.digest.hex(),
-            "base_cursor": audit.cursor_text(cp.base_key),
+            "base_cursor": proof.cursor_text(cp.base_key),
             "base_count": cp.base_count,
             "signature": cp.signature.hex(),
             "key_id": cp.key_id,

@@ -10,8 +10,8 @@ from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from ledger import db
-from ledger.http import jobs
 from projections import status
+from service.http.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Health(msgspec.Struct, frozen=True):
     responses={503: ResponseSpec(data_container=Health, description="The database is unreachable")},
 )
 async def health(request: Request[Any, Any, Any]) -> Response[Health]:
-    services: jobs.Services = request.app.state.services
+    services: Services = request.app.state.services
     try:
         async with services.connection(wait_seconds=2) as conn:
             counts = await status.counts(conn)

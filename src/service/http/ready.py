@@ -15,7 +15,7 @@ from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
 from ledger import db, migrations
-from ledger.http import jobs
+from service.http.services import Services
 
 log = logging.getLogger(__name__)
 # InternalClientError: a pooled connection whose server went away mid-protocol.
@@ -33,7 +33,7 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     responses={503: ResponseSpec(data_container=Readiness, description="Not ready yet")},
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
-    services: jobs.Services = request.app.state.services
+    services: Services = request.app.state.services
     try:
         async with services.connection(wait_seconds=2) as conn:
             pending = await migrations.pending(conn)

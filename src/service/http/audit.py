@@ -23,11 +23,13 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
+from audit import chains, checkpoints, proof, signing
 from ledger import errors, store
 from ledger import events as ev
 from ledger.auth import Principal
-from ledger.http import jobs, problems, security
-from projections import audit, chains, checkpoints, feed, signing
+from projections import feed
+from service.http import jobs, problems, security
+from service.http.services import Services, services_of
 
 MAX_FEED_LIMIT: Final = 1000
 STREAM_POLL_SECONDS: Final = 0.5
@@ -107,7 +109,7 @@ class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
     jobs: int
     events: int
     broken: list[Link]  # each job's first broken link
-    checkpoints: audit.Report | None  # None when one job was checked
+    checkpoints: proof.Report | None  # None when one job was checked
 
 
 class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,13 +132,13 @@ class CheckpointOut(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
     @classmethod
-    def of(cls, cp: audit.Checkpoint) -> CheckpointOut:
+    def of(cls, cp: proof.Checkpoint) -> CheckpointOut:
         return cls(
             checkpoint_id=cp.checkpoint_id,
             cursor=cp.cursor,
             event_count=cp.event_count,
             digest=cp.digest.hex(),
-            base_cursor=audit.cursor_text(cp.base_key),
+            base_cursor=proof.cursor_text(cp.base_key),
             base_count=cp.base_count,
             signature=cp.signature.hex(),
             key_id=cp.key_id,
@@ -200,7 +202,7 @@ class AuditController(Controller):
     path = "/api/v1"
     tags = ["audit"]  # noqa: RUF012 - Litestar reads these as class attributes
     dependencies = {  # noqa: RUF012
-        "services": Provide(jobs.services_of, sync_to_thread=False),
+        "services": Provide(services_of, sync_to_thread=False),
         "principal": Provide(security.principal_of, sync_to_thread=False),
         "audit_key": Provide(audit_key_of, sync_to_thread=False),
     }
@@ -212,7 +214,7 @@ class AuditController(Controller):
         summary="A job's whole history, oldest first",
     )
     async def history(
-        self, job_id: FromPath[uuid.UUID], services: NamedDependency[jobs.Services]
+        self, job_id: FromPath[uuid.UUID], services: NamedDependency[Services]
     ) -> JobHistory:
         async with services.connection() as conn:
             recorded = await services.store.history(conn, job_id)
@@ -232,7 +234,7 @@ class AuditController(Controller):
     )
     async def events(
         self,
-        services: NamedDependency[jobs.Services],
+        services: NamedDependency[Services],
         after: Annotated[str | None, QueryParameter(max_length=60)] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=MAX_FEED_LIMIT)] = 100,
         event_type: EventType = None,
@@ -259,7 +261,7 @@ class AuditController(Controller):
     )
     async def stream(
         self,
-        services: NamedDependency[jobs.Services],
+        services: NamedDependency[Services],
         after: Annotated[str | None, QueryParameter(max_length=60)] = None,
         last_event_id: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", required=False, max_length=60)
@@ -287,7 +289,7 @@ class AuditController(Controller):
     )
     async def verify(
         self,
-        services: NamedDependency[jobs.Services],
+        services: NamedDependency[Services],
         audit_key: NamedDependency[AuditKey],
         job_id: Annotated[uuid.UUID | None, QueryParameter()] = None,
     ) -> VerifyReport:
@@ -322,7 +324,7 @@ class AuditController(Controller):
     )
     async def list_checkpoints(
         self,
-        services: NamedDependency[jobs.Services],
+        services: NamedDependency[Services],
         audit_key: NamedDependency[AuditKey],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> CheckpointList:
@@ -330,7 +332,7 @@ class AuditController(Controller):
             listed = await checkpoints.list_recent(conn, limit)
         return CheckpointList(
             public_key=_public(audit_key.get()),
-            signed_message_format=f"{audit.MESSAGE_PREFIX}:<cursor>:<event_count>:<digest hex>",
+            signed_message_format=f"{proof.MESSAGE_PREFIX}:<cursor>:<event_count>:<digest hex>",
             checkpoints=[CheckpointOut.of(cp) for cp in listed],
         )
 
@@ -352,7 +354,7 @@ class AuditController(Controller):
         "was committed since; 204 when the ledger is empty.",
     )
     async def take_checkpoint(
-        self, services: NamedDependency[jobs.Services], audit_key: NamedDependency[AuditKey]
+        self, services: NamedDependency[Services], audit_key: NamedDependency[AuditKey]
     ) -> Response[CheckpointOut | None]:
         async with services.connection() as conn:
             cp, created = await checkpoints.create(conn, audit_key.get())
@@ -372,7 +374,7 @@ class AuditController(Controller):
     async def replay(
         self,
         job_id: FromPath[uuid.UUID],
-        services: NamedDependency[jobs.Services],
+        services: NamedDependency[Services],
         principal: NamedDependency[Principal],
     ) -> Response[Replayed]:
         async with services.connection() as conn:
@@ -388,7 +390,7 @@ class AuditController(Controller):
 
 
 async def _live(
-    services: jobs.Services, start: feed.Cursor, filters: feed.Filters
+    services: Services, start: feed.Cursor, filters: feed.Filters
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Events after `start` as they commit, each with its cursor as `id`.
 

@@ -19,7 +19,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger import db, metrics, sqlfile
-from ledger.http import jobs
+from service.http.services import Services
 from workers import leases
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def of(app_state: Any) -> metrics.Metrics:
     return registry
 
 
-async def refresh(services: jobs.Services, registry: metrics.Metrics) -> bool:
+async def refresh(services: Services, registry: metrics.Metrics) -> bool:
     """Read queue depth and worker slots into the cluster gauges; False if the database failed."""
     try:
         async with services.connection(wait_seconds=2) as conn:

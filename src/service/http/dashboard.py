@@ -14,8 +14,8 @@ from litestar import Request, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
-from ledger.http import security
 from projections import stats
+from service.http import security
 
 UI_DIR: Final = Path(__file__).parent / "ui"
 # The page loads only its own script and stylesheet and talks only to this server.

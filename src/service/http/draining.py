@@ -24,7 +24,7 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from ledger.http import problems
+from service.http import problems
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Final
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ledger.http import problems
+from service.http import problems
 
 DEFAULT_MAX_HEADER_BYTES: Final = 32 * 1024
 LINGER_SECONDS: Final = 2.0

@@ -11,7 +11,7 @@ import msgspec
 from ledger import events as ev
 from ledger import sqlfile
 
-Q = sqlfile.load("projections")
+Q = sqlfile.load("audit")
 
 
 class BrokenLink(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,8 +9,10 @@ from litestar import Litestar, Router
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import OpenAPIHeader, OpenAPIResponse, OpenAPIType, Schema
 
-from ledger import auth, config, db, groupcommit, jobtypes, metrics, store, submission
-from ledger.http import (
+from audit import signing
+from ledger import auth, config, jobtypes, metrics
+from service import wiring
+from service.http import (
     audit,
     bodies,
     dashboard,
@@ -21,9 +23,7 @@ from ledger.http import (
     ready,
     security,
 )
-from ledger.http import metrics as http_metrics
-from projections import metering, signing
-from workers import pool as worker_pool
+from service.http import metrics as http_metrics
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -48,8 +48,7 @@ def create_app(
     settings = settings or config.from_env()
     auth_config = auth_config or auth.from_settings(settings)
     if registry is None:
-        worker_pool.load_handlers(settings.handler_modules)  # built-ins, LEDGER_HANDLERS, plugins
-        registry = jobtypes.REGISTRY
+        registry = wiring.job_types(settings)
     limit = max_body_bytes or settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
     process_metrics = registry_metrics or metrics.Metrics()
     process_metrics.add_cluster_gauges()
@@ -57,22 +56,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        pool = await db.create_pool(dsn, max_size=pool_size)
-        event_store = store.EventStore([metering.JobMetrics(process_metrics)])
-        app.state.services = jobs.Services(
-            pool=pool,
-            store=event_store,
-            registry=registry,
-            submitter=submission.Submitter(registry, event_store),
-            committer=groupcommit.GroupCommit(pool, event_store),
-        )
+        services = await wiring.http_services(dsn, registry, process_metrics, pool_size)
+        app.state.services = services
         try:
             yield
         finally:
             # uvicorn stopped accepting and waited for the requests in flight (up to the
             # grace); writes it could not wait for still run: the pool outlives them.
             await in_flight.finished()
-            await pool.close()
+            await services.pool.close()
 
     api = Router(
         path="/",

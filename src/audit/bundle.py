@@ -29,10 +29,11 @@ from typing import IO, Any, BinaryIO, Final
 import asyncpg
 import msgspec
 
+from audit import checkpoints, proof, signing
 from ledger import errors, sqlfile
-from projections import audit, checkpoints, feed, signing
+from projections import feed
 
-Q = sqlfile.load("projections")
+Q = sqlfile.load("audit")
 FORMAT: Final = "job-ledger-audit-bundle/v1"
 EVENTS: Final = "events.jsonl"
 CHECKPOINTS: Final = "checkpoints.json"
@@ -62,7 +63,7 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def line_from_event(e: audit.FeedEvent) -> Line:
+def line_from_event(e: proof.FeedEvent) -> Line:
     return Line(
         cursor=e.cursor,
         job_id=e.job_id,
@@ -76,9 +77,9 @@ def line_from_event(e: audit.FeedEvent) -> Line:
     )
 
 
-def event_from_line(line: Line) -> audit.FeedEvent:
+def event_from_line(line: Line) -> proof.FeedEvent:
     parsed = feed.parse_cursor(line.cursor)
-    return audit.FeedEvent(
+    return proof.FeedEvent(
         txid=parsed.txid,
         position=parsed.position,
         job_id=line.job_id,
@@ -94,13 +95,13 @@ def event_from_line(line: Line) -> audit.FeedEvent:
     )
 
 
-def _checkpoint_json(cp: audit.Checkpoint) -> dict[str, Any]:
+def _checkpoint_json(cp: proof.Checkpoint) -> dict[str, Any]:
     return {
         "checkpoint_id": cp.checkpoint_id,
         "cursor": cp.cursor,
         "event_count": cp.event_count,
         "digest": cp.digest.hex(),
-        "base_cursor": audit.cursor_text(cp.base_key),
+        "base_cursor": proof.cursor_text(cp.base_key),
         "base_count": cp.base_count,
         "base_digest": cp.base_digest.hex(),
         "witness": base64.b64encode(cp.witness).decode(),
@@ -111,10 +112,10 @@ def _checkpoint_json(cp: audit.Checkpoint) -> dict[str, Any]:
     }
 
 
-def _checkpoint_from_json(raw: dict[str, Any]) -> audit.Checkpoint:
+def _checkpoint_from_json(raw: dict[str, Any]) -> proof.Checkpoint:
     at = feed.parse_cursor(raw["cursor"])
     base = feed.parse_cursor(raw["base_cursor"])
-    return audit.Checkpoint(
+    return proof.Checkpoint(
         checkpoint_id=int(raw["checkpoint_id"]),
         txid=at.txid,
         position=at.position,
@@ -145,7 +146,7 @@ class Exported(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str
 
 
-async def _key_at(conn: asyncpg.Connection, query: str, moment: datetime) -> audit.Key | None:
+async def _key_at(conn: asyncpg.Connection, query: str, moment: datetime) -> proof.Key | None:
     row = await conn.fetchrow(Q[query], moment)
     return None if row is None else (row["txid"], row["position"])
 
@@ -182,7 +183,7 @@ async def export(
             raise BundleError("the ledger has no events to export")
         last = taken
         if end_key is not None and last.key < end_key:
-            raise BundleError(f"cursor {audit.cursor_text(end_key)} is past the end of the feed")
+            raise BundleError(f"cursor {proof.cursor_text(end_key)} is past the end of the feed")
     else:
         last = checkpoints.from_row(row)
     if isinstance(start, datetime):
@@ -192,12 +193,12 @@ async def export(
     elif isinstance(start, feed.Cursor):
         first_key = (start.txid, start.position + 1)
     else:
-        first_key = audit.START_KEY
+        first_key = proof.START_KEY
     anchor_row = await conn.fetchrow(Q["checkpoints_before"], signer.key_id, *first_key)
     anchor = checkpoints.from_row(anchor_row) if anchor_row is not None else None
     if anchor is not None and anchor.key >= last.key:
         raise BundleError("the start of the range is after its end")
-    anchor_key = anchor.key if anchor else audit.START_KEY
+    anchor_key = anchor.key if anchor else proof.START_KEY
     covering = [
         checkpoints.from_row(r)
         for r in await conn.fetch(Q["checkpoints_covering"], signer.key_id, *anchor_key, *last.key)
@@ -347,7 +348,7 @@ class _Files:
 _line_decoder = msgspec.json.Decoder(Line)
 
 
-def verify(path: Path, trusted: signing.Verifier | None = None) -> audit.Report:
+def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
     """Check a bundle with no database; `trusted` pins the public key the auditor holds."""
     files = _Files(path)
     try:
@@ -358,24 +359,24 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> audit.Report:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{path}: not a {FORMAT} bundle")
     bundled = signing.public_from_pem(files.read(PUBLIC_KEY))
-    findings: list[audit.Finding] = []
+    findings: list[proof.Finding] = []
     verifier: signing.Verifier = bundled
     if trusted is not None and trusted.key_id != bundled.key_id:
         findings.append(
-            audit.Finding(
+            proof.Finding(
                 kind="signature",
                 message=f"the bundle's public key (id {bundled.key_id}) is not the trusted key "
                 f"(id {trusted.key_id}): its checkpoints are checked against the trusted key",
             )
         )
         verifier = trusted
-    cps: list[audit.Checkpoint] = []
+    cps: list[proof.Checkpoint] = []
     for index, raw in enumerate(raw_checkpoints if isinstance(raw_checkpoints, list) else []):
         try:
             cps.append(_checkpoint_from_json(raw))
         except (KeyError, ValueError, TypeError, feed.BadCursor) as exc:
             findings.append(
-                audit.Finding(
+                proof.Finding(
                     kind="malformed",
                     message=f"checkpoint #{index + 1} in {CHECKPOINTS} is malformed: {exc}",
                 )
@@ -384,12 +385,12 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> audit.Report:
     start = next((cp for cp in cps if cp.checkpoint_id == start_id), None)
     if start_id is not None and start is None:
         findings.append(
-            audit.Finding(
+            proof.Finding(
                 kind="signature",
                 message=f"the bundle's start checkpoint {start_id} is not in {CHECKPOINTS}",
             )
         )
-    walk = audit.Walk(cps, verifier, start=start, check_chains=True, subject="bundle")
+    walk = proof.Walk(cps, verifier, start=start, check_chains=True, subject="bundle")
     for number, raw_line in enumerate(files.lines(EVENTS), start=1):
         if not raw_line.strip():
             continue
@@ -397,23 +398,23 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> audit.Report:
             event = event_from_line(_line_decoder.decode(raw_line))
         except (msgspec.DecodeError, ValueError, feed.BadCursor) as exc:
             walk.findings.append(
-                audit.Finding(
+                proof.Finding(
                     kind="malformed", message=f"line {number} is not a bundle event: {exc}"
                 )
             )
             continue
         walk.feed(event, f"line {number}")
     report = walk.finish()
-    after: list[audit.Finding] = []
+    after: list[proof.Finding] = []
     if report.checkpoints == 0:
         after.append(
-            audit.Finding(
+            proof.Finding(
                 kind="signature", message="the bundle holds no checkpoint whose signature verifies"
             )
         )
     if report.uncovered:
         after.append(
-            audit.Finding(
+            proof.Finding(
                 kind="unexpected",
                 message=f"{report.uncovered} events after the last checkpoint are covered by "
                 "no signature",
@@ -422,7 +423,7 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> audit.Report:
     declared = manifest.get("events")
     if isinstance(declared, int) and declared != report.events:
         after.append(
-            audit.Finding(
+            proof.Finding(
                 kind="digest",
                 message=f"the manifest lists {declared} events, the bundle holds {report.events}",
             )

@@ -9,22 +9,20 @@ projections.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final
 
-import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import errors, groupcommit, jobtypes, lifecycle, store, submission
+from ledger import errors, lifecycle, submission
 from ledger.auth import Principal
-from ledger.http import problems, security
 from projections import current, joblist
+from service.http import problems, security
+from service.http.services import Services, services_of
 
 PREFIX: Final = "/api/v1/jobs"
 MAX_BATCH: Final = submission.MAX_BATCH
@@ -55,29 +53,6 @@ class JobList(msgspec.Struct, frozen=True, kw_only=True):
 
 class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
     jobs: list[Job]
-
-
-class Services(msgspec.Struct, frozen=True, kw_only=True):
-    """What the routes work with, built once by the app factory."""
-
-    pool: asyncpg.Pool
-    store: store.EventStore
-    registry: jobtypes.Registry
-    submitter: submission.Submitter
-    committer: groupcommit.GroupCommit  # concurrent submissions share a durable commit
-
-    @asynccontextmanager
-    async def connection(
-        self, wait_seconds: float | None = None
-    ) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, typed as the plain connection the core functions take."""
-        async with self.pool.acquire(timeout=wait_seconds) as proxy:
-            yield cast(asyncpg.Connection, proxy)
-
-
-def services_of(request: Request[Any, Any, Any]) -> Services:
-    services: Services = request.app.state.services
-    return services
 
 
 IdempotencyKeyHeader = Annotated[

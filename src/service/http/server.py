@@ -24,7 +24,7 @@ import uvicorn
 from litestar import Litestar
 
 from ledger import config
-from ledger.http import draining, heads
+from service.http import draining, heads
 
 log = logging.getLogger(__name__)
 

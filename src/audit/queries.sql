@@ -1,0 +1,132 @@
+-- name: events_chain_scan
+-- Every event in chain order, for recomputing the hash chains.
+SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash
+FROM events
+ORDER BY job_id, version;
+
+-- name: events_chain_scan_job
+SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash
+FROM events
+WHERE job_id = $1
+ORDER BY version;
+
+-- name: events_feed_scan
+-- Every event after a cursor and below the snapshot's xmin, in feed order, with the
+-- exact jsonb text its hash covers: for checkpoint digests and the audit walk.
+SELECT txid::text::bigint AS txid, position, job_id, version, type, actor, occurred_at,
+       data::text AS data, prev_hash, hash
+FROM events
+WHERE (txid, position) > ($1::text::xid8, $2::bigint)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid, position;
+
+-- name: events_feed_witness_scan
+-- What a checkpoint records of each event after a cursor and below the xmin, in feed order.
+SELECT txid::text::bigint AS txid, position, job_id, version, hash
+FROM events
+WHERE (txid, position) > ($1::text::xid8, $2::bigint)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid, position;
+
+-- name: events_feed_scan_range
+-- The events in (after, upto] in feed order, with the exact jsonb text: bundle export.
+SELECT txid::text::bigint AS txid, position, job_id, version, type, actor, occurred_at,
+       data::text AS data, prev_hash, hash
+FROM events
+WHERE (txid, position) > ($1::text::xid8, $2::bigint)
+  AND (txid, position) <= ($3::text::xid8, $4::bigint)
+ORDER BY txid, position;
+
+-- name: checkpoints_lock
+-- One checkpoint writer at a time across processes (session lock, taken before the snapshot).
+SELECT pg_advisory_lock(7164857341);
+
+-- name: checkpoints_unlock
+SELECT pg_advisory_unlock(7164857341);
+
+-- name: checkpoints_latest
+-- The newest checkpoint made with a key: the base the next one extends.
+SELECT *
+FROM audit_checkpoints
+WHERE key_id = $1
+ORDER BY txid DESC, position DESC, event_count DESC
+LIMIT 1;
+
+-- name: checkpoints_insert
+INSERT INTO audit_checkpoints (
+    txid, position, event_count, digest, base_txid, base_position, base_count,
+    base_digest, witness, signature, key_id
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+RETURNING *;
+
+-- name: checkpoints_list
+-- Every checkpoint with its witness, in feed order.
+SELECT *
+FROM audit_checkpoints
+ORDER BY txid, position, event_count, checkpoint_id;
+
+-- name: checkpoints_list_bare
+-- Every checkpoint without its witness, in feed order (witnesses are read only when needed).
+SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
+       base_count, base_digest, signature, key_id, created_at
+FROM audit_checkpoints
+ORDER BY txid, position, event_count, checkpoint_id;
+
+-- name: checkpoints_witnesses
+SELECT checkpoint_id, witness
+FROM audit_checkpoints
+WHERE checkpoint_id = ANY($1::bigint[]);
+
+-- name: checkpoints_list_summary
+-- Checkpoints without their witnesses, newest first, for listing.
+SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
+       base_count, signature, key_id, created_at
+FROM audit_checkpoints
+ORDER BY txid DESC, position DESC, checkpoint_id DESC
+LIMIT $1;
+
+-- name: checkpoints_covering
+-- The checkpoints made with a key whose cursor lies in [from, upto], in feed order.
+SELECT *
+FROM audit_checkpoints
+WHERE key_id = $1
+  AND (txid, position) >= ($2::bigint, $3::bigint)
+  AND (txid, position) <= ($4::bigint, $5::bigint)
+ORDER BY txid, position, event_count, checkpoint_id;
+
+-- name: checkpoints_before
+-- The newest checkpoint made with a key strictly before a feed key (a bundle's anchor).
+SELECT *
+FROM audit_checkpoints
+WHERE key_id = $1
+  AND (txid, position) < ($2::bigint, $3::bigint)
+ORDER BY txid DESC, position DESC, event_count DESC
+LIMIT 1;
+
+-- name: checkpoints_at_or_after
+-- The oldest checkpoint made with a key at or after a feed key (a bundle's end).
+SELECT *
+FROM audit_checkpoints
+WHERE key_id = $1
+  AND (txid, position) >= ($2::bigint, $3::bigint)
+ORDER BY txid, position, event_count
+LIMIT 1;
+
+-- name: events_feed_first_since
+-- The feed key of the first event at or after an instant (bundle ranges given as times).
+SELECT txid::text::bigint AS txid, position
+FROM events
+WHERE occurred_at >= $1
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid, position
+LIMIT 1;
+
+-- name: events_feed_last_until
+-- The feed key of the last event at or before an instant.
+SELECT txid::text::bigint AS txid, position
+FROM events
+WHERE occurred_at <= $1
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid DESC, position DESC
+LIMIT 1;

@@ -1,0 +1,136 @@
+"""The database and what is derived in it: `ledger migrate`, `ledger schema dump`,
+`ledger db-reset`, `ledger verify` (the hash chains) and `ledger projections verify|rebuild`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ledger import config, database, db, embedded, errors, migrations, schema
+
+
+def register(sub: Any) -> None:
+    """Add `migrate`, `schema dump`, `db-reset`, `verify` and `projections` to the parser."""
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(
+        runner=lambda _args: migrate
+    )
+    sub.add_parser("verify", help="recompute every job's hash chain").set_defaults(
+        runner=lambda _args: verify_chains
+    )
+    proj = sub.add_parser("projections", help="check or rebuild the current-state view")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    proj_sub.add_parser(
+        "verify", help="rebuild into a scratch table and diff with the live view"
+    ).set_defaults(runner=lambda _args: projections_verify)
+    proj_sub.add_parser(
+        "rebuild", help="replace the live view with the fold of the events"
+    ).set_defaults(runner=lambda _args: projections_rebuild)
+    dump = sub.add_parser("schema", help="the schema the migrations produce")
+    dump_sub = dump.add_subparsers(dest="action", required=True)
+    dumping = dump_sub.add_parser("dump", help="print it (sql/schema.sql is kept equal to it)")
+    dumping.add_argument("--output", help="write it to this file instead")
+    dumping.set_defaults(runner=lambda args: functools.partial(schema_dump, output=args.output))
+    reset = sub.add_parser(
+        "db-reset", help="delete the database and start afresh (destroys history)"
+    )
+    reset.add_argument("--yes", action="store_true", help="do not ask (required off embedded)")
+    reset.set_defaults(runner=lambda args: functools.partial(db_reset, confirmed=args.yes))
+
+
+async def migrate(settings: config.Settings) -> int:
+    async with database.open_database(settings, migrate=False) as database_:
+        async with db.connect(database_.admin_dsn) as conn:
+            applied = await migrations.migrate(conn)
+    print("applied: " + ", ".join(applied) if applied else "up to date")
+    return 0
+
+
+async def verify_chains(settings: config.Settings) -> int:
+    from audit import chains
+
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            report = await chains.verify(conn)
+    for link in report.broken:
+        print(f"BROKEN {link.describe()}")
+    print(f"{report.jobs} jobs, {report.events} events, {len(report.broken)} broken chains")
+    return 0 if report.ok else 1
+
+
+async def projections_verify(settings: config.Settings) -> int:
+    from projections import rebuild
+
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            diffs = await rebuild.verify(conn)
+    encoder = msgspec.json.Encoder()
+    for diff in diffs:
+        print(encoder.encode(diff).decode())
+    print("projection matches the events" if not diffs else f"{len(diffs)} rows differ")
+    return 0 if not diffs else 1
+
+
+async def projections_rebuild(settings: config.Settings) -> int:
+    """Rebuild as the owner: the application's role writes nothing into the view (sql/0056)."""
+    from projections import rebuild
+
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.admin_dsn) as conn:
+            try:
+                count = await rebuild.rebuild(conn)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                raise errors.ConfigError(
+                    "only the schema's owner may rebuild the jobs view: run "
+                    "`ledger projections rebuild` with MIGRATE_DATABASE_URL set to the "
+                    f"owner's connection ({exc})"
+                ) from exc
+    print(f"rebuilt the jobs view: {count} jobs")
+    return 0
+
+
+async def schema_dump(settings: config.Settings, *, output: str | None) -> int:
+    """Write the schema the migrations produce (sql/schema.sql is this, kept current)."""
+    async with database.open_database(settings) as database_:
+        text = await schema.dump(database_.admin_dsn)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        await asyncio.to_thread(Path(output).write_text, text, "utf-8")
+        print(f"wrote {output}")
+    return 0
+
+
+async def db_reset(settings: config.Settings, *, confirmed: bool) -> int:
+    """Delete the ledger's database and start it afresh (asks first; external servers need --yes)."""
+    if settings.database_url is not None:
+        if not confirmed:
+            print(
+                "ledger: refusing to reset the database at DATABASE_URL without confirmation; "
+                "run `make db-reset CONFIRM=yes` (or `ledger db-reset --yes`)",
+                file=sys.stderr,
+            )
+            return 2
+        applied = await database.reset_server(
+            settings.migrate_database_url or settings.database_url
+        )
+        print(f"database reset; applied: {', '.join(applied)}")
+        return 0
+    pg = embedded.EmbeddedPostgres(settings.data_dir, settings.pg_port)
+    if not confirmed:
+        if not sys.stdin.isatty():
+            print("ledger: not resetting without confirmation: pass --yes", file=sys.stderr)
+            return 2
+        question = f"Delete the embedded database in {pg.cluster_dir}? Type 'yes': "
+        answer = await asyncio.to_thread(input, question)
+        if answer.strip() != "yes":
+            print("not reset")
+            return 1
+    existed = pg.destroy()
+    print(f"deleted {pg.cluster_dir}" if existed else f"no database in {pg.cluster_dir}")
+    return 0

@@ -1,0 +1,137 @@
+"""Jobs from the command line: `ledger seed` (sample jobs) and `ledger replay` (a job's
+timeline, its state at an instant, and a local re-run of its handler)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ledger import config, database, db, errors
+from service.cli import audit
+
+
+def register(sub: Any) -> None:
+    """Add `seed` and `replay` to the parser."""
+    sample = sub.add_parser("seed", help="submit sample jobs of every registered job type")
+    sample.add_argument("--count", type=int, default=1, help="jobs of each type (default 1)")
+    sample.set_defaults(runner=lambda args: functools.partial(seed, per_type=args.count))
+    rep = sub.add_parser("replay", help="a job's timeline; --run re-runs its handler locally")
+    rep.add_argument("job_id")
+    rep.add_argument("--as-of", help="show the job as it was at this ISO time")
+    rep.add_argument("--json", action="store_true", help="machine-readable output")
+    rep.add_argument(
+        "--run",
+        action="store_true",
+        help="run the handler on the recorded payload; nothing is written to the ledger",
+    )
+    rep.add_argument(
+        "--storage-root",
+        help="storage the handler reads and writes with --run (default: STORAGE_ROOT)",
+    )
+    rep.set_defaults(
+        runner=lambda args: functools.partial(
+            replay,
+            job_id=args.job_id,
+            as_of=args.as_of,
+            as_json=args.json,
+            run=args.run,
+            storage_root=args.storage_root,
+        )
+    )
+
+
+async def seed(settings: config.Settings, *, per_type: int) -> int:
+    from ledger import jobtypes, submission
+    from workers import seed as samples
+
+    jobtypes.load_handlers(settings.handler_modules)
+
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            seeded = await samples.seed(
+                conn, submission.DEFAULT, settings.storage, per_type=per_type
+            )
+    for name, job_id in seeded.submitted:
+        print(f"submitted {name} {job_id}")
+    for name, reason in seeded.skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    return 0
+
+
+async def replay(
+    settings: config.Settings,
+    *,
+    job_id: str,
+    as_of: str | None,
+    as_json: bool,
+    run: bool,
+    storage_root: str | None = None,
+) -> int:
+    import uuid
+
+    from ledger import jobtypes, rerun, store
+    from projections import timeline
+
+    try:
+        job = uuid.UUID(job_id)
+    except ValueError:
+        raise errors.ConfigError(f"{job_id!r} is not a job id") from None
+    instant = audit.bound(as_of) if as_of else None
+    if instant is not None and not hasattr(instant, "tzinfo"):
+        raise errors.ConfigError("--as-of takes an ISO 8601 time, not a feed cursor")
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            history = await store.EventStore().history(conn, job)
+        if not history:
+            raise errors.UnknownJob(job)
+        line = timeline.build(job, history, instant)
+        if line.state is None:
+            raise errors.LedgerError(f"job {job} had not been submitted at {as_of}")
+        outcome = None
+        if run:
+            jobtypes.load_handlers(settings.handler_modules)
+            # Handlers that read the ledger (data_export) get a pool that cannot write.
+            pool = await db.create_pool(
+                database_.app_dsn, max_size=2, read_only=True, name="job-ledger-replay"
+            )
+            try:
+                outcome = await rerun.run_locally(
+                    line.state,
+                    storage_root=Path(storage_root) if storage_root else settings.storage,
+                    pool=pool,
+                )
+            finally:
+                await pool.close()
+    recorded = rerun.recorded_outcome(line.state)
+    if as_json:
+        body: dict[str, Any] = {"job_id": str(job), "as_of": as_of, "steps": line.steps}
+        if run:
+            body["recorded"] = recorded
+            body["replayed"] = outcome
+        print(msgspec.json.encode(body).decode())
+        return 0
+    state = line.state
+    when = f"  (as of {instant.isoformat()})" if instant is not None else ""
+    print(f"job {job}  type {state.type}  queue {state.queue}  status {state.status}{when}")
+    print(timeline.render(line))
+    if outcome is not None:
+        encode = msgspec.json.Encoder(order="sorted").encode
+        print("\nreplayed locally (nothing written to the ledger):")
+        for label, o in (("recorded", recorded), ("replayed", outcome)):
+            if o is None:
+                print(f"  {label:<9} (no finished attempt)")
+            elif o.status == "completed":
+                print(f"  {label:<9} completed  result {encode(o.result).decode()}")
+            else:
+                print(f"  {label:<9} failed     error {o.error}")
+        same = recorded is not None and (recorded.status, recorded.result, recorded.error) == (
+            outcome.status,
+            outcome.result,
+            outcome.error,
+        )
+        print("  same outcome" if same else "  DIFFERENT outcome")
+    return 0
