@@ -62,11 +62,14 @@ HAVING count(*) > 0;
 -- later before a row already returned (DESIGN.md invariant 5). Optional filters:
 -- event type, actor, time range, job type. The horizon (xmin) comes back on every
 -- row, and on a single all-NULL row when nothing matches, so a short page can move
--- the cursor up to it.
+-- the cursor up to it. `held_back`, from the same snapshot: committed events exist
+-- at or above the horizon, kept out of this page by an older transaction still open
+-- (the live feed reads again soon instead of waiting for the next wake-up).
 WITH horizon AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+    SELECT x.xmin, EXISTS (SELECT FROM events WHERE txid >= x.xmin) AS held_back
+    FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS x
 )
-SELECT h.xmin::text::bigint AS horizon, e.*
+SELECT h.xmin::text::bigint AS horizon, h.held_back, e.*
 FROM horizon AS h
 LEFT JOIN LATERAL (
     SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
