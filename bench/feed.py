@@ -1,0 +1,186 @@
+"""The live feed's delay: commit → Server-Sent Event frame, against a raw LISTEN's delivery.
+
+A real `ledger api` process serves `GET /api/v1/events/stream` to one client in
+this process (httpx, reading the stream as it comes). One job is submitted at a
+time, 20 ms apart, through the library (decide + append, one durable commit).
+Start: `time.perf_counter_ns()` right after the append returns. Ends, both in this
+process on the same clock: the arrival of the job's SSE frame (the API was woken
+by the `ledger_feed` NOTIFY, read the feed and wrote the frame), and, the
+baseline of the same commits, a raw asyncpg `LISTEN ledger_feed` connection's
+callback here (PostgreSQL's own delivery of the NOTIFY, with nothing of the
+service in between). Either end may come before the append's own answer is read
+in this process: such a delay counts as 0.
+
+The cost of the NOTIFY to the append: library submissions one at a time and in
+batches of 1,000, alternately with the `events_notify_feed` trigger enabled and
+disabled on the same cluster (one connection listening in both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from bench import cluster, http_submit, procs, stats, submit
+from ledger import commands, db, embedded
+
+CHANNEL = "ledger_feed"
+WARMUP = 10
+
+
+class FeedDelay(msgspec.Struct, kw_only=True):
+    events: int
+    sse_p50_ms: float
+    sse_p99_ms: float
+    sse_max_ms: float
+    listen_p50_ms: float
+    listen_p99_ms: float
+
+
+class Frames:
+    """The stream's frames as they arrive: job id → arrival time (perf_counter_ns)."""
+
+    def __init__(self) -> None:
+        self.arrived: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+
+    async def read(self, response: httpx.Response) -> None:
+        async for line in response.aiter_lines():
+            if line.startswith("data: {"):
+                at = time.perf_counter_ns()
+                job_id = msgspec.json.decode(line[6:])["job_id"]
+                async with self._changed:
+                    self.arrived[job_id] = at
+                    self._changed.notify_all()
+
+    async def wait_for(self, job_id: str) -> int:
+        async with self._changed:
+            await self._changed.wait_for(lambda: job_id in self.arrived)
+        return self.arrived[job_id]
+
+
+@contextlib.asynccontextmanager
+async def _api(c: cluster.Cluster, logs: Path) -> AsyncIterator[tuple[int, str]]:
+    """A `ledger api` process on a free port, and a token with `audit:read`."""
+    port = embedded.free_port()
+    env = procs.service_env(c, {"SERVER_PORT": str(port), "JWT_SECRET": secrets.token_urlsafe(32)})
+    minting = await asyncio.create_subprocess_exec(
+        *procs.ledger_command(),
+        *("token", "--sub", "bench", "--scope", "audit:read"),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await minting.communicate()
+    if minting.returncode != 0:
+        raise RuntimeError(f"`ledger token` exited with {minting.returncode}")
+    token = out.decode().strip()
+    api = procs.Service("api", env, logs / "api-feed.log")
+    try:
+        deadline = time.monotonic() + 60
+        while not http_submit.listening(port):
+            api.check()
+            if time.monotonic() > deadline:
+                raise TimeoutError("the API did not start listening within 60 s")
+            await asyncio.sleep(0.05)
+        yield port, token
+        api.check()
+    finally:
+        api.stop()
+
+
+async def measure_once(c: cluster.Cluster, *, events: int, gap: float, logs: Path) -> FeedDelay:
+    await c.reset_jobs()
+    await c.checkpoint()
+    frames = Frames()
+    last_notify = 0
+
+    def on_notify(*_args: object) -> None:
+        nonlocal last_notify
+        last_notify = time.perf_counter_ns()
+
+    es = submit.event_store()
+    sse_ms: list[float] = []
+    listen_ms: list[float] = []
+    async with (
+        _api(c, logs) as (port, token),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+        http.stream(
+            "GET", "/api/v1/events/stream", headers={"Authorization": f"Bearer {token}"}
+        ) as response,
+        db.connect(c.app_dsn) as listener,
+        db.connect(c.app_dsn) as conn,
+    ):
+        response.raise_for_status()
+        reading = asyncio.create_task(frames.read(response))
+        await listener.add_listener(CHANNEL, on_notify)
+        try:
+            for i in range(WARMUP + events):
+                job_id = uuid.uuid4()
+                decided = commands.decide(
+                    None, submit.noop_command(i), job_id=job_id, actor="bench", now=es.clock()
+                )
+                last_notify = 0
+                await es.append(conn, decided)
+                committed = time.perf_counter_ns()
+                async with asyncio.timeout(10):
+                    arrived = await frames.wait_for(str(job_id))
+                await listener.fetchval("SELECT 1")  # any pending notification is in by now
+                if last_notify == 0:
+                    raise RuntimeError("a commit's NOTIFY never reached the raw listener")
+                if i >= WARMUP:
+                    sse_ms.append(max(0, arrived - committed) / 1e6)
+                    listen_ms.append(max(0, last_notify - committed) / 1e6)
+                await asyncio.sleep(gap)
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+    return FeedDelay(
+        events=len(sse_ms),
+        sse_p50_ms=stats.percentile(sse_ms, 50),
+        sse_p99_ms=stats.percentile(sse_ms, 99),
+        sse_max_ms=max(sse_ms),
+        listen_p50_ms=stats.percentile(listen_ms, 50),
+        listen_p99_ms=stats.percentile(listen_ms, 99),
+    )
+
+
+async def _notify_trigger(c: cluster.Cluster, enabled: bool) -> None:
+    async with db.connect(c.admin_dsn) as conn:
+        await conn.execute(
+            f"ALTER TABLE events {'ENABLE' if enabled else 'DISABLE'} TRIGGER events_notify_feed"
+        )
+
+
+class AppendCost(msgspec.Struct, kw_only=True):
+    one_with: list[float]
+    one_without: list[float]
+    batch_with: list[float]
+    batch_without: list[float]
+
+
+async def append_cost(c: cluster.Cluster, *, reps: int, one: int, batch_jobs: int) -> AppendCost:
+    """Submissions/s with and without the feed's NOTIFY trigger, alternating, same cluster,
+    with one connection listening on the channel (as an API process would)."""
+    cost = AppendCost(one_with=[], one_without=[], batch_with=[], batch_without=[])
+    for rep in range(reps):
+        for enabled in (True, False) if rep % 2 == 0 else (False, True):
+            await c.reset_jobs()
+            await _notify_trigger(c, enabled)
+            await c.checkpoint()
+            async with db.connect(c.app_dsn) as listener:
+                await listener.add_listener(CHANNEL, lambda *_args: None)
+                rate_one = await submit.one_at_a_time(c.app_dsn, one)
+                rate_batch = await submit.in_batches(c.app_dsn, batch_jobs)
+            (cost.one_with if enabled else cost.one_without).append(rate_one)
+            (cost.batch_with if enabled else cost.batch_without).append(rate_batch)
+    await _notify_trigger(c, True)
+    return cost
