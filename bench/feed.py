@@ -12,8 +12,8 @@ service in between). Either end may come before the append's own answer is read
 in this process: such a delay counts as 0.
 
 The cost of the NOTIFY to the append: library submissions one at a time and in
-batches of 1,000, alternately with the `events_notify_feed` trigger enabled and
-disabled on the same cluster (one connection listening in both).
+batches of 1,000, in blocks with the `events_notify_feed` trigger enabled and
+disabled in turn on the same cluster (see `append_cost`).
 """
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import msgspec
 
 from bench import cluster, http_submit, procs, stats, submit
 from ledger import commands, db, embedded
+from projections import live
 
 CHANNEL = "ledger_feed"
 WARMUP = 10
@@ -153,34 +156,66 @@ async def measure_once(c: cluster.Cluster, *, events: int, gap: float, logs: Pat
     )
 
 
-async def _notify_trigger(c: cluster.Cluster, enabled: bool) -> None:
-    async with db.connect(c.admin_dsn) as conn:
-        await conn.execute(
-            f"ALTER TABLE events {'ENABLE' if enabled else 'DISABLE'} TRIGGER events_notify_feed"
-        )
+async def _feed_listener_connected(admin: asyncpg.Connection) -> None:
+    """Wait until the API's feed listener is connected (it wakes no one here)."""
+    async with asyncio.timeout(60):
+        while True:
+            listening = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+                "AND datname = current_database()",
+                live.APPLICATION_NAME,
+            )
+            if listening:
+                return
+            await asyncio.sleep(0.05)
 
 
 class AppendCost(msgspec.Struct, kw_only=True):
+    """Per repetition, the median rate of its blocks with the trigger on, and off."""
+
     one_with: list[float]
     one_without: list[float]
     batch_with: list[float]
     batch_without: list[float]
 
 
-async def append_cost(c: cluster.Cluster, *, reps: int, one: int, batch_jobs: int) -> AppendCost:
-    """Submissions/s with and without the feed's NOTIFY trigger, alternating, same cluster,
-    with one connection listening on the channel (as an API process would)."""
+async def append_cost(
+    c: cluster.Cluster,
+    *,
+    reps: int,
+    one: int,
+    batch_jobs: int,
+    blocks: int = 10,
+    logs: Path,
+) -> AppendCost:
+    """Submissions/s with and without the feed's NOTIFY trigger on the same cluster.
+
+    The trigger is switched on and off between blocks (`one / blocks` submissions one
+    at a time, then `batch_jobs / blocks` in batches of 1,000), `blocks` of each per
+    repetition, so the machine's changing load falls on both alike. A `ledger api`
+    process runs throughout, its feed listener connected (no stream open): what an
+    appended NOTIFY costs includes PostgreSQL delivering it to that process and the
+    process taking it, on the same cores.
+    """
     cost = AppendCost(one_with=[], one_without=[], batch_with=[], batch_without=[])
     for rep in range(reps):
-        for enabled in (True, False) if rep % 2 == 0 else (False, True):
-            await c.reset_jobs()
-            await _notify_trigger(c, enabled)
-            await c.checkpoint()
-            async with db.connect(c.app_dsn) as listener:
-                await listener.add_listener(CHANNEL, lambda *_args: None)
-                rate_one = await submit.one_at_a_time(c.app_dsn, one)
-                rate_batch = await submit.in_batches(c.app_dsn, batch_jobs)
-            (cost.one_with if enabled else cost.one_without).append(rate_one)
-            (cost.batch_with if enabled else cost.batch_without).append(rate_batch)
-    await _notify_trigger(c, True)
+        await c.reset_jobs()
+        await c.checkpoint()
+        one_rates: dict[bool, list[float]] = {True: [], False: []}
+        batch_rates: dict[bool, list[float]] = {True: [], False: []}
+        async with _api(c, logs), db.connect(c.admin_dsn) as admin:
+            await _feed_listener_connected(admin)
+            for block in range(2 * blocks):
+                enabled = (block + rep) % 2 == 0
+                switch = "ENABLE" if enabled else "DISABLE"
+                await admin.execute(f"ALTER TABLE events {switch} TRIGGER events_notify_feed")
+                one_rates[enabled].append(await submit.one_at_a_time(c.app_dsn, one // blocks))
+                batch_rates[enabled].append(
+                    await submit.in_batches(c.app_dsn, batch_jobs // blocks)
+                )
+            await admin.execute("ALTER TABLE events ENABLE TRIGGER events_notify_feed")
+        cost.one_with.append(statistics.median(one_rates[True]))
+        cost.one_without.append(statistics.median(one_rates[False]))
+        cost.batch_with.append(statistics.median(batch_rates[True]))
+        cost.batch_without.append(statistics.median(batch_rates[False]))
     return cost
