@@ -18,8 +18,10 @@ disabled in turn on the same cluster (see `append_cost`).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import functools
 import secrets
 import statistics
 import time
@@ -31,7 +33,7 @@ import asyncpg
 import httpx
 import msgspec
 
-from bench import cluster, http_submit, procs, stats, submit
+from bench import cluster, http_submit, processing, procs, stats, submit
 from ledger import commands, db, embedded
 from projections import live
 
@@ -207,15 +209,78 @@ async def append_cost(
             await _feed_listener_connected(admin)
             for block in range(2 * blocks):
                 enabled = (block + rep) % 2 == 0
-                switch = "ENABLE" if enabled else "DISABLE"
-                await admin.execute(f"ALTER TABLE events {switch} TRIGGER events_notify_feed")
+                await _notify_trigger(c, enabled)
                 one_rates[enabled].append(await submit.one_at_a_time(c.app_dsn, one // blocks))
                 batch_rates[enabled].append(
                     await submit.in_batches(c.app_dsn, batch_jobs // blocks)
                 )
-            await admin.execute("ALTER TABLE events ENABLE TRIGGER events_notify_feed")
+            await _notify_trigger(c, True)
         cost.one_with.append(statistics.median(one_rates[True]))
         cost.one_without.append(statistics.median(one_rates[False]))
         cost.batch_with.append(statistics.median(batch_rates[True]))
         cost.batch_without.append(statistics.median(batch_rates[False]))
     return cost
+
+
+async def processing_cost(
+    c: cluster.Cluster, *, pairs: int, jobs: int, processes: int, slots: int, logs: Path
+) -> dict[bool, list[float]]:
+    """Drains (bench.processing) with the trigger on and off in turn: jobs/s by state.
+
+    Worker transactions that append events (claims, outcomes) NOTIFY the feed too,
+    and a notifying transaction holds PostgreSQL's notify lock through its commit.
+    """
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    for pair in range(pairs):
+        for enabled in (True, False) if pair % 2 == 0 else (False, True):
+            drained = await processing.drain(
+                c,
+                jobs=jobs,
+                processes=processes,
+                slots=slots,
+                logs=logs,
+                after_reset=functools.partial(_notify_trigger, c, enabled),
+            )
+            rates[enabled].append(drained.rate)
+            print(f"trigger {'on' if enabled else 'off'}: {drained.rate:,.0f} jobs/s", flush=True)
+    return rates
+
+
+async def _notify_trigger(c: cluster.Cluster, enabled: bool) -> None:
+    async with db.connect(c.admin_dsn) as conn:
+        switch = "ENABLE" if enabled else "DISABLE"
+        await conn.execute(f"ALTER TABLE events {switch} TRIGGER events_notify_feed")
+
+
+def main() -> None:
+    """`python -m bench.feed`: processing drains with the feed NOTIFY on and off in turn."""
+    parser = argparse.ArgumentParser(prog="python -m bench.feed", description=main.__doc__)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--worker-processes", type=int, default=2)
+    parser.add_argument("--worker-slots", type=int, default=250)
+    args = parser.parse_args()
+
+    logs = Path(__file__).with_name("results")
+    logs.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> dict[bool, list[float]]:
+        async with cluster.durable_cluster() as c:
+            return await processing_cost(
+                c,
+                pairs=args.pairs,
+                jobs=args.jobs,
+                processes=args.worker_processes,
+                slots=args.worker_slots,
+                logs=logs,
+            )
+
+    rates = asyncio.run(run())
+    for enabled in (True, False):
+        shown = ", ".join(f"{r:,.0f}" for r in rates[enabled])
+        label = "on " if enabled else "off"
+        print(f"trigger {label}: median {statistics.median(rates[enabled]):,.0f} jobs/s ({shown})")
+
+
+if __name__ == "__main__":
+    main()

@@ -278,6 +278,12 @@ async def _feed(
     for key, label, target, limit in (
         ("sse_p50_ms", "commit → SSE frame, p50 (1 idle `ledger api`)", "", None),
         ("sse_p99_ms", "commit → SSE frame, p99", "", None),
+        (
+            "sse_max_ms",
+            "commit → SSE frame, max (a frame left to the 5 s poll shows here)",
+            "",
+            None,
+        ),
         ("listen_p50_ms", "baseline: commit → raw LISTEN callback, p50 (same commits)", "", None),
         ("listen_p99_ms", "baseline: commit → raw LISTEN callback, p99", "", None),
     ):
