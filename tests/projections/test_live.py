@@ -195,3 +195,12 @@ async def test_a_reader_polls_at_the_outage_rate_while_the_listener_is_down(
         assert not hub.listening
     finally:
         await hub.stop()
+
+
+async def test_a_quiet_feed_sends_a_heartbeat_without_waiting_for_the_poll(
+    wakeups: live.Wakeups, reads: Reads
+) -> None:
+    pages = live.follow(reads, wakeups, feed.START, heartbeat_seconds=0.05)
+    async with asyncio.timeout(20), aclosing(pages):
+        assert await anext(pages) == []
+        assert await anext(pages) == []
