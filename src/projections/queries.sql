@@ -64,9 +64,12 @@ HAVING count(*) > 0;
 -- row, and on a single all-NULL row when nothing matches, so a short page can move
 -- the cursor up to it. `held_back`, from the same snapshot: committed events exist
 -- at or above the horizon, kept out of this page by an older transaction still open
--- (the live feed reads again soon instead of waiting for the next wake-up).
+-- (the live feed reads again soon instead of waiting for the next wake-up). The newest
+-- visible txid is one probe at the end of the (txid, position) index, whatever the size.
 WITH horizon AS MATERIALIZED (
-    SELECT x.xmin, EXISTS (SELECT FROM events WHERE txid >= x.xmin) AS held_back
+    SELECT x.xmin,
+           COALESCE((SELECT txid FROM events ORDER BY txid DESC LIMIT 1) >= x.xmin, false)
+               AS held_back
     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS x
 )
 SELECT h.xmin::text::bigint AS horizon, h.held_back, e.*
