@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import asyncpg
@@ -38,7 +38,9 @@ class Listener:
     `channels[name](payload)` runs for every notification on `name`,
     `on_connect()` after every (re)connect and `on_disconnect()` when a listening
     connection ends. All run on the event loop and must not block. `connected` is
-    set while the connection listens.
+    set while the connection listens. `session(conn)`, if given, runs on the
+    listening connection after each connect (before `on_connect`) and after each
+    `poke()`, one at a time: for session state kept beside the LISTEN.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class Listener:
         *,
         on_connect: Callable[[], None],
         on_disconnect: Callable[[], None] = lambda: None,
+        session: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
         application_name: str,
         check_seconds: float = 5.0,
         max_backoff_seconds: float = 5.0,
@@ -56,6 +59,8 @@ class Listener:
         self._channels = dict(channels)
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
+        self._session = session
+        self._poked = asyncio.Event()
         self._application_name = application_name
         self._check_seconds = check_seconds
         self._max_backoff = max_backoff_seconds
@@ -65,6 +70,10 @@ class Listener:
 
     def stop(self) -> None:
         self._stopped.set()
+
+    def poke(self) -> None:
+        """Run `session(conn)` again soon (at once if connected, else on the next connect)."""
+        self._poked.set()
 
     async def run(self) -> None:
         """Listen until stopped, reconnecting with a short, jittered backoff."""
@@ -94,6 +103,9 @@ class Listener:
             conn.add_termination_listener(lambda _conn: lost.set())
             for channel in self._channels:
                 await conn.add_listener(channel, self._notified)
+            self._poked.clear()
+            if self._session is not None:
+                await self._session(conn)
             self.connections += 1
             self.connected.set()
             log.info("listening on %s", " and ".join(self._channels))
@@ -101,14 +113,24 @@ class Listener:
             while not self._stopped.is_set() and not lost.is_set():
                 stop = asyncio.ensure_future(self._stopped.wait())
                 drop = asyncio.ensure_future(lost.wait())
+                poke = asyncio.ensure_future(self._poked.wait())
                 try:
                     await asyncio.wait(
-                        {stop, drop}, timeout=self._check_seconds, return_when="FIRST_COMPLETED"
+                        {stop, drop, poke},
+                        timeout=self._check_seconds,
+                        return_when="FIRST_COMPLETED",
                     )
                 finally:
                     stop.cancel()
                     drop.cancel()
-                if not self._stopped.is_set() and not lost.is_set():
+                    poke.cancel()
+                if self._stopped.is_set() or lost.is_set():
+                    break
+                if self._poked.is_set():
+                    self._poked.clear()
+                    if self._session is not None:
+                        await self._session(conn)
+                else:
                     # A half-open TCP connection says nothing: ask it something.
                     await conn.fetchval("SELECT 1", timeout=self._check_seconds)
             if lost.is_set() and not self._stopped.is_set():

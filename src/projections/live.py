@@ -18,6 +18,11 @@ does the reader reads again after a short delay that doubles from 10 ms up to
 the outage poll (0.5 s). Any wake-up also ends a wait at once. The event is
 cleared before each read, so a notification that lands during a read is not lost.
 
+The database notifies only while some process has readers (the gate, see
+`Wakeups`): a reader that arrives may have missed the NOTIFY of an append whose
+trigger ran just before, so it also re-reads that way until its horizon passes the
+moment the gate opened.
+
 Polling remains only as a fallback: every `poll_seconds` (FEED_POLL_SECONDS, 5 s)
 while the listener is connected, every `outage_poll_seconds` (0.5 s, the rate of
 the feed before wake-ups) while it is not; on every (re)connect every subscriber is
@@ -35,8 +40,10 @@ from typing import Final
 
 import asyncpg
 
-from ledger import notifications, store
+from ledger import notifications, sqlfile, store
 from projections import feed
+
+Q = sqlfile.load("projections")
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,14 @@ class Wakeups:
 
     Memory is one `asyncio.Event` per open subscription, removed when it closes;
     ringing sets them all (setting a set event costs nothing and queues nothing).
+
+    The gate: appends notify only while some session holds the feed's advisory lock in
+    share mode (sql/0055), so with no reader anywhere the workers' transactions pay
+    nothing for the feed. The listener's session takes it when the first subscriber
+    comes and lets it go when the last one leaves (or the connection drops). An
+    append whose trigger ran before the lock was taken has a transaction id below
+    `gate_opened_at` and may commit without a NOTIFY after a reader's first read: a
+    reader counts as held back until its horizon passes that id (see `follow`).
     """
 
     def __init__(
@@ -67,18 +82,45 @@ class Wakeups:
         self.poll_seconds = poll_seconds
         self.outage_poll_seconds = outage_poll_seconds
         self._subscribers: set[asyncio.Event] = set()
+        self.gate_opened_at: int | None = None  # a txid while this session holds the gate
+        self._gate_conn: asyncpg.Connection | None = None
         self.listener = notifications.Listener(
             listen_dsn,
             {FEED_CHANNEL: lambda _payload: self.ring()},
             on_connect=self.ring,
-            on_disconnect=self.ring,  # readers then wait with the outage poll's timeout
+            on_disconnect=self._lost,  # readers then wait with the outage poll's timeout
+            session=self._sync_gate,
             application_name=APPLICATION_NAME,
         )
         self._task: asyncio.Task[None] | None = None
 
     @property
     def listening(self) -> bool:
-        return self.listener.connected.is_set()
+        """Listening with the gate open: every append from now on wakes the readers."""
+        return self.gate_opened_at is not None and self.listener.connected.is_set()
+
+    def behind_gate(self, cursor: feed.Cursor) -> bool:
+        """A reader at `cursor` (after a short page) may still miss an append that
+        skipped its NOTIFY before the gate opened: it must read again soon."""
+        opened = self.gate_opened_at
+        return opened is not None and cursor.txid + 1 < opened
+
+    async def _sync_gate(self, conn: asyncpg.Connection) -> None:
+        """On the listening connection: hold the gate while there are subscribers."""
+        if conn is not self._gate_conn:  # a new connection holds no lock yet
+            self.gate_opened_at, self._gate_conn = None, None
+        if self._subscribers and self.gate_opened_at is None:
+            await conn.execute(Q["feed_gate_open"])
+            self.gate_opened_at = await conn.fetchval(Q["feed_gate_opened_at"])
+            self._gate_conn = conn
+            self.ring()
+        elif not self._subscribers and self.gate_opened_at is not None:
+            self.gate_opened_at, self._gate_conn = None, None
+            await conn.execute(Q["feed_gate_close"])
+
+    def _lost(self) -> None:
+        self.gate_opened_at, self._gate_conn = None, None  # the session's lock went with it
+        self.ring()
 
     @property
     def subscribers(self) -> int:
@@ -98,10 +140,14 @@ class Wakeups:
         """A wake-up event of its own, set by every ring until the block exits."""
         wake = asyncio.Event()
         self._subscribers.add(wake)
+        if len(self._subscribers) == 1:
+            self.listener.poke()  # open the gate
         try:
             yield wake
         finally:
             self._subscribers.discard(wake)
+            if not self._subscribers:
+                self.listener.poke()  # close it
 
     def start(self) -> None:
         """Listen in the background (reconnecting with backoff) until `stop()`."""
@@ -149,7 +195,7 @@ async def follow(
                 yield page.events
                 if len(page.events) >= limit:
                     continue  # more may be there already
-            if page.held_back:
+            if page.held_back or wakeups.behind_gate(page.cursor):  # a short page here
                 held_back_wait = min(
                     wakeups.outage_poll_seconds, 2 * held_back_wait or HELD_BACK_FIRST_SECONDS
                 )

@@ -325,3 +325,18 @@ FROM events
 WHERE occurred_at >= $1
 GROUP BY 1
 ORDER BY 1;
+
+-- name: feed_gate_open
+-- The live feed has readers in this process: appends notify `ledger_feed` while any
+-- session holds this lock in share mode (sql/0055). Held by the listener's session.
+SELECT pg_advisory_lock_shared(7164857355);
+
+-- name: feed_gate_opened_at
+-- After feed_gate_open, in a statement of its own: a new transaction id, larger than
+-- that of every transaction that may have skipped the NOTIFY before the lock was taken
+-- (ids are handed out in order; a snapshot's xmax is not enough: a transaction can
+-- hold an id at or above it while running).
+SELECT pg_current_xact_id()::text::bigint;
+
+-- name: feed_gate_close
+SELECT pg_advisory_unlock_shared(7164857355);

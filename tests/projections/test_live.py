@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 
 import asyncpg
@@ -19,6 +19,7 @@ from projections import feed, live
 from tests import factories
 from tests.conftest import Databases
 from tests.db.test_feed_race import BATCH, _batch
+from tests.workers.conftest import eventually
 
 NEVER = 3600.0
 
@@ -204,3 +205,76 @@ async def test_a_quiet_feed_sends_a_heartbeat_without_waiting_for_the_poll(
     async with asyncio.timeout(20), aclosing(pages):
         assert await anext(pages) == []
         assert await anext(pages) == []
+
+
+class Heard:
+    """A raw LISTEN on the feed's channel, counting notifications."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.count = 0
+
+    def __call__(self, *_args: object) -> None:
+        self.count += 1
+
+    async def settled(self) -> int:
+        await self.conn.fetchval("SELECT 1")  # any pending notification arrives before this
+        return self.count
+
+
+async def test_appends_notify_the_feed_only_while_it_has_readers(
+    dbs: Databases,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    wakeups: live.Wakeups,
+    reads: Reads,
+) -> None:
+    raw = await asyncpg.connect(dbs.app)
+    heard = Heard(raw)
+    await raw.add_listener(live.FEED_CHANNEL, heard)
+    try:
+        await factories.submit(event_store, conn)
+        assert await heard.settled() == 0, "no reader: no NOTIFY"
+
+        async with asyncio.timeout(20), aclosing(_follow(reads, wakeups)) as pages:
+            await anext(pages)
+            await until(lambda: wakeups.listening)
+            await factories.submit(event_store, conn)
+            assert await heard.settled() == 1, "a reader: one NOTIFY per appending transaction"
+
+        await until(lambda: wakeups.gate_opened_at is None)
+        await factories.submit(event_store, conn)
+        assert await heard.settled() == 1, "the last reader left: no NOTIFY again"
+    finally:
+        await raw.close()
+
+
+async def test_an_append_that_skipped_its_notify_before_the_gate_opened_still_arrives(
+    dbs: Databases,
+    event_store: store.EventStore,
+    wakeups: live.Wakeups,
+    reads: Reads,
+) -> None:
+    """Its trigger ran while no one was reading (no NOTIFY); a reader came and read
+    before it committed: the reader must read again on its own, not wait for the poll."""
+    writer = await asyncpg.connect(dbs.app)
+    try:
+        open_ = writer.transaction()
+        await open_.start()
+        early = await factories.submit(event_store, writer)  # no reader yet: no NOTIFY
+        async with asyncio.timeout(20), aclosing(_follow(reads, wakeups)) as pages:
+            waiting = asyncio.ensure_future(anext(pages))
+            await until(lambda: wakeups.listening)
+            await reads.wait_past(reads.count)  # a read with the gate open, still before it
+            assert not waiting.done()
+            await open_.commit()  # without a NOTIFY
+            assert [r.event.job_id for r in await waiting] == [early]
+    finally:
+        await writer.close()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    async def probe() -> bool:
+        return predicate()
+
+    await eventually(probe)
