@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import secrets
 import statistics
 import time
@@ -29,15 +28,14 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import httpx
 import msgspec
 
 from bench import cluster, http_submit, processing, procs, stats, submit
-from ledger import commands, db, embedded
-from projections import live
+from ledger import commands, db, embedded, sqlfile
 
 CHANNEL = "ledger_feed"
+Q = sqlfile.load("bench")
 WARMUP = 10
 
 
@@ -101,10 +99,40 @@ async def _api(c: cluster.Cluster, logs: Path) -> AsyncIterator[tuple[int, str]]
         api.stop()
 
 
+@contextlib.asynccontextmanager
+async def _reading(c: cluster.Cluster, logs: Path) -> AsyncIterator[Frames]:
+    """A `ledger api` process and one stream open on it, its frames read as they come;
+    entered once the API holds the feed's gate (appends notify from then on)."""
+    frames = Frames()
+    async with (
+        _api(c, logs) as (port, token),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
+        http.stream(
+            "GET", "/api/v1/events/stream", headers={"Authorization": f"Bearer {token}"}
+        ) as response,
+    ):
+        response.raise_for_status()
+        reading = asyncio.create_task(frames.read(response))
+        try:
+            await _gate_open(c)
+            yield frames
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+
+
+async def _gate_open(c: cluster.Cluster) -> None:
+    async with db.connect(c.admin_dsn) as admin, asyncio.timeout(60):
+        while True:
+            if await admin.fetchval(Q["feed_gate_holders"]):
+                return
+            await asyncio.sleep(0.05)
+
+
 async def measure_once(c: cluster.Cluster, *, events: int, gap: float, logs: Path) -> FeedDelay:
     await c.reset_jobs()
     await c.checkpoint()
-    frames = Frames()
     last_notify = 0
 
     def on_notify(*_args: object) -> None:
@@ -115,39 +143,28 @@ async def measure_once(c: cluster.Cluster, *, events: int, gap: float, logs: Pat
     sse_ms: list[float] = []
     listen_ms: list[float] = []
     async with (
-        _api(c, logs) as (port, token),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
-        http.stream(
-            "GET", "/api/v1/events/stream", headers={"Authorization": f"Bearer {token}"}
-        ) as response,
+        _reading(c, logs) as frames,
         db.connect(c.app_dsn) as listener,
         db.connect(c.app_dsn) as conn,
     ):
-        response.raise_for_status()
-        reading = asyncio.create_task(frames.read(response))
         await listener.add_listener(CHANNEL, on_notify)
-        try:
-            for i in range(WARMUP + events):
-                job_id = uuid.uuid4()
-                decided = commands.decide(
-                    None, submit.noop_command(i), job_id=job_id, actor="bench", now=es.clock()
-                )
-                last_notify = 0
-                await es.append(conn, decided)
-                committed = time.perf_counter_ns()
-                async with asyncio.timeout(10):
-                    arrived = await frames.wait_for(str(job_id))
-                await listener.fetchval("SELECT 1")  # any pending notification is in by now
-                if last_notify == 0:
-                    raise RuntimeError("a commit's NOTIFY never reached the raw listener")
-                if i >= WARMUP:
-                    sse_ms.append(max(0, arrived - committed) / 1e6)
-                    listen_ms.append(max(0, last_notify - committed) / 1e6)
-                await asyncio.sleep(gap)
-        finally:
-            reading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reading
+        for i in range(WARMUP + events):
+            job_id = uuid.uuid4()
+            decided = commands.decide(
+                None, submit.noop_command(i), job_id=job_id, actor="bench", now=es.clock()
+            )
+            last_notify = 0
+            await es.append(conn, decided)
+            committed = time.perf_counter_ns()
+            async with asyncio.timeout(10):
+                arrived = await frames.wait_for(str(job_id))
+            await listener.fetchval("SELECT 1")  # any pending notification is in by now
+            if last_notify == 0:
+                raise RuntimeError("a commit's NOTIFY never reached the raw listener")
+            if i >= WARMUP:
+                sse_ms.append(max(0, arrived - committed) / 1e6)
+                listen_ms.append(max(0, last_notify - committed) / 1e6)
+            await asyncio.sleep(gap)
     return FeedDelay(
         events=len(sse_ms),
         sse_p50_ms=stats.percentile(sse_ms, 50),
@@ -156,20 +173,6 @@ async def measure_once(c: cluster.Cluster, *, events: int, gap: float, logs: Pat
         listen_p50_ms=stats.percentile(listen_ms, 50),
         listen_p99_ms=stats.percentile(listen_ms, 99),
     )
-
-
-async def _feed_listener_connected(admin: asyncpg.Connection) -> None:
-    """Wait until the API's feed listener is connected (it wakes no one here)."""
-    async with asyncio.timeout(60):
-        while True:
-            listening = await admin.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
-                "AND datname = current_database()",
-                live.APPLICATION_NAME,
-            )
-            if listening:
-                return
-            await asyncio.sleep(0.05)
 
 
 class AppendCost(msgspec.Struct, kw_only=True):
@@ -195,9 +198,9 @@ async def append_cost(
     The trigger is switched on and off between blocks (`one / blocks` submissions one
     at a time, then `batch_jobs / blocks` in batches of 1,000), `blocks` of each per
     repetition, so the machine's changing load falls on both alike. A `ledger api`
-    process runs throughout, its feed listener connected (no stream open): what an
-    appended NOTIFY costs includes PostgreSQL delivering it to that process and the
-    process taking it, on the same cores.
+    process runs throughout with one stream open (so appends do notify, sql/0055):
+    what the NOTIFY costs includes PostgreSQL delivering it to that process and the
+    process reading the feed and writing the frames, on the same cores.
     """
     cost = AppendCost(one_with=[], one_without=[], batch_with=[], batch_without=[])
     for rep in range(reps):
@@ -205,8 +208,7 @@ async def append_cost(
         await c.checkpoint()
         one_rates: dict[bool, list[float]] = {True: [], False: []}
         batch_rates: dict[bool, list[float]] = {True: [], False: []}
-        async with _api(c, logs), db.connect(c.admin_dsn) as admin:
-            await _feed_listener_connected(admin)
+        async with _reading(c, logs):
             for block in range(2 * blocks):
                 enabled = (block + rep) % 2 == 0
                 await _notify_trigger(c, enabled)
@@ -223,24 +225,35 @@ async def append_cost(
 
 
 async def processing_cost(
-    c: cluster.Cluster, *, pairs: int, jobs: int, processes: int, slots: int, logs: Path
+    c: cluster.Cluster,
+    *,
+    pairs: int,
+    jobs: int,
+    processes: int,
+    slots: int,
+    logs: Path,
+    reader: bool,
 ) -> dict[bool, list[float]]:
     """Drains (bench.processing) with the trigger on and off in turn: jobs/s by state.
 
-    Worker transactions that append events (claims, outcomes) NOTIFY the feed too,
-    and a notifying transaction holds PostgreSQL's notify lock through its commit.
+    With `reader`, a `ledger api` process with one stream open runs through each
+    drain, so the workers' claims and outcomes NOTIFY the feed (a notifying
+    transaction holds PostgreSQL's notify lock through its commit, and wakes every
+    listening backend); without, no one reads and appends skip the NOTIFY.
     """
     rates: dict[bool, list[float]] = {True: [], False: []}
     for pair in range(pairs):
         for enabled in (True, False) if pair % 2 == 0 else (False, True):
-            drained = await processing.drain(
-                c,
-                jobs=jobs,
-                processes=processes,
-                slots=slots,
-                logs=logs,
-                after_reset=functools.partial(_notify_trigger, c, enabled),
-            )
+            async with contextlib.AsyncExitStack() as stack:
+
+                async def prepare(enabled: bool = enabled) -> None:
+                    await _notify_trigger(c, enabled)
+                    if reader:
+                        await stack.enter_async_context(_reading(c, logs))
+
+                drained = await processing.drain(
+                    c, jobs=jobs, processes=processes, slots=slots, logs=logs, after_reset=prepare
+                )
             rates[enabled].append(drained.rate)
             print(f"trigger {'on' if enabled else 'off'}: {drained.rate:,.0f} jobs/s", flush=True)
     return rates
@@ -259,6 +272,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--worker-processes", type=int, default=2)
     parser.add_argument("--worker-slots", type=int, default=250)
+    parser.add_argument(
+        "--reader", action="store_true", help="one SSE stream open on a `ledger api` throughout"
+    )
     args = parser.parse_args()
 
     logs = Path(__file__).with_name("results")
@@ -273,6 +289,7 @@ def main() -> None:
                 processes=args.worker_processes,
                 slots=args.worker_slots,
                 logs=logs,
+                reader=args.reader,
             )
 
     rates = asyncio.run(run())

@@ -299,11 +299,15 @@ async def _feed(
         c, reps=sizes.reps, one=sizes.one_at_a_time, batch_jobs=sizes.batch_jobs, logs=args.results
     )
     for key, label, samples in (
-        ("one_with", "submit one at a time, with the feed NOTIFY (blocks in turn)", cost.one_with),
+        (
+            "one_with",
+            "submit one at a time, with the feed NOTIFY, 1 stream open (blocks in turn)",
+            cost.one_with,
+        ),
         ("one_without", "submit one at a time, feed NOTIFY trigger disabled", cost.one_without),
         (
             "batch_with",
-            "submit batches of 1,000, with the feed NOTIFY (blocks in turn)",
+            "submit batches of 1,000, with the feed NOTIFY, 1 stream open (blocks in turn)",
             cost.batch_with,
         ),
         (
