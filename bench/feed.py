@@ -33,6 +33,7 @@ import msgspec
 
 from bench import cluster, http_submit, processing, procs, stats, submit
 from ledger import commands, db, embedded, sqlfile
+from projections import live
 
 CHANNEL = "ledger_feed"
 Q = sqlfile.load("bench")
@@ -191,16 +192,16 @@ async def append_cost(
     one: int,
     batch_jobs: int,
     blocks: int = 10,
-    logs: Path,
 ) -> AppendCost:
     """Submissions/s with and without the feed's NOTIFY trigger on the same cluster.
 
     The trigger is switched on and off between blocks (`one / blocks` submissions one
     at a time, then `batch_jobs / blocks` in batches of 1,000), `blocks` of each per
-    repetition, so the machine's changing load falls on both alike. A `ledger api`
-    process runs throughout with one stream open (so appends do notify, sql/0055):
-    what the NOTIFY costs includes PostgreSQL delivering it to that process and the
-    process reading the feed and writing the frames, on the same cores.
+    repetition, so the machine's changing load falls on both alike. One connection
+    holds the feed's gate open (so appends do notify, sql/0055) and listens, as a
+    `ledger api` with a reader would: the figure is the NOTIFY's own cost, its
+    delivery included; what the API then does with a wake-up (read the feed, write
+    frames) is `python -m bench.feed --reader`'s.
     """
     cost = AppendCost(one_with=[], one_without=[], batch_with=[], batch_without=[])
     for rep in range(reps):
@@ -208,7 +209,9 @@ async def append_cost(
         await c.checkpoint()
         one_rates: dict[bool, list[float]] = {True: [], False: []}
         batch_rates: dict[bool, list[float]] = {True: [], False: []}
-        async with _reading(c, logs):
+        async with db.connect(c.app_dsn) as gate:
+            await gate.add_listener(CHANNEL, lambda *_args: None)
+            await gate.execute(live.Q["feed_gate_open"])
             for block in range(2 * blocks):
                 enabled = (block + rep) % 2 == 0
                 await _notify_trigger(c, enabled)

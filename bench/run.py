@@ -296,18 +296,18 @@ async def _feed(
         )
     _log("live feed: the NOTIFY's cost to the append, trigger on and off alternately")
     cost = await feed.append_cost(
-        c, reps=sizes.reps, one=sizes.one_at_a_time, batch_jobs=sizes.batch_jobs, logs=args.results
+        c, reps=sizes.reps, one=sizes.one_at_a_time, batch_jobs=sizes.batch_jobs
     )
     for key, label, samples in (
         (
             "one_with",
-            "submit one at a time, with the feed NOTIFY, 1 stream open (blocks in turn)",
+            "submit one at a time, with the feed NOTIFY, 1 listener (blocks in turn)",
             cost.one_with,
         ),
         ("one_without", "submit one at a time, feed NOTIFY trigger disabled", cost.one_without),
         (
             "batch_with",
-            "submit batches of 1,000, with the feed NOTIFY, 1 stream open (blocks in turn)",
+            "submit batches of 1,000, with the feed NOTIFY, 1 listener (blocks in turn)",
             cost.batch_with,
         ),
         (
