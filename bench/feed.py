@@ -72,10 +72,14 @@ class Frames:
 
 
 @contextlib.asynccontextmanager
-async def _api(c: cluster.Cluster, logs: Path) -> AsyncIterator[tuple[int, str]]:
+async def _api(
+    c: cluster.Cluster, logs: Path, extra: dict[str, str] | None = None
+) -> AsyncIterator[tuple[int, str]]:
     """A `ledger api` process on a free port, and a token with `audit:read`."""
     port = embedded.free_port()
-    env = procs.service_env(c, {"SERVER_PORT": str(port), "JWT_SECRET": secrets.token_urlsafe(32)})
+    env = procs.service_env(
+        c, {"SERVER_PORT": str(port), "JWT_SECRET": secrets.token_urlsafe(32), **(extra or {})}
+    )
     minting = await asyncio.create_subprocess_exec(
         *procs.ledger_command(),
         *("token", "--sub", "bench", "--scope", "audit:read"),
@@ -101,12 +105,14 @@ async def _api(c: cluster.Cluster, logs: Path) -> AsyncIterator[tuple[int, str]]
 
 
 @contextlib.asynccontextmanager
-async def _reading(c: cluster.Cluster, logs: Path) -> AsyncIterator[Frames]:
+async def _reading(
+    c: cluster.Cluster, logs: Path, extra: dict[str, str] | None = None
+) -> AsyncIterator[Frames]:
     """A `ledger api` process and one stream open on it, its frames read as they come;
     entered once the API holds the feed's gate (appends notify from then on)."""
     frames = Frames()
     async with (
-        _api(c, logs) as (port, token),
+        _api(c, logs, extra) as (port, token),
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http,
         http.stream(
             "GET", "/api/v1/events/stream", headers={"Authorization": f"Bearer {token}"}
@@ -242,7 +248,9 @@ async def processing_cost(
     With `reader`, a `ledger api` process with one stream open runs through each
     drain, so the workers' claims and outcomes NOTIFY the feed (a notifying
     transaction holds PostgreSQL's notify lock through its commit, and wakes every
-    listening backend); without, no one reads and appends skip the NOTIFY.
+    listening backend); with the trigger off, that stream polls every 0.5 s
+    (FEED_POLL_SECONDS), as the feed did before its wake-ups: both arms stream every
+    event. Without `reader`, no one reads and appends skip the NOTIFY.
     """
     rates: dict[bool, list[float]] = {True: [], False: []}
     for pair in range(pairs):
@@ -252,7 +260,8 @@ async def processing_cost(
                 async def prepare(enabled: bool = enabled) -> None:
                     await _notify_trigger(c, enabled)
                     if reader:
-                        await stack.enter_async_context(_reading(c, logs))
+                        old_poll = {} if enabled else {"FEED_POLL_SECONDS": "0.5"}
+                        await stack.enter_async_context(_reading(c, logs, old_poll))
 
                 drained = await processing.drain(
                     c, jobs=jobs, processes=processes, slots=slots, logs=logs, after_reset=prepare
