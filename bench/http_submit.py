@@ -28,7 +28,7 @@ class HttpRun(msgspec.Struct, kw_only=True):
     api_peak_rss: int
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -52,7 +52,7 @@ def measure_once(
     api = procs.Service("api", env, logs / "api.log")
     try:
         deadline = time.monotonic() + 60
-        while not _listening(port):
+        while not listening(port):
             api.check()
             if time.monotonic() > deadline:
                 raise TimeoutError("the API did not start listening within 60 s")

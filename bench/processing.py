@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
@@ -48,8 +49,11 @@ async def drain(
     slots: int,
     logs: Path,
     verify_chains: bool = False,
+    after_reset: Callable[[], Awaitable[None]] | None = None,
 ) -> Drain:
     await c.reset_jobs()
+    if after_reset is not None:
+        await after_reset()  # a variant of the schema to compare (bench.feed)
     await c.checkpoint()
     submit_rate = await submit.in_batches(c.app_dsn, jobs)
     await c.checkpoint()

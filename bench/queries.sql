@@ -76,3 +76,15 @@ WHERE query ~* '^\s*(--[^\n]*\n\s*)*(SELECT|INSERT|UPDATE|DELETE|WITH)\M'
   AND query !~* 'pg_stat_statements_reset'
 ORDER BY total_exec_time DESC
 LIMIT $1;
+
+-- name: feed_gate_holders
+-- Sessions holding the live feed's gate (advisory lock 7164857355 in share mode,
+-- sql/0055): while one does, appends NOTIFY ledger_feed.
+SELECT count(*)
+FROM pg_locks
+WHERE locktype = 'advisory'
+  AND mode = 'ShareLock'
+  AND granted
+  AND classid = 1
+  AND objid = 2869890059
+  AND objsubid = 1;

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bench import (
     cluster,
+    feed,
     http_submit,
     latency,
     machine,
@@ -34,7 +35,7 @@ MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
 BEST_SLOTS = 250
-PARTS = ("submit", "processing", "latency", "http")
+PARTS = ("submit", "processing", "latency", "http", "feed")
 
 
 class Sizes:
@@ -51,6 +52,8 @@ class Sizes:
         self.latency_gap = 0.02
         self.http_seconds = 1.0 if quick else 5.0
         self.http_connections = 32
+        self.feed_events = 20 if quick else 500
+        self.feed_gap = 0.02
 
 
 async def measure(args: argparse.Namespace) -> report.Report:
@@ -88,6 +91,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "processing": lambda: _processing(c, rep, sizes, args),
             "latency": lambda: _latency(c, rep, sizes, args),
             "http": lambda: _http(c, rep, sizes, args),
+            "feed": lambda: _feed(c, rep, sizes, args),
         }
         for part in PARTS:
             if part not in args.only:
@@ -254,6 +258,70 @@ async def _http(
         "API peak RSS under the HTTP load (VmHWM)",
         stats.Figure.of([r.api_peak_rss / MIB for r in runs], unit="MiB"),
     )
+
+
+async def _feed(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log(
+        f"live feed: 1 `ledger api`, 1 SSE client; {sizes.feed_events} jobs one at a time, "
+        "20 ms apart; commit → SSE frame, and → a raw LISTEN on the same commits"
+    )
+    runs = []
+    for _ in range(sizes.reps):
+        runs.append(
+            await feed.measure_once(
+                c, events=sizes.feed_events, gap=sizes.feed_gap, logs=args.results
+            )
+        )
+        _log(f"  SSE p50 {runs[-1].sse_p50_ms:.2f} ms, p99 {runs[-1].sse_p99_ms:.2f} ms")
+    for key, label, target, limit in (
+        ("sse_p50_ms", "commit → SSE frame, p50 (1 idle `ledger api`)", "", None),
+        ("sse_p99_ms", "commit → SSE frame, p99", "", None),
+        (
+            "sse_max_ms",
+            "commit → SSE frame, max (a frame left to the 5 s poll shows here)",
+            "",
+            None,
+        ),
+        ("listen_p50_ms", "baseline: commit → raw LISTEN callback, p50 (same commits)", "", None),
+        ("listen_p99_ms", "baseline: commit → raw LISTEN callback, p99", "", None),
+    ):
+        rep.add(
+            f"feed_{key}",
+            label,
+            stats.Figure.of([getattr(r, key) for r in runs], unit="ms"),
+            target=target,
+            check=None if limit is None else _at_most(limit),
+        )
+    _log("live feed: the NOTIFY's cost to the append, trigger on and off alternately")
+    cost = await feed.append_cost(
+        c, reps=sizes.reps, one=sizes.one_at_a_time, batch_jobs=sizes.batch_jobs
+    )
+    for key, label, samples in (
+        (
+            "one_with",
+            "submit one at a time, with the feed NOTIFY, 1 listener (blocks in turn)",
+            cost.one_with,
+        ),
+        ("one_without", "submit one at a time, feed NOTIFY trigger disabled", cost.one_without),
+        (
+            "batch_with",
+            "submit batches of 1,000, with the feed NOTIFY, 1 listener (blocks in turn)",
+            cost.batch_with,
+        ),
+        (
+            "batch_without",
+            "submit batches of 1,000, feed NOTIFY trigger disabled",
+            cost.batch_without,
+        ),
+    ):
+        rep.add(
+            f"feed_append_{key}",
+            label,
+            stats.Figure.of(samples, unit="jobs/s"),
+            ratio_to_baseline=True,
+        )
 
 
 def _at_most(limit: float) -> Callable[[stats.Figure, float | None], bool]:

@@ -54,6 +54,23 @@ CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types t
 $$;
 
 --
+-- Name: events_notify_feed(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.events_notify_feed() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF pg_try_advisory_lock(7164857355) THEN
+        PERFORM pg_advisory_unlock(7164857355);
+    ELSE
+        PERFORM pg_notify('ledger_feed', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: events_refuse_change(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -624,6 +641,12 @@ CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON public.events FOR EACH STAT
 CREATE TRIGGER events_no_update_delete BEFORE DELETE OR UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.events_refuse_change();
 
 --
+-- Name: events events_notify_feed; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_notify_feed AFTER INSERT ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.events_notify_feed();
+
+--
 -- Name: events events_project_jobs; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -665,6 +688,12 @@ GRANT ALL ON FUNCTION public.event_canonical(type text, job_id uuid, version int
 
 REVOKE ALL ON FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) TO ledger_app;
+
+--
+-- Name: FUNCTION events_notify_feed(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.events_notify_feed() TO ledger_app;
 
 --
 -- Name: TABLE events; Type: ACL; Schema: public; Owner: -

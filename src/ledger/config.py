@@ -24,6 +24,7 @@ VARIABLES: Final = frozenset(
         "WORKER_SHUTDOWN_GRACE_SECONDS",
         "WORKER_LEASE_SECONDS",
         "WORKER_POLL_SECONDS",
+        "FEED_POLL_SECONDS",
         "LEDGER_HANDLERS",
         "JWT_SECRET",
         "JWT_PUBLIC_KEY",
@@ -63,6 +64,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_shutdown_grace_seconds: float = 30.0
     worker_lease_seconds: float = 30.0
     worker_poll_seconds: float = 10.0
+    feed_poll_seconds: float = 5.0  # the live feed's poll behind LISTEN/NOTIFY
     handler_modules: tuple[str, ...] = ()
     data_dir: Path = Path(".ledger")
     pg_port: int = 55432
@@ -141,6 +143,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         worker_lease_seconds=_float(env, "WORKER_LEASE_SECONDS", 30.0, minimum=0.5),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 10.0, minimum=0.05),
+        feed_poll_seconds=_float(env, "FEED_POLL_SECONDS", 5.0, minimum=0.05),
         handler_modules=tuple(
             name.strip() for name in (text("LEDGER_HANDLERS") or "").split(",") if name.strip()
         ),

@@ -68,6 +68,9 @@ NO_FILTERS: Final = Filters()
 class Page(msgspec.Struct, frozen=True):
     events: list[store.Recorded]
     cursor: Cursor  # resume from here
+    # Committed events wait above the cursor's horizon for an older open transaction
+    # to end: read again soon, they become readable as soon as it does.
+    held_back: bool = False
 
 
 async def read(
@@ -98,4 +101,4 @@ async def read(
     if len(recorded) < limit:
         horizon = Cursor(rows[0]["horizon"] - 1, MAX_POSITION)
         cursor = max(cursor, horizon, key=lambda c: (c.txid, c.position))
-    return Page(recorded, cursor)
+    return Page(recorded, cursor, rows[0]["held_back"])

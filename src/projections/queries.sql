@@ -62,11 +62,17 @@ HAVING count(*) > 0;
 -- later before a row already returned (DESIGN.md invariant 5). Optional filters:
 -- event type, actor, time range, job type. The horizon (xmin) comes back on every
 -- row, and on a single all-NULL row when nothing matches, so a short page can move
--- the cursor up to it.
+-- the cursor up to it. `held_back`, from the same snapshot: committed events exist
+-- at or above the horizon, kept out of this page by an older transaction still open
+-- (the live feed reads again soon instead of waiting for the next wake-up). The newest
+-- visible txid is one probe at the end of the (txid, position) index, whatever the size.
 WITH horizon AS MATERIALIZED (
-    SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+    SELECT x.xmin,
+           COALESCE((SELECT txid FROM events ORDER BY txid DESC LIMIT 1) >= x.xmin, false)
+               AS held_back
+    FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS x
 )
-SELECT h.xmin::text::bigint AS horizon, e.*
+SELECT h.xmin::text::bigint AS horizon, h.held_back, e.*
 FROM horizon AS h
 LEFT JOIN LATERAL (
     SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
@@ -172,3 +178,18 @@ FROM events
 WHERE occurred_at >= $1
 GROUP BY 1
 ORDER BY 1;
+
+-- name: feed_gate_open
+-- The live feed has readers in this process: appends notify `ledger_feed` while any
+-- session holds this lock in share mode (sql/0055). Held by the listener's session.
+SELECT pg_advisory_lock_shared(7164857355);
+
+-- name: feed_gate_opened_at
+-- After feed_gate_open, in a statement of its own: a new transaction id, larger than
+-- that of every transaction that may have skipped the NOTIFY before the lock was taken
+-- (ids are handed out in order; a snapshot's xmax is not enough: a transaction can
+-- hold an id at or above it while running).
+SELECT pg_current_xact_id()::text::bigint;
+
+-- name: feed_gate_close
+SELECT pg_advisory_unlock_shared(7164857355);

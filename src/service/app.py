@@ -84,7 +84,10 @@ def create_app(
         middleware=[http_metrics.RequestMetrics(), in_flight],
         # Our own handler (ledger.logs) formats every line; Litestar must not install its own.
         logging_config=None,
-        lifespan=[lifespan],
+        lifespan=[
+            lifespan,
+            audit.live_feed(settings.listen_database_url or dsn, settings.feed_poll_seconds),
+        ],
         exception_handlers=problems.EXCEPTION_HANDLERS,
         request_max_body_size=limit,
         request_class=bodies.JSONRequest,  # JSON bodies only, decoded strictly

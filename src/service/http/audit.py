@@ -8,15 +8,15 @@ checkpoints) is a file outside the database, loaded on first use.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, aclosing, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Final
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, QueryParameter
@@ -27,12 +27,11 @@ from audit import chains, checkpoints, proof, signing
 from ledger import errors, store
 from ledger import events as ev
 from ledger.auth import Principal
-from projections import feed
+from projections import feed, live
 from service.http import jobs, problems, security
 from service.http.services import Services, services_of
 
 MAX_FEED_LIMIT: Final = 1000
-STREAM_POLL_SECONDS: Final = 0.5
 STREAM_HEARTBEAT_SECONDS: Final = 15.0
 _decode = msgspec.json.Decoder()
 
@@ -167,6 +166,30 @@ def audit_key_of(request: Request[Any, Any, Any]) -> AuditKey:
     return key
 
 
+def feed_wakeups_of(request: Request[Any, Any, Any]) -> live.Wakeups:
+    wakeups: live.Wakeups = request.app.state.feed_wakeups
+    return wakeups
+
+
+def live_feed(
+    listen_dsn: str, poll_seconds: float = live.POLL_SECONDS
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
+    """A lifespan hook: the process's one LISTEN connection for the live feed, from
+    start-up to shutdown, fanned out to every `/events/stream` (projections.live)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        wakeups = live.Wakeups(listen_dsn, poll_seconds=poll_seconds)
+        app.state.feed_wakeups = wakeups
+        wakeups.start()
+        try:
+            yield
+        finally:
+            await wakeups.stop()
+
+    return lifespan
+
+
 def _utc(moment: datetime | None, parameter: str) -> datetime | None:
     return None if moment is None else jobs.utc_instant(moment, parameter)
 
@@ -205,6 +228,7 @@ class AuditController(Controller):
         "services": Provide(services_of, sync_to_thread=False),
         "principal": Provide(security.principal_of, sync_to_thread=False),
         "audit_key": Provide(audit_key_of, sync_to_thread=False),
+        "feed_wakeups": Provide(feed_wakeups_of, sync_to_thread=False),
     }
 
     @get(
@@ -257,11 +281,13 @@ class AuditController(Controller):
         responses=problems.responses(400, 401, 403),
         summary="The global feed, live, as Server-Sent Events",
         description="Each event's `id` is its feed cursor: a client that reconnects with "
-        "`Last-Event-ID` (or `after`) misses nothing. Same filters as /events.",
+        "`Last-Event-ID` (or `after`) misses nothing. Same filters as /events. Events "
+        "arrive within milliseconds of their commit (a NOTIFY wakes the stream).",
     )
     async def stream(
         self,
         services: NamedDependency[Services],
+        feed_wakeups: NamedDependency[live.Wakeups],
         after: Annotated[str | None, QueryParameter(max_length=60)] = None,
         last_event_id: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", required=False, max_length=60)
@@ -276,7 +302,7 @@ class AuditController(Controller):
         filters = _filters(event_type, job_type, actor, since, until)
         async with services.connection():
             pass  # a database that cannot be reached is a 503 now, not a stream that breaks
-        return ServerSentEvent(_live(services, start, filters))
+        return ServerSentEvent(_live(services, feed_wakeups, start, filters))
 
     @get(
         "/audit/verify",
@@ -390,30 +416,29 @@ class AuditController(Controller):
 
 
 async def _live(
-    services: Services, start: feed.Cursor, filters: feed.Filters
+    services: Services, wakeups: live.Wakeups, start: feed.Cursor, filters: feed.Filters
 ) -> AsyncIterator[ServerSentEventMessage]:
     """Events after `start` as they commit, each with its cursor as `id`.
 
     A `ready` event opens the stream and a `heartbeat` event (no id, so a browser's
     Last-Event-ID is kept) goes out after each quiet spell, so proxies keep it open.
+    A NOTIFY wakes the stream when events are appended (projections.live).
     """
-    cursor = start
-    loop = asyncio.get_running_loop()
-    quiet_since = loop.time()
     yield ServerSentEventMessage(event="ready", retry=2000)
-    while True:
-        async with services.connection() as conn:
-            page = await feed.read(conn, cursor, MAX_FEED_LIMIT, filters)
-        for recorded in page.events:
-            out = EventOut.of(recorded)
-            yield ServerSentEventMessage(
-                id=out.cursor, event=out.type, data=msgspec.json.encode(out).decode()
-            )
-        cursor = page.cursor
-        if page.events:
-            quiet_since = loop.time()
-            continue
-        if loop.time() - quiet_since >= STREAM_HEARTBEAT_SECONDS:
-            quiet_since = loop.time()
-            yield ServerSentEventMessage(event="heartbeat")
-        await asyncio.sleep(STREAM_POLL_SECONDS)
+    pages = live.follow(
+        services.connection,
+        wakeups,
+        start,
+        filters,
+        limit=MAX_FEED_LIMIT,
+        heartbeat_seconds=STREAM_HEARTBEAT_SECONDS,
+    )
+    async with aclosing(pages):  # a client that goes away unsubscribes at once
+        async for recorded in pages:
+            if not recorded:
+                yield ServerSentEventMessage(event="heartbeat")
+            for one in recorded:
+                out = EventOut.of(one)
+                yield ServerSentEventMessage(
+                    id=out.cursor, event=out.type, data=msgspec.json.encode(out).decode()
+                )
