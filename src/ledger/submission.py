@@ -107,9 +107,8 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     def validated(self) -> Submission:
         """This submission held to the rules of a request body (built in Python, it was not)."""
-        return _validated(
-            {f.encode_name: getattr(self, f.name) for f in msgspec.structs.fields(self)}
-        )
+        names = zip(self.__struct_encode_fields__, self.__struct_fields__, strict=True)
+        return _validated({wire: getattr(self, name) for wire, name in names})
 
 
 def _validated(fields: dict[str, Any]) -> Submission:
