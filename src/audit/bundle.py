@@ -374,7 +374,7 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
     for index, raw in enumerate(raw_checkpoints if isinstance(raw_checkpoints, list) else []):
         try:
             cps.append(_checkpoint_from_json(raw))
-        except (KeyError, ValueError, TypeError, feed.BadCursor) as exc:
+        except (KeyError, ValueError, TypeError, errors.BadCursor) as exc:
             findings.append(
                 proof.Finding(
                     kind="malformed",
@@ -396,7 +396,7 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
             continue
         try:
             event = event_from_line(_line_decoder.decode(raw_line))
-        except (msgspec.DecodeError, ValueError, feed.BadCursor) as exc:
+        except (msgspec.DecodeError, ValueError, errors.BadCursor) as exc:
             walk.findings.append(
                 proof.Finding(
                     kind="malformed", message=f"line {number} is not a bundle event: {exc}"

@@ -35,8 +35,6 @@ MAX_FEED_LIMIT: Final = 1000
 STREAM_HEARTBEAT_SECONDS: Final = 15.0
 _decode = msgspec.json.Decoder()
 
-problems.STATUS[checkpoints.CheckpointError] = problems.Rule(409, "checkpoint-base-altered")
-
 
 class AuditKey:
     """The audit signing key, loaded (or generated) from its file on first use."""

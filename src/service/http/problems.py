@@ -19,8 +19,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
+from audit import checkpoints
 from ledger import db, errors
-from projections import feed, joblist
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
     errors.IdempotencyKeyTaken: Rule(409, "idempotency-key-reused"),
     errors.InvalidInput: Rule(422, "invalid-request"),  # unknown job types and payloads too
-    joblist.BadCursor: Rule(400, "bad-cursor"),
-    feed.BadCursor: Rule(400, "bad-cursor"),
+    errors.BadCursor: Rule(400, "bad-cursor"),
+    checkpoints.CheckpointError: Rule(409, "checkpoint-base-altered"),
 }
 
 
