@@ -390,7 +390,7 @@ class Submitter:
         self, conn: asyncpg.Connection, job_id: uuid.UUID, *, reason: str | None = None, actor: str
     ) -> Job:
         """Cancel a pending, retrying or processing job (InvalidTransition otherwise)."""
-        return await self._act(conn, job_id, commands.CancelJob(reason=reason), actor)
+        return await self.act(conn, job_id, commands.CancelJob(reason=reason), actor=actor)
 
     async def retry(
         self,
@@ -401,7 +401,9 @@ class Submitter:
         actor: str,
     ) -> Job:
         """Run a failed or cancelled job again, its attempts starting over."""
-        return await self._act(conn, job_id, commands.RetryJob(max_attempts=max_attempts), actor)
+        return await self.act(
+            conn, job_id, commands.RetryJob(max_attempts=max_attempts), actor=actor
+        )
 
     async def resubmit(
         self, conn: asyncpg.Connection, job_id: uuid.UUID, *, actor: str
@@ -425,8 +427,13 @@ class Submitter:
         assert new is not None and original is not None
         return Job.of(new), Job.of(original)
 
-    async def _act(
-        self, conn: asyncpg.Connection, job_id: uuid.UUID, command: commands.Command, actor: str
+    async def act(
+        self,
+        conn: asyncpg.Connection,
+        job_id: uuid.UUID,
+        command: commands.Command,
+        *,
+        actor: str,
     ) -> Job:
         """Run `command` on an existing job, deciding once more if another writer got there first."""
         try:

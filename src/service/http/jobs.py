@@ -18,7 +18,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import errors, lifecycle, submission
+from ledger import commands, errors, lifecycle, submission
 from ledger.auth import Principal
 from projections import current, joblist
 from service.http import problems, security
@@ -38,9 +38,15 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)] | None = None
 
+    def command(self) -> commands.CancelJob:
+        return commands.CancelJob(reason=self.reason)
+
 
 class RetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+
+    def command(self) -> commands.RetryJob:
+        return commands.RetryJob(max_attempts=self.max_attempts)
 
 
 CLOSED_REQUESTS: Final = (submission.Submission, BatchRequest, CancelRequest, RetryRequest)
@@ -79,6 +85,14 @@ def utc_instant(moment: datetime, parameter: str) -> datetime:
             message, [problems.FieldError(path=parameter, message=message)]
         ) from None
     return moment
+
+
+async def _act(
+    services: Services, principal: Principal, job_id: uuid.UUID, command: commands.Command
+) -> Job:
+    """The cancel and retry routes: `command` on the job, by the token's subject."""
+    async with services.connection() as conn:
+        return await services.submitter.act(conn, job_id, command, actor=principal.subject)
 
 
 def location(job_id: uuid.UUID) -> str:
@@ -235,10 +249,7 @@ class JobsController(Controller):
         principal: NamedDependency[Principal],
         data: JSONBody[CancelRequest | None] = None,
     ) -> Job:
-        async with services.connection() as conn:
-            return await services.submitter.cancel(
-                conn, job_id, reason=data.reason if data else None, actor=principal.subject
-            )
+        return await _act(services, principal, job_id, (data or CancelRequest()).command())
 
     @post(
         "/{job_id:uuid}/retry",
@@ -255,10 +266,4 @@ class JobsController(Controller):
         principal: NamedDependency[Principal],
         data: JSONBody[RetryRequest | None] = None,
     ) -> Job:
-        async with services.connection() as conn:
-            return await services.submitter.retry(
-                conn,
-                job_id,
-                max_attempts=data.max_attempts if data else None,
-                actor=principal.subject,
-            )
+        return await _act(services, principal, job_id, (data or RetryRequest()).command())
