@@ -116,32 +116,7 @@ class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
     raw_base64: str
 
 
-class CheckpointOut(msgspec.Struct, frozen=True, kw_only=True):
-    checkpoint_id: int
-    cursor: str
-    event_count: int
-    digest: str
-    base_cursor: str
-    base_count: int
-    signature: str
-    key_id: str
-    signed_message: str
-    created_at: datetime
-
-    @classmethod
-    def of(cls, cp: proof.Checkpoint) -> CheckpointOut:
-        return cls(
-            checkpoint_id=cp.checkpoint_id,
-            cursor=cp.cursor,
-            event_count=cp.event_count,
-            digest=cp.digest.hex(),
-            base_cursor=proof.cursor_text(cp.base_key),
-            base_count=cp.base_count,
-            signature=cp.signature.hex(),
-            key_id=cp.key_id,
-            signed_message=cp.message().decode(),
-            created_at=cp.created_at,
-        )
+CheckpointOut = checkpoints.CheckpointOut
 
 
 class CheckpointList(msgspec.Struct, frozen=True, kw_only=True):
