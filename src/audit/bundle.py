@@ -175,7 +175,7 @@ async def export(
                 last.position,
                 prefetch=2000,
             ):
-                writer.event(line_from_event(checkpoints.event_from_row(r)))
+                writer.event(line_from_event(proof.FeedEvent.from_row(r)))
                 count += 1
     except BaseException:
         writer.abort()

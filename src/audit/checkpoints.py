@@ -113,21 +113,6 @@ def from_row(row: asyncpg.Record | dict[str, Any]) -> proof.Checkpoint:
     return proof.Checkpoint(**fields)
 
 
-def event_from_row(row: asyncpg.Record) -> proof.FeedEvent:
-    return proof.FeedEvent(
-        txid=row["txid"],
-        position=row["position"],
-        job_id=row["job_id"],
-        version=row["version"],
-        type=row["type"],
-        actor=row["actor"],
-        occurred_at=row["occurred_at"],
-        data=row["data"],
-        prev_hash=bytes(row["prev_hash"]),
-        hash=bytes(row["hash"]),
-    )
-
-
 async def create(
     conn: asyncpg.Connection, signer: signing.Signer
 ) -> tuple[proof.Checkpoint | None, bool]:
@@ -227,7 +212,7 @@ async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> proof.
 
 async def _walk(conn: asyncpg.Connection, walk: proof.Walk) -> proof.Walk:
     async for row in conn.cursor(Q["events_feed_scan"], "0", 0, prefetch=2000):
-        walk.feed(event_from_row(row))
+        walk.feed(proof.FeedEvent.from_row(row))
     return walk
 
 

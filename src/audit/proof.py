@@ -66,6 +66,11 @@ class FeedEvent(msgspec.Struct, frozen=True, kw_only=True):
     prev_hash: bytes
     hash: bytes
 
+    @classmethod
+    def from_row(cls, row: ev.Row) -> FeedEvent:
+        """A row of the feed scans (`data::text`, the txid as a bigint)."""
+        return cls(**{column: row[column] for column in cls.__struct_fields__})
+
     @property
     def key(self) -> Key:
         return (self.txid, self.position)

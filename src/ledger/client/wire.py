@@ -57,14 +57,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     def event(self) -> ev.JobEvent:
         """The typed event (`ledger.events`) this record holds."""
-        return ev.from_row(
-            type=self.type,
-            job_id=self.job_id,
-            version=self.version,
-            actor=self.actor,
-            occurred_at=self.occurred_at,
-            data=self.data,
-        )
+        return ev.from_row(msgspec.structs.asdict(self))
 
 
 class History(msgspec.Struct, frozen=True, kw_only=True):
