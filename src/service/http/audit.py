@@ -24,7 +24,7 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from audit import chains, checkpoints, proof, signing
-from ledger import errors, store
+from ledger import errors, store, wire
 from ledger import events as ev
 from ledger.auth import Principal
 from projections import feed, live
@@ -49,40 +49,25 @@ class AuditKey:
         return self._signer
 
 
-class EventOut(msgspec.Struct, frozen=True, kw_only=True):
-    """One recorded event: where it sits in the feed, what happened, who did it, its chain link."""
-
-    cursor: str  # its place in the global feed: pass as `after` to continue after it
-    position: int
-    job_id: uuid.UUID
-    version: int
-    type: str
-    data: dict[str, Any]
-    actor: str
-    occurred_at: datetime
-    prev_hash: str  # hex
-    hash: str  # hex
-
-    @classmethod
-    def of(cls, recorded: store.Recorded) -> EventOut:
-        event = recorded.event
-        return cls(
-            cursor=feed.Cursor(recorded.txid, recorded.position).encode(),
-            position=recorded.position,
-            job_id=event.job_id,
-            version=event.version,
-            type=ev.type_tag(event),
-            data=_decode.decode(ev.data_json(event)),
-            actor=event.actor,
-            occurred_at=event.occurred_at,
-            prev_hash=recorded.prev_hash.hex(),
-            hash=recorded.hash.hex(),
-        )
+EventOut = wire.EventOut
+JobHistory = wire.JobHistory
 
 
-class JobHistory(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: uuid.UUID
-    events: list[EventOut]
+def event_out(recorded: store.Recorded) -> EventOut:
+    """A recorded event as the API answers it."""
+    event = recorded.event
+    return EventOut(
+        cursor=feed.Cursor(recorded.txid, recorded.position).encode(),
+        position=recorded.position,
+        job_id=event.job_id,
+        version=event.version,
+        type=ev.type_tag(event),
+        data=_decode.decode(ev.data_json(event)),
+        actor=event.actor,
+        occurred_at=event.occurred_at,
+        prev_hash=recorded.prev_hash.hex(),
+        hash=recorded.hash.hex(),
+    )
 
 
 class FeedPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,7 +202,7 @@ class AuditController(Controller):
             recorded = await services.store.history(conn, job_id)
         if not recorded:
             raise errors.UnknownJob(job_id)
-        return JobHistory(job_id=job_id, events=[EventOut.of(r) for r in recorded])
+        return JobHistory(job_id=job_id, events=[event_out(r) for r in recorded])
 
     @get(
         "/events",
@@ -245,7 +230,7 @@ class AuditController(Controller):
         async with services.connection() as conn:
             page = await feed.read(conn, cursor, limit, filters)
         return FeedPage(
-            events=[EventOut.of(r) for r in page.events], next_cursor=page.cursor.encode()
+            events=[event_out(r) for r in page.events], next_cursor=page.cursor.encode()
         )
 
     @get(
@@ -411,7 +396,7 @@ async def _live(
             if not recorded:
                 yield ServerSentEventMessage(event="heartbeat")
             for one in recorded:
-                out = EventOut.of(one)
+                out = event_out(one)
                 yield ServerSentEventMessage(
                     id=out.cursor, event=out.type, data=msgspec.json.encode(out).decode()
                 )

@@ -18,21 +18,19 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import commands, errors, lifecycle, submission
+from ledger import commands, errors, lifecycle, submission, wire
 from ledger.auth import Principal
 from projections import current, joblist
 from service.http import problems, security
 from service.http.services import Services, services_of
 
 PREFIX: Final = "/api/v1/jobs"
-MAX_BATCH: Final = submission.MAX_BATCH
-NO_NUL: Final = submission.NO_NUL
-QUEUE_PATTERN: Final = submission.QUEUE_PATTERN
-Job = submission.Job
-
-
-class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    jobs: Annotated[list[submission.Submission], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+NO_NUL: Final = wire.NO_NUL
+QUEUE_PATTERN: Final = wire.QUEUE_PATTERN
+Job = wire.Job
+BatchRequest = wire.BatchRequest
+BatchResult = wire.BatchResult
+JobList = wire.JobList
 
 
 class CancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -49,16 +47,7 @@ class RetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return commands.RetryJob(max_attempts=self.max_attempts)
 
 
-CLOSED_REQUESTS: Final = (submission.Submission, BatchRequest, CancelRequest, RetryRequest)
-
-
-class JobList(msgspec.Struct, frozen=True, kw_only=True):
-    jobs: list[Job]
-    next_cursor: str | None  # pass as `cursor` for the next page; null on the last page
-
-
-class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
-    jobs: list[Job]
+CLOSED_REQUESTS: Final = (wire.Submission, BatchRequest, CancelRequest, RetryRequest)
 
 
 IdempotencyKeyHeader = Annotated[
@@ -130,7 +119,7 @@ class JobsController(Controller):
     async def submit(
         self,
         request: Request[Any, Any, Any],
-        data: JSONBody[submission.Submission],
+        data: JSONBody[wire.Submission],
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> Response[Job]:
         # The two dependencies read from the request directly: asked for through DI, Litestar

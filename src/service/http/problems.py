@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from audit import checkpoints
-from ledger import db, errors
+from ledger import db, errors, wire
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,7 @@ RETRY_AFTER_SECONDS: Final = 5  # a restarting PostgreSQL is usually back within
 
 
 FieldError = errors.FieldError
-
-
-class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """RFC 9457 problem details, with the invalid fields listed in `errors` when there are any."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[FieldError] | None = None
+Problem = wire.Problem
 
 
 class Rule(msgspec.Struct, frozen=True):
