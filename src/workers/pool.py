@@ -544,8 +544,8 @@ class Pool:
 async def _finished_within(task: asyncio.Future[Any], seconds: float | None) -> bool:
     """Wait until `task` is done or `seconds` pass (None: no limit); whether it is done.
 
-    asyncio.wait would do, but its checks and sets cost a tenth of a no-op job's
-    time in a busy worker (measured with py-spy); this is one future and a timer.
+    asyncio.wait would do, but its checks and sets weigh on a busy worker's every
+    job; this is one future and a timer.
     """
     if task.done():
         return True

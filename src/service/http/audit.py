@@ -1,7 +1,8 @@
-"""Audit and replay over HTTP: job histories, the global feed (paged and live), chain and
-checkpoint verification, signed checkpoints, and replaying a job as a new one.
+"""Audit over HTTP: job histories, the global feed (paged and live), chain and checkpoint
+verification, signed checkpoints; and resubmitting a job as a new one (the route
+`POST /api/v1/jobs/{id}/replay`).
 
-Reading routes need the `audit:read` scope; replaying a job needs `jobs:write` and
+Reading routes need the `audit:read` scope; resubmitting a job needs `jobs:write` and
 taking a checkpoint on demand `admin`. The audit key (its private half signs
 checkpoints) is a file outside the database, loaded on first use.
 """
