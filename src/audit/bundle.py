@@ -15,7 +15,6 @@ signatures, and each checkpoint's digest, naming exactly what was altered.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import shutil
@@ -92,45 +91,6 @@ def event_from_line(line: Line) -> proof.FeedEvent:
         data=line.data,
         prev_hash=bytes.fromhex(line.prev_hash),
         hash=bytes.fromhex(line.hash),
-    )
-
-
-def _checkpoint_json(cp: proof.Checkpoint) -> dict[str, Any]:
-    return {
-        "checkpoint_id": cp.checkpoint_id,
-        "cursor": cp.cursor,
-        "event_count": cp.event_count,
-        "digest": cp.digest.hex(),
-        "base_cursor": proof.cursor_text(cp.base_key),
-        "base_count": cp.base_count,
-        "base_digest": cp.base_digest.hex(),
-        "witness": base64.b64encode(cp.witness).decode(),
-        "signature": cp.signature.hex(),
-        "key_id": cp.key_id,
-        "created_at": _stamp(cp.created_at),
-        "signed_message": cp.message().decode(),
-    }
-
-
-def _checkpoint_from_json(raw: dict[str, Any]) -> proof.Checkpoint:
-    at = feed.parse_cursor(raw["cursor"])
-    base = feed.parse_cursor(raw["base_cursor"])
-    return proof.Checkpoint(
-        checkpoint_id=int(raw["checkpoint_id"]),
-        txid=at.txid,
-        position=at.position,
-        event_count=int(raw["event_count"]),
-        digest=bytes.fromhex(raw["digest"]),
-        base_txid=base.txid,
-        base_position=base.position,
-        base_count=int(raw["base_count"]),
-        base_digest=bytes.fromhex(raw["base_digest"]),
-        witness=base64.b64decode(raw["witness"], validate=True),
-        signature=bytes.fromhex(raw["signature"]),
-        key_id=str(raw["key_id"]),
-        created_at=datetime.strptime(raw["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(
-            tzinfo=UTC
-        ),
     )
 
 
@@ -215,7 +175,7 @@ async def export(
                 last.position,
                 prefetch=2000,
             ):
-                writer.event(line_from_event(checkpoints.event_from_row(r)))
+                writer.event(line_from_event(proof.FeedEvent.from_row(r)))
                 count += 1
     except BaseException:
         writer.abort()
@@ -240,7 +200,7 @@ async def export(
         "key_id": signer.key_id,
     }
     writer.close(
-        checkpoints=[_checkpoint_json(cp) for cp in covering],
+        covering=[checkpoints.BundledCheckpoint.of(cp) for cp in covering],
         public_key=signer.pem,
         manifest=manifest,
     )
@@ -274,11 +234,16 @@ class _Writer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def close(
-        self, *, checkpoints: list[dict[str, Any]], public_key: str, manifest: dict[str, Any]
+        self,
+        *,
+        covering: list[checkpoints.BundledCheckpoint],
+        public_key: str,
+        manifest: dict[str, Any],
     ) -> None:
         assert self._events is not None
         self._events.close()
-        (self.directory / CHECKPOINTS).write_text(json.dumps(checkpoints, indent=1) + "\n")
+        listed = msgspec.to_builtins(covering)
+        (self.directory / CHECKPOINTS).write_text(json.dumps(listed, indent=1) + "\n")
         (self.directory / PUBLIC_KEY).write_text(public_key)
         (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         if self.directory == self.out:
@@ -373,8 +338,8 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
     cps: list[proof.Checkpoint] = []
     for index, raw in enumerate(raw_checkpoints if isinstance(raw_checkpoints, list) else []):
         try:
-            cps.append(_checkpoint_from_json(raw))
-        except (KeyError, ValueError, TypeError, feed.BadCursor) as exc:
+            cps.append(msgspec.convert(raw, checkpoints.BundledCheckpoint).checkpoint())
+        except (ValueError, errors.BadCursor) as exc:
             findings.append(
                 proof.Finding(
                     kind="malformed",
@@ -396,7 +361,7 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
             continue
         try:
             event = event_from_line(_line_decoder.decode(raw_line))
-        except (msgspec.DecodeError, ValueError, feed.BadCursor) as exc:
+        except (msgspec.DecodeError, ValueError, errors.BadCursor) as exc:
             walk.findings.append(
                 proof.Finding(
                     kind="malformed", message=f"line {number} is not a bundle event: {exc}"

@@ -10,8 +10,9 @@ of the events up to its cursor.
 
 from __future__ import annotations
 
+import base64
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[impo
 
 from audit import proof, signing
 from ledger import db, errors, sqlfile
+from projections import feed
 
 Q = sqlfile.load("audit")
 log = logging.getLogger(__name__)
@@ -29,6 +31,76 @@ log = logging.getLogger(__name__)
 
 class CheckpointError(errors.LedgerError):
     """A checkpoint cannot be taken because the newest one does not verify (its table was altered)."""
+
+
+class CheckpointOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A checkpoint as JSON, one encoding for every reader: the API's answer and, with its
+    base digest and witness (`BundledCheckpoint`), an audit bundle's checkpoints.json."""
+
+    checkpoint_id: int
+    cursor: str
+    event_count: int
+    digest: str  # hex
+    base_cursor: str
+    base_count: int
+    signature: str  # hex
+    key_id: str
+    signed_message: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, cp: proof.Checkpoint) -> CheckpointOut:
+        return cls(**_published(cp))
+
+
+class BundledCheckpoint(CheckpointOut, frozen=True, kw_only=True):
+    """A checkpoint with all it takes to check it offline: a bundle's checkpoints.json."""
+
+    base_digest: str  # hex
+    witness: str  # base64
+
+    @classmethod
+    def of(cls, cp: proof.Checkpoint) -> BundledCheckpoint:
+        return cls(
+            **_published(cp),
+            base_digest=cp.base_digest.hex(),
+            witness=base64.b64encode(cp.witness).decode(),
+        )
+
+    def checkpoint(self) -> proof.Checkpoint:
+        """The checkpoint this JSON describes (ValueError, BadCursor: it cannot be one)."""
+        at = feed.parse_cursor(self.cursor)
+        base = feed.parse_cursor(self.base_cursor)
+        return proof.Checkpoint(
+            checkpoint_id=self.checkpoint_id,
+            txid=at.txid,
+            position=at.position,
+            event_count=self.event_count,
+            digest=bytes.fromhex(self.digest),
+            base_txid=base.txid,
+            base_position=base.position,
+            base_count=self.base_count,
+            base_digest=bytes.fromhex(self.base_digest),
+            witness=base64.b64decode(self.witness, validate=True),
+            signature=bytes.fromhex(self.signature),
+            key_id=self.key_id,
+            created_at=self.created_at,
+        )
+
+
+def _published(cp: proof.Checkpoint) -> dict[str, Any]:
+    return {
+        "checkpoint_id": cp.checkpoint_id,
+        "cursor": cp.cursor,
+        "event_count": cp.event_count,
+        "digest": cp.digest.hex(),
+        "base_cursor": proof.cursor_text(cp.base_key),
+        "base_count": cp.base_count,
+        "signature": cp.signature.hex(),
+        "key_id": cp.key_id,
+        "signed_message": cp.message().decode(),
+        "created_at": cp.created_at,
+    }
 
 
 def from_row(row: asyncpg.Record | dict[str, Any]) -> proof.Checkpoint:
@@ -39,21 +111,6 @@ def from_row(row: asyncpg.Record | dict[str, Any]) -> proof.Checkpoint:
     fields.setdefault("base_digest", proof.GENESIS_DIGEST)
     fields.setdefault("witness", b"")
     return proof.Checkpoint(**fields)
-
-
-def event_from_row(row: asyncpg.Record) -> proof.FeedEvent:
-    return proof.FeedEvent(
-        txid=row["txid"],
-        position=row["position"],
-        job_id=row["job_id"],
-        version=row["version"],
-        type=row["type"],
-        actor=row["actor"],
-        occurred_at=row["occurred_at"],
-        data=row["data"],
-        prev_hash=bytes(row["prev_hash"]),
-        hash=bytes(row["hash"]),
-    )
 
 
 async def create(
@@ -155,27 +212,8 @@ async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> proof.
 
 async def _walk(conn: asyncpg.Connection, walk: proof.Walk) -> proof.Walk:
     async for row in conn.cursor(Q["events_feed_scan"], "0", 0, prefetch=2000):
-        walk.feed(event_from_row(row))
+        walk.feed(proof.FeedEvent.from_row(row))
     return walk
-
-
-def describe(checkpoints: Sequence[proof.Checkpoint]) -> list[dict[str, Any]]:
-    """Checkpoints as plain JSON-ready dicts (hex digests and signatures)."""
-    return [
-        {
-            "checkpoint_id": cp.checkpoint_id,
-            "cursor": cp.cursor,
-            "event_count": cp.event_count,
-            "digest": cp.digest.hex(),
-            "base_cursor": proof.cursor_text(cp.base_key),
-            "base_count": cp.base_count,
-            "signature": cp.signature.hex(),
-            "key_id": cp.key_id,
-            "signed_message": cp.message().decode(),
-            "created_at": cp.created_at.isoformat(),
-        }
-        for cp in checkpoints
-    ]
 
 
 @asynccontextmanager

@@ -52,11 +52,24 @@ def short(digest: bytes) -> str:
     return digest.hex()[:16]
 
 
-class FeedEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """An event with its feed place and every column its hash covers (`data`: the exact jsonb text)."""
+class Placed(msgspec.Struct, frozen=True):
+    """Something at a place in the feed: (writing transaction id, position)."""
 
     txid: int
     position: int
+
+    @property
+    def key(self) -> Key:
+        return (self.txid, self.position)
+
+    @property
+    def cursor(self) -> str:
+        return cursor_text(self.key)
+
+
+class FeedEvent(Placed, frozen=True, kw_only=True):
+    """An event with its feed place and every column its hash covers (`data`: the exact jsonb text)."""
+
     job_id: uuid.UUID
     version: int
     type: str
@@ -66,13 +79,10 @@ class FeedEvent(msgspec.Struct, frozen=True, kw_only=True):
     prev_hash: bytes
     hash: bytes
 
-    @property
-    def key(self) -> Key:
-        return (self.txid, self.position)
-
-    @property
-    def cursor(self) -> str:
-        return cursor_text(self.key)
+    @classmethod
+    def from_row(cls, row: ev.Row) -> FeedEvent:
+        """A row of the feed scans (`data::text`, the txid as a bigint)."""
+        return cls(**{column: row[column] for column in cls.__struct_fields__})
 
     def recomputed_hash(self) -> bytes:
         """The hash its stored content and previous link give (equals `hash` unless edited)."""
@@ -90,22 +100,12 @@ class FeedEvent(msgspec.Struct, frozen=True, kw_only=True):
 _ENTRY: Final = struct.Struct(">QQ16sI32s")
 
 
-class WitnessEntry(msgspec.Struct, frozen=True):
+class WitnessEntry(Placed, frozen=True):
     """What a checkpoint remembers of one event: where it was in the feed, which it was, its hash."""
 
-    txid: int
-    position: int
     job_id: uuid.UUID
     version: int
     hash: bytes
-
-    @property
-    def key(self) -> Key:
-        return (self.txid, self.position)
-
-    @property
-    def cursor(self) -> str:
-        return cursor_text(self.key)
 
 
 def pack_entry(e: WitnessEntry) -> bytes:
@@ -125,12 +125,10 @@ def decode_witness(blob: bytes) -> list[WitnessEntry]:
     ]
 
 
-class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
+class Checkpoint(Placed, frozen=True, kw_only=True):
     """A signed statement: the feed up to `cursor` holds `event_count` events with this digest."""
 
     checkpoint_id: int
-    txid: int
-    position: int
     event_count: int
     digest: bytes
     base_txid: int
@@ -143,16 +141,8 @@ class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
 
     @property
-    def key(self) -> Key:
-        return (self.txid, self.position)
-
-    @property
     def base_key(self) -> Key:
         return (self.base_txid, self.base_position)
-
-    @property
-    def cursor(self) -> str:
-        return cursor_text(self.key)
 
     def message(self) -> bytes:
         return message(self.key, self.event_count, self.digest)

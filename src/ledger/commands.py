@@ -73,7 +73,7 @@ class RetryJob(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
-class MarkReplayed(msgspec.Struct, frozen=True, kw_only=True):
+class MarkResubmitted(msgspec.Struct, frozen=True, kw_only=True):
     """Record on the original job that it was submitted again as `replayed_as`."""
 
     replayed_as: uuid.UUID
@@ -88,7 +88,7 @@ Command = (
     | ReleaseJob
     | CancelJob
     | RetryJob
-    | MarkReplayed
+    | MarkResubmitted
 )
 
 _VERB: dict[type[Any], str] = {
@@ -100,7 +100,7 @@ _VERB: dict[type[Any], str] = {
     ReleaseJob: "release",
     CancelJob: "cancel",
     RetryJob: "retry",
-    MarkReplayed: "replay",
+    MarkResubmitted: "mark as resubmitted",
 }
 
 
@@ -194,7 +194,7 @@ def decide(
             if state.status not in ("failed", "cancelled"):
                 raise refuse()
             return [ev.JobRetried(**envelope, max_attempts=command.max_attempts)]
-        case MarkReplayed():
+        case MarkResubmitted():
             return [ev.JobReplayed(**envelope, replayed_as=command.replayed_as)]
     raise refuse()  # pragma: no cover - every command is matched above
 
@@ -219,7 +219,11 @@ def resubmit(
     return [
         *decide(None, submit, job_id=new_job_id, actor=actor, now=now),
         *decide(
-            state, MarkReplayed(replayed_as=new_job_id), job_id=state.job_id, actor=actor, now=now
+            state,
+            MarkResubmitted(replayed_as=new_job_id),
+            job_id=state.job_id,
+            actor=actor,
+            now=now,
         ),
     ]
 

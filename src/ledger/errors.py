@@ -39,6 +39,10 @@ class InvalidTransition(LedgerError):
         self.command = command
 
 
+class BadCursor(LedgerError):
+    """A paging cursor (of the feed or of a job list) is not one this service handed out (400)."""
+
+
 class ConfigError(LedgerError):
     """The service's configuration is missing or inconsistent."""
 

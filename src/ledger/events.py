@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import msgspec
 
@@ -180,19 +180,22 @@ def data_json(event: Event) -> str:
     return _json.encode({f: getattr(event, f) for f in fields}).decode()
 
 
-def from_row(
-    *,
-    type: str,
-    job_id: uuid.UUID,
-    version: int,
-    actor: str,
-    occurred_at: datetime,
-    data: str | bytes | dict[str, Any],
-) -> JobEvent:
-    """Rebuild the typed event from its stored columns (raises msgspec.ValidationError)."""
+class Row(Protocol):
+    """A stored event's columns by name: a database row, or a dict of them."""
+
+    def __getitem__(self, column: str, /) -> Any: ...
+
+
+_ROW_ENVELOPE: Final = ("type", "job_id", "version", "actor", "occurred_at")
+
+
+def from_row(row: Row) -> JobEvent:
+    """The typed event a stored row holds: its columns type, job_id, version, actor,
+    occurred_at and data (jsonb text or decoded); raises msgspec.ValidationError."""
+    data = row["data"]
     fields = _any_decoder.decode(data) if isinstance(data, str | bytes) else dict(data)
     if not isinstance(fields, dict):
         raise msgspec.ValidationError("event data is not a JSON object")
-    fields.update(type=type, job_id=job_id, version=version, actor=actor, occurred_at=occurred_at)
+    fields.update({column: row[column] for column in _ROW_ENVELOPE})
     event: JobEvent = msgspec.convert(fields, JobEvent, strict=False)
     return event

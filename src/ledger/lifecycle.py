@@ -1,7 +1,9 @@
 """A job's state as a pure fold of its events: `evolve(state, event) -> state`.
 
-`job_view_evolve` in sql/ is the same fold in PL/pgSQL (it keeps the live view
-and rebuilds it); a property test holds the two equal. Change both together.
+The SQL function `job_view_step` (sql/0051; its current text in sql/schema.sql) is
+the same fold in SQL: the append projects the live view with it, and the rebuilds
+and as-of queries fold with it (the aggregate `job_view_fold`). A property test
+holds the two equal. Change both together.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ import contextlib
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import IO, Any, Final
+from typing import IO, Any, Final, NoReturn
 
 REDACTED: Final = "[redacted]"
 JOB_FIELDS: Final = ("job_id", "job_type", "attempt")
@@ -209,3 +210,12 @@ def configure(level: str = "info", fmt: str = "auto", stream: IO[str] | None = N
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+
+
+def exit_at_once(signum: int) -> NoReturn:
+    """End the process now (a second stop signal), its log flushed; the exit status says
+    which signal it was (128 + signum), as a shell reports it."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)

@@ -36,43 +36,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 NAMESPACE: Final = "ledger"
 
-# Job run times span milliseconds (a no-op) to the default 300 s timeout and beyond.
-RUN_BUCKETS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    120,
-    300,
-    600,
-)
-WAIT_BUCKETS: Final = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1,
-    2.5,
-    5,
-    10,
-    30,
-    60,
-    300,
-    900,
-    3600,
-)
+# Both ladders climb alike from 5 ms to a minute, then part: run times go to the default
+# 300 s timeout and beyond, queue waits to an hour (a backlog, a delayed start).
+_TO_A_MINUTE: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+RUN_BUCKETS: Final = (*_TO_A_MINUTE, 120, 300, 600)
+WAIT_BUCKETS: Final = (*_TO_A_MINUTE, 300, 900, 3600)
 DEPTH_STATUSES: Final = ("pending", "retrying", "processing")
 HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 

@@ -219,14 +219,7 @@ def record_from_row(row: asyncpg.Record) -> Recorded:
         txid=row["txid"],
         prev_hash=row["prev_hash"],
         hash=row["hash"],
-        event=ev.from_row(
-            type=row["type"],
-            job_id=row["job_id"],
-            version=row["version"],
-            actor=row["actor"],
-            occurred_at=row["occurred_at"],
-            data=row["data"],
-        ),
+        event=ev.from_row(row),
     )
 
 

@@ -17,106 +17,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import asyncpg
 import msgspec
 
-from ledger import commands, errors, jobtypes, lifecycle, payloads, sqlfile, store
+from ledger import commands, errors, jobtypes, lifecycle, payloads, sqlfile, store, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
 
-MAX_BATCH: Final = 1000
-MAX_DELAY_SECONDS: Final = 366 * 24 * 3600
+MAX_BATCH: Final = wire.MAX_BATCH
+MAX_DELAY_SECONDS: Final = wire.MAX_DELAY_SECONDS
 MAX_PAST: Final = timedelta(days=100 * 365)  # far-past times could not be represented in UTC
-_PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
-
-
-class Job(msgspec.Struct, frozen=True, kw_only=True):
-    """A job as it is now: what `submit` returns and the API answers with."""
-
-    job_id: uuid.UUID
-    status: lifecycle.Status
-    type: str
-    queue: str
-    priority: ev.Priority
-    attempt: int
-    max_attempts: int
-    payload: dict[str, Any]
-    result: Any
-    error: str | None
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    next_attempt_at: datetime | None  # when a pending or retrying job becomes due
-
-    @classmethod
-    def of(cls, state: lifecycle.JobState) -> Job:
-        return cls(
-            job_id=state.job_id,
-            status=state.status,
-            type=state.type,
-            queue=state.queue,
-            priority=_PRIORITY_NAME[state.priority],  # type: ignore[arg-type]
-            attempt=state.attempt,
-            max_attempts=state.max_attempts,
-            payload=state.payload,
-            result=state.result,
-            error=state.error,
-            created_at=state.created_at,
-            started_at=state.started_at,
-            completed_at=state.completed_at,
-            next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
-        )
-
-
-QUEUE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
-NO_NUL: Final = r"^[^\x00]*$"  # PostgreSQL text and jsonb cannot hold U+0000
-QueueName = Annotated[str, msgspec.Meta(pattern=QUEUE_PATTERN)]
-JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
-AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-class Submission(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """A job to run: its type, the payload its type's schema accepts, and how to run it.
-
-    The body of `POST /api/v1/jobs` (where `job_type` is the field `type`); unset
-    fields take the job type's defaults.
-    """
-
-    job_type: JobTypeName = msgspec.field(name="type")
-    payload: dict[str, Any]
-    priority: ev.Priority = "normal"
-    queue: QueueName = "default"
-    run_at: AwareTime | None = None
-    delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_SECONDS)] | None = None
-    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
-    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
-    # Retry backoff for this job (exponential with jitter): attempt n waits between half
-    # and all of min(cap, base * 2^(n-1)) seconds. The job type's defaults otherwise.
-    backoff_base_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] | None = None
-    backoff_cap_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
-
-    @classmethod
-    def checked(cls, job_type: str, payload: dict[str, Any], **options: Any) -> Submission:
-        """A submission from a Python caller, held to the rules of a request body."""
-        fields = {"type": job_type, "payload": payload}
-        fields.update({name: value for name, value in options.items() if value is not None})
-        return _validated(fields)
-
-    def validated(self) -> Submission:
-        """This submission held to the rules of a request body (built in Python, it was not)."""
-        names = zip(self.__struct_encode_fields__, self.__struct_fields__, strict=True)
-        return _validated({wire: getattr(self, name) for wire, name in names})
-
-
-def _validated(fields: dict[str, Any]) -> Submission:
-    try:
-        return msgspec.convert(fields, Submission, strict=True)
-    except msgspec.ValidationError as exc:
-        message, _, at = str(exc).partition(" - at `$")
-        raise errors.InvalidInput.at(at.rstrip("`").lstrip(".") or "$", message) from None
+Job = wire.Job
+Submission = wire.Submission
 
 
 class Submitted(msgspec.Struct, frozen=True):
@@ -389,7 +304,7 @@ class Submitter:
         self, conn: asyncpg.Connection, job_id: uuid.UUID, *, reason: str | None = None, actor: str
     ) -> Job:
         """Cancel a pending, retrying or processing job (InvalidTransition otherwise)."""
-        return await self._act(conn, job_id, commands.CancelJob(reason=reason), actor)
+        return await self.act(conn, job_id, commands.CancelJob(reason=reason), actor=actor)
 
     async def retry(
         self,
@@ -400,7 +315,9 @@ class Submitter:
         actor: str,
     ) -> Job:
         """Run a failed or cancelled job again, its attempts starting over."""
-        return await self._act(conn, job_id, commands.RetryJob(max_attempts=max_attempts), actor)
+        return await self.act(
+            conn, job_id, commands.RetryJob(max_attempts=max_attempts), actor=actor
+        )
 
     async def resubmit(
         self, conn: asyncpg.Connection, job_id: uuid.UUID, *, actor: str
@@ -424,8 +341,13 @@ class Submitter:
         assert new is not None and original is not None
         return Job.of(new), Job.of(original)
 
-    async def _act(
-        self, conn: asyncpg.Connection, job_id: uuid.UUID, command: commands.Command, actor: str
+    async def act(
+        self,
+        conn: asyncpg.Connection,
+        job_id: uuid.UUID,
+        command: commands.Command,
+        *,
+        actor: str,
     ) -> Job:
         """Run `command` on an existing job, deciding once more if another writer got there first."""
         try:

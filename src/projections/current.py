@@ -2,8 +2,8 @@
 
 The database keeps it: the INSERT that appends events folds them into their jobs'
 rows in the same statement (trigger `events_project_jobs`, sql/0051, by the same
-`job_view_evolve` the rebuilds and as-of queries use), so a row is never without its
-events nor behind them.
+fold step, `job_view_step`, the rebuilds and as-of queries use), so a row is never
+without its events nor behind them.
 """
 
 from __future__ import annotations

@@ -22,6 +22,8 @@ _CURSOR = re.compile(r"^(\d{1,19})\.(\d{1,19})$")
 
 
 class Cursor(msgspec.Struct, frozen=True):
+    """A place in the global feed: (writing transaction id, position)."""
+
     txid: int
     position: int
 
@@ -30,10 +32,6 @@ class Cursor(msgspec.Struct, frozen=True):
 
 
 START = Cursor(0, 0)
-
-
-class BadCursor(errors.LedgerError):
-    """The feed cursor is not one this service handed out."""
 
 
 def is_cursor(text: str) -> bool:
@@ -45,7 +43,7 @@ def parse_cursor(text: str | None) -> Cursor:
         return START
     match = _CURSOR.match(text)
     if not match:
-        raise BadCursor(f"malformed feed cursor {text!r}")
+        raise errors.BadCursor(f"malformed feed cursor {text!r}")
     return Cursor(int(match.group(1)), int(match.group(2)))
 
 
@@ -65,7 +63,9 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
 NO_FILTERS: Final = Filters()
 
 
-class Page(msgspec.Struct, frozen=True):
+class EventPage(msgspec.Struct, frozen=True):
+    """A page of the feed and the cursor to resume from."""
+
     events: list[store.Recorded]
     cursor: Cursor  # resume from here
     # Committed events wait above the cursor's horizon for an older open transaction
@@ -78,7 +78,7 @@ async def read(
     after: Cursor = START,
     limit: int = 500,
     filters: Filters = NO_FILTERS,
-) -> Page:
+) -> EventPage:
     """The next committed events after `after` that match `filters`, at most `limit`.
 
     A short page means everything below the snapshot's xmin was looked at, so the
@@ -101,4 +101,4 @@ async def read(
     if len(recorded) < limit:
         horizon = Cursor(rows[0]["horizon"] - 1, MAX_POSITION)
         cursor = max(cursor, horizon, key=lambda c: (c.txid, c.position))
-    return Page(recorded, cursor, rows[0]["held_back"])
+    return EventPage(recorded, cursor, rows[0]["held_back"])

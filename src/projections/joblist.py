@@ -23,11 +23,9 @@ Q = sqlfile.load("projections")
 MAX_LIMIT: Final = 200
 
 
-class BadCursor(errors.LedgerError):
-    """The list cursor is not one this service handed out."""
+class ListCursor(msgspec.Struct, frozen=True):
+    """A place in a job list (not the feed's `feed.Cursor`): the last row's sort key."""
 
-
-class Cursor(msgspec.Struct, frozen=True):
     created_at: datetime
     job_id: uuid.UUID
 
@@ -36,11 +34,11 @@ class Cursor(msgspec.Struct, frozen=True):
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-FIRST: Final = Cursor(datetime.max.replace(tzinfo=UTC), uuid.UUID(int=(1 << 128) - 1))
+FIRST: Final = ListCursor(datetime.max.replace(tzinfo=UTC), uuid.UUID(int=(1 << 128) - 1))
 """Before every row: the first page starts here."""
 
 
-def parse_cursor(text: str | None) -> Cursor | None:
+def parse_cursor(text: str | None) -> ListCursor | None:
     """The cursor a previous page returned (None: start from the newest job)."""
     if not text:
         return None
@@ -51,14 +49,16 @@ def parse_cursor(text: str | None) -> Cursor | None:
         if created_at.tzinfo is None:
             raise ValueError("naive time")
         created_at.astimezone(UTC)  # an instant past year 1 or 9999 in UTC cannot be queried
-        return Cursor(created_at, uuid.UUID(job_id))
+        return ListCursor(created_at, uuid.UUID(job_id))
     except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise BadCursor(f"malformed list cursor {text!r}") from None
+        raise errors.BadCursor(f"malformed list cursor {text!r}") from None
 
 
-class Page(msgspec.Struct, frozen=True):
+class JobPage(msgspec.Struct, frozen=True):
+    """A page of jobs and the cursor of the next one."""
+
     jobs: list[lifecycle.JobState]
-    next_cursor: Cursor | None  # None: this was the last page
+    next_cursor: ListCursor | None  # None: this was the last page
 
 
 async def page(
@@ -67,9 +67,9 @@ async def page(
     status: str | None = None,
     job_type: str | None = None,
     queue: str | None = None,
-    after: Cursor | None = None,
+    after: ListCursor | None = None,
     limit: int = 50,
-) -> Page:
+) -> JobPage:
     """Up to `limit` (capped at MAX_LIMIT) jobs matching the filters, newest first, after `after`."""
     limit = max(1, min(limit, MAX_LIMIT))
     start = after or FIRST
@@ -81,7 +81,7 @@ async def page(
     jobs = [current.state_from_row(r) for r in rows[:limit]]
     more = len(rows) > limit
     last = jobs[-1] if jobs else None
-    return Page(jobs, Cursor(last.created_at, last.job_id) if more and last else None)
+    return JobPage(jobs, ListCursor(last.created_at, last.job_id) if more and last else None)
 
 
 async def get_many(conn: asyncpg.Connection, job_ids: list[uuid.UUID]) -> list[lifecycle.JobState]:

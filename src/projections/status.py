@@ -16,7 +16,11 @@ class Counts(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def workers_alive(conn: asyncpg.Connection) -> int:
-    """Job slots of the worker processes whose heartbeat is fresh (younger than their lease)."""
+    """Job slots across all live worker processes (a heartbeat younger than its lease).
+
+    Dead processes drop out on their own once their heartbeat is older than their
+    lease; this is the `workers` figure of `/health`.
+    """
     slots: int = await conn.fetchval(Q["worker_processes_count_live_slots"])
     return int(slots)
 

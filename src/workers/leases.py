@@ -100,16 +100,6 @@ async def heartbeat(
         )
 
 
-async def live_slots(conn: asyncpg.Connection) -> int:
-    """Job slots across all live worker processes (a heartbeat younger than its lease).
-
-    Dead processes drop out on their own once their heartbeat is older than their
-    lease; this is the `workers` figure of `/health`.
-    """
-    count = await conn.fetchval(Q["worker_processes_live_slots"])
-    return int(count)
-
-
 class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
     """Live worker processes, their job slots, and the slots running a job now."""
 
@@ -119,7 +109,7 @@ class SlotUsage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def slot_usage(conn: asyncpg.Connection) -> SlotUsage:
-    """Across all live worker processes, for the metrics (`live_slots` is `/health`'s figure)."""
+    """Across all live worker processes, for the metrics (`projections.status.workers_alive` is `/health`'s figure)."""
     row = await conn.fetchrow(Q["worker_processes_slot_usage"])
     assert row is not None
     return SlotUsage(

@@ -3,9 +3,7 @@
 One process runs one `Pool`; any number of processes run against one database.
 The claim loop sleeps until something rings (a NOTIFY through the listener, a slot
 freeing up while work is waiting, the retry clock, or the slow poll), then claims
-as many due jobs as it has free slots in one transaction (`FOR UPDATE SKIP
-LOCKED`, so concurrent claimers never take the same job), appending one
-job.claimed.v1 per job with this worker's id as actor. Each claimed job runs in a
+as many due jobs as it has free slots (`workers.claims`). Each claimed job runs in a
 task of its own; its outcome (completed, retry scheduled, failed, released) is
 decided by `commands.decide` and appended through the event store, only while this
 worker still holds that very attempt, so an outcome is recorded once. Through a
@@ -43,8 +41,7 @@ from ledger import (
     sqlfile,
     store,
 )
-from projections import current
-from workers import leases, listener, outcomes, retry
+from workers import claims, leases, listener, outcomes, retry
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
@@ -285,28 +282,17 @@ class Pool:
             await self._set_alarm()
 
     async def _claim(self, limit: int) -> list[lifecycle.JobState]:
-        """Claim up to `limit` due jobs in one transaction; returns their states after the claim."""
+        """Claim up to `limit` due jobs (`claims.claim`); their states after the claim."""
         assert self._db is not None
-        types = self._registry.names()
-        claim = commands.ClaimJob(
-            worker_id=self.worker_id, lease_seconds=self.settings.lease_seconds
-        )
-        async with db.acquire(self._db) as conn, conn.transaction():
-            rows = await conn.fetch(Q["jobs_claim"], limit, types)
-            if not rows:
-                return []
-            now = self._store.clock()
-            states = [current.state_from_row(row) for row in rows]
-            decided = [
-                event
-                for state in states
-                for event in commands.decide(
-                    state, claim, job_id=state.job_id, actor=self.worker_id, now=now
-                )
-            ]
-            recorded = await self._store.append(conn, decided, before={s.job_id: s for s in states})
-            claimed = [lifecycle.evolve(s, r.event) for s, r in zip(states, recorded, strict=True)]
-        return claimed
+        async with db.acquire(self._db) as conn:
+            return await claims.claim(
+                conn,
+                self._store,
+                worker_id=self.worker_id,
+                lease_seconds=self.settings.lease_seconds,
+                types=self._registry.names(),
+                limit=limit,
+            )
 
     async def _set_alarm(self) -> None:
         """Set the retry clock for when the earliest runnable job becomes due.
@@ -558,8 +544,8 @@ class Pool:
 async def _finished_within(task: asyncio.Future[Any], seconds: float | None) -> bool:
     """Wait until `task` is done or `seconds` pass (None: no limit); whether it is done.
 
-    asyncio.wait would do, but its checks and sets cost a tenth of a no-op job's
-    time in a busy worker (measured with py-spy); this is one future and a timer.
+    asyncio.wait would do, but its checks and sets weigh on a busy worker's every
+    job; this is one future and a timer.
     """
     if task.done():
         return True

@@ -19,12 +19,6 @@ WHERE worker_id = $1;
 DELETE FROM worker_processes
 WHERE worker_id = $1;
 
--- name: worker_processes_live_slots
--- Job slots of the worker processes whose heartbeat is younger than their lease.
-SELECT coalesce(sum(slots), 0)::bigint
-FROM worker_processes
-WHERE heartbeat_at > now() - make_interval(secs => lease_seconds);
-
 -- name: worker_processes_prune
 -- Forget processes that have been silent for a long time (they died without a word).
 DELETE FROM worker_processes
@@ -92,11 +86,6 @@ SELECT extract(epoch FROM min(run_at) - clock_timestamp())::double precision
 FROM jobs
 WHERE status IN ('pending', 'retrying')
   AND type = ANY($1::text[]);
-
--- name: jobs_get
-SELECT *
-FROM jobs
-WHERE job_id = $1;
 
 -- name: jobs_running_lost
 -- Of the attempts this worker runs, those it no longer holds (cancelled, expired, ...).

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
+
+from ledger import logs
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,7 @@ def graceful(stop: Callable[[], None]) -> Iterator[None]:
             stop()
             return
         log.error("second signal (%s): exiting now; running jobs go to lease recovery", name)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        logs.exit_at_once(signum)
 
     for sig in SIGNALS:
         loop.add_signal_handler(sig, handle, sig)

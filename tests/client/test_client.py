@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
 
-from ledger import client
+from ledger import client, wire
 from ledger import events as ev
-from service.http import audit, jobs
 from tests.client.conftest import Api, Mint
 from tests.client.streams import AsyncWatched, Watched
 
@@ -309,13 +309,39 @@ async def test_the_async_client_submits_lists_and_waits(api: Api, mint: Mint) ->
     assert len(transport.streams) == 1
 
 
-def test_the_clients_structs_have_the_apis_fields(ledger: client.Client) -> None:
-    """Field for field the API's own answer types, so every answer decodes both ways."""
-    assert client.Job.__struct_fields__ == jobs.Job.__struct_fields__
-    assert client.RecordedEvent.__struct_fields__ == audit.EventOut.__struct_fields__
-    assert client.History.__struct_fields__ == audit.JobHistory.__struct_fields__
-    job = ledger.submit("test.noop", {"n": 1}, delay_seconds=3600)
+def test_every_option_the_client_sets_reaches_the_api(ledger: client.Client) -> None:
+    """The client encodes the API's own Submission (`ledger.wire`), unset fields left out:
+    every option it sets is recorded, and the API's answer decodes into the API's Job."""
+    mine = queue()
+    run_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    job = ledger.submit(
+        "test.noop",
+        {"n": 1},
+        priority="low",
+        queue=mine,
+        run_at=run_at,
+        max_attempts=4,
+        timeout_seconds=12.5,
+        backoff_base_seconds=0.5,
+        backoff_cap_seconds=30.0,
+    )
+    [recorded] = ledger.history(job.job_id).events
+    first = recorded.event()
+
+    assert isinstance(first, ev.JobSubmitted)
+    assert (first.priority, first.queue, first.run_at, first.max_attempts) == (
+        "low",
+        mine,
+        run_at,
+        4,
+    )
+    assert (first.timeout_seconds, first.backoff_base_seconds, first.backoff_cap_seconds) == (
+        12.5,
+        0.5,
+        30.0,
+    )
     raw = ledger.http.get(f"/api/v1/jobs/{job.job_id}").content
-    assert msgspec.json.decode(raw, type=jobs.Job) == msgspec.convert(
-        msgspec.to_builtins(job), jobs.Job
+    assert msgspec.json.decode(raw, type=wire.Job) == job
+    assert msgspec.json.encode(client.Submission(job_type="t", payload={})) == (
+        b'{"type":"t","payload":{}}'
     )

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 from audit import bundle, checkpoints, proof, signing
@@ -222,3 +223,34 @@ async def test_export_refuses_an_existing_path(
     out, _, signer = exported
     with pytest.raises(bundle.BundleError, match="already exists"):
         await bundle.export(conn, signer, out)
+
+
+async def test_bundle_written_before_one_checkpoint_encoding_still_verifies(
+    exported: tuple[Path, list[uuid.UUID], signing.Signer],
+) -> None:
+    """Bundles exported before the API and bundles shared one encoder stamped `created_at`
+    with all six fraction digits, in another key order: they verify as they did."""
+    out, _, signer = exported
+    raw = json.loads((out / bundle.CHECKPOINTS).read_text())
+    order = ["checkpoint_id", "cursor", "event_count", "digest", "base_cursor", "base_count"]
+    order += ["base_digest", "witness", "signature", "key_id", "created_at", "signed_message"]
+    old = [{key: cp[key] for key in order} for cp in raw]
+    old[0]["created_at"] = "2024-05-01T12:00:00.000000Z"
+    (out / bundle.CHECKPOINTS).write_text(json.dumps(old, indent=1) + "\n")
+
+    report = bundle.verify(out, trusted=signer)
+
+    assert report.ok, report.findings
+    assert (report.events, report.checkpoints) == (12, 1)
+
+
+async def test_a_bundles_checkpoints_are_the_apis_encoding_with_base_and_witness(
+    conn: asyncpg.Connection, exported: tuple[Path, list[uuid.UUID], signing.Signer]
+) -> None:
+    out, _, _ = exported
+    [cp] = await checkpoints.list_all(conn)
+    [bundled] = json.loads((out / bundle.CHECKPOINTS).read_text())
+
+    published = json.loads(msgspec.json.encode(checkpoints.CheckpointOut.of(cp)))
+    assert {k: v for k, v in bundled.items() if k not in ("base_digest", "witness")} == published
+    assert bundled["created_at"] == published["created_at"]

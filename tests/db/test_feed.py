@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from ledger import commands, store
+from ledger import commands, errors, store
 from ledger import events as ev
 from projections import feed
 from tests import factories
@@ -100,6 +100,6 @@ def test_cursor_round_trips_and_rejects_garbage() -> None:
     for bad in ("abc", "1", "1.2.3", "-1.2", "1.x"):
         try:
             feed.parse_cursor(bad)
-        except feed.BadCursor:
+        except errors.BadCursor:
             continue
         raise AssertionError(f"{bad!r} was accepted")

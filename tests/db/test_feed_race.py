@@ -96,7 +96,7 @@ async def test_filters_select_events_and_the_cursor_still_moves_past_the_rest(
     by_type = await feed.read(conn, filters=feed.Filters(job_type="report"))
     assert [r.event.job_id for r in by_type.events] == [wanted]
     assert await feed.read(conn, by_type.cursor, filters=feed.Filters(job_type="report")) == (
-        feed.Page([], by_type.cursor)
+        feed.EventPage([], by_type.cursor)
     )
     cancels = await feed.read(conn, filters=feed.Filters(event_type="job.cancelled.v1"))
     assert [(r.event.job_id, r.event.version) for r in cancels.events] == [(other, 2)]

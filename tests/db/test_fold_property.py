@@ -59,7 +59,7 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
         commands.ReleaseJob(worker_id=holder),
         commands.CancelJob(reason=data.draw(st.none() | _text)),
         commands.RetryJob(max_attempts=data.draw(st.none() | st.integers(1, 5))),
-        commands.MarkReplayed(replayed_as=uuid.uuid4()),
+        commands.MarkResubmitted(replayed_as=uuid.uuid4()),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Replay for debugging: resubmission that links both jobs, local re-runs that write nothing, timelines, as_of."""
+"""Debugging a job: resubmission that links both jobs, local re-runs that write nothing, timelines, as_of."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The audit and replay routes through the real app and a real PostgreSQL."""
+"""The audit routes and resubmission (`POST /jobs/{id}/replay`) through the real app and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -235,7 +235,7 @@ async def test_checkpoints_list_with_the_public_key_and_verify_offline(
     assert public.verify(bytes.fromhex(cp["signature"]), cp["signed_message"].encode())
 
 
-async def test_replay_submits_a_new_job_naming_the_original(
+async def test_resubmission_submits_a_new_job_naming_the_original(
     client: httpx.AsyncClient, conn: asyncpg.Connection, event_store: store.EventStore, bearer: Mint
 ) -> None:
     original = await factories.submit(event_store, conn, payload={"n": 7})

@@ -1,5 +1,5 @@
 """Bad input through the real app and a real PostgreSQL: each is a 4xx problem, never a 500,
-and nothing is written; and idempotent replays recognise every number they were sent."""
+and nothing is written; and idempotent repeats recognise every number they were sent."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ async def test_feed_filters_at_an_unstorable_instant_answer_400(
     assert paths(assert_problem(response, 400)) == [name]
 
 
-# --- 5. idempotent replays and numbers ----------------------------------------------------
+# --- 5. idempotent repeats and numbers ----------------------------------------------------
 
 NUMBERS = [
     1e23,
@@ -158,7 +158,7 @@ NUMBERS = [
 
 
 @pytest.mark.parametrize("number", NUMBERS, ids=repr)
-async def test_an_idempotent_replay_recognises_every_number_it_was_sent(
+async def test_an_idempotent_repeat_recognises_every_number_it_was_sent(
     client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection, number: float
 ) -> None:
     body = {"type": "noop", "payload": {"x": number, "deep": {"list": [number, {"y": number}]}}}
@@ -186,7 +186,7 @@ async def test_an_idempotent_replay_recognises_every_number_it_was_sent(
     [(1e23, 1e22), (1e23, math.nextafter(1e23, math.inf)), (1, True), (0, False), (1, "1")],
     ids=repr,
 )
-async def test_an_idempotent_replay_still_refuses_another_number(
+async def test_an_idempotent_repeat_still_refuses_another_number(
     client: httpx.AsyncClient, bearer: Mint, conn: asyncpg.Connection, sent: Any, then: Any
 ) -> None:
     headers = {**bearer(), "Idempotency-Key": f"other-{sent!r}-{then!r}"}

@@ -10,7 +10,7 @@ import asyncpg
 
 from ledger import commands, store
 from ledger import events as ev
-from projections import current, rebuild
+from projections import current, rebuild, status
 from tests import factories
 from tests.conftest import Databases
 from workers import leases
@@ -26,21 +26,21 @@ async def _age_heartbeat(conn: asyncpg.Connection, worker_id: str, seconds: floa
 
 
 async def test_live_slots_count_fresh_heartbeats_only(conn: asyncpg.Connection) -> None:
-    assert await leases.live_slots(conn) == 0
+    assert await status.workers_alive(conn) == 0
     a = leases.this_process(slots=5, lease_seconds=30)
     b = leases.this_process(slots=3, lease_seconds=30)
     await leases.register(conn, a)
     await leases.register(conn, b)
-    assert await leases.live_slots(conn) == 8
+    assert await status.workers_alive(conn) == 8
 
     await _age_heartbeat(conn, b.worker_id, 31)
-    assert await leases.live_slots(conn) == 5
+    assert await status.workers_alive(conn) == 5
 
     await leases.heartbeat(conn, b)
-    assert await leases.live_slots(conn) == 8
+    assert await status.workers_alive(conn) == 8
 
     await leases.unregister(conn, a.worker_id)
-    assert await leases.live_slots(conn) == 3
+    assert await status.workers_alive(conn) == 3
 
 
 async def test_heartbeat_brings_back_a_pruned_worker(conn: asyncpg.Connection) -> None:
@@ -48,9 +48,9 @@ async def test_heartbeat_brings_back_a_pruned_worker(conn: asyncpg.Connection) -
     await leases.register(conn, worker)
     await _age_heartbeat(conn, worker.worker_id, leases.FORGET_AFTER_SECONDS + 1)
     await leases.prune(conn)
-    assert await leases.live_slots(conn) == 0
+    assert await status.workers_alive(conn) == 0
     await leases.heartbeat(conn, worker)
-    assert await leases.live_slots(conn) == 2
+    assert await status.workers_alive(conn) == 2
 
 
 def _past_clock(seconds: float) -> store.Clock:

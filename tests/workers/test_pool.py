@@ -17,11 +17,10 @@ import asyncpg
 from audit import chains
 from ledger import commands, lifecycle, store
 from ledger import events as ev
-from projections import current, rebuild
+from projections import current, rebuild, status
 from tests import factories
 from tests.conftest import Databases
 from tests.workers.conftest import PoolStarter, eventually
-from workers import leases
 
 
 async def _status(conn: asyncpg.Connection, job_id: uuid.UUID) -> lifecycle.JobState:
@@ -357,7 +356,7 @@ async def test_stopping_finishes_quick_jobs_and_hands_back_the_rest(
     )
     await _until_status(conn, stuck, "processing")
     await _until_status(conn, quick, "processing")
-    assert await leases.live_slots(conn) == 5
+    assert await status.workers_alive(conn) == 5
 
     workers.request_stop()
     await eventually(lambda: _true(not workers.running))
@@ -436,4 +435,4 @@ async def _true(value: bool) -> bool:
 
 
 async def _no_live_slots(conn: asyncpg.Connection) -> bool:
-    return await leases.live_slots(conn) == 0
+    return await status.workers_alive(conn) == 0

@@ -62,7 +62,7 @@ class Client:
         **options: Unpack[wire.SubmitOptions],
     ) -> wire.Job:
         """Submit a job; with an `idempotency_key`, a repeat answers the first job."""
-        submission = wire.Submission(job_type=job_type, payload=payload, **options)
+        submission = wire.Submission(job_type=job_type, payload=dict(payload), **options)
         return self._send(calls.submit(submission, idempotency_key))
 
     def submit_many(
@@ -174,7 +174,7 @@ class AsyncClient:
         **options: Unpack[wire.SubmitOptions],
     ) -> wire.Job:
         """Submit a job; with an `idempotency_key`, a repeat answers the first job."""
-        submission = wire.Submission(job_type=job_type, payload=payload, **options)
+        submission = wire.Submission(job_type=job_type, payload=dict(payload), **options)
         return await self._send(calls.submit(submission, idempotency_key))
 
     async def submit_many(

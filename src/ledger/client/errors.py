@@ -149,7 +149,9 @@ def error_of(response: httpx.Response) -> ApiError:
     except msgspec.DecodeError:  # not problem details (a proxy's page): the status tells
         problem = None
     if problem is None or problem.status != response.status_code:
-        problem = wire.Problem(title=response.reason_phrase, status=response.status_code)
+        problem = wire.Problem(
+            type="about:blank", title=response.reason_phrase, status=response.status_code
+        )
     slug = problem.type.removeprefix(PROBLEM_PREFIX)
     kind = _BY_TYPE.get(slug) if problem.type.startswith(PROBLEM_PREFIX) else None
     kind = kind or _BY_STATUS.get(problem.status, ApiError)

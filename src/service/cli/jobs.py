@@ -96,7 +96,7 @@ async def replay(
             jobtypes.load_handlers(settings.handler_modules)
             # Handlers that read the ledger (data_export) get a pool that cannot write.
             pool = await db.create_pool(
-                database_.app_dsn, max_size=2, read_only=True, name="job-ledger-replay"
+                database_.app_dsn, max_size=2, read_only=True, name="job-ledger-rerun"
             )
             try:
                 outcome = await rerun.run_locally(

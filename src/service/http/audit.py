@@ -1,7 +1,8 @@
-"""Audit and replay over HTTP: job histories, the global feed (paged and live), chain and
-checkpoint verification, signed checkpoints, and replaying a job as a new one.
+"""Audit over HTTP: job histories, the global feed (paged and live), chain and checkpoint
+verification, signed checkpoints; and resubmitting a job as a new one (the route
+`POST /api/v1/jobs/{id}/replay`).
 
-Reading routes need the `audit:read` scope; replaying a job needs `jobs:write` and
+Reading routes need the `audit:read` scope; resubmitting a job needs `jobs:write` and
 taking a checkpoint on demand `admin`. The audit key (its private half signs
 checkpoints) is a file outside the database, loaded on first use.
 """
@@ -24,7 +25,7 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from audit import chains, checkpoints, proof, signing
-from ledger import errors, store
+from ledger import errors, store, wire
 from ledger import events as ev
 from ledger.auth import Principal
 from projections import feed, live
@@ -34,8 +35,6 @@ from service.http.services import Services, services_of
 MAX_FEED_LIMIT: Final = 1000
 STREAM_HEARTBEAT_SECONDS: Final = 15.0
 _decode = msgspec.json.Decoder()
-
-problems.STATUS[checkpoints.CheckpointError] = problems.Rule(409, "checkpoint-base-altered")
 
 
 class AuditKey:
@@ -51,40 +50,25 @@ class AuditKey:
         return self._signer
 
 
-class EventOut(msgspec.Struct, frozen=True, kw_only=True):
-    """One recorded event: where it sits in the feed, what happened, who did it, its chain link."""
-
-    cursor: str  # its place in the global feed: pass as `after` to continue after it
-    position: int
-    job_id: uuid.UUID
-    version: int
-    type: str
-    data: dict[str, Any]
-    actor: str
-    occurred_at: datetime
-    prev_hash: str  # hex
-    hash: str  # hex
-
-    @classmethod
-    def of(cls, recorded: store.Recorded) -> EventOut:
-        event = recorded.event
-        return cls(
-            cursor=feed.Cursor(recorded.txid, recorded.position).encode(),
-            position=recorded.position,
-            job_id=event.job_id,
-            version=event.version,
-            type=ev.type_tag(event),
-            data=_decode.decode(ev.data_json(event)),
-            actor=event.actor,
-            occurred_at=event.occurred_at,
-            prev_hash=recorded.prev_hash.hex(),
-            hash=recorded.hash.hex(),
-        )
+EventOut = wire.EventOut
+JobHistory = wire.JobHistory
 
 
-class JobHistory(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: uuid.UUID
-    events: list[EventOut]
+def event_out(recorded: store.Recorded) -> EventOut:
+    """A recorded event as the API answers it."""
+    event = recorded.event
+    return EventOut(
+        cursor=feed.Cursor(recorded.txid, recorded.position).encode(),
+        position=recorded.position,
+        job_id=event.job_id,
+        version=event.version,
+        type=ev.type_tag(event),
+        data=_decode.decode(ev.data_json(event)),
+        actor=event.actor,
+        occurred_at=event.occurred_at,
+        prev_hash=recorded.prev_hash.hex(),
+        hash=recorded.hash.hex(),
+    )
 
 
 class FeedPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,32 +102,7 @@ class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
     raw_base64: str
 
 
-class CheckpointOut(msgspec.Struct, frozen=True, kw_only=True):
-    checkpoint_id: int
-    cursor: str
-    event_count: int
-    digest: str
-    base_cursor: str
-    base_count: int
-    signature: str
-    key_id: str
-    signed_message: str
-    created_at: datetime
-
-    @classmethod
-    def of(cls, cp: proof.Checkpoint) -> CheckpointOut:
-        return cls(
-            checkpoint_id=cp.checkpoint_id,
-            cursor=cp.cursor,
-            event_count=cp.event_count,
-            digest=cp.digest.hex(),
-            base_cursor=proof.cursor_text(cp.base_key),
-            base_count=cp.base_count,
-            signature=cp.signature.hex(),
-            key_id=cp.key_id,
-            signed_message=cp.message().decode(),
-            created_at=cp.created_at,
-        )
+CheckpointOut = checkpoints.CheckpointOut
 
 
 class CheckpointList(msgspec.Struct, frozen=True, kw_only=True):
@@ -244,7 +203,7 @@ class AuditController(Controller):
             recorded = await services.store.history(conn, job_id)
         if not recorded:
             raise errors.UnknownJob(job_id)
-        return JobHistory(job_id=job_id, events=[EventOut.of(r) for r in recorded])
+        return JobHistory(job_id=job_id, events=[event_out(r) for r in recorded])
 
     @get(
         "/events",
@@ -272,7 +231,7 @@ class AuditController(Controller):
         async with services.connection() as conn:
             page = await feed.read(conn, cursor, limit, filters)
         return FeedPage(
-            events=[EventOut.of(r) for r in page.events], next_cursor=page.cursor.encode()
+            events=[event_out(r) for r in page.events], next_cursor=page.cursor.encode()
         )
 
     @get(
@@ -438,7 +397,7 @@ async def _live(
             if not recorded:
                 yield ServerSentEventMessage(event="heartbeat")
             for one in recorded:
-                out = EventOut.of(one)
+                out = event_out(one)
                 yield ServerSentEventMessage(
                     id=out.cursor, event=out.type, data=msgspec.json.encode(out).decode()
                 )

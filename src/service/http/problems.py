@@ -19,8 +19,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from ledger import db, errors
-from projections import feed, joblist
+from audit import checkpoints
+from ledger import db, errors, wire
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,7 @@ RETRY_AFTER_SECONDS: Final = 5  # a restarting PostgreSQL is usually back within
 
 
 FieldError = errors.FieldError
-
-
-class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """RFC 9457 problem details, with the invalid fields listed in `errors` when there are any."""
-
-    type: str
-    title: str
-    status: int
-    detail: str | None = None
-    errors: list[FieldError] | None = None
+Problem = wire.Problem
 
 
 class Rule(msgspec.Struct, frozen=True):
@@ -62,8 +53,8 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
     errors.IdempotencyKeyTaken: Rule(409, "idempotency-key-reused"),
     errors.InvalidInput: Rule(422, "invalid-request"),  # unknown job types and payloads too
-    joblist.BadCursor: Rule(400, "bad-cursor"),
-    feed.BadCursor: Rule(400, "bad-cursor"),
+    errors.BadCursor: Rule(400, "bad-cursor"),
+    checkpoints.CheckpointError: Rule(409, "checkpoint-base-altered"),
 }
 
 

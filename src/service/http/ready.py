@@ -7,18 +7,14 @@ queue looks; /ready says whether it can serve requests now. A process started be
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
-from ledger import db, migrations
-from service.http.services import Services
-
-log = logging.getLogger(__name__)
-# InternalClientError: a pooled connection whose server went away mid-protocol.
+from ledger import migrations
+from service.http import health
 
 
 class Readiness(msgspec.Struct, frozen=True, kw_only=True):
@@ -33,12 +29,8 @@ class Readiness(msgspec.Struct, frozen=True, kw_only=True):
     responses={503: ResponseSpec(data_container=Readiness, description="Not ready yet")},
 )
 async def ready(request: Request[Any, Any, Any]) -> Response[Readiness]:
-    services: Services = request.app.state.services
-    try:
-        async with services.connection(wait_seconds=2) as conn:
-            pending = await migrations.pending(conn)
-    except db.UNREACHABLE as exc:
-        log.warning("ready: database unreachable: %s", exc)
+    pending = await health.read_or_none(request, migrations.pending, "ready")
+    if pending is None:
         return Response(Readiness(status="database_unreachable"), status_code=503)
     if pending:
         return Response(

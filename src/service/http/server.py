@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from typing import Final
 
 import uvicorn
 from litestar import Litestar
 
-from ledger import config
+from ledger import config, logs
 from service.http import draining, heads
 
 log = logging.getLogger(__name__)
@@ -100,10 +98,7 @@ class Shutdown:
             self.request()
             return
         log.error("second signal (%s): exiting now, without draining", name)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
-        sys.stderr.flush()
-        os._exit(128 + signum)
+        logs.exit_at_once(signum)
 
     @contextlib.contextmanager
     def handling_signals(self) -> Iterator[Shutdown]:

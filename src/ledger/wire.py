@@ -1,0 +1,163 @@
+"""The API's JSON shapes, one definition each: the routes answer with them, the Python
+client decodes into them, and `ledger.submission` returns them.
+
+Nothing here imports server code (no database driver, no web framework), so the
+client shares these structs instead of keeping copies. The names are the OpenAPI
+schema names; the client's `RecordedEvent` and `History` are `EventOut` and `JobHistory`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from ledger import errors, lifecycle
+from ledger import events as ev
+
+MAX_BATCH: Final = 1000
+MAX_DELAY_SECONDS: Final = 366 * 24 * 3600
+QUEUE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
+NO_NUL: Final = r"^[^\x00]*$"  # PostgreSQL text and jsonb cannot hold U+0000
+QueueName = Annotated[str, msgspec.Meta(pattern=QUEUE_PATTERN)]
+JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
+_PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
+FieldError = errors.FieldError  # one invalid field of a Problem (defined beside InvalidInput)
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """A job as it is now: what `submit` returns and the API answers with."""
+
+    job_id: uuid.UUID
+    status: lifecycle.Status
+    type: str
+    queue: str
+    priority: ev.Priority
+    attempt: int
+    max_attempts: int
+    payload: dict[str, Any]
+    result: Any
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    next_attempt_at: datetime | None  # when a pending or retrying job becomes due
+
+    @classmethod
+    def of(cls, state: lifecycle.JobState) -> Job:
+        return cls(
+            job_id=state.job_id,
+            status=state.status,
+            type=state.type,
+            queue=state.queue,
+            priority=_PRIORITY_NAME[state.priority],  # type: ignore[arg-type]
+            attempt=state.attempt,
+            max_attempts=state.max_attempts,
+            payload=state.payload,
+            result=state.result,
+            error=state.error,
+            created_at=state.created_at,
+            started_at=state.started_at,
+            completed_at=state.completed_at,
+            next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
+        )
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a terminal status (completed, failed, cancelled)."""
+        return self.status in lifecycle.TERMINAL
+
+
+class Submission(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A job to run: its type, the payload its type's schema accepts, and how to run it.
+
+    The body of `POST /api/v1/jobs` (where `job_type` is the field `type`); unset
+    fields take the job type's defaults. Encoded (by the client), unset fields are left out.
+    """
+
+    job_type: JobTypeName = msgspec.field(name="type")
+    payload: dict[str, Any]
+    priority: ev.Priority = "normal"
+    queue: QueueName = "default"
+    run_at: AwareTime | None = None
+    delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_DELAY_SECONDS)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    # Retry backoff for this job (exponential with jitter): attempt n waits between half
+    # and all of min(cap, base * 2^(n-1)) seconds. The job type's defaults otherwise.
+    backoff_base_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] | None = None
+    backoff_cap_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
+
+    @classmethod
+    def checked(cls, job_type: str, payload: dict[str, Any], **options: Any) -> Submission:
+        """A submission from a Python caller, held to the rules of a request body."""
+        fields = {"type": job_type, "payload": payload}
+        fields.update({name: value for name, value in options.items() if value is not None})
+        return _validated(fields)
+
+    def validated(self) -> Submission:
+        """This submission held to the rules of a request body (built in Python, it was not)."""
+        names = zip(self.__struct_encode_fields__, self.__struct_fields__, strict=True)
+        return _validated({wire: getattr(self, name) for wire, name in names})
+
+
+def _validated(fields: dict[str, Any]) -> Submission:
+    try:
+        return msgspec.convert(fields, Submission, strict=True)
+    except msgspec.ValidationError as exc:
+        message, _, at = str(exc).partition(" - at `$")
+        raise errors.InvalidInput.at(at.rstrip("`").lstrip(".") or "$", message) from None
+
+
+class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    jobs: Annotated[list[Submission], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
+    jobs: list[Job]
+
+
+class JobList(msgspec.Struct, frozen=True, kw_only=True):
+    jobs: list[Job]
+    next_cursor: str | None  # pass as `cursor` for the next page; null on the last page
+
+
+class EventOut(msgspec.Struct, frozen=True, kw_only=True):
+    """One recorded event: where it sits in the feed, what happened, who did it, its chain link."""
+
+    cursor: str  # its place in the global feed: pass as `after` to continue after it
+    position: int
+    job_id: uuid.UUID
+    version: int
+    type: str  # the versioned tag, e.g. job.completed.v1
+    data: dict[str, Any]
+    actor: str
+    occurred_at: datetime
+    prev_hash: str  # hex
+    hash: str  # hex
+
+    def event(self) -> ev.JobEvent:
+        """The typed event (`ledger.events`) this record holds."""
+        return ev.from_row(msgspec.structs.asdict(self))
+
+
+class JobHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's whole history, oldest first."""
+
+    job_id: uuid.UUID
+    events: list[EventOut]
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details, with the invalid fields listed in `errors` when there are any."""
+
+    type: str  # about:blank, or urn:job-ledger:problem:<slug>
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldError] | None = None

@@ -1,0 +1,47 @@
+"""Where a job is claimed: due jobs handed to one worker, each with a lease.
+
+`claim` takes up to `limit` runnable jobs of the worker's types that are due now, in
+claim order, in one transaction. The database picks them (`jobs_claim`: the function
+`jobs_claimable`, sql/0053, walks jobs_due_idx with `FOR UPDATE SKIP LOCKED`), so
+concurrent claimers never take the same job; each claimed job gets one
+job.claimed.v1, the worker's id as actor, appended through the event store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from ledger import commands, lifecycle, sqlfile, store
+from projections import current
+
+Q = sqlfile.load("workers")
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    *,
+    worker_id: str,
+    lease_seconds: float,
+    types: Sequence[str],
+    limit: int,
+) -> list[lifecycle.JobState]:
+    """Claim up to `limit` due jobs of `types` in one transaction; their states after the claim."""
+    command = commands.ClaimJob(worker_id=worker_id, lease_seconds=lease_seconds)
+    async with conn.transaction():
+        rows = await conn.fetch(Q["jobs_claim"], limit, list(types))
+        if not rows:
+            return []
+        now = event_store.clock()
+        states = [current.state_from_row(row) for row in rows]
+        decided = [
+            event
+            for state in states
+            for event in commands.decide(
+                state, command, job_id=state.job_id, actor=worker_id, now=now
+            )
+        ]
+        recorded = await event_store.append(conn, decided, before={s.job_id: s for s in states})
+    return [lifecycle.evolve(s, r.event) for s, r in zip(states, recorded, strict=True)]
