@@ -51,7 +51,8 @@ async def test_export_then_verify_offline_passes_and_a_tampered_bundle_fails(
     (out / "events.jsonl").write_text("\n".join(lines[:4] + lines[5:]) + "\n")
     assert await ledger_cli(offline, "audit", "verify", str(out)) == 1
     printed = capsys.readouterr().out
-    assert f"TAMPERED missing: event missing: job {jobs[1]} version 2" in printed
+    assert f"TAMPERED gap: job {jobs[1]}: version 2 is missing" in printed
+    assert "TAMPERED digest: checkpoint" in printed
     assert printed.splitlines()[-1] == "bundle FAILED verification"
 
 
@@ -96,7 +97,8 @@ async def test_live_verify_names_a_deleted_job(
 
     assert await ledger_cli(settings, "audit", "verify") == 1
     printed = capsys.readouterr().out
-    assert f"TAMPERED job_deleted: job deleted: job {jobs[0]} is gone" in printed
+    assert "TAMPERED digest: checkpoint 1 " in printed and "3 fewer events than signed" in printed
+    assert len(jobs) == 2
     assert await ledger_cli(settings, "audit", "checkpoints") == 0
     listing = capsys.readouterr().out
     assert "-----BEGIN PUBLIC KEY-----" in listing and "cursor " in listing

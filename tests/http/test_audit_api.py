@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest_asyncio
 import uvicorn
 from litestar import Litestar
 
-from audit import signing
+from audit import note, signing
 from ledger import auth, commands, jobtypes, lifecycle, store
 from service import app as app_module
 from service.http import jobs
@@ -197,7 +198,7 @@ async def test_verify_reports_clean_chains_and_names_tampering(
     assert not report["ok"]
     assert [(b["job_id"], b["version"]) for b in report["broken"]] == [(str(jobs_[0]), 2)]
     kinds = [f["kind"] for f in report["checkpoints"]["findings"]]
-    assert kinds == ["job_deleted", "digest"]
+    assert kinds == ["digest"]
     one = (
         await client.get("/api/v1/audit/verify", params={"job_id": str(jobs_[0])}, headers=headers)
     ).json()
@@ -231,8 +232,16 @@ async def test_checkpoints_list_with_the_public_key_and_verify_offline(
     assert body["public_key"]["key_id"] == signer.key_id
     public = signing.public_from_pem(body["public_key"]["pem"])
     [cp] = body["checkpoints"]
-    assert cp["event_count"] == 6 and cp["signed_message"].startswith("job-ledger-checkpoint:v1:")
+    assert cp["event_count"] == cp["tree_size"] == 6
+    assert (
+        cp["signed_message"]
+        == f"job-ledger/{signer.key_id}\n6\n"
+        + base64.b64encode(bytes.fromhex(cp["root_hash"])).decode()
+        + "\n"
+    )
     assert public.verify(bytes.fromhex(cp["signature"]), cp["signed_message"].encode())
+    assert cp["note"].startswith(cp["signed_message"] + "\n\u2014 job-ledger/")
+    assert note.open_note(cp["note"], public).tree_size == 6
 
 
 async def test_replay_submits_a_new_job_naming_the_original(
