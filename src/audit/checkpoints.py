@@ -220,6 +220,7 @@ async def verify(
     *,
     since: proof.Checkpoint | None = None,
     pins: Sequence[note.Signed] = (),
+    check_chains: bool = False,
 ) -> proof.Report:
     """Walk the committed events in feed order against the checkpoints; name what differs.
 
@@ -230,13 +231,25 @@ async def verify(
     frontier: the cost is the events after it. Every consecutive pair of the key's
     Merkle checkpoints is checked with a consistency proof from the stored tree,
     and `pins` (checkpoints the auditor holds) against the events or, when older
-    than `since`, with a consistency proof to it. Witnesses of older checkpoints are
+    than `since`, with a consistency proof to it. With `check_chains` each event's hash
+    is recomputed and each job's links followed on the way (the incremental
+    `chains.verify`: jobs whose earlier events precede `since` start mid-chain).
+    Witnesses of older checkpoints are
     read, and the events walked again, only for the checkpoints that do not match.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         bare = [from_row(r) for r in await conn.fetch(Q["checkpoints_list_bare"])]
         walk = await _walk(
-            conn, proof.Walk(bare, verifier, start=since, compare_witnesses=False, pins=pins), since
+            conn,
+            proof.Walk(
+                bare,
+                verifier,
+                start=since,
+                compare_witnesses=False,
+                pins=pins,
+                check_chains=check_chains,
+            ),
+            since,
         )
         findings = await _consistency(conn, verifier, since, walk.earlier_pins)
         report = walk.finish()
@@ -249,7 +262,7 @@ async def verify(
                 else cp
                 for cp in bare
             ]
-            again = proof.Walk(full, verifier, start=since, pins=pins)
+            again = proof.Walk(full, verifier, start=since, pins=pins, check_chains=check_chains)
             report = (await _walk(conn, again, since)).finish()
     return msgspec.structs.replace(report, findings=[*report.findings, *findings])
 
