@@ -23,7 +23,7 @@ from audit import note, signing
 from ledger import auth, commands, jobtypes, lifecycle, store
 from service import app as app_module
 from service.http import jobs
-from tests import factories, ledgers
+from tests import factories, ledgers, rfc9162
 from tests.conftest import Databases
 from tests.http.conftest import Mint
 from tests.http.test_jobs_api import assert_problem
@@ -354,3 +354,65 @@ async def test_sse_client_that_disconnects_and_resumes_misses_nothing(
     assert (live["event"], live_event["actor"]) == ("job.cancelled.v1", "carol")
     assert sorted([e["position"] for e in seen] + [live_event["position"]]) == sorted(committed)
     assert len({e["id"] for e in seen}) == 8, "none twice"
+
+
+async def test_proofs_over_http_verify_against_the_signed_notes(
+    client: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    bearer: Mint,
+    signer: signing.Signer,
+) -> None:
+    headers = bearer(*AUDIT)
+    await ledgers.ledger_of(event_store, conn, 7)  # 21 events: two chunks of the tree
+    assert (
+        await client.post("/api/v1/audit/checkpoints", headers=bearer("admin"))
+    ).status_code == 201
+    await ledgers.ledger_of(event_store, conn, 5)
+    assert (
+        await client.post("/api/v1/audit/checkpoints", headers=bearer("admin"))
+    ).status_code == 201
+    body = (await client.get("/api/v1/audit/checkpoints", headers=headers)).json()
+    key = signing.public_from_pem(body["public_key"]["pem"])
+    newer, older = [note.open_note(cp["note"], key) for cp in body["checkpoints"]]
+    assert (older.tree_size, newer.tree_size) == (21, 36)
+    events = (await client.get("/api/v1/events", params={"limit": 100}, headers=headers)).json()
+
+    for index, event in enumerate(events["events"]):
+        got = await client.get(
+            "/api/v1/audit/proofs/inclusion",
+            params={"cursor": event["cursor"], "tree_size": newer.tree_size},
+            headers=headers,
+        )
+        assert got.status_code == 200, got.text
+        proof_ = got.json()
+        assert (proof_["leaf_index"], proof_["tree_size"]) == (index, 36)
+        assert rfc9162.verify_inclusion(
+            index,
+            36,
+            bytes.fromhex(event["hash"]),
+            [bytes.fromhex(h) for h in proof_["hashes"]],
+            newer.root_hash,
+        )
+    got = await client.get(
+        "/api/v1/audit/proofs/consistency", params={"from": 21, "to": 36}, headers=headers
+    )
+    assert got.status_code == 200, got.text
+    path = [bytes.fromhex(h) for h in got.json()["hashes"]]
+    assert rfc9162.verify_consistency(21, 36, older.root_hash, newer.root_hash, path)
+
+    too_big = await client.get(
+        "/api/v1/audit/proofs/consistency", params={"from": 21, "to": 37}, headers=headers
+    )
+    assert_problem(too_big, 400)
+    unknown = await client.get(
+        "/api/v1/audit/proofs/inclusion",
+        params={"cursor": "1.999999", "tree_size": 36},
+        headers=headers,
+    )
+    assert_problem(unknown, 404)
+    late = events["events"][30]["cursor"]
+    outside = await client.get(
+        "/api/v1/audit/proofs/inclusion", params={"cursor": late, "tree_size": 21}, headers=headers
+    )
+    assert_problem(outside, 400)
