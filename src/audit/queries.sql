@@ -20,14 +20,6 @@ WHERE (txid, position) > ($1::text::xid8, $2::bigint)
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY txid, position;
 
--- name: events_feed_witness_scan
--- What a checkpoint records of each event after a cursor and below the xmin, in feed order.
-SELECT txid::text::bigint AS txid, position, job_id, version, hash
-FROM events
-WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, position;
-
 -- name: events_feed_scan_range
 -- The events in (after, upto] in feed order, with the exact jsonb text: bundle export.
 SELECT txid::text::bigint AS txid, position, job_id, version, type, actor, occurred_at,
