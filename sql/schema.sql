@@ -451,14 +451,16 @@ CREATE TABLE public.audit_checkpoints (
     base_position bigint NOT NULL,
     base_count bigint NOT NULL,
     base_digest bytea NOT NULL,
-    witness bytea NOT NULL,
+    witness bytea DEFAULT '\x'::bytea NOT NULL,
     signature bytea NOT NULL,
     key_id text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    frontier bytea,
     CONSTRAINT audit_checkpoints_base_digest_check CHECK ((octet_length(base_digest) = 32)),
     CONSTRAINT audit_checkpoints_check CHECK (((base_count >= 0) AND (base_count <= event_count))),
     CONSTRAINT audit_checkpoints_digest_check CHECK ((octet_length(digest) = 32)),
     CONSTRAINT audit_checkpoints_event_count_check CHECK ((event_count >= 0)),
+    CONSTRAINT audit_checkpoints_frontier_check CHECK (((octet_length(frontier) % 32) = 0)),
     CONSTRAINT audit_checkpoints_signature_check CHECK ((octet_length(signature) = 64))
 );
 
@@ -473,6 +475,30 @@ ALTER TABLE public.audit_checkpoints ALTER COLUMN checkpoint_id ADD GENERATED AL
     NO MINVALUE
     NO MAXVALUE
     CACHE 1
+);
+
+--
+-- Name: audit_tree_marks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_tree_marks (
+    leaf_index bigint NOT NULL,
+    txid bigint NOT NULL,
+    "position" bigint NOT NULL,
+    CONSTRAINT audit_tree_marks_leaf_index_check CHECK (((leaf_index >= 0) AND ((leaf_index % (16)::bigint) = 0)))
+);
+
+--
+-- Name: audit_tree_nodes; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_tree_nodes (
+    level smallint NOT NULL,
+    index bigint NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT audit_tree_nodes_hash_check CHECK ((octet_length(hash) = 32)),
+    CONSTRAINT audit_tree_nodes_index_check CHECK ((index >= 0)),
+    CONSTRAINT audit_tree_nodes_level_check CHECK (((level >= 4) AND (level < 64)))
 );
 
 --
@@ -533,6 +559,20 @@ ALTER TABLE ONLY public.audit_checkpoints
     ADD CONSTRAINT audit_checkpoints_pkey PRIMARY KEY (checkpoint_id);
 
 --
+-- Name: audit_tree_marks audit_tree_marks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_tree_marks
+    ADD CONSTRAINT audit_tree_marks_pkey PRIMARY KEY (leaf_index);
+
+--
+-- Name: audit_tree_nodes audit_tree_nodes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_tree_nodes
+    ADD CONSTRAINT audit_tree_nodes_pkey PRIMARY KEY (level, index);
+
+--
 -- Name: events events_job_id_version_key; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -579,6 +619,12 @@ ALTER TABLE ONLY public.worker_processes
 --
 
 CREATE INDEX audit_checkpoints_cursor_idx ON public.audit_checkpoints USING btree (txid, "position");
+
+--
+-- Name: audit_tree_marks_cursor_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX audit_tree_marks_cursor_idx ON public.audit_tree_marks USING btree (txid, "position");
 
 --
 -- Name: events_occurred_at_idx; Type: INDEX; Schema: public; Owner: -
@@ -779,6 +825,18 @@ GRANT SELECT,INSERT ON TABLE public.audit_checkpoints TO ledger_app;
 --
 
 GRANT SELECT,USAGE ON SEQUENCE public.audit_checkpoints_checkpoint_id_seq TO ledger_app;
+
+--
+-- Name: TABLE audit_tree_marks; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE public.audit_tree_marks TO ledger_app;
+
+--
+-- Name: TABLE audit_tree_nodes; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT ON TABLE public.audit_tree_nodes TO ledger_app;
 
 --
 -- Name: TABLE job_leases; Type: ACL; Schema: public; Owner: -

@@ -106,3 +106,25 @@ async def truncate_tail(admin: asyncpg.Connection, events: int) -> None:
         "(SELECT position FROM events ORDER BY txid DESC, position DESC LIMIT $1)",
         events,
     )
+
+
+BULK_SUBMISSION = (
+    '{"queue": "default", "run_at": "2026-01-01T00:00:00Z", "payload": {}, "job_type": "noop", '
+    '"priority": "normal", "replay_of": null, "max_attempts": 3, "idempotency_key": null, '
+    '"timeout_seconds": 300.0, "backoff_cap_seconds": 300.0, "backoff_base_seconds": 1.0}'
+)
+
+
+async def bulk_events(admin: asyncpg.Connection, events: int, per_transaction: int = 5000) -> None:
+    """`events` submitted jobs appended through events_append, many to a transaction (fast)."""
+    while events > 0:
+        n = min(events, per_transaction)
+        await admin.execute(
+            "SELECT count(*) FROM events_append($1, $2, $3, $4, $5)",
+            [uuid.uuid4() for _ in range(n)],
+            [1] * n,
+            ["job.submitted.v1"] * n,
+            ["bench"] * n,
+            [BULK_SUBMISSION] * n,
+        )
+        events -= n

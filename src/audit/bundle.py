@@ -5,22 +5,29 @@ A bundle is a directory (or a .tar.gz of one) holding:
 - ``events.jsonl``: one event per line in feed order, with ``data`` as the exact
   jsonb text its hash covers, so anyone can recompute every hash;
 - ``checkpoints.json``: the checkpoint the events follow (absent: the start of the
-  feed) and every checkpoint up to the last event, witnesses included;
+  feed) and every checkpoint up to the last event, each Merkle checkpoint with its
+  signed note and frontier (older ones with their witness);
+- ``consistency.json``: an RFC 9162 consistency proof between each consecutive pair
+  of those Merkle checkpoints, ``[{"from", "to", "hashes"}]``;
 - ``public_key.pem``: the Ed25519 key that signed them;
 - ``manifest.json``: what was asked for and what is inside.
 
 `verify` checks a bundle offline (no database): hashes, per-job links, feed order,
-signatures, and each checkpoint's digest, naming exactly what was altered.
+signatures, each checkpoint's tree root recomputed from the events (from the
+frontier of the checkpoint they follow), the consistency proofs, and the
+checkpoints the auditor holds (``pins``): one of the same size with another root
+is a forked log, one beyond the bundle's last event a bundle cut back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import shutil
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
@@ -28,7 +35,7 @@ from typing import IO, Any, BinaryIO, Final
 import asyncpg
 import msgspec
 
-from audit import checkpoints, proof, signing
+from audit import checkpoints, merkle, note, proof, signing, tree
 from ledger import errors, sqlfile
 from projections import feed
 
@@ -38,6 +45,7 @@ EVENTS: Final = "events.jsonl"
 CHECKPOINTS: Final = "checkpoints.json"
 PUBLIC_KEY: Final = "public_key.pem"
 MANIFEST: Final = "manifest.json"
+CONSISTENCY: Final = "consistency.json"
 
 
 class BundleError(errors.LedgerError):
@@ -95,6 +103,14 @@ def event_from_line(line: Line) -> proof.FeedEvent:
 
 
 Bound = feed.Cursor | datetime | None
+
+
+class Proof(msgspec.Struct, frozen=True, kw_only=True, rename={"from_": "from"}):
+    """A consistency proof in consistency.json: the tree of size `to` extends that of `from`."""
+
+    from_: int
+    to: int
+    hashes: list[str]  # hex
 
 
 class Exported(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,12 +172,28 @@ async def export(
         first_key = proof.START_KEY
     anchor_row = await conn.fetchrow(Q["checkpoints_before"], signer.key_id, *first_key)
     anchor = checkpoints.from_row(anchor_row) if anchor_row is not None else None
+    if anchor is not None and last.is_merkle and not anchor.is_merkle:
+        anchor = None  # the tree starts at the first event: an older checkpoint has no frontier
     if anchor is not None and anchor.key >= last.key:
         raise BundleError("the start of the range is after its end")
     anchor_key = anchor.key if anchor else proof.START_KEY
     covering = [
         checkpoints.from_row(r)
         for r in await conn.fetch(Q["checkpoints_covering"], signer.key_id, *anchor_key, *last.key)
+    ]
+    merkles = [cp for cp in covering if cp.is_merkle]
+    proofs = [
+        Proof(
+            from_=old.event_count,
+            to=new.event_count,
+            hashes=[
+                h.hex()
+                for h in await tree.consistency_hashes(
+                    conn, signer.key_id, old.event_count, new.event_count
+                )
+            ],
+        )
+        for old, new in itertools.pairwise(merkles)
     ]
     writer.open()
     count = 0
@@ -200,7 +232,8 @@ async def export(
         "key_id": signer.key_id,
     }
     writer.close(
-        covering=[checkpoints.BundledCheckpoint.of(cp) for cp in covering],
+        covering=[checkpoints.BundledCheckpoint.of(cp, signer) for cp in covering],
+        proofs=proofs,
         public_key=signer.pem,
         manifest=manifest,
     )
@@ -237,6 +270,7 @@ class _Writer:
         self,
         *,
         covering: list[checkpoints.BundledCheckpoint],
+        proofs: list[Proof],
         public_key: str,
         manifest: dict[str, Any],
     ) -> None:
@@ -244,11 +278,14 @@ class _Writer:
         self._events.close()
         listed = msgspec.to_builtins(covering)
         (self.directory / CHECKPOINTS).write_text(json.dumps(listed, indent=1) + "\n")
+        (self.directory / CONSISTENCY).write_bytes(
+            msgspec.json.format(msgspec.json.encode(proofs)) + b"\n"
+        )
         (self.directory / PUBLIC_KEY).write_text(public_key)
         (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         if self.directory == self.out:
             return
-        names = (MANIFEST, PUBLIC_KEY, CHECKPOINTS, EVENTS)
+        names = (MANIFEST, PUBLIC_KEY, CHECKPOINTS, CONSISTENCY, EVENTS)
         with tarfile.open(self.out, "w:gz", compresslevel=6) as tar:
             for name in names:
                 tar.add(self.directory / name, arcname=name)
@@ -313,8 +350,11 @@ class _Files:
 _line_decoder = msgspec.json.Decoder(Line)
 
 
-def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
-    """Check a bundle with no database; `trusted` pins the public key the auditor holds."""
+def verify(
+    path: Path, trusted: signing.Verifier | None = None, pins: Sequence[note.Signed] = ()
+) -> proof.Report:
+    """Check a bundle with no database; `trusted` pins the public key the auditor holds,
+    `pins` checkpoints they hold (signed notes, opened with that key)."""
     files = _Files(path)
     try:
         manifest = json.loads(files.read(MANIFEST))
@@ -355,7 +395,7 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
                 message=f"the bundle's start checkpoint {start_id} is not in {CHECKPOINTS}",
             )
         )
-    walk = proof.Walk(cps, verifier, start=start, check_chains=True, subject="bundle")
+    walk = proof.Walk(cps, verifier, start=start, check_chains=True, subject="bundle", pins=pins)
     for number, raw_line in enumerate(files.lines(EVENTS), start=1):
         if not raw_line.strip():
             continue
@@ -370,7 +410,7 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
             continue
         walk.feed(event, f"line {number}")
     report = walk.finish()
-    after: list[proof.Finding] = []
+    after = _check_consistency(files, cps, verifier, start, walk.earlier_pins)
     if report.checkpoints == 0:
         after.append(
             proof.Finding(
@@ -394,3 +434,74 @@ def verify(path: Path, trusted: signing.Verifier | None = None) -> proof.Report:
             )
         )
     return msgspec.structs.replace(report, findings=[*findings, *report.findings, *after])
+
+
+_proofs_decoder = msgspec.json.Decoder(list[Proof])
+
+
+def _check_consistency(
+    files: _Files,
+    cps: list[proof.Checkpoint],
+    verifier: signing.Verifier,
+    start: proof.Checkpoint | None,
+    earlier_pins: Sequence[note.Signed],
+) -> list[proof.Finding]:
+    """Each consecutive pair of signed Merkle checkpoints has a consistency proof that holds;
+    a pin older than the bundle's start is matched by size at the start, or cannot be checked."""
+    findings: list[proof.Finding] = []
+    try:
+        proofs = {
+            (p.from_, p.to): p.hashes for p in _proofs_decoder.decode(files.read(CONSISTENCY))
+        }
+    except BundleError:
+        proofs = {}
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        proofs = {}
+        findings.append(proof.Finding(kind="malformed", message=f"{CONSISTENCY}: {exc}"))
+    signed = sorted(
+        (
+            cp
+            for cp in cps
+            if cp.is_merkle
+            and cp.key_id == verifier.key_id
+            and verifier.verify(cp.signature, cp.message())
+        ),
+        key=lambda cp: cp.event_count,
+    )
+    for old, new in itertools.pairwise(signed):
+        hashes = proofs.get((old.event_count, new.event_count))
+        try:
+            path = [bytes.fromhex(h) for h in hashes] if hashes is not None else None
+        except ValueError:
+            path = None
+        if path is None or not merkle.verify_consistency(
+            old.event_count, new.event_count, old.digest, new.digest, path
+        ):
+            findings.append(
+                proof.Finding(
+                    kind="consistency",
+                    message=f"{new.name()} is not proven consistent with {old.name()}: "
+                    + ("no proof in the bundle" if path is None else "the proof fails"),
+                    checkpoint_id=new.checkpoint_id,
+                )
+            )
+    for pin in earlier_pins:
+        if start is not None and pin.tree_size == start.event_count:
+            if pin.root_hash != start.digest:
+                findings.append(
+                    proof.Finding(
+                        kind="fork",
+                        message=f"forked log: {start.name()} signs another root than the "
+                        f"checkpoint you hold of the same size {pin.tree_size}",
+                        checkpoint_id=start.checkpoint_id,
+                    )
+                )
+            continue
+        findings.append(
+            proof.Finding(
+                kind="consistency",
+                message=f"the checkpoint you hold (tree size {pin.tree_size}) precedes this "
+                "bundle's events: export a range that includes it to check it",
+            )
+        )
+    return findings

@@ -1,18 +1,26 @@
 """Signed checkpoints of the global feed: take one, list them, check the live ledger against them.
 
-A checkpoint covers every event up to a feed cursor (see `audit` for the digest and
-the witness). It is taken incrementally from the newest checkpoint signed with the
-same key, inside one repeatable-read snapshot and only below its xmin, so the set
-of events it covers can never grow later (DESIGN.md invariant 5). Holding one
-checkpoint, an auditor detects any later edit, deletion, reordering or truncation
-of the events up to its cursor.
+A checkpoint signs the root of the Merkle tree over every event up to a feed
+cursor (`merkle`), as a C2SP checkpoint note (`note`). It is taken incrementally
+from the newest checkpoint signed with the same key: only the events since are
+read, folded into that checkpoint's frontier, and the tree's new complete subtrees
+are stored for proofs (`tree`), all inside one repeatable-read snapshot and only
+below its xmin, so the set of events it covers can never grow later (DESIGN.md
+invariant 5). Holding one checkpoint, an auditor detects any later edit, deletion,
+reordering or truncation of the events up to its cursor, and a consistency proof
+shows any later checkpoint extends it.
+
+Checkpoints of the older kind (a running digest and a 68-byte-an-event witness,
+before migration 0057) keep verifying as they did; the first checkpoint after them
+builds the tree from the first event of the feed, once.
 """
 
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +29,7 @@ import asyncpg
 import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from audit import proof, signing
+from audit import merkle, note, proof, signing, tree
 from ledger import db, errors, sqlfile
 from projections import feed
 
@@ -47,24 +55,30 @@ class CheckpointOut(msgspec.Struct, frozen=True, kw_only=True):
     key_id: str
     signed_message: str
     created_at: datetime
+    tree_size: int | None = None  # a Merkle checkpoint's size and root; None: the older kind
+    root_hash: str | None = None  # hex
+    note: str | None = None  # the C2SP tlog-checkpoint signed note
 
     @classmethod
-    def of(cls, cp: proof.Checkpoint) -> CheckpointOut:
-        return cls(**_published(cp))
+    def of(cls, cp: proof.Checkpoint, key: signing.Verifier | None = None) -> CheckpointOut:
+        """Its JSON; with the public key that signed it, Merkle checkpoints carry their note."""
+        return cls(**_published(cp, key))
 
 
 class BundledCheckpoint(CheckpointOut, frozen=True, kw_only=True):
     """A checkpoint with all it takes to check it offline: a bundle's checkpoints.json."""
 
     base_digest: str  # hex
-    witness: str  # base64
+    witness: str  # base64 (empty for a Merkle checkpoint)
+    frontier: str | None = None  # base64: a Merkle checkpoint's right edge
 
     @classmethod
-    def of(cls, cp: proof.Checkpoint) -> BundledCheckpoint:
+    def of(cls, cp: proof.Checkpoint, key: signing.Verifier | None = None) -> BundledCheckpoint:
         return cls(
-            **_published(cp),
+            **_published(cp, key),
             base_digest=cp.base_digest.hex(),
             witness=base64.b64encode(cp.witness).decode(),
+            frontier=None if cp.frontier is None else base64.b64encode(cp.frontier).decode(),
         )
 
     def checkpoint(self) -> proof.Checkpoint:
@@ -85,11 +99,20 @@ class BundledCheckpoint(CheckpointOut, frozen=True, kw_only=True):
             signature=bytes.fromhex(self.signature),
             key_id=self.key_id,
             created_at=self.created_at,
+            frontier=None
+            if self.frontier is None
+            else base64.b64decode(self.frontier, validate=True),
         )
 
 
-def _published(cp: proof.Checkpoint) -> dict[str, Any]:
+def _published(cp: proof.Checkpoint, key: signing.Verifier | None) -> dict[str, Any]:
+    merkle_ = cp.is_merkle
     return {
+        "tree_size": cp.event_count if merkle_ else None,
+        "root_hash": cp.digest.hex() if merkle_ else None,
+        "note": note.signed_note(cp.message(), cp.signature, key)
+        if merkle_ and key is not None and key.key_id == cp.key_id
+        else None,
         "checkpoint_id": cp.checkpoint_id,
         "cursor": cp.cursor,
         "event_count": cp.event_count,
@@ -105,7 +128,7 @@ def _published(cp: proof.Checkpoint) -> dict[str, Any]:
 
 def from_row(row: asyncpg.Record | dict[str, Any]) -> proof.Checkpoint:
     fields = dict(row)
-    for column in ("digest", "base_digest", "witness", "signature"):
+    for column in ("digest", "base_digest", "witness", "signature", "frontier"):
         if column in fields and fields[column] is not None:
             fields[column] = bytes(fields[column])
     fields.setdefault("base_digest", proof.GENESIS_DIGEST)
@@ -120,7 +143,8 @@ async def create(
 
     With nothing new since the newest checkpoint, returns that one and False (None
     when the feed is empty). Raises CheckpointError when the newest checkpoint made
-    with this key does not verify: extending it would sign over a forged base.
+    with this key does not verify (or its frontier does not fold to its signed
+    root): extending it would sign over a forged base.
     """
     await conn.execute(Q["checkpoints_lock"])
     try:
@@ -132,37 +156,38 @@ async def create(
                     f"{base.name()} does not verify with key {signer.key_id}: the checkpoint "
                     "table was altered; run `ledger audit verify`"
                 )
-            base_key = base.key if base else proof.START_KEY
-            count = base.event_count if base else 0
-            digest = base.digest if base else proof.GENESIS_DIGEST
-            witness = bytearray()  # 68 bytes an event, packed as it streams
-            added = 0
-            key = base_key
-            async for r in conn.cursor(
-                Q["events_feed_witness_scan"], str(base_key[0]), base_key[1], prefetch=5000
-            ):
-                event_hash = bytes(r["hash"])
-                digest = proof.extend(digest, event_hash)
-                key = (r["txid"], r["position"])
-                witness += proof.pack_entry(
-                    proof.WitnessEntry(key[0], key[1], r["job_id"], r["version"], event_hash)
+            grown = base.tree() if base is not None else merkle.Frontier()
+            if base is not None and base.is_merkle and grown is None:
+                raise CheckpointError(
+                    f"{base.name()}'s stored frontier does not fold to its signed root: the "
+                    "checkpoint table was altered; run `ledger audit verify`"
                 )
-                added += 1
-            if not added:
-                return base, False
-            count += added
-            signature = signer.sign(proof.message(key, count, digest))
+            if base is None or grown is None:  # none yet, or the older kind: from leaf 0
+                base, grown = None, merkle.Frontier()
+            start = base.key if base else proof.START_KEY
+            growth = tree.Growth(conn)
+            key = start
+            async for r in conn.cursor(
+                Q["events_feed_hash_scan"], str(start[0]), start[1], prefetch=10_000
+            ):
+                key = (r["txid"], r["position"])
+                await growth.append(grown, key[0], key[1], bytes(r["hash"]))
+            if key == start:
+                return (base or await _latest(conn, signer)), False
+            await growth.flush()
+            root = grown.root()
+            signature = signer.sign(note.body(note.origin(signer.key_id), grown.size, root))
             inserted = await conn.fetchrow(
                 Q["checkpoints_insert"],
                 key[0],
                 key[1],
-                count,
-                digest,
-                base_key[0],
-                base_key[1],
+                grown.size,
+                root,
+                start[0],
+                start[1],
                 base.event_count if base else 0,
-                base.digest if base else proof.GENESIS_DIGEST,
-                bytes(witness),
+                base.digest if base else merkle.EMPTY_ROOT,
+                grown.encode(),
                 signature,
                 signer.key_id,
             )
@@ -172,6 +197,11 @@ async def create(
     checkpoint = from_row(inserted)
     log.info("audit checkpoint %s", checkpoint.name())
     return checkpoint, True
+
+
+async def _latest(conn: asyncpg.Connection, signer: signing.Signer) -> proof.Checkpoint | None:
+    row = await conn.fetchrow(Q["checkpoints_latest"], signer.key_id)
+    return None if row is None else from_row(row)
 
 
 async def list_all(conn: asyncpg.Connection) -> list[proof.Checkpoint]:
@@ -184,36 +214,121 @@ async def list_recent(conn: asyncpg.Connection, limit: int = 100) -> list[proof.
     return [from_row(r) for r in await conn.fetch(Q["checkpoints_list_summary"], limit)]
 
 
-async def verify(conn: asyncpg.Connection, verifier: signing.Verifier) -> proof.Report:
-    """Walk every committed event in feed order against every checkpoint; name what differs.
+async def verify(
+    conn: asyncpg.Connection,
+    verifier: signing.Verifier,
+    *,
+    since: proof.Checkpoint | None = None,
+    pins: Sequence[note.Signed] = (),
+    check_chains: bool = False,
+) -> proof.Report:
+    """Walk the committed events in feed order against the checkpoints; name what differs.
 
     Hash chains per job are `chains.verify`'s job; this names what only a signed
-    digest can reveal: events deleted (a job's last ones, whole jobs, the tail),
-    rewritten with recomputed hashes, reordered, or inserted afterwards. A first
-    pass compares digests only; witnesses are read, and the events walked again,
-    only for the checkpoints that do not match.
+    root or digest can reveal: events deleted (a job's last ones, whole jobs, the
+    tail), rewritten with recomputed hashes, reordered, or inserted afterwards.
+    `since` (a Merkle checkpoint already verified) starts the walk there, from its
+    frontier: the cost is the events after it. Every consecutive pair of the key's
+    Merkle checkpoints is checked with a consistency proof from the stored tree,
+    and `pins` (checkpoints the auditor holds) against the events or, when older
+    than `since`, with a consistency proof to it. With `check_chains` each event's hash
+    is recomputed and each job's links followed on the way (the incremental
+    `chains.verify`: jobs whose earlier events precede `since` start mid-chain).
+    Witnesses of older checkpoints are
+    read, and the events walked again, only for the checkpoints that do not match.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         bare = [from_row(r) for r in await conn.fetch(Q["checkpoints_list_bare"])]
-        walk = await _walk(conn, proof.Walk(bare, verifier, compare_witnesses=False))
+        walk = await _walk(
+            conn,
+            proof.Walk(
+                bare,
+                verifier,
+                start=since,
+                compare_witnesses=False,
+                pins=pins,
+                check_chains=check_chains,
+            ),
+            since,
+        )
+        findings = await _consistency(conn, verifier, since, walk.earlier_pins)
         report = walk.finish()
-        if not walk.mismatched:
-            return report
-        rows = await conn.fetch(Q["checkpoints_witnesses"], walk.mismatched)
-        witnesses = {r["checkpoint_id"]: bytes(r["witness"]) for r in rows}
-        full = [
-            msgspec.structs.replace(cp, witness=witnesses[cp.checkpoint_id])
-            if cp.checkpoint_id in witnesses
-            else cp
-            for cp in bare
-        ]
-        return (await _walk(conn, proof.Walk(full, verifier))).finish()
+        if walk.mismatched and any(not cp.is_merkle for cp in bare):
+            rows = await conn.fetch(Q["checkpoints_witnesses"], walk.mismatched)
+            witnesses = {r["checkpoint_id"]: bytes(r["witness"]) for r in rows}
+            full = [
+                msgspec.structs.replace(cp, witness=witnesses[cp.checkpoint_id])
+                if cp.checkpoint_id in witnesses
+                else cp
+                for cp in bare
+            ]
+            again = proof.Walk(full, verifier, start=since, pins=pins, check_chains=check_chains)
+            report = (await _walk(conn, again, since)).finish()
+    return msgspec.structs.replace(report, findings=[*report.findings, *findings])
 
 
-async def _walk(conn: asyncpg.Connection, walk: proof.Walk) -> proof.Walk:
-    async for row in conn.cursor(Q["events_feed_scan"], "0", 0, prefetch=2000):
+async def _walk(
+    conn: asyncpg.Connection, walk: proof.Walk, since: proof.Checkpoint | None
+) -> proof.Walk:
+    start = since.key if since else proof.START_KEY
+    async for row in conn.cursor(Q["events_feed_scan"], str(start[0]), start[1], prefetch=2000):
         walk.feed(proof.FeedEvent.from_row(row))
     return walk
+
+
+async def _consistency(
+    conn: asyncpg.Connection,
+    verifier: signing.Verifier,
+    since: proof.Checkpoint | None,
+    earlier_pins: Sequence[note.Signed],
+) -> list[proof.Finding]:
+    """Consistency proofs from the stored tree between consecutive signed checkpoints (from
+    `since` on) and from each pin older than `since` to it."""
+    signed = [
+        cp
+        for cp in (
+            from_row(r)
+            for r in await conn.fetch(Q["checkpoints_list_merkle_bare"], verifier.key_id)
+        )
+        if verifier.verify(cp.signature, cp.message())
+        and (since is None or cp.event_count >= since.event_count)
+    ]
+    findings: list[proof.Finding] = []
+    pairs: list[tuple[int, bytes, proof.Checkpoint, str]] = [
+        (old.event_count, old.digest, new, old.name()) for old, new in itertools.pairwise(signed)
+    ]
+    if since is not None and since.is_merkle:
+        pairs += [
+            (
+                pin.tree_size,
+                pin.root_hash,
+                since,
+                f"the checkpoint you hold of size {pin.tree_size}",
+            )
+            for pin in earlier_pins
+        ]
+    for size, root, new, old_name in pairs:
+        try:
+            path = await tree.consistency_hashes(conn, verifier.key_id, size, new.event_count)
+        except (tree.TreeError, tree.BadTreeSize) as exc:
+            findings.append(
+                proof.Finding(
+                    kind="consistency",
+                    message=f"no consistency proof from {old_name} to {new.name()}: {exc}",
+                    checkpoint_id=new.checkpoint_id,
+                )
+            )
+            continue
+        if not merkle.verify_consistency(size, new.event_count, root, new.digest, path):
+            findings.append(
+                proof.Finding(
+                    kind="consistency",
+                    message=f"{new.name()} is not consistent with {old_name}: the log was "
+                    "forked or rewritten, or the stored tree was altered",
+                    checkpoint_id=new.checkpoint_id,
+                )
+            )
+    return findings
 
 
 @asynccontextmanager

@@ -1,6 +1,11 @@
 """Checking events against signed checkpoints, and naming exactly what differs.
 
-A checkpoint signs the digest of the whole feed up to a cursor: every event's
+A checkpoint (today's kind, see `merkle`) signs the root of the Merkle tree over
+the feed's first `event_count` events, as a C2SP checkpoint note (`note`); it
+keeps the tree's frontier, which folded must give the signed root, so a walk can
+start at any checkpoint and cost only the events after it.
+
+An older checkpoint (no frontier) signs the digest of the whole feed up to a cursor: every event's
 hash chained in feed order, ``d_n = sha256(d_{n-1} || hash_n)`` from 32 zero
 bytes, so one checkpoint commits to every event before it, their order and
 their number. It also keeps a *witness*: the cursor, job, version and hash of
@@ -25,7 +30,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from audit import signing
+from audit import merkle, note, signing
 from ledger import events as ev
 
 GENESIS_DIGEST: Final = bytes(32)
@@ -139,12 +144,30 @@ class Checkpoint(Placed, frozen=True, kw_only=True):
     signature: bytes
     key_id: str
     created_at: datetime
+    frontier: bytes | None = None  # a Merkle checkpoint's right edge; None: the older kind
+
+    @property
+    def is_merkle(self) -> bool:
+        return self.frontier is not None
+
+    def tree(self) -> merkle.Frontier | None:
+        """Its frontier if it is a Merkle checkpoint and the frontier folds to its signed root."""
+        if self.frontier is None:
+            return None
+        try:
+            tree = merkle.Frontier.decode(self.event_count, self.frontier)
+        except ValueError:
+            return None
+        return tree if tree.root() == self.digest else None
 
     @property
     def base_key(self) -> Key:
         return (self.base_txid, self.base_position)
 
     def message(self) -> bytes:
+        """The exact bytes its signature covers: the note body, or the older kind's message."""
+        if self.frontier is not None:
+            return note.body(note.origin(self.key_id), self.event_count, self.digest)
         return message(self.key, self.event_count, self.digest)
 
     def name(self) -> str:
@@ -182,7 +205,9 @@ Kind = Literal[
     "altered",  # the event at a recorded cursor has another hash (rewritten with a new hash)
     "reordered",  # a recorded event now sits at another cursor
     "unexpected",  # an event at a cursor the checkpoint does not know (inserted afterwards)
-    "digest",  # the events up to a checkpoint do not give its signed digest
+    "digest",  # the events up to a checkpoint do not give its signed digest (or tree root)
+    "fork",  # the events give another root than a checkpoint the auditor holds, at its size
+    "consistency",  # a consistency proof between two checkpoints does not hold, or is missing
     "malformed",  # a bundle line or checkpoint that cannot be read
 ]
 
@@ -217,6 +242,10 @@ class Walk:
     `start` is the checkpoint the events follow (None: the beginning of the feed).
     With `check_chains`, each event's hash is recomputed from its content and each
     job's links are followed (the offline check; the live one has `chains.verify`).
+    `pins` are checkpoints the auditor holds (signed notes already opened): when the
+    events reach a pin's tree size their root must be the pin's, and events that end
+    before it are a cut-back log. Pins at or before `start` are left to the caller
+    (`earlier_pins`), who checks them with a consistency proof.
     """
 
     def __init__(
@@ -228,6 +257,7 @@ class Walk:
         check_chains: bool = False,
         compare_witnesses: bool = True,
         subject: str = "ledger",
+        pins: Sequence[note.Signed] = (),
     ) -> None:
         self.findings: list[Finding] = []
         self.mismatched: list[int] = []  # checkpoints whose digest did not match
@@ -257,6 +287,19 @@ class Walk:
         self._events = 0
         self._uncovered = 0
         self._verified: str | None = start.cursor if start else None
+        # The Merkle tree of the events so far (None: started from an older checkpoint).
+        self._tree: merkle.Frontier | None = merkle.Frontier()
+        if start is not None:
+            self._tree = start.tree()
+            if start.is_merkle and self._tree is None:
+                self._add(
+                    "digest",
+                    f"{start.name()}: its stored frontier does not fold to its signed root",
+                    checkpoint=start,
+                )
+        begin = start.event_count if start else 0
+        self.earlier_pins = [p for p in pins if p.tree_size <= begin]
+        self._pins = sorted((p for p in pins if p.tree_size > begin), key=lambda p: p.tree_size)
 
     def _trusted(self, cp: Checkpoint) -> bool:
         if cp.key_id != self._verifier.key_id:
@@ -309,18 +352,32 @@ class Walk:
             self._check_chain(event, loc)
         self._seen_jobs.add(event.job_id)
         self._count += 1
-        self._digest = extend(self._digest, event.hash)
+        if self._tree is not None:
+            self._tree.append(event.hash)
+            while self._pins and self._pins[0].tree_size == self._tree.size:
+                self._check_pin(self._pins.pop(0), self._tree.root())
         if not self._pending:
             self._uncovered += 1
-        elif self._compare_witnesses:
-            self._buffer.append(
-                WitnessEntry(event.txid, event.position, event.job_id, event.version, event.hash)
-            )
+        elif not self._pending[0].is_merkle:  # the older kind: a running digest and a witness
+            self._digest = extend(self._digest, event.hash)
+            if self._compare_witnesses:
+                self._buffer.append(
+                    WitnessEntry(
+                        event.txid, event.position, event.job_id, event.version, event.hash
+                    )
+                )
 
     def finish(self) -> Report:
         """Close the checkpoints the events never reached (truncation) and report."""
         while self._pending:
             self._close(self._pending.pop(0), ended=True)
+        for pin in self._pins:
+            self._add(
+                "truncated",
+                f"the {self._subject} ends at {self._count} events, before the checkpoint you "
+                f"hold of tree size {pin.tree_size}: its log was cut back (or rewritten)",
+            )
+        self._pins = []
         return Report(
             events=self._events,
             checkpoints=self._checkpoints,
@@ -373,7 +430,49 @@ class Walk:
                 at=e,
             )
 
+    def _check_pin(self, pin: note.Signed, root: bytes) -> None:
+        if root != pin.root_hash:
+            self._add(
+                "fork",
+                f"forked log: the {self._subject}'s first {pin.tree_size} events have root "
+                f"{short(root)}…, the checkpoint you hold signs {short(pin.root_hash)}… for "
+                "the same size",
+            )
+
+    def _close_merkle(self, cp: Checkpoint) -> None:
+        tree = self._tree
+        if tree is not None and tree.size == cp.event_count and tree.root() == cp.digest:
+            self._verified = cp.cursor
+            return
+        self.mismatched.append(cp.checkpoint_id)
+        if tree is None:
+            detail = "it cannot be checked from an older checkpoint's digest"
+        elif tree.size != cp.event_count:
+            difference = tree.size - cp.event_count
+            detail = (
+                f"{-difference} fewer events than signed"
+                if difference < 0
+                else f"{difference} more events than signed"
+            )
+        else:
+            detail = "the same number of events, but different ones or in another order"
+        self._add(
+            "digest",
+            f"{cp.name()}: the {self._subject}'s events up to it do not give its signed tree "
+            f"root ({self._count} events, {detail})",
+            checkpoint=cp,
+        )
+        # Later checkpoints are checked from this one's signed tree, each on its own range.
+        signed = cp.tree()
+        if signed is not None:
+            self._tree = signed
+        self._count = cp.event_count
+
     def _close(self, cp: Checkpoint, *, ended: bool) -> None:
+        if cp.is_merkle:
+            self._range_start = cp.key
+            self._close_merkle(cp)
+            return
         actual, self._buffer = self._buffer, []
         range_start, self._range_start = self._range_start, cp.key
         if self._count == cp.event_count and self._digest == cp.digest:

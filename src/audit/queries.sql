@@ -20,14 +20,6 @@ WHERE (txid, position) > ($1::text::xid8, $2::bigint)
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY txid, position;
 
--- name: events_feed_witness_scan
--- What a checkpoint records of each event after a cursor and below the xmin, in feed order.
-SELECT txid::text::bigint AS txid, position, job_id, version, hash
-FROM events
-WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, position;
-
 -- name: events_feed_scan_range
 -- The events in (after, upto] in feed order, with the exact jsonb text: bundle export.
 SELECT txid::text::bigint AS txid, position, job_id, version, type, actor, occurred_at,
@@ -53,9 +45,10 @@ ORDER BY txid DESC, position DESC, event_count DESC
 LIMIT 1;
 
 -- name: checkpoints_insert
+-- A Merkle checkpoint: digest is the tree's root, event_count its size (witness empty).
 INSERT INTO audit_checkpoints (
     txid, position, event_count, digest, base_txid, base_position, base_count,
-    base_digest, witness, signature, key_id
+    base_digest, frontier, signature, key_id
 )
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING *;
@@ -69,7 +62,7 @@ ORDER BY txid, position, event_count, checkpoint_id;
 -- name: checkpoints_list_bare
 -- Every checkpoint without its witness, in feed order (witnesses are read only when needed).
 SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
-       base_count, base_digest, signature, key_id, created_at
+       base_count, base_digest, signature, key_id, created_at, frontier
 FROM audit_checkpoints
 ORDER BY txid, position, event_count, checkpoint_id;
 
@@ -81,7 +74,7 @@ WHERE checkpoint_id = ANY($1::bigint[]);
 -- name: checkpoints_list_summary
 -- Checkpoints without their witnesses, newest first, for listing.
 SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
-       base_count, signature, key_id, created_at
+       base_count, signature, key_id, created_at, frontier
 FROM audit_checkpoints
 ORDER BY txid DESC, position DESC, checkpoint_id DESC
 LIMIT $1;
@@ -130,3 +123,76 @@ WHERE occurred_at <= $1
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY txid DESC, position DESC
 LIMIT 1;
+
+-- name: events_feed_hash_scan
+-- The hash of each event after a cursor and below the xmin, in feed order: the leaves
+-- a checkpoint adds to the tree.
+SELECT txid::text::bigint AS txid, position, hash
+FROM events
+WHERE (txid, position) > ($1::text::xid8, $2::bigint)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid, position;
+
+-- name: tree_nodes_insert
+-- Complete subtrees a checkpoint closed; one already there (another key's checkpoint
+-- wrote it) is kept: proofs from a wrong one fail against the signed roots.
+INSERT INTO audit_tree_nodes (level, index, hash)
+SELECT *
+FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])
+ON CONFLICT (level, index) DO NOTHING;
+
+-- name: tree_marks_insert
+INSERT INTO audit_tree_marks (leaf_index, txid, position)
+SELECT *
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
+ON CONFLICT DO NOTHING;
+
+-- name: tree_nodes_get
+SELECT n.level, n.index, n.hash
+FROM audit_tree_nodes n
+JOIN unnest($1::smallint[], $2::bigint[]) AS w (level, index)
+  ON n.level = w.level AND n.index = w.index;
+
+-- name: tree_mark_at
+-- The feed key of a leaf that starts a chunk of 16.
+SELECT txid, position
+FROM audit_tree_marks
+WHERE leaf_index = $1;
+
+-- name: tree_mark_before
+-- The nearest chunk start at or before a feed key.
+SELECT leaf_index, txid, position
+FROM audit_tree_marks
+WHERE (txid, position) <= ($1::bigint, $2::bigint)
+ORDER BY txid DESC, position DESC
+LIMIT 1;
+
+-- name: events_feed_hashes_from
+-- Up to $3 events from a feed key on, in feed order: one chunk's leaves.
+SELECT txid::text::bigint AS txid, position, hash
+FROM events
+WHERE (txid, position) >= ($1::text::xid8, $2::bigint)
+ORDER BY txid, position
+LIMIT $3;
+
+-- name: checkpoints_tree_size
+-- The largest tree a key signed: proofs are served up to it.
+SELECT coalesce(max(event_count), 0) AS tree_size
+FROM audit_checkpoints
+WHERE key_id = $1
+  AND frontier IS NOT NULL;
+
+-- name: checkpoints_by_id
+SELECT *
+FROM audit_checkpoints
+WHERE checkpoint_id = $1;
+
+-- name: checkpoints_list_merkle_bare
+-- A key's Merkle checkpoints without witnesses, by tree size: consecutive pairs get
+-- consistency proofs.
+SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
+       base_count, base_digest, signature, key_id, created_at, frontier
+FROM audit_checkpoints
+WHERE key_id = $1
+  AND frontier IS NOT NULL
+ORDER BY event_count, checkpoint_id;

@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from audit import checkpoints, signing
 from ledger import commands, config, errors, jobtypes, store
 from service import cli
 from tests import factories, ledgers
@@ -51,7 +52,8 @@ async def test_export_then_verify_offline_passes_and_a_tampered_bundle_fails(
     (out / "events.jsonl").write_text("\n".join(lines[:4] + lines[5:]) + "\n")
     assert await ledger_cli(offline, "audit", "verify", str(out)) == 1
     printed = capsys.readouterr().out
-    assert f"TAMPERED missing: event missing: job {jobs[1]} version 2" in printed
+    assert f"TAMPERED gap: job {jobs[1]}: version 2 is missing" in printed
+    assert "TAMPERED digest: checkpoint" in printed
     assert printed.splitlines()[-1] == "bundle FAILED verification"
 
 
@@ -94,9 +96,12 @@ async def test_live_verify_names_a_deleted_job(
 
     await ledgers.delete_job(admin_conn, jobs[0])
 
-    assert await ledger_cli(settings, "audit", "verify") == 1
+    # By default a verification resumes after the last checkpoint verified here; --full
+    # walks the whole ledger again and finds what was done before it.
+    assert await ledger_cli(settings, "audit", "verify", "--full") == 1
     printed = capsys.readouterr().out
-    assert f"TAMPERED job_deleted: job deleted: job {jobs[0]} is gone" in printed
+    assert "TAMPERED digest: checkpoint 1 " in printed and "3 fewer events than signed" in printed
+    assert len(jobs) == 2
     assert await ledger_cli(settings, "audit", "checkpoints") == 0
     listing = capsys.readouterr().out
     assert "-----BEGIN PUBLIC KEY-----" in listing and "cursor " in listing
@@ -192,3 +197,71 @@ async def test_live_verify_without_the_key_file_asks_for_the_public_key(
     public = tmp_path / "audit.pub"
     public.write_text(ledgers.signer(tmp_path, "audit.pem").pem)
     assert await ledger_cli(elsewhere, "audit", "verify", "--public-key", str(public)) == 0
+
+
+async def test_live_verify_resumes_after_the_last_verified_checkpoint(
+    dbs: Databases,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await ledgers.ledger_of(event_store, conn, 2)
+    settings = settings_for(dbs, tmp_path)
+    assert await ledger_cli(settings, "audit", "checkpoint") == 0
+    assert await ledger_cli(settings, "audit", "verify") == 0
+    recorded = json.loads((settings.data_dir / "verified.json").read_text())
+    assert (recorded["checkpoint_id"], recorded["tree_size"]) == (1, 6)
+    later = await ledgers.ledger_of(event_store, conn, 1)
+    assert await ledger_cli(settings, "audit", "checkpoint") == 0
+    capsys.readouterr()
+
+    assert await ledger_cli(settings, "audit", "verify") == 0
+    printed = capsys.readouterr().out
+    assert "from checkpoint 1 (cursor" in printed and ": 3 events since" in printed
+    assert json.loads((settings.data_dir / "verified.json").read_text())["tree_size"] == 9
+
+    assert await ledger_cli(settings, "verify", "--since-checkpoint", "1") == 0
+    assert "3 events since checkpoint 1" in capsys.readouterr().out
+    await ledgers.edit_data(admin_conn, later[0], 2)
+    assert await ledger_cli(settings, "verify", "--since-checkpoint", "1") == 1
+    assert f"event edited: job {later[0]} version 2" in capsys.readouterr().out
+    assert await ledger_cli(settings, "audit", "verify", "--since-checkpoint", "1") == 1
+
+
+async def test_live_verify_against_a_held_checkpoint_note(
+    dbs: Databases,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    jobs = await ledgers.ledger_of(event_store, conn, 2)
+    settings = settings_for(dbs, tmp_path)
+    signer = signing.load_or_create(settings.audit_key_path)
+    held, _ = await checkpoints.create(conn, signer)
+    assert held is not None
+    note_file = tmp_path / "held.note"
+    note_text = checkpoints.CheckpointOut.of(held, signer).note
+    assert note_text is not None
+    note_file.write_text(note_text)
+    assert (
+        await ledger_cli(settings, "audit", "verify", "--trusted-checkpoint", str(note_file)) == 0
+    )
+
+    await ledgers.edit_data_rehashed(admin_conn, jobs[1], 3)
+    await admin_conn.execute(
+        "DELETE FROM audit_checkpoints; DELETE FROM audit_tree_nodes; DELETE FROM audit_tree_marks"
+    )
+    await checkpoints.create(conn, signer)
+    capsys.readouterr()
+
+    assert (
+        await ledger_cli(
+            settings, "audit", "verify", "--full", "--trusted-checkpoint", str(note_file)
+        )
+        == 1
+    )
+    assert "TAMPERED fork: forked log" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -18,11 +19,11 @@ import pytest_asyncio
 import uvicorn
 from litestar import Litestar
 
-from audit import signing
+from audit import note, signing
 from ledger import auth, commands, jobtypes, lifecycle, store
 from service import app as app_module
 from service.http import jobs
-from tests import factories, ledgers
+from tests import factories, ledgers, rfc9162
 from tests.conftest import Databases
 from tests.http.conftest import Mint
 from tests.http.test_jobs_api import assert_problem
@@ -197,7 +198,7 @@ async def test_verify_reports_clean_chains_and_names_tampering(
     assert not report["ok"]
     assert [(b["job_id"], b["version"]) for b in report["broken"]] == [(str(jobs_[0]), 2)]
     kinds = [f["kind"] for f in report["checkpoints"]["findings"]]
-    assert kinds == ["job_deleted", "digest"]
+    assert kinds == ["digest"]
     one = (
         await client.get("/api/v1/audit/verify", params={"job_id": str(jobs_[0])}, headers=headers)
     ).json()
@@ -231,8 +232,16 @@ async def test_checkpoints_list_with_the_public_key_and_verify_offline(
     assert body["public_key"]["key_id"] == signer.key_id
     public = signing.public_from_pem(body["public_key"]["pem"])
     [cp] = body["checkpoints"]
-    assert cp["event_count"] == 6 and cp["signed_message"].startswith("job-ledger-checkpoint:v1:")
+    assert cp["event_count"] == cp["tree_size"] == 6
+    assert (
+        cp["signed_message"]
+        == f"job-ledger/{signer.key_id}\n6\n"
+        + base64.b64encode(bytes.fromhex(cp["root_hash"])).decode()
+        + "\n"
+    )
     assert public.verify(bytes.fromhex(cp["signature"]), cp["signed_message"].encode())
+    assert cp["note"].startswith(cp["signed_message"] + "\n\u2014 job-ledger/")
+    assert note.open_note(cp["note"], public).tree_size == 6
 
 
 async def test_resubmission_submits_a_new_job_naming_the_original(
@@ -345,3 +354,65 @@ async def test_sse_client_that_disconnects_and_resumes_misses_nothing(
     assert (live["event"], live_event["actor"]) == ("job.cancelled.v1", "carol")
     assert sorted([e["position"] for e in seen] + [live_event["position"]]) == sorted(committed)
     assert len({e["id"] for e in seen}) == 8, "none twice"
+
+
+async def test_proofs_over_http_verify_against_the_signed_notes(
+    client: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    bearer: Mint,
+    signer: signing.Signer,
+) -> None:
+    headers = bearer(*AUDIT)
+    await ledgers.ledger_of(event_store, conn, 7)  # 21 events: two chunks of the tree
+    assert (
+        await client.post("/api/v1/audit/checkpoints", headers=bearer("admin"))
+    ).status_code == 201
+    await ledgers.ledger_of(event_store, conn, 5)
+    assert (
+        await client.post("/api/v1/audit/checkpoints", headers=bearer("admin"))
+    ).status_code == 201
+    body = (await client.get("/api/v1/audit/checkpoints", headers=headers)).json()
+    key = signing.public_from_pem(body["public_key"]["pem"])
+    newer, older = [note.open_note(cp["note"], key) for cp in body["checkpoints"]]
+    assert (older.tree_size, newer.tree_size) == (21, 36)
+    events = (await client.get("/api/v1/events", params={"limit": 100}, headers=headers)).json()
+
+    for index, event in enumerate(events["events"]):
+        got = await client.get(
+            "/api/v1/audit/proofs/inclusion",
+            params={"cursor": event["cursor"], "tree_size": newer.tree_size},
+            headers=headers,
+        )
+        assert got.status_code == 200, got.text
+        proof_ = got.json()
+        assert (proof_["leaf_index"], proof_["tree_size"]) == (index, 36)
+        assert rfc9162.verify_inclusion(
+            index,
+            36,
+            bytes.fromhex(event["hash"]),
+            [bytes.fromhex(h) for h in proof_["hashes"]],
+            newer.root_hash,
+        )
+    got = await client.get(
+        "/api/v1/audit/proofs/consistency", params={"from": 21, "to": 36}, headers=headers
+    )
+    assert got.status_code == 200, got.text
+    path = [bytes.fromhex(h) for h in got.json()["hashes"]]
+    assert rfc9162.verify_consistency(21, 36, older.root_hash, newer.root_hash, path)
+
+    too_big = await client.get(
+        "/api/v1/audit/proofs/consistency", params={"from": 21, "to": 37}, headers=headers
+    )
+    assert_problem(too_big, 400)
+    unknown = await client.get(
+        "/api/v1/audit/proofs/inclusion",
+        params={"cursor": "1.999999", "tree_size": 36},
+        headers=headers,
+    )
+    assert_problem(unknown, 404)
+    late = events["events"][30]["cursor"]
+    outside = await client.get(
+        "/api/v1/audit/proofs/inclusion", params={"cursor": late, "tree_size": 21}, headers=headers
+    )
+    assert_problem(outside, 400)

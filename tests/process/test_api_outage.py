@@ -32,6 +32,11 @@ BODIES: Final[dict[tuple[str, str], Any]] = {
     ("POST", "/api/v1/jobs"): SUBMISSION,
     ("POST", "/api/v1/jobs/batch"): {"jobs": [SUBMISSION, SUBMISSION]},
 }
+# The query each route needs to get past validation (likewise).
+QUERIES: Final[dict[tuple[str, str], str]] = {
+    ("GET", "/api/v1/audit/proofs/inclusion"): "?cursor=1.1&tree_size=1",
+    ("GET", "/api/v1/audit/proofs/consistency"): "?from=1&to=2",
+}
 PARAMETER: Final = re.compile(r"\{(\w+):(\w+)\}")
 
 
@@ -40,6 +45,7 @@ class Call:
         self.method = method
         self.template = template
         self.path = PARAMETER.sub(lambda m: _value(m.group(2)), template)
+        self.path += QUERIES.get((method, template), "")
         self.body = BODIES.get((method, template))
 
     def __repr__(self) -> str:

@@ -32,8 +32,29 @@ def register(sub: Any) -> None:
     )
     ver.add_argument("bundle", nargs="?", help="bundle directory or .tar.gz")
     ver.add_argument("--public-key", help="PEM public key you trust (default: the bundle's)")
+    ver.add_argument(
+        "--trusted-checkpoint",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint you hold (its signed note): the log must extend it (repeatable)",
+    )
+    ver.add_argument(
+        "--since-checkpoint",
+        type=int,
+        metavar="N",
+        help="start from checkpoint N (live only; default: the last one verified here)",
+    )
+    ver.add_argument("--full", action="store_true", help="verify from the first event (live only)")
     ver.set_defaults(
-        runner=lambda args: functools.partial(verify, path=args.bundle, public_key=args.public_key)
+        runner=lambda args: functools.partial(
+            verify,
+            path=args.bundle,
+            public_key=args.public_key,
+            trusted_checkpoints=args.trusted_checkpoint,
+            since_checkpoint=args.since_checkpoint,
+            full=args.full,
+        )
     )
 
 
@@ -126,29 +147,67 @@ def _print_report(report: Any) -> None:
     )
 
 
-async def verify(settings: config.Settings, *, path: str | None, public_key: str | None) -> int:
-    from audit import bundle, chains, checkpoints, signing
+async def verify(
+    settings: config.Settings,
+    *,
+    path: str | None,
+    public_key: str | None,
+    trusted_checkpoints: list[str] | None = None,
+    since_checkpoint: int | None = None,
+    full: bool = False,
+) -> int:
+    from audit import bundle, chains, checkpoints, note, resume, signing
     from service import wiring
 
     trusted = signing.public_from_file(Path(public_key)) if public_key else None
-    if path is not None:  # offline: no database is opened
-        report = bundle.verify(Path(path), trusted)
-        _print_report(report)
-        print("bundle OK" if report.ok else "bundle FAILED verification")
-        return 0 if report.ok else 1
-    if trusted is None and not settings.audit_key_path.exists():
+    if path is None and trusted is None and not settings.audit_key_path.exists():
         raise errors.ConfigError(
             f"no audit key at {settings.audit_key_path} (LEDGER_AUDIT_KEY): pass --public-key "
             "with the public key the checkpoints were signed with"
         )
+    notes = [Path(f) for f in trusted_checkpoints or []]
+    if path is not None:  # offline: no database is opened
+        if notes and trusted is None:
+            raise errors.ConfigError("--trusted-checkpoint needs --public-key for a bundle")
+        pins = [_open_note(note, f, trusted) for f in notes] if trusted else []
+        report = bundle.verify(Path(path), trusted, pins)
+        _print_report(report)
+        print("bundle OK" if report.ok else "bundle FAILED verification")
+        return 0 if report.ok else 1
     verifier = trusted or wiring.signer(settings)
+    pins = [_open_note(note, f, verifier) for f in notes]
+    state = resume.path_in(settings.data_dir)
+    recorded = None if full else resume.load(state)
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            chain = await chains.verify(conn)
-            report = await checkpoints.verify(conn, verifier)
-    for link in chain.broken:
+            since, recorded_pins = await resume.start(
+                conn, verifier, since_checkpoint=since_checkpoint, recorded=recorded
+            )
+            pins += recorded_pins
+            if since is None:
+                chain = await chains.verify(conn)
+                report = await checkpoints.verify(conn, verifier, pins=pins)
+            else:
+                chain = None
+                report = await checkpoints.verify(
+                    conn, verifier, since=since, pins=pins, check_chains=True
+                )
+                print(f"from {since.name()}: {_count(report.events, 'event')} since")
+            ok = report.ok and (chain is None or chain.ok)
+            reached = await resume.newest(
+                conn, verifier, (since.event_count if since else 0) + report.events
+            )
+    for link in chain.broken if chain else []:
         print(f"TAMPERED chain: {link.describe()}")
     _print_report(report)
-    ok = report.ok and chain.ok
+    if ok and reached is not None:
+        resume.save(state, reached)
     print("ledger OK" if ok else "ledger FAILED verification")
     return 0 if ok else 1
+
+
+def _open_note(note: Any, path: Path, key: Any) -> Any:
+    try:
+        return note.open_note(path.read_text("utf-8"), key)
+    except (OSError, UnicodeDecodeError, note.NoteError) as exc:
+        raise errors.ConfigError(f"--trusted-checkpoint {path}: {exc}") from exc

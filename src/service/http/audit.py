@@ -24,7 +24,7 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from audit import chains, checkpoints, proof, signing
+from audit import chains, checkpoints, note, proof, signing, tree
 from ledger import errors, store, wire
 from ledger import events as ev
 from ledger.auth import Principal
@@ -100,6 +100,7 @@ class PublicKey(msgspec.Struct, frozen=True, kw_only=True):
     algorithm: str
     pem: str
     raw_base64: str
+    note_verifier_key: str  # for signed-note tools: <name>+<key hash hex>+<base64(0x01 ‖ key)>
 
 
 CheckpointOut = checkpoints.CheckpointOut
@@ -117,7 +118,13 @@ class Replayed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _public(key: signing.Verifier) -> PublicKey:
-    return PublicKey(key_id=key.key_id, algorithm="Ed25519", pem=key.pem, raw_base64=key.raw_base64)
+    return PublicKey(
+        key_id=key.key_id,
+        algorithm="Ed25519",
+        pem=key.pem,
+        raw_base64=key.raw_base64,
+        note_verifier_key=note.verifier_key(key),
+    )
 
 
 def audit_key_of(request: Request[Any, Any, Any]) -> AuditKey:
@@ -306,6 +313,10 @@ class AuditController(Controller):
         opt=security.scope("audit:read"),
         responses=problems.responses(400, 401, 403),
         summary="Signed checkpoints, newest first, with the public key that verifies them",
+        description="Each checkpoint signs `(tree_size, root_hash)`: the root of the Merkle "
+        "tree (RFC 9162) over the first `tree_size` events of the feed, as a C2SP "
+        "tlog-checkpoint signed note (`note`). Older checkpoints (no `tree_size`) sign "
+        "`signed_message`.",
     )
     async def list_checkpoints(
         self,
@@ -315,11 +326,54 @@ class AuditController(Controller):
     ) -> CheckpointList:
         async with services.connection() as conn:
             listed = await checkpoints.list_recent(conn, limit)
+        key = audit_key.get()
         return CheckpointList(
-            public_key=_public(audit_key.get()),
-            signed_message_format=f"{proof.MESSAGE_PREFIX}:<cursor>:<event_count>:<digest hex>",
-            checkpoints=[CheckpointOut.of(cp) for cp in listed],
+            public_key=_public(key),
+            signed_message_format="<origin>\\n<tree_size>\\n<root hash base64>\\n (C2SP tlog-checkpoint)",
+            checkpoints=[CheckpointOut.of(cp, key) for cp in listed],
         )
+
+    @get(
+        "/audit/proofs/inclusion",
+        opt=security.scope("audit:read"),
+        responses=problems.responses(400, 401, 403, 404),
+        summary="Prove one event is in the signed log",
+        description="The RFC 9162 inclusion proof (audit path, innermost first) of the event "
+        "at `cursor` in the Merkle tree of the first `tree_size` events: a checkpoint's "
+        "size. Verify it against that checkpoint's signed root with the leaf "
+        "SHA-256(0x00 ‖ event hash).",
+    )
+    async def inclusion_proof(
+        self,
+        services: NamedDependency[Services],
+        audit_key: NamedDependency[AuditKey],
+        cursor: Annotated[str, QueryParameter(max_length=60)],
+        tree_size: Annotated[int, QueryParameter(ge=1)],
+    ) -> tree.Inclusion:
+        at = feed.parse_cursor(cursor)
+        async with services.connection() as conn:
+            return await tree.inclusion(
+                conn, audit_key.get().key_id, at.txid, at.position, tree_size
+            )
+
+    @get(
+        "/audit/proofs/consistency",
+        opt=security.scope("audit:read"),
+        responses=problems.responses(400, 401, 403),
+        summary="Prove the log of size `to` extends the log of size `from`",
+        description="The RFC 9162 consistency proof between two tree sizes (two checkpoints): "
+        "an auditor who holds the older checkpoint checks with it that the newer one "
+        "neither rewrote nor dropped any event.",
+    )
+    async def consistency_proof(
+        self,
+        services: NamedDependency[Services],
+        audit_key: NamedDependency[AuditKey],
+        from_: Annotated[int, QueryParameter(name="from", ge=1)],
+        to: Annotated[int, QueryParameter(ge=1)],
+    ) -> tree.Consistency:
+        async with services.connection() as conn:
+            return await tree.consistency(conn, audit_key.get().key_id, from_, to)
 
     @post(
         "/audit/checkpoints",
@@ -345,7 +399,7 @@ class AuditController(Controller):
             cp, created = await checkpoints.create(conn, audit_key.get())
         if cp is None:
             return Response(None, status_code=204)
-        return Response(CheckpointOut.of(cp), status_code=201 if created else 200)
+        return Response(CheckpointOut.of(cp, audit_key.get()), status_code=201 if created else 200)
 
     @post(
         "/jobs/{job_id:uuid}/replay",

@@ -19,7 +19,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
-from audit import checkpoints
+from audit import checkpoints, tree
 from ledger import db, errors, wire
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.InvalidInput: Rule(422, "invalid-request"),  # unknown job types and payloads too
     errors.BadCursor: Rule(400, "bad-cursor"),
     checkpoints.CheckpointError: Rule(409, "checkpoint-base-altered"),
+    tree.UnknownLeaf: Rule(404, "unknown-event"),
+    tree.BadTreeSize: Rule(400, "bad-tree-size"),
+    tree.TreeError: Rule(409, "audit-tree-altered"),
 }
 
 

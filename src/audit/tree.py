@@ -1,0 +1,180 @@
+"""The stored Merkle tree of the feed: growing it as checkpoints are taken, and proofs from it.
+
+Rows: `audit_tree_nodes` keeps every complete subtree of 16 leaves and up (about
+one node per 8 events), `audit_tree_marks` the feed key of every 16th leaf (one
+per 16 events). A proof reads O(log n) nodes and at most two chunks of 16 event
+hashes; nothing here reads the whole log. The rows are written by the application
+role and trusted by nobody: a proof is only worth what it gives against a signed
+root (`merkle.verify_*`), so a forged row makes a proof that fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+import asyncpg
+import msgspec
+
+from audit import merkle
+from ledger import errors, sqlfile
+
+Q = sqlfile.load("audit")
+BATCH: Final = 20_000
+
+
+class TreeError(errors.LedgerError):
+    """The stored tree lacks rows a proof needs (they were removed or never written)."""
+
+
+class UnknownLeaf(errors.LedgerError):
+    """The cursor names no event of the signed tree (404)."""
+
+
+class BadTreeSize(errors.LedgerError):
+    """A proof asked for a tree size no checkpoint reaches, or sizes in the wrong order (400)."""
+
+
+class Inclusion(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9162 §2.1.3: the audit path of one leaf in the tree of `tree_size` leaves."""
+
+    leaf_index: int
+    tree_size: int
+    hashes: list[str]  # hex, innermost first
+
+
+class Consistency(msgspec.Struct, frozen=True, kw_only=True):
+    """RFC 9162 §2.1.4: the tree of size `to` extends the tree of size `from`."""
+
+    hashes: list[str]  # hex
+
+
+class Growth:
+    """What one checkpoint adds to the stored tree, written in batches as it is computed."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._nodes: tuple[list[int], list[int], list[bytes]] = ([], [], [])
+        self._marks: tuple[list[int], list[int], list[int]] = ([], [], [])
+
+    async def append(self, tree: merkle.Frontier, txid: int, position: int, hash_: bytes) -> None:
+        """Add one event as the next leaf of `tree`, keeping the rows it closes."""
+        leaf = tree.size
+        if leaf % merkle.CHUNK == 0:
+            self._marks[0].append(leaf)
+            self._marks[1].append(txid)
+            self._marks[2].append(position)
+        for level, index, node in tree.append(hash_):
+            if level >= merkle.CHUNK_LEVEL:
+                self._nodes[0].append(level)
+                self._nodes[1].append(index)
+                self._nodes[2].append(node)
+        if len(self._nodes[0]) + len(self._marks[0]) >= BATCH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._nodes[0]:
+            await self._conn.execute(Q["tree_nodes_insert"], *self._nodes)
+            self._nodes = ([], [], [])
+        if self._marks[0]:
+            await self._conn.execute(Q["tree_marks_insert"], *self._marks)
+            self._marks = ([], [], [])
+
+
+async def signed_size(conn: asyncpg.Connection, key_id: str) -> int:
+    """The largest tree a key signed a checkpoint of (0: none)."""
+    size: int = await conn.fetchval(Q["checkpoints_tree_size"], key_id)
+    return size
+
+
+async def _chunk(conn: asyncpg.Connection, chunk: int) -> list[asyncpg.Record]:
+    """The events (txid, position, hash) of leaves [16·chunk, 16·chunk + 16) that exist."""
+    mark = await conn.fetchrow(Q["tree_mark_at"], chunk * merkle.CHUNK)
+    if mark is None:
+        raise TreeError(f"the tree has no mark for leaf {chunk * merkle.CHUNK}")
+    rows: list[asyncpg.Record] = await conn.fetch(
+        Q["events_feed_hashes_from"], str(mark["txid"]), mark["position"], merkle.CHUNK
+    )
+    return rows
+
+
+async def _lookup(
+    conn: asyncpg.Connection, wanted: set[merkle.Node], size: int
+) -> dict[merkle.Node, bytes]:
+    """The hashes of the complete subtrees `wanted` (all within the first `size` leaves)."""
+    stored = sorted(n for n in wanted if n[0] >= merkle.CHUNK_LEVEL)
+    found: dict[merkle.Node, bytes] = {}
+    if stored:
+        rows = await conn.fetch(Q["tree_nodes_get"], [n[0] for n in stored], [n[1] for n in stored])
+        found = {(r["level"], r["index"]): bytes(r["hash"]) for r in rows}
+        absent = [n for n in stored if n not in found]
+        if absent:
+            raise TreeError(f"the stored tree lacks the subtrees {absent} (level, index)")
+    low = [n for n in wanted if n[0] < merkle.CHUNK_LEVEL]
+    chunks = {(index << level) >> merkle.CHUNK_LEVEL for level, index in low}
+    for chunk in chunks:
+        first = chunk * merkle.CHUNK
+        leaves = [merkle.leaf_hash(bytes(r["hash"])) for r in await _chunk(conn, chunk)]
+        leaves = leaves[: max(0, size - first)]
+        for level, index in low:
+            start = (index << level) - first
+            if not 0 <= start < merkle.CHUNK:
+                continue
+            span = leaves[start : start + (1 << level)]
+            if len(span) != 1 << level:
+                raise TreeError(f"the events end inside leaves {first + start}…")
+            found[(level, index)] = merkle.root_of(span)
+    return found
+
+
+async def _prove(
+    conn: asyncpg.Connection, size: int, proof: Callable[[merkle.Nodes], list[bytes]]
+) -> list[bytes]:
+    found = await _lookup(conn, merkle.needed(proof), size)
+    return proof(lambda level, index: found[(level, index)])
+
+
+async def leaf_index(conn: asyncpg.Connection, txid: int, position: int) -> int:
+    """The leaf index of the event at a feed key (UnknownLeaf: no event of the tree there)."""
+    mark = await conn.fetchrow(Q["tree_mark_before"], txid, position)
+    if mark is not None:
+        rows = await conn.fetch(
+            Q["events_feed_hashes_from"], str(mark["txid"]), mark["position"], merkle.CHUNK
+        )
+        for offset, row in enumerate(rows):
+            if (row["txid"], row["position"]) == (txid, position):
+                index: int = mark["leaf_index"] + offset
+                return index
+    raise UnknownLeaf(f"no event of the checkpointed tree at cursor {txid}.{position}")
+
+
+async def inclusion(
+    conn: asyncpg.Connection, key_id: str, txid: int, position: int, size: int
+) -> Inclusion:
+    """The inclusion proof of the event at a feed key in the tree of `size` leaves."""
+    signed = await signed_size(conn, key_id)
+    if not 0 < size <= signed:
+        raise BadTreeSize(f"tree_size {size} is not in 1..{signed}, the largest signed tree")
+    index = await leaf_index(conn, txid, position)
+    if index >= size:
+        raise BadTreeSize(f"the event is leaf {index}, not in the tree of {size} leaves")
+    path = await _prove(conn, size, lambda nodes: merkle.inclusion_path(nodes, index, size))
+    return Inclusion(leaf_index=index, tree_size=size, hashes=[h.hex() for h in path])
+
+
+async def consistency_hashes(
+    conn: asyncpg.Connection, key_id: str, old: int, new: int
+) -> list[bytes]:
+    """The consistency proof from the tree of `old` leaves to the one of `new` leaves."""
+    signed = await signed_size(conn, key_id)
+    if not 0 < old <= new <= signed:
+        raise BadTreeSize(
+            f"from={old} and to={new} must satisfy 1 <= from <= to <= {signed}, "
+            "the largest signed tree"
+        )
+    return await _prove(conn, new, lambda nodes: merkle.consistency_path(nodes, old, new))
+
+
+async def consistency(conn: asyncpg.Connection, key_id: str, old: int, new: int) -> Consistency:
+    hashes = await consistency_hashes(conn, key_id, old, new)
+    return Consistency(hashes=[h.hex() for h in hashes])

@@ -1,0 +1,66 @@
+"""The Merkle tree's arithmetic against a naive tree and the independent RFC 9162 verifier."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audit import merkle
+from tests import rfc9162
+
+
+def entries(n: int) -> list[bytes]:
+    return [hashlib.sha256(str(i).encode()).digest() for i in range(n)]
+
+
+def grown(data: list[bytes]) -> tuple[merkle.Frontier, dict[merkle.Node, bytes]]:
+    """A frontier grown one leaf at a time, and every complete subtree it closed."""
+    tree = merkle.Frontier()
+    nodes: dict[merkle.Node, bytes] = {}
+    for h in data:
+        for level, index, value in tree.append(h):
+            nodes[(level, index)] = value
+    return tree, nodes
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 300), st.data())
+def test_proofs_match_the_naive_tree_and_the_rfc_verifier(size: int, data: st.DataObject) -> None:
+    d = entries(size)
+    tree, nodes = grown(d)
+    root = rfc9162.mth(d)
+    assert tree.root() == root
+    assert merkle.Frontier.decode(size, tree.encode()).root() == root
+
+    index = data.draw(st.integers(0, size - 1))
+    path = merkle.inclusion_path(lambda lv, ix: nodes[(lv, ix)], index, size)
+    assert path == rfc9162.path(index, d)
+    assert rfc9162.verify_inclusion(index, size, d[index], path, root)
+    assert merkle.verify_inclusion(index, size, d[index], path, root)
+    assert not merkle.verify_inclusion(index, size, d[index][::-1], path, root)
+
+    old = data.draw(st.integers(1, size))
+    consistency = merkle.consistency_path(lambda lv, ix: nodes[(lv, ix)], old, size)
+    if old < size:
+        assert consistency == rfc9162.proof(old, d)
+    old_root = rfc9162.mth(d[:old])
+    assert rfc9162.verify_consistency(old, size, old_root, root, consistency)
+    assert merkle.verify_consistency(old, size, old_root, root, consistency)
+    forked = rfc9162.mth([*d[: old - 1], b"forked"])
+    assert not merkle.verify_consistency(old, size, forked, root, consistency)
+    assert not rfc9162.verify_consistency(old, size, forked, root, consistency)
+
+
+def test_a_frontier_keeps_one_hash_per_set_bit_of_the_size() -> None:
+    tree, _ = grown(entries(1000))
+    assert len(tree.encode()) == 32 * bin(1000).count("1")
+
+
+def test_a_proof_reads_logarithmically_many_subtrees() -> None:
+    size = 100_000
+    wanted = merkle.needed(lambda nodes: merkle.inclusion_path(nodes, 4321, size))
+    assert len(wanted) <= 2 * size.bit_length()
+    wanted = merkle.needed(lambda nodes: merkle.consistency_path(nodes, 33_333, size))
+    assert len(wanted) <= 2 * size.bit_length()
