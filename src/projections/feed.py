@@ -67,7 +67,6 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
     since: datetime | None = None  # occurred_at at or after
     until: datetime | None = None  # occurred_at before
 
-
     def any(self) -> bool:
         return any(
             v is not None

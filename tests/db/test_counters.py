@@ -4,6 +4,7 @@ whatever appends race, and only the append and the owner's rebuild write them.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,9 @@ from workers import claims
 QUEUES = ("default", "mail", "video")
 
 
-async def _submit_many(pool: asyncpg.Pool, event_store: store.EventStore, n: int) -> list[uuid.UUID]:
+async def _submit_many(
+    pool: asyncpg.Pool, event_store: store.EventStore, n: int
+) -> list[uuid.UUID]:
     """`n` jobs over three queues, in one append of submissions per queue."""
     ids: list[uuid.UUID] = []
     now = event_store.clock()
@@ -43,10 +46,8 @@ async def _submit_many(pool: asyncpg.Pool, event_store: store.EventStore, n: int
 
 
 async def _lost_race_ok(act: Callable[[], Awaitable[object]]) -> None:
-    try:
+    with contextlib.suppress(errors.LedgerError):  # a racing writer won: a clean conflict
         await act()
-    except errors.LedgerError:  # a racing writer won this job: a clean conflict
-        pass
 
 
 async def _churn(
@@ -80,7 +81,9 @@ async def _churn(
                             retry_delay=timedelta(0),
                         )
 
-                    async def finish(job: uuid.UUID = state.job_id, c: commands.Command = done) -> None:
+                    async def finish(
+                        job: uuid.UUID = state.job_id, c: commands.Command = done
+                    ) -> None:
                         await event_store.execute(conn, job, c, actor=f"w{seed}")
 
                     await _lost_race_ok(finish)
