@@ -104,6 +104,7 @@ async def read(
     With filters, at most max(SCAN_LIMIT, limit) events are looked at: a short page
     with `more` ends its cursor at the last of them.
     """
+    scan = max(SCAN_LIMIT, limit) if filters.any() else limit
     rows = await conn.fetch(
         Q["events_feed_filtered"],
         str(after.txid),
@@ -114,14 +115,14 @@ async def read(
         filters.since,
         filters.until,
         filters.job_type,
-        max(SCAN_LIMIT, limit) if filters.any() else None,
+        scan,
     )
     recorded = [store.record_from_row(r) for r in rows if r["position"] is not None]
     cursor = Cursor(recorded[-1].txid, recorded[-1].position) if recorded else after
     first = rows[0]
     if len(recorded) >= limit:
         return EventPage(recorded, cursor, first["held_back"], more=True)
-    if first["reach_txid"] is not None:  # the scan stopped short of the horizon
+    if first["scanned"] >= scan:  # the scan stopped at its bound, maybe short of the horizon
         reach = Cursor(first["reach_txid"], first["reach_position"])
         return EventPage(recorded, reach, first["held_back"], more=True)
     horizon = Cursor(first["horizon"] - 1, MAX_POSITION)

@@ -63,40 +63,45 @@ HAVING count(*) > 0;
 -- at or above the horizon, kept out of this page by an older transaction still open
 -- (the live feed reads again soon instead of waiting for the next wake-up). The newest
 -- visible txid is one probe at the end of the (txid, position) index, whatever the size.
--- Bounded: with filters ($9 not NULL) a request looks at no more than the next $9
--- events; (reach_txid, reach_position) is the last of them when more remain below the
--- horizon (NULL otherwise), found by walking $9 entries of the index, and the page's
--- range ends there, as an index condition: a filter matching nothing costs $9 rows.
+-- Bounded: the request looks at no more than the next $9 events below the horizon
+-- (the page's own limit when nothing is filtered): they are read first, in index
+-- order, whatever the filters, and only then filtered. `scanned` and the last key
+-- looked at (reach_*) come back on every row: when all $9 were read and the page is
+-- short, the cursor moves to that last key, not to the horizon.
 WITH horizon AS MATERIALIZED (
     SELECT x.xmin,
            COALESCE((SELECT txid FROM events ORDER BY txid DESC LIMIT 1) >= x.xmin, false)
                AS held_back
     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS x
+), window_ AS MATERIALIZED (
+    SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
+           ev.txid, ev.prev_hash, ev.hash
+    FROM horizon AS h
+    CROSS JOIN LATERAL (
+        SELECT *
+        FROM events AS e
+        WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+          AND e.txid < h.xmin
+        ORDER BY e.txid, e.position
+        LIMIT $9::integer
+    ) AS ev
 ), reach AS MATERIALIZED (
-    SELECT h.xmin, h.held_back, r.txid AS reach_txid, r.position AS reach_position
+    SELECT h.xmin, h.held_back,
+           (SELECT count(*) FROM window_) AS scanned,
+           last.txid AS reach_txid, last.position AS reach_position
     FROM horizon AS h
     LEFT JOIN LATERAL (
-        SELECT ev.txid, ev.position
-        FROM events AS ev
-        WHERE $9::integer IS NOT NULL
-          AND (ev.txid, ev.position) > ($1::text::xid8, $2::bigint)
-          AND ev.txid < h.xmin
-        ORDER BY ev.txid, ev.position
-        OFFSET $9::integer - 1
-        LIMIT 1
-    ) AS r ON true
+        SELECT w.txid, w.position FROM window_ AS w ORDER BY w.txid DESC, w.position DESC LIMIT 1
+    ) AS last ON true
 )
-SELECT r.xmin::text::bigint AS horizon, r.held_back,
+SELECT r.xmin::text::bigint AS horizon, r.held_back, r.scanned,
        r.reach_txid::text::bigint AS reach_txid, r.reach_position, e.*
 FROM reach AS r
 LEFT JOIN LATERAL (
     SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
            ev.txid::text::bigint AS txid, ev.prev_hash, ev.hash
-    FROM events AS ev
-    WHERE (ev.txid, ev.position) > ($1::text::xid8, $2::bigint)
-      AND (ev.txid, ev.position)
-          <= (coalesce(r.reach_txid, r.xmin), coalesce(r.reach_position, 0::bigint))
-      AND ($4::text IS NULL OR ev.type = $4)
+    FROM window_ AS ev
+    WHERE ($4::text IS NULL OR ev.type = $4)
       AND ($5::text IS NULL OR ev.actor = $5)
       AND ($6::timestamptz IS NULL OR ev.occurred_at >= $6)
       AND ($7::timestamptz IS NULL OR ev.occurred_at < $7)
