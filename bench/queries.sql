@@ -88,3 +88,49 @@ WHERE locktype = 'advisory'
   AND classid = 1
   AND objid = 2869890059
   AND objsubid = 1;
+
+-- name: scale_submit
+-- The scale bench's ledger, built fast: jobs $1 .. $2 - 1 submitted in one statement as
+-- the owner (ids derived from the number, so the later steps find them), one second
+-- apart in the past. The hashes are placeholders (the chains are not what is measured);
+-- the append's own triggers project the view and the counters as they would.
+INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+SELECT md5('scale' || n)::uuid, 1, 'job.submitted.v1', 'bench',
+       $3::timestamptz + make_interval(secs => n),
+       jsonb_build_object(
+           'job_type', 'noop', 'queue', CASE WHEN n % 4 = 0 THEN 'mail' ELSE 'default' END,
+           'priority', 'normal', 'payload', jsonb_build_object('n', n),
+           'max_attempts', 3, 'timeout_seconds', 300.0, 'backoff_base_seconds', 1.0,
+           'backoff_cap_seconds', 300.0,
+           'run_at', to_jsonb($3::timestamptz + make_interval(secs => n)),
+           'idempotency_key', NULL, 'replay_of', NULL
+       ),
+       '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea,
+       sha256(int8send(n))
+FROM generate_series($1::bigint, $2::bigint - 1) AS n;
+
+-- name: scale_claim
+-- Every other job of $1 .. $2 - 1 claimed (the even ones).
+INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+SELECT md5('scale' || n)::uuid, 2, 'job.claimed.v1', 'bench-worker',
+       $3::timestamptz + make_interval(secs => n + 1),
+       jsonb_build_object(
+           'worker_id', 'bench-worker', 'attempt', 1,
+           'lease_until', to_jsonb($3::timestamptz + make_interval(secs => n + 301))
+       ),
+       sha256(int8send(n)), sha256(int8send(-n))
+FROM generate_series($1::bigint, $2::bigint - 1) AS n
+WHERE n % 2 = 0;
+
+-- name: scale_complete
+-- The claimed jobs of $1 .. $2 - 1 completed.
+INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+SELECT md5('scale' || n)::uuid, 3, 'job.completed.v1', 'bench-worker',
+       $3::timestamptz + make_interval(secs => n + 2),
+       jsonb_build_object('result', n),
+       sha256(int8send(-n)), sha256(int8send(n) || int8send(n))
+FROM generate_series($1::bigint, $2::bigint - 1) AS n
+WHERE n % 2 = 0;
+
+-- name: scale_vacuum
+VACUUM ANALYZE;

@@ -26,6 +26,7 @@ from bench import (
     pgstats,
     processing,
     report,
+    scale,
     stats,
     submit,
 )
@@ -35,7 +36,9 @@ MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
 BEST_SLOTS = 250
-PARTS = ("submit", "processing", "latency", "http", "feed")
+PARTS = ("submit", "processing", "latency", "http", "feed", "scale")
+# Minutes of building a large ledger: only when asked for (`--only scale`).
+DEFAULT_PARTS = ("submit", "processing", "latency", "http", "feed")
 
 
 class Sizes:
@@ -54,6 +57,9 @@ class Sizes:
         self.http_connections = 32
         self.feed_events = 20 if quick else 500
         self.feed_gap = 0.02
+        self.scale_sizes = (2_000, 20_000) if quick else (100_000, 1_000_000)
+        self.scale_step = 1_000 if quick else 50_000
+        self.scale_requests = 10 if quick else 50
 
 
 async def measure(args: argparse.Namespace) -> report.Report:
@@ -92,6 +98,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "latency": lambda: _latency(c, rep, sizes, args),
             "http": lambda: _http(c, rep, sizes, args),
             "feed": lambda: _feed(c, rep, sizes, args),
+            "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
             if part not in args.only:
@@ -324,6 +331,42 @@ async def _feed(
         )
 
 
+async def _scale(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    small, large = sizes.scale_sizes
+    runs = await scale.measure(
+        c,
+        sizes=sizes.scale_sizes,
+        step=sizes.scale_step,
+        requests=sizes.scale_requests,
+        logs=args.results,
+        log=_log,
+    )
+    at_small, at_large = runs
+    for run in runs:
+        rep.add(
+            f"scale_build_{run.jobs}",
+            f"scale: ledger grown to {run.jobs:,} jobs, {run.events:,} events (owner's bulk "
+            "INSERT, triggers on)",
+            stats.Figure.of([run.build_seconds], unit="s"),
+        )
+    for key, label, _path in scale.READS:
+        small_ms = at_small.medians_ms[key]
+        rep.add(
+            f"scale_{key}_small",
+            f"{label}, at {small:,} jobs",
+            stats.Figure.of(at_small.samples_ms[key], unit="ms"),
+        )
+        rep.add(
+            f"scale_{key}_large",
+            f"{label}, at {large:,} jobs",
+            stats.Figure.of(at_large.samples_ms[key], unit="ms"),
+            target=f"< 20 ms, ≤ 2× at {small:,}",
+            check=lambda f, _r, s=small_ms: f.median < 20 and f.median <= 2 * s,
+        )
+
+
 def _at_most(limit: float) -> Callable[[stats.Figure, float | None], bool]:
     return lambda f, _r: f.median <= limit
 
@@ -348,8 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="+",
         choices=PARTS,
-        default=list(PARTS),
-        help="measure only these parts (pgbench, the baseline, always runs)",
+        default=list(DEFAULT_PARTS),
+        help="measure only these parts (pgbench, the baseline, always runs; `scale` only "
+        "when named: it builds a ledger of a million jobs)",
     )
     args = parser.parse_args(argv)
     args.command = (

@@ -85,6 +85,129 @@ END;
 $$;
 
 --
+-- Name: job_counters_fold(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_counters_fold() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed'
+       OR NOT pg_try_advisory_xact_lock(7164857356) THEN
+        RETURN;
+    END IF;
+    WITH gone AS (
+        DELETE FROM job_count_deltas
+        RETURNING queue, status, n
+    )
+    INSERT INTO job_counts AS c (queue, status, n)
+    SELECT queue, status, sum(n)
+    FROM gone
+    GROUP BY queue, status
+    ORDER BY queue, status
+    ON CONFLICT (queue, status) DO UPDATE SET n = c.n + excluded.n;
+    DELETE FROM job_counts WHERE n = 0;
+
+    WITH gone AS (
+        DELETE FROM job_throughput_deltas
+        RETURNING minute, submitted, completed, failed
+    )
+    INSERT INTO job_throughput AS t (minute, submitted, completed, failed)
+    SELECT minute, sum(submitted), sum(completed), sum(failed)
+    FROM gone
+    GROUP BY minute
+    ORDER BY minute
+    ON CONFLICT (minute) DO UPDATE
+    SET submitted = t.submitted + excluded.submitted,
+        completed = t.completed + excluded.completed,
+        failed = t.failed + excluded.failed;
+    DELETE FROM job_throughput WHERE minute < now() - interval '1 day';
+END;
+$$;
+
+--
+-- Name: job_counters_wrote(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_counters_wrote() RETURNS void
+    LANGUAGE sql
+    AS $$
+    SELECT job_counters_fold()
+    WHERE nextval('job_counter_writes') % 64 = 0
+$$;
+
+--
+-- Name: job_counts_project(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_counts_project() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    moved bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO job_count_deltas (queue, status, n)
+        SELECT queue, status, count(*)
+        FROM after_rows
+        GROUP BY queue, status;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO job_count_deltas (queue, status, n)
+        SELECT queue, status, -count(*)
+        FROM before_rows
+        GROUP BY queue, status;
+    ELSE
+        INSERT INTO job_count_deltas (queue, status, n)
+        SELECT queue, status, sum(d)
+        FROM (
+            SELECT queue, status, -1 AS d FROM before_rows
+            UNION ALL
+            SELECT queue, status, 1 AS d FROM after_rows
+        ) AS moves
+        GROUP BY queue, status
+        HAVING sum(d) <> 0;
+    END IF;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved > 0 THEN
+        PERFORM job_counters_wrote();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: job_throughput_project(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_throughput_project() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    counted bigint;
+BEGIN
+    INSERT INTO job_throughput_deltas (minute, submitted, completed, failed)
+    SELECT date_trunc('minute', occurred_at, 'UTC'),
+           count(*) FILTER (WHERE type = 'job.submitted.v1'),
+           count(*) FILTER (WHERE type = 'job.completed.v1'),
+           count(*) FILTER (
+               WHERE type = 'job.failed.v1'
+                  OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
+           )
+    FROM appended
+    WHERE type = 'job.submitted.v1'
+       OR type = 'job.completed.v1'
+       OR type = 'job.failed.v1'
+       OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
+    GROUP BY 1;
+    GET DIAGNOSTICS counted = ROW_COUNT;
+    IF counted > 0 THEN
+        PERFORM job_counters_wrote();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: events; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -515,6 +638,37 @@ ALTER TABLE public.events ALTER COLUMN "position" ADD GENERATED ALWAYS AS IDENTI
 );
 
 --
+-- Name: job_count_deltas; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_count_deltas (
+    queue text NOT NULL,
+    status text NOT NULL,
+    n bigint NOT NULL
+);
+
+--
+-- Name: job_counter_writes; Type: SEQUENCE; Schema: public; Owner: -
+--
+
+CREATE SEQUENCE public.job_counter_writes
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+--
+-- Name: job_counts; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_counts (
+    queue text NOT NULL,
+    status text NOT NULL,
+    n bigint NOT NULL
+);
+
+--
 -- Name: job_leases; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -523,6 +677,28 @@ CREATE TABLE public.job_leases (
     worker_id text NOT NULL,
     attempt integer NOT NULL,
     lease_until timestamp with time zone NOT NULL
+);
+
+--
+-- Name: job_throughput; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_throughput (
+    minute timestamp with time zone NOT NULL,
+    submitted bigint NOT NULL,
+    completed bigint NOT NULL,
+    failed bigint NOT NULL
+);
+
+--
+-- Name: job_throughput_deltas; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_throughput_deltas (
+    minute timestamp with time zone NOT NULL,
+    submitted bigint NOT NULL,
+    completed bigint NOT NULL,
+    failed bigint NOT NULL
 );
 
 --
@@ -587,11 +763,25 @@ ALTER TABLE ONLY public.events
     ADD CONSTRAINT events_pkey PRIMARY KEY ("position");
 
 --
+-- Name: job_counts job_counts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_counts
+    ADD CONSTRAINT job_counts_pkey PRIMARY KEY (queue, status);
+
+--
 -- Name: job_leases job_leases_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.job_leases
     ADD CONSTRAINT job_leases_pkey PRIMARY KEY (job_id);
+
+--
+-- Name: job_throughput job_throughput_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_throughput
+    ADD CONSTRAINT job_throughput_pkey PRIMARY KEY (minute);
 
 --
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -675,6 +865,12 @@ CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (status, created
 CREATE INDEX worker_processes_heartbeat_idx ON public.worker_processes USING btree (heartbeat_at);
 
 --
+-- Name: events events_count_throughput; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_count_throughput AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.job_throughput_project();
+
+--
 -- Name: events events_no_truncate; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -697,6 +893,24 @@ CREATE TRIGGER events_notify_feed AFTER INSERT ON public.events FOR EACH STATEME
 --
 
 CREATE TRIGGER events_project_jobs AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_project_appended();
+
+--
+-- Name: jobs jobs_count_deleted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_count_deleted AFTER DELETE ON public.jobs REFERENCING OLD TABLE AS before_rows FOR EACH STATEMENT EXECUTE FUNCTION public.job_counts_project();
+
+--
+-- Name: jobs jobs_count_inserted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_count_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.job_counts_project();
+
+--
+-- Name: jobs jobs_count_updated; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_count_updated AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.job_counts_project();
 
 --
 -- Name: jobs jobs_notify_cancelled; Type: TRIGGER; Schema: public; Owner: -
@@ -740,6 +954,30 @@ GRANT ALL ON FUNCTION public.events_append(job_ids uuid[], versions integer[], t
 --
 
 GRANT ALL ON FUNCTION public.events_notify_feed() TO ledger_app;
+
+--
+-- Name: FUNCTION job_counters_fold(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.job_counters_fold() FROM PUBLIC;
+
+--
+-- Name: FUNCTION job_counters_wrote(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.job_counters_wrote() FROM PUBLIC;
+
+--
+-- Name: FUNCTION job_counts_project(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_counts_project() TO ledger_app;
+
+--
+-- Name: FUNCTION job_throughput_project(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_throughput_project() TO ledger_app;
 
 --
 -- Name: TABLE events; Type: ACL; Schema: public; Owner: -
@@ -839,10 +1077,34 @@ GRANT SELECT,INSERT ON TABLE public.audit_tree_marks TO ledger_app;
 GRANT SELECT,INSERT ON TABLE public.audit_tree_nodes TO ledger_app;
 
 --
+-- Name: TABLE job_count_deltas; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_count_deltas TO ledger_app;
+
+--
+-- Name: TABLE job_counts; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_counts TO ledger_app;
+
+--
 -- Name: TABLE job_leases; Type: ACL; Schema: public; Owner: -
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.job_leases TO ledger_app;
+
+--
+-- Name: TABLE job_throughput; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_throughput TO ledger_app;
+
+--
+-- Name: TABLE job_throughput_deltas; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_throughput_deltas TO ledger_app;
 
 --
 -- Name: TABLE schema_migrations; Type: ACL; Schema: public; Owner: -

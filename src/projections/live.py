@@ -193,8 +193,8 @@ async def follow(
             if page.events:
                 quiet_since = loop.time()
                 yield page.events
-                if len(page.events) >= limit:
-                    continue  # more may be there already
+            if page.more:
+                continue  # a full page, or a filtered scan that stopped at its bound
             if page.held_back or wakeups.behind_gate(page.cursor):  # a short page here
                 held_back_wait = min(
                     wakeups.outage_poll_seconds, 2 * held_back_wait or HELD_BACK_FIRST_SECONDS

@@ -37,9 +37,6 @@ SELECT ids.job_id,
 FROM ids
 ORDER BY ids.job_id;
 
--- name: jobs_lock
-LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE;
-
 -- name: jobs_delete_all
 DELETE FROM jobs;
 
@@ -66,21 +63,45 @@ HAVING count(*) > 0;
 -- at or above the horizon, kept out of this page by an older transaction still open
 -- (the live feed reads again soon instead of waiting for the next wake-up). The newest
 -- visible txid is one probe at the end of the (txid, position) index, whatever the size.
+-- Bounded: the request looks at no more than the next $9 events below the horizon
+-- (the page's own limit when nothing is filtered): they are read first, in index
+-- order, whatever the filters, and only then filtered. `scanned` and the last key
+-- looked at (reach_*) come back on every row: when all $9 were read and the page is
+-- short, the cursor moves to that last key, not to the horizon.
 WITH horizon AS MATERIALIZED (
     SELECT x.xmin,
            COALESCE((SELECT txid FROM events ORDER BY txid DESC LIMIT 1) >= x.xmin, false)
                AS held_back
     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS x
+), window_ AS MATERIALIZED (
+    SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
+           ev.txid, ev.prev_hash, ev.hash
+    FROM horizon AS h
+    CROSS JOIN LATERAL (
+        SELECT *
+        FROM events AS e
+        WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+          AND e.txid < h.xmin
+        ORDER BY e.txid, e.position
+        LIMIT $9::integer
+    ) AS ev
+), reach AS MATERIALIZED (
+    SELECT h.xmin, h.held_back,
+           (SELECT count(*) FROM window_) AS scanned,
+           last.txid AS reach_txid, last.position AS reach_position
+    FROM horizon AS h
+    LEFT JOIN LATERAL (
+        SELECT w.txid, w.position FROM window_ AS w ORDER BY w.txid DESC, w.position DESC LIMIT 1
+    ) AS last ON true
 )
-SELECT h.xmin::text::bigint AS horizon, h.held_back, e.*
-FROM horizon AS h
+SELECT r.xmin::text::bigint AS horizon, r.held_back, r.scanned,
+       r.reach_txid::text::bigint AS reach_txid, r.reach_position, e.*
+FROM reach AS r
 LEFT JOIN LATERAL (
     SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
            ev.txid::text::bigint AS txid, ev.prev_hash, ev.hash
-    FROM events AS ev
-    WHERE (ev.txid, ev.position) > ($1::text::xid8, $2::bigint)
-      AND ev.txid < h.xmin
-      AND ($4::text IS NULL OR ev.type = $4)
+    FROM window_ AS ev
+    WHERE ($4::text IS NULL OR ev.type = $4)
       AND ($5::text IS NULL OR ev.actor = $5)
       AND ($6::timestamptz IS NULL OR ev.occurred_at >= $6)
       AND ($7::timestamptz IS NULL OR ev.occurred_at < $7)
@@ -107,12 +128,18 @@ CROSS JOIN LATERAL (
 ) AS f
 WHERE (f.s).job_id IS NOT NULL;
 
--- name: jobs_depth_by_queue_status
--- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time.
-SELECT queue, status, count(*) AS jobs
-FROM jobs
+-- name: job_counts_unfinished
+-- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time: the
+-- counters (sql/0058), folded and not yet folded, a few hundred rows at most.
+SELECT queue, status, sum(n)::bigint AS jobs
+FROM (
+    SELECT queue, status, n FROM job_counts
+    UNION ALL
+    SELECT queue, status, n FROM job_count_deltas
+) AS c
 WHERE status IN ('pending', 'retrying', 'processing')
 GROUP BY queue, status
+HAVING sum(n) <> 0
 ORDER BY queue, status;
 
 -- name: jobs_list_page
@@ -145,11 +172,14 @@ SELECT *
 FROM jobs
 WHERE job_id = ANY($1::uuid[]);
 
--- name: jobs_count_runnable
--- Queue depth: jobs waiting to run (pending, or retrying after a backoff).
-SELECT count(*)
-FROM jobs
-WHERE status IN ('pending', 'retrying');
+-- name: job_counts_runnable
+-- Queue depth: jobs waiting to run (pending, or retrying after a backoff), from the counters.
+SELECT coalesce(sum(n), 0)::bigint
+FROM (
+    SELECT n FROM job_counts WHERE status IN ('pending', 'retrying')
+    UNION ALL
+    SELECT n FROM job_count_deltas WHERE status IN ('pending', 'retrying')
+) AS c;
 
 -- name: worker_processes_count_live_slots
 -- Job slots of the worker processes whose heartbeat is younger than their lease (for /health).
@@ -157,17 +187,44 @@ SELECT coalesce(sum(slots), 0)::bigint
 FROM worker_processes
 WHERE heartbeat_at > now() - make_interval(secs => lease_seconds);
 
+-- name: job_counts_by_queue_status
+-- Every job by queue and status, for the dashboard's counts, from the counters.
+SELECT queue, status, sum(n)::bigint AS jobs
+FROM (
+    SELECT queue, status, n FROM job_counts
+    UNION ALL
+    SELECT queue, status, n FROM job_count_deltas
+) AS c
+GROUP BY queue, status
+HAVING sum(n) <> 0
+ORDER BY queue, status;
+
 -- name: jobs_count_by_queue_status
--- Every job by queue and status, for the dashboard's counts.
+-- The same counted from the view itself (the counters' check).
 SELECT queue, status, count(*) AS jobs
 FROM jobs
 GROUP BY queue, status
 ORDER BY queue, status;
 
--- name: events_throughput_by_minute
+-- name: job_throughput_since
 -- Jobs submitted, completed and failed for good per minute since $1 (the dashboard's
--- chart); a lease that expired with no attempt left is a failure too.
-SELECT date_trunc('minute', occurred_at) AS minute,
+-- chart), from the counters: one row per minute of the window, whatever the history.
+SELECT minute,
+       sum(submitted)::bigint AS submitted,
+       sum(completed)::bigint AS completed,
+       sum(failed)::bigint AS failed
+FROM (
+    SELECT minute, submitted, completed, failed FROM job_throughput WHERE minute >= $1
+    UNION ALL
+    SELECT minute, submitted, completed, failed FROM job_throughput_deltas WHERE minute >= $1
+) AS t
+GROUP BY minute
+ORDER BY minute;
+
+-- name: events_throughput_by_minute
+-- The same counted from the events since $1 (the counters' check and rebuild); a lease
+-- that expired with no attempt left is a failure too.
+SELECT date_trunc('minute', occurred_at, 'UTC') AS minute,
        count(*) FILTER (WHERE type = 'job.submitted.v1') AS submitted,
        count(*) FILTER (WHERE type = 'job.completed.v1') AS completed,
        count(*) FILTER (
@@ -177,7 +234,48 @@ SELECT date_trunc('minute', occurred_at) AS minute,
 FROM events
 WHERE occurred_at >= $1
 GROUP BY 1
+HAVING count(*) FILTER (
+    WHERE type IN ('job.submitted.v1', 'job.completed.v1', 'job.failed.v1')
+       OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
+) > 0
 ORDER BY 1;
+
+-- name: job_counters_lock
+-- The rebuild's locks, in the order every append takes them (sql/0058): no deadlock.
+LOCK TABLE job_throughput_deltas, jobs, job_count_deltas, job_counts, job_throughput
+IN ACCESS EXCLUSIVE MODE;
+
+-- name: job_count_deltas_delete_all
+-- The counters rebuilt as the view counts them (the owner's, under job_counters_lock).
+DELETE FROM job_count_deltas;
+
+-- name: job_counts_delete_all
+DELETE FROM job_counts;
+
+-- name: job_counts_fill
+INSERT INTO job_counts (queue, status, n)
+SELECT queue, status, count(*)
+FROM jobs
+GROUP BY queue, status;
+
+-- name: job_throughput_deltas_delete_all
+DELETE FROM job_throughput_deltas;
+
+-- name: job_throughput_delete_all
+DELETE FROM job_throughput;
+
+-- name: job_throughput_fill
+INSERT INTO job_throughput (minute, submitted, completed, failed)
+SELECT date_trunc('minute', occurred_at, 'UTC'),
+       count(*) FILTER (WHERE type = 'job.submitted.v1'),
+       count(*) FILTER (WHERE type = 'job.completed.v1'),
+       count(*) FILTER (
+           WHERE type = 'job.failed.v1'
+              OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
+       )
+FROM events
+WHERE occurred_at >= $1
+GROUP BY 1;
 
 -- name: feed_gate_open
 -- The live feed has readers in this process: appends notify `ledger_feed` while any

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -12,6 +13,8 @@ from ledger import sqlfile
 
 Q = sqlfile.load("projections")
 _json = msgspec.json.Decoder()
+# The per-minute throughput counters keep this much (sql/0058 prunes older minutes).
+THROUGHPUT_KEPT: Final = timedelta(days=1)
 
 
 class RowDiff(msgspec.Struct, frozen=True):
@@ -42,11 +45,67 @@ async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
     ]
 
 
-async def rebuild(conn: asyncpg.Connection) -> int:
-    """Replace the live view with the fold of the events; returns the number of jobs."""
+class CounterDiff(msgspec.Struct, frozen=True):
+    """A counter (sql/0058) that differs from a count of what it counts.
+
+    `key`: ("jobs", queue, status) or ("throughput", minute ISO 8601, kind).
+    """
+
+    key: tuple[str, str, str]
+    counter: int
+    counted: int
+
+
+async def verify_counters(conn: asyncpg.Connection, now: datetime) -> list[CounterDiff]:
+    """Compare the job counters with a count of the view, and the throughput counters of
+    the minutes kept (a day before `now`) with a count of the events, in one snapshot."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        counters = await conn.fetch(Q["job_counts_by_queue_status"])
+        counted = await conn.fetch(Q["jobs_count_by_queue_status"])
+        since = now.replace(second=0, microsecond=0) - THROUGHPUT_KEPT + timedelta(minutes=1)
+        minutes = await conn.fetch(Q["job_throughput_since"], since)
+        events = await conn.fetch(Q["events_throughput_by_minute"], since)
+    diffs = _differ(
+        {("jobs", r["queue"], r["status"]): int(r["jobs"]) for r in counters},
+        {("jobs", r["queue"], r["status"]): int(r["jobs"]) for r in counted},
+    )
+    diffs += _differ(_minutes(minutes), _minutes(events))
+    return diffs
+
+
+def _minutes(rows: list[asyncpg.Record]) -> dict[tuple[str, str, str], int]:
+    return {
+        ("throughput", r["minute"].isoformat(), kind): int(r[kind])
+        for r in rows
+        for kind in ("submitted", "completed", "failed")
+        if r[kind]
+    }
+
+
+def _differ(
+    counters: dict[tuple[str, str, str], int], counted: dict[tuple[str, str, str], int]
+) -> list[CounterDiff]:
+    return [
+        CounterDiff(key, counters.get(key, 0), counted.get(key, 0))
+        for key in sorted(counters.keys() | counted.keys())
+        if counters.get(key, 0) != counted.get(key, 0)
+    ]
+
+
+async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
+    """Replace the live view with the fold of the events, and the counters (sql/0058) with
+    a count of the view and of the last day's events; returns the number of jobs."""
     async with conn.transaction():
-        await conn.execute(Q["jobs_lock"])
+        # Locked in the order every append takes them: the rebuild waits, never deadlocks.
+        await conn.execute(Q["job_counters_lock"])
         await _build_scratch(conn)
         await conn.execute(Q["jobs_delete_all"])
         status = await conn.execute(Q["jobs_fill_from_scratch"])
+        await conn.execute(Q["job_count_deltas_delete_all"])
+        await conn.execute(Q["job_counts_delete_all"])
+        await conn.execute(Q["job_counts_fill"])
+        since = (now or datetime.now(UTC)) - THROUGHPUT_KEPT
+        await conn.execute(Q["job_throughput_deltas_delete_all"])
+        await conn.execute(Q["job_throughput_delete_all"])
+        await conn.execute(Q["job_throughput_fill"], since)
     return int(status.split()[-1])

@@ -43,14 +43,14 @@ async def overview(
     """Counts now, and the per-minute throughput of the `window` before `now`."""
     by_status = _zero()
     queues: dict[str, dict[str, int]] = {}
-    for row in await conn.fetch(Q["jobs_count_by_queue_status"]):
+    for row in await conn.fetch(Q["job_counts_by_queue_status"]):
         count = int(row["jobs"])
         by_status[row["status"]] += count
         queues.setdefault(row["queue"], _zero())[row["status"]] = count
     minutes = int(window.total_seconds() // 60)
     last = now.replace(second=0, microsecond=0)
     start = last - timedelta(minutes=minutes - 1)
-    seen = {row["minute"]: row for row in await conn.fetch(Q["events_throughput_by_minute"], start)}
+    seen = {row["minute"]: row for row in await conn.fetch(Q["job_throughput_since"], start)}
     throughput = []
     for n in range(minutes):
         minute = start + timedelta(minutes=n)

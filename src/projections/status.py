@@ -26,5 +26,5 @@ async def workers_alive(conn: asyncpg.Connection) -> int:
 
 
 async def counts(conn: asyncpg.Connection) -> Counts:
-    depth = await conn.fetchval(Q["jobs_count_runnable"])
+    depth = await conn.fetchval(Q["job_counts_runnable"])
     return Counts(workers=await workers_alive(conn), queue_depth=int(depth))

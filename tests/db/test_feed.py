@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 
 from ledger import commands, errors, store
 from ledger import events as ev
@@ -103,3 +104,50 @@ def test_cursor_round_trips_and_rejects_garbage() -> None:
         except errors.BadCursor:
             continue
         raise AssertionError(f"{bad!r} was accepted")
+
+
+async def test_a_filter_matching_nothing_looks_at_a_bounded_number_of_events(
+    conn: asyncpg.Connection, event_store: store.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed, "SCAN_LIMIT", 10)
+    for i in range(25):
+        await event_store.append(conn, _submitted(f"a{i}"))
+    every = await feed.read(conn, feed.START, limit=100)
+    nobody = feed.Filters(actor="nobody")
+
+    first = await feed.read(conn, feed.START, limit=5, filters=nobody)
+    # Ten events looked at, none matched: an empty page, to be continued past the tenth.
+    assert first.events == [] and first.more
+    tenth = every.events[9]
+    assert first.cursor == feed.Cursor(tenth.txid, tenth.position)
+
+    second = await feed.read(conn, first.cursor, limit=5, filters=nobody)
+    assert second.events == [] and second.more
+    last = await feed.read(conn, second.cursor, limit=5, filters=nobody)
+    assert last.events == [] and not last.more  # the last five: caught up
+    assert last.cursor == every.cursor
+
+
+async def test_a_filtered_reader_paging_on_more_sees_every_match_once(
+    conn: asyncpg.Connection, event_store: store.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed, "SCAN_LIMIT", 4)
+    wanted = []
+    for i in range(30):
+        actor = "bob" if i % 7 == 3 else f"a{i}"
+        await event_store.append(conn, _submitted(actor))
+        if actor == "bob":
+            wanted.append(i)
+    seen, cursor, reads = 0, feed.START, 0
+    while True:
+        page = await feed.read(conn, cursor, limit=2, filters=feed.Filters(actor="bob"))
+        reads += 1
+        seen += len(page.events)
+        assert all(r.event.actor == "bob" for r in page.events)
+        cursor = page.cursor
+        if not page.more:
+            break
+    assert seen == len(wanted)
+    assert reads >= 30 // 4  # each read looked at four events at most
+    # Unfiltered reads are not bounded by the scan limit: a page fills at once.
+    assert len((await feed.read(conn, feed.START, limit=20)).events) == 20

@@ -76,7 +76,7 @@ async def test_projection_drift_is_shown_then_rebuilt(
 
     fixed = _ledger(dbs, "projections", "rebuild")
     assert fixed.returncode == 0, fixed.stderr
-    assert "rebuilt the jobs view: 1 jobs" in fixed.stdout
+    assert "rebuilt the jobs view and its counters: 1 jobs" in fixed.stdout
     assert _ledger(dbs, "projections", "verify").returncode == 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,15 @@ async def projections_verify(settings: config.Settings) -> int:
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
             diffs = await rebuild.verify(conn)
+            counters = await rebuild.verify_counters(conn, datetime.now(UTC))
     encoder = msgspec.json.Encoder()
     for diff in diffs:
         print(encoder.encode(diff).decode())
+    for counter in counters:
+        print(encoder.encode(counter).decode())
     print("projection matches the events" if not diffs else f"{len(diffs)} rows differ")
-    return 0 if not diffs else 1
+    print("counters match" if not counters else f"{len(counters)} counters differ")
+    return 0 if not diffs and not counters else 1
 
 
 async def projections_rebuild(settings: config.Settings) -> int:
@@ -109,7 +114,7 @@ async def projections_rebuild(settings: config.Settings) -> int:
                     "`ledger projections rebuild` with MIGRATE_DATABASE_URL set to the "
                     f"owner's connection ({exc})"
                 ) from exc
-    print(f"rebuilt the jobs view: {count} jobs")
+    print(f"rebuilt the jobs view and its counters: {count} jobs")
     return 0
 
 

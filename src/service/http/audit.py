@@ -74,6 +74,9 @@ def event_out(recorded: store.Recorded) -> EventOut:
 class FeedPage(msgspec.Struct, frozen=True, kw_only=True):
     events: list[EventOut]
     next_cursor: str  # pass as `after`; a consumer that keeps doing so misses nothing
+    # Ask again from next_cursor right away: the page is full, or a filtered read
+    # stopped at its scan bound (false: caught up with the feed for now).
+    more: bool = False
 
 
 class Link(msgspec.Struct, frozen=True, kw_only=True):
@@ -220,7 +223,11 @@ class AuditController(Controller):
         description="Pass `next_cursor` back as `after`. A consumer that pages to the end "
         "and later continues from its last cursor sees every event committed meanwhile, "
         "none twice, none skipped. Filters narrow what is returned; the cursor still "
-        "moves past what they leave out.",
+        "moves past what they leave out. Filters cost a bounded scan, not an index: a "
+        "filtered request looks at no more than the next 5,000 events (or `limit`, if "
+        "larger), so a filter that matches nothing answers in bounded time at any size; "
+        "the page can then be short, even empty, with `more: true` and a `next_cursor` "
+        "past what was looked at: call again with it. `more: false`: caught up.",
     )
     async def events(
         self,
@@ -238,7 +245,9 @@ class AuditController(Controller):
         async with services.connection() as conn:
             page = await feed.read(conn, cursor, limit, filters)
         return FeedPage(
-            events=[event_out(r) for r in page.events], next_cursor=page.cursor.encode()
+            events=[event_out(r) for r in page.events],
+            next_cursor=page.cursor.encode(),
+            more=page.more,
         )
 
     @get(

@@ -35,7 +35,7 @@ async def refresh(services: Services, registry: metrics.Metrics) -> bool:
     """Read queue depth and worker slots into the cluster gauges; False if the database failed."""
     try:
         async with services.connection(wait_seconds=2) as conn:
-            rows = await conn.fetch(Q["jobs_depth_by_queue_status"])
+            rows = await conn.fetch(Q["job_counts_unfinished"])
             usage = await leases.slot_usage(conn)
     except db.UNREACHABLE as exc:
         log.warning("metrics: database unreachable: %s", exc)
