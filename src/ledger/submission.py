@@ -137,11 +137,12 @@ class Submitter:
             raise errors.InvalidInput.at(where, f"submit 1 to {MAX_BATCH} jobs at once")
         wanted: list[commands.SubmitJob] = []
         invalid: list[errors.FieldError] = []
+        checked_all = wire.validated_all(submissions) if built else submissions
         for index, item in enumerate(submissions):
             key = None if idempotency_key is None else item_key(idempotency_key, index)
             at = f"{where}[{index}]."
             try:
-                checked = item.validated() if built else item
+                checked = item.validated() if checked_all is None else checked_all[index]
             except errors.InvalidInput as exc:
                 invalid.extend(exc.under(at).field_errors)
                 continue
@@ -372,8 +373,8 @@ def jobs_of(recorded: Sequence[store.Recorded]) -> list[Job]:
     """The new jobs that appended submissions created, as the database recorded them."""
     jobs = []
     for r in recorded:
-        state = lifecycle.evolve(None, r.event)
-        jobs.append(Job.of(state))
+        assert isinstance(r.event, ev.JobSubmitted)
+        jobs.append(Job.submitted(r.event))
     return jobs
 
 

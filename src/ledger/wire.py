@@ -9,6 +9,7 @@ schema names; the client's `RecordedEvent` and `History` are `EventOut` and `Job
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -65,6 +66,26 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
         )
 
+    @classmethod
+    def submitted(cls, event: ev.JobSubmitted) -> Job:
+        """The job its submission just created: `of` the fold of that one event, built directly."""
+        return cls(
+            job_id=event.job_id,
+            status="pending",
+            type=event.job_type,
+            queue=event.queue,
+            priority=event.priority,
+            attempt=0,
+            max_attempts=event.max_attempts,
+            payload=event.payload,
+            result=None,
+            error=None,
+            created_at=event.occurred_at,
+            started_at=None,
+            completed_at=None,
+            next_attempt_at=event.run_at,
+        )
+
     @property
     def finished(self) -> bool:
         """Whether the job reached a terminal status (completed, failed, cancelled)."""
@@ -101,17 +122,40 @@ class Submission(
         return _validated(fields)
 
     def validated(self) -> Submission:
-        """This submission held to the rules of a request body (built in Python, it was not)."""
-        names = zip(self.__struct_encode_fields__, self.__struct_fields__, strict=True)
-        return _validated({wire: getattr(self, name) for wire, name in names})
+        """This submission held to the rules of a request body (built in Python, it was not):
+        encoded and decoded as the API would, so what could not be sent is refused too."""
+        try:
+            return _decode_one(_encode(self))
+        except msgspec.EncodeError as exc:
+            raise errors.InvalidInput.at("payload", f"not JSON: {exc}") from None
+        except msgspec.ValidationError as exc:
+            raise _invalid(exc) from None
+
+
+def validated_all(submissions: Sequence[Submission]) -> list[Submission] | None:
+    """All of them held to a request body's rules in one pass; None when any breaks one
+    (then `Submission.validated` on each names every field)."""
+    try:
+        return _decode_many(_encode(submissions))
+    except (msgspec.EncodeError, msgspec.ValidationError):
+        return None
 
 
 def _validated(fields: dict[str, Any]) -> Submission:
     try:
         return msgspec.convert(fields, Submission, strict=True)
     except msgspec.ValidationError as exc:
-        message, _, at = str(exc).partition(" - at `$")
-        raise errors.InvalidInput.at(at.rstrip("`").lstrip(".") or "$", message) from None
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: msgspec.ValidationError) -> errors.InvalidInput:
+    message, _, at = str(exc).partition(" - at `$")
+    return errors.InvalidInput.at(at.rstrip("`").lstrip(".") or "$", message)
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_one = msgspec.json.Decoder(Submission).decode
+_decode_many = msgspec.json.Decoder(list[Submission]).decode
 
 
 class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

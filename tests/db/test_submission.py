@@ -236,3 +236,18 @@ async def test_the_process_s_default_submitter_finds_installed_job_types(
         actor="app",
     )
     assert job.type == "email_send"
+
+
+async def test_the_jobs_a_submission_answers_are_those_the_view_then_holds(
+    conn: asyncpg.Connection, submitter: submission.Submitter
+) -> None:
+    items = [
+        submission.Submission(job_type="greet", payload={"name": "a"}, priority="high"),
+        submission.Submission(job_type="greet", payload={"name": "b"}, delay_seconds=30),
+        submission.Submission(
+            job_type="greet", payload={"name": "c"}, run_at=datetime(2020, 1, 1, tzinfo=UTC)
+        ),
+    ]
+    for job in await submitter.submit_many(conn, items, actor="app"):
+        state = await current.get(conn, job.job_id)
+        assert state is not None and job == submission.Job.of(state)
