@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,8 +15,8 @@ import pytest_asyncio
 import uvicorn
 from litestar import Litestar
 
-from ledger import embedded
 from service.http import heads
+from tests import services
 from tests.conftest import Databases
 from tests.http.conftest import SECRET, Mint
 from tests.workers.conftest import eventually
@@ -120,47 +117,27 @@ async def test_a_body_larger_than_the_head_limit_is_not_counted(served: int, bea
 
 
 @pytest.fixture
-def api(dbs: Databases, tmp_path: Path) -> Iterator[int]:
-    port = embedded.free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dbs.app,
-        "MIGRATE_DATABASE_URL": dbs.admin,
-        "JWT_SECRET": SECRET,
-        "SERVER_PORT": str(port),
-        "LOG_LEVEL": "warning",
-    }
-    env.pop("MAX_HEADER_BYTES", None)  # the default limit
-    log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"], env=env, stdout=out, stderr=out
-        )
-    try:
-        yield port
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def answering(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
-    except httpx.TransportError:
-        return False
+def api(
+    dbs: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[services.Running]:
+    monkeypatch.delenv("MAX_HEADER_BYTES", raising=False)  # the default limit
+    with services.ledger(
+        "api",
+        tmp_path,
+        DATABASE_URL=dbs.app,
+        MIGRATE_DATABASE_URL=dbs.admin,
+        JWT_SECRET=SECRET,
+        LOG_LEVEL="warning",
+    ) as running:
+        yield running
 
 
 @pytest.mark.slow
-async def test_ledger_api_refuses_8_mib_of_headers_with_431(api: int) -> None:
-    await eventually(lambda: answering(api), within=60)
+async def test_ledger_api_refuses_8_mib_of_headers_with_431(api: services.Running) -> None:
+    await eventually(api.answers, within=60)
     head = b"GET /health HTTP/1.1\r\nHost: t\r\n"
-    status, _, body = parse(await exchange(api, head, HUGE))
+    status, _, body = parse(await exchange(api.port, head, HUGE))
     assert status == 431
     assert json.loads(body)["title"] == "Request Header Fields Too Large"
     # Within the default limit (32 KiB), a request is served.
-    assert parse(await exchange(api, head, heads.DEFAULT_MAX_HEADER_BYTES - 1024))[0] == 200
+    assert parse(await exchange(api.port, head, heads.DEFAULT_MAX_HEADER_BYTES - 1024))[0] == 200

@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import os
 import re
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from litestar.routes import HTTPRoute
 
 from ledger import auth, config, database, embedded
 from service import app as app_module
+from tests import services
 from tests.process.test_api_shutdown import errors_logged
 from tests.workers.conftest import eventually
 
@@ -74,13 +73,6 @@ def api_calls() -> list[Call]:
     return calls
 
 
-class Api:
-    def __init__(self, process: subprocess.Popen[bytes], base: str, log: Path) -> None:
-        self.process = process
-        self.base = base
-        self.log = log
-
-
 @pytest.fixture
 def cluster() -> Iterator[embedded.EmbeddedPostgres]:
     """A PostgreSQL of this test's own, that it may stop and start."""
@@ -95,34 +87,16 @@ def cluster() -> Iterator[embedded.EmbeddedPostgres]:
 
 
 @contextlib.contextmanager
-def api_on(pg: embedded.EmbeddedPostgres, tmp_path: Path) -> Iterator[Api]:
-    port = embedded.free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": pg.dsn(),
-        "MIGRATE_DATABASE_URL": pg.dsn(admin=True),
-        "SERVER_PORT": str(port),
-        "SERVER_HOST": "127.0.0.1",
-        "JWT_SECRET": SECRET,
-        "AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0",
-        "LEDGER_DATA_DIR": str(tmp_path),
-        "LEDGER_HANDLERS": "tests.workers.plugin_jobs",
-        "LOG_FORMAT": "json",
-    }
-    log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"], env=env, stdout=out, stderr=out
-        )
-    try:
-        yield Api(process, f"http://127.0.0.1:{port}", log)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def api_on(pg: embedded.EmbeddedPostgres, tmp_path: Path) -> Iterator[services.Running]:
+    with services.ledger(
+        "api",
+        tmp_path,
+        DATABASE_URL=pg.dsn(),
+        MIGRATE_DATABASE_URL=pg.dsn(admin=True),
+        JWT_SECRET=SECRET,
+        LEDGER_HANDLERS="tests.workers.plugin_jobs",
+    ) as running:
+        yield running
 
 
 async def answer(client: httpx.AsyncClient, call: Call) -> httpx.Response:
@@ -156,7 +130,10 @@ async def test_every_api_route_answers_503_while_the_database_is_down_and_recove
 
 
 async def outage_and_recovery(
-    api: Api, client: httpx.AsyncClient, cluster: embedded.EmbeddedPostgres, calls: list[Call]
+    api: services.Running,
+    client: httpx.AsyncClient,
+    cluster: embedded.EmbeddedPostgres,
+    calls: list[Call],
 ) -> None:
     async def ready() -> bool:
         assert api.process.poll() is None, api.log.read_text()

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import sys
 from asyncio.subprocess import PIPE
 from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
-from ledger import embedded
+from tests import services
 from tests.conftest import Databases
 from tests.workers.conftest import eventually
 
@@ -31,46 +28,27 @@ def readme_example() -> str:
 
 
 @pytest.fixture
-def api(dbs: Databases, tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    port = embedded.free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dbs.app,
-        "MIGRATE_DATABASE_URL": dbs.admin,
-        "JWT_SECRET": SECRET,
-        "SERVER_PORT": str(port),
-        "LOG_LEVEL": "warning",
-    }
-    log = tmp_path / "api.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "api"], env=env, stdout=out, stderr=out
-        )
-    try:
-        yield port, env
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def answering(port: int) -> bool:
-    try:
-        async with httpx.AsyncClient() as client:
-            return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
-    except httpx.TransportError:
-        return False
+def api(dbs: Databases, tmp_path: Path) -> Iterator[services.Running]:
+    with services.ledger(
+        "api",
+        tmp_path,
+        DATABASE_URL=dbs.app,
+        MIGRATE_DATABASE_URL=dbs.admin,
+        JWT_SECRET=SECRET,
+        LOG_LEVEL="warning",
+    ) as running:
+        yield running
 
 
 @pytest.mark.slow
 async def test_the_readme_submit_and_status_examples_work_as_written(
-    api: tuple[int, dict[str, str]], tmp_path: Path, conn: asyncpg.Connection
+    api: services.Running, dbs: Databases, tmp_path: Path, conn: asyncpg.Connection
 ) -> None:
-    port, env = api
-    await eventually(lambda: answering(port), within=60)
+    port = api.port
+    env = services.environment(
+        tmp_path, port, DATABASE_URL=dbs.app, MIGRATE_DATABASE_URL=dbs.admin, JWT_SECRET=SECRET
+    )
+    await eventually(api.answers, within=60)
     # As written, run from a checkout (./.venv/bin/ledger), against this test's port.
     (tmp_path / ".venv").symlink_to(sys.prefix)
     script = readme_example().replace("localhost:8080", f"localhost:{port}")
