@@ -242,7 +242,7 @@ class AuditController(Controller):
     ) -> FeedPage:
         cursor = feed.parse_cursor(after)
         filters = _filters(event_type, job_type, actor, since, until)
-        async with services.connection() as conn:
+        async with services.reading() as conn:
             page = await feed.read(conn, cursor, limit, filters)
         return FeedPage(
             events=[event_out(r) for r in page.events],
