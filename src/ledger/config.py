@@ -16,6 +16,7 @@ VARIABLES: Final = frozenset(
         "DATABASE_URL",
         "LISTEN_DATABASE_URL",
         "MIGRATE_DATABASE_URL",
+        "READ_DATABASE_URL",
         "SERVER_HOST",
         "SERVER_PORT",
         "API_SHUTDOWN_GRACE_SECONDS",
@@ -53,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     listen_database_url: str | None = None
     migrate_database_url: str | None = None
+    # A streaming replica for the API's reads that may lag (feed, stats); never writes or claims.
+    read_database_url: str | None = None
     server_host: str = "127.0.0.1"
     server_port: int = 8080
     api_shutdown_grace_seconds: int = 30  # at SIGTERM, how long requests in flight may run on
@@ -130,6 +133,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         database_url=text("DATABASE_URL"),
         listen_database_url=text("LISTEN_DATABASE_URL"),
         migrate_database_url=text("MIGRATE_DATABASE_URL"),
+        read_database_url=text("READ_DATABASE_URL"),
         server_host=text("SERVER_HOST") or "127.0.0.1",
         server_port=_int(env, "SERVER_PORT", 8080),
         api_shutdown_grace_seconds=_int(env, "API_SHUTDOWN_GRACE_SECONDS", 30),

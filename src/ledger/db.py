@@ -11,6 +11,8 @@ from typing import Final, cast
 import asyncpg
 
 APPLICATION_NAME = "job-ledger"
+# The API's READ_DATABASE_URL pool (reads that may lag, on a replica).
+READ_APPLICATION_NAME = "job-ledger-read"
 
 # What "the database is unreachable (for now)" looks like from asyncpg: refused or
 # dropped sockets, server errors, a closed or broken connection (InternalClientError:

@@ -55,7 +55,7 @@ def parse_cursor(text: str | None) -> Cursor:
 
 MAX_POSITION: Final = 2**63 - 1
 # The most events one filtered read looks at (sql: events_feed_filtered's $9).
-SCAN_LIMIT: Final = 5000
+SCAN_LIMIT: Final = 1000
 
 
 class Filters(msgspec.Struct, frozen=True, kw_only=True):

@@ -68,10 +68,20 @@ HAVING count(*) > 0;
 -- order, whatever the filters, and only then filtered. `scanned` and the last key
 -- looked at (reach_*) come back on every row: when all $9 were read and the page is
 -- short, the cursor moves to that last key, not to the horizon.
+-- A time range no visible event falls in (since after the newest occurred_at, until
+-- at or before the oldest: one probe at an end of the occurred_at index) reads no
+-- window at all: nothing below the horizon can match. The job type filter looks up
+-- each job of the window once, set-based, not once per event.
 WITH horizon AS MATERIALIZED (
     SELECT x.xmin,
            COALESCE((SELECT txid FROM events ORDER BY txid DESC LIMIT 1) >= x.xmin, false)
-               AS held_back
+               AS held_back,
+           ($6::timestamptz IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM events WHERE occurred_at >= $6::timestamptz
+            ))
+           OR ($7::timestamptz IS NOT NULL AND NOT EXISTS (
+                SELECT 1 FROM events WHERE occurred_at < $7::timestamptz
+            )) AS out_of_range
     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) AS x
 ), window_ AS MATERIALIZED (
     SELECT ev.position, ev.job_id, ev.version, ev.type, ev.data, ev.actor, ev.occurred_at,
@@ -82,9 +92,16 @@ WITH horizon AS MATERIALIZED (
         FROM events AS e
         WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
           AND e.txid < h.xmin
+          AND NOT h.out_of_range
         ORDER BY e.txid, e.position
         LIMIT $9::integer
     ) AS ev
+), typed AS MATERIALIZED (
+    SELECT j.job_id
+    FROM jobs AS j
+    WHERE $8::text IS NOT NULL
+      AND j.type = $8::text
+      AND j.job_id IN (SELECT w.job_id FROM window_ AS w)
 ), reach AS MATERIALIZED (
     SELECT h.xmin, h.held_back,
            (SELECT count(*) FROM window_) AS scanned,
@@ -105,9 +122,7 @@ LEFT JOIN LATERAL (
       AND ($5::text IS NULL OR ev.actor = $5)
       AND ($6::timestamptz IS NULL OR ev.occurred_at >= $6)
       AND ($7::timestamptz IS NULL OR ev.occurred_at < $7)
-      AND ($8::text IS NULL OR EXISTS (
-          SELECT 1 FROM jobs AS j WHERE j.job_id = ev.job_id AND j.type = $8
-      ))
+      AND ($8::text IS NULL OR ev.job_id IN (SELECT t.job_id FROM typed AS t))
     ORDER BY ev.txid, ev.position
     LIMIT $3
 ) AS e ON true

@@ -56,7 +56,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        services = await wiring.http_services(dsn, registry, process_metrics, pool_size)
+        services = await wiring.http_services(
+            dsn, registry, process_metrics, pool_size, settings.read_database_url
+        )
         app.state.services = services
         try:
             yield
@@ -65,6 +67,8 @@ def create_app(
             # grace); writes it could not wait for still run: the pool outlives them.
             await in_flight.finished()
             await services.pool.close()
+            if services.read_pool is not None:
+                await services.read_pool.close()
 
     api = Router(
         path="/",

@@ -60,13 +60,28 @@ def checkpoint_schedule(
 
 
 async def http_services(
-    dsn: str, registry: jobtypes.Registry, process_metrics: metrics.Metrics, pool_size: int
+    dsn: str,
+    registry: jobtypes.Registry,
+    process_metrics: metrics.Metrics,
+    pool_size: int,
+    read_dsn: str | None = None,
 ) -> Services:
-    """What the routes work with: a pool, the event store, the submission API, group commit."""
+    """What the routes work with: a pool, the event store, the submission API, group commit,
+    and with `read_dsn` (READ_DATABASE_URL) a read-only pool on the replica."""
     connections: asyncpg.Pool = await db.create_pool(dsn, max_size=pool_size)
+    readers: asyncpg.Pool | None = None
+    if read_dsn is not None:
+        try:
+            readers = await db.create_pool(
+                read_dsn, max_size=pool_size, name=db.READ_APPLICATION_NAME, read_only=True
+            )
+        except BaseException:
+            await connections.close()
+            raise
     appender = event_store(process_metrics)
     return Services(
         pool=connections,
+        read_pool=readers,
         store=appender,
         registry=registry,
         submitter=submission.Submitter(registry, appender),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
@@ -151,3 +151,44 @@ async def test_a_filtered_reader_paging_on_more_sees_every_match_once(
     assert reads >= 30 // 4  # each read looked at four events at most
     # Unfiltered reads are not bounded by the scan limit: a page fills at once.
     assert len((await feed.read(conn, feed.START, limit=20)).events) == 20
+
+
+async def test_a_time_range_no_event_falls_in_reads_no_window(
+    conn: asyncpg.Connection, event_store: store.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed, "SCAN_LIMIT", 10)
+    for i in range(25):
+        await event_store.append(conn, _submitted(f"a{i}"))
+    every = await feed.read(conn, feed.START, limit=100)
+    newest = max(r.event.occurred_at for r in every.events)
+    oldest = min(r.event.occurred_at for r in every.events)
+    for nothing in (
+        feed.Filters(since=newest + timedelta(microseconds=1)),
+        feed.Filters(until=oldest),
+    ):
+        # No event in range: caught up to the horizon in one read, not 10 at a time.
+        page = await feed.read(conn, feed.START, limit=5, filters=nothing)
+        assert page.events == [] and not page.more
+        assert page.cursor == every.cursor
+    # A range that holds events still pages through the window.
+    page = await feed.read(conn, feed.START, limit=5, filters=feed.Filters(since=newest))
+    assert page.events == [] and page.more
+
+
+async def test_the_job_type_filter_matches_the_jobs_of_that_type_only(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    for kind in ("alpha", "beta", "alpha"):
+        await event_store.append(
+            conn,
+            commands.decide(
+                None,
+                factories.submit_command(job_type=kind),
+                job_id=uuid.uuid4(),
+                actor=kind,
+                now=datetime.now(UTC),
+            ),
+        )
+    page = await feed.read(conn, feed.START, limit=10, filters=feed.Filters(job_type="alpha"))
+    assert [r.event.actor for r in page.events] == ["alpha", "alpha"]
+    assert not page.more

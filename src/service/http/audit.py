@@ -224,7 +224,7 @@ class AuditController(Controller):
         "and later continues from its last cursor sees every event committed meanwhile, "
         "none twice, none skipped. Filters narrow what is returned; the cursor still "
         "moves past what they leave out. Filters cost a bounded scan, not an index: a "
-        "filtered request looks at no more than the next 5,000 events (or `limit`, if "
+        "filtered request looks at no more than the next 1,000 events (or `limit`, if "
         "larger), so a filter that matches nothing answers in bounded time at any size; "
         "the page can then be short, even empty, with `more: true` and a `next_cursor` "
         "past what was looked at: call again with it. `more: false`: caught up.",
@@ -242,7 +242,7 @@ class AuditController(Controller):
     ) -> FeedPage:
         cursor = feed.parse_cursor(after)
         filters = _filters(event_type, job_type, actor, since, until)
-        async with services.connection() as conn:
+        async with services.reading() as conn:
             page = await feed.read(conn, cursor, limit, filters)
         return FeedPage(
             events=[event_out(r) for r in page.events],

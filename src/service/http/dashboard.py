@@ -58,5 +58,5 @@ assets = create_static_files_router(
 )
 async def overview(request: Request[Any, Any, Any]) -> stats.Overview:
     services = request.app.state.services
-    async with services.connection() as conn:
+    async with services.reading() as conn:
         return await stats.overview(conn, services.store.clock())

@@ -21,6 +21,9 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
     registry: jobtypes.Registry
     submitter: submission.Submitter
     committer: groupcommit.GroupCommit  # concurrent submissions share a durable commit
+    # READ_DATABASE_URL's pool (a streaming replica), for the reads that may lag: None
+    # reads on `pool`. Writes and claims never use it.
+    read_pool: asyncpg.Pool | None = None
 
     @asynccontextmanager
     async def connection(
@@ -28,6 +31,14 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
     ) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, typed as the plain connection the core functions take."""
         async with self.pool.acquire(timeout=wait_seconds) as proxy:
+            yield cast(asyncpg.Connection, proxy)
+
+    @asynccontextmanager
+    async def reading(self, wait_seconds: float | None = None) -> AsyncIterator[asyncpg.Connection]:
+        """A read-only connection for a read that may see the ledger a little behind (the
+        replica's, when READ_DATABASE_URL is set): feed pages and stats, never a write."""
+        pool = self.read_pool or self.pool
+        async with pool.acquire(timeout=wait_seconds) as proxy:
             yield cast(asyncpg.Connection, proxy)
 
 
