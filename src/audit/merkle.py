@@ -91,6 +91,42 @@ class Frontier:
         self.size = size + 1
         return closed
 
+    def extend(self, leaves: bytes, keep_from: int = 0) -> list[tuple[int, int, bytes]]:
+        """Add many leaves at once (their `leaf_hash`es, concatenated), level by level.
+
+        The same tree as `append` one leaf at a time, without its per-leaf Python
+        work: each level is hashed in one pass over its pairs, the old frontier's
+        node at a level joining it when the new nodes there start at an odd index.
+        Returns the complete subtrees it closed at levels `keep_from` and up,
+        (level, index, hash), as `append` does.
+        """
+        if len(leaves) % HASH_SIZE:
+            raise ValueError(f"{len(leaves)} bytes of leaf hashes are not whole hashes")
+        size, new = self.size, self.size + len(leaves) // HASH_SIZE
+        old = dict(zip(_bits(size), self.hashes, strict=True))
+        fresh: dict[int, bytes] = {}
+        closed: list[tuple[int, int, bytes]] = []
+        sha256 = hashlib.sha256
+        level, start, nodes = 0, size, leaves  # nodes: the new ones at `level`, from `start`
+        while nodes:
+            if level >= keep_from:
+                closed += [
+                    (level, start + i, nodes[i * HASH_SIZE : (i + 1) * HASH_SIZE])
+                    for i in range(len(nodes) // HASH_SIZE)
+                ]
+            if start & 1:  # the left sibling of the first new node is on the old frontier
+                nodes, start = old[level] + nodes, start - 1
+            n = len(nodes) // HASH_SIZE
+            if n & 1:
+                fresh[level] = nodes[-HASH_SIZE:]
+            nodes = b"".join(
+                [sha256(b"\x01" + nodes[i : i + 64]).digest() for i in range(0, (n & ~1) * 32, 64)]
+            )
+            level, start = level + 1, start >> 1
+        self.hashes = [fresh[b] if b in fresh else old[b] for b in _bits(new)]
+        self.size = new
+        return closed
+
     def root(self) -> bytes:
         if not self.hashes:
             return EMPTY_ROOT
@@ -98,6 +134,11 @@ class Frontier:
         for left in reversed(self.hashes[:-1]):
             h = node_hash(left, h)
         return h
+
+
+def _bits(n: int) -> list[int]:
+    """The set bits of n, largest first: the levels of a tree of n leaves' frontier."""
+    return [b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:

@@ -196,3 +196,38 @@ FROM audit_checkpoints
 WHERE key_id = $1
   AND frontier IS NOT NULL
 ORDER BY event_count, checkpoint_id;
+
+-- name: tree_leaves_batch
+-- The next $4 leaves after a feed key (below the xmin, in feed order), the first of
+-- them leaf $3: their leaf hashes SHA-256(0x00 ‖ event hash) concatenated in feed
+-- order (the aggregate reads the materialised batch in the order it was written), the
+-- last one's key, and the mark of every 16th leaf written on the way. No event hash
+-- crosses the wire, and the server hashes while the caller folds the previous batch.
+WITH batch AS MATERIALIZED (
+    SELECT $3::bigint + row_number() OVER (ORDER BY e.txid, e.position) - 1 AS leaf,
+           e.txid::text::bigint AS xid, e.position, e.hash
+    FROM events e
+    WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+      AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY e.txid, e.position
+    LIMIT $4
+), marks AS (
+    INSERT INTO audit_tree_marks (leaf_index, txid, position)
+    SELECT leaf, xid, position
+    FROM batch
+    WHERE leaf % 16 = 0
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) AS leaves,
+       coalesce(string_agg(sha256('\x00'::bytea || hash), ''::bytea), ''::bytea) AS hashes,
+       max(leaf) AS last_leaf,
+       max(ARRAY[xid, position]) AS last_key
+FROM batch;
+
+-- name: tree_scan_in_order
+-- Batches read the feed index in order: without this the planner, misjudging how
+-- many events follow a key, may sort every remaining event for each batch.
+SET LOCAL enable_sort = off;
+
+-- name: tree_scan_default
+SET LOCAL enable_sort TO DEFAULT;

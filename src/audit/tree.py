@@ -10,6 +10,7 @@ root (`merkle.verify_*`), so a forged row makes a proof that fails.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Final
 
@@ -20,7 +21,8 @@ from audit import merkle
 from ledger import errors, sqlfile
 
 Q = sqlfile.load("audit")
-BATCH: Final = 20_000
+BATCH: Final = 50_000  # tree node rows an insert
+LEAVES: Final = 1 << 15  # leaves a batch (its rows stay within the default work_mem)
 
 
 class TreeError(errors.LedgerError):
@@ -49,36 +51,43 @@ class Consistency(msgspec.Struct, frozen=True, kw_only=True):
     hashes: list[str]  # hex
 
 
-class Growth:
-    """What one checkpoint adds to the stored tree, written in batches as it is computed."""
+async def grow(
+    conn: asyncpg.Connection, tree: merkle.Frontier, start: tuple[int, int]
+) -> tuple[int, int]:
+    """Fold every event after the feed key `start` (below the xmin) into `tree`; the last
+    event's key (`start` when there is none).
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-        self._nodes: tuple[list[int], list[int], list[bytes]] = ([], [], [])
-        self._marks: tuple[list[int], list[int], list[int]] = ([], [], [])
+    The server hashes the leaves of a batch (and writes its marks) while this process
+    folds the previous batch into the tree (`Frontier.extend`); the complete subtrees of
+    16 leaves and up it closes are written at the end.
+    """
+    nodes: tuple[list[int], list[int], list[bytes]] = ([], [], [])
+    key = start
+    await conn.execute(Q["tree_scan_in_order"])
+    pending = asyncio.ensure_future(_leaves(conn, key, tree.size))
+    try:
+        while (batch := await pending)["leaves"]:
+            key = (batch["last_key"][0], batch["last_key"][1])
+            pending = asyncio.ensure_future(_leaves(conn, key, batch["last_leaf"] + 1))
+            await asyncio.sleep(0)  # the next batch's query is sent before this one is folded
+            for level, index, node in tree.extend(bytes(batch["hashes"]), merkle.CHUNK_LEVEL):
+                nodes[0].append(level)
+                nodes[1].append(index)
+                nodes[2].append(node)
+    except BaseException:
+        await asyncio.gather(pending, return_exceptions=True)  # the connection is free again
+        raise
+    await conn.execute(Q["tree_scan_default"])
+    for at in range(0, len(nodes[0]), BATCH):
+        await conn.execute(Q["tree_nodes_insert"], *(column[at : at + BATCH] for column in nodes))
+    return key
 
-    async def append(self, tree: merkle.Frontier, txid: int, position: int, hash_: bytes) -> None:
-        """Add one event as the next leaf of `tree`, keeping the rows it closes."""
-        leaf = tree.size
-        if leaf % merkle.CHUNK == 0:
-            self._marks[0].append(leaf)
-            self._marks[1].append(txid)
-            self._marks[2].append(position)
-        for level, index, node in tree.append(hash_):
-            if level >= merkle.CHUNK_LEVEL:
-                self._nodes[0].append(level)
-                self._nodes[1].append(index)
-                self._nodes[2].append(node)
-        if len(self._nodes[0]) + len(self._marks[0]) >= BATCH:
-            await self.flush()
 
-    async def flush(self) -> None:
-        if self._nodes[0]:
-            await self._conn.execute(Q["tree_nodes_insert"], *self._nodes)
-            self._nodes = ([], [], [])
-        if self._marks[0]:
-            await self._conn.execute(Q["tree_marks_insert"], *self._marks)
-            self._marks = ([], [], [])
+async def _leaves(conn: asyncpg.Connection, key: tuple[int, int], leaf: int) -> asyncpg.Record:
+    row: asyncpg.Record = await conn.fetchrow(
+        Q["tree_leaves_batch"], str(key[0]), key[1], leaf, LEAVES
+    )
+    return row
 
 
 async def signed_size(conn: asyncpg.Connection, key_id: str) -> int:
