@@ -46,6 +46,14 @@ def leaf_hash(event_hash: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + event_hash).digest()
 
 
+def leaf_hashes(event_hashes: bytes) -> bytes:
+    """The leaf hashes of concatenated event hashes, concatenated."""
+    sha256 = hashlib.sha256
+    return b"".join(
+        [sha256(b"\x00" + event_hashes[i : i + 32]).digest() for i in range(0, len(event_hashes), 32)]
+    )
+
+
 def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 

@@ -198,12 +198,18 @@ WHERE key_id = $1
 ORDER BY event_count, checkpoint_id;
 
 -- name: tree_leaves_batch
--- The next $4 leaves after a feed key (below the xmin, in feed order), the first of
--- them leaf $3: their leaf hashes SHA-256(0x00 ‖ event hash) concatenated in feed
--- order (the aggregate reads the materialised batch in the order it was written), the
--- last one's key, and the mark of every 16th leaf written on the way. No event hash
--- crosses the wire, and the server hashes while the caller folds the previous batch.
-WITH batch AS MATERIALIZED (
+-- The next $4 events after a feed key (below the xmin, in feed order), the first of
+-- them leaf $3: their hashes concatenated in feed order (the aggregate reads the
+-- ordered subquery in its order), the last one's key, and the key of every 16th leaf
+-- (the tree's marks): one row a batch rather than one an event.
+SELECT count(*) AS leaves,
+       coalesce(string_agg(hash, ''::bytea), ''::bytea) AS hashes,
+       max(leaf) AS last_leaf,
+       max(ARRAY[xid, position]) AS last_key,
+       coalesce(array_agg(leaf) FILTER (WHERE leaf % 16 = 0), '{}') AS mark_leaves,
+       coalesce(array_agg(xid) FILTER (WHERE leaf % 16 = 0), '{}') AS mark_txids,
+       coalesce(array_agg(position) FILTER (WHERE leaf % 16 = 0), '{}') AS mark_positions
+FROM (
     SELECT $3::bigint + row_number() OVER (ORDER BY e.txid, e.position) - 1 AS leaf,
            e.txid::text::bigint AS xid, e.position, e.hash
     FROM events e
@@ -211,18 +217,7 @@ WITH batch AS MATERIALIZED (
       AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
     ORDER BY e.txid, e.position
     LIMIT $4
-), marks AS (
-    INSERT INTO audit_tree_marks (leaf_index, txid, position)
-    SELECT leaf, xid, position
-    FROM batch
-    WHERE leaf % 16 = 0
-    ON CONFLICT DO NOTHING
-)
-SELECT count(*) AS leaves,
-       coalesce(string_agg(sha256('\x00'::bytea || hash), ''::bytea), ''::bytea) AS hashes,
-       max(leaf) AS last_leaf,
-       max(ARRAY[xid, position]) AS last_key
-FROM batch;
+) batch;
 
 -- name: tree_scan_in_order
 -- Batches read the feed index in order: without this the planner, misjudging how

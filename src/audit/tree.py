@@ -62,6 +62,7 @@ async def grow(
     16 leaves and up it closes are written at the end.
     """
     nodes: tuple[list[int], list[int], list[bytes]] = ([], [], [])
+    marks: tuple[list[int], list[int], list[int]] = ([], [], [])
     key = start
     await conn.execute(Q["tree_scan_in_order"])
     pending = asyncio.ensure_future(_leaves(conn, key, tree.size))
@@ -70,7 +71,10 @@ async def grow(
             key = (batch["last_key"][0], batch["last_key"][1])
             pending = asyncio.ensure_future(_leaves(conn, key, batch["last_leaf"] + 1))
             await asyncio.sleep(0)  # the next batch's query is sent before this one is folded
-            for level, index, node in tree.extend(bytes(batch["hashes"]), merkle.CHUNK_LEVEL):
+            for column, values in zip(marks, ("mark_leaves", "mark_txids", "mark_positions")):
+                column += batch[values]
+            leaves = merkle.leaf_hashes(batch["hashes"])
+            for level, index, node in tree.extend(leaves, merkle.CHUNK_LEVEL):
                 nodes[0].append(level)
                 nodes[1].append(index)
                 nodes[2].append(node)
@@ -78,6 +82,8 @@ async def grow(
         await asyncio.gather(pending, return_exceptions=True)  # the connection is free again
         raise
     await conn.execute(Q["tree_scan_default"])
+    for at in range(0, len(marks[0]), BATCH):
+        await conn.execute(Q["tree_marks_insert"], *(column[at : at + BATCH] for column in marks))
     for at in range(0, len(nodes[0]), BATCH):
         await conn.execute(Q["tree_nodes_insert"], *(column[at : at + BATCH] for column in nodes))
     return key

@@ -186,3 +186,39 @@ async def test_a_checkpoint_row_and_the_tree_stay_small(
         "SELECT sum(pg_column_size(n.*)) FROM audit_tree_nodes n"
     ) + await conn.fetchval("SELECT sum(pg_column_size(m.*)) FROM audit_tree_marks m")
     assert tree_bytes / 4000 < 16  # bytes a event, indexes aside
+
+
+@pytest.mark.parametrize("batch", [tree.LEAVES, 100])
+async def test_the_tree_built_in_batches_is_the_one_built_leaf_by_leaf(
+    admin_conn: asyncpg.Connection,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+) -> None:
+    """Checkpoints at sizes not a multiple of 16, each extending the last at an unaligned
+    size (and, with batches of 100, batches ending inside chunks of 16): the stored nodes,
+    marks, frontiers and signed roots are those of the one-leaf-at-a-time Python tree."""
+    monkeypatch.setattr(tree, "LEAVES", batch)
+    signer = ledgers.signer(tmp_path)
+    reference = merkle.Frontier()
+    nodes: dict[merkle.Node, bytes] = {}
+    marks: dict[int, tuple[int, int]] = {}
+    for added in (1, 37, 16, 1000, 3, 2047, 259):
+        await ledgers.bulk_events(admin_conn, added, per_transaction=600)
+        cp, created = await checkpoints.create(conn, signer)
+        assert created and cp is not None
+        for row in (await _feed(conn))[reference.size :]:
+            if reference.size % merkle.CHUNK == 0:
+                marks[reference.size] = (row["txid"], row["position"])
+            for level, index, value in reference.append(bytes(row["hash"])):
+                if level >= merkle.CHUNK_LEVEL:
+                    nodes[(level, index)] = value
+        assert cp.event_count == reference.size
+        assert cp.digest == reference.root()
+        assert cp.frontier == reference.encode()
+
+    stored = await conn.fetch("SELECT level, index, hash FROM audit_tree_nodes")
+    assert {(r["level"], r["index"]): bytes(r["hash"]) for r in stored} == nodes
+    rows = await conn.fetch("SELECT leaf_index, txid, position FROM audit_tree_marks")
+    assert {r["leaf_index"]: (r["txid"], r["position"]) for r in rows} == marks
