@@ -201,7 +201,18 @@ ORDER BY event_count, checkpoint_id;
 -- The next $4 events after a feed key (below the xmin, in feed order), the first of
 -- them leaf $3: their hashes concatenated in feed order (the aggregate reads the
 -- ordered subquery in its order), the last one's key, and the key of every 16th leaf
--- (the tree's marks): one row a batch rather than one an event.
+-- (the tree's marks): one row a batch rather than one an event. The same statement
+-- writes the nodes and marks of earlier batches ($5…$10), so the server writes them
+-- while the caller hashes.
+WITH nodes AS (
+    INSERT INTO audit_tree_nodes (level, index, hash)
+    SELECT * FROM unnest($5::smallint[], $6::bigint[], $7::bytea[])
+    ON CONFLICT (level, index) DO NOTHING
+), marks AS (
+    INSERT INTO audit_tree_marks (leaf_index, txid, position)
+    SELECT * FROM unnest($8::bigint[], $9::bigint[], $10::bigint[])
+    ON CONFLICT DO NOTHING
+)
 SELECT count(*) AS leaves,
        coalesce(string_agg(hash, ''::bytea), ''::bytea) AS hashes,
        max(leaf) AS last_leaf,

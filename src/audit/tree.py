@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -21,7 +21,6 @@ from audit import merkle
 from ledger import errors, sqlfile
 
 Q = sqlfile.load("audit")
-BATCH: Final = 50_000  # tree node rows an insert
 LEAVES: Final = 1 << 15  # leaves a batch (its rows stay within the default work_mem)
 
 
@@ -57,43 +56,60 @@ async def grow(
     """Fold every event after the feed key `start` (below the xmin) into `tree`; the last
     event's key (`start` when there is none).
 
-    The server hashes the leaves of a batch (and writes its marks) while this process
-    folds the previous batch into the tree (`Frontier.extend`); the complete subtrees of
-    16 leaves and up it closes are written at the end.
+    Pipelined over one connection: while this process hashes a batch of events into the
+    tree (`Frontier.extend`), the server reads the next batch and writes the rows (marks,
+    complete subtrees of 16 leaves and up) of the batches before.
     """
-    nodes: tuple[list[int], list[int], list[bytes]] = ([], [], [])
-    marks: tuple[list[int], list[int], list[int]] = ([], [], [])
+    rows = _Rows()
     key = start
     await conn.execute(Q["tree_scan_in_order"])
-    pending = asyncio.ensure_future(_leaves(conn, key, tree.size))
+    pending = asyncio.ensure_future(_leaves(conn, key, tree.size, rows.take()))
     try:
         while (batch := await pending)["leaves"]:
             key = (batch["last_key"][0], batch["last_key"][1])
-            pending = asyncio.ensure_future(_leaves(conn, key, batch["last_leaf"] + 1))
-            await asyncio.sleep(0)  # the next batch's query is sent before this one is folded
-            for column, values in zip(marks, ("mark_leaves", "mark_txids", "mark_positions")):
-                column += batch[values]
-            leaves = merkle.leaf_hashes(batch["hashes"])
-            for level, index, node in tree.extend(leaves, merkle.CHUNK_LEVEL):
-                nodes[0].append(level)
-                nodes[1].append(index)
-                nodes[2].append(node)
+            rows.marks(batch)
+            pending = asyncio.ensure_future(
+                _leaves(conn, key, batch["last_leaf"] + 1, rows.take())
+            )
+            await asyncio.sleep(0)  # the next batch's query is sent before this one is hashed
+            rows.nodes(tree.extend(merkle.leaf_hashes(batch["hashes"]), merkle.CHUNK_LEVEL))
     except BaseException:
         await asyncio.gather(pending, return_exceptions=True)  # the connection is free again
         raise
     await conn.execute(Q["tree_scan_default"])
-    for at in range(0, len(marks[0]), BATCH):
-        await conn.execute(Q["tree_marks_insert"], *(column[at : at + BATCH] for column in marks))
-    for at in range(0, len(nodes[0]), BATCH):
-        await conn.execute(Q["tree_nodes_insert"], *(column[at : at + BATCH] for column in nodes))
+    await conn.execute(Q["tree_nodes_insert"], *rows.take()[:3])
     return key
 
 
-async def _leaves(conn: asyncpg.Connection, key: tuple[int, int], leaf: int) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
-        Q["tree_leaves_batch"], str(key[0]), key[1], leaf, LEAVES
+class _Rows:
+    """Tree rows not yet sent: nodes (level, index, hash) and marks (leaf, txid, position)."""
+
+    def __init__(self) -> None:
+        self._columns: list[list[Any]] = [[] for _ in range(6)]
+
+    def nodes(self, closed: list[tuple[int, int, bytes]]) -> None:
+        for level, index, node in closed:
+            self._columns[0].append(level)
+            self._columns[1].append(index)
+            self._columns[2].append(node)
+
+    def marks(self, batch: asyncpg.Record) -> None:
+        self._columns[3] += batch["mark_leaves"]
+        self._columns[4] += batch["mark_txids"]
+        self._columns[5] += batch["mark_positions"]
+
+    def take(self) -> list[list[Any]]:
+        columns, self._columns = self._columns, [[] for _ in range(6)]
+        return columns
+
+
+async def _leaves(
+    conn: asyncpg.Connection, key: tuple[int, int], leaf: int, rows: list[list[Any]]
+) -> asyncpg.Record:
+    batch: asyncpg.Record = await conn.fetchrow(
+        Q["tree_leaves_batch"], str(key[0]), key[1], leaf, LEAVES, *rows
     )
-    return row
+    return batch
 
 
 async def signed_size(conn: asyncpg.Connection, key_id: str) -> int:
