@@ -29,7 +29,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
-CHUNK_LEVEL: Final = 4  # subtrees of 16 leaves and up are stored; smaller ones recomputed
+CHUNK_LEVEL: Final = 6  # subtrees of 64 leaves and up are stored; smaller ones recomputed
 CHUNK: Final = 1 << CHUNK_LEVEL
 HASH_SIZE: Final = 32
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()

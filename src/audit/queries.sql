@@ -124,15 +124,6 @@ WHERE occurred_at <= $1
 ORDER BY txid DESC, position DESC
 LIMIT 1;
 
--- name: events_feed_hash_scan
--- The hash of each event after a cursor and below the xmin, in feed order: the leaves
--- a checkpoint adds to the tree.
-SELECT txid::text::bigint AS txid, position, hash
-FROM events
-WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, position;
-
 -- name: tree_nodes_insert
 -- Complete subtrees a checkpoint closed; one already there (another key's checkpoint
 -- wrote it) is kept: proofs from a wrong one fail against the signed roots.
@@ -140,12 +131,6 @@ INSERT INTO audit_tree_nodes (level, index, hash)
 SELECT *
 FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])
 ON CONFLICT (level, index) DO NOTHING;
-
--- name: tree_marks_insert
-INSERT INTO audit_tree_marks (leaf_index, txid, position)
-SELECT *
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
-ON CONFLICT DO NOTHING;
 
 -- name: tree_nodes_get
 SELECT n.level, n.index, n.hash
@@ -217,9 +202,9 @@ SELECT count(*) AS leaves,
        coalesce(string_agg(hash, ''::bytea), ''::bytea) AS hashes,
        max(leaf) AS last_leaf,
        max(ARRAY[xid, position]) AS last_key,
-       coalesce(array_agg(leaf) FILTER (WHERE leaf % 16 = 0), '{}') AS mark_leaves,
-       coalesce(array_agg(xid) FILTER (WHERE leaf % 16 = 0), '{}') AS mark_txids,
-       coalesce(array_agg(position) FILTER (WHERE leaf % 16 = 0), '{}') AS mark_positions
+       coalesce(array_agg(leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_leaves,
+       coalesce(array_agg(xid) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_txids,
+       coalesce(array_agg(position) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_positions
 FROM (
     SELECT $3::bigint + row_number() OVER (ORDER BY e.txid, e.position) - 1 AS leaf,
            e.txid::text::bigint AS xid, e.position, e.hash

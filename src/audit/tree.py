@@ -107,7 +107,7 @@ async def _leaves(
     conn: asyncpg.Connection, key: tuple[int, int], leaf: int, rows: list[list[Any]]
 ) -> asyncpg.Record:
     batch: asyncpg.Record = await conn.fetchrow(
-        Q["tree_leaves_batch"], str(key[0]), key[1], leaf, LEAVES, *rows
+        Q["tree_leaves_batch"], str(key[0]), key[1], leaf, LEAVES, *rows, merkle.CHUNK
     )
     return batch
 
