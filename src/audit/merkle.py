@@ -14,7 +14,8 @@ signature of its own: folded, it must give the signed root. Complete subtrees of
 ``2**CHUNK_LEVEL`` leaves or more are kept as rows (`audit_tree_nodes`), written as
 the tree grows; the levels below are recomputed from the events (at most
 ``2**CHUNK_LEVEL`` event hashes read per proof), so the tree costs about one
-32-byte node per 8 events rather than two per event.
+32-byte node per 32 events rather than two per event. (Trees stored before the
+chunk grew from 16 leaves to 64 keep their extra rows and marks; proofs ignore them.)
 
 Proofs are computed here from a `Nodes` lookup: `needed` runs a proof with a
 recording lookup first, to learn which complete subtrees it reads (the shape of a
@@ -50,7 +51,10 @@ def leaf_hashes(event_hashes: bytes) -> bytes:
     """The leaf hashes of concatenated event hashes, concatenated."""
     sha256 = hashlib.sha256
     return b"".join(
-        [sha256(b"\x00" + event_hashes[i : i + 32]).digest() for i in range(0, len(event_hashes), 32)]
+        [
+            sha256(b"\x00" + event_hashes[i : i + 32]).digest()
+            for i in range(0, len(event_hashes), 32)
+        ]
     )
 
 

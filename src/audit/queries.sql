@@ -139,7 +139,7 @@ JOIN unnest($1::smallint[], $2::bigint[]) AS w (level, index)
   ON n.level = w.level AND n.index = w.index;
 
 -- name: tree_mark_at
--- The feed key of a leaf that starts a chunk of 16.
+-- The feed key of a leaf that starts a chunk (of 64 leaves; of 16 in older trees).
 SELECT txid, position
 FROM audit_tree_marks
 WHERE leaf_index = $1;
@@ -185,7 +185,7 @@ ORDER BY event_count, checkpoint_id;
 -- name: tree_leaves_batch
 -- The next $4 events after a feed key (below the xmin, in feed order), the first of
 -- them leaf $3: their hashes concatenated in feed order (the aggregate reads the
--- ordered subquery in its order), the last one's key, and the key of every 16th leaf
+-- ordered subquery in its order), the last one's key, and the key of every $11-th leaf
 -- (the tree's marks): one row a batch rather than one an event. The same statement
 -- writes the nodes and marks of earlier batches ($5…$10), so the server writes them
 -- while the caller hashes.

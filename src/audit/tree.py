@@ -1,9 +1,9 @@
 """The stored Merkle tree of the feed: growing it as checkpoints are taken, and proofs from it.
 
-Rows: `audit_tree_nodes` keeps every complete subtree of 16 leaves and up (about
-one node per 8 events), `audit_tree_marks` the feed key of every 16th leaf (one
-per 16 events). A proof reads O(log n) nodes and at most two chunks of 16 event
-hashes; nothing here reads the whole log. The rows are written by the application
+Rows: `audit_tree_nodes` keeps every complete subtree of 64 leaves and up (about
+one node per 32 events), `audit_tree_marks` the feed key of every 64th leaf (one
+per 64 events; every 16th in trees stored before). A proof reads O(log n) nodes and
+at most two chunks of 64 event hashes; nothing here reads the whole log. The rows are written by the application
 role and trusted by nobody: a proof is only worth what it gives against a signed
 root (`merkle.verify_*`), so a forged row makes a proof that fails.
 """
@@ -58,7 +58,7 @@ async def grow(
 
     Pipelined over one connection: while this process hashes a batch of events into the
     tree (`Frontier.extend`), the server reads the next batch and writes the rows (marks,
-    complete subtrees of 16 leaves and up) of the batches before.
+    complete subtrees of 64 leaves and up) of the batches before.
     """
     rows = _Rows()
     key = start
@@ -68,9 +68,7 @@ async def grow(
         while (batch := await pending)["leaves"]:
             key = (batch["last_key"][0], batch["last_key"][1])
             rows.marks(batch)
-            pending = asyncio.ensure_future(
-                _leaves(conn, key, batch["last_leaf"] + 1, rows.take())
-            )
+            pending = asyncio.ensure_future(_leaves(conn, key, batch["last_leaf"] + 1, rows.take()))
             await asyncio.sleep(0)  # the next batch's query is sent before this one is hashed
             rows.nodes(tree.extend(merkle.leaf_hashes(batch["hashes"]), merkle.CHUNK_LEVEL))
     except BaseException:
@@ -106,9 +104,10 @@ class _Rows:
 async def _leaves(
     conn: asyncpg.Connection, key: tuple[int, int], leaf: int, rows: list[list[Any]]
 ) -> asyncpg.Record:
-    batch: asyncpg.Record = await conn.fetchrow(
+    batch = await conn.fetchrow(
         Q["tree_leaves_batch"], str(key[0]), key[1], leaf, LEAVES, *rows, merkle.CHUNK
     )
+    assert batch is not None  # an aggregate: always one row
     return batch
 
 
@@ -119,7 +118,7 @@ async def signed_size(conn: asyncpg.Connection, key_id: str) -> int:
 
 
 async def _chunk(conn: asyncpg.Connection, chunk: int) -> list[asyncpg.Record]:
-    """The events (txid, position, hash) of leaves [16·chunk, 16·chunk + 16) that exist."""
+    """The events (txid, position, hash) of leaves [64·chunk, 64·chunk + 64) that exist."""
     mark = await conn.fetchrow(Q["tree_mark_at"], chunk * merkle.CHUNK)
     if mark is None:
         raise TreeError(f"the tree has no mark for leaf {chunk * merkle.CHUNK}")
