@@ -184,8 +184,9 @@ ORDER BY event_count, checkpoint_id;
 
 -- name: tree_leaves_batch
 -- The next $4 events after a feed key (below the xmin, in feed order), the first of
--- them leaf $3: their hashes concatenated in feed order (the aggregate reads the
--- ordered subquery in its order), the last one's key, and the key of every $11-th leaf
+-- them leaf $3: their hashes concatenated in feed order (each aggregate says its order:
+-- an ordered subquery's order is not promised to reach an aggregate), the last one's
+-- key, and the key of every $11-th leaf
 -- (the tree's marks): one row a batch rather than one an event. The same statement
 -- writes the nodes and marks of earlier batches ($5…$10), so the server writes them
 -- while the caller hashes.
@@ -199,12 +200,12 @@ WITH nodes AS (
     ON CONFLICT DO NOTHING
 )
 SELECT count(*) AS leaves,
-       coalesce(string_agg(hash, ''::bytea), ''::bytea) AS hashes,
+       coalesce(string_agg(hash, ''::bytea ORDER BY leaf), ''::bytea) AS hashes,
        max(leaf) AS last_leaf,
        max(ARRAY[xid, position]) AS last_key,
-       coalesce(array_agg(leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_leaves,
-       coalesce(array_agg(xid) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_txids,
-       coalesce(array_agg(position) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_positions
+       coalesce(array_agg(leaf ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_leaves,
+       coalesce(array_agg(xid ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_txids,
+       coalesce(array_agg(position ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_positions
 FROM (
     SELECT $3::bigint + row_number() OVER (ORDER BY e.txid, e.position) - 1 AS leaf,
            e.txid::text::bigint AS xid, e.position, e.hash
