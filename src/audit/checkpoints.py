@@ -165,16 +165,9 @@ async def create(
             if base is None or grown is None:  # none yet, or the older kind: from leaf 0
                 base, grown = None, merkle.Frontier()
             start = base.key if base else proof.START_KEY
-            growth = tree.Growth(conn)
-            key = start
-            async for r in conn.cursor(
-                Q["events_feed_hash_scan"], str(start[0]), start[1], prefetch=10_000
-            ):
-                key = (r["txid"], r["position"])
-                await growth.append(grown, key[0], key[1], bytes(r["hash"]))
+            key = await tree.grow(conn, grown, start)
             if key == start:
                 return (base or await _latest(conn, signer)), False
-            await growth.flush()
             root = grown.root()
             signature = signer.sign(note.body(note.origin(signer.key_id), grown.size, root))
             inserted = await conn.fetchrow(

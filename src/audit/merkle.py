@@ -14,7 +14,8 @@ signature of its own: folded, it must give the signed root. Complete subtrees of
 ``2**CHUNK_LEVEL`` leaves or more are kept as rows (`audit_tree_nodes`), written as
 the tree grows; the levels below are recomputed from the events (at most
 ``2**CHUNK_LEVEL`` event hashes read per proof), so the tree costs about one
-32-byte node per 8 events rather than two per event.
+32-byte node per 32 events rather than two per event. (Trees stored before the
+chunk grew from 16 leaves to 64 keep their extra rows and marks; proofs ignore them.)
 
 Proofs are computed here from a `Nodes` lookup: `needed` runs a proof with a
 recording lookup first, to learn which complete subtrees it reads (the shape of a
@@ -29,7 +30,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from typing import Final
 
-CHUNK_LEVEL: Final = 4  # subtrees of 16 leaves and up are stored; smaller ones recomputed
+CHUNK_LEVEL: Final = 6  # subtrees of 64 leaves and up are stored; smaller ones recomputed
 CHUNK: Final = 1 << CHUNK_LEVEL
 HASH_SIZE: Final = 32
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
@@ -44,6 +45,17 @@ class ProofError(ValueError):
 
 def leaf_hash(event_hash: bytes) -> bytes:
     return hashlib.sha256(b"\x00" + event_hash).digest()
+
+
+def leaf_hashes(event_hashes: bytes) -> bytes:
+    """The leaf hashes of concatenated event hashes, concatenated."""
+    sha256 = hashlib.sha256
+    return b"".join(
+        [
+            sha256(b"\x00" + event_hashes[i : i + 32]).digest()
+            for i in range(0, len(event_hashes), 32)
+        ]
+    )
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
@@ -91,6 +103,42 @@ class Frontier:
         self.size = size + 1
         return closed
 
+    def extend(self, leaves: bytes, keep_from: int = 0) -> list[tuple[int, int, bytes]]:
+        """Add many leaves at once (their `leaf_hash`es, concatenated), level by level.
+
+        The same tree as `append` one leaf at a time, without its per-leaf Python
+        work: each level is hashed in one pass over its pairs, the old frontier's
+        node at a level joining it when the new nodes there start at an odd index.
+        Returns the complete subtrees it closed at levels `keep_from` and up,
+        (level, index, hash), as `append` does.
+        """
+        if len(leaves) % HASH_SIZE:
+            raise ValueError(f"{len(leaves)} bytes of leaf hashes are not whole hashes")
+        size, new = self.size, self.size + len(leaves) // HASH_SIZE
+        old = dict(zip(_bits(size), self.hashes, strict=True))
+        fresh: dict[int, bytes] = {}
+        closed: list[tuple[int, int, bytes]] = []
+        sha256 = hashlib.sha256
+        level, start, nodes = 0, size, leaves  # nodes: the new ones at `level`, from `start`
+        while nodes:
+            if level >= keep_from:
+                closed += [
+                    (level, start + i, nodes[i * HASH_SIZE : (i + 1) * HASH_SIZE])
+                    for i in range(len(nodes) // HASH_SIZE)
+                ]
+            if start & 1:  # the left sibling of the first new node is on the old frontier
+                nodes, start = old[level] + nodes, start - 1
+            n = len(nodes) // HASH_SIZE
+            if n & 1:
+                fresh[level] = nodes[-HASH_SIZE:]
+            nodes = b"".join(
+                [sha256(b"\x01" + nodes[i : i + 64]).digest() for i in range(0, (n & ~1) * 32, 64)]
+            )
+            level, start = level + 1, start >> 1
+        self.hashes = [fresh[b] if b in fresh else old[b] for b in _bits(new)]
+        self.size = new
+        return closed
+
     def root(self) -> bytes:
         if not self.hashes:
             return EMPTY_ROOT
@@ -98,6 +146,11 @@ class Frontier:
         for left in reversed(self.hashes[:-1]):
             h = node_hash(left, h)
         return h
+
+
+def _bits(n: int) -> list[int]:
+    """The set bits of n, largest first: the levels of a tree of n leaves' frontier."""
+    return [b for b in range(n.bit_length() - 1, -1, -1) if n >> b & 1]
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:

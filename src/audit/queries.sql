@@ -124,15 +124,6 @@ WHERE occurred_at <= $1
 ORDER BY txid DESC, position DESC
 LIMIT 1;
 
--- name: events_feed_hash_scan
--- The hash of each event after a cursor and below the xmin, in feed order: the leaves
--- a checkpoint adds to the tree.
-SELECT txid::text::bigint AS txid, position, hash
-FROM events
-WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, position;
-
 -- name: tree_nodes_insert
 -- Complete subtrees a checkpoint closed; one already there (another key's checkpoint
 -- wrote it) is kept: proofs from a wrong one fail against the signed roots.
@@ -141,12 +132,6 @@ SELECT *
 FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])
 ON CONFLICT (level, index) DO NOTHING;
 
--- name: tree_marks_insert
-INSERT INTO audit_tree_marks (leaf_index, txid, position)
-SELECT *
-FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
-ON CONFLICT DO NOTHING;
-
 -- name: tree_nodes_get
 SELECT n.level, n.index, n.hash
 FROM audit_tree_nodes n
@@ -154,7 +139,7 @@ JOIN unnest($1::smallint[], $2::bigint[]) AS w (level, index)
   ON n.level = w.level AND n.index = w.index;
 
 -- name: tree_mark_at
--- The feed key of a leaf that starts a chunk of 16.
+-- The feed key of a leaf that starts a chunk (of 64 leaves; of 16 in older trees).
 SELECT txid, position
 FROM audit_tree_marks
 WHERE leaf_index = $1;
@@ -196,3 +181,45 @@ FROM audit_checkpoints
 WHERE key_id = $1
   AND frontier IS NOT NULL
 ORDER BY event_count, checkpoint_id;
+
+-- name: tree_leaves_batch
+-- The next $4 events after a feed key (below the xmin, in feed order), the first of
+-- them leaf $3: their hashes concatenated in feed order (each aggregate says its order:
+-- an ordered subquery's order is not promised to reach an aggregate), the last one's
+-- key, and the key of every $11-th leaf
+-- (the tree's marks): one row a batch rather than one an event. The same statement
+-- writes the nodes and marks of earlier batches ($5…$10), so the server writes them
+-- while the caller hashes.
+WITH nodes AS (
+    INSERT INTO audit_tree_nodes (level, index, hash)
+    SELECT * FROM unnest($5::smallint[], $6::bigint[], $7::bytea[])
+    ON CONFLICT (level, index) DO NOTHING
+), marks AS (
+    INSERT INTO audit_tree_marks (leaf_index, txid, position)
+    SELECT * FROM unnest($8::bigint[], $9::bigint[], $10::bigint[])
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) AS leaves,
+       coalesce(string_agg(hash, ''::bytea ORDER BY leaf), ''::bytea) AS hashes,
+       max(leaf) AS last_leaf,
+       max(ARRAY[xid, position]) AS last_key,
+       coalesce(array_agg(leaf ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_leaves,
+       coalesce(array_agg(xid ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_txids,
+       coalesce(array_agg(position ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_positions
+FROM (
+    SELECT $3::bigint + row_number() OVER (ORDER BY e.txid, e.position) - 1 AS leaf,
+           e.txid::text::bigint AS xid, e.position, e.hash
+    FROM events e
+    WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+      AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY e.txid, e.position
+    LIMIT $4
+) batch;
+
+-- name: tree_scan_in_order
+-- Batches read the feed index in order: without this the planner, misjudging how
+-- many events follow a key, may sort every remaining event for each batch.
+SET LOCAL enable_sort = off;
+
+-- name: tree_scan_default
+SET LOCAL enable_sort TO DEFAULT;

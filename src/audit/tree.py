@@ -1,17 +1,18 @@
 """The stored Merkle tree of the feed: growing it as checkpoints are taken, and proofs from it.
 
-Rows: `audit_tree_nodes` keeps every complete subtree of 16 leaves and up (about
-one node per 8 events), `audit_tree_marks` the feed key of every 16th leaf (one
-per 16 events). A proof reads O(log n) nodes and at most two chunks of 16 event
-hashes; nothing here reads the whole log. The rows are written by the application
+Rows: `audit_tree_nodes` keeps every complete subtree of 64 leaves and up (about
+one node per 32 events), `audit_tree_marks` the feed key of every 64th leaf (one
+per 64 events; every 16th in trees stored before). A proof reads O(log n) nodes and
+at most two chunks of 64 event hashes; nothing here reads the whole log. The rows are written by the application
 role and trusted by nobody: a proof is only worth what it gives against a signed
 root (`merkle.verify_*`), so a forged row makes a proof that fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import asyncpg
 import msgspec
@@ -20,7 +21,7 @@ from audit import merkle
 from ledger import errors, sqlfile
 
 Q = sqlfile.load("audit")
-BATCH: Final = 20_000
+LEAVES: Final = 1 << 15  # leaves a batch (its rows stay within the default work_mem)
 
 
 class TreeError(errors.LedgerError):
@@ -49,36 +50,65 @@ class Consistency(msgspec.Struct, frozen=True, kw_only=True):
     hashes: list[str]  # hex
 
 
-class Growth:
-    """What one checkpoint adds to the stored tree, written in batches as it is computed."""
+async def grow(
+    conn: asyncpg.Connection, tree: merkle.Frontier, start: tuple[int, int]
+) -> tuple[int, int]:
+    """Fold every event after the feed key `start` (below the xmin) into `tree`; the last
+    event's key (`start` when there is none).
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-        self._nodes: tuple[list[int], list[int], list[bytes]] = ([], [], [])
-        self._marks: tuple[list[int], list[int], list[int]] = ([], [], [])
+    Pipelined over one connection: while this process hashes a batch of events into the
+    tree (`Frontier.extend`), the server reads the next batch and writes the rows (marks,
+    complete subtrees of 64 leaves and up) of the batches before.
+    """
+    rows = _Rows()
+    key = start
+    await conn.execute(Q["tree_scan_in_order"])
+    pending = asyncio.ensure_future(_leaves(conn, key, tree.size, rows.take()))
+    try:
+        while (batch := await pending)["leaves"]:
+            key = (batch["last_key"][0], batch["last_key"][1])
+            rows.marks(batch)
+            pending = asyncio.ensure_future(_leaves(conn, key, batch["last_leaf"] + 1, rows.take()))
+            await asyncio.sleep(0)  # the next batch's query is sent before this one is hashed
+            rows.nodes(tree.extend(merkle.leaf_hashes(batch["hashes"]), merkle.CHUNK_LEVEL))
+    except BaseException:
+        await asyncio.gather(pending, return_exceptions=True)  # the connection is free again
+        raise
+    await conn.execute(Q["tree_scan_default"])
+    await conn.execute(Q["tree_nodes_insert"], *rows.take()[:3])
+    return key
 
-    async def append(self, tree: merkle.Frontier, txid: int, position: int, hash_: bytes) -> None:
-        """Add one event as the next leaf of `tree`, keeping the rows it closes."""
-        leaf = tree.size
-        if leaf % merkle.CHUNK == 0:
-            self._marks[0].append(leaf)
-            self._marks[1].append(txid)
-            self._marks[2].append(position)
-        for level, index, node in tree.append(hash_):
-            if level >= merkle.CHUNK_LEVEL:
-                self._nodes[0].append(level)
-                self._nodes[1].append(index)
-                self._nodes[2].append(node)
-        if len(self._nodes[0]) + len(self._marks[0]) >= BATCH:
-            await self.flush()
 
-    async def flush(self) -> None:
-        if self._nodes[0]:
-            await self._conn.execute(Q["tree_nodes_insert"], *self._nodes)
-            self._nodes = ([], [], [])
-        if self._marks[0]:
-            await self._conn.execute(Q["tree_marks_insert"], *self._marks)
-            self._marks = ([], [], [])
+class _Rows:
+    """Tree rows not yet sent: nodes (level, index, hash) and marks (leaf, txid, position)."""
+
+    def __init__(self) -> None:
+        self._columns: list[list[Any]] = [[] for _ in range(6)]
+
+    def nodes(self, closed: list[tuple[int, int, bytes]]) -> None:
+        for level, index, node in closed:
+            self._columns[0].append(level)
+            self._columns[1].append(index)
+            self._columns[2].append(node)
+
+    def marks(self, batch: asyncpg.Record) -> None:
+        self._columns[3] += batch["mark_leaves"]
+        self._columns[4] += batch["mark_txids"]
+        self._columns[5] += batch["mark_positions"]
+
+    def take(self) -> list[list[Any]]:
+        columns, self._columns = self._columns, [[] for _ in range(6)]
+        return columns
+
+
+async def _leaves(
+    conn: asyncpg.Connection, key: tuple[int, int], leaf: int, rows: list[list[Any]]
+) -> asyncpg.Record:
+    batch = await conn.fetchrow(
+        Q["tree_leaves_batch"], str(key[0]), key[1], leaf, LEAVES, *rows, merkle.CHUNK
+    )
+    assert batch is not None  # an aggregate: always one row
+    return batch
 
 
 async def signed_size(conn: asyncpg.Connection, key_id: str) -> int:
@@ -88,7 +118,7 @@ async def signed_size(conn: asyncpg.Connection, key_id: str) -> int:
 
 
 async def _chunk(conn: asyncpg.Connection, chunk: int) -> list[asyncpg.Record]:
-    """The events (txid, position, hash) of leaves [16·chunk, 16·chunk + 16) that exist."""
+    """The events (txid, position, hash) of leaves [64·chunk, 64·chunk + 64) that exist."""
     mark = await conn.fetchrow(Q["tree_mark_at"], chunk * merkle.CHUNK)
     if mark is None:
         raise TreeError(f"the tree has no mark for leaf {chunk * merkle.CHUNK}")

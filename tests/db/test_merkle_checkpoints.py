@@ -4,6 +4,7 @@ that fail, a forked log and a cut-back bundle are caught, and a checkpoint stays
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -66,19 +67,21 @@ async def test_forged_tree_rows_give_proofs_that_fail_and_verify_names_them(
     admin_conn: asyncpg.Connection, conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     signer = ledgers.signer(tmp_path)
-    await ledgers.bulk_events(admin_conn, 40)
+    old, new = 40 * merkle.CHUNK // 16, 70 * merkle.CHUNK // 16
+    await ledgers.bulk_events(admin_conn, old)
     first, _ = await checkpoints.create(conn, signer)
-    await ledgers.bulk_events(admin_conn, 30)
+    await ledgers.bulk_events(admin_conn, new - old)
     second, _ = await checkpoints.create(conn, signer)
     assert first is not None and second is not None
     assert (await checkpoints.verify(conn, signer)).ok
 
-    await admin_conn.execute(
-        "UPDATE audit_tree_nodes SET hash = sha256(hash) WHERE level = 5 AND index = 0"
+    await admin_conn.execute(  # the subtree of the first 2 chunks: in the proof from old to new
+        "UPDATE audit_tree_nodes SET hash = sha256(hash) WHERE level = $1 AND index = 0",
+        merkle.CHUNK_LEVEL + 1,
     )
 
-    path = await tree.consistency_hashes(conn, signer.key_id, 40, 70)
-    assert not rfc9162.verify_consistency(40, 70, first.digest, second.digest, path)
+    path = await tree.consistency_hashes(conn, signer.key_id, old, new)
+    assert not rfc9162.verify_consistency(old, new, first.digest, second.digest, path)
     report = await checkpoints.verify(conn, signer)
     assert [(f.kind, f.checkpoint_id) for f in report.findings] == [
         ("consistency", second.checkpoint_id)
@@ -186,3 +189,76 @@ async def test_a_checkpoint_row_and_the_tree_stay_small(
         "SELECT sum(pg_column_size(n.*)) FROM audit_tree_nodes n"
     ) + await conn.fetchval("SELECT sum(pg_column_size(m.*)) FROM audit_tree_marks m")
     assert tree_bytes / 4000 < 16  # bytes a event, indexes aside
+
+
+@pytest.mark.parametrize("batch", [tree.LEAVES, 100])
+async def test_the_tree_built_in_batches_is_the_one_built_leaf_by_leaf(
+    admin_conn: asyncpg.Connection,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+) -> None:
+    """Checkpoints at sizes not a multiple of 16, each extending the last at an unaligned
+    size (and, with batches of 100, batches ending inside chunks of 16): the stored nodes,
+    marks, frontiers and signed roots are those of the one-leaf-at-a-time Python tree."""
+    monkeypatch.setattr(tree, "LEAVES", batch)
+    signer = ledgers.signer(tmp_path)
+    reference = merkle.Frontier()
+    nodes: dict[merkle.Node, bytes] = {}
+    marks: dict[int, tuple[int, int]] = {}
+    for added in (1, 37, 16, 1000, 3, 2047, 259):
+        await ledgers.bulk_events(admin_conn, added, per_transaction=600)
+        cp, created = await checkpoints.create(conn, signer)
+        assert created and cp is not None
+        for row in (await _feed(conn))[reference.size :]:
+            if reference.size % merkle.CHUNK == 0:
+                marks[reference.size] = (row["txid"], row["position"])
+            for level, index, value in reference.append(bytes(row["hash"])):
+                if level >= merkle.CHUNK_LEVEL:
+                    nodes[(level, index)] = value
+        assert cp.event_count == reference.size
+        assert cp.digest == reference.root()
+        assert cp.frontier == reference.encode()
+
+    stored = await conn.fetch("SELECT level, index, hash FROM audit_tree_nodes")
+    assert {(r["level"], r["index"]): bytes(r["hash"]) for r in stored} == nodes
+    rows = await conn.fetch("SELECT leaf_index, txid, position FROM audit_tree_marks")
+    assert {r["leaf_index"]: (r["txid"], r["position"]) for r in rows} == marks
+
+
+async def test_a_tree_stored_in_chunks_of_16_keeps_proving_once_extended_in_chunks_of_64(
+    admin_conn: asyncpg.Connection,
+    conn: asyncpg.Connection,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Trees written before the chunk grew from 16 leaves to 64 (every 16th leaf marked,
+    subtrees of 16 and 32 stored) serve proofs alongside the rows written after."""
+    signer = ledgers.signer(tmp_path)
+    taken: list[proof.Checkpoint] = []
+    with monkeypatch.context() as before:
+        before.setattr(merkle, "CHUNK_LEVEL", 4)
+        before.setattr(merkle, "CHUNK", 16)
+        for added in (40, 37):
+            await ledgers.bulk_events(admin_conn, added)
+            taken.append((await checkpoints.create(conn, signer))[0])  # type: ignore[arg-type]
+    for added in (150, 5):
+        await ledgers.bulk_events(admin_conn, added)
+        taken.append((await checkpoints.create(conn, signer))[0])  # type: ignore[arg-type]
+
+    rows = await _feed(conn)
+    hashes = [bytes(r["hash"]) for r in rows]
+    for cp in taken:
+        for index in range(0, cp.event_count, 5):
+            got = await tree.inclusion(
+                conn, signer.key_id, rows[index]["txid"], rows[index]["position"], cp.event_count
+            )
+            path = [bytes.fromhex(h) for h in got.hashes]
+            assert rfc9162.verify_inclusion(index, cp.event_count, hashes[index], path, cp.digest)
+    for old, new in itertools.combinations(taken, 2):
+        path = await tree.consistency_hashes(conn, signer.key_id, old.event_count, new.event_count)
+        assert rfc9162.verify_consistency(
+            old.event_count, new.event_count, old.digest, new.digest, path
+        )
+    assert (await checkpoints.verify(conn, signer)).ok

@@ -64,3 +64,24 @@ def test_a_proof_reads_logarithmically_many_subtrees() -> None:
     assert len(wanted) <= 2 * size.bit_length()
     wanted = merkle.needed(lambda nodes: merkle.consistency_path(nodes, 33_333, size))
     assert len(wanted) <= 2 * size.bit_length()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 70), min_size=1, max_size=6), st.integers(0, 6))
+def test_extending_by_many_leaves_at_once_grows_the_same_tree_as_one_at_a_time(
+    steps: list[int], keep_from: int
+) -> None:
+    d = entries(sum(steps))
+    one, nodes = grown(d)
+    many = merkle.Frontier()
+    kept: dict[merkle.Node, bytes] = {}
+    done = 0
+    for step in steps:
+        leaves = b"".join(merkle.leaf_hash(h) for h in d[done : done + step])
+        for level, index, value in many.extend(leaves, keep_from):
+            assert (level, index) not in kept
+            kept[(level, index)] = value
+        done += step
+        assert many.root() == rfc9162.mth(d[:done])
+    assert (many.size, many.hashes) == (one.size, one.hashes)
+    assert kept == {node: h for node, h in nodes.items() if node[0] >= keep_from}
