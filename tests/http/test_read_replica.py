@@ -1,4 +1,5 @@
-"""READ_DATABASE_URL: feed pages and stats read the replica; writes and job reads the primary.
+"""READ_DATABASE_URL: lists, histories, as-of reads, feed pages and stats read the replica;
+writes and current job reads the primary.
 
 The "replica" here is a second database on the same server, migrated but empty: a
 standby that has not replayed the new job yet. What the API answers shows which
@@ -67,8 +68,21 @@ async def test_feed_pages_and_stats_read_the_replica_while_writes_use_the_primar
             page = await http.get("/api/v1/events", headers=bearer("audit:read"))
             assert page.status_code == 200
             assert page.json()["events"] == []
+            listed = await http.get("/api/v1/jobs", headers=bearer("jobs:read"))
+            assert listed.status_code == 200
+            assert listed.json()["jobs"] == []
             history = await http.get(f"/api/v1/jobs/{job_id}/events", headers=bearer("audit:read"))
-            assert [e["type"] for e in history.json()["events"]] == ["job.submitted.v1"]
+            assert history.status_code == 404
+            then = await http.get(
+                f"/api/v1/jobs/{job_id}",
+                params={"as_of": "2999-01-01T00:00:00Z"},
+                headers=bearer("jobs:read"),
+            )
+            assert then.status_code == 404
+
+            # Writes go to the primary, which has the job: the cancel finds it.
+            cancelled = await http.post(f"/api/v1/jobs/{job_id}/cancel", json={}, headers=bearer())
+            assert cancelled.status_code == 200, cancelled.text
 
         services: Services = app.state.services
         async with services.reading() as conn:
@@ -90,3 +104,14 @@ async def test_without_a_read_url_reads_use_the_primary(
     assert sum(stats.json()["by_status"].values()) == 1
     page = await client.get("/api/v1/events", headers=bearer("audit:read"))
     assert [e["type"] for e in page.json()["events"]] == ["job.submitted.v1"]
+    job_id = submitted.json()["job_id"]
+    listed = await client.get("/api/v1/jobs", headers=bearer("jobs:read"))
+    assert [j["job_id"] for j in listed.json()["jobs"]] == [job_id]
+    history = await client.get(f"/api/v1/jobs/{job_id}/events", headers=bearer("audit:read"))
+    assert [e["type"] for e in history.json()["events"]] == ["job.submitted.v1"]
+    then = await client.get(
+        f"/api/v1/jobs/{job_id}",
+        params={"as_of": "2999-01-01T00:00:00Z"},
+        headers=bearer("jobs:read"),
+    )
+    assert then.json()["status"] == "pending"

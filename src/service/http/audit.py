@@ -209,7 +209,7 @@ class AuditController(Controller):
     async def history(
         self, job_id: FromPath[uuid.UUID], services: NamedDependency[Services]
     ) -> JobHistory:
-        async with services.connection() as conn:
+        async with services.reading() as conn:
             recorded = await services.store.history(conn, job_id)
         if not recorded:
             raise errors.UnknownJob(job_id)

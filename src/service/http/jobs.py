@@ -185,11 +185,13 @@ class JobsController(Controller):
         services: NamedDependency[Services],
         as_of: Annotated[datetime | None, QueryParameter(description="an instant")] = None,
     ) -> Job:
-        async with services.connection() as conn:
-            if as_of is None:
+        if as_of is None:  # current state on the primary: a client reads its own writes
+            async with services.connection() as conn:
                 state = await current.get(conn, job_id)
-            else:
-                state = await current.as_of(conn, job_id, utc_instant(as_of, "as_of"))
+        else:  # the replica's: an instant within its replay lag may miss the latest events
+            instant = utc_instant(as_of, "as_of")
+            async with services.reading() as conn:
+                state = await current.as_of(conn, job_id, instant)
         if state is None:
             raise errors.UnknownJob(job_id)
         return Job.of(state)
@@ -214,7 +216,7 @@ class JobsController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=200)] = None,
     ) -> JobList:
         after = joblist.parse_cursor(cursor)
-        async with services.connection() as conn:
+        async with services.reading() as conn:
             page = await joblist.page(
                 conn, status=status, job_type=job_type, queue=queue, after=after, limit=limit
             )

@@ -36,7 +36,8 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
     @asynccontextmanager
     async def reading(self, wait_seconds: float | None = None) -> AsyncIterator[asyncpg.Connection]:
         """A read-only connection for a read that may see the ledger a little behind (the
-        replica's, when READ_DATABASE_URL is set): feed pages and stats, never a write."""
+        replica's, when READ_DATABASE_URL is set): job lists, histories, as-of reads, feed
+        pages and stats, never a write."""
         pool = self.read_pool or self.pool
         async with pool.acquire(timeout=wait_seconds) as proxy:
             yield cast(asyncpg.Connection, proxy)
