@@ -134,3 +134,21 @@ WHERE n % 2 = 0;
 
 -- name: scale_vacuum
 VACUUM ANALYZE;
+
+-- name: size_relations
+-- Bytes on disk of each table the ledger writes per job: heap (with its TOAST), indexes.
+SELECT c.relname AS name,
+       pg_table_size(c.oid) AS heap,
+       pg_indexes_size(c.oid) AS indexes
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind = 'r'
+ORDER BY pg_total_relation_size(c.oid) DESC;
+
+-- name: size_payload
+-- The payload as stored twice: in the submitted event's data and in the jobs row.
+SELECT (SELECT avg(pg_column_size(payload)) FROM jobs)::float8 AS jobs_payload,
+       (SELECT avg(pg_column_size(j.*)) FROM jobs j)::float8 AS jobs_row,
+       (SELECT avg(pg_column_size(data -> 'payload')) FROM events
+        WHERE type = 'job.submitted.v1')::float8 AS event_payload,
+       (SELECT avg(pg_column_size(e.*)) FROM events e)::float8 AS event_row;
