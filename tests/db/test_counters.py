@@ -61,14 +61,17 @@ async def _churn(
             job_id = rng.choice(ids)
             roll = rng.random()
             if roll < 0.3:
-                claimed = await claims.claim(
-                    conn,
-                    event_store,
-                    worker_id=f"w{seed}",
-                    lease_seconds=30,
-                    types=["noop"],
-                    limit=5,
-                )
+                try:
+                    claimed = await claims.claim(
+                        conn,
+                        event_store,
+                        worker_id=f"w{seed}",
+                        lease_seconds=30,
+                        types=["noop"],
+                        limit=5,
+                    )
+                except errors.VersionConflict:
+                    continue  # a deadlock the database broke: the pool would claim again
                 for state in claimed:
                     done: commands.Command
                     if rng.random() < 0.5:
