@@ -3,59 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 
 from ledger import commands, store
-from ledger import events as ev
 from projections import feed
-from tests import factories
+from tests import factories, racing
 from tests.conftest import Databases
-
-BATCH = 30
-
-
-def _batch(actor: str) -> list[ev.JobEvent]:
-    now = datetime.now(UTC)
-    events: list[ev.JobEvent] = []
-    for _ in range(BATCH):
-        events += commands.decide(
-            None, factories.submit_command(), job_id=uuid.uuid4(), actor=actor, now=now
-        )
-    return events
 
 
 async def test_feed_consumer_racing_writers_sees_every_committed_event_once(
     dbs: Databases, event_store: store.EventStore
 ) -> None:
-    fast_writers, fast_rounds, slow_rounds = 3, 20, 10
+    fast_writers = 3
+    writers = racing.Writers(event_store, fast_rounds=20, slow_rounds=10)
     conns = [await asyncpg.connect(dbs.app) for _ in range(fast_writers + 2)]
     *fast_conns, slow_conn, reader = conns
-    fast_commits = 0
-    progressed = asyncio.Condition()
     writers_done = asyncio.Event()
     seen: list[int] = []
-
-    async def fast(conn: asyncpg.Connection, name: str) -> None:
-        nonlocal fast_commits
-        for _ in range(fast_rounds):
-            await event_store.append(conn, _batch(name))
-            async with progressed:
-                fast_commits += 1
-                progressed.notify_all()
-
-    async def slow() -> None:
-        # Takes its transaction id first, then commits only after others committed after it.
-        for _ in range(slow_rounds):
-            async with slow_conn.transaction():
-                await slow_conn.fetchval("SELECT pg_current_xact_id()")
-                await event_store.append(slow_conn, _batch("slow"))
-                async with progressed:
-                    target = min(fast_commits + 2, fast_writers * fast_rounds)
-                    while fast_commits < target:
-                        await progressed.wait()
 
     async def consume() -> None:
         cursor = feed.START
@@ -70,7 +35,7 @@ async def test_feed_consumer_racing_writers_sees_every_committed_event_once(
 
     try:
         consumer = asyncio.create_task(consume())
-        await asyncio.gather(*(fast(c, f"fast{i}") for i, c in enumerate(fast_conns)), slow())
+        await writers.run(fast_conns, slow_conn)
         writers_done.set()
         seen_while_writing = len(seen)
         await asyncio.wait_for(consumer, timeout=60)
@@ -79,7 +44,7 @@ async def test_feed_consumer_racing_writers_sees_every_committed_event_once(
         for c in conns:
             await c.close()
 
-    assert len(committed) == (fast_writers * fast_rounds + slow_rounds) * BATCH
+    assert len(committed) == writers.total(fast_writers)
     assert len(seen) == len(set(seen)), "no event seen twice"
     assert sorted(seen) == sorted(committed), "every committed event seen, none skipped"
     assert seen != sorted(seen), "commits really were out of position order"

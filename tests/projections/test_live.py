@@ -16,9 +16,8 @@ import pytest_asyncio
 
 from ledger import store
 from projections import feed, live
-from tests import factories
+from tests import factories, racing
 from tests.conftest import Databases
-from tests.db.test_feed_race import BATCH, _batch
 from tests.workers.conftest import eventually
 
 NEVER = 3600.0
@@ -128,31 +127,12 @@ async def test_a_reader_racing_concurrent_writers_sees_every_committed_event_onc
 ) -> None:
     """Writers commit out of position order (a slow one takes its transaction id first
     and commits after others); the reader follows on wake-ups alone."""
-    fast_writers, fast_rounds, slow_rounds = 3, 10, 5
-    total = (fast_writers * fast_rounds + slow_rounds) * BATCH
+    fast_writers = 3
+    writers = racing.Writers(event_store, fast_rounds=10, slow_rounds=5)
+    total = writers.total(fast_writers)
     conns = [await asyncpg.connect(dbs.app) for _ in range(fast_writers + 1)]
     *fast_conns, slow_conn = conns
-    fast_commits = 0
-    progressed = asyncio.Condition()
     seen: list[int] = []
-
-    async def fast(writer: asyncpg.Connection, name: str) -> None:
-        nonlocal fast_commits
-        for _ in range(fast_rounds):
-            await event_store.append(writer, _batch(name))
-            async with progressed:
-                fast_commits += 1
-                progressed.notify_all()
-
-    async def slow() -> None:
-        for _ in range(slow_rounds):
-            async with slow_conn.transaction():
-                await slow_conn.fetchval("SELECT pg_current_xact_id()")
-                await event_store.append(slow_conn, _batch("slow"))
-                async with progressed:
-                    target = min(fast_commits + 2, fast_writers * fast_rounds)
-                    while fast_commits < target:
-                        await progressed.wait()
 
     async def consume() -> None:
         async with aclosing(_follow(reads, wakeups, limit=97)) as pages:
@@ -164,7 +144,7 @@ async def test_a_reader_racing_concurrent_writers_sees_every_committed_event_onc
     try:
         async with asyncio.timeout(60):
             consumer = asyncio.create_task(consume())
-            await asyncio.gather(*(fast(c, f"fast{i}") for i, c in enumerate(fast_conns)), slow())
+            await writers.run(fast_conns, slow_conn)
             await consumer
         committed = [r["position"] for r in await conns[0].fetch("SELECT position FROM events")]
     finally:
