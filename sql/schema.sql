@@ -256,7 +256,7 @@ BEGIN
             idempotency_key = s.idempotency_key, replay_of = s.replay_of,
             submitted_by = s.submitted_by, created_at = s.created_at,
             updated_at = s.updated_at, started_at = s.started_at,
-            completed_at = s.completed_at
+            completed_at = s.completed_at, concurrency_key = s.concurrency_key
         WHERE job_id = e.job_id;
     END IF;
 END;
@@ -290,7 +290,8 @@ CREATE TABLE public.jobs (
     created_at timestamp with time zone NOT NULL,
     updated_at timestamp with time zone NOT NULL,
     started_at timestamp with time zone,
-    completed_at timestamp with time zone
+    completed_at timestamp with time zone,
+    concurrency_key text
 );
 
 --
@@ -418,7 +419,8 @@ SELECT
                       ELSE s.completed_at END
         WHEN e.type = 'job.retried.v1' THEN NULL
         ELSE s.completed_at
-    END
+    END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'concurrency_key' ELSE s.concurrency_key END
 WHERE CASE
     WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
     ELSE s.job_id IS NOT NULL
@@ -426,6 +428,230 @@ WHERE CASE
                         'job.failed.v1', 'job.lease_expired.v1', 'job.cancelled.v1',
                         'job.released.v1', 'job.retried.v1', 'job.replayed.v1')
 END OR job_view_refuse(e.type, e.job_id, s.job_id IS NOT NULL)
+$$;
+
+--
+-- Name: queues; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.queues (
+    name text NOT NULL,
+    stream_id uuid NOT NULL,
+    version integer NOT NULL,
+    concurrency integer,
+    rate_limit integer,
+    rate_period_seconds double precision,
+    rate_burst integer,
+    per_key_concurrency integer,
+    fairness text NOT NULL,
+    paused boolean NOT NULL,
+    restricted boolean GENERATED ALWAYS AS ((paused OR (concurrency IS NOT NULL) OR (rate_limit IS NOT NULL) OR (per_key_concurrency IS NOT NULL) OR (fairness <> 'fifo'::text))) STORED,
+    updated_by text NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT queues_check CHECK ((((rate_limit IS NULL) = (rate_period_seconds IS NULL)) AND ((rate_limit IS NULL) = (rate_burst IS NULL)))),
+    CONSTRAINT queues_concurrency_check CHECK ((concurrency >= 0)),
+    CONSTRAINT queues_fairness_check CHECK ((fairness = ANY (ARRAY['fifo'::text, 'round_robin'::text]))),
+    CONSTRAINT queues_per_key_concurrency_check CHECK ((per_key_concurrency >= 1)),
+    CONSTRAINT queues_rate_burst_check CHECK ((rate_burst >= 1)),
+    CONSTRAINT queues_rate_limit_check CHECK ((rate_limit >= 1)),
+    CONSTRAINT queues_rate_period_seconds_check CHECK ((rate_period_seconds > (0)::double precision)),
+    CONSTRAINT queues_version_check CHECK ((version >= 1))
+);
+
+--
+-- Name: jobs_claim_from_queue(public.queues, integer, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    running integer;
+    b queue_buckets;
+    since timestamptz;
+    at timestamptz := clock_timestamp();
+    keys text[];
+    allowance integer[];
+    taken uuid[] := '{}';
+    j jobs;
+    i integer;
+    progress boolean;
+BEGIN
+    IF q.concurrency IS NOT NULL THEN
+        SELECT count(*) INTO running FROM jobs WHERE status = 'processing' AND queue = q.name;
+        room := least(room, q.concurrency - running);
+    END IF;
+    IF q.rate_limit IS NOT NULL THEN
+        SELECT * INTO b FROM queue_buckets WHERE queue = q.name;
+        IF NOT FOUND THEN
+            b := ROW(q.name, q.rate_burst, at, '{}');
+        ELSE
+            SELECT greatest(b.refilled_at, max(started_at)) INTO since
+            FROM jobs WHERE job_id = ANY(b.last_claimed);
+            b.tokens := least(q.rate_burst::double precision,
+                              b.tokens + greatest(0, extract(epoch FROM at - coalesce(since, b.refilled_at)))
+                                         * q.rate_limit / q.rate_period_seconds);
+        END IF;
+        room := least(room, floor(b.tokens)::integer);
+    END IF;
+    IF room > 0 AND q.per_key_concurrency IS NULL AND q.fairness = 'fifo' THEN
+        -- Plain FIFO under a queue-wide limit: its due jobs in claim order.
+        FOR j IN
+            SELECT * FROM jobs
+            WHERE queue = q.name AND status IN ('pending', 'retrying')
+              AND run_at <= now() AND type = ANY(job_types)
+            ORDER BY run_at, priority, created_at
+            LIMIT room
+            FOR UPDATE SKIP LOCKED
+        LOOP
+            taken := taken || j.job_id;
+            RETURN NEXT j;
+        END LOOP;
+    ELSIF room > 0 THEN
+        -- By key: the keys with runnable jobs (a skip scan of jobs_queue_due_idx), each
+        -- allowed what its per-key limit leaves; round-robin serves the key served
+        -- longest ago first, one job a key a turn; FIFO takes the oldest head each time.
+        WITH RECURSIVE k (key) AS (
+            (SELECT coalesce(concurrency_key, '') FROM jobs
+             WHERE queue = q.name AND status IN ('pending', 'retrying')
+             ORDER BY coalesce(concurrency_key, '') LIMIT 1)
+            UNION ALL
+            SELECT (SELECT coalesce(concurrency_key, '') FROM jobs
+                    WHERE queue = q.name AND status IN ('pending', 'retrying')
+                      AND coalesce(concurrency_key, '') > k.key
+                    ORDER BY coalesce(concurrency_key, '') LIMIT 1)
+            FROM k WHERE k.key IS NOT NULL
+        )
+        SELECT array_agg(k.key ORDER BY t.served_at NULLS FIRST, k.key),
+               array_agg(coalesce(q.per_key_concurrency - coalesce(r.n, 0), room) ORDER BY t.served_at NULLS FIRST, k.key)
+        INTO keys, allowance
+        FROM k
+        LEFT JOIN queue_key_turns AS t ON t.queue = q.name AND t.concurrency_key = k.key
+        LEFT JOIN (
+            SELECT coalesce(concurrency_key, '') AS key, count(*)::integer AS n FROM jobs
+            WHERE status = 'processing' AND queue = q.name GROUP BY 1
+        ) AS r ON r.key = k.key
+        WHERE k.key IS NOT NULL;
+        IF keys IS NULL THEN
+            keys := '{}';
+        END IF;
+        LOOP
+            EXIT WHEN room <= 0;
+            progress := false;
+            IF q.fairness = 'round_robin' THEN
+                FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+                    EXIT WHEN room <= 0;
+                    CONTINUE WHEN allowance[i] <= 0;
+                    SELECT * INTO j FROM jobs
+                    WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
+                      AND status IN ('pending', 'retrying') AND run_at <= now()
+                      AND type = ANY(job_types) AND job_id <> ALL(taken)
+                    ORDER BY run_at, priority, created_at
+                    LIMIT 1
+                    FOR UPDATE SKIP LOCKED;
+                    IF NOT FOUND THEN
+                        allowance[i] := 0;
+                        CONTINUE;
+                    END IF;
+                    allowance[i] := allowance[i] - 1;
+                    room := room - 1;
+                    taken := taken || j.job_id;
+                    progress := true;
+                    INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
+                    VALUES (q.name, keys[i], clock_timestamp())
+                    ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
+                    RETURN NEXT j;
+                END LOOP;
+            ELSE
+                SELECT h.* INTO j
+                FROM unnest(keys, allowance) AS k (key, allowed)
+                CROSS JOIN LATERAL (
+                    SELECT * FROM jobs
+                    WHERE queue = q.name AND coalesce(concurrency_key, '') = k.key
+                      AND status IN ('pending', 'retrying') AND run_at <= now()
+                      AND type = ANY(job_types) AND job_id <> ALL(taken)
+                    ORDER BY run_at, priority, created_at
+                    LIMIT 1
+                ) AS h
+                WHERE k.allowed > 0
+                ORDER BY h.run_at, h.priority, h.created_at
+                LIMIT 1;
+                IF FOUND THEN
+                    taken := taken || j.job_id;
+                    i := array_position(keys, coalesce(j.concurrency_key, ''));
+                    allowance[i] := allowance[i] - 1;
+                    PERFORM FROM jobs WHERE job_id = j.job_id
+                        AND status IN ('pending', 'retrying') FOR UPDATE SKIP LOCKED;
+                    IF FOUND THEN
+                        room := room - 1;
+                        RETURN NEXT j;
+                    END IF;
+                    progress := true;
+                END IF;
+            END IF;
+            EXIT WHEN NOT progress;
+        END LOOP;
+    END IF;
+    IF q.rate_limit IS NOT NULL THEN
+        INSERT INTO queue_buckets (queue, tokens, refilled_at, last_claimed)
+        VALUES (q.name, b.tokens - coalesce(array_length(taken, 1), 0), at, taken)
+        ON CONFLICT (queue) DO UPDATE
+        SET tokens = excluded.tokens, refilled_at = excluded.refilled_at,
+            last_claimed = CASE WHEN cardinality(excluded.last_claimed) > 0
+                                THEN excluded.last_claimed ELSE queue_buckets.last_claimed END;
+    END IF;
+END;
+$$;
+
+--
+-- Name: jobs_claim_next(integer, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    restricted text[];
+    q queues;
+    taken integer := 0;
+    n integer;
+BEGIN
+    SELECT array_agg(name ORDER BY name) INTO restricted FROM queues WHERE queues.restricted;
+    IF restricted IS NULL THEN
+        RETURN QUERY SELECT * FROM jobs_claimable(max_jobs, job_types);
+        RETURN;
+    END IF;
+    FOR q IN
+        SELECT * FROM queues AS c
+        WHERE c.restricted AND NOT c.paused
+          AND EXISTS (
+              SELECT FROM jobs
+              WHERE queue = c.name AND status IN ('pending', 'retrying')
+                AND run_at <= now() AND type = ANY(job_types)
+          )
+        ORDER BY c.name
+    LOOP
+        EXIT WHEN taken >= max_jobs;
+        -- Serialize the claimers of this queue; read its settings as they are now.
+        SELECT * INTO q FROM queues WHERE name = q.name FOR UPDATE;
+        CONTINUE WHEN q.paused OR NOT q.restricted;
+        RETURN QUERY SELECT * FROM jobs_claim_from_queue(q, max_jobs - taken, job_types);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        taken := taken + n;
+    END LOOP;
+    IF taken < max_jobs THEN
+        RETURN QUERY
+        SELECT * FROM jobs
+        WHERE status IN ('pending', 'retrying')
+          AND run_at <= now()
+          AND type = ANY(job_types)
+          AND queue <> ALL(restricted)
+        ORDER BY run_at, priority, created_at
+        LIMIT max_jobs - taken
+        FOR UPDATE SKIP LOCKED;
+    END IF;
+END;
 $$;
 
 --
@@ -446,6 +672,45 @@ CREATE FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) RETURN
     ORDER BY run_at, priority, created_at
     LIMIT max_jobs
     FOR UPDATE SKIP LOCKED
+$$;
+
+--
+-- Name: jobs_next_due(text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_next_due(job_types text[]) RETURNS double precision
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    restricted text[];
+    soonest timestamptz;
+    q queues;
+    due timestamptz;
+    b queue_buckets;
+BEGIN
+    SELECT array_agg(name) INTO restricted FROM queues WHERE queues.restricted;
+    SELECT min(run_at) INTO soonest FROM jobs
+    WHERE status IN ('pending', 'retrying') AND type = ANY(job_types)
+      AND queue <> ALL(coalesce(restricted, '{}'));
+    FOR q IN SELECT * FROM queues WHERE queues.restricted AND NOT paused LOOP
+        IF q.rate_limit IS NOT NULL THEN
+            SELECT * INTO b FROM queue_buckets WHERE queue = q.name;
+            IF FOUND AND b.tokens < 1 AND EXISTS (
+                SELECT FROM jobs WHERE queue = q.name AND status IN ('pending', 'retrying')
+                  AND run_at <= now() AND type = ANY(job_types)
+            ) THEN
+                soonest := least(soonest, b.refilled_at + make_interval(
+                    secs => (1 - b.tokens) * q.rate_period_seconds / q.rate_limit));
+            END IF;
+        END IF;
+        SELECT min(run_at) INTO due FROM jobs
+        WHERE queue = q.name AND status IN ('pending', 'retrying') AND type = ANY(job_types)
+          AND run_at > now();
+        soonest := least(soonest, due);
+    END LOOP;
+    RETURN extract(epoch FROM soonest - clock_timestamp())::double precision;
+END;
 $$;
 
 --
@@ -470,6 +735,26 @@ CREATE FUNCTION public.jobs_notify_inserted() RETURNS trigger
     AS $$
 BEGIN
     IF EXISTS (SELECT FROM inserted WHERE status IN ('pending', 'retrying')) THEN
+        PERFORM pg_notify('ledger_jobs', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: jobs_notify_room(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_notify_room() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM queues WHERE restricted) AND EXISTS (
+        SELECT FROM before_rows AS o
+        JOIN after_rows AS n ON n.job_id = o.job_id
+        JOIN queues AS q ON q.name = o.queue
+        WHERE o.status = 'processing' AND n.status <> 'processing' AND q.restricted
+    ) THEN
         PERFORM pg_notify('ledger_jobs', '');
     END IF;
     RETURN NULL;
@@ -505,9 +790,10 @@ DECLARE
     applied bigint;
 BEGIN
     IF EXISTS (
-        SELECT FROM appended GROUP BY job_id HAVING count(*) > 1
+        SELECT FROM appended WHERE type LIKE 'job.%' GROUP BY job_id HAVING count(*) > 1
     ) THEN
-        PERFORM job_view_apply(e::events) FROM (SELECT * FROM appended ORDER BY position) AS e;
+        PERFORM job_view_apply(e::events)
+        FROM (SELECT * FROM appended WHERE type LIKE 'job.%' ORDER BY position) AS e;
         RETURN NULL;
     END IF;
 
@@ -515,9 +801,10 @@ BEGIN
     SELECT s.*
     FROM appended AS e
     CROSS JOIN LATERAL job_view_step(NULL::jobs, e::events) AS s
-    WHERE e.version = 1;
+    WHERE e.version = 1
+      AND e.type LIKE 'job.%';
 
-    SELECT count(*) INTO later FROM appended WHERE version > 1;
+    SELECT count(*) INTO later FROM appended WHERE version > 1 AND type LIKE 'job.%';
     IF later = 0 THEN
         RETURN NULL;
     END IF;
@@ -525,18 +812,19 @@ BEGIN
     SET (version, type, queue, priority, status, payload, result, error, attempt,
          max_attempts, timeout_seconds, backoff_base_seconds, backoff_cap_seconds, run_at,
          worker_id, lease_until, idempotency_key, replay_of, submitted_by, created_at,
-         updated_at, started_at, completed_at)
+         updated_at, started_at, completed_at, concurrency_key)
       = (n.version, n.type, n.queue, n.priority, n.status, n.payload, n.result,
          n.error, n.attempt, n.max_attempts, n.timeout_seconds,
          n.backoff_base_seconds, n.backoff_cap_seconds, n.run_at, n.worker_id,
          n.lease_until, n.idempotency_key, n.replay_of, n.submitted_by,
-         n.created_at, n.updated_at, n.started_at, n.completed_at)
+         n.created_at, n.updated_at, n.started_at, n.completed_at, n.concurrency_key)
     FROM (
         SELECT s.*
         FROM appended AS e
         JOIN jobs AS prior ON prior.job_id = e.job_id
         CROSS JOIN LATERAL job_view_step(prior, e::events) AS s
         WHERE e.version > 1
+          AND e.type LIKE 'job.%'
     ) AS n
     WHERE j.job_id = n.job_id;
     GET DIAGNOSTICS applied = ROW_COUNT;
@@ -545,8 +833,90 @@ BEGIN
         PERFORM job_view_apply(e::events)
         FROM appended AS e
         WHERE e.version > 1
+          AND e.type LIKE 'job.%'
           AND NOT EXISTS (SELECT FROM jobs AS j WHERE j.job_id = e.job_id);
     END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
+-- Name: queue_view_step(public.queues, public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.queue_view_step(s public.queues, e public.events) RETURNS public.queues
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    n queues;
+BEGIN
+    IF s.name IS NULL AND e.version <> 1 THEN
+        RAISE EXCEPTION 'event % for queue stream % before its first', e.type, e.job_id;
+    END IF;
+    n.name := e.data->>'queue';
+    n.stream_id := e.job_id;
+    n.version := e.version;
+    n.updated_by := e.actor;
+    n.updated_at := e.occurred_at;
+    n.paused := coalesce(s.paused, false);
+    n.fairness := coalesce(s.fairness, 'fifo');
+    n.concurrency := s.concurrency;
+    n.rate_limit := s.rate_limit;
+    n.rate_period_seconds := s.rate_period_seconds;
+    n.rate_burst := s.rate_burst;
+    n.per_key_concurrency := s.per_key_concurrency;
+    CASE e.type
+        WHEN 'queue.configured.v1' THEN
+            n.concurrency := (e.data->>'concurrency')::integer;
+            n.rate_limit := (e.data->'rate_limit'->>'limit')::integer;
+            n.rate_period_seconds := (e.data->'rate_limit'->>'period_seconds')::double precision;
+            n.rate_burst := (e.data->'rate_limit'->>'burst')::integer;
+            n.per_key_concurrency := (e.data->>'per_key_concurrency')::integer;
+            n.fairness := e.data->>'fairness';
+        WHEN 'queue.paused.v1' THEN
+            n.paused := true;
+        WHEN 'queue.resumed.v1' THEN
+            n.paused := false;
+        ELSE
+            RAISE EXCEPTION 'unknown event type % (queue stream %)', e.type, e.job_id;
+    END CASE;
+    RETURN n;
+END;
+$$;
+
+--
+-- Name: queues_project_appended(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.queues_project_appended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    e events;
+    s queues;
+BEGIN
+    FOR e IN SELECT * FROM appended WHERE type LIKE 'queue.%' ORDER BY position LOOP
+        SELECT * INTO s FROM queues WHERE stream_id = e.job_id FOR UPDATE;
+        IF NOT FOUND THEN
+            s := NULL;
+        END IF;
+        s := queue_view_step(s, e);
+        INSERT INTO queues (name, stream_id, version, concurrency, rate_limit,
+                            rate_period_seconds, rate_burst, per_key_concurrency, fairness,
+                            paused, updated_by, updated_at)
+        VALUES (s.name, s.stream_id, s.version, s.concurrency, s.rate_limit,
+                s.rate_period_seconds, s.rate_burst, s.per_key_concurrency, s.fairness,
+                s.paused, s.updated_by, s.updated_at)
+        ON CONFLICT (name) DO UPDATE
+        SET version = excluded.version, concurrency = excluded.concurrency,
+            rate_limit = excluded.rate_limit,
+            rate_period_seconds = excluded.rate_period_seconds,
+            rate_burst = excluded.rate_burst,
+            per_key_concurrency = excluded.per_key_concurrency,
+            fairness = excluded.fairness, paused = excluded.paused,
+            updated_by = excluded.updated_by, updated_at = excluded.updated_at;
+        PERFORM pg_notify('ledger_jobs', '');
+    END LOOP;
     RETURN NULL;
 END;
 $$;
@@ -558,6 +928,15 @@ $$;
 CREATE AGGREGATE public.job_view_fold(public.events) (
     SFUNC = public.job_view_evolve,
     STYPE = public.jobs
+);
+
+--
+-- Name: queue_view_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
+--
+
+CREATE AGGREGATE public.queue_view_fold(public.events) (
+    SFUNC = public.queue_view_step,
+    STYPE = public.queues
 );
 
 --
@@ -702,6 +1081,27 @@ CREATE TABLE public.job_throughput_deltas (
 );
 
 --
+-- Name: queue_buckets; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.queue_buckets (
+    queue text NOT NULL,
+    tokens double precision NOT NULL,
+    refilled_at timestamp with time zone NOT NULL,
+    last_claimed uuid[] DEFAULT '{}'::uuid[] NOT NULL
+);
+
+--
+-- Name: queue_key_turns; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.queue_key_turns (
+    queue text NOT NULL,
+    concurrency_key text NOT NULL,
+    served_at timestamp with time zone NOT NULL
+);
+
+--
 -- Name: schema_migrations; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -791,6 +1191,34 @@ ALTER TABLE ONLY public.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (job_id);
 
 --
+-- Name: queue_buckets queue_buckets_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.queue_buckets
+    ADD CONSTRAINT queue_buckets_pkey PRIMARY KEY (queue);
+
+--
+-- Name: queue_key_turns queue_key_turns_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.queue_key_turns
+    ADD CONSTRAINT queue_key_turns_pkey PRIMARY KEY (queue, concurrency_key);
+
+--
+-- Name: queues queues_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.queues
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+
+--
+-- Name: queues queues_stream_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.queues
+    ADD CONSTRAINT queues_stream_id_key UNIQUE (stream_id);
+
+--
 -- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -853,10 +1281,22 @@ CREATE INDEX jobs_due_idx ON public.jobs USING btree (run_at, priority, created_
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (submitted_by, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 --
+-- Name: jobs_queue_due_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (queue, COALESCE(concurrency_key, ''::text), run_at, priority, created_at) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
+
+--
 -- Name: jobs_status_created_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (status, created_at DESC, job_id DESC);
+
+--
+-- Name: queues_restricted_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX queues_restricted_idx ON public.queues USING btree (name) WHERE restricted;
 
 --
 -- Name: worker_processes_heartbeat_idx; Type: INDEX; Schema: public; Owner: -
@@ -895,6 +1335,12 @@ CREATE TRIGGER events_notify_feed AFTER INSERT ON public.events FOR EACH STATEME
 CREATE TRIGGER events_project_jobs AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_project_appended();
 
 --
+-- Name: events events_project_queues; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_project_queues AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.queues_project_appended();
+
+--
 -- Name: jobs jobs_count_deleted; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -923,6 +1369,12 @@ CREATE TRIGGER jobs_notify_cancelled AFTER UPDATE OF status ON public.jobs FOR E
 --
 
 CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_notify_inserted();
+
+--
+-- Name: jobs jobs_notify_room; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_notify_room AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_notify_room();
 
 --
 -- Name: jobs jobs_notify_runnable; Type: TRIGGER; Schema: public; Owner: -
@@ -1016,11 +1468,38 @@ GRANT ALL ON FUNCTION public.job_view_refuse(e_type text, e_job uuid, submitted 
 GRANT ALL ON FUNCTION public.job_view_step(s public.jobs, e public.events) TO ledger_app;
 
 --
+-- Name: TABLE queues; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queues TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_claim_from_queue(q public.queues, room integer, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_claim_next(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) TO ledger_app;
+
+--
 -- Name: FUNCTION jobs_claimable(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_next_due(job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_next_due(job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_next_due(job_types text[]) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_notify_cancelled(); Type: ACL; Schema: public; Owner: -
@@ -1035,6 +1514,12 @@ GRANT ALL ON FUNCTION public.jobs_notify_cancelled() TO ledger_app;
 GRANT ALL ON FUNCTION public.jobs_notify_inserted() TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_notify_room(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_notify_room() TO ledger_app;
+
+--
 -- Name: FUNCTION jobs_notify_runnable(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1047,10 +1532,28 @@ GRANT ALL ON FUNCTION public.jobs_notify_runnable() TO ledger_app;
 GRANT ALL ON FUNCTION public.jobs_project_appended() TO ledger_app;
 
 --
+-- Name: FUNCTION queue_view_step(s public.queues, e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.queue_view_step(s public.queues, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION queues_project_appended(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.queues_project_appended() TO ledger_app;
+
+--
 -- Name: FUNCTION job_view_fold(public.events); Type: ACL; Schema: public; Owner: -
 --
 
 GRANT ALL ON FUNCTION public.job_view_fold(public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION queue_view_fold(public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.queue_view_fold(public.events) TO ledger_app;
 
 --
 -- Name: TABLE audit_checkpoints; Type: ACL; Schema: public; Owner: -
@@ -1105,6 +1608,18 @@ GRANT SELECT ON TABLE public.job_throughput TO ledger_app;
 --
 
 GRANT SELECT ON TABLE public.job_throughput_deltas TO ledger_app;
+
+--
+-- Name: TABLE queue_buckets; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_buckets TO ledger_app;
+
+--
+-- Name: TABLE queue_key_turns; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_key_turns TO ledger_app;
 
 --
 -- Name: TABLE schema_migrations; Type: ACL; Schema: public; Owner: -

@@ -34,6 +34,7 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     run_at: datetime | None = None
     idempotency_key: str | None = None
     replay_of: uuid.UUID | None = None
+    concurrency_key: str | None = None
 
 
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -133,6 +134,7 @@ def decide(
                 run_at=command.run_at or now,
                 idempotency_key=command.idempotency_key,
                 replay_of=command.replay_of,
+                concurrency_key=command.concurrency_key,
             )
         ]
     if state is None:
@@ -215,6 +217,7 @@ def resubmit(
         backoff_base_seconds=state.backoff_base_seconds,
         backoff_cap_seconds=state.backoff_cap_seconds,
         replay_of=state.job_id,
+        concurrency_key=state.concurrency_key,
     )
     return [
         *decide(None, submit, job_id=new_job_id, actor=actor, now=now),

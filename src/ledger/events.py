@@ -1,4 +1,5 @@
-"""The ledger's event types: one frozen, tagged msgspec struct per job transition.
+"""The ledger's event types: one frozen, tagged msgspec struct per job transition, and
+one per change of a queue's settings (`queue.*`, a stream per queue; see ledger.queues).
 
 An event's envelope (job, version, actor, time) is stored in columns of its own;
 the rest of its fields are its `data`. The per-job hash chain covers the stored
@@ -43,6 +44,9 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     run_at: datetime
     idempotency_key: str | None = None
     replay_of: uuid.UUID | None = None
+    # Added with queues (sql/0059); left out of the stored data when None, so a
+    # submission without one is stored exactly as before the field existed.
+    concurrency_key: str | None = None
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -94,6 +98,45 @@ class JobReplayed(Event, frozen=True, tag="job.replayed.v1"):
     replayed_as: uuid.UUID
 
 
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """At most `limit` claims per `period_seconds` (a token bucket holding up to `burst`)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    period_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)]
+    burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+
+
+Fairness = Literal["fifo", "round_robin"]
+
+
+class QueueEvent(Event, frozen=True):
+    """A queue's settings changed. A queue's events form one stream: `job_id` holds the
+    stream's id (`ledger.queues.stream_id` of the name), hash-chained like a job's."""
+
+    queue: str
+
+
+class QueueConfigured(QueueEvent, frozen=True, tag="queue.configured.v1"):
+    """The queue's limits, all of them, as they are from now on (None: no such limit)."""
+
+    concurrency: int | None
+    rate_limit: RateLimit | None
+    per_key_concurrency: int | None
+    fairness: Fairness
+
+
+class QueuePaused(QueueEvent, frozen=True, tag="queue.paused.v1"):
+    """The queue's jobs stay pending (running ones finish) until it is resumed."""
+
+    reason: str | None = None
+
+
+class QueueResumed(QueueEvent, frozen=True, tag="queue.resumed.v1"):
+    """The queue's jobs are claimed again."""
+
+
+# Every event the ledger stores (the name predates the queue events): what the store
+# appends and `from_row` decodes. Only job.* events fold into a job (lifecycle.evolve).
 JobEvent = (
     JobSubmitted
     | JobClaimed
@@ -105,6 +148,9 @@ JobEvent = (
     | JobReleased
     | JobRetried
     | JobReplayed
+    | QueueConfigured
+    | QueuePaused
+    | QueueResumed
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -118,6 +164,9 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobReleased,
     JobRetried,
     JobReplayed,
+    QueueConfigured,
+    QueuePaused,
+    QueueResumed,
 )
 
 _json = msgspec.json.Encoder()
@@ -177,7 +226,10 @@ def data_json(event: Event) -> str:
     # Encoded straight from the attributes (msgspec converts datetimes and UUIDs itself):
     # the same text as via to_builtins, in half the time, on the append hot path.
     fields = _DATA_FIELDS[type(event)]
-    return _json.encode({f: getattr(event, f) for f in fields}).decode()
+    data = {f: getattr(event, f) for f in fields}
+    if isinstance(event, JobSubmitted) and event.concurrency_key is None:
+        del data["concurrency_key"]
+    return _json.encode(data).decode()
 
 
 class Row(Protocol):

@@ -57,6 +57,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    concurrency_key: str | None = None
 
 
 class FoldError(ValueError):
@@ -93,6 +94,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             updated_at=event.occurred_at,
             started_at=None,
             completed_at=None,
+            concurrency_key=event.concurrency_key,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")

@@ -35,3 +35,9 @@ WHERE submitted_by = $1
 -- migrations made (and the migrations table) is gone; the next migrate starts afresh.
 DROP SCHEMA public CASCADE;
 CREATE SCHEMA public;
+
+-- name: queues_get
+-- A queue's settings as its events left them (sql/0059); no row: never configured.
+SELECT *
+FROM queues
+WHERE name = $1;

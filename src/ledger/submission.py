@@ -118,6 +118,7 @@ class Submitter:
             backoff_cap_seconds=_or(submission.backoff_cap_seconds, job_type.backoff_cap_seconds),
             run_at=run_at,
             idempotency_key=idempotency_key,
+            concurrency_key=submission.concurrency_key,
         )
 
     def prepare_all(
@@ -181,6 +182,7 @@ class Submitter:
         timeout_seconds: float | None = None,
         backoff_base_seconds: float | None = None,
         backoff_cap_seconds: float | None = None,
+        concurrency_key: str | None = None,
         idempotency_key: str | None = None,
         actor: str,
     ) -> Job:
@@ -196,6 +198,7 @@ class Submitter:
             timeout_seconds=timeout_seconds,
             backoff_base_seconds=backoff_base_seconds,
             backoff_cap_seconds=backoff_cap_seconds,
+            concurrency_key=concurrency_key,
         )
         done = await self.place(conn, [submission], idempotency_key=idempotency_key, actor=actor)
         return done.jobs[0]
@@ -396,6 +399,7 @@ def _same_submission(
         and first.timeout_seconds == command.timeout_seconds
         and first.backoff_base_seconds == command.backoff_base_seconds
         and first.backoff_cap_seconds == command.backoff_cap_seconds
+        and first.concurrency_key == command.concurrency_key
     )
     if submission.run_at is not None:
         same = same and first.run_at == submission.run_at

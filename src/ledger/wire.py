@@ -23,6 +23,7 @@ MAX_DELAY_SECONDS: Final = 366 * 24 * 3600
 QUEUE_PATTERN: Final = r"^[A-Za-z0-9_.:-]{1,64}$"
 NO_NUL: Final = r"^[^\x00]*$"  # PostgreSQL text and jsonb cannot hold U+0000
 QueueName = Annotated[str, msgspec.Meta(pattern=QUEUE_PATTERN)]
+ConcurrencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=NO_NUL)]
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 _PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
@@ -46,6 +47,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None
     completed_at: datetime | None
     next_attempt_at: datetime | None  # when a pending or retrying job becomes due
+    concurrency_key: str | None = None
 
     @classmethod
     def of(cls, state: lifecycle.JobState) -> Job:
@@ -64,6 +66,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             started_at=state.started_at,
             completed_at=state.completed_at,
             next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
+            concurrency_key=state.concurrency_key,
         )
 
     @classmethod
@@ -84,6 +87,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             started_at=None,
             completed_at=None,
             next_attempt_at=event.run_at,
+            concurrency_key=event.concurrency_key,
         )
 
     @property
@@ -113,6 +117,9 @@ class Submission(
     # and all of min(cap, base * 2^(n-1)) seconds. The job type's defaults otherwise.
     backoff_base_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] | None = None
     backoff_cap_seconds: Annotated[float, msgspec.Meta(ge=0, le=7 * 86400)] | None = None
+    # Groups the queue's jobs for its per-key concurrency limit and round-robin fairness
+    # (e.g. a customer id); jobs without one share one group.
+    concurrency_key: ConcurrencyKey | None = None
 
     @classmethod
     def checked(cls, job_type: str, payload: dict[str, Any], **options: Any) -> Submission:
@@ -169,6 +176,46 @@ class BatchResult(msgspec.Struct, frozen=True, kw_only=True):
 class JobList(msgspec.Struct, frozen=True, kw_only=True):
     jobs: list[Job]
     next_cursor: str | None  # pass as `cursor` for the next page; null on the last page
+
+
+class RateLimitIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """At most `limit` claims per `period_seconds`; bursts of up to `burst` (default: `limit`)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    period_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)]
+    burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+
+class QueueSettings(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """The body of `PUT /api/v1/queues/{name}`: the queue's limits, all of them (a field left
+    out is no such limit; `fairness` defaults to fifo). Pausing is separate."""
+
+    concurrency: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    rate_limit: RateLimitIn | None = None
+    per_key_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    fairness: ev.Fairness = "fifo"
+
+
+class QueueOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A queue: its settings, whether it is paused, and its jobs by status now."""
+
+    name: str
+    concurrency: int | None
+    rate_limit: ev.RateLimit | None
+    per_key_concurrency: int | None
+    fairness: ev.Fairness
+    paused: bool
+    counts: dict[str, int]  # every status, zero included
+    running: int  # jobs processing now
+    version: int  # of the queue's event stream (0: never configured)
+    updated_by: str | None
+    updated_at: datetime | None
+
+
+class QueueList(msgspec.Struct, frozen=True, kw_only=True):
+    queues: list[QueueOut]
 
 
 class EventOut(msgspec.Struct, frozen=True, kw_only=True):

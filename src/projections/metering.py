@@ -70,7 +70,13 @@ class JobMetrics:
     async def _before(
         self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded], known: store.Before
     ) -> dict[uuid.UUID, _Job]:
-        ids = list({r.event.job_id for r in recorded if not isinstance(r.event, ev.JobSubmitted)})
+        ids = list(
+            {
+                r.event.job_id
+                for r in recorded
+                if not isinstance(r.event, ev.JobSubmitted | ev.QueueEvent)
+            }
+        )
         if not ids:
             return {}
         if all(i in known for i in ids):  # the caller read them in this transaction

@@ -13,8 +13,45 @@ SELECT (s.state).*
 FROM (
     SELECT job_view_fold(e ORDER BY e.version) AS state
     FROM events AS e
+    WHERE e.type LIKE 'job.%'
     GROUP BY e.job_id
 ) AS s;
+
+-- name: queues_rebuilt_diff
+-- Queues whose live row differs from the fold of their events (sql/0059), side by side.
+WITH rebuilt AS (
+    SELECT (s.state).name, (s.state).stream_id, (s.state).version, (s.state).concurrency,
+           (s.state).rate_limit, (s.state).rate_period_seconds, (s.state).rate_burst,
+           (s.state).per_key_concurrency, (s.state).fairness, (s.state).paused,
+           (s.state).updated_by, (s.state).updated_at
+    FROM (
+        SELECT queue_view_fold(e ORDER BY e.version) AS state
+        FROM events AS e
+        WHERE e.type LIKE 'queue.%'
+        GROUP BY e.job_id
+    ) AS s
+), live AS (
+    SELECT name, stream_id, version, concurrency, rate_limit, rate_period_seconds, rate_burst,
+           per_key_concurrency, fairness, paused, updated_by, updated_at
+    FROM queues
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), names AS (
+    SELECT name FROM live_only
+    UNION
+    SELECT name FROM rebuilt_only
+)
+SELECT names.name,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.name = names.name) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.name = names.name) AS rebuilt
+FROM names
+ORDER BY names.name;
 
 -- name: jobs_scratch_diff
 -- Rows that differ between the live view and the rebuild, side by side.
@@ -39,6 +76,24 @@ ORDER BY ids.job_id;
 
 -- name: jobs_delete_all
 DELETE FROM jobs;
+
+-- name: queues_delete_all
+DELETE FROM queues;
+
+-- name: queues_fill
+-- The queues' settings as the fold of their events (sql/0059).
+INSERT INTO queues (name, stream_id, version, concurrency, rate_limit, rate_period_seconds,
+                    rate_burst, per_key_concurrency, fairness, paused, updated_by, updated_at)
+SELECT (s.state).name, (s.state).stream_id, (s.state).version, (s.state).concurrency,
+       (s.state).rate_limit, (s.state).rate_period_seconds, (s.state).rate_burst,
+       (s.state).per_key_concurrency, (s.state).fairness, (s.state).paused,
+       (s.state).updated_by, (s.state).updated_at
+FROM (
+    SELECT queue_view_fold(e ORDER BY e.version) AS state
+    FROM events AS e
+    WHERE e.type LIKE 'queue.%'
+    GROUP BY e.job_id
+) AS s;
 
 -- name: jobs_fill_from_scratch
 INSERT INTO jobs

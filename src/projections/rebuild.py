@@ -31,10 +31,12 @@ async def _build_scratch(conn: asyncpg.Connection) -> None:
 
 
 async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
-    """Fold every job's events into a scratch table and list the rows that differ from `jobs`."""
+    """Fold every job's events into a scratch table and list the rows that differ from `jobs`;
+    then the same for the queues' settings (`job_id`: the queue's stream id)."""
     async with conn.transaction(isolation="repeatable_read", readonly=False):
         await _build_scratch(conn)
         rows = await conn.fetch(Q["jobs_scratch_diff"])
+        queues = await conn.fetch(Q["queues_rebuilt_diff"])
     return [
         RowDiff(
             job_id=r["job_id"],
@@ -42,7 +44,14 @@ async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
             rebuilt=_json.decode(r["rebuilt"]) if r["rebuilt"] else None,
         )
         for r in rows
-    ]
+    ] + [_queue_diff(r) for r in queues]
+
+
+def _queue_diff(row: asyncpg.Record) -> RowDiff:
+    live = _json.decode(row["live"]) if row["live"] else None
+    rebuilt = _json.decode(row["rebuilt"]) if row["rebuilt"] else None
+    stream = (live or rebuilt or {})["stream_id"]
+    return RowDiff(job_id=uuid.UUID(stream), live=live, rebuilt=rebuilt)
 
 
 class CounterDiff(msgspec.Struct, frozen=True):
@@ -101,6 +110,8 @@ async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
         await _build_scratch(conn)
         await conn.execute(Q["jobs_delete_all"])
         status = await conn.execute(Q["jobs_fill_from_scratch"])
+        await conn.execute(Q["queues_delete_all"])
+        await conn.execute(Q["queues_fill"])
         await conn.execute(Q["job_count_deltas_delete_all"])
         await conn.execute(Q["job_counts_delete_all"])
         await conn.execute(Q["job_counts_fill"])

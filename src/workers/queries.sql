@@ -73,19 +73,18 @@ ORDER BY j.lease_until
 LIMIT $1;
 
 -- name: jobs_claim
--- Runnable jobs of the types this worker knows, due now, in claim order; rows other
--- claimers hold are skipped, so concurrent claimers never take the same job. The
--- function (sql/0053) always walks jobs_due_idx in order and stops at the limit.
+-- Runnable jobs of the types this worker knows, due now, in claim order, within every
+-- queue's settings (sql/0059: paused queues skipped, limits enforced under each limited
+-- queue's lock); rows other claimers hold are skipped, so concurrent claimers never
+-- take the same job.
 SELECT *
-FROM jobs_claimable($1, $2::text[]);
+FROM jobs_claim_next($1, $2::text[]);
 
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the
 -- retry clock); zero or less when one is due already (it became due after the claim).
-SELECT extract(epoch FROM min(run_at) - clock_timestamp())::double precision
-FROM jobs
-WHERE status IN ('pending', 'retrying')
-  AND type = ANY($1::text[]);
+-- Due jobs a queue's limit holds back set no alarm (sql/0059): room freed notifies.
+SELECT jobs_next_due($1::text[]);
 
 -- name: jobs_running_lost
 -- Of the attempts this worker runs, those it no longer holds (cancelled, expired, ...).
