@@ -25,6 +25,7 @@ from bench import (
     pgbench,
     pgstats,
     processing,
+    queues,
     report,
     scale,
     stats,
@@ -36,9 +37,9 @@ MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
 BEST_SLOTS = 250
-PARTS = ("submit", "processing", "latency", "http", "feed", "scale")
+PARTS = ("submit", "processing", "latency", "http", "feed", "queues", "scale")
 # Minutes of building a large ledger: only when asked for (`--only scale`).
-DEFAULT_PARTS = ("submit", "processing", "latency", "http", "feed")
+DEFAULT_PARTS = ("submit", "processing", "latency", "http", "feed", "queues")
 
 
 class Sizes:
@@ -57,6 +58,8 @@ class Sizes:
         self.http_connections = 32
         self.feed_events = 20 if quick else 500
         self.feed_gap = 0.02
+        self.queue_limit = 50
+        self.rr_backlog = 2_000 if quick else 50_000
         self.scale_sizes = (2_000, 20_000) if quick else (100_000, 1_000_000)
         self.scale_step = 1_000 if quick else 50_000
         self.scale_requests = 10 if quick else 50
@@ -98,6 +101,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "latency": lambda: _latency(c, rep, sizes, args),
             "http": lambda: _http(c, rep, sizes, args),
             "feed": lambda: _feed(c, rep, sizes, args),
+            "queues": lambda: _queues(c, rep, sizes, args),
             "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
@@ -365,6 +369,73 @@ async def _scale(
             target=f"< 20 ms, ≤ 2× at {small:,}",
             check=lambda f, _r, s=small_ms: f.median < 20 and f.median <= 2 * s,
         )
+
+
+async def _queues(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log(
+        f"queues: the processing drain with the queue limited to {sizes.queue_limit} "
+        "running at once"
+    )
+    drains = []
+    for _ in range(sizes.reps):
+        drains.append(
+            await queues.limited(
+                c,
+                jobs=sizes.drain_jobs,
+                processes=args.worker_processes,
+                slots=args.worker_slots,
+                concurrency=sizes.queue_limit,
+                logs=args.results,
+            )
+        )
+        _log(f"  drained at {drains[-1].rate:,.0f} jobs/s")
+    figure = stats.Figure.of([d.rate for d in drains], unit="jobs/s")
+    unlimited = rep.figure("processing")
+    rep.add(
+        "processing_limited",
+        f"processing, queue limited to {sizes.queue_limit} running "
+        f"({args.worker_processes} workers x {args.worker_slots} slots)",
+        figure,
+        ratio_to_baseline=True,
+        note=""
+        if unlimited is None
+        else f"{figure.median / unlimited.median:.2f}x the unlimited drain",
+    )
+    _log(
+        f"queues: round-robin, key A {sizes.rr_backlog:,} queued, key B one job every "
+        f"{sizes.latency_gap * 1000:.0f} ms"
+    )
+    runs = []
+    for _ in range(sizes.reps):
+        runs.append(
+            await queues.round_robin(
+                c,
+                backlog=sizes.rr_backlog,
+                jobs=sizes.latency_jobs,
+                gap=sizes.latency_gap,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+        )
+        _log(f"  B p99 {runs[-1].p99_ms:.2f} ms, A at {runs[-1].backlog_rate:,.0f} jobs/s")
+    idle = rep.figure("latency_p99_ms")
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        rep.add(
+            f"round_robin_{key}",
+            f"round-robin: key B latency behind key A's backlog, {label} (1 worker)",
+            stats.Figure.of([getattr(r, key) for r in runs], unit="ms"),
+            target="≤ 5 ms" if key == "p99_ms" else "",
+            check=_at_most(5.0) if key == "p99_ms" else None,
+            note="" if idle is None or key != "p99_ms" else f"idle p99 {idle.median:.2f} ms",
+        )
+    rep.add(
+        "round_robin_backlog",
+        "round-robin: key A's backlog drained while B submits",
+        stats.Figure.of([r.backlog_rate for r in runs], unit="jobs/s"),
+        ratio_to_baseline=True,
+    )
 
 
 def _at_most(limit: float) -> Callable[[stats.Figure, float | None], bool]:

@@ -475,6 +475,8 @@ DECLARE
     taken uuid[] := '{}';
     j jobs;
     i integer;
+    n integer;
+    active integer[];
     progress boolean;
 BEGIN
     IF q.concurrency IS NOT NULL THEN
@@ -538,6 +540,33 @@ BEGIN
         LOOP
             EXIT WHEN room <= 0;
             progress := false;
+            SELECT array_agg(o) INTO active FROM generate_subscripts(allowance, 1) AS o
+            WHERE allowance[o] > 0;
+            IF cardinality(active) = 1 THEN
+                -- One key left with room (a backlog of one key): its jobs at once.
+                i := active[1];
+                n := room;
+                FOR j IN
+                    SELECT * FROM jobs
+                    WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
+                      AND status IN ('pending', 'retrying') AND run_at <= now()
+                      AND type = ANY(job_types) AND job_id <> ALL(taken)
+                    ORDER BY run_at, priority, created_at
+                    LIMIT least(room, allowance[i])
+                    FOR UPDATE SKIP LOCKED
+                LOOP
+                    taken := taken || j.job_id;
+                    room := room - 1;
+                    RETURN NEXT j;
+                END LOOP;
+                IF q.fairness = 'round_robin' AND room < n THEN
+                    INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
+                    VALUES (q.name, keys[i], clock_timestamp())
+                    ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
+                END IF;
+                EXIT;
+            END IF;
+            EXIT WHEN active IS NULL;
             IF q.fairness = 'round_robin' THEN
                 FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
                     EXIT WHEN room <= 0;

@@ -1,0 +1,105 @@
+"""What queue limits cost: a drain under a concurrency limit, and round-robin latency.
+
+`limited`: the processing drain (bench.processing) with the jobs' queue limited to
+50 running at once; its ratio to the unlimited drain of the same run is the price
+of enforcing the limit in the claim (each limited claim counts what runs under the
+queue's row lock).
+
+`round_robin`: key A holds a backlog of 50,000 queued jobs in a round-robin queue
+while key B submits one job every 20 ms: B's latency (submit return to handler
+start, as bench.latency measures it) against the idle latency, and A's drain rate
+while B submits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from bench import cluster, procs, stats, submit
+from bench.processing import Drain, drain, wait_for
+from ledger import db, queues, store, wire
+
+ADMIN = "bench"
+
+
+async def _configure(c: cluster.Cluster, settings: wire.QueueSettings) -> None:
+    async with db.connect(c.app_dsn) as conn:
+        await queues.configure(conn, store.EventStore(), "default", settings, actor=ADMIN)
+
+
+async def limited(
+    c: cluster.Cluster, *, jobs: int, processes: int, slots: int, concurrency: int, logs: Path
+) -> Drain:
+    """The processing drain with the queue limited to `concurrency` running jobs."""
+
+    async def limit() -> None:
+        await _configure(c, wire.QueueSettings(concurrency=concurrency))
+
+    return await drain(c, jobs=jobs, processes=processes, slots=slots, logs=logs, after_reset=limit)
+
+
+class RoundRobin(msgspec.Struct, kw_only=True):
+    backlog: int
+    jobs: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    backlog_rate: float  # jobs/s of key A completed while B submitted
+
+
+async def round_robin(
+    c: cluster.Cluster, *, backlog: int, jobs: int, gap: float, slots: int, logs: Path
+) -> RoundRobin:
+    await c.reset_jobs()
+    await _configure(c, wire.QueueSettings(fairness="round_robin"))
+    async with db.connect(c.app_dsn) as conn:
+        for start in range(0, backlog, 1000):
+            items = [
+                msgspec.structs.replace(s, concurrency_key="A")
+                for s in submit.batch_of(min(1000, backlog - start), start=start)
+            ]
+            await submit.SUBMITTER.submit_many(conn, items, actor=ADMIN)
+    await c.checkpoint()
+    starts = c.data_dir / f"noop-starts-{uuid.uuid4().hex[:8]}.txt"
+    env = procs.service_env(c, {"WORKER_COUNT": str(slots), "BENCH_NOOP_STARTS": str(starts)})
+    worker = procs.Service("worker", env, logs / "worker-round-robin.log")
+    returned: dict[str, int] = {}
+    try:
+        await wait_for(c.app_dsn, "worker_processes_count", 1, 60, "the worker to register")
+        async with db.connect(c.app_dsn) as conn:
+            done_before = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE status = 'completed'"
+            )
+            began = time.perf_counter()
+            for i in range(jobs):
+                job = await submit.SUBMITTER.submit(
+                    conn, submit.NOOP, {"n": i}, max_attempts=1, concurrency_key="B", actor=ADMIN
+                )
+                returned[str(job.job_id)] = time.time_ns()
+                await asyncio.sleep(gap)
+            took = time.perf_counter() - began
+            done_after = await conn.fetchval(
+                "SELECT count(*) FROM jobs WHERE status = 'completed' AND concurrency_key = 'A'"
+            )
+        await wait_for(c.app_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
+        worker.check()
+    finally:
+        worker.stop()
+    started: dict[str, int] = {}
+    for line in starts.read_text().splitlines():
+        job, ns = line.split()
+        started[job] = int(ns)
+    millis = [(started[j] - t) / 1e6 for j, t in returned.items()]
+    return RoundRobin(
+        backlog=backlog,
+        jobs=len(millis),
+        p50_ms=stats.percentile(millis, 50),
+        p99_ms=stats.percentile(millis, 99),
+        max_ms=max(millis),
+        backlog_rate=max(0, int(done_after) - int(done_before)) / took,
+    )
