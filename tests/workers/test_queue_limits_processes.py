@@ -68,7 +68,9 @@ async def test_three_processes_never_run_more_than_the_queue_and_key_limits(
     limited = await _submit_many(event_store, conn, 45, queue="lim", **work)
     keyed: list[uuid.UUID] = []
     for key in ("a", "b", "c"):
-        keyed += await _submit_many(event_store, conn, 10, queue="keyed", concurrency_key=key, **work)
+        keyed += await _submit_many(
+            event_store, conn, 10, queue="keyed", concurrency_key=key, **work
+        )
     ids = limited + keyed
     await eventually(lambda: _all_in(conn, ids, "completed"), within=120, every=0.25)
 
