@@ -464,6 +464,9 @@ CREATE TABLE public.queues (
 
 CREATE FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
     AS $$
 DECLARE
     running integer;
@@ -496,23 +499,13 @@ BEGIN
         END IF;
         room := least(room, floor(b.tokens)::integer);
     END IF;
-    IF room > 0 AND q.per_key_concurrency IS NULL AND q.fairness = 'fifo' THEN
-        -- Plain FIFO under a queue-wide limit: its due jobs in claim order.
-        FOR j IN
-            SELECT * FROM jobs
-            WHERE queue = q.name AND status IN ('pending', 'retrying')
-              AND run_at <= now() AND type = ANY(job_types)
-            ORDER BY run_at, priority, created_at
-            LIMIT room
-            FOR UPDATE SKIP LOCKED
-        LOOP
-            taken := taken || j.job_id;
-            RETURN NEXT j;
-        END LOOP;
-    ELSIF room > 0 THEN
-        -- By key: the keys with runnable jobs (a skip scan of jobs_queue_due_idx), each
-        -- allowed what its per-key limit leaves; round-robin serves the key served
-        -- longest ago first, one job a key a turn; FIFO takes the oldest head each time.
+    IF room > 0 THEN
+        -- By key (jobs without one share the key ''): the keys with runnable jobs (a
+        -- skip scan of jobs_queue_due_idx), each allowed what its per-key limit leaves;
+        -- round-robin serves the key served longest ago first, one job a key a turn;
+        -- FIFO takes the oldest head each time; a key alone takes its jobs at once. Every
+        -- read walks jobs_queue_due_idx in its own order (queue, key, run_at, ...), so
+        -- its cost is the jobs taken and the keys, never another key's or queue's backlog.
         WITH RECURSIVE k (key) AS (
             (SELECT coalesce(concurrency_key, '') FROM jobs
              WHERE queue = q.name AND status IN ('pending', 'retrying')
@@ -551,7 +544,7 @@ BEGIN
                     WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
                       AND status IN ('pending', 'retrying') AND run_at <= now()
                       AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY run_at, priority, created_at
+                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
                     LIMIT least(room, allowance[i])
                     FOR UPDATE SKIP LOCKED
                 LOOP
@@ -575,7 +568,7 @@ BEGIN
                     WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
                       AND status IN ('pending', 'retrying') AND run_at <= now()
                       AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY run_at, priority, created_at
+                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
                     LIMIT 1
                     FOR UPDATE SKIP LOCKED;
                     IF NOT FOUND THEN
@@ -599,7 +592,7 @@ BEGIN
                     WHERE queue = q.name AND coalesce(concurrency_key, '') = k.key
                       AND status IN ('pending', 'retrying') AND run_at <= now()
                       AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY run_at, priority, created_at
+                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
                     LIMIT 1
                 ) AS h
                 WHERE k.allowed > 0
@@ -639,6 +632,8 @@ $$;
 CREATE FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
     AS $$
 DECLARE
     restricted text[];
@@ -658,6 +653,8 @@ BEGIN
               SELECT FROM jobs
               WHERE queue = c.name AND status IN ('pending', 'retrying')
                 AND run_at <= now() AND type = ANY(job_types)
+              ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
+              LIMIT 1
           )
         ORDER BY c.name
     LOOP
@@ -704,26 +701,28 @@ CREATE FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) RETURN
 $$;
 
 --
--- Name: jobs_next_due(text[]); Type: FUNCTION; Schema: public; Owner: -
+-- Name: jobs_next_due(text[], double precision); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.jobs_next_due(job_types text[]) RETURNS double precision
+CREATE FUNCTION public.jobs_next_due(job_types text[], lookback_seconds double precision) RETURNS double precision
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 DECLARE
-    restricted text[];
     soonest timestamptz;
+    since timestamptz;
     q queues;
-    due timestamptz;
     b queue_buckets;
 BEGIN
-    SELECT array_agg(name) INTO restricted FROM queues WHERE queues.restricted;
-    SELECT min(run_at) INTO soonest FROM jobs
-    WHERE status IN ('pending', 'retrying') AND type = ANY(job_types)
-      AND queue <> ALL(coalesce(restricted, '{}'));
-    FOR q IN SELECT * FROM queues WHERE queues.restricted AND NOT paused LOOP
-        IF q.rate_limit IS NOT NULL THEN
+    IF NOT EXISTS (SELECT FROM queues WHERE queues.restricted) THEN
+        SELECT min(run_at) INTO soonest FROM jobs
+        WHERE status IN ('pending', 'retrying') AND type = ANY(job_types);
+    ELSE
+        since := clock_timestamp() - make_interval(secs => lookback_seconds);
+        SELECT min(run_at) INTO soonest FROM jobs
+        WHERE status IN ('pending', 'retrying') AND type = ANY(job_types) AND run_at > since;
+        FOR q IN SELECT * FROM queues WHERE queues.restricted AND NOT paused
+                 AND rate_limit IS NOT NULL LOOP
             SELECT * INTO b FROM queue_buckets WHERE queue = q.name;
             IF FOUND AND b.tokens < 1 AND EXISTS (
                 SELECT FROM jobs WHERE queue = q.name AND status IN ('pending', 'retrying')
@@ -732,12 +731,8 @@ BEGIN
                 soonest := least(soonest, b.refilled_at + make_interval(
                     secs => (1 - b.tokens) * q.rate_period_seconds / q.rate_limit));
             END IF;
-        END IF;
-        SELECT min(run_at) INTO due FROM jobs
-        WHERE queue = q.name AND status IN ('pending', 'retrying') AND type = ANY(job_types)
-          AND run_at > now();
-        soonest := least(soonest, due);
-    END LOOP;
+        END LOOP;
+    END IF;
     RETURN extract(epoch FROM soonest - clock_timestamp())::double precision;
 END;
 $$;
@@ -1524,11 +1519,11 @@ REVOKE ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[])
 GRANT ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) TO ledger_app;
 
 --
--- Name: FUNCTION jobs_next_due(job_types text[]); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION jobs_next_due(job_types text[], lookback_seconds double precision); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.jobs_next_due(job_types text[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.jobs_next_due(job_types text[]) TO ledger_app;
+REVOKE ALL ON FUNCTION public.jobs_next_due(job_types text[], lookback_seconds double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_next_due(job_types text[], lookback_seconds double precision) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_notify_cancelled(); Type: ACL; Schema: public; Owner: -

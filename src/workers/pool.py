@@ -50,6 +50,9 @@ StopReason = Literal["cancelled", "lost", "shutdown"]
 # The soonest the retry clock goes off: a job due now but locked by another claimer
 # is looked at again this much later, not in a tight loop.
 MIN_ALARM_SECONDS = 0.02
+# Added to the time since the claim round began when asking for the next due job: the
+# alarm query's clock (the database's) runs a little after the round's.
+LOOKBACK_MARGIN_SECONDS = 0.05
 # Outcomes of attempts that finish together share a transaction, up to this many.
 MAX_OUTCOMES_PER_TRANSACTION = 500
 # Recording an outcome through an outage: tries 0.1 s, 0.2 s, ... apart, at most this
@@ -274,12 +277,13 @@ class Pool:
         if free <= 0 or self._stopping.is_set():
             return
         seen = self._notified
+        began = time.monotonic()
         claimed = await self._claim(free)
         for state in claimed:
             self._start(state)
         self._backlog = len(claimed) == free or self._notified != seen
         if not self._backlog:
-            await self._set_alarm()
+            await self._set_alarm(time.monotonic() - began)
 
     async def _claim(self, limit: int) -> list[lifecycle.JobState]:
         """Claim up to `limit` due jobs (`claims.claim`); their states after the claim."""
@@ -294,15 +298,18 @@ class Pool:
                 limit=limit,
             )
 
-    async def _set_alarm(self) -> None:
+    async def _set_alarm(self, since_round: float = 0.0) -> None:
         """Set the retry clock for when the earliest runnable job becomes due.
 
-        A job that became due after the claim round read the table sets the alarm
-        to go off almost at once, so it is not left waiting for the slow poll.
+        A job that became due after the claim round (`since_round` seconds ago) read
+        the table sets the alarm to go off almost at once, so it is not left waiting
+        for the slow poll; one a queue's settings held back in the round sets none.
         """
         assert self._db is not None
         async with db.acquire(self._db) as conn:
-            delay: float | None = await conn.fetchval(Q["jobs_next_due"], self._registry.names())
+            delay: float | None = await conn.fetchval(
+                Q["jobs_next_due"], self._registry.names(), since_round + LOOKBACK_MARGIN_SECONDS
+            )
         if delay is not None:
             self.clock.wake_at(
                 self._store.clock() + timedelta(seconds=max(delay, MIN_ALARM_SECONDS))

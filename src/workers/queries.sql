@@ -83,8 +83,9 @@ FROM jobs_claim_next($1, $2::text[]);
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the
 -- retry clock); zero or less when one is due already (it became due after the claim).
--- Due jobs a queue's limit holds back set no alarm (sql/0059): room freed notifies.
-SELECT jobs_next_due($1::text[]);
+-- $2: seconds since the claim round that just ran began. Due jobs a queue's settings
+-- held back in it set no alarm (sql/0059): room freed, or a queue event, notifies.
+SELECT jobs_next_due($1::text[], $2::double precision);
 
 -- name: jobs_running_lost
 -- Of the attempts this worker runs, those it no longer holds (cancelled, expired, ...).

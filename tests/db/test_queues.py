@@ -177,7 +177,7 @@ async def test_the_rate_limit_hands_out_its_burst_then_waits_for_tokens(
     )
     assert len(await _claim(event_store, conn, 10)) == 3
     assert await _claim(event_store, conn, 10) == []
-    delay = await conn.fetchval("SELECT jobs_next_due(ARRAY['noop'])")
+    delay = await conn.fetchval("SELECT jobs_next_due(ARRAY['noop'], 0)")
     assert 3000 < delay <= 3600  # the next token, not the due jobs, sets the alarm
 
 
@@ -187,7 +187,7 @@ async def test_a_queue_at_its_limit_sets_no_alarm_and_a_finishing_job_notifies(
     await _submit(event_store, conn, 3, queue="lim")
     await queues.configure(conn, event_store, "lim", wire.QueueSettings(concurrency=1), actor="a")
     [running] = await _claim(event_store, conn, 10)
-    assert await conn.fetchval("SELECT jobs_next_due(ARRAY['noop'])") is None
+    assert await conn.fetchval("SELECT jobs_next_due(ARRAY['noop'], 0)") is None
     notified: list[str] = []
     await admin_conn.add_listener("ledger_jobs", lambda *args: notified.append(args[2]))
     await _complete(event_store, conn, running)
