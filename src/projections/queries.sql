@@ -361,3 +361,21 @@ SELECT pg_current_xact_id()::text::bigint;
 
 -- name: feed_gate_close
 SELECT pg_advisory_unlock_shared(7164857355);
+
+-- name: queues_all
+-- Every queue with settings (sql/0059): a handful of rows, one per configured queue.
+SELECT *
+FROM queues
+ORDER BY name;
+
+-- name: job_counts_of_queue
+-- One queue's jobs by status, from the counters (sql/0058): its folded row per status
+-- and the deltas not yet folded (a few hundred rows at most), whatever the history.
+SELECT status, sum(n)::bigint AS jobs
+FROM (
+    SELECT status, n FROM job_counts WHERE queue = $1
+    UNION ALL
+    SELECT status, n FROM job_count_deltas WHERE queue = $1
+) AS c
+GROUP BY status
+HAVING sum(n) <> 0;
