@@ -54,12 +54,17 @@ async def get(conn: asyncpg.Connection, name: str) -> wire.QueueOut:
     """One queue (UnknownQueue when it has neither settings nor jobs; InvalidInput when
     `name` cannot name a queue)."""
     name = queues.checked_name(name)
-    state = await queues.current(conn, name)
+    queue = await shown(
+        conn, await queues.current(conn, name) or queues.QueueState(name=name, version=0)
+    )
+    if queue.version == 0 and not any(queue.counts.values()):
+        raise queues.UnknownQueue(name)
+    return queue
+
+
+async def shown(conn: asyncpg.Connection, state: queues.QueueState) -> wire.QueueOut:
+    """`state` (settings just changed) with the queue's counts now."""
     counts = _zero()
-    for row in await conn.fetch(Q["job_counts_of_queue"], name):
+    for row in await conn.fetch(Q["job_counts_of_queue"], state.name):
         counts[row["status"]] = int(row["jobs"])
-    if state is None:
-        if not any(counts.values()):
-            raise queues.UnknownQueue(name)
-        state = queues.QueueState(name=name, version=0)
     return of(state, counts)
