@@ -9,6 +9,7 @@ counters, never the jobs, so the cost does not grow with the ledger.
 from __future__ import annotations
 
 import asyncpg
+import msgspec
 
 from ledger import lifecycle, queues, sqlfile, wire
 
@@ -68,3 +69,46 @@ async def shown(conn: asyncpg.Connection, state: queues.QueueState) -> wire.Queu
     for row in await conn.fetch(Q["job_counts_of_queue"], state.name):
         counts[row["status"]] = int(row["jobs"])
     return of(state, counts)
+
+
+class Held(msgspec.Struct, frozen=True, kw_only=True):
+    """A configured queue now, for /metrics: paused or not, and which of its limits (if
+    any) holds its runnable jobs back."""
+
+    queue: str
+    paused: bool
+    held_by: str | None  # "paused", "concurrency" or "rate_limit" (ledger.metrics.QUEUE_LIMITS)
+    runnable: int  # its pending and retrying jobs, from the counters
+
+
+def held_by(
+    *, paused: bool, concurrency: int | None, running: int, tokens: float | None
+) -> str | None:
+    """The limit that stops the next claim taking the queue's jobs, checked in the claim's
+    order: paused, then its concurrency (full), then its rate limit (less than a token)."""
+    if paused:
+        return "paused"
+    if concurrency is not None and running >= concurrency:
+        return "concurrency"
+    if tokens is not None and tokens < 1:
+        return "rate_limit"
+    return None
+
+
+async def limits_now(conn: asyncpg.Connection) -> list[Held]:
+    """Every configured queue's state for the scrape: a few rows per queue, from the
+    queues projection, the counters and the rate limits' buckets."""
+    return [
+        Held(
+            queue=row["name"],
+            paused=row["paused"],
+            held_by=held_by(
+                paused=row["paused"],
+                concurrency=row["concurrency"],
+                running=int(row["running"]),
+                tokens=row["tokens"],
+            ),
+            runnable=int(row["runnable"]),
+        )
+        for row in await conn.fetch(Q["queues_limits_now"])
+    ]
