@@ -13,12 +13,15 @@ import argparse
 import functools
 import getpass
 import re
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
 from ledger import config, database, db, errors, wire
 from ledger import events as ev
+
+if TYPE_CHECKING:
+    from ledger.queues import QueueState
 
 NONE: Final = "none"
 _RATE: Final = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)([smhd]?)(?::(\d+))?$")
@@ -241,8 +244,8 @@ async def show(settings: config.Settings, *, name: str, as_json: bool) -> int:
     return 0
 
 
-def merged(current: Any, changes: dict[str, Any]) -> wire.QueueSettings:
-    """The queue's settings now (`current`, a QueueState or None) with `changes` applied,
+def merged(current: QueueState | None, changes: dict[str, Any]) -> wire.QueueSettings:
+    """The queue's settings now (`current`; None: never configured) with `changes` applied,
     checked like a PUT body (InvalidInput naming the flag's field)."""
     fields: dict[str, Any] = {}
     if current is not None:
