@@ -865,6 +865,26 @@ END;
 $$;
 
 --
+-- Name: queue_buckets_tokens(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.queue_buckets_tokens() RETURNS TABLE(queue text, tokens double precision)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+SELECT b.queue,
+       least(q.rate_burst::double precision,
+             b.tokens + greatest(0, extract(epoch FROM clock_timestamp() - coalesce(
+                 (SELECT greatest(b.refilled_at, max(j.started_at))
+                  FROM jobs AS j WHERE j.job_id = ANY(b.last_claimed)),
+                 b.refilled_at))) * q.rate_limit / q.rate_period_seconds)
+FROM queue_buckets AS b
+JOIN queues AS q ON q.name = b.queue
+WHERE q.rate_limit IS NOT NULL
+ORDER BY b.queue;
+$$;
+
+--
 -- Name: queue_view_step(public.queues, public.events); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1554,6 +1574,13 @@ GRANT ALL ON FUNCTION public.jobs_notify_runnable() TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.jobs_project_appended() TO ledger_app;
+
+--
+-- Name: FUNCTION queue_buckets_tokens(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.queue_buckets_tokens() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.queue_buckets_tokens() TO ledger_app;
 
 --
 -- Name: FUNCTION queue_view_step(s public.queues, e public.events); Type: ACL; Schema: public; Owner: -

@@ -42,6 +42,8 @@ _TO_A_MINUTE: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 
 RUN_BUCKETS: Final = (*_TO_A_MINUTE, 120, 300, 600)
 WAIT_BUCKETS: Final = (*_TO_A_MINUTE, 300, 900, 3600)
 DEPTH_STATUSES: Final = ("pending", "retrying", "processing")
+# What can hold a queue's due jobs back, as the claim checks it (ledger.queues, sql/0059).
+QUEUE_LIMITS: Final = ("paused", "concurrency", "rate_limit")
 HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -127,6 +129,8 @@ class Metrics:
         self._http_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
         self.queue_depth: Gauge | None = None
+        self.queue_paused: Gauge | None = None
+        self.queue_waiting_on_limit: Gauge | None = None
         self.worker_processes: Gauge | None = None
         self.worker_slots: Gauge | None = None
         self.worker_slots_busy: Gauge | None = None
@@ -143,6 +147,15 @@ class Metrics:
             "queue_depth",
             "Unfinished jobs by queue and status (pending, retrying, processing).",
             ("queue", "status"),
+        )
+        self.queue_paused = self._gauge(
+            "queue_paused", "1 while the queue is paused, else 0 (configured queues).", ("queue",)
+        )
+        self.queue_waiting_on_limit = self._gauge(
+            "queue_jobs_waiting_on_limit",
+            "Runnable (pending, retrying) jobs of a queue that a limit holds back now: the "
+            "queue is paused, at its concurrency limit, or out of rate-limit tokens.",
+            ("queue", "limit"),
         )
         self.worker_processes = self._gauge(
             "worker_processes", "Live worker processes (heartbeat within their lease)."
@@ -176,6 +189,19 @@ class Metrics:
         self.queue_depth.clear()
         for (queue, status), count in depth.items():
             self.queue_depth.labels(queue=queue, status=status).set(count)
+
+    def set_queue_limits(self, rows: Iterable[tuple[str, bool, str | None, int]]) -> None:
+        """Replace the queue-limit gauges with (queue, paused, held by, runnable) rows read
+        just now: each queue gets every kind of QUEUE_LIMITS, zero but the one holding it."""
+        assert self.queue_paused is not None, "add_cluster_gauges() first"
+        assert self.queue_waiting_on_limit is not None
+        self.queue_paused.clear()
+        self.queue_waiting_on_limit.clear()
+        for queue, paused, held_by, runnable in rows:
+            self.queue_paused.labels(queue=queue).set(1 if paused else 0)
+            for kind in QUEUE_LIMITS:
+                waiting = runnable if kind == held_by else 0
+                self.queue_waiting_on_limit.labels(queue=queue, limit=kind).set(waiting)
 
     def set_worker_slots(self, *, processes: int, slots: int, busy: int) -> None:
         assert self.worker_processes is not None, "add_cluster_gauges() first"

@@ -361,3 +361,45 @@ SELECT pg_current_xact_id()::text::bigint;
 
 -- name: feed_gate_close
 SELECT pg_advisory_unlock_shared(7164857355);
+
+-- name: queues_all
+-- Every queue with settings (sql/0059): a handful of rows, one per configured queue.
+SELECT *
+FROM queues
+ORDER BY name;
+
+-- name: job_counts_of_queue
+-- One queue's jobs by status, from the counters (sql/0058): its folded row per status
+-- and the deltas not yet folded (a few hundred rows at most), whatever the history.
+SELECT status, sum(n)::bigint AS jobs
+FROM (
+    SELECT status, n FROM job_counts WHERE queue = $1
+    UNION ALL
+    SELECT status, n FROM job_count_deltas WHERE queue = $1
+) AS c
+GROUP BY status
+HAVING sum(n) <> 0;
+
+-- name: queues_limits_now
+-- Each configured queue's limits beside its runnable (pending, retrying) and running
+-- jobs from the counters and, when rate-limited, its tokens now (sql/0061): what the
+-- /metrics scrape needs to tell which limit holds a queue's jobs back. A few rows per
+-- configured queue, whatever the size of the ledger.
+SELECT q.name, q.paused, q.concurrency, q.rate_limit,
+       coalesce(c.runnable, 0)::bigint AS runnable,
+       coalesce(c.running, 0)::bigint AS running,
+       b.tokens
+FROM queues AS q
+LEFT JOIN (
+    SELECT queue,
+           sum(n) FILTER (WHERE status IN ('pending', 'retrying')) AS runnable,
+           sum(n) FILTER (WHERE status = 'processing') AS running
+    FROM (
+        SELECT queue, status, n FROM job_counts
+        UNION ALL
+        SELECT queue, status, n FROM job_count_deltas
+    ) AS counted
+    GROUP BY queue
+) AS c ON c.queue = q.name
+LEFT JOIN queue_buckets_tokens() AS b ON b.queue = q.name
+ORDER BY q.name;

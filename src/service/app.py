@@ -20,6 +20,7 @@ from service.http import (
     health,
     jobs,
     problems,
+    queues,
     ready,
     security,
 )
@@ -72,7 +73,12 @@ def create_app(
 
     api = Router(
         path="/",
-        route_handlers=[jobs.JobsController, audit.AuditController, dashboard.overview],
+        route_handlers=[
+            jobs.JobsController,
+            queues.QueuesController,
+            audit.AuditController,
+            dashboard.overview,
+        ],
         guards=[security.authenticate],
         security=security.SECURITY,
     )
@@ -116,7 +122,7 @@ def _document_closed_objects(app: Litestar) -> None:
     """Say `additionalProperties: false` for request bodies that refuse unknown fields
     (Litestar's schema generation leaves it out), so clients and fuzzers know."""
     schemas = app.openapi_schema.components.schemas or {}
-    for struct in jobs.CLOSED_REQUESTS:
+    for struct in (*jobs.CLOSED_REQUESTS, *queues.CLOSED_REQUESTS):
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False

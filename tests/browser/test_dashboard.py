@@ -2,8 +2,9 @@
 
 A real HTTP server (uvicorn) and a real worker pool run in this event loop against
 the test's database. The page loads, takes the token, shows a job submitted through
-the API, follows it live (the events stream) to completed, and a cancel click
-reaches the ledger. `LEDGER_SCREENSHOT=docs/dashboard.png` saves the README's
+the API, follows it live (the events stream) to completed, a cancel click
+reaches the ledger, and the queues panel shows a queue's limits, with Pause and
+Resume for an admin. `LEDGER_SCREENSHOT=docs/dashboard.png` saves the README's
 screenshot on the way.
 """
 
@@ -185,6 +186,51 @@ async def test_the_dashboard_follows_a_job_live_and_cancels_one(
             )
             assert recorded is not None
             assert (recorded["type"], recorded["actor"]) == ("job.cancelled.v1", SUBJECT)
+
+            # Queues: limits set through the API appear in the panel live; this token has
+            # no `admin` scope, so no Pause button; an admin's Pause and Resume clicks
+            # reach the ledger, and this page follows them from the events stream.
+            minter = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+            operator = minter.mint("queue-admin", ("admin",), ttl=timedelta(minutes=5))
+            settings = {
+                "concurrency": 2,
+                "rate_limit": {"limit": 30, "period_seconds": 60, "burst": 5},
+                "fairness": "round_robin",
+            }
+            async with httpx.AsyncClient(
+                base_url=service.url, headers={"Authorization": f"Bearer {operator}"}
+            ) as http:
+                configured = await http.put("/api/v1/queues/reports", json=settings)
+            assert configured.status_code == 200, configured.text
+            reports = 'tr[data-queue-name="reports"]'
+            for testid, text in (
+                ("queue-concurrency", "2"),
+                ("queue-rate", "30 per 60s (burst 5)"),
+                ("queue-fairness", "round_robin"),
+            ):
+                await page.wait_for_selector(
+                    f'{reports} [data-testid="{testid}"] >> text="{text}"', timeout=WAIT_MS
+                )
+            assert await page.locator(f"{reports} button").count() == 0
+
+            admin = await browser.new_page()
+            await admin.goto(f"{service.url}/ui")
+            await admin.fill("#token", operator)
+            await admin.click("#login-form button[type=submit]")
+            await admin.click(f'{reports} [data-testid="queue-pause"]', timeout=WAIT_MS)
+            await admin.wait_for_selector(f'{reports}[data-paused="true"]', timeout=WAIT_MS)
+            await page.wait_for_selector(f'{reports}[data-paused="true"]', timeout=WAIT_MS)
+            paused = await conn.fetchrow(
+                "SELECT type, actor FROM events WHERE type LIKE 'queue.%' "
+                "ORDER BY position DESC LIMIT 1"
+            )
+            assert paused is not None
+            assert (paused["type"], paused["actor"]) == ("queue.paused.v1", "queue-admin")
+            await admin.click(f'{reports} [data-testid="queue-resume"]', timeout=WAIT_MS)
+            await admin.wait_for_selector(f'{reports}[data-paused="false"]', timeout=WAIT_MS)
+            await page.wait_for_selector(f'{reports}[data-paused="false"]', timeout=WAIT_MS)
+            assert await admin.text_content('[data-testid="queue-action-result"]') == ""
+            await admin.close()
 
             # A read-only token: no Cancel or Retry, and without audit:read no events
             # stream, so the page falls back to polling.

@@ -40,6 +40,21 @@ def test_submit_then_get_answers_the_job(ledger: client.Client) -> None:
     assert ledger.get(str(submitted.job_id), as_of=submitted.created_at) == submitted
 
 
+def test_a_concurrency_key_is_submitted_and_read_back(ledger: client.Client) -> None:
+    keyed = ledger.submit("test.noop", {"n": 1}, delay_seconds=3600, concurrency_key="acme")
+    [many] = ledger.submit_many(
+        [
+            client.Submission(
+                job_type="test.noop", payload={}, delay_seconds=3600, concurrency_key="globex"
+            )
+        ]
+    )
+
+    assert (keyed.concurrency_key, many.concurrency_key) == ("acme", "globex")
+    assert ledger.get(keyed.job_id).concurrency_key == "acme"
+    assert ledger.submit("test.noop", {}, delay_seconds=3600).concurrency_key is None
+
+
 def test_a_resubmission_with_the_same_idempotency_key_answers_the_first_job(
     ledger: client.Client,
 ) -> None:

@@ -30,9 +30,9 @@ CHECKS = [
     openapi_checks.response_schema_conformance,
 ]
 EXAMPLES_PER_OPERATION = 30
-# The operations of the jobs API and /health. The audit routes (their own tag) are
+# The operations of the jobs and queues APIs and /health. The audit routes (their own tag) are
 # another surface, with a live SSE stream that a fuzzer would wait on forever.
-FUZZED_TAGS = frozenset({"jobs", "health", "audit"})
+FUZZED_TAGS = frozenset({"jobs", "health", "audit", "queues"})
 # A live stream never ends: a fuzzer would wait on it forever (tested in test_audit_api).
 UNFUZZED_PATHS = frozenset({"/api/v1/events/stream"})
 
@@ -148,6 +148,9 @@ def test_the_api_conforms_to_its_own_openapi_document(
             "GET /api/v1/jobs/{job_id}",
             "POST /api/v1/jobs/{job_id}/cancel",
             "POST /api/v1/jobs/{job_id}/retry",
+            "GET /api/v1/queues",
+            "PUT /api/v1/queues/{name}",
+            "POST /api/v1/queues/{name}/pause",
             "GET /health",
         }
 

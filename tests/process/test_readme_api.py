@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import sys
 from asyncio.subprocess import PIPE
@@ -67,3 +68,77 @@ async def test_the_readme_submit_and_status_examples_work_as_written(
     assert submitted["status"] == "pending" and submitted["type"] == "image_resize"
     assert status["job_id"] == submitted["job_id"]
     assert await conn.fetchval("SELECT actor FROM events") == "alice"
+
+
+QUEUES_START = "<!-- readme-queues-example: start -->"
+QUEUES_END = "<!-- readme-queues-example: end -->"
+
+
+def readme_block(start: str, end: str, fence: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(start) :]
+    if end:
+        block = block[: block.index(end)]
+    return block.split(f"```{fence}\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.slow
+async def test_the_readme_queues_example_works_as_written(
+    api: services.Running, dbs: Databases, tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    port = api.port
+    env = services.environment(
+        tmp_path, port, DATABASE_URL=dbs.app, MIGRATE_DATABASE_URL=dbs.admin, JWT_SECRET=SECRET
+    )
+    await eventually(api.answers, within=60)
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    script = readme_block(QUEUES_START, QUEUES_END, "bash").replace(
+        "localhost:8080", f"localhost:{port}"
+    )
+
+    ran = await asyncio.create_subprocess_exec(
+        "bash", "-e", "-c", script, cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(ran.communicate(), timeout=120)
+
+    assert ran.returncode == 0, stderr.decode()
+    printed = stdout.decode()
+    decoder = json.JSONDecoder()
+    answers, end = [], 0
+    for _ in range(5):  # PUT, the job, pause, resume, GET: curl prints them back to back
+        value, end = decoder.raw_decode(printed, end)
+        answers.append(value)
+    configured, job, paused, resumed, shown = answers
+    assert (configured["version"], configured["rate_limit"]["burst"]) == (1, 10)
+    assert (job["queue"], job["concurrency_key"]) == ("mail", "customer-42")
+    assert (paused["paused"], resumed["paused"]) == (True, False)
+    # The answer the README shows, but for its time.
+    documented = json.loads(
+        readme_block(QUEUES_END, "", "json").replace('"…"', f'"{shown["updated_at"]}"')
+    )
+    assert shown == documented
+    # The table `ledger queues list` printed is the README's.
+    table = readme_block("`ledger queues list` prints:", "", "").strip().splitlines()
+    listed = printed[end:].splitlines()
+    at = listed.index(next(line for line in listed if line.startswith("QUEUE ")))
+    assert listed[at : at + 2] == table
+
+    rows = await conn.fetch(
+        "SELECT type, actor, data FROM events WHERE type LIKE 'queue.%' ORDER BY position"
+    )
+    cli = f"cli:{getpass.getuser()}"
+    assert [(r["type"], r["actor"]) for r in rows] == [
+        ("queue.configured.v1", "ops"),
+        ("queue.paused.v1", "ops"),
+        ("queue.resumed.v1", "ops"),
+        ("queue.configured.v1", cli),
+        ("queue.paused.v1", cli),
+        ("queue.resumed.v1", cli),
+    ]
+    assert json.loads(rows[1]["data"])["reason"] == "mail provider outage"
+    final = json.loads(rows[3]["data"])
+    assert (final["concurrency"], final["rate_limit"], final["per_key_concurrency"]) == (
+        10,
+        None,
+        2,
+    )

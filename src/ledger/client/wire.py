@@ -31,3 +31,4 @@ class SubmitOptions(TypedDict):
     timeout_seconds: NotRequired[float]
     backoff_base_seconds: NotRequired[float]
     backoff_cap_seconds: NotRequired[float]
+    concurrency_key: NotRequired[str]  # the group for per-key limits and round-robin

@@ -1,6 +1,6 @@
 """GET /metrics (Prometheus text format) and the middleware that measures every HTTP request.
 
-The scrape reads queue depth and worker slots from the database first (they are the
+The scrape reads queue depth, the queues' limits and worker slots from the database first (they are the
 whole service's figures, so only the API exposes them); if the database does not
 answer, the scrape still succeeds, with `ledger_database_reachable` 0 and those
 gauges as last read. Requests are labelled by route *template*
@@ -19,6 +19,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from ledger import db, metrics, sqlfile
+from projections import queues as queue_view
 from service.http.services import Services
 from workers import leases
 
@@ -36,12 +37,14 @@ async def refresh(services: Services, registry: metrics.Metrics) -> bool:
     try:
         async with services.connection(wait_seconds=2) as conn:
             rows = await conn.fetch(Q["job_counts_unfinished"])
+            held = await queue_view.limits_now(conn)
             usage = await leases.slot_usage(conn)
     except db.UNREACHABLE as exc:
         log.warning("metrics: database unreachable: %s", exc)
         registry.set_database_reachable(False)
         return False
     registry.set_queue_depth((r["queue"], r["status"], int(r["jobs"])) for r in rows)
+    registry.set_queue_limits((h.queue, h.paused, h.held_by, h.runnable) for h in held)
     registry.set_worker_slots(processes=usage.processes, slots=usage.slots, busy=usage.busy)
     registry.set_database_reachable(True)
     return True

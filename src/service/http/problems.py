@@ -20,7 +20,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from audit import checkpoints, tree
-from ledger import db, errors, wire
+from ledger import db, errors, queues, wire
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.Unauthorized: Rule(401, "unauthorized"),
     errors.Forbidden: Rule(403, "forbidden"),
     errors.UnknownJob: Rule(404, "unknown-job"),
+    queues.UnknownQueue: Rule(404, "unknown-queue"),
     errors.VersionConflict: Rule(409, "version-conflict"),
     errors.InvalidTransition: Rule(409, "invalid-transition"),
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
@@ -204,7 +205,7 @@ _DESCRIPTIONS: Final = {
     400: "Bad request: a malformed parameter, cursor or body",
     401: "Missing or invalid bearer token (see WWW-Authenticate)",
     403: "The token lacks the scope this operation needs",
-    404: "No such job",
+    404: "No such job (or queue, under /api/v1/queues)",
     409: "Conflict with the job's current state or with an earlier request",
     413: "The request body is larger than the configured limit",
     415: "The request has a body that is not declared JSON (`Content-Type: application/json`)",

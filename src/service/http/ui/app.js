@@ -15,6 +15,9 @@ const ENDPOINTS = {
   cancel: (id) => `${API}/jobs/${id}/cancel`,
   retry: (id) => `${API}/jobs/${id}/retry`,
   stream: (query) => `${API}/events/stream?${query}`,
+  queues: () => `${API}/queues`,
+  pause: (name) => `${API}/queues/${encodeURIComponent(name)}/pause`,
+  resume: (name) => `${API}/queues/${encodeURIComponent(name)}/resume`,
 };
 const TOKEN_KEY = "job-ledger.token";
 const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled"];
@@ -179,6 +182,58 @@ function drawChart(minutes) {
   }
 }
 
+// -- queues: limits, state, pause and resume --------------------------------------------------
+
+function rateText(rate) {
+  if (!rate) return "\u2013";
+  return `${rate.limit} per ${rate.period_seconds}s (burst ${rate.burst})`;
+}
+
+function limitText(value) {
+  return value === null || value === undefined ? "\u2013" : String(value);
+}
+
+function queueRow(queue) {
+  const mode = queue.paused ? "paused" : "active";
+  const cells = [
+    el("td", {}, queue.name),
+    el("td", { "data-testid": "queue-state" }, el("span", { class: `qstate ${mode}` }, mode)),
+    el("td", { "data-testid": "queue-concurrency" }, limitText(queue.concurrency)),
+    el("td", { "data-testid": "queue-rate" }, rateText(queue.rate_limit)),
+    el("td", { "data-testid": "queue-per-key" }, limitText(queue.per_key_concurrency)),
+    el("td", { "data-testid": "queue-fairness" }, queue.fairness),
+    el("td", { "data-testid": "queue-pending" }, queue.counts.pending ?? 0),
+    el("td", { "data-testid": "queue-running" }, queue.running),
+    el("td", { class: "muted" }, queue.updated_by ? `v${queue.version} by ${queue.updated_by}` : "never configured"),
+  ];
+  const action = el("td", {});
+  if (state.scopes.has("admin")) {
+    const kind = queue.paused ? "resume" : "pause";
+    const button = el("button", { type: "button", "data-testid": `queue-${kind}` }, queue.paused ? "Resume" : "Pause");
+    button.addEventListener("click", () => actOnQueue(kind, queue.name, button));
+    action.append(button);
+  }
+  return el("tr", { "data-queue-name": queue.name, "data-paused": String(queue.paused) }, ...cells, action);
+}
+
+async function loadQueues() {
+  const listed = await api(ENDPOINTS.queues());
+  $("queue-rows").replaceChildren(...listed.queues.map(queueRow));
+  if (!listed.queues.length) $("queue-rows").append(el("tr", {}, el("td", { colSpan: 10 }, "No queues yet.")));
+}
+
+async function actOnQueue(kind, name, button) {
+  button.disabled = true;
+  $("queue-action-result").textContent = "";
+  try {
+    await api(ENDPOINTS[kind](name), { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    await loadQueues();
+  } catch (error) {
+    $("queue-action-result").textContent = `${kind} ${name} refused: ${error.message}`;
+    button.disabled = false;
+  }
+}
+
 // -- the job list --------------------------------------------------------------------------
 
 function jobQuery(cursor) {
@@ -331,6 +386,7 @@ function poll() {
   state.polling = setInterval(() => {
     if (!state.token) return clearInterval(state.polling);
     loadStats().catch(() => {});
+    loadQueues().catch(() => {});
     loadJobs().catch(() => {});
     if (state.selected) renderDetail(state.selected).catch(() => {});
   }, 5000);
@@ -338,11 +394,13 @@ function poll() {
 
 const refreshStats = debounce(() => loadStats().catch(() => {}), 500);
 const refreshList = debounce(() => loadJobs().catch(() => {}), 300);
+const refreshQueues = debounce(() => loadQueues().catch(() => {}), 500);
 
 function onEvent(event) {
   const jobId = event.job_id;
   refreshStats();
-  if (!jobId) return;
+  refreshQueues();
+  if (!jobId || String(event.type).startsWith("queue.")) return;
   if (state.rows.has(jobId)) refreshJob(jobId).catch(() => {});
   else if (state.page === 0 && String(event.type).startsWith("job.submitted")) refreshList();
   if (state.selected === jobId) renderDetail(jobId).catch(() => {});
@@ -414,7 +472,7 @@ async function start() {
   $("sign-out").hidden = false;
   $("who").textContent = `${state.subject} \u00b7 ${[...state.scopes].join(" ")}`;
   try {
-    await Promise.all([loadStats(), loadJobs()]);
+    await Promise.all([loadStats(), loadQueues(), loadJobs()]);
   } catch (error) {
     if (error.status !== 401) $("login-error").textContent = error.message;
     return;
