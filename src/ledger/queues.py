@@ -148,8 +148,9 @@ async def configure(
     fields = configured(settings)
 
     def unchanged(state: QueueState) -> bool:
+        # A queue never configured records its first settings, even the defaults.
         wanted = tuple(fields[f] for f in ("concurrency", "rate_limit", "per_key_concurrency"))
-        return state.settings == (*wanted, fields["fairness"])
+        return state.version > 0 and state.settings == (*wanted, fields["fairness"])
 
     return await _change(conn, event_store, name, actor, ev.QueueConfigured, fields, unchanged)
 

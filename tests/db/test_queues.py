@@ -207,3 +207,11 @@ async def test_rebuilding_the_projections_gives_back_the_queues(
     await rebuild.rebuild(admin_conn)
     assert await admin_conn.fetch("SELECT * FROM queues ORDER BY name") == before
     assert await rebuild.verify(admin_conn) == []
+
+
+async def test_a_first_configure_with_the_defaults_is_recorded(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    state = await queues.configure(conn, event_store, "plain", wire.QueueSettings(), actor="a")
+    assert state.version == 1
+    assert await queues.current(conn, "plain") == state
