@@ -53,10 +53,17 @@ class RoundRobin(msgspec.Struct, kw_only=True):
 
 
 async def round_robin(
-    c: cluster.Cluster, *, backlog: int, jobs: int, gap: float, slots: int, logs: Path
+    c: cluster.Cluster,
+    *,
+    backlog: int,
+    jobs: int,
+    gap: float,
+    slots: int,
+    logs: Path,
+    per_key: int | None = None,
 ) -> RoundRobin:
     await c.reset_jobs()
-    await _configure(c, wire.QueueSettings(fairness="round_robin"))
+    await _configure(c, wire.QueueSettings(fairness="round_robin", per_key_concurrency=per_key))
     async with db.connect(c.app_dsn) as conn:
         for start in range(0, backlog, 1000):
             items = [

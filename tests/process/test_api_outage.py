@@ -30,6 +30,7 @@ SUBMISSION: Final = {"type": "test.noop", "payload": {"n": 1}}
 BODIES: Final[dict[tuple[str, str], Any]] = {
     ("POST", "/api/v1/jobs"): SUBMISSION,
     ("POST", "/api/v1/jobs/batch"): {"jobs": [SUBMISSION, SUBMISSION]},
+    ("PUT", "/api/v1/queues/{name:str}"): {"concurrency": 1},
 }
 # The query each route needs to get past validation (likewise).
 QUERIES: Final[dict[tuple[str, str], str]] = {
