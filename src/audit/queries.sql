@@ -223,3 +223,20 @@ SET LOCAL enable_sort = off;
 
 -- name: tree_scan_default
 SET LOCAL enable_sort TO DEFAULT;
+
+-- name: tree_head_get
+-- A key's integrated tree head (the stored tree's edge between checkpoints).
+SELECT key_id, tree_size, txid, position, frontier, signature
+FROM audit_tree_heads
+WHERE key_id = $1;
+
+-- name: tree_head_put
+INSERT INTO audit_tree_heads (key_id, tree_size, txid, position, frontier, signature)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (key_id) DO UPDATE
+SET tree_size = excluded.tree_size,
+    txid = excluded.txid,
+    position = excluded.position,
+    frontier = excluded.frontier,
+    signature = excluded.signature,
+    integrated_at = now();
