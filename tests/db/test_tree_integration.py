@@ -172,3 +172,28 @@ async def test_scheduled_integration_moves_the_head_without_signing_checkpoints(
     assert current is not None
     assert current.tree_size == 12
     assert await conn.fetchval("SELECT count(*) FROM audit_checkpoints") == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "args"),
+    [
+        ("events_feed_hashes_from", "('{t}', {p}, 64)"),
+        ("events_feed_scan", "('{t}', {p})"),
+        ("events_feed_scan_range", "('{t}', {p}, '{t}', {q})"),
+    ],
+)
+async def test_proofs_and_the_audit_walk_read_the_feed_after_a_key_from_its_index(
+    admin_conn: asyncpg.Connection, query: str, args: str
+) -> None:
+    await ledgers.bulk_events(admin_conn, 2000)
+    await admin_conn.execute("ANALYZE events")
+    near_end = await admin_conn.fetchrow(  # a cursor a few events from the end, as is usual
+        "SELECT txid::text AS t, position AS p FROM events ORDER BY txid, position OFFSET 1990"
+    )
+    await admin_conn.execute(f"PREPARE feed_plan AS {tree.Q[query].rstrip().rstrip(';')}")
+    bound = args.format(t=near_end["t"], p=near_end["p"], q=near_end["p"] + 5)
+    plan = "\n".join(r[0] for r in await admin_conn.fetch(f"EXPLAIN EXECUTE feed_plan{bound}"))
+    await admin_conn.execute("DEALLOCATE feed_plan")
+
+    assert "Index Scan using events_txid_position_idx" in plan, plan
+    assert "Sort" not in plan, plan
