@@ -6,6 +6,12 @@ the benchmark's own scratch cluster, takes a checkpoint of a small base, appends
 tree's bytes an event), then appends `--since` more and times a verification that
 starts from that checkpoint (`checkpoints.verify(since=…)`, what `ledger audit
 verify` does when it resumes).
+
+Then the same with integration (`checkpoints.integrate`, what the scheduler runs every
+AUDIT_INTEGRATE_INTERVAL_SECONDS): `--events` more appended 50 000 at a time, each
+followed by an integration (their total and largest time: the work moved off the
+checkpoint, not removed), then `--residue` more that arrive after the last
+integration, and the checkpoint that signs all of them, timed.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ async def _append(admin: asyncpg.Connection, events: int) -> None:
         events -= n
 
 
-async def measure(events: int, since: int) -> None:
+async def measure(events: int, since: int, residue: int) -> None:
     signer = signing.load_or_create(Path(tempfile.mkdtemp()) / "bench.pem")
     async with cluster.durable_cluster() as c:
         async with db.connect(c.admin_dsn) as admin, db.connect(c.app_dsn) as conn:
@@ -75,14 +81,54 @@ async def measure(events: int, since: int) -> None:
             took = time.perf_counter() - started
             assert report.ok, report.findings
             print(f"incremental verify of {report.events} events since it: {took:.2f} s")
+            await _integrated(c, admin, conn, signer, events, residue)
+
+
+async def _integrated(
+    c: cluster.Cluster,
+    admin: asyncpg.Connection,
+    conn: asyncpg.Connection,
+    signer: signing.Signer,
+    events: int,
+    residue: int,
+) -> None:
+    """`events` more, integrated 50 000 at a time; `residue` more; the checkpoint, timed."""
+    integrations: list[float] = []
+    for _ in range(0, events, 50_000):
+        await _append(admin, min(50_000, events - 50_000 * len(integrations)))
+        started = time.perf_counter()
+        await checkpoints.integrate(conn, signer)
+        integrations.append(time.perf_counter() - started)
+    await _append(admin, residue)
+    await c.checkpoint()
+    started = time.perf_counter()
+    cp, created = await checkpoints.create(conn, signer)
+    took = time.perf_counter() - started
+    assert created and cp is not None
+    print(
+        f"integrating {events} events, 50000 at a time: {sum(integrations):.2f} s in all, "
+        f"{max(integrations):.2f} s the longest"
+    )
+    print(
+        f"checkpoint of {events + residue} new events after integration "
+        f"({residue} after the last): {took:.3f} s"
+    )
+    report = await checkpoints.verify(conn, signer, since=cp)
+    assert report.ok, report.findings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--since", type=int, default=10_000)
+    parser.add_argument(
+        "--residue",
+        type=int,
+        default=25_000,
+        help="events appended after the last integration (about one interval's worth)",
+    )
     args = parser.parse_args()
-    asyncio.run(measure(args.events, args.since))
+    asyncio.run(measure(args.events, args.since, args.residue))
 
 
 if __name__ == "__main__":

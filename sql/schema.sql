@@ -1024,6 +1024,22 @@ ALTER TABLE public.audit_checkpoints ALTER COLUMN checkpoint_id ADD GENERATED AL
 );
 
 --
+-- Name: audit_tree_heads; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.audit_tree_heads (
+    key_id text NOT NULL,
+    tree_size bigint NOT NULL,
+    txid bigint NOT NULL,
+    "position" bigint NOT NULL,
+    frontier bytea NOT NULL,
+    signature bytea NOT NULL,
+    integrated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT audit_tree_heads_frontier_check CHECK (((octet_length(frontier) % 32) = 0)),
+    CONSTRAINT audit_tree_heads_tree_size_check CHECK ((tree_size >= 0))
+);
+
+--
 -- Name: audit_tree_marks; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1177,6 +1193,13 @@ CREATE TABLE public.worker_processes (
 
 ALTER TABLE ONLY public.audit_checkpoints
     ADD CONSTRAINT audit_checkpoints_pkey PRIMARY KEY (checkpoint_id);
+
+--
+-- Name: audit_tree_heads audit_tree_heads_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.audit_tree_heads
+    ADD CONSTRAINT audit_tree_heads_pkey PRIMARY KEY (key_id);
 
 --
 -- Name: audit_tree_marks audit_tree_marks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1617,6 +1640,12 @@ GRANT SELECT,INSERT ON TABLE public.audit_checkpoints TO ledger_app;
 --
 
 GRANT SELECT,USAGE ON SEQUENCE public.audit_checkpoints_checkpoint_id_seq TO ledger_app;
+
+--
+-- Name: TABLE audit_tree_heads; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.audit_tree_heads TO ledger_app;
 
 --
 -- Name: TABLE audit_tree_marks; Type: ACL; Schema: public; Owner: -

@@ -44,6 +44,7 @@ def environment(tmp_path: Path, port: int, **settings: str) -> dict[str, str]:
         "SERVER_PORT": str(port),
         "SERVER_HOST": "127.0.0.1",
         "AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0",
+        "AUDIT_INTEGRATE_INTERVAL_SECONDS": "0",
         "LEDGER_DATA_DIR": str(tmp_path),
         "LOG_FORMAT": "json",
     }

@@ -10,6 +10,12 @@ invariant 5). Holding one checkpoint, an auditor detects any later edit, deletio
 reordering or truncation of the events up to its cursor, and a consistency proof
 shows any later checkpoint extends it.
 
+Between checkpoints the scheduler integrates the feed into the stored tree every
+few seconds (`integrate`, as a Certificate Transparency log's sequencer does) and
+keeps a signed head of it (`head`); a checkpoint then starts from that head, once
+its signature verifies and the stored tree proves it consistent with the newest
+signed checkpoint, and folds only the events after it.
+
 Checkpoints of the older kind (a running digest and a 68-byte-an-event witness,
 before migration 0057) keep verifying as they did; the first checkpoint after them
 builds the tree from the first event of the feed, once.
@@ -29,7 +35,7 @@ import asyncpg
 import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
-from audit import merkle, note, proof, signing, tree
+from audit import head, merkle, note, proof, signing, tree
 from ledger import db, errors, sqlfile
 from projections import feed
 
@@ -144,40 +150,29 @@ async def create(
     With nothing new since the newest checkpoint, returns that one and False (None
     when the feed is empty). Raises CheckpointError when the newest checkpoint made
     with this key does not verify (or its frontier does not fold to its signed
-    root): extending it would sign over a forged base.
+    root): extending it would sign over a forged base. Starts from the integrated
+    tree head when it is past that checkpoint and checks out (`integrate`), so only
+    the events after the head are folded here.
     """
     await conn.execute(Q["checkpoints_lock"])
     try:
         async with conn.transaction(isolation="repeatable_read"):
-            row = await conn.fetchrow(Q["checkpoints_latest"], signer.key_id)
-            base = from_row(row) if row is not None else None
-            if base is not None and not signer.verify(base.signature, base.message()):
-                raise CheckpointError(
-                    f"{base.name()} does not verify with key {signer.key_id}: the checkpoint "
-                    "table was altered; run `ledger audit verify`"
-                )
-            grown = base.tree() if base is not None else merkle.Frontier()
-            if base is not None and base.is_merkle and grown is None:
-                raise CheckpointError(
-                    f"{base.name()}'s stored frontier does not fold to its signed root: the "
-                    "checkpoint table was altered; run `ledger audit verify`"
-                )
-            if base is None or grown is None:  # none yet, or the older kind: from leaf 0
-                base, grown = None, merkle.Frontier()
-            start = base.key if base else proof.START_KEY
+            base, grown, start = await _fold_start(conn, signer)
+            folded_from = grown.size
             key = await tree.grow(conn, grown, start)
-            if key == start:
+            if grown.size == (base.event_count if base else 0):
                 return (base or await _latest(conn, signer)), False
             root = grown.root()
             signature = signer.sign(note.body(note.origin(signer.key_id), grown.size, root))
+            base_start = base.key if base else proof.START_KEY
             inserted = await conn.fetchrow(
                 Q["checkpoints_insert"],
                 key[0],
                 key[1],
                 grown.size,
                 root,
-                start[0],
-                start[1],
+                base_start[0],
+                base_start[1],
                 base.event_count if base else 0,
                 base.digest if base else merkle.EMPTY_ROOT,
                 grown.encode(),
@@ -188,8 +183,97 @@ async def create(
         await conn.execute(Q["checkpoints_unlock"])
     assert inserted is not None
     checkpoint = from_row(inserted)
-    log.info("audit checkpoint %s", checkpoint.name())
+    log.info(
+        "audit checkpoint %s (folded %d events after leaf %d)",
+        checkpoint.name(),
+        grown.size - folded_from,
+        folded_from,
+    )
     return checkpoint, True
+
+
+async def integrate(conn: asyncpg.Connection, signer: signing.Signer) -> head.Head | None:
+    """Fold the events since the newest checkpoint or integrated head into the stored tree
+    and move the head there; the new head (None: nothing new to fold).
+
+    What a checkpoint would do, without signing one: run every few seconds
+    (`scheduled`), it leaves a checkpoint only the events of the last few seconds to
+    fold. Same lock, same snapshot rule (only events below the xmin), same checks of
+    where it starts (CheckpointError as `create`).
+    """
+    await conn.execute(Q["checkpoints_lock"])
+    try:
+        async with conn.transaction(isolation="repeatable_read"):
+            _, grown, start = await _fold_start(conn, signer)
+            key = await tree.grow(conn, grown, start)
+            return None if key == start else await head.put(conn, signer, grown, key)
+    finally:
+        await conn.execute(Q["checkpoints_unlock"])
+
+
+async def _fold_start(
+    conn: asyncpg.Connection, signer: signing.Signer
+) -> tuple[proof.Checkpoint | None, merkle.Frontier, proof.Key]:
+    """The newest checkpoint made with the key (verified), and the tree to fold the next
+    events into with the feed key it ends at: that checkpoint's frontier, or the
+    integrated head's when the head is past it and checks out."""
+    row = await conn.fetchrow(Q["checkpoints_latest"], signer.key_id)
+    base = from_row(row) if row is not None else None
+    if base is not None and not signer.verify(base.signature, base.message()):
+        raise CheckpointError(
+            f"{base.name()} does not verify with key {signer.key_id}: the checkpoint "
+            "table was altered; run `ledger audit verify`"
+        )
+    grown = base.tree() if base is not None else merkle.Frontier()
+    if base is not None and base.is_merkle and grown is None:
+        raise CheckpointError(
+            f"{base.name()}'s stored frontier does not fold to its signed root: the "
+            "checkpoint table was altered; run `ledger audit verify`"
+        )
+    if base is None or grown is None:  # none yet, or the older kind: from leaf 0
+        base, grown, start = None, merkle.Frontier(), proof.START_KEY
+    else:
+        start = base.key
+    current = await head.get(conn, signer.key_id)
+    if current is not None and current.tree_size > grown.size:
+        trusted = await _trusted_head(conn, signer, current, base)
+        if trusted is not None:
+            return base, trusted, current.key
+    return base, grown, start
+
+
+async def _trusted_head(
+    conn: asyncpg.Connection,
+    signer: signing.Signer,
+    current: head.Head,
+    base: proof.Checkpoint | None,
+) -> merkle.Frontier | None:
+    """The head's tree if its signature verifies and the stored tree proves it consistent
+    with `base` (the newest signed checkpoint); None, logged, when not: the caller folds
+    from `base` instead, trusting the head no more than the signed rows."""
+    grown = current.tree()
+    problem = None
+    if not signer.verify(current.signature, current.message()) or grown is None:
+        problem = f"its signature does not verify with key {signer.key_id}"
+    elif base is not None:
+        try:
+            path = await tree.stored_consistency(conn, base.event_count, grown.size)
+        except tree.TreeError as exc:
+            problem = f"the stored tree cannot prove it extends {base.name()}: {exc}"
+        else:
+            if not merkle.verify_consistency(
+                base.event_count, grown.size, base.digest, grown.root(), path
+            ):
+                problem = f"the stored tree does not prove it extends {base.name()}"
+    if problem is None:
+        return grown
+    log.warning(
+        "the integrated tree head at %d events is not used (%s): the audit tables were "
+        "altered; folding from the newest signed checkpoint; run `ledger audit verify`",
+        current.tree_size,
+        problem,
+    )
+    return None
 
 
 async def _latest(conn: asyncpg.Connection, signer: signing.Signer) -> proof.Checkpoint | None:
@@ -326,14 +410,15 @@ async def _consistency(
 
 @asynccontextmanager
 async def scheduled(
-    dsn: str, signer: signing.Signer, interval_seconds: float
+    dsn: str, signer: signing.Signer, interval_seconds: float, integrate_seconds: float = 0
 ) -> AsyncIterator[AsyncIOScheduler | None]:
-    """Take a checkpoint now and then every `interval_seconds` while the block runs (0: never).
+    """Take a checkpoint now and then every `interval_seconds` while the block runs (0: never),
+    and fold new events into the stored tree every `integrate_seconds` (`integrate`; 0: never).
 
-    Any number of processes may run this: checkpoints serialise on an advisory lock
-    and one with nothing new is skipped.
+    Any number of processes may run this: checkpoints and integrations serialise on an
+    advisory lock, and one with nothing new is skipped.
     """
-    if interval_seconds <= 0:
+    if interval_seconds <= 0 and integrate_seconds <= 0:
         yield None
         return
     pool = await db.create_pool(dsn, min_size=1, max_size=1, name="job-ledger-checkpoints")
@@ -342,19 +427,39 @@ async def scheduled(
         async with db.acquire(pool) as conn:
             await create(conn, signer)
 
+    async def fold() -> None:
+        async with db.acquire(pool) as conn:
+            await integrate(conn, signer)
+
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(
-        take,
-        "interval",
-        seconds=interval_seconds,
-        id="audit-checkpoint",
-        name="audit checkpoint",
-        max_instances=1,
-        coalesce=True,
-        next_run_time=datetime.now(UTC),
-    )
+    if interval_seconds > 0:
+        scheduler.add_job(
+            take,
+            "interval",
+            seconds=interval_seconds,
+            id="audit-checkpoint",
+            name="audit checkpoint",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),
+        )
+    if integrate_seconds > 0:
+        scheduler.add_job(
+            fold,
+            "interval",
+            seconds=integrate_seconds,
+            id="audit-integrate",
+            name="audit tree integration",
+            max_instances=1,
+            coalesce=True,
+        )
     scheduler.start()
-    log.info("audit checkpoints every %ss, signed by key %s", interval_seconds, signer.key_id)
+    log.info(
+        "audit checkpoints every %ss, the tree integrated every %ss, signed by key %s",
+        interval_seconds,
+        integrate_seconds,
+        signer.key_id,
+    )
     try:
         yield scheduler
     finally:

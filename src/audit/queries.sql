@@ -12,22 +12,24 @@ ORDER BY version;
 
 -- name: events_feed_scan
 -- Every event after a cursor and below the snapshot's xmin, in feed order, with the
--- exact jsonb text its hash covers: for checkpoint digests and the audit walk.
-SELECT txid::text::bigint AS txid, position, job_id, version, type, actor, occurred_at,
-       data::text AS data, prev_hash, hash
-FROM events
-WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, position;
+-- exact jsonb text its hash covers: for checkpoint digests and the audit walk. (Ordered by
+-- the table's columns, e.txid: a bare txid is the bigint output column, which no index
+-- has, so each call would sort every event after the key.)
+SELECT e.txid::text::bigint AS txid, e.position, e.job_id, e.version, e.type, e.actor,
+       e.occurred_at, e.data::text AS data, e.prev_hash, e.hash
+FROM events e
+WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+  AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY e.txid, e.position;
 
 -- name: events_feed_scan_range
 -- The events in (after, upto] in feed order, with the exact jsonb text: bundle export.
-SELECT txid::text::bigint AS txid, position, job_id, version, type, actor, occurred_at,
-       data::text AS data, prev_hash, hash
-FROM events
-WHERE (txid, position) > ($1::text::xid8, $2::bigint)
-  AND (txid, position) <= ($3::text::xid8, $4::bigint)
-ORDER BY txid, position;
+SELECT e.txid::text::bigint AS txid, e.position, e.job_id, e.version, e.type, e.actor,
+       e.occurred_at, e.data::text AS data, e.prev_hash, e.hash
+FROM events e
+WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+  AND (e.txid, e.position) <= ($3::text::xid8, $4::bigint)
+ORDER BY e.txid, e.position;
 
 -- name: checkpoints_lock
 -- One checkpoint writer at a time across processes (session lock, taken before the snapshot).
@@ -153,11 +155,12 @@ ORDER BY txid DESC, position DESC
 LIMIT 1;
 
 -- name: events_feed_hashes_from
--- Up to $3 events from a feed key on, in feed order: one chunk's leaves.
-SELECT txid::text::bigint AS txid, position, hash
-FROM events
-WHERE (txid, position) >= ($1::text::xid8, $2::bigint)
-ORDER BY txid, position
+-- Up to $3 events from a feed key on, in feed order: one chunk's leaves (read from the
+-- feed index: ordered by e.txid, not by the bigint output column).
+SELECT e.txid::text::bigint AS txid, e.position, e.hash
+FROM events e
+WHERE (e.txid, e.position) >= ($1::text::xid8, $2::bigint)
+ORDER BY e.txid, e.position
 LIMIT $3;
 
 -- name: checkpoints_tree_size
@@ -223,3 +226,20 @@ SET LOCAL enable_sort = off;
 
 -- name: tree_scan_default
 SET LOCAL enable_sort TO DEFAULT;
+
+-- name: tree_head_get
+-- A key's integrated tree head (the stored tree's edge between checkpoints).
+SELECT key_id, tree_size, txid, position, frontier, signature
+FROM audit_tree_heads
+WHERE key_id = $1;
+
+-- name: tree_head_put
+INSERT INTO audit_tree_heads (key_id, tree_size, txid, position, frontier, signature)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (key_id) DO UPDATE
+SET tree_size = excluded.tree_size,
+    txid = excluded.txid,
+    position = excluded.position,
+    frontier = excluded.frontier,
+    signature = excluded.signature,
+    integrated_at = now();

@@ -202,6 +202,12 @@ async def consistency_hashes(
             f"from={old} and to={new} must satisfy 1 <= from <= to <= {signed}, "
             "the largest signed tree"
         )
+    return await stored_consistency(conn, old, new)
+
+
+async def stored_consistency(conn: asyncpg.Connection, old: int, new: int) -> list[bytes]:
+    """The consistency proof from `old` leaves to `new` from the stored tree, whatever was
+    signed (the caller checks it against roots it trusts; TreeError: rows are missing)."""
     return await _prove(conn, new, lambda nodes: merkle.consistency_path(nodes, old, new))
 
 

@@ -43,6 +43,7 @@ VARIABLES: Final = frozenset(
         "STORAGE_ROOT",
         "LEDGER_AUDIT_KEY",
         "AUDIT_CHECKPOINT_INTERVAL_SECONDS",
+        "AUDIT_INTEGRATE_INTERVAL_SECONDS",
     }
 )
 """Every environment variable the service reads (a test holds this list, the code and the README equal)."""
@@ -74,6 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     storage_root: Path | None = None
     audit_key: Path | None = None
     audit_checkpoint_interval_seconds: int = 3600
+    audit_integrate_interval_seconds: float = 5.0  # new events into the stored tree (0: never)
     jwt_public_key: str | None = None  # PEM text, or a path to a PEM file
     jwt_algorithms: tuple[str, ...] = ()  # empty: HS256 with a secret, RS256/ES256 with a key
     jwt_issuer: str | None = None
@@ -156,6 +158,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         storage_root=Path(storage) if storage else None,
         audit_key=Path(audit_key) if audit_key else None,
         audit_checkpoint_interval_seconds=_int(env, "AUDIT_CHECKPOINT_INTERVAL_SECONDS", 3600),
+        audit_integrate_interval_seconds=_float(
+            env, "AUDIT_INTEGRATE_INTERVAL_SECONDS", 5.0, minimum=0.0
+        ),
         jwt_public_key=text("JWT_PUBLIC_KEY"),
         jwt_algorithms=tuple(
             a.strip() for a in (text("JWT_ALGORITHMS") or "").split(",") if a.strip()

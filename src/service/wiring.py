@@ -53,9 +53,13 @@ def signer(settings: config.Settings) -> signing.Signer:
 def checkpoint_schedule(
     settings: config.Settings, database_: database.Database
 ) -> AbstractAsyncContextManager[Any]:
-    """Signed audit checkpoints every AUDIT_CHECKPOINT_INTERVAL_SECONDS while the API runs."""
+    """Signed audit checkpoints every AUDIT_CHECKPOINT_INTERVAL_SECONDS while the API runs, and
+    new events integrated into the stored tree every AUDIT_INTEGRATE_INTERVAL_SECONDS."""
     return checkpoints.scheduled(
-        database_.app_dsn, signer(settings), settings.audit_checkpoint_interval_seconds
+        database_.app_dsn,
+        signer(settings),
+        settings.audit_checkpoint_interval_seconds,
+        settings.audit_integrate_interval_seconds,
     )
 
 

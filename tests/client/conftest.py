@@ -109,6 +109,7 @@ async def api(
         "SERVER_HOST": "127.0.0.1",
         "LEDGER_HANDLERS": "tests.workers.plugin_jobs",
         "AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0",
+        "AUDIT_INTEGRATE_INTERVAL_SECONDS": "0",
         "LEDGER_AUDIT_KEY": str(root / "audit.pem"),
         "WORKER_COUNT": "4",
         "WORKER_METRICS_PORT": "0",

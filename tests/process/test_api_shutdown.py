@@ -51,6 +51,7 @@ def spawn(command: str, dbs: Databases, tmp_path: Path, grace: int) -> Iterator[
         "WORKER_POLL_SECONDS": "3600",
         "WORKER_METRICS_PORT": "0",
         "AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0",
+        "AUDIT_INTEGRATE_INTERVAL_SECONDS": "0",
         "API_SHUTDOWN_GRACE_SECONDS": str(grace),
         "LEDGER_DATA_DIR": str(tmp_path),
         "LEDGER_HANDLERS": "tests.workers.plugin_jobs",

@@ -45,6 +45,7 @@ def served(data_dir: Path) -> Iterator[Served]:
         "SERVER_PORT": str(port),
         "WORKER_COUNT": "0",
         "AUDIT_CHECKPOINT_INTERVAL_SECONDS": "0",
+        "AUDIT_INTEGRATE_INTERVAL_SECONDS": "0",
         "LOG_LEVEL": "warning",
     }
     out = data_dir.parent / "serve.out"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -85,3 +86,22 @@ def test_extending_by_many_leaves_at_once_grows_the_same_tree_as_one_at_a_time(
         assert many.root() == rfc9162.mth(d[:done])
     assert (many.size, many.hashes) == (one.size, one.hashes)
     assert kept == {node: h for node, h in nodes.items() if node[0] >= keep_from}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=0, max_size=32 * 300).map(lambda b: b[: len(b) // 32 * 32]))
+def test_leaf_hashes_of_many_events_are_each_events_rfc_leaf_hash(event_hashes: bytes) -> None:
+    hashes = [event_hashes[i : i + 32] for i in range(0, len(event_hashes), 32)]
+    assert merkle.leaf_hashes(event_hashes) == b"".join(rfc9162.leaf(h) for h in hashes)
+
+
+def test_the_batch_hasher_gives_hashlibs_digests_and_is_the_one_in_use() -> None:
+    assert merkle._known_answers(merkle._hash_each_in_lanes)
+    assert merkle._hash_each is merkle._hash_each_in_lanes
+
+
+def test_a_batch_hasher_that_disagrees_with_hashlib_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(merkle, "_hash_each_in_lanes", lambda prefix, blob, width: b"")
+    assert merkle._choose_hash_each() is merkle._hash_each_one_by_one
