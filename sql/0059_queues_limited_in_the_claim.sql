@@ -14,10 +14,21 @@
 
 ALTER TABLE jobs ADD COLUMN concurrency_key text;
 
--- Due jobs by queue and key: a restricted queue's claim reads its own jobs only, never
--- the other queues' backlog (and a key's, never the other keys').
-CREATE INDEX jobs_queue_due_idx ON jobs (queue, (coalesce(concurrency_key, '')), run_at, priority, created_at)
-WHERE status IN ('pending', 'retrying');
+-- Due jobs by group: a queue's jobs without a concurrency key, and each key's. Every
+-- runnable job is in exactly one of the two (one index write, as for jobs_due_idx), and
+-- a claim that reads a group walks that group's jobs only, never another queue's or
+-- key's backlog.
+--
+-- Their predicate names the runnable statuses by the ones they are not: the same rows
+-- (the view holds no other status), but a query written that way can use only these
+-- indexes, never jobs_due_idx (whose predicate it does not imply). Read with equality
+-- on the queue, both give the same order, and a planner misled by estimates (a queue
+-- or key with no such rows looks like one with many) walked jobs_due_idx past every
+-- other queue's backlog instead; spelled this way, it cannot.
+CREATE INDEX jobs_queue_due_idx ON jobs (queue, run_at, priority, created_at)
+WHERE status NOT IN ('processing', 'completed', 'failed', 'cancelled') AND concurrency_key IS NULL;
+CREATE INDEX jobs_key_due_idx ON jobs (queue, concurrency_key, run_at, priority, created_at)
+WHERE status NOT IN ('processing', 'completed', 'failed', 'cancelled') AND concurrency_key IS NOT NULL;
 
 CREATE OR REPLACE FUNCTION job_view_step(s jobs, e events) RETURNS SETOF jobs
 LANGUAGE sql IMMUTABLE ROWS 1 AS $$
@@ -337,16 +348,115 @@ CREATE TABLE queue_key_turns (
     PRIMARY KEY (queue, concurrency_key)
 );
 
+-- Up to `n` due jobs of one group of a queue (its jobs without a concurrency key when
+-- `key` is NULL, else that key's), in claim order, not in `taken`; locked when `lock`.
+-- Each read walks its group's own index in that index's order, so it never passes
+-- another group's or queue's backlog.
+CREATE FUNCTION jobs_due_in_group(
+    q text, key text, job_types text[], taken uuid[], n integer, lock boolean
+) RETURNS SETOF jobs
+LANGUAGE plpgsql
+SET plan_cache_mode = force_custom_plan
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+BEGIN
+    IF key IS NULL AND lock THEN
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, run_at, priority, created_at
+        LIMIT n
+        FOR UPDATE SKIP LOCKED;
+    ELSIF key IS NULL THEN
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, run_at, priority, created_at
+        LIMIT n;
+    ELSIF lock THEN
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key = key AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, concurrency_key, run_at, priority, created_at
+        LIMIT n
+        FOR UPDATE SKIP LOCKED;
+    ELSE
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key = key AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, concurrency_key, run_at, priority, created_at
+        LIMIT n;
+    END IF;
+END;
+$$;
+
+-- The groups of a queue with runnable jobs: NULL (its jobs without a key) first when
+-- it has any, then each key (a skip scan of jobs_key_due_idx: one probe a key).
+CREATE FUNCTION jobs_groups_of(q text) RETURNS text[]
+LANGUAGE sql STABLE
+SET plan_cache_mode = force_custom_plan
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+    WITH RECURSIVE k (key) AS (
+        (SELECT concurrency_key FROM jobs
+         WHERE queue = q AND concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY queue, concurrency_key LIMIT 1)
+        UNION ALL
+        SELECT (SELECT concurrency_key FROM jobs
+                WHERE queue = q AND concurrency_key > k.key
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY queue, concurrency_key LIMIT 1)
+        FROM k WHERE k.key IS NOT NULL
+    )
+    SELECT CASE WHEN (
+               SELECT true FROM jobs
+               WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+               ORDER BY queue, run_at, priority, created_at LIMIT 1
+           ) THEN ARRAY[NULL::text] ELSE '{}'::text[] END
+           || coalesce((SELECT array_agg(k.key) FROM k WHERE k.key IS NOT NULL), '{}')
+$$;
+
+-- Whether a queue has a job of `job_types` due now.
+CREATE FUNCTION jobs_queue_has_due(q text, job_types text[]) RETURNS boolean
+LANGUAGE sql STABLE
+SET plan_cache_mode = force_custom_plan
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+    -- Scalar subqueries, not EXISTS: the planner drops an EXISTS's ORDER BY, and with
+    -- it the order that makes it walk the group's own index.
+    SELECT coalesce((
+        SELECT true FROM jobs
+        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types)
+        ORDER BY queue, run_at, priority, created_at LIMIT 1
+    ), (
+        SELECT true FROM jobs
+        WHERE queue = q AND concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types)
+        ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1
+    ), false)
+$$;
+
 -- Up to `room` due jobs of one restricted queue, locked, under its limits. The caller
 -- holds the queue's row lock.
--- Planned for each call's values, and (as in sql/0053) with sorts priced out even when
--- statistics are missing: a key's probe must walk jobs_queue_due_idx, not the due index
--- past every other key's backlog (7 ms a claim behind 20,000 jobs of one key).
+--
+-- Groups (its jobs without a key, and each key) with runnable jobs, each allowed what
+-- its per-key limit leaves: round-robin serves the group served longest ago first, one
+-- job a group a turn; FIFO takes the oldest head of all groups each time; a group left
+-- alone takes its jobs at once. The cost is the jobs taken and the groups, never
+-- another group's or queue's backlog.
 CREATE FUNCTION jobs_claim_from_queue(q queues, room integer, job_types text[]) RETURNS SETOF jobs
 LANGUAGE plpgsql
 SET plan_cache_mode = force_custom_plan
 SET enable_sort = off
 SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $$
 DECLARE
     running integer;
@@ -371,6 +481,8 @@ BEGIN
         IF NOT FOUND THEN
             b := ROW(q.name, q.rate_burst, at, '{}');
         ELSE
+            -- Refilled from the recorded claim time of the last claim's jobs (later
+            -- than its clock), so the limit holds on the times the ledger shows.
             SELECT greatest(b.refilled_at, max(started_at)) INTO since
             FROM jobs WHERE job_id = ANY(b.last_claimed);
             b.tokens := least(q.rate_burst::double precision,
@@ -380,53 +492,30 @@ BEGIN
         room := least(room, floor(b.tokens)::integer);
     END IF;
     IF room > 0 THEN
-        -- By key (jobs without one share the key ''): the keys with runnable jobs (a
-        -- skip scan of jobs_queue_due_idx), each allowed what its per-key limit leaves;
-        -- round-robin serves the key served longest ago first, one job a key a turn;
-        -- FIFO takes the oldest head each time; a key alone takes its jobs at once. Every
-        -- read walks jobs_queue_due_idx in its own order (queue, key, run_at, ...), so
-        -- its cost is the jobs taken and the keys, never another key's or queue's backlog.
-        WITH RECURSIVE k (key) AS (
-            (SELECT coalesce(concurrency_key, '') FROM jobs
-             WHERE queue = q.name AND status IN ('pending', 'retrying')
-             ORDER BY coalesce(concurrency_key, '') LIMIT 1)
-            UNION ALL
-            SELECT (SELECT coalesce(concurrency_key, '') FROM jobs
-                    WHERE queue = q.name AND status IN ('pending', 'retrying')
-                      AND coalesce(concurrency_key, '') > k.key
-                    ORDER BY coalesce(concurrency_key, '') LIMIT 1)
-            FROM k WHERE k.key IS NOT NULL
-        )
-        SELECT array_agg(k.key ORDER BY t.served_at NULLS FIRST, k.key),
-               array_agg(coalesce(q.per_key_concurrency - coalesce(r.n, 0), room) ORDER BY t.served_at NULLS FIRST, k.key)
+        SELECT array_agg(g.key ORDER BY t.served_at NULLS FIRST, g.key NULLS FIRST),
+               array_agg(coalesce(q.per_key_concurrency - coalesce(r.n, 0), room)
+                         ORDER BY t.served_at NULLS FIRST, g.key NULLS FIRST)
         INTO keys, allowance
-        FROM k
-        LEFT JOIN queue_key_turns AS t ON t.queue = q.name AND t.concurrency_key = k.key
+        FROM unnest(jobs_groups_of(q.name)) AS g (key)
+        LEFT JOIN queue_key_turns AS t
+            ON t.queue = q.name AND t.concurrency_key = coalesce(g.key, '')
         LEFT JOIN (
-            SELECT coalesce(concurrency_key, '') AS key, count(*)::integer AS n FROM jobs
+            SELECT concurrency_key AS key, count(*)::integer AS n FROM jobs
             WHERE status = 'processing' AND queue = q.name GROUP BY 1
-        ) AS r ON r.key = k.key
-        WHERE k.key IS NOT NULL;
-        IF keys IS NULL THEN
-            keys := '{}';
-        END IF;
+        ) AS r ON r.key IS NOT DISTINCT FROM g.key;
         LOOP
-            EXIT WHEN room <= 0;
+            EXIT WHEN room <= 0 OR keys IS NULL;
             progress := false;
             SELECT array_agg(o) INTO active FROM generate_subscripts(allowance, 1) AS o
             WHERE allowance[o] > 0;
+            EXIT WHEN active IS NULL;
             IF cardinality(active) = 1 THEN
-                -- One key left with room (a backlog of one key): its jobs at once.
+                -- One group left with room (a backlog of one key): its jobs at once.
                 i := active[1];
                 n := room;
                 FOR j IN
-                    SELECT * FROM jobs
-                    WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
-                      AND status IN ('pending', 'retrying') AND run_at <= now()
-                      AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-                    LIMIT least(room, allowance[i])
-                    FOR UPDATE SKIP LOCKED
+                    SELECT * FROM jobs_due_in_group(
+                        q.name, keys[i], job_types, taken, least(room, allowance[i]), true)
                 LOOP
                     taken := taken || j.job_id;
                     room := room - 1;
@@ -434,23 +523,15 @@ BEGIN
                 END LOOP;
                 IF q.fairness = 'round_robin' AND room < n THEN
                     INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-                    VALUES (q.name, keys[i], clock_timestamp())
+                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
                     ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
                 END IF;
                 EXIT;
             END IF;
-            EXIT WHEN active IS NULL;
             IF q.fairness = 'round_robin' THEN
-                FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+                FOREACH i IN ARRAY active LOOP
                     EXIT WHEN room <= 0;
-                    CONTINUE WHEN allowance[i] <= 0;
-                    SELECT * INTO j FROM jobs
-                    WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
-                      AND status IN ('pending', 'retrying') AND run_at <= now()
-                      AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-                    LIMIT 1
-                    FOR UPDATE SKIP LOCKED;
+                    SELECT * INTO j FROM jobs_due_in_group(q.name, keys[i], job_types, taken, 1, true);
                     IF NOT FOUND THEN
                         allowance[i] := 0;
                         CONTINUE;
@@ -460,35 +541,29 @@ BEGIN
                     taken := taken || j.job_id;
                     progress := true;
                     INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-                    VALUES (q.name, keys[i], clock_timestamp())
+                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
                     ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
                     RETURN NEXT j;
                 END LOOP;
             ELSE
                 SELECT h.* INTO j
-                FROM unnest(keys, allowance) AS k (key, allowed)
-                CROSS JOIN LATERAL (
-                    SELECT * FROM jobs
-                    WHERE queue = q.name AND coalesce(concurrency_key, '') = k.key
-                      AND status IN ('pending', 'retrying') AND run_at <= now()
-                      AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-                    LIMIT 1
-                ) AS h
-                WHERE k.allowed > 0
+                FROM unnest(active) AS a (i)
+                CROSS JOIN LATERAL jobs_due_in_group(q.name, keys[a.i], job_types, taken, 1, false) AS h
                 ORDER BY h.run_at, h.priority, h.created_at
                 LIMIT 1;
                 IF FOUND THEN
                     taken := taken || j.job_id;
-                    i := array_position(keys, coalesce(j.concurrency_key, ''));
+                    i := array_position(keys, j.concurrency_key);
                     allowance[i] := allowance[i] - 1;
+                    progress := true;
                     PERFORM FROM jobs WHERE job_id = j.job_id
-                        AND status IN ('pending', 'retrying') FOR UPDATE SKIP LOCKED;
+                        AND status NOT IN ('processing', 'completed', 'failed', 'cancelled') FOR UPDATE SKIP LOCKED;
                     IF FOUND THEN
                         room := room - 1;
                         RETURN NEXT j;
                     END IF;
-                    progress := true;
+                ELSE
+                    EXIT;
                 END IF;
             END IF;
             EXIT WHEN NOT progress;
@@ -506,19 +581,26 @@ END;
 $$;
 
 -- The claim: up to `max_jobs` due jobs of `job_types`, locked, within every queue's
--- settings. With no restricted queue it is jobs_claimable, unchanged.
+-- settings. With no restricted queue it is jobs_claimable, unchanged. Otherwise each
+-- restricted queue with due jobs is claimed from under its row lock (taken in name
+-- order: claimers never deadlock), then the unrestricted queues fill what is left,
+-- each read through its own index, so a restricted queue's backlog is never walked.
 CREATE FUNCTION jobs_claim_next(max_jobs integer, job_types text[]) RETURNS SETOF jobs
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_custom_plan
 SET enable_sort = off
 SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $$
 DECLARE
     restricted text[];
     q queues;
     taken integer := 0;
     n integer;
+    open_queues text[];
+    keyed_queues text[];
 BEGIN
     SELECT array_agg(name ORDER BY name) INTO restricted FROM queues WHERE queues.restricted;
     IF restricted IS NULL THEN
@@ -527,14 +609,7 @@ BEGIN
     END IF;
     FOR q IN
         SELECT * FROM queues AS c
-        WHERE c.restricted AND NOT c.paused
-          AND EXISTS (
-              SELECT FROM jobs
-              WHERE queue = c.name AND status IN ('pending', 'retrying')
-                AND run_at <= now() AND type = ANY(job_types)
-              ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-              LIMIT 1
-          )
+        WHERE c.restricted AND NOT c.paused AND jobs_queue_has_due(c.name, job_types)
         ORDER BY c.name
     LOOP
         EXIT WHEN taken >= max_jobs;
@@ -545,23 +620,66 @@ BEGIN
         GET DIAGNOSTICS n = ROW_COUNT;
         taken := taken + n;
     END LOOP;
-    IF taken < max_jobs THEN
-        RETURN QUERY
-        SELECT * FROM jobs
-        WHERE status IN ('pending', 'retrying')
-          AND run_at <= now()
-          AND type = ANY(job_types)
-          AND queue <> ALL(restricted)
-        ORDER BY run_at, priority, created_at
-        LIMIT max_jobs - taken
-        FOR UPDATE SKIP LOCKED;
+    IF taken >= max_jobs THEN
+        RETURN;
     END IF;
+    -- The unrestricted queues with runnable jobs: skip scans of the two group indexes
+    -- (one probe a queue), restricted ones left out.
+    WITH RECURSIVE u (queue) AS (
+        (SELECT queue FROM jobs
+         WHERE concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY queue, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT (SELECT queue FROM jobs
+                WHERE queue > u.queue AND concurrency_key IS NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY queue, run_at, priority, created_at LIMIT 1)
+        FROM u WHERE u.queue IS NOT NULL
+    )
+    SELECT array_agg(u.queue) INTO open_queues FROM u
+    WHERE u.queue IS NOT NULL AND u.queue <> ALL(restricted);
+    WITH RECURSIVE u (queue) AS (
+        (SELECT queue FROM jobs
+         WHERE concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT (SELECT queue FROM jobs
+                WHERE queue > u.queue AND concurrency_key IS NOT NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+        FROM u WHERE u.queue IS NOT NULL
+    )
+    SELECT array_agg(u.queue) INTO keyed_queues FROM u
+    WHERE u.queue IS NOT NULL AND u.queue <> ALL(restricted);
+    -- The oldest due jobs among them: each queue's jobs without a key from its own
+    -- index; keyed jobs of unrestricted queues (rare: a key matters only to a
+    -- restricted queue) from the due index, filtered to those queues.
+    RETURN QUERY
+    SELECT c.* FROM (
+        SELECT o.*
+        FROM unnest(coalesce(open_queues, '{}')) AS u (queue)
+        CROSS JOIN LATERAL jobs_due_in_group(u.queue, NULL, job_types, '{}', max_jobs - taken, true) AS o
+        UNION ALL
+        SELECT k.* FROM (
+            SELECT * FROM jobs
+            WHERE keyed_queues IS NOT NULL
+              AND status IN ('pending', 'retrying') AND run_at <= now()
+              AND type = ANY(job_types) AND queue = ANY(keyed_queues)
+              AND concurrency_key IS NOT NULL
+            ORDER BY run_at, priority, created_at
+            LIMIT max_jobs - taken
+            FOR UPDATE SKIP LOCKED
+        ) AS k
+    ) AS c
+    ORDER BY c.run_at, c.priority, c.created_at
+    LIMIT max_jobs - taken;
 END;
 $$;
 
 REVOKE ALL ON FUNCTION jobs_claim_next(integer, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobs_claim_next(integer, text[]) TO ledger_app;
 REVOKE ALL ON FUNCTION jobs_claim_from_queue(queues, integer, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobs_due_in_group(text, text, text[], uuid[], integer, boolean) FROM PUBLIC;
 
 -- Seconds until the claim could next take a job of `job_types` (the retry clock's
 -- alarm). With no restricted queue: the earliest runnable job, as before. Otherwise
@@ -593,10 +711,7 @@ BEGIN
         FOR q IN SELECT * FROM queues WHERE queues.restricted AND NOT paused
                  AND rate_limit IS NOT NULL LOOP
             SELECT * INTO b FROM queue_buckets WHERE queue = q.name;
-            IF FOUND AND b.tokens < 1 AND EXISTS (
-                SELECT FROM jobs WHERE queue = q.name AND status IN ('pending', 'retrying')
-                  AND run_at <= now() AND type = ANY(job_types)
-            ) THEN
+            IF FOUND AND b.tokens < 1 AND jobs_queue_has_due(q.name, job_types) THEN
                 soonest := least(soonest, b.refilled_at + make_interval(
                     secs => (1 - b.tokens) * q.rate_period_seconds / q.rate_limit));
             END IF;

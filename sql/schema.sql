@@ -467,6 +467,7 @@ CREATE FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_
     SET plan_cache_mode TO 'force_custom_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
     AS $$
 DECLARE
     running integer;
@@ -491,6 +492,8 @@ BEGIN
         IF NOT FOUND THEN
             b := ROW(q.name, q.rate_burst, at, '{}');
         ELSE
+            -- Refilled from the recorded claim time of the last claim's jobs (later
+            -- than its clock), so the limit holds on the times the ledger shows.
             SELECT greatest(b.refilled_at, max(started_at)) INTO since
             FROM jobs WHERE job_id = ANY(b.last_claimed);
             b.tokens := least(q.rate_burst::double precision,
@@ -500,53 +503,30 @@ BEGIN
         room := least(room, floor(b.tokens)::integer);
     END IF;
     IF room > 0 THEN
-        -- By key (jobs without one share the key ''): the keys with runnable jobs (a
-        -- skip scan of jobs_queue_due_idx), each allowed what its per-key limit leaves;
-        -- round-robin serves the key served longest ago first, one job a key a turn;
-        -- FIFO takes the oldest head each time; a key alone takes its jobs at once. Every
-        -- read walks jobs_queue_due_idx in its own order (queue, key, run_at, ...), so
-        -- its cost is the jobs taken and the keys, never another key's or queue's backlog.
-        WITH RECURSIVE k (key) AS (
-            (SELECT coalesce(concurrency_key, '') FROM jobs
-             WHERE queue = q.name AND status IN ('pending', 'retrying')
-             ORDER BY coalesce(concurrency_key, '') LIMIT 1)
-            UNION ALL
-            SELECT (SELECT coalesce(concurrency_key, '') FROM jobs
-                    WHERE queue = q.name AND status IN ('pending', 'retrying')
-                      AND coalesce(concurrency_key, '') > k.key
-                    ORDER BY coalesce(concurrency_key, '') LIMIT 1)
-            FROM k WHERE k.key IS NOT NULL
-        )
-        SELECT array_agg(k.key ORDER BY t.served_at NULLS FIRST, k.key),
-               array_agg(coalesce(q.per_key_concurrency - coalesce(r.n, 0), room) ORDER BY t.served_at NULLS FIRST, k.key)
+        SELECT array_agg(g.key ORDER BY t.served_at NULLS FIRST, g.key NULLS FIRST),
+               array_agg(coalesce(q.per_key_concurrency - coalesce(r.n, 0), room)
+                         ORDER BY t.served_at NULLS FIRST, g.key NULLS FIRST)
         INTO keys, allowance
-        FROM k
-        LEFT JOIN queue_key_turns AS t ON t.queue = q.name AND t.concurrency_key = k.key
+        FROM unnest(jobs_groups_of(q.name)) AS g (key)
+        LEFT JOIN queue_key_turns AS t
+            ON t.queue = q.name AND t.concurrency_key = coalesce(g.key, '')
         LEFT JOIN (
-            SELECT coalesce(concurrency_key, '') AS key, count(*)::integer AS n FROM jobs
+            SELECT concurrency_key AS key, count(*)::integer AS n FROM jobs
             WHERE status = 'processing' AND queue = q.name GROUP BY 1
-        ) AS r ON r.key = k.key
-        WHERE k.key IS NOT NULL;
-        IF keys IS NULL THEN
-            keys := '{}';
-        END IF;
+        ) AS r ON r.key IS NOT DISTINCT FROM g.key;
         LOOP
-            EXIT WHEN room <= 0;
+            EXIT WHEN room <= 0 OR keys IS NULL;
             progress := false;
             SELECT array_agg(o) INTO active FROM generate_subscripts(allowance, 1) AS o
             WHERE allowance[o] > 0;
+            EXIT WHEN active IS NULL;
             IF cardinality(active) = 1 THEN
-                -- One key left with room (a backlog of one key): its jobs at once.
+                -- One group left with room (a backlog of one key): its jobs at once.
                 i := active[1];
                 n := room;
                 FOR j IN
-                    SELECT * FROM jobs
-                    WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
-                      AND status IN ('pending', 'retrying') AND run_at <= now()
-                      AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-                    LIMIT least(room, allowance[i])
-                    FOR UPDATE SKIP LOCKED
+                    SELECT * FROM jobs_due_in_group(
+                        q.name, keys[i], job_types, taken, least(room, allowance[i]), true)
                 LOOP
                     taken := taken || j.job_id;
                     room := room - 1;
@@ -554,23 +534,15 @@ BEGIN
                 END LOOP;
                 IF q.fairness = 'round_robin' AND room < n THEN
                     INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-                    VALUES (q.name, keys[i], clock_timestamp())
+                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
                     ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
                 END IF;
                 EXIT;
             END IF;
-            EXIT WHEN active IS NULL;
             IF q.fairness = 'round_robin' THEN
-                FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+                FOREACH i IN ARRAY active LOOP
                     EXIT WHEN room <= 0;
-                    CONTINUE WHEN allowance[i] <= 0;
-                    SELECT * INTO j FROM jobs
-                    WHERE queue = q.name AND coalesce(concurrency_key, '') = keys[i]
-                      AND status IN ('pending', 'retrying') AND run_at <= now()
-                      AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-                    LIMIT 1
-                    FOR UPDATE SKIP LOCKED;
+                    SELECT * INTO j FROM jobs_due_in_group(q.name, keys[i], job_types, taken, 1, true);
                     IF NOT FOUND THEN
                         allowance[i] := 0;
                         CONTINUE;
@@ -580,35 +552,29 @@ BEGIN
                     taken := taken || j.job_id;
                     progress := true;
                     INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-                    VALUES (q.name, keys[i], clock_timestamp())
+                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
                     ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
                     RETURN NEXT j;
                 END LOOP;
             ELSE
                 SELECT h.* INTO j
-                FROM unnest(keys, allowance) AS k (key, allowed)
-                CROSS JOIN LATERAL (
-                    SELECT * FROM jobs
-                    WHERE queue = q.name AND coalesce(concurrency_key, '') = k.key
-                      AND status IN ('pending', 'retrying') AND run_at <= now()
-                      AND type = ANY(job_types) AND job_id <> ALL(taken)
-                    ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-                    LIMIT 1
-                ) AS h
-                WHERE k.allowed > 0
+                FROM unnest(active) AS a (i)
+                CROSS JOIN LATERAL jobs_due_in_group(q.name, keys[a.i], job_types, taken, 1, false) AS h
                 ORDER BY h.run_at, h.priority, h.created_at
                 LIMIT 1;
                 IF FOUND THEN
                     taken := taken || j.job_id;
-                    i := array_position(keys, coalesce(j.concurrency_key, ''));
+                    i := array_position(keys, j.concurrency_key);
                     allowance[i] := allowance[i] - 1;
+                    progress := true;
                     PERFORM FROM jobs WHERE job_id = j.job_id
-                        AND status IN ('pending', 'retrying') FOR UPDATE SKIP LOCKED;
+                        AND status NOT IN ('processing', 'completed', 'failed', 'cancelled') FOR UPDATE SKIP LOCKED;
                     IF FOUND THEN
                         room := room - 1;
                         RETURN NEXT j;
                     END IF;
-                    progress := true;
+                ELSE
+                    EXIT;
                 END IF;
             END IF;
             EXIT WHEN NOT progress;
@@ -632,14 +598,18 @@ $$;
 CREATE FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
     AS $$
 DECLARE
     restricted text[];
     q queues;
     taken integer := 0;
     n integer;
+    open_queues text[];
+    keyed_queues text[];
 BEGIN
     SELECT array_agg(name ORDER BY name) INTO restricted FROM queues WHERE queues.restricted;
     IF restricted IS NULL THEN
@@ -648,14 +618,7 @@ BEGIN
     END IF;
     FOR q IN
         SELECT * FROM queues AS c
-        WHERE c.restricted AND NOT c.paused
-          AND EXISTS (
-              SELECT FROM jobs
-              WHERE queue = c.name AND status IN ('pending', 'retrying')
-                AND run_at <= now() AND type = ANY(job_types)
-              ORDER BY queue, coalesce(concurrency_key, ''), run_at, priority, created_at
-              LIMIT 1
-          )
+        WHERE c.restricted AND NOT c.paused AND jobs_queue_has_due(c.name, job_types)
         ORDER BY c.name
     LOOP
         EXIT WHEN taken >= max_jobs;
@@ -666,17 +629,59 @@ BEGIN
         GET DIAGNOSTICS n = ROW_COUNT;
         taken := taken + n;
     END LOOP;
-    IF taken < max_jobs THEN
-        RETURN QUERY
-        SELECT * FROM jobs
-        WHERE status IN ('pending', 'retrying')
-          AND run_at <= now()
-          AND type = ANY(job_types)
-          AND queue <> ALL(restricted)
-        ORDER BY run_at, priority, created_at
-        LIMIT max_jobs - taken
-        FOR UPDATE SKIP LOCKED;
+    IF taken >= max_jobs THEN
+        RETURN;
     END IF;
+    -- The unrestricted queues with runnable jobs: skip scans of the two group indexes
+    -- (one probe a queue), restricted ones left out.
+    WITH RECURSIVE u (queue) AS (
+        (SELECT queue FROM jobs
+         WHERE concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY queue, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT (SELECT queue FROM jobs
+                WHERE queue > u.queue AND concurrency_key IS NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY queue, run_at, priority, created_at LIMIT 1)
+        FROM u WHERE u.queue IS NOT NULL
+    )
+    SELECT array_agg(u.queue) INTO open_queues FROM u
+    WHERE u.queue IS NOT NULL AND u.queue <> ALL(restricted);
+    WITH RECURSIVE u (queue) AS (
+        (SELECT queue FROM jobs
+         WHERE concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT (SELECT queue FROM jobs
+                WHERE queue > u.queue AND concurrency_key IS NOT NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+        FROM u WHERE u.queue IS NOT NULL
+    )
+    SELECT array_agg(u.queue) INTO keyed_queues FROM u
+    WHERE u.queue IS NOT NULL AND u.queue <> ALL(restricted);
+    -- The oldest due jobs among them: each queue's jobs without a key from its own
+    -- index; keyed jobs of unrestricted queues (rare: a key matters only to a
+    -- restricted queue) from the due index, filtered to those queues.
+    RETURN QUERY
+    SELECT c.* FROM (
+        SELECT o.*
+        FROM unnest(coalesce(open_queues, '{}')) AS u (queue)
+        CROSS JOIN LATERAL jobs_due_in_group(u.queue, NULL, job_types, '{}', max_jobs - taken, true) AS o
+        UNION ALL
+        SELECT k.* FROM (
+            SELECT * FROM jobs
+            WHERE keyed_queues IS NOT NULL
+              AND status IN ('pending', 'retrying') AND run_at <= now()
+              AND type = ANY(job_types) AND queue = ANY(keyed_queues)
+              AND concurrency_key IS NOT NULL
+            ORDER BY run_at, priority, created_at
+            LIMIT max_jobs - taken
+            FOR UPDATE SKIP LOCKED
+        ) AS k
+    ) AS c
+    ORDER BY c.run_at, c.priority, c.created_at
+    LIMIT max_jobs - taken;
 END;
 $$;
 
@@ -698,6 +703,78 @@ CREATE FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) RETURN
     ORDER BY run_at, priority, created_at
     LIMIT max_jobs
     FOR UPDATE SKIP LOCKED
+$$;
+
+--
+-- Name: jobs_due_in_group(text, text, text[], uuid[], integer, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+BEGIN
+    IF key IS NULL AND lock THEN
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, run_at, priority, created_at
+        LIMIT n
+        FOR UPDATE SKIP LOCKED;
+    ELSIF key IS NULL THEN
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, run_at, priority, created_at
+        LIMIT n;
+    ELSIF lock THEN
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key = key AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, concurrency_key, run_at, priority, created_at
+        LIMIT n
+        FOR UPDATE SKIP LOCKED;
+    ELSE
+        RETURN QUERY SELECT * FROM jobs
+        WHERE queue = q AND concurrency_key = key AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
+        ORDER BY queue, concurrency_key, run_at, priority, created_at
+        LIMIT n;
+    END IF;
+END;
+$$;
+
+--
+-- Name: jobs_groups_of(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_groups_of(q text) RETURNS text[]
+    LANGUAGE sql STABLE
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+    WITH RECURSIVE k (key) AS (
+        (SELECT concurrency_key FROM jobs
+         WHERE queue = q AND concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY queue, concurrency_key LIMIT 1)
+        UNION ALL
+        SELECT (SELECT concurrency_key FROM jobs
+                WHERE queue = q AND concurrency_key > k.key
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY queue, concurrency_key LIMIT 1)
+        FROM k WHERE k.key IS NOT NULL
+    )
+    SELECT CASE WHEN (
+               SELECT true FROM jobs
+               WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+               ORDER BY queue, run_at, priority, created_at LIMIT 1
+           ) THEN ARRAY[NULL::text] ELSE '{}'::text[] END
+           || coalesce((SELECT array_agg(k.key) FROM k WHERE k.key IS NOT NULL), '{}')
 $$;
 
 --
@@ -724,10 +801,7 @@ BEGIN
         FOR q IN SELECT * FROM queues WHERE queues.restricted AND NOT paused
                  AND rate_limit IS NOT NULL LOOP
             SELECT * INTO b FROM queue_buckets WHERE queue = q.name;
-            IF FOUND AND b.tokens < 1 AND EXISTS (
-                SELECT FROM jobs WHERE queue = q.name AND status IN ('pending', 'retrying')
-                  AND run_at <= now() AND type = ANY(job_types)
-            ) THEN
+            IF FOUND AND b.tokens < 1 AND jobs_queue_has_due(q.name, job_types) THEN
                 soonest := least(soonest, b.refilled_at + make_interval(
                     secs => (1 - b.tokens) * q.rate_period_seconds / q.rate_limit));
             END IF;
@@ -862,6 +936,32 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
+$$;
+
+--
+-- Name: jobs_queue_has_due(text, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_queue_has_due(q text, job_types text[]) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+    -- Scalar subqueries, not EXISTS: the planner drops an EXISTS's ORDER BY, and with
+    -- it the order that makes it walk the group's own index.
+    SELECT coalesce((
+        SELECT true FROM jobs
+        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types)
+        ORDER BY queue, run_at, priority, created_at LIMIT 1
+    ), (
+        SELECT true FROM jobs
+        WHERE queue = q AND concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND run_at <= now() AND type = ANY(job_types)
+        ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1
+    ), false)
 $$;
 
 --
@@ -1348,10 +1448,16 @@ CREATE INDEX jobs_due_idx ON public.jobs USING btree (run_at, priority, created_
 CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (submitted_by, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 --
+-- Name: jobs_key_due_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX jobs_key_due_idx ON public.jobs USING btree (queue, concurrency_key, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NOT NULL));
+
+--
 -- Name: jobs_queue_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (queue, COALESCE(concurrency_key, ''::text), run_at, priority, created_at) WHERE (status = ANY (ARRAY['pending'::text, 'retrying'::text]));
+CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (queue, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NULL));
 
 --
 -- Name: jobs_status_created_idx; Type: INDEX; Schema: public; Owner: -
@@ -1562,6 +1668,19 @@ REVOKE ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[])
 GRANT ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_groups_of(q text); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_groups_of(q text) TO ledger_app;
+
+--
 -- Name: FUNCTION jobs_next_due(job_types text[], lookback_seconds double precision); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1597,6 +1716,12 @@ GRANT ALL ON FUNCTION public.jobs_notify_runnable() TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.jobs_project_appended() TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_queue_has_due(q text, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_queue_has_due(q text, job_types text[]) TO ledger_app;
 
 --
 -- Name: FUNCTION queue_buckets_tokens(); Type: ACL; Schema: public; Owner: -

@@ -6,6 +6,7 @@ import uuid
 from collections import Counter
 
 import asyncpg
+import msgspec
 import pytest
 
 from audit import chains
@@ -215,3 +216,48 @@ async def test_a_first_configure_with_the_defaults_is_recorded(
     state = await queues.configure(conn, event_store, "plain", wire.QueueSettings(), actor="a")
     assert state.version == 1
     assert await queues.current(conn, "plain") == state
+
+
+async def _claim_buffers(conn: asyncpg.Connection, limit: int) -> int:
+    """Shared buffers one claim reads (its nested statements included), by EXPLAIN."""
+    plan = await conn.fetchval(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT * FROM jobs_claim_next($1, ARRAY['noop'])",
+        limit,
+    )
+    node = msgspec.json.decode(plan)[0]["Plan"]
+    return int(node["Shared Hit Blocks"]) + int(node["Shared Read Blocks"])
+
+
+async def test_a_claim_reads_no_restricted_backlog_to_reach_other_work(
+    admin_conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    """A paused queue's and a busy key's older backlog (5,000 jobs each) are not walked by
+    the claims of newer jobs elsewhere: the claim's reads stay a few dozen pages."""
+    conn = admin_conn  # EXPLAIN ANALYZE of the SECURITY DEFINER claim, as its owner
+    await queues.pause(conn, event_store, "held", actor="ops")
+    await queues.configure(
+        conn, event_store, "rr", wire.QueueSettings(fairness="round_robin"), actor="ops"
+    )
+    for _ in range(5):
+        await _many(event_store, conn, 1000, queue="held")
+        await _many(event_store, conn, 1000, queue="rr", concurrency_key="big")
+    await _many(event_store, conn, 1, queue="default")
+    await _many(event_store, conn, 1, queue="rr", concurrency_key="small")
+    await conn.execute("ANALYZE jobs")
+    await claims.claim(conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=1)
+    # "big" was served; now "small" and the default queue's job are next.
+    assert await _claim_buffers(conn, 2) < 100
+
+
+async def _many(
+    event_store: store.EventStore, conn: asyncpg.Connection, n: int, **fields: object
+) -> None:
+    now = event_store.clock()
+    decided = [
+        e
+        for _ in range(n)
+        for e in commands.decide(
+            None, factories.submit_command(**fields), job_id=uuid.uuid4(), actor="t", now=now
+        )
+    ]
+    await event_store.append(conn, decided)
