@@ -33,12 +33,18 @@ async def _configure(c: cluster.Cluster, settings: wire.QueueSettings) -> None:
 
 
 async def limited(
-    c: cluster.Cluster, *, jobs: int, processes: int, slots: int, concurrency: int, logs: Path
+    c: cluster.Cluster,
+    *,
+    jobs: int,
+    processes: int,
+    slots: int,
+    settings: wire.QueueSettings,
+    logs: Path,
 ) -> Drain:
-    """The processing drain with the queue limited to `concurrency` running jobs."""
+    """The processing drain with the queue's `settings` (a limit, or round-robin)."""
 
     async def limit() -> None:
-        await _configure(c, wire.QueueSettings(concurrency=concurrency))
+        await _configure(c, settings)
 
     return await drain(c, jobs=jobs, processes=processes, slots=slots, logs=logs, after_reset=limit)
 

@@ -31,6 +31,7 @@ from bench import (
     stats,
     submit,
 )
+from ledger import wire
 
 RESULTS = Path(__file__).with_name("results")
 MIB = 1024 * 1024
@@ -378,31 +379,42 @@ async def _queues(
         f"queues: the processing drain with the queue limited to {sizes.queue_limit} "
         "running at once"
     )
-    drains = []
-    for _ in range(sizes.reps):
-        drains.append(
-            await queues.limited(
-                c,
-                jobs=sizes.drain_jobs,
-                processes=args.worker_processes,
-                slots=args.worker_slots,
-                concurrency=sizes.queue_limit,
-                logs=args.results,
-            )
-        )
-        _log(f"  drained at {drains[-1].rate:,.0f} jobs/s")
-    figure = stats.Figure.of([d.rate for d in drains], unit="jobs/s")
     unlimited = rep.figure("processing")
-    rep.add(
-        "processing_limited",
-        f"processing, queue limited to {sizes.queue_limit} running "
-        f"({args.worker_processes} workers x {args.worker_slots} slots)",
-        figure,
-        ratio_to_baseline=True,
-        note=""
-        if unlimited is None
-        else f"{figure.median / unlimited.median:.2f}x the unlimited drain",
-    )
+    for key, label, settings in (
+        (
+            "processing_limited",
+            f"processing, queue limited to {sizes.queue_limit} running",
+            wire.QueueSettings(concurrency=sizes.queue_limit),
+        ),
+        (
+            "processing_round_robin",
+            "processing, round-robin queue, one key (its backlog alone)",
+            wire.QueueSettings(fairness="round_robin"),
+        ),
+    ):
+        drains = []
+        for _ in range(sizes.reps):
+            drains.append(
+                await queues.limited(
+                    c,
+                    jobs=sizes.drain_jobs,
+                    processes=args.worker_processes,
+                    slots=args.worker_slots,
+                    settings=settings,
+                    logs=args.results,
+                )
+            )
+            _log(f"  {key}: drained at {drains[-1].rate:,.0f} jobs/s")
+        figure = stats.Figure.of([d.rate for d in drains], unit="jobs/s")
+        rep.add(
+            key,
+            f"{label} ({args.worker_processes} workers x {args.worker_slots} slots)",
+            figure,
+            ratio_to_baseline=True,
+            note=""
+            if unlimited is None
+            else f"{figure.median / unlimited.median:.2f}x the unlimited drain",
+        )
     _log(
         f"queues: round-robin, key A {sizes.rr_backlog:,} queued, key B one job every "
         f"{sizes.latency_gap * 1000:.0f} ms"
@@ -434,6 +446,36 @@ async def _queues(
         "round_robin_backlog",
         "round-robin: key A's backlog drained while B submits",
         stats.Figure.of([r.backlog_rate for r in runs], unit="jobs/s"),
+        ratio_to_baseline=True,
+    )
+    headroom = max(1, args.worker_slots - 10)
+    _log(f"queues: the same with per_key_concurrency {headroom} (10 slots kept for other keys)")
+    kept = []
+    for _ in range(sizes.reps):
+        kept.append(
+            await queues.round_robin(
+                c,
+                backlog=sizes.rr_backlog,
+                jobs=sizes.latency_jobs,
+                gap=sizes.latency_gap,
+                slots=args.worker_slots,
+                logs=args.results,
+                per_key=headroom,
+            )
+        )
+        _log(f"  B p99 {kept[-1].p99_ms:.2f} ms, A at {kept[-1].backlog_rate:,.0f} jobs/s")
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        rep.add(
+            f"round_robin_headroom_{key}",
+            f"round-robin + per_key_concurrency {headroom}: key B latency, {label}",
+            stats.Figure.of([getattr(r, key) for r in kept], unit="ms"),
+            target="≤ 5 ms" if key == "p99_ms" else "",
+            check=_at_most(5.0) if key == "p99_ms" else None,
+        )
+    rep.add(
+        "round_robin_headroom_backlog",
+        f"round-robin + per_key_concurrency {headroom}: key A's backlog drained",
+        stats.Figure.of([r.backlog_rate for r in kept], unit="jobs/s"),
         ratio_to_baseline=True,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from collections.abc import Callable
 from typing import Any, Final
 
 import asyncpg
@@ -33,6 +34,18 @@ class UnknownQueue(errors.LedgerError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"queue {name!r} has no settings and no jobs")
+        self.name = name
+
+
+class QueueChanged(errors.VersionConflict):
+    """Another writer changed the queue's settings first (409); read them and decide again."""
+
+    def __init__(self, name: str, conflict: errors.VersionConflict) -> None:
+        super().__init__(conflict.job_id, conflict.expected_version)
+        self.args = (
+            f"queue {name!r} changed concurrently (expected version "
+            f"{conflict.expected_version}); read it and try again",
+        )
         self.name = name
 
 
@@ -185,7 +198,7 @@ async def _change(
     actor: str,
     kind: type[ev.QueueConfigured | ev.QueuePaused | ev.QueueResumed],
     fields: dict[str, Any],
-    unchanged: Any,
+    unchanged: Callable[[QueueState], bool],
 ) -> QueueState:
     name = checked_name(name)
     async with conn.transaction():
@@ -200,7 +213,10 @@ async def _change(
             queue=name,
             **fields,
         )
-        recorded = await event_store.append(conn, [event])
+        try:
+            recorded = await event_store.append(conn, [event])
+        except errors.VersionConflict as conflict:
+            raise QueueChanged(name, conflict) from conflict
     stored = recorded[0].event
     assert isinstance(stored, ev.QueueConfigured | ev.QueuePaused | ev.QueueResumed)
     return evolve(state, stored)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 
@@ -14,6 +15,8 @@ from ledger import commands, errors, queues, store, wire
 from ledger import events as ev
 from projections import rebuild
 from tests import factories
+from tests.conftest import Databases
+from tests.workers.conftest import eventually
 from workers import claims
 
 
@@ -261,3 +264,40 @@ async def _many(
         )
     ]
     await event_store.append(conn, decided)
+
+
+async def test_a_change_racing_another_is_a_queue_conflict_naming_the_queue(
+    conn: asyncpg.Connection, dbs: Databases, event_store: store.EventStore
+) -> None:
+    await queues.pause(conn, event_store, "q", actor="a")
+    other = await asyncpg.connect(dbs.app)
+    try:
+        async with other.transaction():
+            # The other writer appends version 2 and holds it uncommitted while this one
+            # reads version 1 and appends its own version 2 (which waits on the first).
+            await event_store.append(
+                other,
+                [
+                    ev.QueueResumed(
+                        job_id=queues.stream_id("q"),
+                        version=2,
+                        actor="b",
+                        occurred_at=event_store.clock(),
+                        queue="q",
+                    )
+                ],
+            )
+            racing = asyncio.ensure_future(
+                queues.configure(
+                    conn, event_store, "q", wire.QueueSettings(concurrency=1), actor="c"
+                )
+            )
+            waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+            pid = conn.get_server_pid()
+            await eventually(lambda: other.fetchval(waiting, pid), within=10)
+            assert not racing.done()
+        with pytest.raises(queues.QueueChanged, match="queue 'q' changed concurrently"):
+            await racing
+    finally:
+        await other.close()
+    assert (await queues.current(conn, "q")).version == 2  # type: ignore[union-attr]

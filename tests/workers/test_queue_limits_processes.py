@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from pathlib import Path
 
@@ -116,3 +116,68 @@ async def test_a_rate_limit_holds_in_every_window_of_the_recorded_claim_times(
             assert j - i + 1 <= burst + limit * window, (i, j, window)
     # 40 claims at 20 a second after a burst of 5 take at least 1.75 s.
     assert (times[-1] - times[0]).total_seconds() >= (40 - burst) / limit
+
+
+async def _statuses(conn: asyncpg.Connection, ids: list[uuid.UUID]) -> Counter[str]:
+    rows = await conn.fetch("SELECT status FROM jobs WHERE job_id = ANY($1)", ids)
+    return Counter(r["status"] for r in rows)
+
+
+async def test_a_paused_queue_waits_while_others_run_and_resuming_wakes_the_workers(
+    spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    """The workers poll once an hour: only the resume's own NOTIFY can start the jobs."""
+    await queues.pause(conn, event_store, "held", actor="ops")
+    await _started(spawn, conn, 2)
+    held = await _submit_many(event_store, conn, 10, queue="held", job_type="test.noop")
+    free = await _submit_many(event_store, conn, 10, queue="free", job_type="test.noop")
+    await eventually(lambda: _all_in(conn, free, "completed"), within=60)
+    assert await _statuses(conn, held) == {"pending": 10}
+    await queues.resume(conn, event_store, "held", actor="ops")
+    await eventually(lambda: _all_in(conn, held, "completed"), within=60)
+
+
+async def test_a_limit_changed_while_workers_run_binds_their_next_claims(
+    spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await queues.configure(conn, event_store, "lim", wire.QueueSettings(concurrency=1), actor="t")
+    await _started(spawn, conn, 2)
+    work = {"job_type": "test.gated", "payload": {"gate": str(tmp_path / "g"), "seconds": 0.03}}
+    ids = await _submit_many(event_store, conn, 40, queue="lim", **work)
+
+    async def some_done() -> bool:
+        return (await _statuses(conn, ids))["completed"] >= 5
+
+    await eventually(some_done, within=60)
+    changed = await queues.configure(
+        conn, event_store, "lim", wire.QueueSettings(concurrency=4), actor="t"
+    )
+    await eventually(lambda: _all_in(conn, ids, "completed"), within=120)
+    spans = await _intervals(conn, ids)
+    assert changed.updated_at is not None
+    before = [s for s in spans if s[0] < changed.updated_at]
+    after = [s for s in spans if s[0] > changed.updated_at]
+    assert _most_at_once(before) == 1
+    assert 1 < _most_at_once(after) <= 4
+
+
+async def test_round_robin_starts_another_key_s_job_before_a_big_backlog_drains(
+    spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await queues.configure(
+        conn, event_store, "rr", wire.QueueSettings(fairness="round_robin"), actor="t"
+    )
+    child = spawn(WORKER_COUNT=2)
+    await child.registered(conn)
+    work = {"job_type": "test.gated", "payload": {"gate": str(tmp_path / "g"), "seconds": 0.02}}
+    big = await _submit_many(event_store, conn, 300, queue="rr", concurrency_key="big", **work)
+
+    async def started() -> bool:
+        return (await _statuses(conn, big))["completed"] >= 4
+
+    await eventually(started, within=60)
+    [small] = await _submit_many(event_store, conn, 1, queue="rr", concurrency_key="small", **work)
+    await eventually(lambda: _all_in(conn, [small], "completed"), within=60)
+    # Served in turn: far more than half of the big key's backlog is still waiting (in
+    # FIFO order the small key's job would have waited for all 300).
+    assert (await _statuses(conn, big))["pending"] > 200
