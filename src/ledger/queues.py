@@ -14,8 +14,8 @@ appends nothing: the ledger records changes, and the answer is the same either w
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
