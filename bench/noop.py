@@ -9,6 +9,7 @@ path, the handler appends `<job id> <time.time_ns()>` to it the moment it starts
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import Any
@@ -22,6 +23,7 @@ NAME = "bench.noop"
 
 class NoopPayload(msgspec.Struct, frozen=True):
     n: int = 0
+    wait_seconds: float = 0.0  # stands for work that waits on I/O (bench.queues)
 
 
 _starts_path = os.environ.get("BENCH_NOOP_STARTS")
@@ -35,4 +37,6 @@ async def noop(payload: NoopPayload, context: jobtypes.JobContext) -> Any:
     """Does nothing; records when it started if asked to."""
     if _starts_fd is not None:
         os.write(_starts_fd, f"{context.job_id} {time.time_ns()}\n".encode())
+    if payload.wait_seconds > 0:
+        await asyncio.sleep(payload.wait_seconds)
     return None

@@ -67,13 +67,16 @@ async def round_robin(
     slots: int,
     logs: Path,
     per_key: int | None = None,
+    backlog_wait: float = 0.0,
 ) -> RoundRobin:
     await c.reset_jobs()
     await _configure(c, wire.QueueSettings(fairness="round_robin", per_key_concurrency=per_key))
     async with db.connect(c.app_dsn) as conn:
         for start in range(0, backlog, 1000):
             items = [
-                msgspec.structs.replace(s, concurrency_key="A")
+                msgspec.structs.replace(
+                    s, concurrency_key="A", payload={**s.payload, "wait_seconds": backlog_wait}
+                )
                 for s in submit.batch_of(min(1000, backlog - start), start=start)
             ]
             await submit.SUBMITTER.submit_many(conn, items, actor=ADMIN)

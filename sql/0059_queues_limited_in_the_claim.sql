@@ -521,10 +521,17 @@ BEGIN
                     room := room - 1;
                     RETURN NEXT j;
                 END LOOP;
-                IF q.fairness = 'round_robin' AND room < n THEN
+                IF q.fairness = 'round_robin' AND room < n AND cardinality(keys) > 1 THEN
                     INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
                     VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
                     ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
+                ELSIF q.fairness = 'round_robin' AND room < n THEN
+                    -- Alone, a group's turn is recorded once, not rewritten on every claim
+                    -- (a row write each, on which concurrent claimers would queue): a group
+                    -- that appears later is never served, so it goes first either way.
+                    INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
+                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
+                    ON CONFLICT (queue, concurrency_key) DO NOTHING;
                 END IF;
                 EXIT;
             END IF;
@@ -613,8 +620,14 @@ BEGIN
         ORDER BY c.name
     LOOP
         EXIT WHEN taken >= max_jobs;
-        -- Serialize the claimers of this queue; read its settings as they are now.
-        SELECT * INTO q FROM queues WHERE name = q.name FOR UPDATE;
+        -- A limit serializes the claimers of its queue (each counts what runs and spends
+        -- tokens after the last one committed); fairness alone needs no lock. Either way
+        -- the settings are read as they are now.
+        SELECT * INTO q FROM queues WHERE name = q.name;
+        IF q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
+           OR q.per_key_concurrency IS NOT NULL THEN
+            SELECT * INTO q FROM queues WHERE name = q.name FOR UPDATE;
+        END IF;
         CONTINUE WHEN q.paused OR NOT q.restricted;
         RETURN QUERY SELECT * FROM jobs_claim_from_queue(q, max_jobs - taken, job_types);
         GET DIAGNOSTICS n = ROW_COUNT;
