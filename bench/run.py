@@ -63,7 +63,7 @@ class Sizes:
         self.rr_backlog = 2_000 if quick else 50_000
         self.scale_sizes = (2_000, 20_000) if quick else (100_000, 1_000_000)
         self.scale_step = 1_000 if quick else 50_000
-        self.scale_requests = 10 if quick else 50
+        self.scale_requests = 10 if quick else 200
 
 
 async def measure(args: argparse.Namespace) -> report.Report:
