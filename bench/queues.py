@@ -56,6 +56,8 @@ class RoundRobin(msgspec.Struct, kw_only=True):
     p99_ms: float
     max_ms: float
     backlog_rate: float  # jobs/s of key A completed while B submitted
+    claim_p50_ms: float  # B's submitted → claimed, both recorded by the database
+    claim_p99_ms: float
 
 
 async def round_robin(
@@ -102,6 +104,15 @@ async def round_robin(
             done_after = await conn.fetchval(
                 "SELECT count(*) FROM jobs WHERE status = 'completed' AND concurrency_key = 'A'"
             )
+            claim_ms = [
+                float(r["ms"])
+                for r in await conn.fetch(
+                    "SELECT extract(epoch FROM c.occurred_at - s.occurred_at) * 1000 AS ms "
+                    "FROM jobs AS j JOIN events AS s ON s.job_id = j.job_id AND s.version = 1 "
+                    "JOIN events AS c ON c.job_id = j.job_id AND c.version = 2 "
+                    "WHERE j.concurrency_key = 'B'"
+                )
+            ]
         await wait_for(c.app_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
         worker.check()
     finally:
@@ -118,4 +129,6 @@ async def round_robin(
         p99_ms=stats.percentile(millis, 99),
         max_ms=max(millis),
         backlog_rate=max(0, int(done_after) - int(done_before)) / took,
+        claim_p50_ms=stats.percentile(claim_ms, 50) if claim_ms else float("nan"),
+        claim_p99_ms=stats.percentile(claim_ms, 99) if claim_ms else float("nan"),
     )
