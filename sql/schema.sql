@@ -482,6 +482,7 @@ DECLARE
     n integer;
     active integer[];
     progress boolean;
+    served text[] := '{}';
 BEGIN
     IF q.concurrency IS NOT NULL THEN
         SELECT count(*) INTO running FROM jobs WHERE status = 'processing' AND queue = q.name;
@@ -532,17 +533,8 @@ BEGIN
                     room := room - 1;
                     RETURN NEXT j;
                 END LOOP;
-                IF q.fairness = 'round_robin' AND room < n AND cardinality(keys) > 1 THEN
-                    INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
-                    ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
-                ELSIF q.fairness = 'round_robin' AND room < n THEN
-                    -- Alone, a group's turn is recorded once, not rewritten on every claim
-                    -- (a row write each, on which concurrent claimers would queue): a group
-                    -- that appears later is never served, so it goes first either way.
-                    INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
-                    ON CONFLICT (queue, concurrency_key) DO NOTHING;
+                IF room < n THEN
+                    served := served || coalesce(keys[i], '');
                 END IF;
                 EXIT;
             END IF;
@@ -558,9 +550,7 @@ BEGIN
                     room := room - 1;
                     taken := taken || j.job_id;
                     progress := true;
-                    INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-                    VALUES (q.name, coalesce(keys[i], ''), clock_timestamp())
-                    ON CONFLICT (queue, concurrency_key) DO UPDATE SET served_at = excluded.served_at;
+                    served := served || coalesce(keys[i], '');
                     RETURN NEXT j;
                 END LOOP;
             ELSE
@@ -586,6 +576,24 @@ BEGIN
             END IF;
             EXIT WHEN NOT progress;
         END LOOP;
+    END IF;
+    IF q.fairness = 'round_robin' AND cardinality(served) > 0 AND cardinality(keys) > 1 THEN
+        -- The turns, in serving order, written in key order: claimers of one queue (it
+        -- takes no lock without a limit) lock the turn rows in one order, never deadlock.
+        -- Alone, a group's turn is recorded once, not rewritten on every claim (a row
+        -- write each, on which concurrent claimers would queue): a group that appears
+        -- later has never been served, so it goes first either way.
+        INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
+        SELECT q.name, s.key, at + make_interval(secs => max(s.turn) * 1e-6)
+        FROM unnest(served) WITH ORDINALITY AS s (key, turn)
+        GROUP BY s.key
+        ORDER BY s.key
+        ON CONFLICT (queue, concurrency_key) DO UPDATE
+        SET served_at = excluded.served_at;
+    ELSIF q.fairness = 'round_robin' AND cardinality(served) > 0 THEN
+        INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
+        VALUES (q.name, served[1], at)
+        ON CONFLICT (queue, concurrency_key) DO NOTHING;
     END IF;
     IF q.rate_limit IS NOT NULL THEN
         INSERT INTO queue_buckets (queue, tokens, refilled_at, last_claimed)
@@ -633,9 +641,11 @@ BEGIN
         -- tokens after the last one committed); fairness alone needs no lock. Either way
         -- the settings are read as they are now.
         SELECT * INTO q FROM queues WHERE name = q.name;
+        CONTINUE WHEN NOT FOUND;
         IF q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
            OR q.per_key_concurrency IS NOT NULL THEN
             SELECT * INTO q FROM queues WHERE name = q.name FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;  -- replaced by a rebuild meanwhile: the next round
         END IF;
         CONTINUE WHEN q.paused OR NOT q.restricted;
         RETURN QUERY SELECT * FROM jobs_claim_from_queue(q, max_jobs - taken, job_types);

@@ -77,6 +77,12 @@ ORDER BY ids.job_id;
 -- name: jobs_delete_all
 DELETE FROM jobs;
 
+-- name: queues_lock
+-- The queues' rebuild, in a transaction of its own holding no other lock: queue events
+-- wait to be projected until it commits (then apply on top of it), while claims, which
+-- only read and row-lock `queues`, go on (the rebuild's delete waits for their rows).
+LOCK TABLE queues IN SHARE ROW EXCLUSIVE MODE;
+
 -- name: queues_delete_all
 DELETE FROM queues;
 

@@ -110,8 +110,6 @@ async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
         await _build_scratch(conn)
         await conn.execute(Q["jobs_delete_all"])
         status = await conn.execute(Q["jobs_fill_from_scratch"])
-        await conn.execute(Q["queues_delete_all"])
-        await conn.execute(Q["queues_fill"])
         await conn.execute(Q["job_count_deltas_delete_all"])
         await conn.execute(Q["job_counts_delete_all"])
         await conn.execute(Q["job_counts_fill"])
@@ -119,4 +117,10 @@ async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
         await conn.execute(Q["job_throughput_deltas_delete_all"])
         await conn.execute(Q["job_throughput_delete_all"])
         await conn.execute(Q["job_throughput_fill"], since)
+    # Apart: a claim row-locks its queue before it touches `jobs`, and the jobs'
+    # rebuild above holds `jobs` exclusively, so the two in one transaction could deadlock.
+    async with conn.transaction():
+        await conn.execute(Q["queues_lock"])
+        await conn.execute(Q["queues_delete_all"])
+        await conn.execute(Q["queues_fill"])
     return int(status.split()[-1])

@@ -181,3 +181,26 @@ async def test_round_robin_starts_another_key_s_job_before_a_big_backlog_drains(
     # Served in turn: far more than half of the big key's backlog is still waiting (in
     # FIFO order the small key's job would have waited for all 300).
     assert (await _statuses(conn, big))["pending"] > 200
+
+
+async def test_three_processes_drain_a_round_robin_queue_of_many_keys_and_stay_up(
+    spawn: Spawn, conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    """Claimers of a fair queue without limits take no queue lock and run at once: every
+    job of six keys is done by three processes, and none of them falls over. (Their turn
+    rows are written in key order so two claims cannot deadlock on them; this run did
+    not provoke one with the earlier, per-turn writes either.)"""
+    await queues.configure(
+        conn, event_store, "rr", wire.QueueSettings(fairness="round_robin"), actor="t"
+    )
+    children = [spawn(WORKER_COUNT=5) for _ in range(3)]
+    for child in children:
+        await child.registered(conn)
+    ids: list[uuid.UUID] = []
+    for key in ("a", "b", "c", "d", "e", "f"):
+        ids += await _submit_many(
+            event_store, conn, 40, queue="rr", concurrency_key=key, job_type="test.noop"
+        )
+    await eventually(lambda: _all_in(conn, ids, "completed"), within=120)
+    assert all(child.proc.poll() is None for child in children), [c.output() for c in children]
+    assert "Deadlock" not in "".join(c.output() for c in children)
