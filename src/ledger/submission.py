@@ -1,5 +1,6 @@
 """The one way jobs are submitted and changed, for every caller: the HTTP routes, the CLI,
-resubmissions, the benchmark and Python applications.
+resubmissions, the benchmark and Python applications; and queues' settings changed
+(`configure_queue`, `pause_queue`, `resume_queue`: ledger.queues, by the same append).
 
 `submit(conn, job_type, payload, ..., actor=)` validates the payload against the
 registered job type, fills in the type's defaults, honours an idempotency key (the
@@ -22,7 +23,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import commands, errors, jobtypes, lifecycle, payloads, sqlfile, store, wire
+from ledger import commands, errors, jobtypes, lifecycle, payloads, queues, sqlfile, store, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -165,6 +166,31 @@ class Submitter:
             if self.registry is jobtypes.REGISTRY and jobtypes.load_installed_once():
                 return self._job_type(name, where)
             raise jobtypes.UnknownJobType(name, self.registry.names(), where=where) from None
+
+    # -- queues --------------------------------------------------------------------
+
+    async def configure_queue(
+        self,
+        conn: asyncpg.Connection,
+        name: str,
+        settings: wire.QueueSettings,
+        *,
+        actor: str,
+    ) -> queues.QueueState:
+        """Set a queue's limits, all of them (a `queue.configured.v1` unless unchanged)."""
+        return await queues.configure(conn, self.store, name, settings, actor=actor)
+
+    async def pause_queue(
+        self, conn: asyncpg.Connection, name: str, *, reason: str | None = None, actor: str
+    ) -> queues.QueueState:
+        """Stop claiming a queue's jobs; running ones finish (a `queue.paused.v1`)."""
+        return await queues.pause(conn, self.store, name, actor=actor, reason=reason)
+
+    async def resume_queue(
+        self, conn: asyncpg.Connection, name: str, *, actor: str
+    ) -> queues.QueueState:
+        """Claim a paused queue's jobs again (a `queue.resumed.v1`)."""
+        return await queues.resume(conn, self.store, name, actor=actor)
 
     # -- appending ---------------------------------------------------------------
 
@@ -413,3 +439,6 @@ submit = DEFAULT.submit
 submit_many = DEFAULT.submit_many
 cancel = DEFAULT.cancel
 retry = DEFAULT.retry
+configure_queue = DEFAULT.configure_queue
+pause_queue = DEFAULT.pause_queue
+resume_queue = DEFAULT.resume_queue

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from audit import chains
-from ledger import commands, errors, queues, store, wire
+from ledger import commands, errors, queues, store, submission, wire
 from ledger import events as ev
 from projections import rebuild
 from tests import factories
@@ -301,3 +301,16 @@ async def test_a_change_racing_another_is_a_queue_conflict_naming_the_queue(
     finally:
         await other.close()
     assert (await queues.current(conn, "q")).version == 2  # type: ignore[union-attr]
+
+
+async def test_the_public_submission_api_changes_queues_through_its_append(
+    conn: asyncpg.Connection,
+) -> None:
+    submitter = submission.Submitter()
+    await submitter.configure_queue(conn, "py", wire.QueueSettings(concurrency=2), actor="app")
+    paused = await submitter.pause_queue(conn, "py", reason="deploy", actor="app")
+    assert (paused.version, paused.paused, paused.concurrency) == (2, True, 2)
+    resumed = await submission.resume_queue(conn, "py", actor="app")
+    assert (resumed.version, resumed.paused) == (3, False)
+    history = await submitter.store.history(conn, queues.stream_id("py"))
+    assert [r.event.actor for r in history] == ["app", "app", "app"]

@@ -276,7 +276,7 @@ async def set_limits(
     actor: str,
     as_json: bool,
 ) -> int:
-    from ledger import queues, store
+    from ledger import queues, submission
     from projections import queues as queue_view
 
     if not changes:
@@ -290,7 +290,7 @@ async def set_limits(
             async with conn.transaction(isolation="repeatable_read"):
                 current = await queues.current(conn, queues.checked_name(name))
                 wanted = merged(current, changes)
-                state = await queues.configure(conn, store.EventStore(), name, wanted, actor=actor)
+                state = await submission.configure_queue(conn, name, wanted, actor=actor)
             queue = await queue_view.shown(conn, state)
     _print(queue, as_json)
     return 0
@@ -299,24 +299,24 @@ async def set_limits(
 async def pause(
     settings: config.Settings, *, name: str, reason: str | None, actor: str, as_json: bool
 ) -> int:
-    from ledger import queues, store
+    from ledger import submission
     from projections import queues as queue_view
 
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            state = await queues.pause(conn, store.EventStore(), name, actor=actor, reason=reason)
+            state = await submission.pause_queue(conn, name, actor=actor, reason=reason)
             queue = await queue_view.shown(conn, state)
     _print(queue, as_json)
     return 0
 
 
 async def resume(settings: config.Settings, *, name: str, actor: str, as_json: bool) -> int:
-    from ledger import queues, store
+    from ledger import submission
     from projections import queues as queue_view
 
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            state = await queues.resume(conn, store.EventStore(), name, actor=actor)
+            state = await submission.resume_queue(conn, name, actor=actor)
             queue = await queue_view.shown(conn, state)
     _print(queue, as_json)
     return 0

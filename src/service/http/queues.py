@@ -96,8 +96,8 @@ class QueuesController(Controller):
         principal: NamedDependency[Principal],
     ) -> wire.QueueOut:
         async with services.connection() as conn:
-            state = await queues.configure(
-                conn, services.store, _name(name), data, actor=principal.subject
+            state = await services.submitter.configure_queue(
+                conn, _name(name), data, actor=principal.subject
             )
             return await queue_view.shown(conn, state)
 
@@ -118,8 +118,8 @@ class QueuesController(Controller):
     ) -> wire.QueueOut:
         reason = data.reason if data is not None else None
         async with services.connection() as conn:
-            state = await queues.pause(
-                conn, services.store, _name(name), actor=principal.subject, reason=reason
+            state = await services.submitter.pause_queue(
+                conn, _name(name), actor=principal.subject, reason=reason
             )
             return await queue_view.shown(conn, state)
 
@@ -138,5 +138,7 @@ class QueuesController(Controller):
         data: JSONBody[ResumeRequest | None] = None,
     ) -> wire.QueueOut:
         async with services.connection() as conn:
-            state = await queues.resume(conn, services.store, _name(name), actor=principal.subject)
+            state = await services.submitter.resume_queue(
+                conn, _name(name), actor=principal.subject
+            )
             return await queue_view.shown(conn, state)
