@@ -40,6 +40,7 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
     worker_id: str
     lease_seconds: float
+    queue_version: int | None = None  # the job's queue's settings version, if it has any
 
 
 class CompleteJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -160,6 +161,7 @@ def decide(
                     worker_id=command.worker_id,
                     attempt=state.attempt + 1,
                     lease_until=now + timedelta(seconds=command.lease_seconds),
+                    queue_version=command.queue_version,
                 )
             ]
         case CompleteJob():

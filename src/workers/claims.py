@@ -1,10 +1,13 @@
 """Where a job is claimed: due jobs handed to one worker, each with a lease.
 
 `claim` takes up to `limit` runnable jobs of the worker's types that are due now, in
-claim order, in one transaction. The database picks them (`jobs_claim`: the function
-`jobs_claimable`, sql/0053, walks jobs_due_idx with `FOR UPDATE SKIP LOCKED`), so
-concurrent claimers never take the same job; each claimed job gets one
-job.claimed.v1, the worker's id as actor, appended through the event store.
+claim order and within their queues' settings, in one transaction. The database
+picks them (`jobs_claim`: the function `jobs_claim_next`, sql/0059, with
+`FOR UPDATE SKIP LOCKED`), so concurrent claimers never take the same job; each
+claimed job gets one job.claimed.v1, the worker's id as actor, appended through the
+event store. A job of a queue with settings records the version of those settings
+it was claimed under (`queue_version`): with the queue's own events, the ledger says
+which limits applied while it waited.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+import msgspec
 
 from ledger import commands, lifecycle, sqlfile, store
 from projections import current
@@ -29,7 +33,7 @@ async def claim(
     limit: int,
 ) -> list[lifecycle.JobState]:
     """Claim up to `limit` due jobs of `types` in one transaction; their states after the claim."""
-    command = commands.ClaimJob(worker_id=worker_id, lease_seconds=lease_seconds)
+    plain = commands.ClaimJob(worker_id=worker_id, lease_seconds=lease_seconds)
     async with conn.transaction():
         rows = await conn.fetch(Q["jobs_claim"], limit, list(types))
         if not rows:
@@ -38,9 +42,15 @@ async def claim(
         states = [current.state_from_row(row) for row in rows]
         decided = [
             event
-            for state in states
+            for state, row in zip(states, rows, strict=True)
             for event in commands.decide(
-                state, command, job_id=state.job_id, actor=worker_id, now=now
+                state,
+                plain
+                if row["queue_version"] is None
+                else msgspec.structs.replace(plain, queue_version=row["queue_version"]),
+                job_id=state.job_id,
+                actor=worker_id,
+                now=now,
             )
         ]
         recorded = await event_store.append(conn, decided, before={s.job_id: s for s in states})

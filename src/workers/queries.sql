@@ -77,8 +77,11 @@ LIMIT $1;
 -- queue's settings (sql/0059: paused queues skipped, limits enforced under each limited
 -- queue's lock); rows other claimers hold are skipped, so concurrent claimers never
 -- take the same job.
-SELECT *
-FROM jobs_claim_next($1, $2::text[]);
+-- With each job, its queue's settings version (NULL: a queue without settings).
+SELECT j.*, q.version AS queue_version
+FROM jobs_claim_next($1, $2::text[]) AS j
+LEFT JOIN queues AS q
+    ON q.name = j.queue;
 
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the

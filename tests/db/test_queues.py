@@ -314,3 +314,24 @@ async def test_the_public_submission_api_changes_queues_through_its_append(
     assert (resumed.version, resumed.paused) == (3, False)
     history = await submitter.store.history(conn, queues.stream_id("py"))
     assert [r.event.actor for r in history] == ["app", "app", "app"]
+
+
+async def test_a_claim_records_the_queue_settings_it_was_made_under(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    plain = await _submit(event_store, conn, 1, queue="plain")
+    limited = await _submit(event_store, conn, 1, queue="lim")
+    await queues.configure(conn, event_store, "lim", wire.QueueSettings(concurrency=5), actor="a")
+    await queues.pause(conn, event_store, "lim", actor="a")
+    await queues.resume(conn, event_store, "lim", actor="a")
+    assert sorted(await _claim(event_store, conn, 10)) == sorted(plain + limited)
+    data = dict(
+        await conn.fetch(
+            "SELECT job_id, data FROM events WHERE type = 'job.claimed.v1' AND job_id = ANY($1)",
+            plain + limited,
+        )
+    )
+    assert "queue_version" not in msgspec.json.decode(data[plain[0]])  # stored as before
+    assert msgspec.json.decode(data[limited[0]])["queue_version"] == 3
+    assert (await chains.verify(conn)).ok
+    assert await rebuild.verify(conn) == []
