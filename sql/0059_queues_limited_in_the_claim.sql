@@ -8,9 +8,10 @@
 --
 -- The claim (`jobs_claim_next`, replacing the callers' use of jobs_claimable) takes the
 -- old path, unchanged, while no queue has a setting. Otherwise each restricted queue
--- that has due jobs is claimed from under a lock on its `queues` row (taken in name
--- order: no deadlock between claimers), after counting what runs now, so limits hold
--- across processes; then the unrestricted queues fill what is left.
+-- that has due jobs is claimed in turn, a queue with a limit under a lock on its
+-- `queues` row (taken in name order: no deadlock between claimers) after counting what
+-- runs now, so limits hold across processes; then the unrestricted queues fill what is
+-- left.
 
 ALTER TABLE jobs ADD COLUMN concurrency_key text;
 
@@ -444,7 +445,7 @@ AS $$
 $$;
 
 -- Up to `room` due jobs of one restricted queue, locked, under its limits. The caller
--- holds the queue's row lock.
+-- holds the queue's row lock when it has a limit.
 --
 -- Groups (its jobs without a key, and each key) with runnable jobs, each allowed what
 -- its per-key limit leaves: round-robin serves the group served longest ago first, one
@@ -597,9 +598,9 @@ $$;
 
 -- The claim: up to `max_jobs` due jobs of `job_types`, locked, within every queue's
 -- settings. With no restricted queue it is jobs_claimable, unchanged. Otherwise each
--- restricted queue with due jobs is claimed from under its row lock (taken in name
--- order: claimers never deadlock), then the unrestricted queues fill what is left,
--- each read through its own index, so a restricted queue's backlog is never walked.
+-- restricted queue with due jobs is claimed (one with a limit under its row lock, taken
+-- in name order: claimers never deadlock), then the unrestricted queues fill what is
+-- left, each read through its own index, so a restricted queue's backlog is never walked.
 CREATE FUNCTION jobs_claim_next(max_jobs integer, job_types text[]) RETURNS SETOF jobs
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -707,8 +708,8 @@ REVOKE ALL ON FUNCTION jobs_due_in_group(text, text, text[], uuid[], integer, bo
 -- Seconds until the claim could next take a job of `job_types` (the retry clock's
 -- alarm). With no restricted queue: the earliest runnable job, as before. Otherwise
 -- only jobs that became due in the last `lookback_seconds` (since the claim round that
--- just ran began) or are not due yet: every job due before it that the round left is held back
--- by its queue's settings (a full round asks for no alarm), and is woken by a NOTIFY
+-- just ran began) or are not due yet: every job due before it that the round left is
+-- held back by its queue's settings (a full round asks for no alarm), and is woken by a NOTIFY
 -- (a job leaving `processing` in a restricted queue, a queue event) instead, so a
 -- blocked backlog neither sets a busy alarm nor is scanned. A rate-limited queue
 -- with due jobs and no token adds the time of its next token.
