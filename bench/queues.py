@@ -1,9 +1,8 @@
-"""What queue limits cost: a drain under a concurrency limit, and round-robin latency.
+"""What queue limits cost: a drain under a queue's settings, and round-robin latency.
 
-`limited`: the processing drain (bench.processing) with the jobs' queue limited to
-50 running at once; its ratio to the unlimited drain of the same run is the price
-of enforcing the limit in the claim (each limited claim counts what runs under the
-queue's row lock).
+`drain_with`: the processing drain (bench.processing) with the jobs' queue given
+settings (limited to 50 running at once; round-robin with one key); its ratio to the
+unlimited drain of the same run is what those settings cost in the claim.
 
 `round_robin`: key A holds a backlog of 50,000 queued jobs in a round-robin queue
 while key B submits one job every 20 ms: B's latency (submit return to handler
@@ -32,7 +31,7 @@ async def _configure(c: cluster.Cluster, settings: wire.QueueSettings) -> None:
         await queues.configure(conn, store.EventStore(), "default", settings, actor=ADMIN)
 
 
-async def limited(
+async def drain_with(
     c: cluster.Cluster,
     *,
     jobs: int,

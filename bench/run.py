@@ -395,7 +395,7 @@ async def _queues(
         drains = []
         for _ in range(sizes.reps):
             drains.append(
-                await queues.limited(
+                await queues.drain_with(
                     c,
                     jobs=sizes.drain_jobs,
                     processes=args.worker_processes,

@@ -242,28 +242,14 @@ async def test_a_claim_reads_no_restricted_backlog_to_reach_other_work(
         conn, event_store, "rr", wire.QueueSettings(fairness="round_robin"), actor="ops"
     )
     for _ in range(5):
-        await _many(event_store, conn, 1000, queue="held")
-        await _many(event_store, conn, 1000, queue="rr", concurrency_key="big")
-    await _many(event_store, conn, 1, queue="default")
-    await _many(event_store, conn, 1, queue="rr", concurrency_key="small")
+        await factories.submit_many(event_store, conn, 1000, queue="held")
+        await factories.submit_many(event_store, conn, 1000, queue="rr", concurrency_key="big")
+    await factories.submit_many(event_store, conn, 1, queue="default")
+    await factories.submit_many(event_store, conn, 1, queue="rr", concurrency_key="small")
     await conn.execute("ANALYZE jobs")
     await claims.claim(conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=1)
     # "big" was served; now "small" and the default queue's job are next.
     assert await _claim_buffers(conn, 2) < 100
-
-
-async def _many(
-    event_store: store.EventStore, conn: asyncpg.Connection, n: int, **fields: object
-) -> None:
-    now = event_store.clock()
-    decided = [
-        e
-        for _ in range(n)
-        for e in commands.decide(
-            None, factories.submit_command(**fields), job_id=uuid.uuid4(), actor="t", now=now
-        )
-    ]
-    await event_store.append(conn, decided)
 
 
 async def test_a_change_racing_another_is_a_queue_conflict_naming_the_queue(

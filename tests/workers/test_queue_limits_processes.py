@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 
 from ledger import queues, store, wire
+from tests import factories
 from tests.workers.conftest import eventually
-from tests.workers.test_worker_processes import Spawn, _all_in, _submit_many, spawn
+from tests.workers.test_worker_processes import Spawn, _all_in, spawn
 
 pytestmark = pytest.mark.slow
 __all__ = ["spawn"]  # the fixture, shared with the other worker-process tests
@@ -65,10 +66,10 @@ async def test_three_processes_never_run_more_than_the_queue_and_key_limits(
     )
     await _started(spawn, conn, 3)  # 15 slots in all
     work = {"job_type": "test.gated", "payload": {"gate": str(tmp_path / "g"), "seconds": 0.03}}
-    limited = await _submit_many(event_store, conn, 45, queue="lim", **work)
+    limited = await factories.submit_many(event_store, conn, 45, queue="lim", **work)
     keyed: list[uuid.UUID] = []
     for key in ("a", "b", "c"):
-        keyed += await _submit_many(
+        keyed += await factories.submit_many(
             event_store, conn, 10, queue="keyed", concurrency_key=key, **work
         )
     ids = limited + keyed
@@ -99,7 +100,7 @@ async def test_a_rate_limit_holds_in_every_window_of_the_recorded_claim_times(
         actor="t",
     )
     await _started(spawn, conn, 3)
-    ids = await _submit_many(event_store, conn, 40, queue="rl", job_type="test.noop")
+    ids = await factories.submit_many(event_store, conn, 40, queue="rl", job_type="test.noop")
     await eventually(lambda: _all_in(conn, ids, "completed"), within=120, every=0.25)
     times = [
         r["occurred_at"]
@@ -129,8 +130,8 @@ async def test_a_paused_queue_waits_while_others_run_and_resuming_wakes_the_work
     """The workers poll once an hour: only the resume's own NOTIFY can start the jobs."""
     await queues.pause(conn, event_store, "held", actor="ops")
     await _started(spawn, conn, 2)
-    held = await _submit_many(event_store, conn, 10, queue="held", job_type="test.noop")
-    free = await _submit_many(event_store, conn, 10, queue="free", job_type="test.noop")
+    held = await factories.submit_many(event_store, conn, 10, queue="held", job_type="test.noop")
+    free = await factories.submit_many(event_store, conn, 10, queue="free", job_type="test.noop")
     await eventually(lambda: _all_in(conn, free, "completed"), within=60)
     assert await _statuses(conn, held) == {"pending": 10}
     await queues.resume(conn, event_store, "held", actor="ops")
@@ -143,7 +144,7 @@ async def test_a_limit_changed_while_workers_run_binds_their_next_claims(
     await queues.configure(conn, event_store, "lim", wire.QueueSettings(concurrency=1), actor="t")
     await _started(spawn, conn, 2)
     work = {"job_type": "test.gated", "payload": {"gate": str(tmp_path / "g"), "seconds": 0.03}}
-    ids = await _submit_many(event_store, conn, 40, queue="lim", **work)
+    ids = await factories.submit_many(event_store, conn, 40, queue="lim", **work)
 
     async def some_done() -> bool:
         return (await _statuses(conn, ids))["completed"] >= 5
@@ -170,13 +171,17 @@ async def test_round_robin_starts_another_key_s_job_before_a_big_backlog_drains(
     child = spawn(WORKER_COUNT=2)
     await child.registered(conn)
     work = {"job_type": "test.gated", "payload": {"gate": str(tmp_path / "g"), "seconds": 0.02}}
-    big = await _submit_many(event_store, conn, 300, queue="rr", concurrency_key="big", **work)
+    big = await factories.submit_many(
+        event_store, conn, 300, queue="rr", concurrency_key="big", **work
+    )
 
     async def started() -> bool:
         return (await _statuses(conn, big))["completed"] >= 4
 
     await eventually(started, within=60)
-    [small] = await _submit_many(event_store, conn, 1, queue="rr", concurrency_key="small", **work)
+    [small] = await factories.submit_many(
+        event_store, conn, 1, queue="rr", concurrency_key="small", **work
+    )
     await eventually(lambda: _all_in(conn, [small], "completed"), within=60)
     # Served in turn: far more than half of the big key's backlog is still waiting (in
     # FIFO order the small key's job would have waited for all 300).
@@ -198,7 +203,7 @@ async def test_three_processes_drain_a_round_robin_queue_of_many_keys_and_stay_u
         await child.registered(conn)
     ids: list[uuid.UUID] = []
     for key in ("a", "b", "c", "d", "e", "f"):
-        ids += await _submit_many(
+        ids += await factories.submit_many(
             event_store, conn, 40, queue="rr", concurrency_key=key, job_type="test.noop"
         )
     await eventually(lambda: _all_in(conn, ids, "completed"), within=120)

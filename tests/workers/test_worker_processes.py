@@ -15,7 +15,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from audit import chains
-from ledger import commands, embedded, store
+from ledger import embedded, store
 from ledger import events as ev
 from projections import rebuild
 from tests import factories
@@ -145,19 +144,6 @@ async def _all_in(conn: asyncpg.Connection, ids: list[uuid.UUID], status: str) -
     return bool(count == len(ids))
 
 
-async def _submit_many(
-    event_store: store.EventStore, conn: asyncpg.Connection, count: int, **fields: Any
-) -> list[uuid.UUID]:
-    now = datetime.now(UTC)
-    decided: list[ev.JobEvent] = []
-    for _ in range(count):
-        decided += commands.decide(
-            None, factories.submit_command(**fields), job_id=uuid.uuid4(), actor="alice", now=now
-        )
-    await event_store.append(conn, decided)
-    return [e.job_id for e in decided]
-
-
 async def _verify_invariants(conn: asyncpg.Connection) -> None:
     assert await rebuild.verify(conn) == []
     report = await chains.verify(conn)
@@ -173,7 +159,7 @@ async def test_two_worker_processes_complete_2000_jobs_each_recorded_once(
 
     ids: list[uuid.UUID] = []
     for _ in range(10):
-        ids += await _submit_many(event_store, conn, 200, job_type="test.noop")
+        ids += await factories.submit_many(event_store, conn, 200, job_type="test.noop")
 
     try:
         await eventually(lambda: _all_in(conn, ids, "completed"), within=180, every=0.25)
@@ -200,7 +186,7 @@ async def test_a_killed_worker_s_jobs_are_recovered_and_completed_by_another(
 ) -> None:
     doomed = spawn(WORKER_COUNT=3, WORKER_LEASE_SECONDS=3)
     await doomed.registered(conn)
-    ids = await _submit_many(
+    ids = await factories.submit_many(
         event_store,
         conn,
         3,
