@@ -591,9 +591,20 @@ BEGIN
         ON CONFLICT (queue, concurrency_key) DO UPDATE
         SET served_at = excluded.served_at;
     ELSIF q.fairness = 'round_robin' AND cardinality(served) > 0 THEN
-        INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-        VALUES (q.name, served[1], at)
-        ON CONFLICT (queue, concurrency_key) DO NOTHING;
+        -- Alone, a group's turn is rewritten only when another group was served after
+        -- it (else a key that drains alone would keep the turn of its first claim and
+        -- go before a key served since, and a claim of one job would take its job).
+        -- A row the condition excludes is not locked, so claimers of one key's
+        -- backlog queue on its turn row once per other key's service, not per claim.
+        UPDATE queue_key_turns AS t SET served_at = at
+        WHERE t.queue = q.name AND t.concurrency_key = served[1]
+          AND t.served_at < (SELECT max(o.served_at) FROM queue_key_turns AS o
+                             WHERE o.queue = q.name);
+        IF NOT FOUND THEN
+            INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
+            VALUES (q.name, served[1], at)
+            ON CONFLICT (queue, concurrency_key) DO NOTHING;
+        END IF;
     END IF;
     IF q.rate_limit IS NOT NULL THEN
         INSERT INTO queue_buckets (queue, tokens, refilled_at, last_claimed)
@@ -1487,6 +1498,12 @@ CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (queue, run_at, prior
 --
 
 CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (status, created_at DESC, job_id DESC);
+
+--
+-- Name: queue_key_turns_latest_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX queue_key_turns_latest_idx ON public.queue_key_turns USING btree (queue, served_at);
 
 --
 -- Name: queues_restricted_idx; Type: INDEX; Schema: public; Owner: -

@@ -156,6 +156,24 @@ async def test_round_robin_serves_a_small_key_before_a_big_keys_backlog(
     assert len(await _claim(event_store, conn, 10)) == 10
 
 
+async def test_round_robin_serves_a_key_served_less_recently_than_a_key_that_drained_alone(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    """A key that drains alone keeps taking turns: once it has been served after "b",
+    b's next job goes first, also to a claim of one job (sql/0062)."""
+    await queues.configure(
+        conn, event_store, "rr", wire.QueueSettings(fairness="round_robin"), actor="a"
+    )
+    a = await _submit(event_store, conn, 10, queue="rr", concurrency_key="a")
+    b = await _submit(event_store, conn, 1, queue="rr", concurrency_key="b")
+    assert sorted(await _claim(event_store, conn, 2)) == sorted([a[0], b[0]])
+    assert await _claim(event_store, conn, 1) == [a[1]]  # "a" alone, served after "b"
+    assert await _claim(event_store, conn, 1) == [a[2]]
+    later = await _submit(event_store, conn, 1, queue="rr", concurrency_key="b")
+    assert await _claim(event_store, conn, 1) == later
+    assert await _claim(event_store, conn, 1) == [a[3]]
+
+
 async def test_round_robin_alternates_keys_within_one_claim(
     conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
