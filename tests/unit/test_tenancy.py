@@ -11,10 +11,6 @@ def principal(*scopes: str, tenant: str | None = None) -> auth.Principal:
     return auth.Principal(subject="alice", scopes=frozenset(scopes), tenant=tenant)
 
 
-READER = ("jobs:read",)
-OPERATOR = ("jobs:read", tenancy.ADMIN_SCOPE)
-
-
 @pytest.mark.parametrize(
     "value", ["default", "acme", "a", "A9", "org_1.eu-west:prod", "x" * 128, "9lives"]
 )
@@ -31,98 +27,33 @@ def test_tenant_ids_that_break_the_rule_are_refused(value: object) -> None:
         tenancy.checked(value)
 
 
-# (scopes, claim, ?tenant=, mode, method) -> the tenant, or the error raised
+R, OP, ADMIN = ("jobs:read",), ("jobs:read", tenancy.ADMIN_SCOPE), ("admin",)
+NO_CLAIM = errors.TenantRequired
+SCOPE = errors.Forbidden
+ON_WRITE = errors.TenantParameterOnWrite
+BAD_ID = errors.InvalidTenant
+# case: (scopes, tenant claim, ?tenant=, TENANCY, method, the tenant or the error raised)
 TABLE: dict[str, tuple[tuple[str, ...], str | None, str | None, tenancy.Mode, str, object]] = {
-    "claim, optional": (READER, "acme", None, "optional", "GET", "acme"),
-    "claim, required": (READER, "acme", None, "required", "GET", "acme"),
-    "claim, on a write": (READER, "acme", None, "required", "POST", "acme"),
-    "no claim, optional": (READER, None, None, "optional", "GET", "default"),
-    "no claim, optional, on a write": (READER, None, None, "optional", "POST", "default"),
-    "no claim, required": (READER, None, None, "required", "GET", errors.TenantRequired),
-    "no claim, required, on a write": (
-        READER,
-        None,
-        None,
-        "required",
-        "POST",
-        errors.TenantRequired,
-    ),
-    "?tenant= without tenants:admin": (READER, "acme", "other", "optional", "GET", errors.Forbidden),
-    "?tenant= of its own tenant without tenants:admin": (
-        READER,
-        "acme",
-        "acme",
-        "optional",
-        "GET",
-        errors.Forbidden,
-    ),
-    "?tenant= with admin (not tenants:admin)": (
-        ("admin",),
-        "acme",
-        "other",
-        "optional",
-        "GET",
-        errors.Forbidden,
-    ),
-    "?tenant= with tenants:admin on GET": (OPERATOR, "acme", "other", "optional", "GET", "other"),
-    "?tenant= with tenants:admin on HEAD": (OPERATOR, None, "other", "required", "HEAD", "other"),
-    "?tenant= with tenants:admin, no claim, required": (
-        OPERATOR,
-        None,
-        "other",
-        "required",
-        "GET",
-        "other",
-    ),
-    "?tenant= with tenants:admin on POST": (
-        OPERATOR,
-        "acme",
-        "other",
-        "optional",
-        "POST",
-        errors.TenantParameterOnWrite,
-    ),
-    "?tenant= without tenants:admin on POST": (
-        READER,
-        "acme",
-        "other",
-        "optional",
-        "POST",
-        errors.TenantParameterOnWrite,
-    ),
-    "?tenant= with tenants:admin on DELETE": (
-        OPERATOR,
-        None,
-        "other",
-        "optional",
-        "delete",
-        errors.TenantParameterOnWrite,
-    ),
-    "malformed ?tenant= with tenants:admin": (
-        OPERATOR,
-        None,
-        "no spaces",
-        "optional",
-        "GET",
-        errors.InvalidTenant,
-    ),
-    "tenants:admin, no claim, no ?tenant=, optional": (
-        OPERATOR,
-        None,
-        None,
-        "optional",
-        "GET",
-        "default",
-    ),
-    "tenants:admin, no claim, no ?tenant=, required": (
-        OPERATOR,
-        None,
-        None,
-        "required",
-        "GET",
-        "default",
-    ),
-    "tenants:admin with a claim, no ?tenant=": (OPERATOR, "acme", None, "required", "GET", "acme"),
+    "claim, optional": (R, "acme", None, "optional", "GET", "acme"),
+    "claim, required": (R, "acme", None, "required", "GET", "acme"),
+    "claim, required, on a write": (R, "acme", None, "required", "POST", "acme"),
+    "no claim, optional": (R, None, None, "optional", "GET", "default"),
+    "no claim, optional, on a write": (R, None, None, "optional", "POST", "default"),
+    "no claim, required": (R, None, None, "required", "GET", NO_CLAIM),
+    "no claim, required, on a write": (R, None, None, "required", "POST", NO_CLAIM),
+    "?tenant= without tenants:admin": (R, "acme", "other", "optional", "GET", SCOPE),
+    "?tenant= of its own, without tenants:admin": (R, "acme", "acme", "optional", "GET", SCOPE),
+    "?tenant= with admin only": (ADMIN, "acme", "other", "optional", "GET", SCOPE),
+    "?tenant= with tenants:admin on GET": (OP, "acme", "other", "optional", "GET", "other"),
+    "?tenant= with tenants:admin on HEAD": (OP, None, "other", "required", "HEAD", "other"),
+    "?tenant= with tenants:admin, no claim": (OP, None, "other", "required", "GET", "other"),
+    "?tenant= with tenants:admin on POST": (OP, "acme", "other", "optional", "POST", ON_WRITE),
+    "?tenant= without tenants:admin on POST": (R, "acme", "other", "optional", "POST", ON_WRITE),
+    "?tenant= with tenants:admin on DELETE": (OP, None, "other", "optional", "delete", ON_WRITE),
+    "malformed ?tenant= with tenants:admin": (OP, None, "a b", "optional", "GET", BAD_ID),
+    "tenants:admin, no claim, optional": (OP, None, None, "optional", "GET", "default"),
+    "tenants:admin, no claim, required": (OP, None, None, "required", "GET", "default"),
+    "tenants:admin with a claim": (OP, "acme", None, "required", "GET", "acme"),
 }
 
 
@@ -140,7 +71,7 @@ def test_the_tenant_a_request_acts_in(case: str) -> None:
 
 def test_a_refusal_under_tenancy_required_names_the_claim_and_is_a_401() -> None:
     with pytest.raises(errors.TenantRequired, match="'org_id'") as refused:
-        tenancy.resolve(principal(*READER), None, mode="required", method="GET", claim="org_id")
+        tenancy.resolve(principal(*R), None, mode="required", method="GET", claim="org_id")
     assert isinstance(refused.value, errors.Unauthorized)
 
 
