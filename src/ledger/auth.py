@@ -8,7 +8,12 @@ own key: HMAC algorithms (HS*) verify with `JWT_SECRET` only, asymmetric ones
 configured; `nbf` and `iat` are checked when present, with a small leeway.
 
 Scopes come from the token's space-separated `scope` claim (RFC 9068). The
-`admin` scope grants every other one.
+`admin` scope grants every other one except `tenants:admin`: an admin acts within
+its own tenant, and only `tenants:admin` may name another one (see `ledger.tenancy`).
+
+The tenant comes from the claim `AuthConfig.tenant_claim` (`tenant` by default,
+`JWT_TENANT_CLAIM`); a token without it has no tenant of its own (`Principal.tenant`
+None), one whose claim is not a tenant id is refused.
 
 The API verifies through a `TokenVerifier`: a token whose signature and claims
 were verified once is remembered (keyed by its exact text, a bounded number of
@@ -38,12 +43,17 @@ import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ledger import config, errors
+from ledger import config, errors, tenancy
 
 log = logging.getLogger(__name__)
 
-SCOPES: Final = frozenset({"jobs:write", "jobs:read", "jobs:cancel", "audit:read", "admin"})
+SCOPES: Final = frozenset(
+    {"jobs:write", "jobs:read", "jobs:cancel", "audit:read", "admin", tenancy.ADMIN_SCOPE}
+)
 ADMIN: Final = "admin"
+NOT_GRANTED_BY_ADMIN: Final = frozenset({tenancy.ADMIN_SCOPE})
+# Claims the service reads for itself: none of them can name the tenant.
+RESERVED_CLAIMS: Final = frozenset({"sub", "scope", "iss", "aud", "exp", "nbf", "iat", "jti"})
 HMAC_ALGORITHMS: Final = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -68,16 +78,19 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """Who is calling (the token's `sub`, recorded as the actor) and what they may do."""
+    """Who is calling (the token's `sub`, recorded as the actor), what they may do, and
+    the tenant their token names (None: no tenant claim)."""
 
     subject: str
     scopes: frozenset[str]
+    tenant: str | None = None
 
     def allows(self, scope: str) -> bool:
-        return scope in self.scopes or ADMIN in self.scopes
+        """The token grants `scope`, itself or through `admin` (never `tenants:admin`)."""
+        return scope in self.scopes or (ADMIN in self.scopes and scope not in NOT_GRANTED_BY_ADMIN)
 
     def require(self, scope: str) -> None:
-        """Raise Forbidden unless the token grants `scope` (or `admin`)."""
+        """Raise Forbidden unless the token grants `scope` (see `allows`)."""
         if not self.allows(scope):
             raise errors.Forbidden(scope)
 
@@ -91,8 +104,14 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
     issuer: str | None = None
     audience: str | None = None
     leeway_seconds: float = 30.0
+    tenant_claim: str = "tenant"  # the claim naming the token's tenant (JWT_TENANT_CLAIM)
 
     def __post_init__(self) -> None:
+        if not self.tenant_claim or self.tenant_claim in RESERVED_CLAIMS:
+            raise errors.ConfigError(
+                f"JWT_TENANT_CLAIM cannot be {self.tenant_claim!r}: the service reads "
+                f"{', '.join(sorted(RESERVED_CLAIMS))} for themselves"
+            )
         if not self.algorithms:
             raise errors.ConfigError("no JWT algorithm is accepted (JWT_ALGORITHMS is empty)")
         for alg in self.algorithms:
@@ -161,7 +180,17 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise errors.Unauthorized("invalid token: 'scope' must be a space-separated string")
-        principal = Principal(subject=subject, scopes=frozenset(scope.split()))
+        tenant: str | None = None
+        if self.tenant_claim in claims:  # present, even as null: it must be a tenant id
+            try:
+                tenant = tenancy.checked(claims[self.tenant_claim])
+            except errors.InvalidTenant:
+                # The value is not echoed: it would land in the WWW-Authenticate header.
+                raise errors.Unauthorized(
+                    f"invalid token: the {self.tenant_claim!r} claim must be a tenant id "
+                    f"({errors.InvalidTenant.RULE})"
+                ) from None
+        principal = Principal(subject=subject, scopes=frozenset(scope.split()), tenant=tenant)
         # As PyJWT just checked them: refused once `exp <= now - leeway`, or while
         # `nbf` or `iat` is later than `now + leeway` (both are integers by now).
         starts = [int(claims[c]) for c in ("nbf", "iat") if c in claims]
@@ -176,8 +205,10 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         *,
         ttl: timedelta = timedelta(hours=1),
         now: datetime | None = None,
+        tenant: str | None = None,
     ) -> str:
-        """A token for `subject` with `scopes`, signed with the secret (development, tests)."""
+        """A token for `subject` with `scopes` (and `tenant`, in the tenant claim, when
+        given), signed with the secret (development, tests)."""
         if self.secret is None:
             raise errors.ConfigError(
                 "cannot mint tokens without JWT_SECRET (tokens for a public key are "
@@ -200,6 +231,8 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
             claims["iss"] = self.issuer
         if self.audience is not None:
             claims["aud"] = self.audience
+        if tenant is not None:
+            claims[self.tenant_claim] = tenancy.checked(tenant)
         alg = next((a for a in self.algorithms if a in HMAC_ALGORITHMS), "HS256")
         return jwt.encode(claims, self.secret, algorithm=alg)
 
@@ -350,4 +383,5 @@ def from_settings(settings: config.Settings) -> AuthConfig:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
+        tenant_claim=settings.jwt_tenant_claim,
     )

@@ -9,7 +9,7 @@ from typing import Final
 
 import msgspec
 
-from ledger import errors
+from ledger import errors, tenancy
 
 VARIABLES: Final = frozenset(
     {
@@ -33,6 +33,9 @@ VARIABLES: Final = frozenset(
         "JWT_ISSUER",
         "JWT_AUDIENCE",
         "JWT_LEEWAY_SECONDS",
+        "JWT_TENANT_CLAIM",
+        "TENANCY",
+        "METRICS_TENANT_LABEL",
         "MAX_BODY_BYTES",
         "MAX_HEADER_BYTES",
         "LOG_LEVEL",
@@ -49,6 +52,8 @@ VARIABLES: Final = frozenset(
 """Every environment variable the service reads (a test holds this list, the code and the README equal)."""
 
 LOG_FORMATS: Final = ("auto", "json", "text")
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +88,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_leeway_seconds: float = 30.0
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 32 * 1024
+    # optional: a token without the tenant claim acts in `default`; required: it is refused.
+    tenancy_mode: tenancy.Mode = "optional"
+    jwt_tenant_claim: str = "tenant"
+    metrics_tenant_label: bool = False  # parsed only: /metrics uses it once tenants land
 
     @property
     def embedded(self) -> bool:
@@ -119,6 +128,25 @@ def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float)
     if not value >= minimum or value == float("inf"):
         raise errors.ConfigError(f"{name} must be a finite number ≥ {minimum:g}, got {raw!r}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise errors.ConfigError(f"{name} must be 1 or 0 (true/false, yes/no, on/off), got {raw!r}")
+
+
+def _tenancy(env: Mapping[str, str]) -> tenancy.Mode:
+    raw = (env.get("TENANCY") or "optional").strip().lower()
+    for mode in tenancy.MODES:
+        if raw == mode:
+            return mode
+    raise errors.ConfigError(f"TENANCY must be one of {', '.join(tenancy.MODES)}, got {raw!r}")
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -170,6 +198,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         jwt_leeway_seconds=float(_int(env, "JWT_LEEWAY_SECONDS", 30)),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 1024 * 1024),
         max_header_bytes=_int(env, "MAX_HEADER_BYTES", 32 * 1024),
+        tenancy_mode=_tenancy(env),
+        jwt_tenant_claim=text("JWT_TENANT_CLAIM") or "tenant",
+        metrics_tenant_label=_bool(env, "METRICS_TENANT_LABEL", False),
     )
     if settings.audit_checkpoint_interval_seconds < 0:
         raise errors.ConfigError("AUDIT_CHECKPOINT_INTERVAL_SECONDS must be 0 (off) or more")

@@ -76,6 +76,39 @@ class Forbidden(LedgerError):
         self.scope = scope
 
 
+class TenantRequired(Unauthorized):
+    """The token names no tenant and the deployment runs with `TENANCY=required` (401)."""
+
+    def __init__(self, claim: str) -> None:
+        super().__init__(
+            f"this service needs a tenant: the token has no {claim!r} claim (TENANCY=required)"
+        )
+        self.claim = claim
+
+
+class InvalidTenant(LedgerError):
+    """A tenant id that breaks the rule (letters, digits and `._:-`, starting with a letter
+    or digit, at most 128 characters); as `?tenant=`, a 400."""
+
+    RULE = "1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+
+    def __init__(self, value: object) -> None:
+        super().__init__(f"{repr(value)[:140]} is not a tenant id ({self.RULE})")
+        self.value = value
+
+
+class TenantParameterOnWrite(LedgerError):
+    """`?tenant=` was given on a request that writes: writes act in the token's tenant
+    only, whoever sends them (400)."""
+
+    def __init__(self, method: str) -> None:
+        super().__init__(
+            f"?tenant= is accepted on reads (GET, HEAD) only, not on {method}: "
+            "a write acts in the token's own tenant"
+        )
+        self.method = method
+
+
 class IdempotencyKeyTaken(LedgerError):
     """This submitter already used this idempotency key (for the same or another request)."""
 

@@ -110,6 +110,7 @@ def create_app(
         ),
     )
     app.state.auth = auth.TokenVerifier(auth_config)
+    app.state.tenancy = settings.tenancy_mode
     app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
     app.state.metrics = process_metrics
     app.state.in_flight = in_flight

@@ -138,6 +138,10 @@ async def test_the_dashboard_follows_a_job_live_and_cancels_one(
                 '[data-testid="live"][data-connected="true"]', timeout=WAIT_MS
             )
             assert SUBJECT in (await page.text_content('[data-testid="who"]') or "")
+            # The tenant the server resolved: this token has no tenant claim.
+            await page.wait_for_selector(
+                '[data-testid="tenant"] >> text="tenant default"', timeout=WAIT_MS
+            )
 
             # A job submitted through the API appears without a reload and is followed to the end.
             gate = service.gates / f"gate-{uuid.uuid4().hex}"

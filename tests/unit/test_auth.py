@@ -222,3 +222,83 @@ def test_a_verifier_without_a_cache_checks_every_token_fully() -> None:
     config_, verifier, _clock = _verifier(size=0)
     assert verifier.decode(config_.mint("alice", ["jobs:read"])).subject == "alice"
     assert len(verifier) == 0
+
+
+def test_admin_grants_every_scope_but_tenants_admin() -> None:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    admin = config_.decode(config_.mint("root", ["admin"]))
+    for scope in auth.SCOPES - {"tenants:admin"}:
+        admin.require(scope)
+    assert not admin.allows("tenants:admin")
+    with pytest.raises(errors.Forbidden, match="tenants:admin"):
+        admin.require("tenants:admin")
+    operator = config_.decode(config_.mint("ops", ["tenants:admin"]))
+    operator.require("tenants:admin")
+    assert not operator.allows("jobs:read")  # tenants:admin grants nothing else
+
+
+def test_a_token_names_its_tenant_in_the_configured_claim() -> None:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    assert config_.decode(config_.mint("alice", ["jobs:read"], tenant="acme")).tenant == "acme"
+    assert config_.decode(config_.mint("alice", ["jobs:read"])).tenant is None
+    org = auth.AuthConfig(algorithms=("HS256",), secret=SECRET, tenant_claim="org_id")
+    minted = org.mint("alice", ["jobs:read"], tenant="acme")
+    assert jwt.decode(minted, SECRET, algorithms=["HS256"])["org_id"] == "acme"
+    assert "tenant" not in jwt.decode(minted, SECRET, algorithms=["HS256"])
+    assert org.decode(minted).tenant == "acme"
+    # The default configuration reads `tenant`: this token names no tenant there.
+    assert config_.decode(minted).tenant is None
+
+
+@pytest.mark.parametrize("value", ["", "acme corp", "-acme", "x" * 129, 42, ["acme"], None])
+def test_a_tenant_claim_that_is_not_a_tenant_id_is_refused(value: object) -> None:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    exp = datetime.now(UTC) + timedelta(minutes=1)
+    token = jwt.encode({"sub": "a", "exp": exp, "tenant": value}, SECRET, algorithm="HS256")
+    with pytest.raises(errors.Unauthorized, match="'tenant' claim must be a tenant id"):
+        config_.decode(token)
+
+
+def test_minting_a_tenant_that_is_not_a_tenant_id_is_refused() -> None:
+    config_ = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    with pytest.raises(errors.InvalidTenant):
+        config_.mint("alice", ["jobs:read"], tenant="acme corp")
+
+
+def test_ledger_token_tenant_mints_the_tenant_claim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused/ledger")
+    monkeypatch.delenv("JWT_TENANT_CLAIM", raising=False)
+    assert cli.main(["token", "--sub", "alice", "--tenant", "acme"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"])
+    assert claims["tenant"] == "acme"
+
+    monkeypatch.setenv("JWT_TENANT_CLAIM", "org_id")
+    assert cli.main(["token", "--sub", "alice", "--tenant", "acme"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"])
+    assert claims["org_id"] == "acme" and "tenant" not in claims
+
+
+def test_ledger_token_without_tenant_mints_no_tenant_claim(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused/ledger")
+    monkeypatch.delenv("JWT_TENANT_CLAIM", raising=False)
+    assert cli.main(["token", "--sub", "alice"]) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), SECRET, algorithms=["HS256"])
+    assert "tenant" not in claims
+
+
+def test_ledger_token_refuses_a_tenant_that_is_not_a_tenant_id(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JWT_SECRET", SECRET)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://unused/ledger")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["token", "--sub", "alice", "--tenant", "acme corp"])
+    assert exited.value.code == 2
+    err = capsys.readouterr()
+    assert "is not a tenant id" in err.err and err.out == ""

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ledger import auth, config, database, errors, metrics, probe
+from ledger import auth, config, database, errors, metrics, probe, tenancy
 
 if TYPE_CHECKING:
     from service.http import server as http_server
@@ -43,6 +43,13 @@ def register(sub: Any) -> None:
         help="a scope to grant (repeat for more; default jobs:write and jobs:read)",
     )
     minting.add_argument("--ttl", default="1h", help="lifetime, like 90s, 15m, 1h or 7d")
+    minting.add_argument(
+        "--tenant",
+        type=_tenant,
+        default=None,
+        help="the tenant, put in the tenant claim (JWT_TENANT_CLAIM, default `tenant`); "
+        "default: none (the token acts in `default` under TENANCY=optional)",
+    )
     minting.set_defaults(now=token)
     check = sub.add_parser("probe", help="health check: GET a local URL, exit 0 on 2xx")
     check.add_argument("--port", type=int, default=None, help="default: SERVER_PORT")
@@ -52,11 +59,19 @@ def register(sub: Any) -> None:
     )
 
 
+def _tenant(value: str) -> str:
+    try:
+        return tenancy.checked(value)
+    except errors.InvalidTenant as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def token(args: argparse.Namespace, settings: config.Settings) -> int:
     """Mint a development token with the configured secret (generated on the embedded database)."""
     auth_config = auth.from_settings(settings)
     scopes = tuple(args.scope or ("jobs:write", "jobs:read"))
-    print(auth_config.mint(args.sub, scopes, ttl=auth.parse_duration(args.ttl)))
+    ttl = auth.parse_duration(args.ttl)
+    print(auth_config.mint(args.sub, scopes, ttl=ttl, tenant=args.tenant))
     return 0
 
 

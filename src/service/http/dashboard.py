@@ -2,7 +2,9 @@
 
 The page itself is public (it holds no data); everything it shows comes from the
 authenticated API with the token the person pastes. `GET /api/v1/stats` (scope
-jobs:read) gives it the counts by status and queue and the last hour's throughput.
+jobs:read) gives it the counts by status and queue and the last hour's throughput,
+and the tenant the server resolved for the token (the page shows it in its header;
+it does not decode it from the token, whose claim name is configurable).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 from litestar import Request, Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
@@ -50,13 +53,20 @@ assets = create_static_files_router(
 )
 
 
+class Stats(stats.Overview, frozen=True, kw_only=True):
+    """The overview and the tenant the request acts in."""
+
+    tenant: str
+
+
 @get(
     "/api/v1/stats",
     opt=security.scope("jobs:read"),
     tags=["operations"],
     summary="Jobs by status and queue, and throughput per minute over the last hour",
 )
-async def overview(request: Request[Any, Any, Any]) -> stats.Overview:
+async def overview(request: Request[Any, Any, Any]) -> Stats:
     services = request.app.state.services
     async with services.reading() as conn:
-        return await stats.overview(conn, services.store.clock())
+        counted = await stats.overview(conn, services.store.clock())
+    return Stats(tenant=security.tenant_of(request), **msgspec.structs.asdict(counted))

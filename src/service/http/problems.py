@@ -46,6 +46,9 @@ class InvalidParameter(errors.InvalidInput):
 STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     InvalidParameter: Rule(400, "invalid-parameter"),
     errors.Unauthorized: Rule(401, "unauthorized"),
+    errors.TenantRequired: Rule(401, "tenant-required"),
+    errors.InvalidTenant: Rule(400, "invalid-tenant"),
+    errors.TenantParameterOnWrite: Rule(400, "tenant-parameter-on-write"),
     errors.Forbidden: Rule(403, "forbidden"),
     errors.UnknownJob: Rule(404, "unknown-job"),
     queues.UnknownQueue: Rule(404, "unknown-queue"),

@@ -43,7 +43,8 @@ function claims(token) {
 }
 
 function can(scope) {
-  return state.scopes.has(scope) || state.scopes.has("admin");
+  // As the server decides: admin grants every scope but tenants:admin.
+  return state.scopes.has(scope) || (state.scopes.has("admin") && scope !== "tenants:admin");
 }
 
 function signIn(token) {
@@ -61,6 +62,8 @@ function signOut(message) {
   $("dashboard").hidden = true;
   $("sign-out").hidden = true;
   $("who").textContent = "";
+  $("tenant").textContent = "";
+  $("tenant").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
   setLive(false);
@@ -127,6 +130,10 @@ function debounce(fn, ms) {
 async function loadStats() {
   const stats = await api(ENDPOINTS.stats());
   state.serverNow = stats.now;
+  // The tenant the server resolved (the claim's name is the server's setting, so the page
+  // does not read it from the token).
+  $("tenant").textContent = `tenant ${stats.tenant}`;
+  $("tenant").hidden = !stats.tenant;
   const counts = $("status-counts");
   counts.replaceChildren(
     ...STATUSES.map((s) =>
