@@ -23,22 +23,38 @@ CREATE FUNCTION public.event_canonical(type text, job_id uuid, version integer, 
 $$;
 
 --
+-- Name: event_canonical(text, text, uuid, integer, text, timestamp with time zone, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.event_canonical(tenant text, type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb) RETURNS bytea
+    LANGUAGE sql STABLE STRICT
+    AS $$
+    SELECT CASE WHEN tenant = 'default'
+        THEN event_canonical(type, job_id, version, actor, occurred_at, data)
+        ELSE convert_to(length(tenant)::text || ':' || tenant || E'\n', 'UTF8')
+             || event_canonical(type, job_id, version, actor, occurred_at, data)
+    END
+$$;
+
+--
 -- Name: events_append(uuid[], integer[], text[], text[], jsonb[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) RETURNS TABLE("position" bigint, job_id uuid, version integer, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea)
+CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) RETURNS TABLE("position" bigint, job_id uuid, version integer, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea, tenant text)
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-    INSERT INTO events (job_id, version, type, actor, occurred_at, data, prev_hash, hash)
-    SELECT u.job_id, u.version, u.type, u.actor, t.at, u.data, p.prev_hash,
-           sha256(p.prev_hash || event_canonical(u.type, u.job_id, u.version, u.actor, t.at, u.data))
+    INSERT INTO events (tenant, job_id, version, type, actor, occurred_at, data, prev_hash, hash)
+    SELECT w.tenant, u.job_id, u.version, u.type, u.actor, t.at, u.data, p.prev_hash,
+           sha256(p.prev_hash
+                  || event_canonical(w.tenant, u.type, u.job_id, u.version, u.actor, t.at, u.data))
     FROM unnest(job_ids, versions, types, actors, datas)
         AS u (job_id, version, type, actor, data)
     LEFT JOIN LATERAL (
-        SELECT e.hash, e.occurred_at
+        SELECT e.hash, e.occurred_at, e.tenant
         FROM events AS e
         WHERE u.version > 1 AND e.job_id = u.job_id AND e.version = u.version - 1
+          AND e.tenant = coalesce(ledger_tenant_named(), e.tenant)
         LIMIT 1
     ) AS prev ON true
     CROSS JOIN LATERAL (
@@ -48,9 +64,12 @@ CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types t
         END AS prev_hash
     ) AS p
     CROSS JOIN LATERAL (
+        SELECT CASE WHEN u.version = 1 THEN ledger_tenant() ELSE prev.tenant END AS tenant
+    ) AS w
+    CROSS JOIN LATERAL (
         SELECT greatest(statement_timestamp(), prev.occurred_at) AS at
     ) AS t
-    RETURNING position, job_id, version, txid::text::bigint, occurred_at, prev_hash, hash
+    RETURNING position, job_id, version, txid::text::bigint, occurred_at, prev_hash, hash, tenant
 $$;
 
 --
@@ -222,6 +241,7 @@ CREATE TABLE public.events (
     txid xid8 DEFAULT pg_current_xact_id() NOT NULL,
     prev_hash bytea NOT NULL,
     hash bytea NOT NULL,
+    tenant text DEFAULT 'default'::text NOT NULL,
     CONSTRAINT events_actor_check CHECK ((actor <> ''::text)),
     CONSTRAINT events_hash_check CHECK ((octet_length(hash) = 32)),
     CONSTRAINT events_prev_hash_check CHECK ((octet_length(prev_hash) = 32)),
@@ -291,7 +311,8 @@ CREATE TABLE public.jobs (
     updated_at timestamp with time zone NOT NULL,
     started_at timestamp with time zone,
     completed_at timestamp with time zone,
-    concurrency_key text
+    concurrency_key text,
+    tenant text DEFAULT 'default'::text NOT NULL
 );
 
 --
@@ -420,7 +441,8 @@ SELECT
         WHEN e.type = 'job.retried.v1' THEN NULL
         ELSE s.completed_at
     END,
-    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'concurrency_key' ELSE s.concurrency_key END
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'concurrency_key' ELSE s.concurrency_key END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.tenant ELSE s.tenant END
 WHERE CASE
     WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
     ELSE s.job_id IS NOT NULL
@@ -999,6 +1021,26 @@ CREATE FUNCTION public.jobs_queue_has_due(q text, job_types text[]) RETURNS bool
 $$;
 
 --
+-- Name: ledger_tenant(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.ledger_tenant() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce(nullif(current_setting('ledger.tenant', true), ''), 'default')
+$$;
+
+--
+-- Name: ledger_tenant_named(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.ledger_tenant_named() RETURNS text
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT nullif(current_setting('ledger.tenant', true), '')
+$$;
+
+--
 -- Name: queue_buckets_tokens(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1364,6 +1406,13 @@ ALTER TABLE ONLY public.events
     ADD CONSTRAINT events_pkey PRIMARY KEY ("position");
 
 --
+-- Name: events events_tenant_format; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.events
+    ADD CONSTRAINT events_tenant_format CHECK ((tenant ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'::text)) NOT VALID;
+
+--
 -- Name: job_counts job_counts_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1479,7 +1528,7 @@ CREATE INDEX jobs_due_idx ON public.jobs USING btree (run_at, priority, created_
 -- Name: jobs_idempotency_key_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (submitted_by, idempotency_key) WHERE (idempotency_key IS NOT NULL);
+CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (tenant, submitted_by, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 --
 -- Name: jobs_key_due_idx; Type: INDEX; Schema: public; Owner: -
@@ -1606,6 +1655,12 @@ GRANT USAGE ON SCHEMA public TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.event_canonical(type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb) TO ledger_app;
+
+--
+-- Name: FUNCTION event_canonical(tenant text, type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.event_canonical(tenant text, type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb) TO ledger_app;
 
 --
 -- Name: FUNCTION events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]); Type: ACL; Schema: public; Owner: -
@@ -1762,6 +1817,18 @@ GRANT ALL ON FUNCTION public.jobs_project_appended() TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.jobs_queue_has_due(q text, job_types text[]) TO ledger_app;
+
+--
+-- Name: FUNCTION ledger_tenant(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.ledger_tenant() TO ledger_app;
+
+--
+-- Name: FUNCTION ledger_tenant_named(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.ledger_tenant_named() TO ledger_app;
 
 --
 -- Name: FUNCTION queue_buckets_tokens(); Type: ACL; Schema: public; Owner: -

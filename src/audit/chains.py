@@ -104,6 +104,7 @@ def _check(row: asyncpg.Record, expected_version: int, prev: bytes) -> BrokenLin
         actor=row["actor"],
         occurred_at=row["occurred_at"],
         data=row["data"],
+        tenant=row.get("tenant", ev.DEFAULT_TENANT),
     )
     stored = bytes(row["hash"])
     if recomputed != stored:

@@ -83,6 +83,7 @@ class FeedEvent(Placed, frozen=True, kw_only=True):
     data: str
     prev_hash: bytes
     hash: bytes
+    tenant: str = ev.DEFAULT_TENANT
 
     @classmethod
     def from_row(cls, row: ev.Row) -> FeedEvent:
@@ -99,6 +100,7 @@ class FeedEvent(Placed, frozen=True, kw_only=True):
             actor=self.actor,
             occurred_at=self.occurred_at,
             data=self.data,
+            tenant=self.tenant,
         )
 
 

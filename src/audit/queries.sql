@@ -1,11 +1,11 @@
 -- name: events_chain_scan
 -- Every event in chain order, for recomputing the hash chains.
-SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash
+SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash, tenant
 FROM events
 ORDER BY job_id, version;
 
 -- name: events_chain_scan_job
-SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash
+SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash, tenant
 FROM events
 WHERE job_id = $1
 ORDER BY version;
@@ -16,7 +16,7 @@ ORDER BY version;
 -- the table's columns, e.txid: a bare txid is the bigint output column, which no index
 -- has, so each call would sort every event after the key.)
 SELECT e.txid::text::bigint AS txid, e.position, e.job_id, e.version, e.type, e.actor,
-       e.occurred_at, e.data::text AS data, e.prev_hash, e.hash
+       e.occurred_at, e.data::text AS data, e.prev_hash, e.hash, e.tenant
 FROM events e
 WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
@@ -25,7 +25,7 @@ ORDER BY e.txid, e.position;
 -- name: events_feed_scan_range
 -- The events in (after, upto] in feed order, with the exact jsonb text: bundle export.
 SELECT e.txid::text::bigint AS txid, e.position, e.job_id, e.version, e.type, e.actor,
-       e.occurred_at, e.data::text AS data, e.prev_hash, e.hash
+       e.occurred_at, e.data::text AS data, e.prev_hash, e.hash, e.tenant
 FROM events e
 WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
   AND (e.txid, e.position) <= ($3::text::xid8, $4::bigint)

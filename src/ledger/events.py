@@ -19,6 +19,8 @@ import msgspec
 Priority = Literal["high", "normal", "low"]
 PRIORITY_RANK: Final[dict[str, int]] = {"high": 0, "normal": 1, "low": 2}
 
+# The tenant of a deployment that names none, and of every event stored before tenants.
+DEFAULT_TENANT: Final = "default"
 ENVELOPE: Final = frozenset({"type", "job_id", "version", "actor", "occurred_at"})
 GENESIS_HASH: Final = bytes(32)
 
@@ -184,17 +186,30 @@ def type_tag(event: Event) -> str:
 
 
 def canonical_bytes(
-    *, type: str, job_id: uuid.UUID, version: int, actor: str, occurred_at: datetime, data: str
+    *,
+    type: str,
+    job_id: uuid.UUID,
+    version: int,
+    actor: str,
+    occurred_at: datetime,
+    data: str,
+    tenant: str = DEFAULT_TENANT,
 ) -> bytes:
     """The bytes an event's hash covers, from its stored columns.
 
     ``data`` is PostgreSQL's own text of the jsonb value (its canonical form: keys
     ordered, numbers exact), so the hash is recomputable from what is stored, with
     no float or key-order round trip in between. The actor is length-prefixed so no
-    two envelopes share bytes. Mirrors ``event_canonical`` in sql/.
+    two envelopes share bytes. An event of a tenant other than the default one is
+    prefixed with its length-prefixed tenant (a digit first, where the default form
+    starts with the type's letter), so the default tenant's bytes are those of
+    events stored before tenants existed. Mirrors ``event_canonical`` in sql/.
     """
     stamp = occurred_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return f"{type}\n{job_id}\n{version}\n{len(actor)}:{actor}\n{stamp}\n{data}".encode()
+    body = f"{type}\n{job_id}\n{version}\n{len(actor)}:{actor}\n{stamp}\n{data}"
+    if tenant != DEFAULT_TENANT:
+        body = f"{len(tenant)}:{tenant}\n{body}"
+    return body.encode()
 
 
 def chain_hash(prev_hash: bytes, canonical: bytes) -> bytes:
@@ -211,10 +226,17 @@ def stored_hash(
     actor: str,
     occurred_at: datetime,
     data: str,
+    tenant: str = DEFAULT_TENANT,
 ) -> bytes:
     """The hash an event's stored columns and previous link give (what verifiers recompute)."""
     canonical = canonical_bytes(
-        type=type, job_id=job_id, version=version, actor=actor, occurred_at=occurred_at, data=data
+        type=type,
+        job_id=job_id,
+        version=version,
+        actor=actor,
+        occurred_at=occurred_at,
+        data=data,
+        tenant=tenant,
     )
     return chain_hash(prev_hash, canonical)
 

@@ -58,6 +58,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None
     completed_at: datetime | None
     concurrency_key: str | None = None
+    tenant: str = ev.DEFAULT_TENANT
 
 
 class FoldError(ValueError):

@@ -3,13 +3,13 @@
 -- (sql/0056): it decides each event's position, time, transaction, chain link and
 -- hash. A version with no predecessor gets a NULL prev_hash (refused: NOT NULL), a
 -- taken version the unique key: both are conflicts.
-SELECT position, job_id, version, txid, occurred_at, prev_hash, hash
+SELECT position, job_id, version, txid, occurred_at, prev_hash, hash, tenant
 FROM events_append($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::jsonb[]);
 
 -- name: events_list_for_job
 -- One job's history, oldest first.
 SELECT position, job_id, version, type, data, actor, occurred_at,
-       txid::text::bigint AS txid, prev_hash, hash
+       txid::text::bigint AS txid, prev_hash, hash, tenant
 FROM events
 WHERE job_id = $1
 ORDER BY version;
@@ -17,17 +17,19 @@ ORDER BY version;
 -- name: events_list_for_jobs
 -- The histories of jobs named together, each oldest first.
 SELECT position, job_id, version, type, data, actor, occurred_at,
-       txid::text::bigint AS txid, prev_hash, hash
+       txid::text::bigint AS txid, prev_hash, hash, tenant
 FROM events
 WHERE job_id = ANY($1::uuid[])
 ORDER BY job_id, version;
 
 -- name: jobs_find_by_idempotency_keys
--- The jobs a submitter created under any of these idempotency keys (the view's unique
--- index on (submitted_by, idempotency_key), which the append itself checks).
+-- The jobs a submitter created under any of these idempotency keys in the tenant the
+-- transaction acts in (the view's unique index on (tenant, submitted_by,
+-- idempotency_key), which the append itself checks).
 SELECT idempotency_key, job_id
 FROM jobs
-WHERE submitted_by = $1
+WHERE tenant = ledger_tenant()
+  AND submitted_by = $1
   AND idempotency_key = ANY($2::text[]);
 
 -- name: schema_reset
@@ -41,3 +43,8 @@ CREATE SCHEMA public;
 SELECT *
 FROM queues
 WHERE name = $1;
+
+-- name: tenant_act_in
+-- The tenant this transaction acts in, until it ends (sql/0063: a job's first event
+-- takes it; a later one is appended only to a job of it).
+SELECT set_config('ledger.tenant', $1, true);

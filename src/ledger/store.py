@@ -38,6 +38,7 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     prev_hash: bytes
     hash: bytes
     event: ev.JobEvent
+    tenant: str = ev.DEFAULT_TENANT  # the database's decision, like the rest
 
 
 # The jobs' states just before an append, where the caller has them already (it read
@@ -125,6 +126,7 @@ class EventStore:
                     prev_hash=row["prev_hash"],
                     hash=row["hash"],
                     event=_at(event, row["occurred_at"]),
+                    tenant=row["tenant"],
                 )
                 for event, row in zip(batch, rows, strict=True)
             )
@@ -173,7 +175,12 @@ class EventStore:
 
     async def load(self, conn: asyncpg.Connection, job_id: uuid.UUID) -> lifecycle.JobState | None:
         """The job's current state, folded from its events (None: never submitted)."""
-        return lifecycle.fold(r.event for r in await self.history(conn, job_id))
+        history = await self.history(conn, job_id)
+        state = lifecycle.fold(r.event for r in history)
+        if state is not None and state.tenant != history[0].tenant:
+            # The tenant is the envelope's (the database's), not an event field.
+            state = msgspec.structs.replace(state, tenant=history[0].tenant)
+        return state
 
     async def execute(
         self,
@@ -220,6 +227,7 @@ def record_from_row(row: asyncpg.Record) -> Recorded:
         prev_hash=row["prev_hash"],
         hash=row["hash"],
         event=ev.from_row(row),
+        tenant=row.get("tenant", ev.DEFAULT_TENANT),
     )
 
 
