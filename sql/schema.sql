@@ -117,26 +117,26 @@ BEGIN
     END IF;
     WITH gone AS (
         DELETE FROM job_count_deltas
-        RETURNING queue, status, n
+        RETURNING tenant, queue, status, n
     )
-    INSERT INTO job_counts AS c (queue, status, n)
-    SELECT queue, status, sum(n)
+    INSERT INTO job_counts AS c (tenant, queue, status, n)
+    SELECT tenant, queue, status, sum(n)
     FROM gone
-    GROUP BY queue, status
-    ORDER BY queue, status
-    ON CONFLICT (queue, status) DO UPDATE SET n = c.n + excluded.n;
+    GROUP BY tenant, queue, status
+    ORDER BY tenant, queue, status
+    ON CONFLICT (tenant, queue, status) DO UPDATE SET n = c.n + excluded.n;
     DELETE FROM job_counts WHERE n = 0;
 
     WITH gone AS (
         DELETE FROM job_throughput_deltas
-        RETURNING minute, submitted, completed, failed
+        RETURNING tenant, minute, submitted, completed, failed
     )
-    INSERT INTO job_throughput AS t (minute, submitted, completed, failed)
-    SELECT minute, sum(submitted), sum(completed), sum(failed)
+    INSERT INTO job_throughput AS t (tenant, minute, submitted, completed, failed)
+    SELECT tenant, minute, sum(submitted), sum(completed), sum(failed)
     FROM gone
-    GROUP BY minute
-    ORDER BY minute
-    ON CONFLICT (minute) DO UPDATE
+    GROUP BY tenant, minute
+    ORDER BY tenant, minute
+    ON CONFLICT (tenant, minute) DO UPDATE
     SET submitted = t.submitted + excluded.submitted,
         completed = t.completed + excluded.completed,
         failed = t.failed + excluded.failed;
@@ -166,24 +166,24 @@ DECLARE
     moved bigint;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO job_count_deltas (queue, status, n)
-        SELECT queue, status, count(*)
+        INSERT INTO job_count_deltas (tenant, queue, status, n)
+        SELECT tenant, queue, status, count(*)
         FROM after_rows
-        GROUP BY queue, status;
+        GROUP BY tenant, queue, status;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO job_count_deltas (queue, status, n)
-        SELECT queue, status, -count(*)
+        INSERT INTO job_count_deltas (tenant, queue, status, n)
+        SELECT tenant, queue, status, -count(*)
         FROM before_rows
-        GROUP BY queue, status;
+        GROUP BY tenant, queue, status;
     ELSE
-        INSERT INTO job_count_deltas (queue, status, n)
-        SELECT queue, status, sum(d)
+        INSERT INTO job_count_deltas (tenant, queue, status, n)
+        SELECT tenant, queue, status, sum(d)
         FROM (
-            SELECT queue, status, -1 AS d FROM before_rows
+            SELECT tenant, queue, status, -1 AS d FROM before_rows
             UNION ALL
-            SELECT queue, status, 1 AS d FROM after_rows
+            SELECT tenant, queue, status, 1 AS d FROM after_rows
         ) AS moves
-        GROUP BY queue, status
+        GROUP BY tenant, queue, status
         HAVING sum(d) <> 0;
     END IF;
     GET DIAGNOSTICS moved = ROW_COUNT;
@@ -204,8 +204,9 @@ CREATE FUNCTION public.job_throughput_project() RETURNS trigger
 DECLARE
     counted bigint;
 BEGIN
-    INSERT INTO job_throughput_deltas (minute, submitted, completed, failed)
-    SELECT date_trunc('minute', occurred_at, 'UTC'),
+    INSERT INTO job_throughput_deltas (tenant, minute, submitted, completed, failed)
+    SELECT tenant,
+           date_trunc('minute', occurred_at, 'UTC'),
            count(*) FILTER (WHERE type = 'job.submitted.v1'),
            count(*) FILTER (WHERE type = 'job.completed.v1'),
            count(*) FILTER (
@@ -217,7 +218,7 @@ BEGIN
        OR type = 'job.completed.v1'
        OR type = 'job.failed.v1'
        OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
-    GROUP BY 1;
+    GROUP BY 1, 2;
     GET DIAGNOSTICS counted = ROW_COUNT;
     IF counted > 0 THEN
         PERFORM job_counters_wrote();
@@ -1259,7 +1260,8 @@ ALTER TABLE public.events ALTER COLUMN "position" ADD GENERATED ALWAYS AS IDENTI
 CREATE TABLE public.job_count_deltas (
     queue text NOT NULL,
     status text NOT NULL,
-    n bigint NOT NULL
+    n bigint NOT NULL,
+    tenant text DEFAULT 'default'::text NOT NULL
 );
 
 --
@@ -1280,7 +1282,8 @@ CREATE SEQUENCE public.job_counter_writes
 CREATE TABLE public.job_counts (
     queue text NOT NULL,
     status text NOT NULL,
-    n bigint NOT NULL
+    n bigint NOT NULL,
+    tenant text DEFAULT 'default'::text NOT NULL
 );
 
 --
@@ -1302,7 +1305,8 @@ CREATE TABLE public.job_throughput (
     minute timestamp with time zone NOT NULL,
     submitted bigint NOT NULL,
     completed bigint NOT NULL,
-    failed bigint NOT NULL
+    failed bigint NOT NULL,
+    tenant text DEFAULT 'default'::text NOT NULL
 );
 
 --
@@ -1313,7 +1317,8 @@ CREATE TABLE public.job_throughput_deltas (
     minute timestamp with time zone NOT NULL,
     submitted bigint NOT NULL,
     completed bigint NOT NULL,
-    failed bigint NOT NULL
+    failed bigint NOT NULL,
+    tenant text DEFAULT 'default'::text NOT NULL
 );
 
 --
@@ -1417,7 +1422,7 @@ ALTER TABLE public.events
 --
 
 ALTER TABLE ONLY public.job_counts
-    ADD CONSTRAINT job_counts_pkey PRIMARY KEY (queue, status);
+    ADD CONSTRAINT job_counts_pkey PRIMARY KEY (tenant, queue, status);
 
 --
 -- Name: job_leases job_leases_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1431,7 +1436,7 @@ ALTER TABLE ONLY public.job_leases
 --
 
 ALTER TABLE ONLY public.job_throughput
-    ADD CONSTRAINT job_throughput_pkey PRIMARY KEY (minute);
+    ADD CONSTRAINT job_throughput_pkey PRIMARY KEY (tenant, minute);
 
 --
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -

@@ -206,7 +206,8 @@ WHERE (f.s).job_id IS NOT NULL;
 
 -- name: job_counts_unfinished
 -- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time: the
--- counters (sql/0058), folded and not yet folded, a few hundred rows at most.
+-- counters (sql/0058), folded and not yet folded, a few hundred rows at most, summed
+-- over every tenant (/metrics is the operator's, sql/0064).
 SELECT queue, status, sum(n)::bigint AS jobs
 FROM (
     SELECT queue, status, n FROM job_counts
@@ -249,7 +250,8 @@ FROM jobs
 WHERE job_id = ANY($1::uuid[]);
 
 -- name: job_counts_runnable
--- Queue depth: jobs waiting to run (pending, or retrying after a backoff), from the counters.
+-- Queue depth: jobs waiting to run (pending, or retrying after a backoff), from the
+-- counters, summed over every tenant (/health is the operator's, sql/0064).
 SELECT coalesce(sum(n), 0)::bigint
 FROM (
     SELECT n FROM job_counts WHERE status IN ('pending', 'retrying')
@@ -264,43 +266,80 @@ FROM worker_processes
 WHERE heartbeat_at > now() - make_interval(secs => lease_seconds);
 
 -- name: job_counts_by_queue_status
--- Every job by queue and status, for the dashboard's counts, from the counters.
+-- The jobs of the tenant the transaction acts in by queue and status, for the
+-- dashboard's and the queues' counts, from the counters (sql/0064): that tenant's
+-- index range and the deltas not yet folded, whatever other tenants hold.
 SELECT queue, status, sum(n)::bigint AS jobs
 FROM (
-    SELECT queue, status, n FROM job_counts
+    SELECT queue, status, n FROM job_counts WHERE tenant = ledger_tenant()
     UNION ALL
-    SELECT queue, status, n FROM job_count_deltas
+    SELECT queue, status, n FROM job_count_deltas WHERE tenant = ledger_tenant()
 ) AS c
 GROUP BY queue, status
 HAVING sum(n) <> 0
 ORDER BY queue, status;
 
--- name: jobs_count_by_queue_status
+-- name: job_counts_by_tenant_queue_status
+-- Every tenant's counters by queue and status (the counters' check).
+SELECT tenant, queue, status, sum(n)::bigint AS jobs
+FROM (
+    SELECT tenant, queue, status, n FROM job_counts
+    UNION ALL
+    SELECT tenant, queue, status, n FROM job_count_deltas
+) AS c
+GROUP BY tenant, queue, status
+HAVING sum(n) <> 0
+ORDER BY tenant, queue, status;
+
+-- name: jobs_count_by_tenant_queue_status
 -- The same counted from the view itself (the counters' check).
-SELECT queue, status, count(*) AS jobs
+SELECT tenant, queue, status, count(*) AS jobs
 FROM jobs
-GROUP BY queue, status
-ORDER BY queue, status;
+GROUP BY tenant, queue, status
+ORDER BY tenant, queue, status;
 
 -- name: job_throughput_since
--- Jobs submitted, completed and failed for good per minute since $1 (the dashboard's
--- chart), from the counters: one row per minute of the window, whatever the history.
+-- The jobs of the tenant the transaction acts in submitted, completed and failed for
+-- good per minute since $1 (the dashboard's chart), from the counters: one row per
+-- minute of the window, whatever the history and the other tenants.
 SELECT minute,
        sum(submitted)::bigint AS submitted,
        sum(completed)::bigint AS completed,
        sum(failed)::bigint AS failed
 FROM (
-    SELECT minute, submitted, completed, failed FROM job_throughput WHERE minute >= $1
+    SELECT minute, submitted, completed, failed
+    FROM job_throughput
+    WHERE tenant = ledger_tenant()
+      AND minute >= $1
     UNION ALL
-    SELECT minute, submitted, completed, failed FROM job_throughput_deltas WHERE minute >= $1
+    SELECT minute, submitted, completed, failed
+    FROM job_throughput_deltas
+    WHERE tenant = ledger_tenant()
+      AND minute >= $1
 ) AS t
 GROUP BY minute
 ORDER BY minute;
 
--- name: events_throughput_by_minute
--- The same counted from the events since $1 (the counters' check and rebuild); a lease
--- that expired with no attempt left is a failure too.
-SELECT date_trunc('minute', occurred_at, 'UTC') AS minute,
+-- name: job_throughput_by_tenant_since
+-- Every tenant's throughput counters per minute since $1 (the counters' check).
+SELECT tenant,
+       minute,
+       sum(submitted)::bigint AS submitted,
+       sum(completed)::bigint AS completed,
+       sum(failed)::bigint AS failed
+FROM (
+    SELECT tenant, minute, submitted, completed, failed FROM job_throughput WHERE minute >= $1
+    UNION ALL
+    SELECT tenant, minute, submitted, completed, failed FROM job_throughput_deltas WHERE minute >= $1
+) AS t
+GROUP BY tenant, minute
+ORDER BY tenant, minute;
+
+-- name: events_throughput_by_tenant_minute
+-- The same counted from the events since $1 (the counters' check); a lease that
+-- expired with no attempt left is a failure too.
+SELECT tenant,
+       date_trunc('minute', occurred_at, 'UTC') AS minute,
        count(*) FILTER (WHERE type = 'job.submitted.v1') AS submitted,
        count(*) FILTER (WHERE type = 'job.completed.v1') AS completed,
        count(*) FILTER (
@@ -309,12 +348,12 @@ SELECT date_trunc('minute', occurred_at, 'UTC') AS minute,
        ) AS failed
 FROM events
 WHERE occurred_at >= $1
-GROUP BY 1
+GROUP BY 1, 2
 HAVING count(*) FILTER (
     WHERE type IN ('job.submitted.v1', 'job.completed.v1', 'job.failed.v1')
        OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
 ) > 0
-ORDER BY 1;
+ORDER BY 1, 2;
 
 -- name: job_counters_lock
 -- The rebuild's locks, in the order every append takes them (sql/0058): no deadlock.
@@ -329,10 +368,11 @@ DELETE FROM job_count_deltas;
 DELETE FROM job_counts;
 
 -- name: job_counts_fill
-INSERT INTO job_counts (queue, status, n)
-SELECT queue, status, count(*)
+-- Each tenant's counters, counted from the view.
+INSERT INTO job_counts (tenant, queue, status, n)
+SELECT tenant, queue, status, count(*)
 FROM jobs
-GROUP BY queue, status;
+GROUP BY tenant, queue, status;
 
 -- name: job_throughput_deltas_delete_all
 DELETE FROM job_throughput_deltas;
@@ -341,8 +381,10 @@ DELETE FROM job_throughput_deltas;
 DELETE FROM job_throughput;
 
 -- name: job_throughput_fill
-INSERT INTO job_throughput (minute, submitted, completed, failed)
-SELECT date_trunc('minute', occurred_at, 'UTC'),
+-- Each tenant's throughput since $1, counted from the events.
+INSERT INTO job_throughput (tenant, minute, submitted, completed, failed)
+SELECT tenant,
+       date_trunc('minute', occurred_at, 'UTC'),
        count(*) FILTER (WHERE type = 'job.submitted.v1'),
        count(*) FILTER (WHERE type = 'job.completed.v1'),
        count(*) FILTER (
@@ -351,7 +393,7 @@ SELECT date_trunc('minute', occurred_at, 'UTC'),
        )
 FROM events
 WHERE occurred_at >= $1
-GROUP BY 1;
+GROUP BY 1, 2;
 
 -- name: feed_gate_open
 -- The live feed has readers in this process: appends notify `ledger_feed` while any
@@ -375,13 +417,14 @@ FROM queues
 ORDER BY name;
 
 -- name: job_counts_of_queue
--- One queue's jobs by status, from the counters (sql/0058): its folded row per status
--- and the deltas not yet folded (a few hundred rows at most), whatever the history.
+-- One queue's jobs by status in the tenant the transaction acts in, from the counters
+-- (sql/0064): its folded row per status and the deltas not yet folded (a few hundred
+-- rows at most), whatever the history.
 SELECT status, sum(n)::bigint AS jobs
 FROM (
-    SELECT status, n FROM job_counts WHERE queue = $1
+    SELECT status, n FROM job_counts WHERE tenant = ledger_tenant() AND queue = $1
     UNION ALL
-    SELECT status, n FROM job_count_deltas WHERE queue = $1
+    SELECT status, n FROM job_count_deltas WHERE tenant = ledger_tenant() AND queue = $1
 ) AS c
 GROUP BY status
 HAVING sum(n) <> 0;
@@ -390,7 +433,8 @@ HAVING sum(n) <> 0;
 -- Each configured queue's limits beside its runnable (pending, retrying) and running
 -- jobs from the counters and, when rate-limited, its tokens now (sql/0061): what the
 -- /metrics scrape needs to tell which limit holds a queue's jobs back. A few rows per
--- configured queue, whatever the size of the ledger.
+-- configured queue, whatever the size of the ledger; the counts are summed over every
+-- tenant (/metrics is the operator's, sql/0064).
 SELECT q.name, q.paused, q.concurrency, q.rate_limit,
        coalesce(c.runnable, 0)::bigint AS runnable,
        coalesce(c.running, 0)::bigint AS running,

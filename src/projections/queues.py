@@ -3,7 +3,9 @@ queue.* events) beside its jobs by status (the counters of sql/0058).
 
 A queue is listed when it has settings or jobs: one never configured shows version 0
 and no limits, one configured but without jobs shows zero counts. Counting reads the
-counters, never the jobs, so the cost does not grow with the ledger.
+counters, never the jobs, so the cost does not grow with the ledger; the counts are
+those of the tenant the transaction acts in (sql/0064), the limits' of every tenant
+(`limits_now`, for /metrics).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import sqlfile
+from ledger import sqlfile, tenancy
 
 Q = sqlfile.load("projections")
 _json = msgspec.json.Decoder()
@@ -55,7 +55,8 @@ def _queue_diff(row: asyncpg.Record) -> RowDiff:
 
 
 class CounterDiff(msgspec.Struct, frozen=True):
-    """A counter (sql/0058) that differs from a count of what it counts.
+    """A tenant's counter (sql/0058, per tenant since sql/0064) that differs from a count
+    of what it counts.
 
     `key`: ("jobs", queue, status) or ("throughput", minute ISO 8601, kind).
     """
@@ -63,47 +64,53 @@ class CounterDiff(msgspec.Struct, frozen=True):
     key: tuple[str, str, str]
     counter: int
     counted: int
+    tenant: str = tenancy.DEFAULT
+
+
+# A counter's place: (tenant, key).
+_Place = tuple[str, tuple[str, str, str]]
 
 
 async def verify_counters(conn: asyncpg.Connection, now: datetime) -> list[CounterDiff]:
-    """Compare the job counters with a count of the view, and the throughput counters of
-    the minutes kept (a day before `now`) with a count of the events, in one snapshot."""
+    """Compare each tenant's job counters with a count of its jobs in the view, and its
+    throughput counters of the minutes kept (a day before `now`) with a count of its
+    events, in one snapshot; the differences by tenant, then key."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        counters = await conn.fetch(Q["job_counts_by_queue_status"])
-        counted = await conn.fetch(Q["jobs_count_by_queue_status"])
+        counters = await conn.fetch(Q["job_counts_by_tenant_queue_status"])
+        counted = await conn.fetch(Q["jobs_count_by_tenant_queue_status"])
         since = now.replace(second=0, microsecond=0) - THROUGHPUT_KEPT + timedelta(minutes=1)
-        minutes = await conn.fetch(Q["job_throughput_since"], since)
-        events = await conn.fetch(Q["events_throughput_by_minute"], since)
-    diffs = _differ(
-        {("jobs", r["queue"], r["status"]): int(r["jobs"]) for r in counters},
-        {("jobs", r["queue"], r["status"]): int(r["jobs"]) for r in counted},
-    )
+        minutes = await conn.fetch(Q["job_throughput_by_tenant_since"], since)
+        events = await conn.fetch(Q["events_throughput_by_tenant_minute"], since)
+    diffs = _differ(_jobs(counters), _jobs(counted))
     diffs += _differ(_minutes(minutes), _minutes(events))
     return diffs
 
 
-def _minutes(rows: list[asyncpg.Record]) -> dict[tuple[str, str, str], int]:
+def _jobs(rows: list[asyncpg.Record]) -> dict[_Place, int]:
+    return {(r["tenant"], ("jobs", r["queue"], r["status"])): int(r["jobs"]) for r in rows}
+
+
+def _minutes(rows: list[asyncpg.Record]) -> dict[_Place, int]:
     return {
-        ("throughput", r["minute"].isoformat(), kind): int(r[kind])
+        (r["tenant"], ("throughput", r["minute"].isoformat(), kind)): int(r[kind])
         for r in rows
         for kind in ("submitted", "completed", "failed")
         if r[kind]
     }
 
 
-def _differ(
-    counters: dict[tuple[str, str, str], int], counted: dict[tuple[str, str, str], int]
-) -> list[CounterDiff]:
+def _differ(counters: dict[_Place, int], counted: dict[_Place, int]) -> list[CounterDiff]:
     return [
-        CounterDiff(key, counters.get(key, 0), counted.get(key, 0))
-        for key in sorted(counters.keys() | counted.keys())
-        if counters.get(key, 0) != counted.get(key, 0)
+        CounterDiff(place[1], counters.get(place, 0), counted.get(place, 0), tenant=place[0])
+        for place in sorted(counters.keys() | counted.keys())
+        if counters.get(place, 0) != counted.get(place, 0)
     ]
 
 
 async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
-    """Replace the live view with the fold of the events, and the counters (sql/0058) with
-    a count of the view and of the last day's events; returns the number of jobs."""
+    """Replace the live view with the fold of the events, and each tenant's counters
+    (sql/0058, sql/0064) with a count of its jobs in the view and of its last day's
+    events; returns the number of jobs."""
     async with conn.transaction():
         # Locked in the order every append takes them: the rebuild waits, never deadlocks.
         await conn.execute(Q["job_counters_lock"])

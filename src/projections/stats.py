@@ -40,7 +40,8 @@ def _zero() -> dict[str, int]:
 async def overview(
     conn: asyncpg.Connection, now: datetime, window: timedelta = timedelta(hours=1)
 ) -> Overview:
-    """Counts now, and the per-minute throughput of the `window` before `now`."""
+    """The counts now, and the per-minute throughput of the `window` before `now`, of the
+    tenant the transaction acts in (`default` when it names none)."""
     by_status = _zero()
     queues: dict[str, dict[str, int]] = {}
     for row in await conn.fetch(Q["job_counts_by_queue_status"]):

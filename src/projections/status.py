@@ -26,5 +26,7 @@ async def workers_alive(conn: asyncpg.Connection) -> int:
 
 
 async def counts(conn: asyncpg.Connection) -> Counts:
+    """Live job slots, and the jobs waiting to run summed over every tenant (/health is
+    the operator's, whatever tenant the transaction acts in)."""
     depth = await conn.fetchval(Q["job_counts_runnable"])
     return Counts(workers=await workers_alive(conn), queue_depth=int(depth))
