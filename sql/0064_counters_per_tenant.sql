@@ -7,10 +7,12 @@
 -- readers (/metrics, /health) sum over the tenants as before.
 --
 -- The counters are counted again from the view and the last day's events, by tenant:
--- jobs stored in another tenant since 0063 were counted as `default`'s. The tables
--- are locked first in the order every append takes them (as the rebuild does), so
--- appends wait for the migration and none is counted twice or lost.
-LOCK TABLE job_throughput_deltas, jobs, job_count_deltas, job_counts, job_throughput
+-- jobs stored in another tenant since 0063 were counted as `default`'s. Appends wait
+-- for the migration (`events` and `jobs` are locked against writes first, in the
+-- order an append takes them; reads go on), so none is counted twice, lost, or
+-- counted by the triggers' bodies of before.
+LOCK TABLE events, jobs IN SHARE MODE;
+LOCK TABLE job_throughput_deltas, job_count_deltas, job_counts, job_throughput
 IN ACCESS EXCLUSIVE MODE;
 
 ALTER TABLE job_counts ADD COLUMN tenant text NOT NULL DEFAULT 'default';
