@@ -394,7 +394,8 @@ HAVING sum(n) <> 0;
 -- Each configured queue's limits beside its runnable (pending, retrying) and running
 -- jobs from the counters and, when rate-limited, its tokens now (sql/0061): what the
 -- /metrics scrape needs to tell which limit holds a queue's jobs back. A few rows per
--- configured queue, whatever the size of the ledger.
+-- configured queue, whatever the size of the ledger. Every tenant's queues (the scrape
+-- names no tenant): a name configured in two tenants is two rows (sql/0065).
 SELECT q.name, q.paused, q.concurrency, q.rate_limit,
        coalesce(c.runnable, 0)::bigint AS runnable,
        coalesce(c.running, 0)::bigint AS running,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import asyncpg
 import msgspec
@@ -18,10 +17,8 @@ from projections import rebuild
 from tests import factories
 from workers import claims
 
-T = TypeVar("T")
 
-
-async def _in(conn: asyncpg.Connection, tenant: str, act: Callable[[], Awaitable[T]]) -> T:
+async def _in[T](conn: asyncpg.Connection, tenant: str, act: Callable[[], Awaitable[T]]) -> T:
     """`act` in a transaction acting in `tenant`."""
     async with conn.transaction():
         await acting.act_in(conn, tenant)
@@ -204,9 +201,7 @@ async def test_rebuilding_gives_back_every_tenants_queues(
     conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     await _configure(event_store, conn, "acme", "mail", wire.QueueSettings(concurrency=1))
-    await _configure(
-        event_store, conn, "beta", "mail", wire.QueueSettings(fairness="round_robin")
-    )
+    await _configure(event_store, conn, "beta", "mail", wire.QueueSettings(fairness="round_robin"))
     await _in(conn, "beta", lambda: queues.pause(conn, event_store, "mail", actor="ops"))
     await queues.pause(conn, event_store, "mail", actor="ops")
     before = await admin_conn.fetch("SELECT * FROM queues ORDER BY tenant, name")
