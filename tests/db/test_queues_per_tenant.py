@@ -106,12 +106,16 @@ async def test_the_public_submission_api_changes_the_queue_of_the_tenant_it_acts
 async def test_a_limit_of_one_tenants_queue_does_not_hold_another_tenants_jobs_of_that_name(
     conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
-    acme = await _submit(event_store, conn, "acme", 3, queue="mail")
-    beta = await _submit(event_store, conn, "beta", 3, queue="mail")
+    running = await _submit(event_store, conn, "beta", 3, queue="mail")
+    assert sorted(await _claim(event_store, conn, 10)) == sorted(running)
     await _configure(event_store, conn, "acme", "mail", wire.QueueSettings(concurrency=1))
-    claimed = await _claim(event_store, conn, 10)
-    assert set(beta) <= set(claimed)
-    assert len(set(claimed) & set(acme)) == 1
+    acme = await _submit(event_store, conn, "acme", 3, queue="mail")
+    # Beta's three running jobs of "mail" are not acme's: acme's limit has room for one.
+    [first] = await _claim(event_store, conn, 10)
+    assert first in acme
+    # Acme's "mail" is full; beta's is not limited.
+    beta = await _submit(event_store, conn, "beta", 2, queue="mail")
+    assert sorted(await _claim(event_store, conn, 10)) == sorted(beta)
     assert await _claim(event_store, conn, 10) == []
 
 
