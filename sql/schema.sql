@@ -471,6 +471,7 @@ CREATE TABLE public.queues (
     restricted boolean GENERATED ALWAYS AS ((paused OR (concurrency IS NOT NULL) OR (rate_limit IS NOT NULL) OR (per_key_concurrency IS NOT NULL) OR (fairness <> 'fifo'::text))) STORED,
     updated_by text NOT NULL,
     updated_at timestamp with time zone NOT NULL,
+    tenant text NOT NULL,
     CONSTRAINT queues_check CHECK ((((rate_limit IS NULL) = (rate_period_seconds IS NULL)) AND ((rate_limit IS NULL) = (rate_burst IS NULL)))),
     CONSTRAINT queues_concurrency_check CHECK ((concurrency >= 0)),
     CONSTRAINT queues_fairness_check CHECK ((fairness = ANY (ARRAY['fifo'::text, 'round_robin'::text]))),
@@ -508,13 +509,18 @@ DECLARE
     served text[] := '{}';
 BEGIN
     IF q.concurrency IS NOT NULL THEN
-        SELECT count(*) INTO running FROM jobs WHERE status = 'processing' AND queue = q.name;
+        SELECT count(*) INTO running FROM jobs
+        WHERE status = 'processing' AND tenant = q.tenant AND queue = q.name;
         room := least(room, q.concurrency - running);
     END IF;
     IF q.rate_limit IS NOT NULL THEN
-        SELECT * INTO b FROM queue_buckets WHERE queue = q.name;
+        SELECT * INTO b FROM queue_buckets WHERE tenant = q.tenant AND queue = q.name;
         IF NOT FOUND THEN
-            b := ROW(q.name, q.rate_burst, at, '{}');
+            b.tenant := q.tenant;
+            b.queue := q.name;
+            b.tokens := q.rate_burst;
+            b.refilled_at := at;
+            b.last_claimed := '{}';
         ELSE
             -- Refilled from the recorded claim time of the last claim's jobs (later
             -- than its clock), so the limit holds on the times the ledger shows.
@@ -531,12 +537,12 @@ BEGIN
                array_agg(coalesce(q.per_key_concurrency - coalesce(r.n, 0), room)
                          ORDER BY t.served_at NULLS FIRST, g.key NULLS FIRST)
         INTO keys, allowance
-        FROM unnest(jobs_groups_of(q.name)) AS g (key)
+        FROM unnest(jobs_groups_of(q.tenant, q.name)) AS g (key)
         LEFT JOIN queue_key_turns AS t
-            ON t.queue = q.name AND t.concurrency_key = coalesce(g.key, '')
+            ON t.tenant = q.tenant AND t.queue = q.name AND t.concurrency_key = coalesce(g.key, '')
         LEFT JOIN (
             SELECT concurrency_key AS key, count(*)::integer AS n FROM jobs
-            WHERE status = 'processing' AND queue = q.name GROUP BY 1
+            WHERE status = 'processing' AND tenant = q.tenant AND queue = q.name GROUP BY 1
         ) AS r ON r.key IS NOT DISTINCT FROM g.key;
         LOOP
             EXIT WHEN room <= 0 OR keys IS NULL;
@@ -550,7 +556,7 @@ BEGIN
                 n := room;
                 FOR j IN
                     SELECT * FROM jobs_due_in_group(
-                        q.name, keys[i], job_types, taken, least(room, allowance[i]), true)
+                        q.tenant, q.name, keys[i], job_types, taken, least(room, allowance[i]), true)
                 LOOP
                     taken := taken || j.job_id;
                     room := room - 1;
@@ -564,7 +570,8 @@ BEGIN
             IF q.fairness = 'round_robin' THEN
                 FOREACH i IN ARRAY active LOOP
                     EXIT WHEN room <= 0;
-                    SELECT * INTO j FROM jobs_due_in_group(q.name, keys[i], job_types, taken, 1, true);
+                    SELECT * INTO j
+                    FROM jobs_due_in_group(q.tenant, q.name, keys[i], job_types, taken, 1, true);
                     IF NOT FOUND THEN
                         allowance[i] := 0;
                         CONTINUE;
@@ -579,7 +586,8 @@ BEGIN
             ELSE
                 SELECT h.* INTO j
                 FROM unnest(active) AS a (i)
-                CROSS JOIN LATERAL jobs_due_in_group(q.name, keys[a.i], job_types, taken, 1, false) AS h
+                CROSS JOIN LATERAL jobs_due_in_group(
+                    q.tenant, q.name, keys[a.i], job_types, taken, 1, false) AS h
                 ORDER BY h.run_at, h.priority, h.created_at
                 LIMIT 1;
                 IF FOUND THEN
@@ -601,38 +609,31 @@ BEGIN
         END LOOP;
     END IF;
     IF q.fairness = 'round_robin' AND cardinality(served) > 0 AND cardinality(keys) > 1 THEN
-        -- The turns, in serving order, written in key order: claimers of one queue (it
-        -- takes no lock without a limit) lock the turn rows in one order, never deadlock.
-        -- Alone, a group's turn is recorded once, not rewritten on every claim (a row
-        -- write each, on which concurrent claimers would queue): a group that appears
-        -- later has never been served, so it goes first either way.
-        INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-        SELECT q.name, s.key, at + make_interval(secs => max(s.turn) * 1e-6)
+        -- The turns, in serving order, written in key order (sql/0059, sql/0062).
+        INSERT INTO queue_key_turns (tenant, queue, concurrency_key, served_at)
+        SELECT q.tenant, q.name, s.key, at + make_interval(secs => max(s.turn) * 1e-6)
         FROM unnest(served) WITH ORDINALITY AS s (key, turn)
         GROUP BY s.key
         ORDER BY s.key
-        ON CONFLICT (queue, concurrency_key) DO UPDATE
+        ON CONFLICT (tenant, queue, concurrency_key) DO UPDATE
         SET served_at = excluded.served_at;
     ELSIF q.fairness = 'round_robin' AND cardinality(served) > 0 THEN
         -- Alone, a group's turn is rewritten only when another group was served after
-        -- it (else a key that drains alone would keep the turn of its first claim and
-        -- go before a key served since, and a claim of one job would take its job).
-        -- A row the condition excludes is not locked, so claimers of one key's
-        -- backlog queue on its turn row once per other key's service, not per claim.
+        -- it (sql/0062).
         UPDATE queue_key_turns AS t SET served_at = at
-        WHERE t.queue = q.name AND t.concurrency_key = served[1]
+        WHERE t.tenant = q.tenant AND t.queue = q.name AND t.concurrency_key = served[1]
           AND t.served_at < (SELECT max(o.served_at) FROM queue_key_turns AS o
-                             WHERE o.queue = q.name);
+                             WHERE o.tenant = q.tenant AND o.queue = q.name);
         IF NOT FOUND THEN
-            INSERT INTO queue_key_turns (queue, concurrency_key, served_at)
-            VALUES (q.name, served[1], at)
-            ON CONFLICT (queue, concurrency_key) DO NOTHING;
+            INSERT INTO queue_key_turns (tenant, queue, concurrency_key, served_at)
+            VALUES (q.tenant, q.name, served[1], at)
+            ON CONFLICT (tenant, queue, concurrency_key) DO NOTHING;
         END IF;
     END IF;
     IF q.rate_limit IS NOT NULL THEN
-        INSERT INTO queue_buckets (queue, tokens, refilled_at, last_claimed)
-        VALUES (q.name, b.tokens - coalesce(array_length(taken, 1), 0), at, taken)
-        ON CONFLICT (queue) DO UPDATE
+        INSERT INTO queue_buckets (tenant, queue, tokens, refilled_at, last_claimed)
+        VALUES (q.tenant, q.name, b.tokens - coalesce(array_length(taken, 1), 0), at, taken)
+        ON CONFLICT (tenant, queue) DO UPDATE
         SET tokens = excluded.tokens, refilled_at = excluded.refilled_at,
             last_claimed = CASE WHEN cardinality(excluded.last_claimed) > 0
                                 THEN excluded.last_claimed ELSE queue_buckets.last_claimed END;
@@ -653,32 +654,31 @@ CREATE FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) RETUR
     SET enable_seqscan TO 'off'
     AS $$
 DECLARE
-    restricted text[];
     q queues;
     taken integer := 0;
     n integer;
+    open_tenants text[];
     open_queues text[];
-    keyed_queues text[];
+    keyed_groups text[];
 BEGIN
-    SELECT array_agg(name ORDER BY name) INTO restricted FROM queues WHERE queues.restricted;
-    IF restricted IS NULL THEN
+    IF NOT EXISTS (SELECT FROM queues WHERE queues.restricted) THEN
         RETURN QUERY SELECT * FROM jobs_claimable(max_jobs, job_types);
         RETURN;
     END IF;
     FOR q IN
         SELECT * FROM queues AS c
-        WHERE c.restricted AND NOT c.paused AND jobs_queue_has_due(c.name, job_types)
-        ORDER BY c.name
+        WHERE c.restricted AND NOT c.paused AND jobs_queue_has_due(c.tenant, c.name, job_types)
+        ORDER BY c.tenant, c.name
     LOOP
         EXIT WHEN taken >= max_jobs;
         -- A limit serializes the claimers of its queue (each counts what runs and spends
         -- tokens after the last one committed); fairness alone needs no lock. Either way
         -- the settings are read as they are now.
-        SELECT * INTO q FROM queues WHERE name = q.name;
+        SELECT * INTO q FROM queues WHERE tenant = q.tenant AND name = q.name;
         CONTINUE WHEN NOT FOUND;
         IF q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
            OR q.per_key_concurrency IS NOT NULL THEN
-            SELECT * INTO q FROM queues WHERE name = q.name FOR UPDATE;
+            SELECT * INTO q FROM queues WHERE tenant = q.tenant AND name = q.name FOR UPDATE;
             CONTINUE WHEN NOT FOUND;  -- replaced by a rebuild meanwhile: the next round
         END IF;
         CONTINUE WHEN q.paused OR NOT q.restricted;
@@ -689,48 +689,56 @@ BEGIN
     IF taken >= max_jobs THEN
         RETURN;
     END IF;
-    -- The unrestricted queues with runnable jobs: skip scans of the two group indexes
-    -- (one probe a queue), restricted ones left out.
-    WITH RECURSIVE u (queue) AS (
-        (SELECT queue FROM jobs
+    -- The unrestricted (tenant, queue) groups with runnable jobs: skip scans of the two
+    -- group indexes (one probe a tenant's queue), restricted ones left out.
+    WITH RECURSIVE u (tenant, queue) AS (
+        (SELECT tenant, queue FROM jobs
          WHERE concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
-         ORDER BY queue, run_at, priority, created_at LIMIT 1)
+         ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
         UNION ALL
-        SELECT (SELECT queue FROM jobs
-                WHERE queue > u.queue AND concurrency_key IS NULL
-                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
-                ORDER BY queue, run_at, priority, created_at LIMIT 1)
-        FROM u WHERE u.queue IS NOT NULL
+        SELECT x.tenant, x.queue
+        FROM u CROSS JOIN LATERAL (
+            SELECT tenant, queue FROM jobs
+            WHERE (tenant, queue) > (u.tenant, u.queue) AND concurrency_key IS NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
+        ) AS x
     )
-    SELECT array_agg(u.queue) INTO open_queues FROM u
-    WHERE u.queue IS NOT NULL AND u.queue <> ALL(restricted);
-    WITH RECURSIVE u (queue) AS (
-        (SELECT queue FROM jobs
+    SELECT array_agg(u.tenant), array_agg(u.queue) INTO open_tenants, open_queues FROM u
+    WHERE NOT EXISTS (SELECT FROM queues AS r
+                      WHERE r.tenant = u.tenant AND r.name = u.queue AND r.restricted);
+    WITH RECURSIVE u (tenant, queue) AS (
+        (SELECT tenant, queue FROM jobs
          WHERE concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
-         ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+         ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
         UNION ALL
-        SELECT (SELECT queue FROM jobs
-                WHERE queue > u.queue AND concurrency_key IS NOT NULL
-                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
-                ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1)
-        FROM u WHERE u.queue IS NOT NULL
+        SELECT x.tenant, x.queue
+        FROM u CROSS JOIN LATERAL (
+            SELECT tenant, queue FROM jobs
+            WHERE (tenant, queue) > (u.tenant, u.queue) AND concurrency_key IS NOT NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
+        ) AS x
     )
-    SELECT array_agg(u.queue) INTO keyed_queues FROM u
-    WHERE u.queue IS NOT NULL AND u.queue <> ALL(restricted);
-    -- The oldest due jobs among them: each queue's jobs without a key from its own
+    -- A group named by one string: neither a tenant id nor a queue name holds a newline.
+    SELECT array_agg(u.tenant || E'\n' || u.queue) INTO keyed_groups FROM u
+    WHERE NOT EXISTS (SELECT FROM queues AS r
+                      WHERE r.tenant = u.tenant AND r.name = u.queue AND r.restricted);
+    -- The oldest due jobs among them: each group's jobs without a key from its own
     -- index; keyed jobs of unrestricted queues (rare: a key matters only to a
-    -- restricted queue) from the due index, filtered to those queues.
+    -- restricted queue) from the due index, filtered to those groups.
     RETURN QUERY
     SELECT c.* FROM (
         SELECT o.*
-        FROM unnest(coalesce(open_queues, '{}')) AS u (queue)
-        CROSS JOIN LATERAL jobs_due_in_group(u.queue, NULL, job_types, '{}', max_jobs - taken, true) AS o
+        FROM unnest(coalesce(open_tenants, '{}'), coalesce(open_queues, '{}')) AS u (tenant, queue)
+        CROSS JOIN LATERAL jobs_due_in_group(
+            u.tenant, u.queue, NULL, job_types, '{}', max_jobs - taken, true) AS o
         UNION ALL
         SELECT k.* FROM (
             SELECT * FROM jobs
-            WHERE keyed_queues IS NOT NULL
+            WHERE keyed_groups IS NOT NULL
               AND status IN ('pending', 'retrying') AND run_at <= now()
-              AND type = ANY(job_types) AND queue = ANY(keyed_queues)
+              AND type = ANY(job_types) AND tenant || E'\n' || queue = ANY(keyed_groups)
               AND concurrency_key IS NOT NULL
             ORDER BY run_at, priority, created_at
             LIMIT max_jobs - taken
@@ -763,10 +771,10 @@ CREATE FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) RETURN
 $$;
 
 --
--- Name: jobs_due_in_group(text, text, text[], uuid[], integer, boolean); Type: FUNCTION; Schema: public; Owner: -
+-- Name: jobs_due_in_group(text, text, text, text[], uuid[], integer, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean) RETURNS SETOF public.jobs
+CREATE FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean) RETURNS SETOF public.jobs
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_custom_plan'
     SET enable_sort TO 'off'
@@ -776,39 +784,43 @@ CREATE FUNCTION public.jobs_due_in_group(q text, key text, job_types text[], tak
 BEGIN
     IF key IS NULL AND lock THEN
         RETURN QUERY SELECT * FROM jobs
-        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+        WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
-        ORDER BY queue, run_at, priority, created_at
+        ORDER BY tenant, queue, run_at, priority, created_at
         LIMIT n
         FOR UPDATE SKIP LOCKED;
     ELSIF key IS NULL THEN
         RETURN QUERY SELECT * FROM jobs
-        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+        WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
-        ORDER BY queue, run_at, priority, created_at
+        ORDER BY tenant, queue, run_at, priority, created_at
         LIMIT n;
     ELSIF lock THEN
         RETURN QUERY SELECT * FROM jobs
-        WHERE queue = q AND concurrency_key = key AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+        WHERE tenant = tenant_id AND queue = q AND concurrency_key = key
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
-        ORDER BY queue, concurrency_key, run_at, priority, created_at
+        ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at
         LIMIT n
         FOR UPDATE SKIP LOCKED;
     ELSE
         RETURN QUERY SELECT * FROM jobs
-        WHERE queue = q AND concurrency_key = key AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+        WHERE tenant = tenant_id AND queue = q AND concurrency_key = key
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
-        ORDER BY queue, concurrency_key, run_at, priority, created_at
+        ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at
         LIMIT n;
     END IF;
 END;
 $$;
 
 --
--- Name: jobs_groups_of(text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: jobs_groups_of(text, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.jobs_groups_of(q text) RETURNS text[]
+CREATE FUNCTION public.jobs_groups_of(tenant_id text, q text) RETURNS text[]
     LANGUAGE sql STABLE
     SET plan_cache_mode TO 'force_custom_plan'
     SET enable_sort TO 'off'
@@ -817,19 +829,21 @@ CREATE FUNCTION public.jobs_groups_of(q text) RETURNS text[]
     AS $$
     WITH RECURSIVE k (key) AS (
         (SELECT concurrency_key FROM jobs
-         WHERE queue = q AND concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
-         ORDER BY queue, concurrency_key LIMIT 1)
+         WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NOT NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, concurrency_key LIMIT 1)
         UNION ALL
         SELECT (SELECT concurrency_key FROM jobs
-                WHERE queue = q AND concurrency_key > k.key
+                WHERE tenant = tenant_id AND queue = q AND concurrency_key > k.key
                   AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
-                ORDER BY queue, concurrency_key LIMIT 1)
+                ORDER BY tenant, queue, concurrency_key LIMIT 1)
         FROM k WHERE k.key IS NOT NULL
     )
     SELECT CASE WHEN (
                SELECT true FROM jobs
-               WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
-               ORDER BY queue, run_at, priority, created_at LIMIT 1
+               WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
+                 AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+               ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
            ) THEN ARRAY[NULL::text] ELSE '{}'::text[] END
            || coalesce((SELECT array_agg(k.key) FROM k WHERE k.key IS NOT NULL), '{}')
 $$;
@@ -857,8 +871,8 @@ BEGIN
         WHERE status IN ('pending', 'retrying') AND type = ANY(job_types) AND run_at > since;
         FOR q IN SELECT * FROM queues WHERE queues.restricted AND NOT paused
                  AND rate_limit IS NOT NULL LOOP
-            SELECT * INTO b FROM queue_buckets WHERE queue = q.name;
-            IF FOUND AND b.tokens < 1 AND jobs_queue_has_due(q.name, job_types) THEN
+            SELECT * INTO b FROM queue_buckets WHERE tenant = q.tenant AND queue = q.name;
+            IF FOUND AND b.tokens < 1 AND jobs_queue_has_due(q.tenant, q.name, job_types) THEN
                 soonest := least(soonest, b.refilled_at + make_interval(
                     secs => (1 - b.tokens) * q.rate_period_seconds / q.rate_limit));
             END IF;
@@ -907,7 +921,7 @@ BEGIN
     IF EXISTS (SELECT FROM queues WHERE restricted) AND EXISTS (
         SELECT FROM before_rows AS o
         JOIN after_rows AS n ON n.job_id = o.job_id
-        JOIN queues AS q ON q.name = o.queue
+        JOIN queues AS q ON q.tenant = o.tenant AND q.name = o.queue
         WHERE o.status = 'processing' AND n.status <> 'processing' AND q.restricted
     ) THEN
         PERFORM pg_notify('ledger_jobs', '');
@@ -996,10 +1010,10 @@ END;
 $$;
 
 --
--- Name: jobs_queue_has_due(text, text[]); Type: FUNCTION; Schema: public; Owner: -
+-- Name: jobs_queue_has_due(text, text, text[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.jobs_queue_has_due(q text, job_types text[]) RETURNS boolean
+CREATE FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text[]) RETURNS boolean
     LANGUAGE sql STABLE
     SET plan_cache_mode TO 'force_custom_plan'
     SET enable_sort TO 'off'
@@ -1010,14 +1024,16 @@ CREATE FUNCTION public.jobs_queue_has_due(q text, job_types text[]) RETURNS bool
     -- it the order that makes it walk the group's own index.
     SELECT coalesce((
         SELECT true FROM jobs
-        WHERE queue = q AND concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+        WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
           AND run_at <= now() AND type = ANY(job_types)
-        ORDER BY queue, run_at, priority, created_at LIMIT 1
+        ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
     ), (
         SELECT true FROM jobs
-        WHERE queue = q AND concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+        WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NOT NULL
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
           AND run_at <= now() AND type = ANY(job_types)
-        ORDER BY queue, concurrency_key, run_at, priority, created_at LIMIT 1
+        ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
     ), false)
 $$;
 
@@ -1045,20 +1061,20 @@ $$;
 -- Name: queue_buckets_tokens(); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.queue_buckets_tokens() RETURNS TABLE(queue text, tokens double precision)
+CREATE FUNCTION public.queue_buckets_tokens() RETURNS TABLE(tenant text, queue text, tokens double precision)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-SELECT b.queue,
+SELECT b.tenant, b.queue,
        least(q.rate_burst::double precision,
              b.tokens + greatest(0, extract(epoch FROM clock_timestamp() - coalesce(
                  (SELECT greatest(b.refilled_at, max(j.started_at))
                   FROM jobs AS j WHERE j.job_id = ANY(b.last_claimed)),
                  b.refilled_at))) * q.rate_limit / q.rate_period_seconds)
 FROM queue_buckets AS b
-JOIN queues AS q ON q.name = b.queue
+JOIN queues AS q ON q.tenant = b.tenant AND q.name = b.queue
 WHERE q.rate_limit IS NOT NULL
-ORDER BY b.queue;
+ORDER BY b.tenant, b.queue;
 $$;
 
 --
@@ -1074,6 +1090,7 @@ BEGIN
     IF s.name IS NULL AND e.version <> 1 THEN
         RAISE EXCEPTION 'event % for queue stream % before its first', e.type, e.job_id;
     END IF;
+    n.tenant := e.tenant;
     n.name := e.data->>'queue';
     n.stream_id := e.job_id;
     n.version := e.version;
@@ -1122,13 +1139,13 @@ BEGIN
             s := NULL;
         END IF;
         s := queue_view_step(s, e);
-        INSERT INTO queues (name, stream_id, version, concurrency, rate_limit,
+        INSERT INTO queues (tenant, name, stream_id, version, concurrency, rate_limit,
                             rate_period_seconds, rate_burst, per_key_concurrency, fairness,
                             paused, updated_by, updated_at)
-        VALUES (s.name, s.stream_id, s.version, s.concurrency, s.rate_limit,
+        VALUES (s.tenant, s.name, s.stream_id, s.version, s.concurrency, s.rate_limit,
                 s.rate_period_seconds, s.rate_burst, s.per_key_concurrency, s.fairness,
                 s.paused, s.updated_by, s.updated_at)
-        ON CONFLICT (name) DO UPDATE
+        ON CONFLICT (tenant, name) DO UPDATE
         SET version = excluded.version, concurrency = excluded.concurrency,
             rate_limit = excluded.rate_limit,
             rate_period_seconds = excluded.rate_period_seconds,
@@ -1329,7 +1346,8 @@ CREATE TABLE public.queue_buckets (
     queue text NOT NULL,
     tokens double precision NOT NULL,
     refilled_at timestamp with time zone NOT NULL,
-    last_claimed uuid[] DEFAULT '{}'::uuid[] NOT NULL
+    last_claimed uuid[] DEFAULT '{}'::uuid[] NOT NULL,
+    tenant text NOT NULL
 );
 
 --
@@ -1339,7 +1357,8 @@ CREATE TABLE public.queue_buckets (
 CREATE TABLE public.queue_key_turns (
     queue text NOT NULL,
     concurrency_key text NOT NULL,
-    served_at timestamp with time zone NOT NULL
+    served_at timestamp with time zone NOT NULL,
+    tenant text NOT NULL
 );
 
 --
@@ -1450,21 +1469,21 @@ ALTER TABLE ONLY public.jobs
 --
 
 ALTER TABLE ONLY public.queue_buckets
-    ADD CONSTRAINT queue_buckets_pkey PRIMARY KEY (queue);
+    ADD CONSTRAINT queue_buckets_pkey PRIMARY KEY (tenant, queue);
 
 --
 -- Name: queue_key_turns queue_key_turns_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.queue_key_turns
-    ADD CONSTRAINT queue_key_turns_pkey PRIMARY KEY (queue, concurrency_key);
+    ADD CONSTRAINT queue_key_turns_pkey PRIMARY KEY (tenant, queue, concurrency_key);
 
 --
 -- Name: queues queues_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.queues
-    ADD CONSTRAINT queues_pkey PRIMARY KEY (name);
+    ADD CONSTRAINT queues_pkey PRIMARY KEY (tenant, name);
 
 --
 -- Name: queues queues_stream_id_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1539,13 +1558,13 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (tenant,
 -- Name: jobs_key_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_key_due_idx ON public.jobs USING btree (queue, concurrency_key, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NOT NULL));
+CREATE INDEX jobs_key_due_idx ON public.jobs USING btree (tenant, queue, concurrency_key, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NOT NULL));
 
 --
 -- Name: jobs_queue_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (queue, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NULL));
+CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (tenant, queue, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NULL));
 
 --
 -- Name: jobs_status_created_idx; Type: INDEX; Schema: public; Owner: -
@@ -1557,13 +1576,13 @@ CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (status, created
 -- Name: queue_key_turns_latest_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX queue_key_turns_latest_idx ON public.queue_key_turns USING btree (queue, served_at);
+CREATE INDEX queue_key_turns_latest_idx ON public.queue_key_turns USING btree (tenant, queue, served_at);
 
 --
 -- Name: queues_restricted_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX queues_restricted_idx ON public.queues USING btree (name) WHERE restricted;
+CREATE INDEX queues_restricted_idx ON public.queues USING btree (tenant, name) WHERE restricted;
 
 --
 -- Name: worker_processes_heartbeat_idx; Type: INDEX; Schema: public; Owner: -
@@ -1768,17 +1787,18 @@ REVOKE ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[])
 GRANT ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) TO ledger_app;
 
 --
--- Name: FUNCTION jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.jobs_due_in_group(q text, key text, job_types text[], taken uuid[], n integer, lock boolean) TO ledger_app;
+REVOKE ALL ON FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean) TO ledger_app;
 
 --
--- Name: FUNCTION jobs_groups_of(q text); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION jobs_groups_of(tenant_id text, q text); Type: ACL; Schema: public; Owner: -
 --
 
-GRANT ALL ON FUNCTION public.jobs_groups_of(q text) TO ledger_app;
+REVOKE ALL ON FUNCTION public.jobs_groups_of(tenant_id text, q text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_groups_of(tenant_id text, q text) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_next_due(job_types text[], lookback_seconds double precision); Type: ACL; Schema: public; Owner: -
@@ -1818,10 +1838,11 @@ GRANT ALL ON FUNCTION public.jobs_notify_runnable() TO ledger_app;
 GRANT ALL ON FUNCTION public.jobs_project_appended() TO ledger_app;
 
 --
--- Name: FUNCTION jobs_queue_has_due(q text, job_types text[]); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION jobs_queue_has_due(tenant_id text, q text, job_types text[]); Type: ACL; Schema: public; Owner: -
 --
 
-GRANT ALL ON FUNCTION public.jobs_queue_has_due(q text, job_types text[]) TO ledger_app;
+REVOKE ALL ON FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text[]) TO ledger_app;
 
 --
 -- Name: FUNCTION ledger_tenant(); Type: ACL; Schema: public; Owner: -

@@ -116,7 +116,8 @@ Fairness = Literal["fifo", "round_robin"]
 
 class QueueEvent(Event, frozen=True):
     """A queue's settings changed. A queue's events form one stream: `job_id` holds the
-    stream's id (`ledger.queues.stream_id` of the name), hash-chained like a job's."""
+    stream's id (`ledger.queues.stream_id` of the name and the tenant), hash-chained like
+    a job's."""
 
     queue: str
 

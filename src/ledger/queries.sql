@@ -39,10 +39,16 @@ DROP SCHEMA public CASCADE;
 CREATE SCHEMA public;
 
 -- name: queues_get
--- A queue's settings as its events left them (sql/0059); no row: never configured.
+-- A queue's settings as its events left them (sql/0059), in the tenant the transaction
+-- acts in (sql/0065); no row: never configured there.
 SELECT *
 FROM queues
-WHERE name = $1;
+WHERE tenant = ledger_tenant()
+  AND name = $1;
+
+-- name: tenant_current
+-- The tenant this transaction acts in (`default` when it names none).
+SELECT ledger_tenant();
 
 -- name: tenant_act_in
 -- The tenant this transaction acts in, until it ends (sql/0063: a job's first event

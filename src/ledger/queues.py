@@ -9,6 +9,13 @@ Python; `queue_view_step` in SQL is the same rule (a test holds the two equal).
 
 A command that changes nothing (pausing a paused queue, setting the limits it has)
 appends nothing: the ledger records changes, and the answer is the same either way.
+
+Queues are per tenant (sql/0065): tenant A's "mail" and B's "mail" are two queues, two
+streams (`stream_id` is salted with the tenant, except `default`'s, unchanged) and two
+settings, and a job is held only by its own tenant's queue of its name. Every function
+here acts in the tenant the caller's transaction acts in (`acting.act_in`; `default`
+when it names none), the one the append stores a new stream's first event in: there is
+no tenant argument that could disagree with it.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import errors, sqlfile, store, wire
+from ledger import errors, sqlfile, store, tenancy, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -67,9 +74,13 @@ class QueueState(msgspec.Struct, frozen=True, kw_only=True):
         return (self.concurrency, self.rate_limit, self.per_key_concurrency, self.fairness)
 
 
-def stream_id(name: str) -> uuid.UUID:
-    """The id of a queue's event stream."""
-    return uuid.uuid5(NAMESPACE, name)
+def stream_id(name: str, tenant: str = tenancy.DEFAULT) -> uuid.UUID:
+    """The id of a tenant's queue's event stream: default's is uuid5 of the name (as
+    before tenants), another tenant's of the tenant and the name (no tenant id or queue
+    name holds a newline, so two pairs never share one)."""
+    if tenant == tenancy.DEFAULT:
+        return uuid.uuid5(NAMESPACE, name)
+    return uuid.uuid5(NAMESPACE, f"{tenant}\n{name}")
 
 
 def checked_name(name: str) -> str:
@@ -127,7 +138,8 @@ def from_row(row: asyncpg.Record) -> QueueState:
 
 
 async def current(conn: asyncpg.Connection, name: str) -> QueueState | None:
-    """The queue's settings now (None: no event ever changed them)."""
+    """The queue's settings now in the tenant the transaction acts in (None: no event
+    ever changed them there)."""
     row = await conn.fetchrow(Q["queues_get"], name)
     return None if row is None else from_row(row)
 
@@ -205,8 +217,9 @@ async def _change(
         state = await current(conn, name)
         if unchanged(state or QueueState(name=name, version=0)):
             return state or QueueState(name=name, version=0)
+        tenant: str = await conn.fetchval(Q["tenant_current"])
         event = kind(
-            job_id=stream_id(name),
+            job_id=stream_id(name, tenant),
             version=(state.version if state else 0) + 1,
             actor=actor,
             occurred_at=event_store.clock(),

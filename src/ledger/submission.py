@@ -168,6 +168,8 @@ class Submitter:
             raise jobtypes.UnknownJobType(name, self.registry.names(), where=where) from None
 
     # -- queues --------------------------------------------------------------------
+    # Each acts on the queue of the tenant `conn`'s transaction acts in (acting.act_in;
+    # `default` outside one): queues are per tenant (sql/0065).
 
     async def configure_queue(
         self,

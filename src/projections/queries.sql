@@ -18,12 +18,13 @@ FROM (
 ) AS s;
 
 -- name: queues_rebuilt_diff
--- Queues whose live row differs from the fold of their events (sql/0059), side by side.
+-- Queues whose live row differs from the fold of their events (sql/0059), side by side;
+-- every tenant's, each stream (unique across tenants) named once.
 WITH rebuilt AS (
-    SELECT (s.state).name, (s.state).stream_id, (s.state).version, (s.state).concurrency,
-           (s.state).rate_limit, (s.state).rate_period_seconds, (s.state).rate_burst,
-           (s.state).per_key_concurrency, (s.state).fairness, (s.state).paused,
-           (s.state).updated_by, (s.state).updated_at
+    SELECT (s.state).tenant, (s.state).name, (s.state).stream_id, (s.state).version,
+           (s.state).concurrency, (s.state).rate_limit, (s.state).rate_period_seconds,
+           (s.state).rate_burst, (s.state).per_key_concurrency, (s.state).fairness,
+           (s.state).paused, (s.state).updated_by, (s.state).updated_at
     FROM (
         SELECT queue_view_fold(e ORDER BY e.version) AS state
         FROM events AS e
@@ -31,8 +32,8 @@ WITH rebuilt AS (
         GROUP BY e.job_id
     ) AS s
 ), live AS (
-    SELECT name, stream_id, version, concurrency, rate_limit, rate_period_seconds, rate_burst,
-           per_key_concurrency, fairness, paused, updated_by, updated_at
+    SELECT tenant, name, stream_id, version, concurrency, rate_limit, rate_period_seconds,
+           rate_burst, per_key_concurrency, fairness, paused, updated_by, updated_at
     FROM queues
 ), live_only AS (
     SELECT * FROM live
@@ -42,16 +43,16 @@ WITH rebuilt AS (
     SELECT * FROM rebuilt
     EXCEPT ALL
     SELECT * FROM live
-), names AS (
-    SELECT name FROM live_only
+), streams AS (
+    SELECT stream_id FROM live_only
     UNION
-    SELECT name FROM rebuilt_only
+    SELECT stream_id FROM rebuilt_only
 )
-SELECT names.name,
-       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.name = names.name) AS live,
-       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.name = names.name) AS rebuilt
-FROM names
-ORDER BY names.name;
+SELECT streams.stream_id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.stream_id = streams.stream_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.stream_id = streams.stream_id) AS rebuilt
+FROM streams
+ORDER BY streams.stream_id;
 
 -- name: jobs_scratch_diff
 -- Rows that differ between the live view and the rebuild, side by side.
@@ -87,13 +88,14 @@ LOCK TABLE queues IN SHARE ROW EXCLUSIVE MODE;
 DELETE FROM queues;
 
 -- name: queues_fill
--- The queues' settings as the fold of their events (sql/0059).
-INSERT INTO queues (name, stream_id, version, concurrency, rate_limit, rate_period_seconds,
-                    rate_burst, per_key_concurrency, fairness, paused, updated_by, updated_at)
-SELECT (s.state).name, (s.state).stream_id, (s.state).version, (s.state).concurrency,
-       (s.state).rate_limit, (s.state).rate_period_seconds, (s.state).rate_burst,
-       (s.state).per_key_concurrency, (s.state).fairness, (s.state).paused,
-       (s.state).updated_by, (s.state).updated_at
+-- The queues' settings as the fold of their events (sql/0059), every tenant's.
+INSERT INTO queues (tenant, name, stream_id, version, concurrency, rate_limit,
+                    rate_period_seconds, rate_burst, per_key_concurrency, fairness, paused,
+                    updated_by, updated_at)
+SELECT (s.state).tenant, (s.state).name, (s.state).stream_id, (s.state).version,
+       (s.state).concurrency, (s.state).rate_limit, (s.state).rate_period_seconds,
+       (s.state).rate_burst, (s.state).per_key_concurrency, (s.state).fairness,
+       (s.state).paused, (s.state).updated_by, (s.state).updated_at
 FROM (
     SELECT queue_view_fold(e ORDER BY e.version) AS state
     FROM events AS e
@@ -411,9 +413,11 @@ SELECT pg_current_xact_id()::text::bigint;
 SELECT pg_advisory_unlock_shared(7164857355);
 
 -- name: queues_all
--- Every queue with settings (sql/0059): a handful of rows, one per configured queue.
+-- Every queue with settings (sql/0059) in the tenant the transaction acts in (sql/0065):
+-- a handful of rows, one per configured queue.
 SELECT *
 FROM queues
+WHERE tenant = ledger_tenant()
 ORDER BY name;
 
 -- name: job_counts_of_queue
@@ -433,23 +437,24 @@ HAVING sum(n) <> 0;
 -- Each configured queue's limits beside its runnable (pending, retrying) and running
 -- jobs from the counters and, when rate-limited, its tokens now (sql/0061): what the
 -- /metrics scrape needs to tell which limit holds a queue's jobs back. A few rows per
--- configured queue, whatever the size of the ledger; the counts are summed over every
--- tenant (/metrics is the operator's, sql/0064).
+-- configured queue, whatever the size of the ledger. Every tenant's queues (the scrape
+-- names no tenant): a name configured in two tenants is two rows (sql/0065), each beside
+-- its own tenant's counts (sql/0064).
 SELECT q.name, q.paused, q.concurrency, q.rate_limit,
        coalesce(c.runnable, 0)::bigint AS runnable,
        coalesce(c.running, 0)::bigint AS running,
        b.tokens
 FROM queues AS q
 LEFT JOIN (
-    SELECT queue,
+    SELECT tenant, queue,
            sum(n) FILTER (WHERE status IN ('pending', 'retrying')) AS runnable,
            sum(n) FILTER (WHERE status = 'processing') AS running
     FROM (
-        SELECT queue, status, n FROM job_counts
+        SELECT tenant, queue, status, n FROM job_counts
         UNION ALL
-        SELECT queue, status, n FROM job_count_deltas
+        SELECT tenant, queue, status, n FROM job_count_deltas
     ) AS counted
-    GROUP BY queue
-) AS c ON c.queue = q.name
-LEFT JOIN queue_buckets_tokens() AS b ON b.queue = q.name
+    GROUP BY tenant, queue
+) AS c ON c.tenant = q.tenant AND c.queue = q.name
+LEFT JOIN queue_buckets_tokens() AS b ON b.tenant = q.tenant AND b.queue = q.name
 ORDER BY q.name;

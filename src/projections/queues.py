@@ -4,8 +4,11 @@ queue.* events) beside its jobs by status (the counters of sql/0058).
 A queue is listed when it has settings or jobs: one never configured shows version 0
 and no limits, one configured but without jobs shows zero counts. Counting reads the
 counters, never the jobs, so the cost does not grow with the ledger; the counts are
-those of the tenant the transaction acts in (sql/0064), the limits' of every tenant
-(`limits_now`, for /metrics).
+those of the tenant the transaction acts in (sql/0064).
+
+Queues are per tenant (sql/0065): `list_all` and `get` show the settings of the tenant
+the transaction acts in (`acting.act_in`; `default` outside one), never another's;
+`limits_now` (for /metrics) shows every tenant's.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ def of(state: queues.QueueState, counts: dict[str, int]) -> wire.QueueOut:
 
 
 async def list_all(conn: asyncpg.Connection) -> wire.QueueList:
-    """Every queue that has settings or jobs, by name."""
+    """Every queue that has settings (in the transaction's tenant) or jobs, by name."""
     settings = {row["name"]: queues.from_row(row) for row in await conn.fetch(Q["queues_all"])}
     counts: dict[str, dict[str, int]] = {name: _zero() for name in settings}
     for row in await conn.fetch(Q["job_counts_by_queue_status"]):
@@ -98,8 +101,8 @@ def held_by(
 
 
 async def limits_now(conn: asyncpg.Connection) -> list[Held]:
-    """Every configured queue's state for the scrape: a few rows per queue, from the
-    queues projection, the counters and the rate limits' buckets."""
+    """Every configured queue's state for the scrape, every tenant's: a few rows per
+    queue, from the queues projection, the counters and the rate limits' buckets."""
     return [
         Held(
             queue=row["name"],

@@ -77,11 +77,13 @@ LIMIT $1;
 -- queue's settings (sql/0059: paused queues skipped, limits enforced under each limited
 -- queue's lock); rows other claimers hold are skipped, so concurrent claimers never
 -- take the same job.
--- With each job, its queue's settings version (NULL: a queue without settings).
+-- With each job, its queue's settings version (NULL: a queue without settings), the
+-- queue being the job's tenant's of its name (sql/0065).
 SELECT j.*, q.version AS queue_version
 FROM jobs_claim_next($1, $2::text[]) AS j
 LEFT JOIN queues AS q
-    ON q.name = j.queue;
+    ON q.tenant = j.tenant
+   AND q.name = j.queue;
 
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the
