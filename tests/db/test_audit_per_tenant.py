@@ -149,19 +149,21 @@ async def test_scheduled_checkpoints_and_integration_cover_every_tenant_with_eve
     await interleaved(admin_conn)
     assert sorted(await checkpoints.tenants(conn)) == ["acme", "beta", "default"]
 
-    async def sizes() -> dict[str, int]:
-        rows = await admin_conn.fetch(
-            "SELECT tenant, max(event_count) AS n FROM audit_checkpoints GROUP BY tenant"
-        )
-        return {r["tenant"]: r["n"] for r in rows}
+    async def until(expected: dict[str, int]) -> None:
+        """Poll (at most 20 s) until each tenant's newest checkpoint has these sizes."""
+        async with asyncio.timeout(20):
+            while True:
+                rows = await admin_conn.fetch(
+                    "SELECT tenant, max(event_count) AS n FROM audit_checkpoints GROUP BY tenant"
+                )
+                if {r["tenant"]: r["n"] for r in rows} == expected:
+                    return
+                await asyncio.sleep(0.05)
 
     async with checkpoints.scheduled(dbs.app, signer, 0.1, integrate_seconds=0.1):
-        async with asyncio.timeout(20):
-            while await sizes() != {"default": 70, "acme": 67, "beta": 5}:
-                await asyncio.sleep(0.05)
-            await bulk_in(admin_conn, "beta", 4)
-            while await sizes() != {"default": 70, "acme": 67, "beta": 9}:
-                await asyncio.sleep(0.05)
+        await until({"default": 70, "acme": 67, "beta": 5})
+        await bulk_in(admin_conn, "beta", 4)
+        await until({"default": 70, "acme": 67, "beta": 9})
     # One checkpoint a tenant per change: tenants with nothing new were skipped.
     counted = await admin_conn.fetch(
         "SELECT tenant, count(*) AS n FROM audit_checkpoints GROUP BY tenant ORDER BY tenant"
