@@ -1196,6 +1196,7 @@ CREATE TABLE public.audit_checkpoints (
     key_id text NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     frontier bytea,
+    tenant text NOT NULL,
     CONSTRAINT audit_checkpoints_base_digest_check CHECK ((octet_length(base_digest) = 32)),
     CONSTRAINT audit_checkpoints_check CHECK (((base_count >= 0) AND (base_count <= event_count))),
     CONSTRAINT audit_checkpoints_digest_check CHECK ((octet_length(digest) = 32)),
@@ -1229,6 +1230,7 @@ CREATE TABLE public.audit_tree_heads (
     frontier bytea NOT NULL,
     signature bytea NOT NULL,
     integrated_at timestamp with time zone DEFAULT now() NOT NULL,
+    tenant text NOT NULL,
     CONSTRAINT audit_tree_heads_frontier_check CHECK (((octet_length(frontier) % 32) = 0)),
     CONSTRAINT audit_tree_heads_tree_size_check CHECK ((tree_size >= 0))
 );
@@ -1241,6 +1243,7 @@ CREATE TABLE public.audit_tree_marks (
     leaf_index bigint NOT NULL,
     txid bigint NOT NULL,
     "position" bigint NOT NULL,
+    tenant text NOT NULL,
     CONSTRAINT audit_tree_marks_leaf_index_check CHECK (((leaf_index >= 0) AND ((leaf_index % (16)::bigint) = 0)))
 );
 
@@ -1252,6 +1255,7 @@ CREATE TABLE public.audit_tree_nodes (
     level smallint NOT NULL,
     index bigint NOT NULL,
     hash bytea NOT NULL,
+    tenant text NOT NULL,
     CONSTRAINT audit_tree_nodes_hash_check CHECK ((octet_length(hash) = 32)),
     CONSTRAINT audit_tree_nodes_index_check CHECK ((index >= 0)),
     CONSTRAINT audit_tree_nodes_level_check CHECK (((level >= 4) AND (level < 64)))
@@ -1399,21 +1403,21 @@ ALTER TABLE ONLY public.audit_checkpoints
 --
 
 ALTER TABLE ONLY public.audit_tree_heads
-    ADD CONSTRAINT audit_tree_heads_pkey PRIMARY KEY (key_id);
+    ADD CONSTRAINT audit_tree_heads_pkey PRIMARY KEY (tenant, key_id);
 
 --
 -- Name: audit_tree_marks audit_tree_marks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.audit_tree_marks
-    ADD CONSTRAINT audit_tree_marks_pkey PRIMARY KEY (leaf_index);
+    ADD CONSTRAINT audit_tree_marks_pkey PRIMARY KEY (tenant, leaf_index);
 
 --
 -- Name: audit_tree_nodes audit_tree_nodes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.audit_tree_nodes
-    ADD CONSTRAINT audit_tree_nodes_pkey PRIMARY KEY (level, index);
+    ADD CONSTRAINT audit_tree_nodes_pkey PRIMARY KEY (tenant, level, index);
 
 --
 -- Name: events events_job_id_version_key; Type: CONSTRAINT; Schema: public; Owner: -
@@ -1510,19 +1514,25 @@ ALTER TABLE ONLY public.worker_processes
 -- Name: audit_checkpoints_cursor_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX audit_checkpoints_cursor_idx ON public.audit_checkpoints USING btree (txid, "position");
+CREATE INDEX audit_checkpoints_cursor_idx ON public.audit_checkpoints USING btree (tenant, txid, "position");
 
 --
 -- Name: audit_tree_marks_cursor_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE UNIQUE INDEX audit_tree_marks_cursor_idx ON public.audit_tree_marks USING btree (txid, "position");
+CREATE UNIQUE INDEX audit_tree_marks_cursor_idx ON public.audit_tree_marks USING btree (tenant, txid, "position");
 
 --
 -- Name: events_occurred_at_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX events_occurred_at_idx ON public.events USING btree (occurred_at);
+
+--
+-- Name: events_tenant_txid_position_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX events_tenant_txid_position_idx ON public.events USING btree (tenant, txid, "position");
 
 --
 -- Name: events_txid_position_idx; Type: INDEX; Schema: public; Owner: -

@@ -12,6 +12,16 @@ A bundle is a directory (or a .tar.gz of one) holding:
 - ``public_key.pem``: the Ed25519 key that signed them;
 - ``manifest.json``: what was asked for and what is inside.
 
+A bundle holds one tenant's log. Tenant default's is format v1, as it always was.
+Any other tenant's is format v2 and shows no global position or count: each line
+carries the event's ``leaf`` (its index in the tenant's log) and ``tenant`` in place
+of its feed cursor; a checkpoint's ``cursor`` is ``0.<tree size>``, its
+``base_cursor`` ``0.<base tree size>`` and its ``checkpoint_id`` its tree size (an
+event's cursor in findings is ``0.<leaf + 1>``); the manifest names the ``tenant``.
+Its checkpoints' notes name the tenant, so a bundle relabelled as another tenant's
+does not verify, and the events must give the signed roots: one of the tenant's
+events left out, or another tenant's added, fails.
+
 `verify` checks a bundle offline (no database): hashes, per-job links, feed order,
 signatures, each checkpoint's tree root recomputed from the events (from the
 frontier of the checkpoint they follow), the consistency proofs, and the
@@ -36,11 +46,12 @@ import asyncpg
 import msgspec
 
 from audit import checkpoints, merkle, note, proof, signing, tree
-from ledger import errors, sqlfile
+from ledger import acting, errors, sqlfile, tenancy
 from projections import feed
 
 Q = sqlfile.load("audit")
 FORMAT: Final = "job-ledger-audit-bundle/v1"
+TENANT_FORMAT: Final = "job-ledger-audit-bundle/v2"  # a tenant other than default
 EVENTS: Final = "events.jsonl"
 CHECKPOINTS: Final = "checkpoints.json"
 PUBLIC_KEY: Final = "public_key.pem"
@@ -56,6 +67,22 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     """One line of events.jsonl."""
 
     cursor: str
+    job_id: uuid.UUID
+    version: int
+    type: str
+    actor: str
+    occurred_at: str  # UTC to the microsecond, as the hash covers it
+    data: str  # the exact jsonb text the hash covers
+    prev_hash: str  # hex
+    hash: str  # hex
+
+
+class TenantLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a tenant bundle's events.jsonl (v2): the event's leaf index in its
+    tenant's log in place of its feed cursor."""
+
+    leaf: int
+    tenant: str
     job_id: uuid.UUID
     version: int
     type: str
@@ -102,6 +129,56 @@ def event_from_line(line: Line) -> proof.FeedEvent:
     )
 
 
+def tenant_line_from_event(e: proof.FeedEvent, leaf: int) -> TenantLine:
+    return TenantLine(
+        leaf=leaf,
+        tenant=e.tenant,
+        job_id=e.job_id,
+        version=e.version,
+        type=e.type,
+        actor=e.actor,
+        occurred_at=_stamp(e.occurred_at),
+        data=e.data,
+        prev_hash=e.prev_hash.hex(),
+        hash=e.hash.hex(),
+    )
+
+
+def event_from_tenant_line(line: TenantLine) -> proof.FeedEvent:
+    """The event, placed at `0.<leaf + 1>`: after the checkpoint of `leaf` events (`0.<leaf>`)."""
+    if line.leaf < 0:
+        raise ValueError(f"leaf {line.leaf} is negative")
+    return proof.FeedEvent(
+        txid=0,
+        position=line.leaf + 1,
+        job_id=line.job_id,
+        version=line.version,
+        type=line.type,
+        actor=line.actor,
+        occurred_at=datetime.strptime(line.occurred_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=UTC
+        ),
+        data=line.data,
+        prev_hash=bytes.fromhex(line.prev_hash),
+        hash=bytes.fromhex(line.hash),
+        tenant=line.tenant,
+    )
+
+
+def _local_cursor(cp: proof.Checkpoint) -> str:
+    return f"0.{cp.event_count}"
+
+
+def _local_checkpoint(cp: proof.Checkpoint, key: signing.Verifier) -> checkpoints.BundledCheckpoint:
+    """A tenant bundle's checkpoint: placed by tree sizes, not by feed cursors."""
+    return msgspec.structs.replace(
+        checkpoints.BundledCheckpoint.of(cp, key),
+        checkpoint_id=cp.event_count,
+        cursor=_local_cursor(cp),
+        base_cursor=f"0.{cp.base_count}",
+    )
+
+
 Bound = feed.Cursor | datetime | None
 
 
@@ -134,27 +211,32 @@ async def export(
     *,
     start: Bound = None,
     end: Bound = None,
+    tenant: str | None = None,
 ) -> Exported:
-    """Write a bundle of the events from `start` to `end` (cursors: after/up to; times: at or after/before).
+    """Write a bundle of the tenant's events from `start` to `end` (cursors: after/up to;
+    times: at or after/before); the tenant: `tenant`, or else the one `conn` acts in.
 
     The range is widened to checkpoint boundaries: it begins right after the newest
     checkpoint before the first event asked for and ends at the first checkpoint at
     or after the last one. A checkpoint is taken first when none reaches that far.
     """
     writer = _Writer(out)
-    if isinstance(end, datetime):
-        end_key = await _key_at(conn, "events_feed_last_until", end)
-        if end_key is None:
-            raise BundleError(f"no event at or before {end.isoformat()}")
-    elif isinstance(end, feed.Cursor):
-        end_key = (end.txid, end.position)
-    else:
-        end_key = None
-    row = None
-    if end_key is not None:
-        row = await conn.fetchrow(Q["checkpoints_at_or_after"], signer.key_id, *end_key)
+    tenant = await checkpoints.tenant_of(conn, tenant)
+    async with conn.transaction():
+        await acting.act_in(conn, tenant)
+        if isinstance(end, datetime):
+            end_key = await _key_at(conn, "events_feed_last_until", end)
+            if end_key is None:
+                raise BundleError(f"no event at or before {end.isoformat()}")
+        elif isinstance(end, feed.Cursor):
+            end_key = (end.txid, end.position)
+        else:
+            end_key = None
+        row = None
+        if end_key is not None:
+            row = await conn.fetchrow(Q["checkpoints_at_or_after"], signer.key_id, *end_key)
     if row is None:
-        taken, _ = await checkpoints.create(conn, signer)
+        taken, _ = await checkpoints.create(conn, signer, tenant=tenant)
         if taken is None:
             raise BundleError("the ledger has no events to export")
         last = taken
@@ -162,6 +244,22 @@ async def export(
             raise BundleError(f"cursor {proof.cursor_text(end_key)} is past the end of the feed")
     else:
         last = checkpoints.from_row(row)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await acting.act_in(conn, tenant)
+        return await _export_through(conn, signer, writer, last, start, end, tenant)
+
+
+async def _export_through(
+    conn: asyncpg.Connection,
+    signer: signing.Signer,
+    writer: _Writer,
+    last: proof.Checkpoint,
+    start: Bound,
+    end: Bound,
+    tenant: str,
+) -> Exported:
+    """The bundle ending at checkpoint `last`, in one snapshot acting in `tenant`."""
+    local = tenant != tenancy.DEFAULT
     if isinstance(start, datetime):
         first_key = await _key_at(conn, "events_feed_first_since", start)
         if first_key is None:
@@ -197,42 +295,54 @@ async def export(
     ]
     writer.open()
     count = 0
+    leaf = anchor.event_count if anchor else 0
     try:
-        async with conn.transaction(isolation="repeatable_read", readonly=True):
-            async for r in conn.cursor(
-                Q["events_feed_scan_range"],
-                str(anchor_key[0]),
-                anchor_key[1],
-                str(last.txid),
-                last.position,
-                prefetch=2000,
-            ):
-                writer.event(line_from_event(proof.FeedEvent.from_row(r)))
-                count += 1
+        async for r in conn.cursor(
+            Q["events_feed_scan_range"],
+            str(anchor_key[0]),
+            anchor_key[1],
+            str(last.txid),
+            last.position,
+            prefetch=2000,
+        ):
+            event = proof.FeedEvent.from_row(r)
+            writer.event(tenant_line_from_event(event, leaf) if local else line_from_event(event))
+            count += 1
+            leaf += 1
     except BaseException:
         writer.abort()
         raise
+    place = _local_cursor if local else (lambda cp: cp.cursor)
     exported = Exported(
-        path=str(out),
+        path=str(writer.out),
         events=count,
         checkpoints=len(covering),
-        start=anchor.cursor if anchor else None,
-        end=last.cursor,
+        start=place(anchor) if anchor else None,
+        end=place(last),
         key_id=signer.key_id,
     )
-    manifest = {
-        "format": FORMAT,
+    manifest: dict[str, Any] = {
+        "format": TENANT_FORMAT if local else FORMAT,
+        **({"tenant": tenant} if local else {}),
         "exported_at": _stamp(datetime.now(UTC)),
-        "requested": {"from": _bound_text(start), "to": _bound_text(end)},
-        "start_checkpoint_id": anchor.checkpoint_id if anchor else None,
+        "requested": {  # a tenant bundle shows no feed cursor, even one asked for
+            "from": None if local and isinstance(start, feed.Cursor) else _bound_text(start),
+            "to": None if local and isinstance(end, feed.Cursor) else _bound_text(end),
+        },
+        "start_checkpoint_id": (anchor.event_count if local else anchor.checkpoint_id)
+        if anchor
+        else None,
         "start_cursor": exported.start,
-        "end_checkpoint_id": last.checkpoint_id,
+        "end_checkpoint_id": last.event_count if local else last.checkpoint_id,
         "end_cursor": exported.end,
         "events": count,
         "key_id": signer.key_id,
     }
     writer.close(
-        covering=[checkpoints.BundledCheckpoint.of(cp, signer) for cp in covering],
+        covering=[
+            _local_checkpoint(cp, signer) if local else checkpoints.BundledCheckpoint.of(cp, signer)
+            for cp in covering
+        ],
         proofs=proofs,
         public_key=signer.pem,
         manifest=manifest,
@@ -255,7 +365,7 @@ class _Writer:
         self.directory.mkdir(parents=True)
         self._events = (self.directory / EVENTS).open("wb")
 
-    def event(self, line: Line) -> None:
+    def event(self, line: Line | TenantLine) -> None:
         assert self._events is not None
         self._events.write(self._encoder.encode(line))
         self._events.write(b"\n")
@@ -348,6 +458,7 @@ class _Files:
 
 
 _line_decoder = msgspec.json.Decoder(Line)
+_tenant_line_decoder = msgspec.json.Decoder(TenantLine)
 
 
 def verify(
@@ -361,8 +472,12 @@ def verify(
         raw_checkpoints = json.loads(files.read(CHECKPOINTS))
     except json.JSONDecodeError as exc:
         raise BundleError(f"{path}: manifest or checkpoints are not JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{path}: not a {FORMAT} bundle")
+    if not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, TENANT_FORMAT):
+        raise BundleError(f"{path}: not a {FORMAT} or {TENANT_FORMAT} bundle")
+    local = manifest["format"] == TENANT_FORMAT
+    tenant = manifest.get("tenant") if local else tenancy.DEFAULT
+    if not isinstance(tenant, str) or tenancy.PATTERN.fullmatch(tenant) is None:
+        raise BundleError(f"{path}: a {TENANT_FORMAT} bundle's manifest names no tenant")
     bundled = signing.public_from_pem(files.read(PUBLIC_KEY))
     findings: list[proof.Finding] = []
     verifier: signing.Verifier = bundled
@@ -378,7 +493,7 @@ def verify(
     cps: list[proof.Checkpoint] = []
     for index, raw in enumerate(raw_checkpoints if isinstance(raw_checkpoints, list) else []):
         try:
-            cps.append(msgspec.convert(raw, checkpoints.BundledCheckpoint).checkpoint())
+            cps.append(msgspec.convert(raw, checkpoints.BundledCheckpoint).checkpoint(tenant))
         except (ValueError, errors.BadCursor) as exc:
             findings.append(
                 proof.Finding(
@@ -395,12 +510,20 @@ def verify(
                 message=f"the bundle's start checkpoint {start_id} is not in {CHECKPOINTS}",
             )
         )
+    log_name = note.origin(verifier.key_id, tenant)
+    findings += checkpoints.other_logs([p for p in pins if p.origin != log_name], log_name)
+    pins = [p for p in pins if p.origin == log_name]
     walk = proof.Walk(cps, verifier, start=start, check_chains=True, subject="bundle", pins=pins)
+    leaves = _Leaves(tenant, start.event_count if start else 0)
     for number, raw_line in enumerate(files.lines(EVENTS), start=1):
         if not raw_line.strip():
             continue
         try:
-            event = event_from_line(_line_decoder.decode(raw_line))
+            if local:
+                line = _tenant_line_decoder.decode(raw_line)
+                event = event_from_tenant_line(line)
+            else:
+                event = event_from_line(_line_decoder.decode(raw_line))
         except (msgspec.DecodeError, ValueError, errors.BadCursor) as exc:
             walk.findings.append(
                 proof.Finding(
@@ -408,7 +531,11 @@ def verify(
                 )
             )
             continue
-        walk.feed(event, f"line {number}")
+        where = f"line {number}"
+        if local:
+            where = f"line {number}, leaf {line.leaf}"
+            walk.findings += leaves.check(line, where)
+        walk.feed(event, where)
     report = walk.finish()
     after = _check_consistency(files, cps, verifier, start, walk.earlier_pins)
     if report.checkpoints == 0:
@@ -434,6 +561,41 @@ def verify(
             )
         )
     return msgspec.structs.replace(report, findings=[*findings, *report.findings, *after])
+
+
+class _Leaves:
+    """A tenant bundle's lines must be the tenant's, at consecutive leaves of its log."""
+
+    def __init__(self, tenant: str, first: int) -> None:
+        self.tenant = tenant
+        self.next = first
+
+    def check(self, line: TenantLine, where: str) -> list[proof.Finding]:
+        found: list[proof.Finding] = []
+        if line.tenant != self.tenant:
+            found.append(
+                proof.Finding(
+                    kind="unexpected",
+                    message=f"an event of tenant {line.tenant} in tenant {self.tenant}'s "
+                    f"bundle ({where}): job {line.job_id} version {line.version}",
+                    job_id=line.job_id,
+                    version=line.version,
+                )
+            )
+        if line.leaf > self.next:
+            gone = (
+                f"leaf {self.next} is"
+                if line.leaf == self.next + 1
+                else f"leaves {self.next} to {line.leaf - 1} are"
+            )
+            found.append(
+                proof.Finding(
+                    kind="missing",
+                    message=f"{gone} missing from tenant {self.tenant}'s log (before {where})",
+                )
+            )
+        self.next = max(self.next, line.leaf + 1)
+        return found
 
 
 _proofs_decoder = msgspec.json.Decoder(list[Proof])

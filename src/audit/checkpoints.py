@@ -1,7 +1,13 @@
-"""Signed checkpoints of the global feed: take one, list them, check the live ledger against them.
+"""Signed checkpoints of each tenant's log: take one, list them, check the live ledger against them.
 
-A checkpoint signs the root of the Merkle tree over every event up to a feed
-cursor (`merkle`), as a C2SP checkpoint note (`note`). It is taken incrementally
+Each tenant's events, in feed order, form a log of their own: a Merkle tree, its
+checkpoints and its integrated head (tenant default's is the tree kept before tenants,
+so its older checkpoints keep verifying). Everything here acts in one tenant: the one
+named, or else the one the connection's transaction acts in (`ledger_tenant()`,
+default when none); every statement reads and writes only that tenant's rows.
+
+A checkpoint signs the root of the Merkle tree over every event of the tenant up to a
+feed cursor (`merkle`), as a C2SP checkpoint note (`note`). It is taken incrementally
 from the newest checkpoint signed with the same key: only the events since are
 read, folded into that checkpoint's frontier, and the tree's new complete subtrees
 are stored for proofs (`tree`), all inside one repeatable-read snapshot and only
@@ -10,8 +16,8 @@ invariant 5). Holding one checkpoint, an auditor detects any later edit, deletio
 reordering or truncation of the events up to its cursor, and a consistency proof
 shows any later checkpoint extends it.
 
-Between checkpoints the scheduler integrates the feed into the stored tree every
-few seconds (`integrate`, as a Certificate Transparency log's sequencer does) and
+Between checkpoints the scheduler integrates each tenant's new events into its stored
+tree every few seconds (`integrate`, as a Certificate Transparency log's sequencer does) and
 keeps a signed head of it (`head`); a checkpoint then starts from that head, once
 its signature verifies and the stored tree proves it consistent with the newest
 signed checkpoint, and folds only the events after it.
@@ -26,7 +32,7 @@ from __future__ import annotations
 import base64
 import itertools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +42,7 @@ import msgspec
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
 
 from audit import head, merkle, note, proof, signing, tree
-from ledger import db, errors, sqlfile
+from ledger import acting, db, errors, sqlfile, tenancy
 from projections import feed
 
 Q = sqlfile.load("audit")
@@ -80,6 +86,7 @@ class BundledCheckpoint(CheckpointOut, frozen=True, kw_only=True):
 
     @classmethod
     def of(cls, cp: proof.Checkpoint, key: signing.Verifier | None = None) -> BundledCheckpoint:
+        """Its JSON with the checkpoint's own cursors (a default bundle's)."""
         return cls(
             **_published(cp, key),
             base_digest=cp.base_digest.hex(),
@@ -87,8 +94,9 @@ class BundledCheckpoint(CheckpointOut, frozen=True, kw_only=True):
             frontier=None if cp.frontier is None else base64.b64encode(cp.frontier).decode(),
         )
 
-    def checkpoint(self) -> proof.Checkpoint:
-        """The checkpoint this JSON describes (ValueError, BadCursor: it cannot be one)."""
+    def checkpoint(self, tenant: str = tenancy.DEFAULT) -> proof.Checkpoint:
+        """The checkpoint of `tenant`'s log this JSON describes (ValueError, BadCursor: it
+        cannot be one)."""
         at = feed.parse_cursor(self.cursor)
         base = feed.parse_cursor(self.base_cursor)
         return proof.Checkpoint(
@@ -108,6 +116,7 @@ class BundledCheckpoint(CheckpointOut, frozen=True, kw_only=True):
             frontier=None
             if self.frontier is None
             else base64.b64decode(self.frontier, validate=True),
+            tenant=tenant,
         )
 
 
@@ -116,7 +125,7 @@ def _published(cp: proof.Checkpoint, key: signing.Verifier | None) -> dict[str, 
     return {
         "tree_size": cp.event_count if merkle_ else None,
         "root_hash": cp.digest.hex() if merkle_ else None,
-        "note": note.signed_note(cp.message(), cp.signature, key)
+        "note": note.signed_note(cp.message(), cp.signature, key, cp.tenant)
         if merkle_ and key is not None and key.key_id == cp.key_id
         else None,
         "checkpoint_id": cp.checkpoint_id,
@@ -142,28 +151,53 @@ def from_row(row: asyncpg.Record | dict[str, Any]) -> proof.Checkpoint:
     return proof.Checkpoint(**fields)
 
 
+async def tenant_of(conn: asyncpg.Connection, tenant: str | None) -> str:
+    """`tenant` (checked), or else the tenant `conn` acts in (default when none)."""
+    if tenant is not None:
+        return tenancy.checked(tenant)
+    current: str = await conn.fetchval(Q["tenant_current"])
+    return current
+
+
+async def tenants(conn: asyncpg.Connection) -> list[str]:
+    """The tenants that have events (a skip scan: one index probe a tenant)."""
+    return [r["tenant"] for r in await conn.fetch(Q["events_tenants"])]
+
+
 async def create(
-    conn: asyncpg.Connection, signer: signing.Signer
+    conn: asyncpg.Connection,
+    signer: signing.Signer,
+    *,
+    tenant: str | None = None,
+    only_if_new: bool = False,
 ) -> tuple[proof.Checkpoint | None, bool]:
-    """Take a checkpoint of every committed event since the newest one; (checkpoint, created).
+    """Take a checkpoint of every committed event of the tenant since its newest one;
+    (checkpoint, created).
 
     With nothing new since the newest checkpoint, returns that one and False (None
-    when the feed is empty). Raises CheckpointError when the newest checkpoint made
+    when the tenant has no event); with `only_if_new` (the scheduler), returns None and
+    False after one index probe. Raises CheckpointError when the newest checkpoint made
     with this key does not verify (or its frontier does not fold to its signed
     root): extending it would sign over a forged base. Starts from the integrated
     tree head when it is past that checkpoint and checks out (`integrate`), so only
     the events after the head are folded here.
     """
+    tenant = await tenant_of(conn, tenant)
     await conn.execute(Q["checkpoints_lock"])
     try:
         async with conn.transaction(isolation="repeatable_read"):
+            await acting.act_in(conn, tenant)
+            if only_if_new and not await conn.fetchval(
+                Q["tree_has_new_events"], signer.key_id, False
+            ):
+                return None, False
             base, grown, start = await _fold_start(conn, signer)
             folded_from = grown.size
             key = await tree.grow(conn, grown, start)
             if grown.size == (base.event_count if base else 0):
                 return (base or await _latest(conn, signer)), False
             root = grown.root()
-            signature = signer.sign(note.body(note.origin(signer.key_id), grown.size, root))
+            signature = signer.sign(note.body(note.origin(signer.key_id, tenant), grown.size, root))
             base_start = base.key if base else proof.START_KEY
             inserted = await conn.fetchrow(
                 Q["checkpoints_insert"],
@@ -192,21 +226,34 @@ async def create(
     return checkpoint, True
 
 
-async def integrate(conn: asyncpg.Connection, signer: signing.Signer) -> head.Head | None:
-    """Fold the events since the newest checkpoint or integrated head into the stored tree
-    and move the head there; the new head (None: nothing new to fold).
+async def integrate(
+    conn: asyncpg.Connection,
+    signer: signing.Signer,
+    *,
+    tenant: str | None = None,
+    only_if_new: bool = False,
+) -> head.Head | None:
+    """Fold the tenant's events since its newest checkpoint or integrated head into its
+    stored tree and move the head there; the new head (None: nothing new to fold).
 
     What a checkpoint would do, without signing one: run every few seconds
     (`scheduled`), it leaves a checkpoint only the events of the last few seconds to
     fold. Same lock, same snapshot rule (only events below the xmin), same checks of
-    where it starts (CheckpointError as `create`).
+    where it starts (CheckpointError as `create`). With `only_if_new`, a tenant with
+    nothing new costs one index probe.
     """
+    tenant = await tenant_of(conn, tenant)
     await conn.execute(Q["checkpoints_lock"])
     try:
         async with conn.transaction(isolation="repeatable_read"):
+            await acting.act_in(conn, tenant)
+            if only_if_new and not await conn.fetchval(
+                Q["tree_has_new_events"], signer.key_id, True
+            ):
+                return None
             _, grown, start = await _fold_start(conn, signer)
             key = await tree.grow(conn, grown, start)
-            return None if key == start else await head.put(conn, signer, grown, key)
+            return None if key == start else await head.put(conn, signer, grown, key, tenant)
     finally:
         await conn.execute(Q["checkpoints_unlock"])
 
@@ -282,12 +329,12 @@ async def _latest(conn: asyncpg.Connection, signer: signing.Signer) -> proof.Che
 
 
 async def list_all(conn: asyncpg.Connection) -> list[proof.Checkpoint]:
-    """Every checkpoint with its witness, in feed order."""
+    """Every checkpoint of the tenant `conn` acts in, with its witness, in feed order."""
     return [from_row(r) for r in await conn.fetch(Q["checkpoints_list"])]
 
 
 async def list_recent(conn: asyncpg.Connection, limit: int = 100) -> list[proof.Checkpoint]:
-    """The newest checkpoints, without witnesses (for listing)."""
+    """The newest checkpoints of the tenant `conn` acts in, without witnesses (for listing)."""
     return [from_row(r) for r in await conn.fetch(Q["checkpoints_list_summary"], limit)]
 
 
@@ -298,8 +345,10 @@ async def verify(
     since: proof.Checkpoint | None = None,
     pins: Sequence[note.Signed] = (),
     check_chains: bool = False,
+    tenant: str | None = None,
 ) -> proof.Report:
-    """Walk the committed events in feed order against the checkpoints; name what differs.
+    """Walk the tenant's committed events in feed order against its checkpoints; name what
+    differs (the tenant: `tenant`, or else the one `conn` acts in).
 
     Hash chains per job are `chains.verify`'s job; this names what only a signed
     root or digest can reveal: events deleted (a job's last ones, whole jobs, the
@@ -314,7 +363,12 @@ async def verify(
     Witnesses of older checkpoints are
     read, and the events walked again, only for the checkpoints that do not match.
     """
+    tenant = await tenant_of(conn, tenant)
+    log_name = note.origin(verifier.key_id, tenant)
+    foreign = [p for p in pins if p.origin != log_name]
+    pins = [p for p in pins if p.origin == log_name]
     async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await acting.act_in(conn, tenant)
         bare = [from_row(r) for r in await conn.fetch(Q["checkpoints_list_bare"])]
         walk = await _walk(
             conn,
@@ -341,7 +395,22 @@ async def verify(
             ]
             again = proof.Walk(full, verifier, start=since, pins=pins, check_chains=check_chains)
             report = (await _walk(conn, again, since)).finish()
-    return msgspec.structs.replace(report, findings=[*report.findings, *findings])
+    return msgspec.structs.replace(
+        report, findings=[*other_logs(foreign, log_name), *report.findings, *findings]
+    )
+
+
+def other_logs(pins: Sequence[note.Signed], log_name: str) -> list[proof.Finding]:
+    """A finding for each checkpoint the auditor holds that is of another log than `log_name`
+    (another tenant's, or another key's): it says nothing of this one."""
+    return [
+        proof.Finding(
+            kind="signature",
+            message=f"the checkpoint you hold (tree size {p.tree_size}) is of log {p.origin}, "
+            f"not {log_name}: it cannot be checked against this one",
+        )
+        for p in pins
+    ]
 
 
 async def _walk(
@@ -408,15 +477,32 @@ async def _consistency(
     return findings
 
 
+async def _each_tenant(conn: asyncpg.Connection, step: Callable[[str], Awaitable[object]]) -> None:
+    """`step` for every tenant with events. A tenant whose audit tables do not verify
+    (CheckpointError) does not hold up the others: each is logged, and the first is
+    raised once every tenant had its turn."""
+    failed: list[CheckpointError] = []
+    for tenant in await tenants(conn):
+        try:
+            await step(tenant)
+        except CheckpointError as exc:
+            log.error("audit log of tenant %s: %s", tenant, exc)
+            failed.append(exc)
+    if failed:
+        raise failed[0]
+
+
 @asynccontextmanager
 async def scheduled(
     dsn: str, signer: signing.Signer, interval_seconds: float, integrate_seconds: float = 0
 ) -> AsyncIterator[AsyncIOScheduler | None]:
     """Take a checkpoint now and then every `interval_seconds` while the block runs (0: never),
-    and fold new events into the stored tree every `integrate_seconds` (`integrate`; 0: never).
+    and fold new events into the stored trees every `integrate_seconds` (`integrate`; 0:
+    never): each time for every tenant with events, each in a transaction of its own
+    acting in that tenant.
 
     Any number of processes may run this: checkpoints and integrations serialise on an
-    advisory lock, and one with nothing new is skipped.
+    advisory lock, and a tenant with nothing new is skipped after one index probe.
     """
     if interval_seconds <= 0 and integrate_seconds <= 0:
         yield None
@@ -425,11 +511,11 @@ async def scheduled(
 
     async def take() -> None:
         async with db.acquire(pool) as conn:
-            await create(conn, signer)
+            await _each_tenant(conn, lambda t: create(conn, signer, tenant=t, only_if_new=True))
 
     async def fold() -> None:
         async with db.acquire(pool) as conn:
-            await integrate(conn, signer)
+            await _each_tenant(conn, lambda t: integrate(conn, signer, tenant=t, only_if_new=True))
 
     scheduler = AsyncIOScheduler(timezone=UTC)
     if interval_seconds > 0:

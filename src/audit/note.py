@@ -12,7 +12,10 @@ and the note is the body, an empty line, and one signature line per signer::
 
 with the key hash the first 4 bytes of SHA-256(key name ‖ 0x0A ‖ 0x01 ‖ public
 key), 0x01 naming Ed25519. The origin, which is also the key name, is
-``job-ledger/<key id>``: one log per audit key. Witnesses and verifiers that read
+``job-ledger/<key id>`` for tenant ``default``'s log and
+``job-ledger/<key id>/tenant/<tenant>`` for any other tenant's: one log per audit key
+and tenant, so a note of one tenant's log never passes for another's. Witnesses and
+verifiers that read
 checkpoints (Go's golang.org/x/mod/sumdb/note, sigsum, litewitness) take the
 verifier key `verifier_key` gives.
 
@@ -29,6 +32,7 @@ from typing import Final
 import msgspec
 
 from audit import signing
+from ledger import events as ev
 
 ED25519: Final = b"\x01"
 SIGNATURE_PREFIX: Final = "\u2014 "  # an em dash and a space
@@ -46,8 +50,11 @@ class Signed(msgspec.Struct, frozen=True, kw_only=True):
     root_hash: bytes
 
 
-def origin(key_id: str) -> str:
-    return f"job-ledger/{key_id}"
+def origin(key_id: str, tenant: str = ev.DEFAULT_TENANT) -> str:
+    """The name of a tenant's log signed with a key (default's: the name it always had)."""
+    if tenant == ev.DEFAULT_TENANT:
+        return f"job-ledger/{key_id}"
+    return f"job-ledger/{key_id}/tenant/{tenant}"
 
 
 def body(origin_: str, tree_size: int, root_hash: bytes) -> bytes:
@@ -59,27 +66,33 @@ def key_hash(name: str, public_raw: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + ED25519 + public_raw).digest()[:4]
 
 
-def verifier_key(key: signing.Verifier) -> str:
-    """The key in the signed-note verifier key format: `<name>+<key hash hex>+<base64(0x01 ‖ key)>`."""
-    name = origin(key.key_id)
+def verifier_key(key: signing.Verifier, tenant: str = ev.DEFAULT_TENANT) -> str:
+    """The key in the signed-note verifier key format: `<name>+<key hash hex>+<base64(0x01 ‖ key)>`
+    (the name is the tenant's log's origin)."""
+    name = origin(key.key_id, tenant)
     encoded = base64.b64encode(ED25519 + key.raw).decode()
     return f"{name}+{key_hash(name, key.raw).hex()}+{encoded}"
 
 
-def signed_note(note_body: bytes, signature: bytes, key: signing.Verifier) -> str:
-    """The note: the body, an empty line and the signature line of `key`."""
-    name = origin(key.key_id)
+def signed_note(
+    note_body: bytes, signature: bytes, key: signing.Verifier, tenant: str = ev.DEFAULT_TENANT
+) -> str:
+    """The note: the body, an empty line and the signature line of `key` for the tenant's log."""
+    name = origin(key.key_id, tenant)
     stamp = base64.b64encode(key_hash(name, key.raw) + signature).decode()
     return f"{note_body.decode()}\n{SIGNATURE_PREFIX}{name} {stamp}\n"
 
 
 def open_note(text: str, key: signing.Verifier) -> Signed:
-    """The checkpoint a note states, if `key` signed it (NoteError otherwise)."""
+    """The checkpoint a note states, if `key` signed it (NoteError otherwise): a note of
+    any tenant's log signed with the key (its `origin` says which)."""
     split = text.rfind("\n\n")
     if split < 0 or not text.endswith("\n"):
         raise NoteError("not a signed note: no empty line before the signatures")
     note_body, signatures = text[: split + 1], text[split + 2 :]
-    name = origin(key.key_id)
+    name = note_body.partition("\n")[0]
+    if name != origin(key.key_id) and not name.startswith(origin(key.key_id) + "/tenant/"):
+        raise NoteError(f"the note's origin {name!r} is not a log of key {key.key_id}")
     expected = key_hash(name, key.raw)
     for line in signatures.splitlines():
         if not line.startswith(SIGNATURE_PREFIX):

@@ -1,7 +1,8 @@
 """Checking events against signed checkpoints, and naming exactly what differs.
 
 A checkpoint (today's kind, see `merkle`) signs the root of the Merkle tree over
-the feed's first `event_count` events, as a C2SP checkpoint note (`note`); it
+the first `event_count` events of one tenant's log (its events in feed order), as a
+C2SP checkpoint note (`note`) whose origin names the tenant (all but default's); it
 keeps the tree's frontier, which folded must give the signed root, so a walk can
 start at any checkpoint and cost only the events after it.
 
@@ -147,6 +148,7 @@ class Checkpoint(Placed, frozen=True, kw_only=True):
     key_id: str
     created_at: datetime
     frontier: bytes | None = None  # a Merkle checkpoint's right edge; None: the older kind
+    tenant: str = ev.DEFAULT_TENANT  # whose log: its note's origin names any but default
 
     @property
     def is_merkle(self) -> bool:
@@ -169,7 +171,7 @@ class Checkpoint(Placed, frozen=True, kw_only=True):
     def message(self) -> bytes:
         """The exact bytes its signature covers: the note body, or the older kind's message."""
         if self.frontier is not None:
-            return note.body(note.origin(self.key_id), self.event_count, self.digest)
+            return note.body(note.origin(self.key_id, self.tenant), self.event_count, self.digest)
         return message(self.key, self.event_count, self.digest)
 
     def name(self) -> str:

@@ -11,25 +11,32 @@ WHERE job_id = $1
 ORDER BY version;
 
 -- name: events_feed_scan
--- Every event after a cursor and below the snapshot's xmin, in feed order, with the
--- exact jsonb text its hash covers: for checkpoint digests and the audit walk. (Ordered by
--- the table's columns, e.txid: a bare txid is the bigint output column, which no index
--- has, so each call would sort every event after the key.)
+-- Every event of the tenant the transaction acts in after a cursor and below the
+-- snapshot's xmin, in feed order, with the exact jsonb text its hash covers: for the
+-- audit walk of the tenant's tree. (Ordered by the table's columns, e.txid: a bare txid
+-- is the bigint output column, which no index has, so each call would sort every event
+-- after the key.) The key is compared with the tenant first, as the tenant's index
+-- orders: only that index bounds the scan, so no plan walks other tenants' events (the
+-- feed's own index, without the tenant, would filter them out one by one); every scan of
+-- one tenant's events below says so the same way.
 SELECT e.txid::text::bigint AS txid, e.position, e.job_id, e.version, e.type, e.actor,
        e.occurred_at, e.data::text AS data, e.prev_hash, e.hash, e.tenant
 FROM events e
-WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+WHERE e.tenant = ledger_tenant()
+  AND (e.tenant, e.txid, e.position) > (ledger_tenant(), $1::text::xid8, $2::bigint)
   AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY e.txid, e.position;
+ORDER BY e.tenant, e.txid, e.position;
 
 -- name: events_feed_scan_range
--- The events in (after, upto] in feed order, with the exact jsonb text: bundle export.
+-- The tenant's events in (after, upto] in feed order, with the exact jsonb text: bundle
+-- export.
 SELECT e.txid::text::bigint AS txid, e.position, e.job_id, e.version, e.type, e.actor,
        e.occurred_at, e.data::text AS data, e.prev_hash, e.hash, e.tenant
 FROM events e
-WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
-  AND (e.txid, e.position) <= ($3::text::xid8, $4::bigint)
-ORDER BY e.txid, e.position;
+WHERE e.tenant = ledger_tenant()
+  AND (e.tenant, e.txid, e.position) > (ledger_tenant(), $1::text::xid8, $2::bigint)
+  AND (e.tenant, e.txid, e.position) <= (ledger_tenant(), $3::text::xid8, $4::bigint)
+ORDER BY e.tenant, e.txid, e.position;
 
 -- name: checkpoints_lock
 -- One checkpoint writer at a time across processes (session lock, taken before the snapshot).
@@ -39,45 +46,51 @@ SELECT pg_advisory_lock(7164857341);
 SELECT pg_advisory_unlock(7164857341);
 
 -- name: checkpoints_latest
--- The newest checkpoint made with a key: the base the next one extends.
+-- The tenant's newest checkpoint made with a key: the base the next one extends.
 SELECT *
 FROM audit_checkpoints
-WHERE key_id = $1
+WHERE tenant = ledger_tenant()
+  AND key_id = $1
 ORDER BY txid DESC, position DESC, event_count DESC
 LIMIT 1;
 
 -- name: checkpoints_insert
 -- A Merkle checkpoint: digest is the tree's root, event_count its size (witness empty).
 INSERT INTO audit_checkpoints (
-    txid, position, event_count, digest, base_txid, base_position, base_count,
+    tenant, txid, position, event_count, digest, base_txid, base_position, base_count,
     base_digest, frontier, signature, key_id
 )
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+VALUES (ledger_tenant(), $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 RETURNING *;
 
 -- name: checkpoints_list
--- Every checkpoint with its witness, in feed order.
+-- Every checkpoint of the tenant with its witness, in feed order.
 SELECT *
 FROM audit_checkpoints
+WHERE tenant = ledger_tenant()
 ORDER BY txid, position, event_count, checkpoint_id;
 
 -- name: checkpoints_list_bare
--- Every checkpoint without its witness, in feed order (witnesses are read only when needed).
+-- Every checkpoint of the tenant without its witness, in feed order (witnesses are read
+-- only when needed).
 SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
-       base_count, base_digest, signature, key_id, created_at, frontier
+       base_count, base_digest, signature, key_id, created_at, frontier, tenant
 FROM audit_checkpoints
+WHERE tenant = ledger_tenant()
 ORDER BY txid, position, event_count, checkpoint_id;
 
 -- name: checkpoints_witnesses
 SELECT checkpoint_id, witness
 FROM audit_checkpoints
-WHERE checkpoint_id = ANY($1::bigint[]);
+WHERE tenant = ledger_tenant()
+  AND checkpoint_id = ANY($1::bigint[]);
 
 -- name: checkpoints_list_summary
--- Checkpoints without their witnesses, newest first, for listing.
+-- The tenant's checkpoints without their witnesses, newest first, for listing.
 SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
-       base_count, signature, key_id, created_at, frontier
+       base_count, signature, key_id, created_at, frontier, tenant
 FROM audit_checkpoints
+WHERE tenant = ledger_tenant()
 ORDER BY txid DESC, position DESC, checkpoint_id DESC
 LIMIT $1;
 
@@ -85,7 +98,8 @@ LIMIT $1;
 -- The checkpoints made with a key whose cursor lies in [from, upto], in feed order.
 SELECT *
 FROM audit_checkpoints
-WHERE key_id = $1
+WHERE tenant = ledger_tenant()
+  AND key_id = $1
   AND (txid, position) >= ($2::bigint, $3::bigint)
   AND (txid, position) <= ($4::bigint, $5::bigint)
 ORDER BY txid, position, event_count, checkpoint_id;
@@ -94,7 +108,8 @@ ORDER BY txid, position, event_count, checkpoint_id;
 -- The newest checkpoint made with a key strictly before a feed key (a bundle's anchor).
 SELECT *
 FROM audit_checkpoints
-WHERE key_id = $1
+WHERE tenant = ledger_tenant()
+  AND key_id = $1
   AND (txid, position) < ($2::bigint, $3::bigint)
 ORDER BY txid DESC, position DESC, event_count DESC
 LIMIT 1;
@@ -103,7 +118,8 @@ LIMIT 1;
 -- The oldest checkpoint made with a key at or after a feed key (a bundle's end).
 SELECT *
 FROM audit_checkpoints
-WHERE key_id = $1
+WHERE tenant = ledger_tenant()
+  AND key_id = $1
   AND (txid, position) >= ($2::bigint, $3::bigint)
 ORDER BY txid, position, event_count
 LIMIT 1;
@@ -112,7 +128,8 @@ LIMIT 1;
 -- The feed key of the first event at or after an instant (bundle ranges given as times).
 SELECT txid::text::bigint AS txid, position
 FROM events
-WHERE occurred_at >= $1
+WHERE tenant = ledger_tenant()
+  AND occurred_at >= $1
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY txid, position
 LIMIT 1;
@@ -121,7 +138,8 @@ LIMIT 1;
 -- The feed key of the last event at or before an instant.
 SELECT txid::text::bigint AS txid, position
 FROM events
-WHERE occurred_at <= $1
+WHERE tenant = ledger_tenant()
+  AND occurred_at <= $1
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY txid DESC, position DESC
 LIMIT 1;
@@ -129,64 +147,70 @@ LIMIT 1;
 -- name: tree_nodes_insert
 -- Complete subtrees a checkpoint closed; one already there (another key's checkpoint
 -- wrote it) is kept: proofs from a wrong one fail against the signed roots.
-INSERT INTO audit_tree_nodes (level, index, hash)
-SELECT *
+INSERT INTO audit_tree_nodes (tenant, level, index, hash)
+SELECT ledger_tenant(), *
 FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])
-ON CONFLICT (level, index) DO NOTHING;
+ON CONFLICT (tenant, level, index) DO NOTHING;
 
 -- name: tree_nodes_get
 SELECT n.level, n.index, n.hash
 FROM audit_tree_nodes n
 JOIN unnest($1::smallint[], $2::bigint[]) AS w (level, index)
-  ON n.level = w.level AND n.index = w.index;
+  ON n.tenant = ledger_tenant() AND n.level = w.level AND n.index = w.index;
 
 -- name: tree_mark_at
 -- The feed key of a leaf that starts a chunk (of 64 leaves; of 16 in older trees).
 SELECT txid, position
 FROM audit_tree_marks
-WHERE leaf_index = $1;
+WHERE tenant = ledger_tenant()
+  AND leaf_index = $1;
 
 -- name: tree_mark_before
 -- The nearest chunk start at or before a feed key.
 SELECT leaf_index, txid, position
 FROM audit_tree_marks
-WHERE (txid, position) <= ($1::bigint, $2::bigint)
-ORDER BY txid DESC, position DESC
+WHERE tenant = ledger_tenant()
+  AND (txid, position) <= ($1::bigint, $2::bigint)
+ORDER BY tenant DESC, txid DESC, position DESC
 LIMIT 1;
 
 -- name: events_feed_hashes_from
--- Up to $3 events from a feed key on, in feed order: one chunk's leaves (read from the
--- feed index: ordered by e.txid, not by the bigint output column).
+-- Up to $3 of the tenant's events from a feed key on, in feed order: one chunk's leaves
+-- (read from the tenant's feed index: ordered by e.txid, not by the bigint output column).
 SELECT e.txid::text::bigint AS txid, e.position, e.hash
 FROM events e
-WHERE (e.txid, e.position) >= ($1::text::xid8, $2::bigint)
-ORDER BY e.txid, e.position
+WHERE e.tenant = ledger_tenant()
+  AND (e.tenant, e.txid, e.position) >= (ledger_tenant(), $1::text::xid8, $2::bigint)
+ORDER BY e.tenant, e.txid, e.position
 LIMIT $3;
 
 -- name: checkpoints_tree_size
 -- The largest tree a key signed: proofs are served up to it.
 SELECT coalesce(max(event_count), 0) AS tree_size
 FROM audit_checkpoints
-WHERE key_id = $1
+WHERE tenant = ledger_tenant()
+  AND key_id = $1
   AND frontier IS NOT NULL;
 
 -- name: checkpoints_by_id
 SELECT *
 FROM audit_checkpoints
-WHERE checkpoint_id = $1;
+WHERE tenant = ledger_tenant()
+  AND checkpoint_id = $1;
 
 -- name: checkpoints_list_merkle_bare
 -- A key's Merkle checkpoints without witnesses, by tree size: consecutive pairs get
 -- consistency proofs.
 SELECT checkpoint_id, txid, position, event_count, digest, base_txid, base_position,
-       base_count, base_digest, signature, key_id, created_at, frontier
+       base_count, base_digest, signature, key_id, created_at, frontier, tenant
 FROM audit_checkpoints
-WHERE key_id = $1
+WHERE tenant = ledger_tenant()
+  AND key_id = $1
   AND frontier IS NOT NULL
 ORDER BY event_count, checkpoint_id;
 
 -- name: tree_leaves_batch
--- The next $4 events after a feed key (below the xmin, in feed order), the first of
+-- The tenant's next $4 events after a feed key (below the xmin, in feed order), the first of
 -- them leaf $3: their hashes concatenated in feed order (each aggregate says its order:
 -- an ordered subquery's order is not promised to reach an aggregate), the last one's
 -- key, and the key of every $11-th leaf
@@ -194,12 +218,12 @@ ORDER BY event_count, checkpoint_id;
 -- writes the nodes and marks of earlier batches ($5…$10), so the server writes them
 -- while the caller hashes.
 WITH nodes AS (
-    INSERT INTO audit_tree_nodes (level, index, hash)
-    SELECT * FROM unnest($5::smallint[], $6::bigint[], $7::bytea[])
-    ON CONFLICT (level, index) DO NOTHING
+    INSERT INTO audit_tree_nodes (tenant, level, index, hash)
+    SELECT ledger_tenant(), * FROM unnest($5::smallint[], $6::bigint[], $7::bytea[])
+    ON CONFLICT (tenant, level, index) DO NOTHING
 ), marks AS (
-    INSERT INTO audit_tree_marks (leaf_index, txid, position)
-    SELECT * FROM unnest($8::bigint[], $9::bigint[], $10::bigint[])
+    INSERT INTO audit_tree_marks (tenant, leaf_index, txid, position)
+    SELECT ledger_tenant(), * FROM unnest($8::bigint[], $9::bigint[], $10::bigint[])
     ON CONFLICT DO NOTHING
 )
 SELECT count(*) AS leaves,
@@ -210,12 +234,13 @@ SELECT count(*) AS leaves,
        coalesce(array_agg(xid ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_txids,
        coalesce(array_agg(position ORDER BY leaf) FILTER (WHERE leaf % $11 = 0), '{}') AS mark_positions
 FROM (
-    SELECT $3::bigint + row_number() OVER (ORDER BY e.txid, e.position) - 1 AS leaf,
+    SELECT $3::bigint + row_number() OVER (ORDER BY e.tenant, e.txid, e.position) - 1 AS leaf,
            e.txid::text::bigint AS xid, e.position, e.hash
     FROM events e
-    WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+    WHERE e.tenant = ledger_tenant()
+      AND (e.tenant, e.txid, e.position) > (ledger_tenant(), $1::text::xid8, $2::bigint)
       AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
-    ORDER BY e.txid, e.position
+    ORDER BY e.tenant, e.txid, e.position
     LIMIT $4
 ) batch;
 
@@ -228,18 +253,67 @@ SET LOCAL enable_sort = off;
 SET LOCAL enable_sort TO DEFAULT;
 
 -- name: tree_head_get
--- A key's integrated tree head (the stored tree's edge between checkpoints).
-SELECT key_id, tree_size, txid, position, frontier, signature
+-- The tenant's integrated tree head of a key (the stored tree's edge between checkpoints).
+SELECT tenant, key_id, tree_size, txid, position, frontier, signature
 FROM audit_tree_heads
-WHERE key_id = $1;
+WHERE tenant = ledger_tenant()
+  AND key_id = $1;
 
 -- name: tree_head_put
-INSERT INTO audit_tree_heads (key_id, tree_size, txid, position, frontier, signature)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (key_id) DO UPDATE
+INSERT INTO audit_tree_heads (tenant, key_id, tree_size, txid, position, frontier, signature)
+VALUES (ledger_tenant(), $1, $2, $3, $4, $5, $6)
+ON CONFLICT (tenant, key_id) DO UPDATE
 SET tree_size = excluded.tree_size,
     txid = excluded.txid,
     position = excluded.position,
     frontier = excluded.frontier,
     signature = excluded.signature,
     integrated_at = now();
+
+-- name: tenant_current
+-- The tenant the transaction (or statement) acts in.
+SELECT ledger_tenant();
+
+-- name: events_tenants
+-- The tenants that have events, by a skip scan of the tenant-first feed index: one probe
+-- a tenant, whatever the number of events.
+WITH RECURSIVE tenants (tenant) AS (
+    (SELECT e.tenant FROM events e ORDER BY e.tenant LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.tenant FROM events e WHERE e.tenant > t.tenant ORDER BY e.tenant LIMIT 1)
+    FROM tenants t
+    WHERE t.tenant IS NOT NULL
+)
+SELECT tenant
+FROM tenants
+WHERE tenant IS NOT NULL;
+
+-- name: tree_has_new_events
+-- Whether the tenant has events below the xmin after where its tree ends for a key: its
+-- newest checkpoint ($2 false) or, when further, its integrated head ($2 true). One
+-- probe of the tenant's feed index: what a tenant with nothing new costs the scheduler.
+WITH edge AS (
+    SELECT k.txid, k.position
+    FROM (
+        SELECT h.txid, h.position
+        FROM audit_tree_heads h
+        WHERE $2 AND h.tenant = ledger_tenant() AND h.key_id = $1
+        UNION ALL
+        (SELECT c.txid, c.position
+         FROM audit_checkpoints c
+         WHERE c.tenant = ledger_tenant() AND c.key_id = $1
+         ORDER BY c.tenant DESC, c.txid DESC, c.position DESC
+         LIMIT 1)
+        UNION ALL
+        SELECT 0, 0
+    ) k
+    ORDER BY k.txid DESC, k.position DESC
+    LIMIT 1
+)
+SELECT EXISTS (
+    SELECT 1
+    FROM events e, edge
+    WHERE e.tenant = ledger_tenant()
+      AND (e.tenant, e.txid, e.position) > (ledger_tenant(), edge.txid::text::xid8, edge.position)
+      AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+);

@@ -1,4 +1,9 @@
-"""The stored Merkle tree of the feed: growing it as checkpoints are taken, and proofs from it.
+"""The stored Merkle tree of a tenant's log: growing it as checkpoints are taken, and proofs from it.
+
+Each tenant's events, in feed order, are the leaves of a tree of their own; every
+statement here reads and writes the tree of the tenant the transaction acts in
+(`ledger_tenant()`, default when none), so a cursor of another tenant's event is
+no leaf of it (UnknownLeaf).
 
 Rows: `audit_tree_nodes` keeps every complete subtree of 64 leaves and up (about
 one node per 32 events), `audit_tree_marks` the feed key of every 64th leaf (one

@@ -195,5 +195,5 @@ async def test_proofs_and_the_audit_walk_read_the_feed_after_a_key_from_its_inde
     plan = "\n".join(r[0] for r in await admin_conn.fetch(f"EXPLAIN EXECUTE feed_plan{bound}"))
     await admin_conn.execute("DEALLOCATE feed_plan")
 
-    assert "Index Scan using events_txid_position_idx" in plan, plan
+    assert "Index Scan using events_tenant_txid_position_idx" in plan, plan
     assert "Sort" not in plan, plan

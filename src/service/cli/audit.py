@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger import config, database, db, errors
+from ledger import acting, config, database, db, errors, tenancy
 
 
 def register(sub: Any) -> None:
     """Add `audit …` to the parser."""
     aud = sub.add_parser("audit", help="signed checkpoints, audit bundles and their verification")
     aud_sub = aud.add_subparsers(dest="action", required=True)
-    aud_sub.add_parser("checkpoint", help="sign a checkpoint of the feed now").set_defaults(
-        runner=lambda _args: checkpoint
-    )
+    take = aud_sub.add_parser("checkpoint", help="sign a checkpoint of a tenant's log now")
+    _tenant_argument(take)
+    take.set_defaults(runner=lambda args: functools.partial(checkpoint, tenant=args.tenant))
     listing = aud_sub.add_parser("checkpoints", help="list checkpoints and the public key")
     listing.add_argument("--limit", type=int, default=20)
-    listing.set_defaults(runner=lambda args: functools.partial(list_checkpoints, limit=args.limit))
+    _tenant_argument(listing)
+    listing.set_defaults(
+        runner=lambda args: functools.partial(
+            list_checkpoints, limit=args.limit, tenant=args.tenant
+        )
+    )
     exp = aud_sub.add_parser("export", help="write a self-contained, offline-verifiable bundle")
     exp.add_argument("--from", dest="start", help="feed cursor (after it) or ISO time")
     exp.add_argument("--to", dest="end", help="feed cursor or ISO time (default: now)")
+    _tenant_argument(exp)
     exp.add_argument("out", help="a new directory, or a path ending in .tar.gz")
     exp.set_defaults(
-        runner=lambda args: functools.partial(export, out=args.out, start=args.start, end=args.end)
+        runner=lambda args: functools.partial(
+            export, out=args.out, start=args.start, end=args.end, tenant=args.tenant
+        )
     )
     ver = aud_sub.add_parser(
         "verify", help="check a bundle offline, or (no BUNDLE) the live ledger"
@@ -58,14 +67,30 @@ def register(sub: Any) -> None:
     )
 
 
-async def checkpoint(settings: config.Settings) -> int:
+def _tenant_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--tenant",
+        type=_tenant,
+        default=tenancy.DEFAULT,
+        help="the tenant whose log (default: default)",
+    )
+
+
+def _tenant(text: str) -> str:
+    try:
+        return tenancy.checked(text)
+    except errors.InvalidTenant as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+async def checkpoint(settings: config.Settings, *, tenant: str = tenancy.DEFAULT) -> int:
     from audit import checkpoints
     from service import wiring
 
     signer = wiring.signer(settings)
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            cp, created = await checkpoints.create(conn, signer)
+            cp, created = await checkpoints.create(conn, signer, tenant=tenant)
     if cp is None:
         print("no events yet: nothing to checkpoint")
         return 0
@@ -76,14 +101,18 @@ async def checkpoint(settings: config.Settings) -> int:
     return 0
 
 
-async def list_checkpoints(settings: config.Settings, *, limit: int) -> int:
+async def list_checkpoints(
+    settings: config.Settings, *, limit: int, tenant: str = tenancy.DEFAULT
+) -> int:
     from audit import checkpoints
     from service import wiring
 
     signer = wiring.signer(settings)
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            listed = await checkpoints.list_recent(conn, limit)
+            async with conn.transaction():
+                await acting.act_in(conn, tenant)
+                listed = await checkpoints.list_recent(conn, limit)
     print(f"public key {signer.key_id}:")
     print(signer.pem.rstrip())
     for cp in listed:
@@ -111,7 +140,14 @@ def bound(text: str | None) -> Any:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-async def export(settings: config.Settings, *, out: str, start: str | None, end: str | None) -> int:
+async def export(
+    settings: config.Settings,
+    *,
+    out: str,
+    start: str | None,
+    end: str | None,
+    tenant: str = tenancy.DEFAULT,
+) -> int:
     from audit import bundle
     from service import wiring
 
@@ -119,7 +155,9 @@ async def export(settings: config.Settings, *, out: str, start: str | None, end:
     first, last = bound(start), bound(end)
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:
-            exported = await bundle.export(conn, signer, Path(out), start=first, end=last)
+            exported = await bundle.export(
+                conn, signer, Path(out), start=first, end=last, tenant=tenant
+            )
     begin = f"after checkpoint cursor {exported.start}" if exported.start else "from the start"
     print(
         f"exported {exported.events} events ({begin}, through cursor {exported.end}) "
