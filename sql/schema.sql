@@ -1501,6 +1501,12 @@ CREATE UNIQUE INDEX audit_tree_marks_cursor_idx ON public.audit_tree_marks USING
 CREATE INDEX events_occurred_at_idx ON public.events USING btree (occurred_at);
 
 --
+-- Name: events_tenant_feed_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX events_tenant_feed_idx ON public.events USING btree (tenant, txid, "position");
+
+--
 -- Name: events_txid_position_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -1516,7 +1522,7 @@ CREATE INDEX job_leases_worker_idx ON public.job_leases USING btree (worker_id);
 -- Name: jobs_created_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_created_idx ON public.jobs USING btree (created_at DESC, job_id DESC);
+CREATE INDEX jobs_created_idx ON public.jobs USING btree (tenant, created_at DESC, job_id DESC);
 
 --
 -- Name: jobs_due_idx; Type: INDEX; Schema: public; Owner: -
@@ -1546,7 +1552,7 @@ CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (queue, run_at, prior
 -- Name: jobs_status_created_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (status, created_at DESC, job_id DESC);
+CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (tenant, status, created_at DESC, job_id DESC);
 
 --
 -- Name: queue_key_turns_latest_idx; Type: INDEX; Schema: public; Owner: -

@@ -33,6 +33,9 @@ from service.http import jobs, problems, security
 from service.http.services import Services, services_of
 
 MAX_FEED_LIMIT: Final = 1000
+# The audit reads and the checkpoint write read one snapshot of the ledger throughout: they
+# open repeatable-read transactions of their own, inside the request's.
+AUDIT_ISOLATION: Final = "repeatable_read"
 STREAM_HEARTBEAT_SECONDS: Final = 15.0
 _decode = msgspec.json.Decoder()
 
@@ -294,7 +297,7 @@ class AuditController(Controller):
         audit_key: NamedDependency[AuditKey],
         job_id: Annotated[uuid.UUID | None, QueryParameter()] = None,
     ) -> VerifyReport:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             chain = await chains.verify(conn, job_id)
             if job_id is not None and chain.events == 0:
                 raise errors.UnknownJob(job_id)
@@ -333,7 +336,7 @@ class AuditController(Controller):
         audit_key: NamedDependency[AuditKey],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> CheckpointList:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             listed = await checkpoints.list_recent(conn, limit)
         key = audit_key.get()
         return CheckpointList(
@@ -360,7 +363,7 @@ class AuditController(Controller):
         tree_size: Annotated[int, QueryParameter(ge=1)],
     ) -> tree.Inclusion:
         at = feed.parse_cursor(cursor)
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             return await tree.inclusion(
                 conn, audit_key.get().key_id, at.txid, at.position, tree_size
             )
@@ -381,7 +384,7 @@ class AuditController(Controller):
         from_: Annotated[int, QueryParameter(name="from", ge=1)],
         to: Annotated[int, QueryParameter(ge=1)],
     ) -> tree.Consistency:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             return await tree.consistency(conn, audit_key.get().key_id, from_, to)
 
     @post(
@@ -404,7 +407,7 @@ class AuditController(Controller):
     async def take_checkpoint(
         self, services: NamedDependency[Services], audit_key: NamedDependency[AuditKey]
     ) -> Response[CheckpointOut | None]:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             cp, created = await checkpoints.create(conn, audit_key.get())
         if cp is None:
             return Response(None, status_code=204)
