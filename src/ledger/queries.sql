@@ -7,11 +7,13 @@ SELECT position, job_id, version, txid, occurred_at, prev_hash, hash, tenant
 FROM events_append($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::jsonb[]);
 
 -- name: events_list_for_job
--- One job's history, oldest first.
+-- One job's history, oldest first: a job of the tenant the transaction names (any
+-- tenant's when it names none: the workers').
 SELECT position, job_id, version, type, data, actor, occurred_at,
        txid::text::bigint AS txid, prev_hash, hash, tenant
 FROM events
 WHERE job_id = $1
+  AND tenant = coalesce(ledger_tenant_named(), tenant)
 ORDER BY version;
 
 -- name: events_list_for_jobs
@@ -20,6 +22,7 @@ SELECT position, job_id, version, type, data, actor, occurred_at,
        txid::text::bigint AS txid, prev_hash, hash, tenant
 FROM events
 WHERE job_id = ANY($1::uuid[])
+  AND tenant = coalesce(ledger_tenant_named(), tenant)
 ORDER BY job_id, version;
 
 -- name: jobs_find_by_idempotency_keys

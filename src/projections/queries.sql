@@ -1,7 +1,10 @@
 -- name: jobs_get
+-- A job of the tenant the transaction names (any tenant's when it names none: the
+-- workers').
 SELECT *
 FROM jobs
-WHERE job_id = $1;
+WHERE job_id = $1
+  AND tenant = coalesce(ledger_tenant_named(), tenant);
 
 -- name: jobs_scratch_create
 -- A scratch copy of the view's shape, gone at the end of the transaction.
@@ -114,10 +117,11 @@ SELECT (job_view_fold(e ORDER BY e.version)).*
 FROM events AS e
 WHERE e.job_id = $1
   AND e.occurred_at <= $2
+  AND e.tenant = ledger_tenant()
 HAVING count(*) > 0;
 
 -- name: events_feed_filtered
--- The global feed after a cursor, in (txid, position) order, and only below the
+-- The feed of one tenant ($10, or the one the transaction acts in) after a cursor, in (txid, position) order, and only below the
 -- snapshot's xmin: every transaction below it has ended, so nothing can appear
 -- later before a row already returned (DESIGN.md invariant 5). Optional filters:
 -- event type, actor, time range, job type. The horizon (xmin) comes back on every
@@ -153,10 +157,12 @@ WITH horizon AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT *
         FROM events AS e
-        WHERE (e.txid, e.position) > ($1::text::xid8, $2::bigint)
+        WHERE e.tenant = coalesce($10::text, ledger_tenant())
+          AND (e.tenant, e.txid, e.position)
+              > (coalesce($10::text, ledger_tenant()), $1::text::xid8, $2::bigint)
           AND e.txid < h.xmin
           AND NOT h.out_of_range
-        ORDER BY e.txid, e.position
+        ORDER BY e.tenant, e.txid, e.position
         LIMIT $9::integer
     ) AS ev
 ), typed AS MATERIALIZED (
@@ -229,7 +235,8 @@ ORDER BY queue, status;
 -- asks for one row more than a page to know if another follows.
 SELECT *
 FROM jobs
-WHERE (created_at, job_id) < ($3::timestamptz, $4::uuid)
+WHERE tenant = ledger_tenant()
+  AND (created_at, job_id) < ($3::timestamptz, $4::uuid)
   AND ($1::text IS NULL OR type = $1::text)
   AND ($2::text IS NULL OR queue = $2::text)
 ORDER BY created_at DESC, job_id DESC
@@ -239,7 +246,8 @@ LIMIT $5;
 -- The same, for one status: an index range on jobs_status_created_idx.
 SELECT *
 FROM jobs
-WHERE status = $6::text
+WHERE tenant = ledger_tenant()
+  AND status = $6::text
   AND (created_at, job_id) < ($3::timestamptz, $4::uuid)
   AND ($1::text IS NULL OR type = $1::text)
   AND ($2::text IS NULL OR queue = $2::text)

@@ -142,3 +142,27 @@ async def test_the_readme_queues_example_works_as_written(
         None,
         2,
     )
+
+
+@pytest.mark.slow
+async def test_the_readme_tenants_example_works_as_written(
+    api: services.Running, dbs: Databases, tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    port = api.port
+    env = services.environment(
+        tmp_path, port, DATABASE_URL=dbs.app, MIGRATE_DATABASE_URL=dbs.admin, JWT_SECRET=SECRET
+    )
+    await eventually(api.answers, within=60)
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    script = readme_block(
+        "<!-- readme-tenants-example: start -->", "<!-- readme-tenants-example: end -->", "bash"
+    ).replace("localhost:8080", f"localhost:{port}")
+
+    ran = await asyncio.create_subprocess_exec(
+        "bash", "-e", "-c", script, cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(ran.communicate(), timeout=60)
+
+    assert ran.returncode == 0, stderr.decode()
+    assert stdout.decode().split() == ["200", "404"]
+    assert await conn.fetchval("SELECT DISTINCT tenant FROM jobs") == "acme"

@@ -33,6 +33,9 @@ from service.http import jobs, problems, security
 from service.http.services import Services, services_of
 
 MAX_FEED_LIMIT: Final = 1000
+# The audit reads and the checkpoint write read one snapshot of the ledger throughout: they
+# open repeatable-read transactions of their own, inside the request's.
+AUDIT_ISOLATION: Final = "repeatable_read"
 STREAM_HEARTBEAT_SECONDS: Final = 15.0
 _decode = msgspec.json.Decoder()
 
@@ -180,8 +183,10 @@ def _filters(
     actor: str | None,
     since: datetime | None,
     until: datetime | None,
+    tenant: str | None = None,
 ) -> feed.Filters:
     return feed.Filters(
+        tenant=tenant,
         event_type=event_type,
         job_type=job_type,
         actor=actor,
@@ -274,7 +279,11 @@ class AuditController(Controller):
         until: Until = None,
     ) -> ServerSentEvent:
         start = feed.parse_cursor(last_event_id or after)  # a bad cursor is a 400, before streaming
-        filters = _filters(event_type, job_type, actor, since, until)
+        # The stream reads its tenant's feed by name, on connections outside any
+        # transaction: a client that goes away cancels a read, which then has no
+        # transaction to leave open.
+        filters = _filters(event_type, job_type, actor, since, until, services.tenant)
+        services = services.unbound()
         async with services.connection():
             pass  # a database that cannot be reached is a 503 now, not a stream that breaks
         return ServerSentEvent(_live(services, feed_wakeups, start, filters))
@@ -294,7 +303,7 @@ class AuditController(Controller):
         audit_key: NamedDependency[AuditKey],
         job_id: Annotated[uuid.UUID | None, QueryParameter()] = None,
     ) -> VerifyReport:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             chain = await chains.verify(conn, job_id)
             if job_id is not None and chain.events == 0:
                 raise errors.UnknownJob(job_id)
@@ -333,7 +342,7 @@ class AuditController(Controller):
         audit_key: NamedDependency[AuditKey],
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> CheckpointList:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             listed = await checkpoints.list_recent(conn, limit)
         key = audit_key.get()
         return CheckpointList(
@@ -360,7 +369,7 @@ class AuditController(Controller):
         tree_size: Annotated[int, QueryParameter(ge=1)],
     ) -> tree.Inclusion:
         at = feed.parse_cursor(cursor)
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             return await tree.inclusion(
                 conn, audit_key.get().key_id, at.txid, at.position, tree_size
             )
@@ -381,7 +390,7 @@ class AuditController(Controller):
         from_: Annotated[int, QueryParameter(name="from", ge=1)],
         to: Annotated[int, QueryParameter(ge=1)],
     ) -> tree.Consistency:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             return await tree.consistency(conn, audit_key.get().key_id, from_, to)
 
     @post(
@@ -404,7 +413,7 @@ class AuditController(Controller):
     async def take_checkpoint(
         self, services: NamedDependency[Services], audit_key: NamedDependency[AuditKey]
     ) -> Response[CheckpointOut | None]:
-        async with services.connection() as conn:
+        async with services.connection(isolation=AUDIT_ISOLATION) as conn:
             cp, created = await checkpoints.create(conn, audit_key.get())
         if cp is None:
             return Response(None, status_code=204)

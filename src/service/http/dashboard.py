@@ -19,6 +19,7 @@ from litestar.static_files import create_static_files_router
 
 from projections import stats
 from service.http import security
+from service.http.services import services_of
 
 UI_DIR: Final = Path(__file__).parent / "ui"
 # The page loads only its own script and stylesheet and talks only to this server.
@@ -66,7 +67,7 @@ class Stats(stats.Overview, frozen=True, kw_only=True):
     summary="Jobs by status and queue, and throughput per minute over the last hour",
 )
 async def overview(request: Request[Any, Any, Any]) -> Stats:
-    services = request.app.state.services
+    services = services_of(request)
     async with services.reading() as conn:
         counted = await stats.overview(conn, services.store.clock())
     return Stats(tenant=security.tenant_of(request), **msgspec.structs.asdict(counted))

@@ -133,7 +133,7 @@ class JobsController(Controller):
             now = services.store.clock()
             command = services.submitter.prepare(data, now=now)
             events = submission.new_jobs([command], actor=principal.subject, now=now)
-            (job,) = submission.jobs_of(await services.committer.append(events))
+            (job,) = submission.jobs_of(await services.append(events))
             return Response(job, status_code=201, headers={"Location": location(job.job_id)})
         async with services.connection() as conn:
             done = await services.submitter.place(
