@@ -1550,7 +1550,7 @@ CREATE INDEX job_leases_worker_idx ON public.job_leases USING btree (worker_id);
 -- Name: jobs_created_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_created_idx ON public.jobs USING btree (created_at DESC, job_id DESC);
+CREATE INDEX jobs_created_idx ON public.jobs USING btree (tenant, created_at DESC, job_id DESC);
 
 --
 -- Name: jobs_due_idx; Type: INDEX; Schema: public; Owner: -
@@ -1580,7 +1580,7 @@ CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (tenant, queue, run_a
 -- Name: jobs_status_created_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (status, created_at DESC, job_id DESC);
+CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (tenant, status, created_at DESC, job_id DESC);
 
 --
 -- Name: queue_key_turns_latest_idx; Type: INDEX; Schema: public; Owner: -
