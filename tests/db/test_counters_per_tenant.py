@@ -101,8 +101,13 @@ async def test_each_tenant_reads_its_own_counts_and_the_operator_reads_every_ten
         ("mail", "pending"): 2,
         ("video", "pending"): 2,
     }
-    # /metrics' limits: a configured queue's runnable jobs, whatever their tenant.
-    await queues.configure(conn, event_store, "video", wire.QueueSettings(concurrency=9), actor="o")
+    # /metrics' limits: every tenant's configured queues, each with its own tenant's jobs,
+    # read whatever tenant the scrape's transaction acts in (queues per tenant: sql/0065).
+    async with conn.transaction():
+        await acting.act_in(conn, "beta")
+        await queues.configure(
+            conn, event_store, "video", wire.QueueSettings(concurrency=9), actor="o"
+        )
     held = await _in(conn, "acme", lambda: queue_view.limits_now(conn))
     assert [(h.queue, h.runnable) for h in held] == [("video", 2)]
 
