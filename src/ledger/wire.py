@@ -222,10 +222,10 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """The body of `PUT /api/v1/tenants/{tenant}`: the settings to change; a field left out
     keeps its value, `null` clears a limit (`weight` has no null: 1 is the default)."""
 
-    max_queued: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] | None | msgspec.UnsetType = (
+    max_queued: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] | msgspec.UnsetType | None = (
         msgspec.UNSET
     )
-    max_running: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None | msgspec.UnsetType = (
+    max_running: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | msgspec.UnsetType | None = (
         msgspec.UNSET
     )
     weight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | msgspec.UnsetType = msgspec.UNSET
