@@ -258,3 +258,43 @@ async def test_concurrent_submitters_cannot_together_pass_max_queued(
         await first.close()
         await second.close()
     assert await conn.fetchval("SELECT count(*) FROM jobs") == 1
+
+
+async def test_a_racing_repeat_of_a_keyed_submission_at_the_quota_answers_the_stored_job(
+    dbs: Databases, conn: asyncpg.Connection
+) -> None:
+    submitter = submission.Submitter()
+    await tenants.configure(conn, submitter.store, "acme", {"max_queued": 1}, actor="ops")
+    wanted = submission.Submission.checked(
+        "email_send", {"to": ["ada@example.com"], "subject": "hi", "body": "hello"}
+    )
+    first = await asyncpg.connect(dbs.app)
+    second = await asyncpg.connect(dbs.app)
+    try:
+        held = first.transaction()
+        await held.start()
+        await acting.act_in(first, "acme")
+        stored = await submitter.place(first, [wanted], idempotency_key="k", actor="alice")
+
+        async def repeat() -> submission.Submitted:
+            async with second.transaction():
+                await acting.act_in(second, "acme")
+                return await submitter.place(second, [wanted], idempotency_key="k", actor="alice")
+
+        racing = asyncio.create_task(repeat())
+
+        async def waiting() -> bool:
+            waits = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
+                second.get_server_pid(),
+            )
+            return bool(waits)
+
+        await eventually(waiting, within=10)  # the repeat found no job yet: it appends
+        await held.commit()
+        again = await asyncio.wait_for(racing, timeout=10)
+    finally:
+        await first.close()
+        await second.close()
+    assert again.created is False and again.jobs == stored.jobs
+    assert await conn.fetchval("SELECT count(*) FROM jobs") == 1
