@@ -37,6 +37,60 @@ CREATE FUNCTION public.event_canonical(tenant text, type text, job_id uuid, vers
 $$;
 
 --
+-- Name: events_admit(integer[], text[], text[], jsonb[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.events_admit(versions integer[], types text[], actors text[], datas jsonb[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    t text := ledger_tenant();
+    limit_ integer;
+    submitted integer;
+    queued bigint;
+BEGIN
+    IF NOT ('job.submitted.v1' = ANY(types)) THEN
+        RETURN;
+    END IF;
+    SELECT max_queued INTO limit_ FROM tenants WHERE tenant = t;
+    IF limit_ IS NULL THEN
+        RETURN;
+    END IF;
+    -- Submitters of this tenant take turns from here to their commit; each statement
+    -- below then sees what the ones before committed.
+    SELECT max_queued INTO limit_ FROM tenants WHERE tenant = t FOR UPDATE;
+    IF limit_ IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT count(*) INTO submitted
+    FROM unnest(versions, types, actors, datas) AS u (version, type, actor, data)
+    WHERE u.version = 1 AND u.type = 'job.submitted.v1'
+      AND NOT EXISTS (
+          SELECT FROM jobs AS j
+          WHERE j.tenant = t AND j.submitted_by = u.actor
+            AND j.idempotency_key = u.data->>'idempotency_key'
+      );
+    IF submitted = 0 THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(c.n), 0) INTO queued
+    FROM (
+        SELECT n FROM job_counts WHERE tenant = t AND status IN ('pending', 'retrying')
+        UNION ALL
+        SELECT n FROM job_count_deltas WHERE tenant = t AND status IN ('pending', 'retrying')
+    ) AS c;
+    IF queued + submitted > limit_ THEN
+        RAISE EXCEPTION 'tenant % has % queued jobs of at most %: % more would pass max_queued',
+            t, queued, limit_, submitted
+        USING ERRCODE = 'LQ429',
+              DETAIL = json_build_object('tenant', t, 'max_queued', limit_,
+                                         'queued', queued, 'submitted', submitted)::text;
+    END IF;
+END;
+$$;
+
+--
 -- Name: events_append(uuid[], integer[], text[], text[], jsonb[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -44,6 +98,7 @@ CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types t
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+    SELECT events_admit(versions, types, actors, datas);
     INSERT INTO events (tenant, job_id, version, type, actor, occurred_at, data, prev_hash, hash)
     SELECT w.tenant, u.job_id, u.version, u.type, u.actor, t.at, u.data, p.prev_hash,
            sha256(p.prev_hash
@@ -1160,6 +1215,97 @@ END;
 $$;
 
 --
+-- Name: tenants; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.tenants (
+    tenant text NOT NULL,
+    stream_id uuid NOT NULL,
+    version integer NOT NULL,
+    max_queued integer,
+    max_running integer,
+    weight integer DEFAULT 1 NOT NULL,
+    updated_by text NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT tenants_max_queued_check CHECK ((max_queued >= 0)),
+    CONSTRAINT tenants_max_running_check CHECK ((max_running >= 0)),
+    CONSTRAINT tenants_tenant_check CHECK ((tenant ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'::text)),
+    CONSTRAINT tenants_version_check CHECK ((version >= 1)),
+    CONSTRAINT tenants_weight_check CHECK ((weight >= 1))
+);
+
+ALTER TABLE ONLY public.tenants FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: tenant_view_step(public.tenants, public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tenant_view_step(s public.tenants, e public.events) RETURNS public.tenants
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    n tenants;
+BEGIN
+    IF s.tenant IS NULL AND e.version <> 1 THEN
+        RAISE EXCEPTION 'event % for tenant stream % before its first', e.type, e.job_id;
+    END IF;
+    IF e.type <> 'tenant.configured.v1' THEN
+        RAISE EXCEPTION 'unknown event type % (tenant stream %)', e.type, e.job_id;
+    END IF;
+    n.tenant := e.tenant;
+    n.stream_id := e.job_id;
+    n.version := e.version;
+    n.max_queued := (e.data->>'max_queued')::integer;
+    n.max_running := (e.data->>'max_running')::integer;
+    n.weight := (e.data->>'weight')::integer;
+    n.updated_by := e.actor;
+    n.updated_at := e.occurred_at;
+    RETURN n;
+END;
+$$;
+
+--
+-- Name: tenants_all(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tenants_all() RETURNS SETOF public.tenants
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT * FROM tenants ORDER BY tenant
+$$;
+
+--
+-- Name: tenants_project_appended(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.tenants_project_appended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    e events;
+    s tenants;
+BEGIN
+    FOR e IN SELECT * FROM appended WHERE type LIKE 'tenant.%' ORDER BY position LOOP
+        SELECT * INTO s FROM tenants WHERE stream_id = e.job_id FOR UPDATE;
+        IF NOT FOUND THEN
+            s := NULL;
+        END IF;
+        s := tenant_view_step(s, e);
+        INSERT INTO tenants (tenant, stream_id, version, max_queued, max_running, weight,
+                             updated_by, updated_at)
+        VALUES (s.tenant, s.stream_id, s.version, s.max_queued, s.max_running, s.weight,
+                s.updated_by, s.updated_at)
+        ON CONFLICT (tenant) DO UPDATE
+        SET version = excluded.version, max_queued = excluded.max_queued,
+            max_running = excluded.max_running, weight = excluded.weight,
+            updated_by = excluded.updated_by, updated_at = excluded.updated_at;
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: job_view_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
 --
 
@@ -1175,6 +1321,15 @@ CREATE AGGREGATE public.job_view_fold(public.events) (
 CREATE AGGREGATE public.queue_view_fold(public.events) (
     SFUNC = public.queue_view_step,
     STYPE = public.queues
+);
+
+--
+-- Name: tenant_view_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
+--
+
+CREATE AGGREGATE public.tenant_view_fold(public.events) (
+    SFUNC = public.tenant_view_step,
+    STYPE = public.tenants
 );
 
 --
@@ -1504,6 +1659,20 @@ ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (name);
 
 --
+-- Name: tenants tenants_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tenants
+    ADD CONSTRAINT tenants_pkey PRIMARY KEY (tenant);
+
+--
+-- Name: tenants tenants_stream_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tenants
+    ADD CONSTRAINT tenants_stream_id_key UNIQUE (stream_id);
+
+--
 -- Name: worker_processes worker_processes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -1637,6 +1806,12 @@ CREATE TRIGGER events_project_jobs AFTER INSERT ON public.events REFERENCING NEW
 CREATE TRIGGER events_project_queues AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.queues_project_appended();
 
 --
+-- Name: events events_project_tenants; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_project_tenants AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.tenants_project_appended();
+
+--
 -- Name: jobs jobs_count_deleted; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -1679,6 +1854,18 @@ CREATE TRIGGER jobs_notify_room AFTER UPDATE ON public.jobs REFERENCING OLD TABL
 CREATE TRIGGER jobs_notify_runnable AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((new.status = ANY (ARRAY['pending'::text, 'retrying'::text]))) EXECUTE FUNCTION public.jobs_notify_runnable();
 
 --
+-- Name: tenants; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: tenants tenants_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY tenants_in_tenant ON public.tenants TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
 --
 
@@ -1695,6 +1882,13 @@ GRANT ALL ON FUNCTION public.event_canonical(type text, job_id uuid, version int
 --
 
 GRANT ALL ON FUNCTION public.event_canonical(tenant text, type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb) TO ledger_app;
+
+--
+-- Name: FUNCTION events_admit(versions integer[], types text[], actors text[], datas jsonb[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.events_admit(versions integer[], types text[], actors text[], datas jsonb[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.events_admit(versions integer[], types text[], actors text[], datas jsonb[]) TO ledger_app;
 
 --
 -- Name: FUNCTION events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]); Type: ACL; Schema: public; Owner: -
@@ -1886,6 +2080,31 @@ GRANT ALL ON FUNCTION public.queue_view_step(s public.queues, e public.events) T
 GRANT ALL ON FUNCTION public.queues_project_appended() TO ledger_app;
 
 --
+-- Name: TABLE tenants; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.tenants TO ledger_app;
+
+--
+-- Name: FUNCTION tenant_view_step(s public.tenants, e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.tenant_view_step(s public.tenants, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION tenants_all(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.tenants_all() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.tenants_all() TO ledger_app;
+
+--
+-- Name: FUNCTION tenants_project_appended(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.tenants_project_appended() TO ledger_app;
+
+--
 -- Name: FUNCTION job_view_fold(public.events); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1896,6 +2115,12 @@ GRANT ALL ON FUNCTION public.job_view_fold(public.events) TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.queue_view_fold(public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION tenant_view_fold(public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.tenant_view_fold(public.events) TO ledger_app;
 
 --
 -- Name: TABLE audit_checkpoints; Type: ACL; Schema: public; Owner: -

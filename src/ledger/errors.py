@@ -109,6 +109,21 @@ class TenantParameterOnWrite(LedgerError):
         self.method = method
 
 
+class TenantQuotaExceeded(LedgerError):
+    """The submission would take its tenant's queued jobs past the tenant's `max_queued`
+    (429): nothing of it was stored. `queued` were waiting, `submitted` would be added."""
+
+    def __init__(self, tenant: str, max_queued: int, queued: int, submitted: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has {queued} queued jobs and a quota of {max_queued} "
+            f"(max_queued): {submitted} more would pass it; nothing was submitted"
+        )
+        self.tenant = tenant
+        self.max_queued = max_queued
+        self.queued = queued
+        self.submitted = submitted
+
+
 class IdempotencyKeyTaken(LedgerError):
     """This submitter already used this idempotency key (for the same or another request)."""
 

@@ -1,5 +1,6 @@
-"""The ledger's event types: one frozen, tagged msgspec struct per job transition, and
-one per change of a queue's settings (`queue.*`, a stream per queue; see ledger.queues).
+"""The ledger's event types: one frozen, tagged msgspec struct per job transition, one
+per change of a queue's settings (`queue.*`, a stream per queue; see ledger.queues), and
+one for a tenant's settings (`tenant.*`, a stream per tenant; see ledger.tenants).
 
 An event's envelope (job, version, actor, time) is stored in columns of its own;
 the rest of its fields are its `data`. The per-job hash chain covers the stored
@@ -141,6 +142,24 @@ class QueueResumed(QueueEvent, frozen=True, tag="queue.resumed.v1"):
     """The queue's jobs are claimed again."""
 
 
+class TenantEvent(Event, frozen=True):
+    """A tenant's settings changed. A tenant's events form one stream, in that tenant:
+    `job_id` holds the stream's id (`ledger.tenants.stream_id` of the tenant)."""
+
+    tenant: str
+
+
+class TenantConfigured(TenantEvent, frozen=True, tag="tenant.configured.v1"):
+    """The tenant's settings, all of them, as they are from now on (None: no such limit).
+
+    `max_queued` caps its queued jobs (the append refuses submissions past it);
+    `max_running` and `weight` are recorded for the claim's fair shares."""
+
+    max_queued: int | None
+    max_running: int | None
+    weight: int
+
+
 # Every event the ledger stores (the name predates the queue events): what the store
 # appends and `from_row` decodes. Only job.* events fold into a job (lifecycle.evolve).
 JobEvent = (
@@ -157,6 +176,7 @@ JobEvent = (
     | QueueConfigured
     | QueuePaused
     | QueueResumed
+    | TenantConfigured
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -173,6 +193,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     QueueConfigured,
     QueuePaused,
     QueueResumed,
+    TenantConfigured,
 )
 
 _json = msgspec.json.Encoder()

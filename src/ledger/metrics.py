@@ -88,6 +88,13 @@ class Metrics:
             "(each is tried again while the worker still holds the attempt).",
             (),
         )
+        # No tenant label: tenants are not a bounded set (METRICS_TENANT_LABEL, later).
+        self.quota_refusals = counter(
+            "submissions_refused_over_quota_total",
+            "Submissions (a job or a batch) refused with 429 because they would take their "
+            "tenant's queued jobs past its max_queued; nothing of them was stored.",
+            (),
+        )
         self.events_appended = counter(
             "events_appended_total", "Events appended to the ledger, by event type.", ("type",)
         )

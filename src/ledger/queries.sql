@@ -57,3 +57,16 @@ SELECT ledger_tenant();
 -- The tenant this transaction acts in, until it ends (sql/0063: a job's first event
 -- takes it; a later one is appended only to a job of it).
 SELECT set_config('ledger.tenant', $1, true);
+
+-- name: tenants_get
+-- The settings of the tenant the transaction acts in (sql/0069); no row: never
+-- configured. Row-level security shows the app role only that tenant's row anyway.
+SELECT *
+FROM tenants
+WHERE tenant = ledger_tenant();
+
+-- name: tenants_all
+-- Every tenant's settings, by tenant id: the operator's list, through the owner's
+-- function (the app role sees only its own tenant's row of `tenants`).
+SELECT *
+FROM tenants_all();

@@ -156,6 +156,10 @@ class EventStore:
             if exc.column_name != "prev_hash":
                 raise
             raise _conflict(batch, exc) from exc
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != QUOTA_EXCEEDED:
+                raise
+            raise _over_quota(exc) from exc
         by_key = {(r["job_id"], r["version"]): r for r in rows}
         return [by_key[(e.job_id, e.version)] for e in batch]
 
@@ -267,6 +271,18 @@ def _key_taken(
             return errors.IdempotencyKeyTaken(event.actor, event.idempotency_key)
     first = next(e for e in submissions if e.idempotency_key is not None)
     return errors.IdempotencyKeyTaken(first.actor, first.idempotency_key or "")
+
+
+# The append's refusal of submissions past the tenant's max_queued (sql/0069); its
+# detail is a JSON object of the figures.
+QUOTA_EXCEEDED = "LQ429"
+
+
+def _over_quota(exc: asyncpg.PostgresError) -> errors.TenantQuotaExceeded:
+    figures = msgspec.json.decode(str(getattr(exc, "detail", "") or "{}"))
+    return errors.TenantQuotaExceeded(
+        figures["tenant"], figures["max_queued"], figures["queued"], figures["submitted"]
+    )
 
 
 def _conflict(batch: Sequence[ev.JobEvent], exc: asyncpg.PostgresError) -> errors.VersionConflict:

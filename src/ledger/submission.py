@@ -1,6 +1,12 @@
 """The one way jobs are submitted and changed, for every caller: the HTTP routes, the CLI,
 resubmissions, the benchmark and Python applications; and queues' settings changed
-(`configure_queue`, `pause_queue`, `resume_queue`: ledger.queues, by the same append).
+(`configure_queue`, `pause_queue`, `resume_queue`: ledger.queues, by the same append),
+and tenants' settings (`configure_tenant`: ledger.tenants).
+
+A submission that would take its tenant's queued jobs past the tenant's `max_queued`
+raises `errors.TenantQuotaExceeded` from the append (the database's check, sql/0069)
+and stores nothing: a batch is all or nothing. An idempotent repeat of a stored
+submission answers the stored job, whatever the quota.
 
 `submit(conn, job_type, payload, ..., actor=)` validates the payload against the
 registered job type, fills in the type's defaults, honours an idempotency key (the
@@ -23,7 +29,18 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import commands, errors, jobtypes, lifecycle, payloads, queues, sqlfile, store, wire
+from ledger import (
+    commands,
+    errors,
+    jobtypes,
+    lifecycle,
+    payloads,
+    queues,
+    sqlfile,
+    store,
+    tenants,
+    wire,
+)
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -193,6 +210,16 @@ class Submitter:
     ) -> queues.QueueState:
         """Claim a paused queue's jobs again (a `queue.resumed.v1`)."""
         return await queues.resume(conn, self.store, name, actor=actor)
+
+    # -- tenants -------------------------------------------------------------------
+
+    async def configure_tenant(
+        self, conn: asyncpg.Connection, tenant: str, changes: dict[str, Any], *, actor: str
+    ) -> tenants.TenantState:
+        """Change a tenant's settings named in `changes` (`max_queued`, `max_running`,
+        `weight`; None clears a limit): a `tenant.configured.v1` in that tenant, unless
+        unchanged. `conn` must be in no transaction (this one acts in `tenant`)."""
+        return await tenants.configure(conn, self.store, tenant, changes, actor=actor)
 
     # -- appending ---------------------------------------------------------------
 
@@ -444,3 +471,4 @@ retry = DEFAULT.retry
 configure_queue = DEFAULT.configure_queue
 pause_queue = DEFAULT.pause_queue
 resume_queue = DEFAULT.resume_queue
+configure_tenant = DEFAULT.configure_tenant

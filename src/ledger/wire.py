@@ -218,6 +218,40 @@ class QueueList(msgspec.Struct, frozen=True, kw_only=True):
     queues: list[QueueOut]
 
 
+class TenantSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of `PUT /api/v1/tenants/{tenant}`: the settings to change; a field left out
+    keeps its value, `null` clears a limit (`weight` has no null: 1 is the default)."""
+
+    max_queued: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    max_running: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | msgspec.UnsetType | None = (
+        msgspec.UNSET
+    )
+    weight: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, int | None]:
+        """The fields given, by name."""
+        given = {f: getattr(self, f) for f in self.__struct_fields__}
+        return {f: v for f, v in given.items() if v is not msgspec.UNSET}
+
+
+class TenantOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A tenant's settings (version 0 and the defaults: never configured)."""
+
+    tenant: str
+    max_queued: int | None  # queued (pending and retrying) jobs at most; None: no limit
+    max_running: int | None  # recorded only: the claim does not enforce it yet
+    weight: int  # recorded only: the claim does not share by it yet
+    version: int  # of the tenant's event stream (0: never configured)
+    updated_by: str | None
+    updated_at: datetime | None
+
+
+class TenantList(msgspec.Struct, frozen=True, kw_only=True):
+    tenants: list[TenantOut]
+
+
 class EventOut(msgspec.Struct, frozen=True, kw_only=True):
     """One recorded event: where it sits in the feed, what happened, who did it, its chain link."""
 

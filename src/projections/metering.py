@@ -74,7 +74,7 @@ class JobMetrics:
             {
                 r.event.job_id
                 for r in recorded
-                if not isinstance(r.event, ev.JobSubmitted | ev.QueueEvent)
+                if not isinstance(r.event, ev.JobSubmitted | ev.QueueEvent | ev.TenantEvent)
             }
         )
         if not ids:

@@ -57,6 +57,41 @@ SELECT streams.stream_id,
 FROM streams
 ORDER BY streams.stream_id;
 
+-- name: tenants_rebuilt_diff
+-- Tenants whose settings row differs from the fold of their events (sql/0069), side
+-- by side; every tenant's (the live rows through tenants_all(): the app role sees only
+-- its own tenant's row of `tenants`).
+WITH rebuilt AS (
+    SELECT (s.state).tenant, (s.state).stream_id, (s.state).version, (s.state).max_queued,
+           (s.state).max_running, (s.state).weight, (s.state).updated_by, (s.state).updated_at
+    FROM (
+        SELECT tenant_view_fold(e ORDER BY e.version) AS state
+        FROM events AS e
+        WHERE e.type LIKE 'tenant.%'
+        GROUP BY e.job_id
+    ) AS s
+), live AS (
+    SELECT tenant, stream_id, version, max_queued, max_running, weight, updated_by, updated_at
+    FROM tenants_all()
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), streams AS (
+    SELECT stream_id FROM live_only
+    UNION
+    SELECT stream_id FROM rebuilt_only
+)
+SELECT streams.stream_id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.stream_id = streams.stream_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.stream_id = streams.stream_id) AS rebuilt
+FROM streams
+ORDER BY streams.stream_id;
+
 -- name: jobs_scratch_diff
 -- Rows that differ between the live view and the rebuild, side by side.
 WITH live_only AS (
@@ -103,6 +138,28 @@ FROM (
     SELECT queue_view_fold(e ORDER BY e.version) AS state
     FROM events AS e
     WHERE e.type LIKE 'queue.%'
+    GROUP BY e.job_id
+) AS s;
+
+-- name: tenants_lock
+-- The tenants' rebuild, like the queues' (a transaction of its own): tenant events
+-- wait to be projected until it commits; submissions checking a quota wait for the
+-- rows it deletes.
+LOCK TABLE tenants IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: tenants_delete_all
+DELETE FROM tenants;
+
+-- name: tenants_fill
+-- The tenants' settings as the fold of their events (sql/0069).
+INSERT INTO tenants (tenant, stream_id, version, max_queued, max_running, weight,
+                     updated_by, updated_at)
+SELECT (s.state).tenant, (s.state).stream_id, (s.state).version, (s.state).max_queued,
+       (s.state).max_running, (s.state).weight, (s.state).updated_by, (s.state).updated_at
+FROM (
+    SELECT tenant_view_fold(e ORDER BY e.version) AS state
+    FROM events AS e
+    WHERE e.type LIKE 'tenant.%'
     GROUP BY e.job_id
 ) AS s;
 

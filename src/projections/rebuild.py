@@ -32,11 +32,12 @@ async def _build_scratch(conn: asyncpg.Connection) -> None:
 
 async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
     """Fold every job's events into a scratch table and list the rows that differ from `jobs`;
-    then the same for the queues' settings (`job_id`: the queue's stream id)."""
+    then the same for the queues' and the tenants' settings (`job_id`: the stream id)."""
     async with conn.transaction(isolation="repeatable_read", readonly=False):
         await _build_scratch(conn)
         rows = await conn.fetch(Q["jobs_scratch_diff"])
         queues = await conn.fetch(Q["queues_rebuilt_diff"])
+        queues += await conn.fetch(Q["tenants_rebuilt_diff"])
     return [
         RowDiff(
             job_id=r["job_id"],
@@ -130,4 +131,8 @@ async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
         await conn.execute(Q["queues_lock"])
         await conn.execute(Q["queues_delete_all"])
         await conn.execute(Q["queues_fill"])
+    async with conn.transaction():
+        await conn.execute(Q["tenants_lock"])
+        await conn.execute(Q["tenants_delete_all"])
+        await conn.execute(Q["tenants_fill"])
     return int(status.split()[-1])

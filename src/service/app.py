@@ -23,6 +23,7 @@ from service.http import (
     queues,
     ready,
     security,
+    tenants,
 )
 from service.http import metrics as http_metrics
 
@@ -76,6 +77,7 @@ def create_app(
         route_handlers=[
             jobs.JobsController,
             queues.QueuesController,
+            tenants.TenantsController,
             audit.AuditController,
             dashboard.overview,
         ],
@@ -123,7 +125,7 @@ def _document_closed_objects(app: Litestar) -> None:
     """Say `additionalProperties: false` for request bodies that refuse unknown fields
     (Litestar's schema generation leaves it out), so clients and fuzzers know."""
     schemas = app.openapi_schema.components.schemas or {}
-    for struct in (*jobs.CLOSED_REQUESTS, *queues.CLOSED_REQUESTS):
+    for struct in (*jobs.CLOSED_REQUESTS, *queues.CLOSED_REQUESTS, *tenants.CLOSED_REQUESTS):
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False

@@ -166,3 +166,45 @@ async def test_the_readme_tenants_example_works_as_written(
     assert ran.returncode == 0, stderr.decode()
     assert stdout.decode().split() == ["200", "404"]
     assert await conn.fetchval("SELECT DISTINCT tenant FROM jobs") == "acme"
+
+
+@pytest.mark.slow
+async def test_the_readme_tenant_settings_example_works_as_written(
+    api: services.Running, dbs: Databases, tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    port = api.port
+    env = services.environment(
+        tmp_path, port, DATABASE_URL=dbs.app, MIGRATE_DATABASE_URL=dbs.admin, JWT_SECRET=SECRET
+    )
+    await eventually(api.answers, within=60)
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    end = "<!-- readme-tenant-settings-example: end -->"
+    script = readme_block("<!-- readme-tenant-settings-example: start -->", end, "bash").replace(
+        "localhost:8080", f"localhost:{port}"
+    )
+
+    ran = await asyncio.create_subprocess_exec(
+        "bash", "-e", "-c", script, cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(ran.communicate(), timeout=120)
+
+    assert ran.returncode == 0, stderr.decode()
+    printed = stdout.decode()
+    configured, at = json.JSONDecoder().raw_decode(printed)
+    # The answer the README shows, but for its time.
+    documented = json.loads(
+        readme_block(end, "", "json").replace('"…"', f'"{configured["updated_at"]}"')
+    )
+    assert configured == documented
+    lines = [line.strip() for line in printed[at:].splitlines() if line.strip()]
+    assert lines[0].startswith("HTTP/1.1 201")
+    assert lines[1].startswith("HTTP/1.1 429")
+    assert lines[2].lower().startswith("retry-after:")
+    table = readme_block("`ledger tenants list` prints:", "", "").strip().splitlines()
+    at_table = lines.index(next(line for line in lines if line.startswith("TENANT ")))
+    assert lines[at_table : at_table + 2] == table
+    assert await conn.fetchval("SELECT count(*) FROM jobs") == 1
+    rows = await conn.fetch(
+        "SELECT actor, tenant FROM events WHERE type = 'tenant.configured.v1' ORDER BY version"
+    )
+    assert [tuple(r) for r in rows] == [("ops", "acme"), (f"cli:{getpass.getuser()}", "acme")]

@@ -110,11 +110,12 @@ class JobsController(Controller):
         status_code=201,
         opt=security.scope("jobs:write"),
         response_headers=_CREATED_HEADERS,
-        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422, 429),
         summary="Submit a job",
         description="Validates the payload against its job type's schema. With an "
         "Idempotency-Key, a repeated submission returns the first job; the same key with "
-        "a different body answers 409.",
+        "a different body answers 409. Past the tenant's `max_queued`: 429 with Retry-After, "
+        "nothing stored.",
     )
     async def submit(
         self,
@@ -149,7 +150,7 @@ class JobsController(Controller):
         "/batch",
         status_code=201,
         opt=security.scope("jobs:write"),
-        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422, 429),
         summary="Submit up to 1,000 jobs at once",
         description="All or nothing, in one transaction; a rejection lists every invalid "
         "item's field as `jobs[i].…`. With an Idempotency-Key, item i gets the key "

@@ -3,7 +3,8 @@
 One handler on the root `errors.LedgerError` covers the whole hierarchy; the
 status comes from `STATUS`, looked up along the exception's class hierarchy.
 Litestar's own HTTP exceptions (validation, 404, 405, 413) get the same shape.
-A database that cannot be reached (`db.unavailable`) is a 503 with Retry-After.
+A database that cannot be reached (`db.unavailable`) is a 503 with Retry-After; a
+submission past its tenant's `max_queued` a 429 with Retry-After (and counted).
 Anything else is a bare 500 with no internals in the body.
 """
 
@@ -20,13 +21,15 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from audit import checkpoints, tree
-from ledger import db, errors, queues, wire
+from ledger import db, errors, metrics, queues, wire
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE: Final = "application/problem+json"
 REALM: Final = "job-ledger"
 RETRY_AFTER_SECONDS: Final = 5  # a restarting PostgreSQL is usually back within seconds
+# A tenant over its queued-jobs quota waits for its workers to take some: a hint only.
+QUOTA_RETRY_AFTER_SECONDS: Final = 5
 
 
 FieldError = errors.FieldError
@@ -56,6 +59,7 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.InvalidTransition: Rule(409, "invalid-transition"),
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
     errors.IdempotencyKeyTaken: Rule(409, "idempotency-key-reused"),
+    errors.TenantQuotaExceeded: Rule(429, "tenant-quota-exceeded"),
     errors.InvalidInput: Rule(422, "invalid-request"),  # unknown job types and payloads too
     errors.BadCursor: Rule(400, "bad-cursor"),
     checkpoints.CheckpointError: Rule(409, "checkpoint-base-altered"),
@@ -118,6 +122,10 @@ def on_ledger_error(request: Request[Any, Any, Any], exc: errors.LedgerError) ->
         }
     elif isinstance(exc, errors.InvalidInput):
         field_errors = exc.field_errors
+    elif isinstance(exc, errors.TenantQuotaExceeded):
+        headers = {"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)}
+        registry: metrics.Metrics = request.app.state.metrics
+        registry.quota_refusals.inc()
     return problem_response(
         rule.status, slug=rule.slug, detail=str(exc), field_errors=field_errors, headers=headers
     )
@@ -213,6 +221,8 @@ _DESCRIPTIONS: Final = {
     413: "The request body is larger than the configured limit",
     415: "The request has a body that is not declared JSON (`Content-Type: application/json`)",
     422: "The body is well-formed but invalid; `errors` names each field",
+    429: "The submission would take the tenant's queued jobs past its `max_queued`: nothing "
+    "was stored; retry after `Retry-After` seconds",
     500: "Internal error (no details are disclosed)",
     503: "The database cannot be reached now; retry after `Retry-After` seconds",
 }
