@@ -121,7 +121,7 @@ WHERE e.job_id = $1
 HAVING count(*) > 0;
 
 -- name: events_feed_filtered
--- The feed of one tenant ($10, or the one the transaction acts in) after a cursor, in (txid, position) order, and only below the
+-- The feed of the tenant the transaction acts in after a cursor, in (txid, position) order, and only below the
 -- snapshot's xmin: every transaction below it has ended, so nothing can appear
 -- later before a row already returned (DESIGN.md invariant 5). Optional filters:
 -- event type, actor, time range, job type. The horizon (xmin) comes back on every
@@ -157,9 +157,8 @@ WITH horizon AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT *
         FROM events AS e
-        WHERE e.tenant = coalesce($10::text, ledger_tenant())
-          AND (e.tenant, e.txid, e.position)
-              > (coalesce($10::text, ledger_tenant()), $1::text::xid8, $2::bigint)
+        WHERE e.tenant = ledger_tenant()
+          AND (e.tenant, e.txid, e.position) > (ledger_tenant(), $1::text::xid8, $2::bigint)
           AND e.txid < h.xmin
           AND NOT h.out_of_range
         ORDER BY e.tenant, e.txid, e.position
