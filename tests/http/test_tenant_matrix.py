@@ -21,6 +21,7 @@ outside a transaction acting in its tenant would see nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import dataclasses
@@ -33,12 +34,16 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from litestar import Litestar
 
 from ledger import auth, config, jobtypes
 from service import app as app_module
 from tests import rls
 from tests.conftest import Databases
 from tests.http.conftest import SECRET, running
+from tests.http.test_audit_api import served, sse
+
+__all__ = ["served"]  # the fixture, imported for this module's `app`
 
 API: Final = "/api/v1"
 EVERY_SCOPE: Final = ("jobs:read", "jobs:write", "jobs:cancel", "audit:read", "admin")
@@ -487,3 +492,38 @@ async def check(
     assert not {v for v in leaked if v not in asked}, (
         f"another tenant's {leaked} in {response.text}"
     )
+
+
+@pytest.fixture
+def app(dbs: Databases, auth_config: auth.AuthConfig, registry: jobtypes.Registry) -> Litestar:
+    """The app behind `served` (a real socket: the stream), polling the feed once an hour."""
+    settings = config.Settings(feed_poll_seconds=3600)
+    return app_module.create_app(
+        dbs.app, auth_config=auth_config, registry=registry, settings=settings, pool_size=4
+    )
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["routes alone", "row-level security"])
+async def test_the_live_stream_carries_only_its_tenants_events(
+    dbs: Databases, served: str, auth_config: auth.AuthConfig, isolated: bool
+) -> None:
+    if isolated:
+        await rls.isolate(dbs.admin)
+    acme, beta = (headers(auth_config, t, EVERY_SCOPE) for t in ("acme", "beta"))
+    async with httpx.AsyncClient(base_url=served, timeout=10) as http:
+
+        async def submit(tenant_headers: dict[str, str]) -> str:
+            job_id: str = ok(
+                await http.post(f"{API}/jobs", json=NOOP, headers=tenant_headers), 201
+            )["job_id"]
+            return job_id
+
+        first_b, first_a = await submit(beta), await submit(acme)
+        async with asyncio.timeout(20), sse(served, acme) as stream:
+            first = msgspec.json.decode((await stream.next_event())["data"])
+            assert first["job_id"] == first_a  # beta's earlier job is not in acme's feed
+            await submit(beta)
+            second_a = await submit(acme)  # after beta's: its wake-up reads past beta's event
+            second = await stream.next_event()
+            assert msgspec.json.decode(second["data"])["job_id"] == second_a
+    assert first_b not in (first["job_id"], second["data"])
