@@ -22,8 +22,9 @@ import hashlib
 import io
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, BinaryIO, Final, Literal
+from typing import Annotated, Any, BinaryIO, Final, Literal, cast
 
+import asyncpg
 import msgspec
 
 from ledger import acting, jobtypes, sqlfile
@@ -101,9 +102,7 @@ class DataExportPayload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
             raise ValueError("since must be before until")
 
 
-def _query(
-    payload: DataExportPayload, tenant: str
-) -> tuple[str, tuple[Any, ...], tuple[str, ...]]:
+def _query(payload: DataExportPayload, tenant: str) -> tuple[str, tuple[Any, ...], tuple[str, ...]]:
     """The query, its arguments and its columns: `tenant`'s rows only."""
     if payload.source == "jobs":
         args: tuple[Any, ...] = (
@@ -192,7 +191,8 @@ async def data_export(payload: DataExportPayload, ctx: jobtypes.JobContext) -> d
     output = storage.AtomicFile(target)
     writer = _Writer(await asyncio.to_thread(output.open), payload.format, columns)
     try:
-        async with ctx.pool.acquire() as conn:
+        async with ctx.pool.acquire() as proxy:
+            conn = cast(asyncpg.Connection, proxy)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 await acting.act_in(conn, ctx.tenant)  # its submitter's tenant, nobody else's
                 async for row in conn.cursor(query, *args, prefetch=_PREFETCH):

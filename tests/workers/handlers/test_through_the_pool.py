@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from PIL import Image
 
-from ledger import events as ev
 from ledger import acting, jobtypes, lifecycle, store
+from ledger import events as ev
 from projections import current
 from tests import factories
 from tests.workers.conftest import PoolStarter, eventually
