@@ -214,17 +214,18 @@ WHERE (f.s).job_id IS NOT NULL;
 -- name: job_counts_unfinished
 -- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time: the
 -- counters (sql/0058), folded and not yet folded, a few hundred rows at most, summed
--- over every tenant (/metrics is the operator's, sql/0064).
-SELECT queue, status, sum(n)::bigint AS jobs
+-- over every tenant (/metrics is the operator's, sql/0064), by tenant too (the scrape sums
+-- them unless METRICS_TENANT_LABEL is on).
+SELECT tenant, queue, status, sum(n)::bigint AS jobs
 FROM (
-    SELECT queue, status, n FROM job_counts
+    SELECT tenant, queue, status, n FROM job_counts
     UNION ALL
-    SELECT queue, status, n FROM job_count_deltas
+    SELECT tenant, queue, status, n FROM job_count_deltas
 ) AS c
 WHERE status IN ('pending', 'retrying', 'processing')
-GROUP BY queue, status
+GROUP BY tenant, queue, status
 HAVING sum(n) <> 0
-ORDER BY queue, status;
+ORDER BY tenant, queue, status;
 
 -- name: jobs_list_page
 -- Newest first, keyset-paged: rows strictly after the cursor ($3, $4) in (created_at,
@@ -447,7 +448,7 @@ HAVING sum(n) <> 0;
 -- configured queue, whatever the size of the ledger. Every tenant's queues (the scrape
 -- names no tenant): a name configured in two tenants is two rows (sql/0065), each beside
 -- its own tenant's counts (sql/0064).
-SELECT q.name, q.paused, q.concurrency, q.rate_limit,
+SELECT q.tenant, q.name, q.paused, q.concurrency, q.rate_limit,
        coalesce(c.runnable, 0)::bigint AS runnable,
        coalesce(c.running, 0)::bigint AS running,
        b.tokens
