@@ -1,13 +1,18 @@
 -- name: events_chain_scan
--- Every event in chain order, for recomputing the hash chains.
+-- Every event of the tenant the transaction acts in, in chain order, for recomputing
+-- its hash chains (every tenant's when it names none: the owner's checks).
 SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash, tenant
 FROM events
+WHERE tenant = coalesce(ledger_tenant_named(), tenant)
 ORDER BY job_id, version;
 
 -- name: events_chain_scan_job
+-- One job's chain, if it is a job of the tenant the transaction acts in (any tenant's
+-- when it names none).
 SELECT job_id, version, type, data, actor, occurred_at, prev_hash, hash, tenant
 FROM events
 WHERE job_id = $1
+  AND tenant = coalesce(ledger_tenant_named(), tenant)
 ORDER BY version;
 
 -- name: events_feed_scan

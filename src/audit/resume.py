@@ -1,7 +1,8 @@
 """Where an auditor's last verification ended: a small state file, so the next one costs only
 the events since (`ledger audit verify` and `ledger verify` resume from it by default).
 
-The file (``<LEDGER_DATA_DIR>/verified.json``) records the last Merkle checkpoint the
+The file (``<LEDGER_DATA_DIR>/verified.json``, ``verified-<tenant>.json`` for a tenant
+other than default) records the last Merkle checkpoint the
 whole ledger verified through: its id, tree size and signed root. Resuming, the
 checkpoint is read back from the database and must carry the same signed root, and
 the walk starts from its frontier; so the file also acts as a checkpoint the auditor
@@ -19,7 +20,7 @@ import asyncpg
 import msgspec
 
 from audit import checkpoints, note, proof, signing
-from ledger import errors, sqlfile
+from ledger import errors, sqlfile, tenancy
 
 Q = sqlfile.load("audit")
 FILE = "verified.json"
@@ -36,8 +37,12 @@ class Verified(msgspec.Struct, frozen=True, kw_only=True):
     root_hash: str  # hex
 
 
-def path_in(data_dir: Path) -> Path:
-    return data_dir / FILE
+def path_in(data_dir: Path, tenant: str = tenancy.DEFAULT) -> Path:
+    """The state file of `tenant`'s log (`verified.json` for default's, else
+    `verified-<tenant>.json`): each tenant's log is verified on its own."""
+    if tenant == tenancy.DEFAULT:
+        return data_dir / FILE
+    return data_dir / f"verified-{tenancy.checked(tenant)}.json"
 
 
 def load(path: Path) -> Verified | None:

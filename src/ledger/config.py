@@ -91,7 +91,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # optional: a token without the tenant claim acts in `default`; required: it is refused.
     tenancy_mode: tenancy.Mode = "optional"
     jwt_tenant_claim: str = "tenant"
-    metrics_tenant_label: bool = False  # parsed only: /metrics uses it once tenants land
+    metrics_tenant_label: bool = False  # /metrics: the queue gauges by tenant too
 
     @property
     def embedded(self) -> bool:

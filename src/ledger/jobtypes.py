@@ -25,7 +25,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import errors
+from ledger import errors, tenancy
 
 ENTRY_POINT_GROUP: Final = "job_ledger.handlers"
 
@@ -80,6 +80,9 @@ class JobContext(msgspec.Struct, frozen=True, kw_only=True):
     storage_root: Path
     # The application's database pool, for handlers that read the ledger (data_export).
     pool: asyncpg.Pool | None = None
+    # The tenant the job belongs to: a handler that reads the ledger reads only its
+    # rows, in a transaction acting in it (`acting.act_in`).
+    tenant: str = tenancy.DEFAULT
 
     @property
     def idempotency_key(self) -> str:

@@ -142,27 +142,37 @@ class Metrics:
         self.worker_slots: Gauge | None = None
         self.worker_slots_busy: Gauge | None = None
         self.database_reachable: Gauge | None = None
+        self.tenant_label = False  # METRICS_TENANT_LABEL: the queue gauges by tenant too
 
     def _gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> Gauge:
         return Gauge(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
 
-    def add_cluster_gauges(self) -> None:
+    def add_cluster_gauges(self, *, tenant_label: bool = False) -> None:
         """Queue depth and worker slots across the whole service, read from the database
         at scrape time (`set_queue_depth`, `set_worker_slots`). One kind of process
-        exposes them (the API), so Prometheus never sums copies of one figure."""
+        exposes them (the API), so Prometheus never sums copies of one figure.
+
+        The queue gauges sum every tenant's queues of one name; with `tenant_label`
+        (METRICS_TENANT_LABEL=1) they carry a `tenant` label instead, one series per
+        tenant's queue."""
+        self.tenant_label = tenant_label
+        by = ("tenant",) if tenant_label else ()
         self.queue_depth = self._gauge(
             "queue_depth",
             "Unfinished jobs by queue and status (pending, retrying, processing).",
-            ("queue", "status"),
+            (*by, "queue", "status"),
         )
         self.queue_paused = self._gauge(
-            "queue_paused", "1 while the queue is paused, else 0 (configured queues).", ("queue",)
+            "queue_paused",
+            "1 while the queue is paused, else 0 (configured queues; without a tenant "
+            "label, 1 while it is paused in any tenant).",
+            (*by, "queue"),
         )
         self.queue_waiting_on_limit = self._gauge(
             "queue_jobs_waiting_on_limit",
             "Runnable (pending, retrying) jobs of a queue that a limit holds back now: the "
             "queue is paused, at its concurrency limit, or out of rate-limit tokens.",
-            ("queue", "limit"),
+            (*by, "queue", "limit"),
         )
         self.worker_processes = self._gauge(
             "worker_processes", "Live worker processes (heartbeat within their lease)."
@@ -182,33 +192,47 @@ class Metrics:
             "pool_slots_busy", "Slots of this worker process running a job now."
         ).set_function(busy)
 
-    def set_queue_depth(self, rows: Iterable[tuple[str, str, int]]) -> None:
-        """Replace the queue-depth gauge with (queue, status, count) rows read just now.
+    def _by(self, tenant: str) -> tuple[str, ...]:
+        return (tenant,) if self.tenant_label else ()
+
+    def set_queue_depth(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
+        """Replace the queue-depth gauge with (tenant, queue, status, count) rows read just
+        now, summed over tenants unless the gauge has a tenant label.
 
         Every queue seen gets all of DEPTH_STATUSES, zero where it has none.
         """
-        depth: dict[tuple[str, str], int] = {}
-        for queue, status, count in rows:
+        depth: dict[tuple[str, ...], int] = {}
+        for tenant, queue, status, count in rows:
+            key = (*self._by(tenant), queue)
             for known in DEPTH_STATUSES:
-                depth.setdefault((queue, known), 0)
-            depth[(queue, status)] = count
+                depth.setdefault((*key, known), 0)
+            depth[(*key, status)] = depth.get((*key, status), 0) + count
         assert self.queue_depth is not None, "add_cluster_gauges() first"
         self.queue_depth.clear()
-        for (queue, status), count in depth.items():
-            self.queue_depth.labels(queue=queue, status=status).set(count)
+        for labels, count in depth.items():
+            self.queue_depth.labels(*labels).set(count)
 
-    def set_queue_limits(self, rows: Iterable[tuple[str, bool, str | None, int]]) -> None:
-        """Replace the queue-limit gauges with (queue, paused, held by, runnable) rows read
-        just now: each queue gets every kind of QUEUE_LIMITS, zero but the one holding it."""
+    def set_queue_limits(self, rows: Iterable[tuple[str, str, bool, str | None, int]]) -> None:
+        """Replace the queue-limit gauges with (tenant, queue, paused, held by, runnable) rows
+        read just now: each queue gets every kind of QUEUE_LIMITS, zero but the one holding
+        it. Without a tenant label, a name's waiting jobs are summed over tenants, and it
+        counts as paused while any tenant's queue of that name is."""
         assert self.queue_paused is not None, "add_cluster_gauges() first"
         assert self.queue_waiting_on_limit is not None
+        paused_now: dict[tuple[str, ...], int] = {}
+        waiting: dict[tuple[str, ...], int] = {}
+        for tenant, queue, paused, held_by, runnable in rows:
+            key = (*self._by(tenant), queue)
+            paused_now[key] = max(paused_now.get(key, 0), 1 if paused else 0)
+            for kind in QUEUE_LIMITS:
+                held = runnable if kind == held_by else 0
+                waiting[(*key, kind)] = waiting.get((*key, kind), 0) + held
         self.queue_paused.clear()
         self.queue_waiting_on_limit.clear()
-        for queue, paused, held_by, runnable in rows:
-            self.queue_paused.labels(queue=queue).set(1 if paused else 0)
-            for kind in QUEUE_LIMITS:
-                waiting = runnable if kind == held_by else 0
-                self.queue_waiting_on_limit.labels(queue=queue, limit=kind).set(waiting)
+        for labels, value in paused_now.items():
+            self.queue_paused.labels(*labels).set(value)
+        for labels, value in waiting.items():
+            self.queue_waiting_on_limit.labels(*labels).set(value)
 
     def set_worker_slots(self, *, processes: int, slots: int, busy: int) -> None:
         assert self.worker_processes is not None, "add_cluster_gauges() first"

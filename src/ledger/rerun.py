@@ -56,6 +56,7 @@ async def run_locally(
         max_attempts=state.max_attempts,
         storage_root=storage_root,
         pool=pool,
+        tenant=state.tenant,
     )
     try:
         if job.is_async:

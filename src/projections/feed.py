@@ -66,9 +66,6 @@ class Filters(msgspec.Struct, frozen=True, kw_only=True):
     actor: str | None = None
     since: datetime | None = None  # occurred_at at or after
     until: datetime | None = None  # occurred_at before
-    # Whose feed: this tenant's (None: the tenant the transaction acts in). Not a filter
-    # of the window: the window is read from the tenant's own index.
-    tenant: str | None = None
 
     def any(self) -> bool:
         return any(
@@ -119,7 +116,6 @@ async def read(
         filters.until,
         filters.job_type,
         scan,
-        filters.tenant,
     )
     recorded = [store.record_from_row(r) for r in rows if r["position"] is not None]
     cursor = Cursor(recorded[-1].txid, recorded[-1].position) if recorded else after

@@ -178,7 +178,7 @@ WHERE e.job_id = $1
 HAVING count(*) > 0;
 
 -- name: events_feed_filtered
--- The feed of one tenant ($10, or the one the transaction acts in) after a cursor, in (txid, position) order, and only below the
+-- The feed of the tenant the transaction acts in after a cursor, in (txid, position) order, and only below the
 -- snapshot's xmin: every transaction below it has ended, so nothing can appear
 -- later before a row already returned (DESIGN.md invariant 5). Optional filters:
 -- event type, actor, time range, job type. The horizon (xmin) comes back on every
@@ -214,9 +214,8 @@ WITH horizon AS MATERIALIZED (
     CROSS JOIN LATERAL (
         SELECT *
         FROM events AS e
-        WHERE e.tenant = coalesce($10::text, ledger_tenant())
-          AND (e.tenant, e.txid, e.position)
-              > (coalesce($10::text, ledger_tenant()), $1::text::xid8, $2::bigint)
+        WHERE e.tenant = ledger_tenant()
+          AND (e.tenant, e.txid, e.position) > (ledger_tenant(), $1::text::xid8, $2::bigint)
           AND e.txid < h.xmin
           AND NOT h.out_of_range
         ORDER BY e.tenant, e.txid, e.position
@@ -272,17 +271,18 @@ WHERE (f.s).job_id IS NOT NULL;
 -- name: job_counts_unfinished
 -- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time: the
 -- counters (sql/0058), folded and not yet folded, a few hundred rows at most, summed
--- over every tenant (/metrics is the operator's, sql/0064).
-SELECT queue, status, sum(n)::bigint AS jobs
+-- over every tenant (/metrics is the operator's, sql/0064), by tenant too (the scrape sums
+-- them unless METRICS_TENANT_LABEL is on).
+SELECT tenant, queue, status, sum(n)::bigint AS jobs
 FROM (
-    SELECT queue, status, n FROM job_counts
+    SELECT tenant, queue, status, n FROM job_counts
     UNION ALL
-    SELECT queue, status, n FROM job_count_deltas
+    SELECT tenant, queue, status, n FROM job_count_deltas
 ) AS c
 WHERE status IN ('pending', 'retrying', 'processing')
-GROUP BY queue, status
+GROUP BY tenant, queue, status
 HAVING sum(n) <> 0
-ORDER BY queue, status;
+ORDER BY tenant, queue, status;
 
 -- name: jobs_list_page
 -- Newest first, keyset-paged: rows strictly after the cursor ($3, $4) in (created_at,
@@ -505,7 +505,7 @@ HAVING sum(n) <> 0;
 -- configured queue, whatever the size of the ledger. Every tenant's queues (the scrape
 -- names no tenant): a name configured in two tenants is two rows (sql/0065), each beside
 -- its own tenant's counts (sql/0064).
-SELECT q.name, q.paused, q.concurrency, q.rate_limit,
+SELECT q.tenant, q.name, q.paused, q.concurrency, q.rate_limit,
        coalesce(c.runnable, 0)::bigint AS runnable,
        coalesce(c.running, 0)::bigint AS running,
        b.tokens

@@ -84,6 +84,7 @@ class Held(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool
     held_by: str | None  # "paused", "concurrency" or "rate_limit" (ledger.metrics.QUEUE_LIMITS)
     runnable: int  # its pending and retrying jobs, from the counters
+    tenant: str = "default"  # whose queue
 
 
 def held_by(
@@ -114,6 +115,7 @@ async def limits_now(conn: asyncpg.Connection) -> list[Held]:
                 tokens=row["tokens"],
             ),
             runnable=int(row["runnable"]),
+            tenant=row["tenant"],
         )
         for row in await conn.fetch(Q["queues_limits_now"])
     ]

@@ -53,7 +53,7 @@ def create_app(
         registry = wiring.job_types(settings)
     limit = max_body_bytes or settings.max_body_bytes or DEFAULT_MAX_BODY_BYTES
     process_metrics = registry_metrics or metrics.Metrics()
-    process_metrics.add_cluster_gauges()
+    process_metrics.add_cluster_gauges(tenant_label=settings.metrics_tenant_label)
     in_flight = draining.InFlight()
 
     @asynccontextmanager

@@ -400,6 +400,7 @@ class Pool:
             max_attempts=state.max_attempts,
             storage_root=self.settings.storage_root,
             pool=self._handler_db,
+            tenant=state.tenant,
         )
         run.handler = asyncio.ensure_future(self._invoke(job, payload, context))
         if run.stop_reason is not None:  # cancelled between the claim and now

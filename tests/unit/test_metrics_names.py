@@ -18,7 +18,7 @@ def families() -> list[object]:
     m.jobs_submitted.labels(job_type="t", queue="q").inc()
     m.job_run_seconds.labels(job_type="t").observe(0.2)
     m.http_requests.labels(method="GET", route="/health", status="200").inc()
-    m.set_queue_depth([("default", "pending", 2)])
+    m.set_queue_depth([("default", "default", "pending", 2)])
     return list(text_string_to_metric_families(m.exposition().decode()))
 
 
@@ -44,8 +44,8 @@ def test_the_process_collectors_are_on_the_registry() -> None:
 def test_queue_depth_is_replaced_and_zero_filled_per_queue() -> None:
     m = metrics.Metrics(process=False)
     m.add_cluster_gauges()
-    m.set_queue_depth([("default", "pending", 3), ("bulk", "processing", 1)])
-    m.set_queue_depth([("bulk", "pending", 4)])
+    m.set_queue_depth([("t", "default", "pending", 3), ("t", "bulk", "processing", 1)])
+    m.set_queue_depth([("t", "bulk", "pending", 4)])
     get = m.registry.get_sample_value
     assert get("ledger_queue_depth", {"queue": "default", "status": "pending"}) is None
     assert get("ledger_queue_depth", {"queue": "bulk", "status": "pending"}) == 4

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import functools
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ledger import acting, config, database, db, errors, tenancy
+from ledger import config, database, db, errors, tenancy
+from service.cli import scoped
 
 
 def register(sub: Any) -> None:
@@ -16,11 +16,11 @@ def register(sub: Any) -> None:
     aud = sub.add_parser("audit", help="signed checkpoints, audit bundles and their verification")
     aud_sub = aud.add_subparsers(dest="action", required=True)
     take = aud_sub.add_parser("checkpoint", help="sign a checkpoint of a tenant's log now")
-    _tenant_argument(take)
+    scoped.tenant_argument(take, "log")
     take.set_defaults(runner=lambda args: functools.partial(checkpoint, tenant=args.tenant))
     listing = aud_sub.add_parser("checkpoints", help="list checkpoints and the public key")
     listing.add_argument("--limit", type=int, default=20)
-    _tenant_argument(listing)
+    scoped.tenant_argument(listing, "log")
     listing.set_defaults(
         runner=lambda args: functools.partial(
             list_checkpoints, limit=args.limit, tenant=args.tenant
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     exp = aud_sub.add_parser("export", help="write a self-contained, offline-verifiable bundle")
     exp.add_argument("--from", dest="start", help="feed cursor (after it) or ISO time")
     exp.add_argument("--to", dest="end", help="feed cursor or ISO time (default: now)")
-    _tenant_argument(exp)
+    scoped.tenant_argument(exp, "log")
     exp.add_argument("out", help="a new directory, or a path ending in .tar.gz")
     exp.set_defaults(
         runner=lambda args: functools.partial(
@@ -55,6 +55,7 @@ def register(sub: Any) -> None:
         help="start from checkpoint N (live only; default: the last one verified here)",
     )
     ver.add_argument("--full", action="store_true", help="verify from the first event (live only)")
+    scoped.tenant_argument(ver, "log (live only)")
     ver.set_defaults(
         runner=lambda args: functools.partial(
             verify,
@@ -63,24 +64,9 @@ def register(sub: Any) -> None:
             trusted_checkpoints=args.trusted_checkpoint,
             since_checkpoint=args.since_checkpoint,
             full=args.full,
+            tenant=args.tenant,
         )
     )
-
-
-def _tenant_argument(parser: Any) -> None:
-    parser.add_argument(
-        "--tenant",
-        type=_tenant,
-        default=tenancy.DEFAULT,
-        help="the tenant whose log (default: default)",
-    )
-
-
-def _tenant(text: str) -> str:
-    try:
-        return tenancy.checked(text)
-    except errors.InvalidTenant as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 async def checkpoint(settings: config.Settings, *, tenant: str = tenancy.DEFAULT) -> int:
@@ -109,10 +95,8 @@ async def list_checkpoints(
 
     signer = wiring.signer(settings)
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
-            async with conn.transaction():
-                await acting.act_in(conn, tenant)
-                listed = await checkpoints.list_recent(conn, limit)
+        async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
+            listed = await checkpoints.list_recent(conn, limit)
     print(f"public key {signer.key_id}:")
     print(signer.pem.rstrip())
     for cp in listed:
@@ -193,6 +177,7 @@ async def verify(
     trusted_checkpoints: list[str] | None = None,
     since_checkpoint: int | None = None,
     full: bool = False,
+    tenant: str = tenancy.DEFAULT,
 ) -> int:
     from audit import bundle, chains, checkpoints, note, resume, signing
     from service import wiring
@@ -214,10 +199,13 @@ async def verify(
         return 0 if report.ok else 1
     verifier = trusted or wiring.signer(settings)
     pins = [_open_note(note, f, verifier) for f in notes]
-    state = resume.path_in(settings.data_dir)
+    state = resume.path_in(settings.data_dir, tenant)
     recorded = None if full else resume.load(state)
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with (
+            db.connect(database_.app_dsn) as conn,
+            scoped.acting(conn, tenant, isolation="repeatable_read"),
+        ):
             since, recorded_pins = await resume.start(
                 conn, verifier, since_checkpoint=since_checkpoint, recorded=recorded
             )

@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from ledger import config, database, db, embedded, errors, migrations, schema
+from ledger import config, database, db, embedded, errors, migrations, schema, tenancy
+from service.cli import scoped
 
 
 def register(sub: Any) -> None:
@@ -28,14 +29,21 @@ def register(sub: Any) -> None:
         metavar="N",
         help="only the events after checkpoint N (their hashes, and links among them)",
     )
+    scoped.tenant_argument(chain, "chains")
     chain.set_defaults(
-        runner=lambda args: functools.partial(verify_chains, since_checkpoint=args.since_checkpoint)
+        runner=lambda args: functools.partial(
+            verify_chains, since_checkpoint=args.since_checkpoint, tenant=args.tenant
+        )
     )
     proj = sub.add_parser("projections", help="check or rebuild the current-state view")
     proj_sub = proj.add_subparsers(dest="action", required=True)
-    proj_sub.add_parser(
+    checking = proj_sub.add_parser(
         "verify", help="rebuild into a scratch table and diff with the live view"
-    ).set_defaults(runner=lambda _args: projections_verify)
+    )
+    scoped.tenant_argument(checking, "jobs and counters")
+    checking.set_defaults(
+        runner=lambda args: functools.partial(projections_verify, tenant=args.tenant)
+    )
     proj_sub.add_parser(
         "rebuild", help="replace the live view with the fold of the events"
     ).set_defaults(runner=lambda _args: projections_rebuild)
@@ -59,14 +67,21 @@ async def migrate(settings: config.Settings) -> int:
     return 0
 
 
-async def verify_chains(settings: config.Settings, since_checkpoint: int | None = None) -> int:
+async def verify_chains(
+    settings: config.Settings,
+    since_checkpoint: int | None = None,
+    tenant: str = tenancy.DEFAULT,
+) -> int:
     from audit import chains, checkpoints, resume
     from service import wiring
 
     if since_checkpoint is not None:
         verifier = wiring.signer(settings)
         async with database.open_database(settings) as database_:
-            async with db.connect(database_.app_dsn) as conn:
+            async with (
+                db.connect(database_.app_dsn) as conn,
+                scoped.acting(conn, tenant, isolation="repeatable_read"),
+            ):
                 since = await resume.checkpoint(conn, verifier, since_checkpoint)
                 walked = await checkpoints.verify(conn, verifier, since=since, check_chains=True)
         links = [f for f in walked.findings if f.kind in ("content", "link", "gap")]
@@ -75,7 +90,10 @@ async def verify_chains(settings: config.Settings, since_checkpoint: int | None 
         print(f"{walked.events} events since {since.name()}, {len(links)} broken links")
         return 0 if not links else 1
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with (
+            db.connect(database_.app_dsn) as conn,
+            scoped.acting(conn, tenant, isolation="repeatable_read"),
+        ):
             report = await chains.verify(conn)
     for link in report.broken:
         print(f"BROKEN {link.describe()}")
@@ -83,11 +101,14 @@ async def verify_chains(settings: config.Settings, since_checkpoint: int | None 
     return 0 if report.ok else 1
 
 
-async def projections_verify(settings: config.Settings) -> int:
+async def projections_verify(settings: config.Settings, tenant: str = tenancy.DEFAULT) -> int:
     from projections import rebuild
 
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with (
+            db.connect(database_.app_dsn) as conn,
+            scoped.acting(conn, tenant, isolation="repeatable_read"),
+        ):
             diffs = await rebuild.verify(conn)
             counters = await rebuild.verify_counters(conn, datetime.now(UTC))
     encoder = msgspec.json.Encoder()

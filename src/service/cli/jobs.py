@@ -10,15 +10,18 @@ from typing import Any
 
 import msgspec
 
-from ledger import config, database, db, errors
-from service.cli import audit
+from ledger import config, database, db, errors, tenancy
+from service.cli import audit, scoped
 
 
 def register(sub: Any) -> None:
     """Add `seed` and `replay` to the parser."""
     sample = sub.add_parser("seed", help="submit sample jobs of every registered job type")
     sample.add_argument("--count", type=int, default=1, help="jobs of each type (default 1)")
-    sample.set_defaults(runner=lambda args: functools.partial(seed, per_type=args.count))
+    scoped.tenant_argument(sample, "jobs")
+    sample.set_defaults(
+        runner=lambda args: functools.partial(seed, per_type=args.count, tenant=args.tenant)
+    )
     rep = sub.add_parser("replay", help="a job's timeline; --run re-runs its handler locally")
     rep.add_argument("job_id")
     rep.add_argument("--as-of", help="show the job as it was at this ISO time")
@@ -32,6 +35,7 @@ def register(sub: Any) -> None:
         "--storage-root",
         help="storage the handler reads and writes with --run (default: STORAGE_ROOT)",
     )
+    scoped.tenant_argument(rep, "job")
     rep.set_defaults(
         runner=lambda args: functools.partial(
             replay,
@@ -40,18 +44,19 @@ def register(sub: Any) -> None:
             as_json=args.json,
             run=args.run,
             storage_root=args.storage_root,
+            tenant=args.tenant,
         )
     )
 
 
-async def seed(settings: config.Settings, *, per_type: int) -> int:
+async def seed(settings: config.Settings, *, per_type: int, tenant: str = tenancy.DEFAULT) -> int:
     from ledger import jobtypes, submission
     from workers import seed as samples
 
     jobtypes.load_handlers(settings.handler_modules)
 
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
             seeded = await samples.seed(
                 conn, submission.DEFAULT, settings.storage, per_type=per_type
             )
@@ -70,6 +75,7 @@ async def replay(
     as_json: bool,
     run: bool,
     storage_root: str | None = None,
+    tenant: str = tenancy.DEFAULT,
 ) -> int:
     import uuid
 
@@ -84,7 +90,7 @@ async def replay(
     if instant is not None and not hasattr(instant, "tzinfo"):
         raise errors.ConfigError("--as-of takes an ISO 8601 time, not a feed cursor")
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
             history = await store.EventStore().history(conn, job)
         if not history:
             raise errors.UnknownJob(job)

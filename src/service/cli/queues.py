@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ledger import config, database, db, errors, wire
+from ledger import config, database, db, errors, tenancy, wire
 from ledger import events as ev
+from service.cli import scoped
 
 if TYPE_CHECKING:
     from ledger.queues import QueueState
@@ -75,13 +76,18 @@ def register(sub: Any) -> None:
         if named:
             parser.add_argument("name", help="the queue's name")
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+        scoped.tenant_argument(parser, "queues")
         return parser
 
     listing = command("list", "every queue with settings or jobs", named=False)
-    listing.set_defaults(runner=lambda args: functools.partial(list_queues, as_json=args.json))
+    listing.set_defaults(
+        runner=lambda args: functools.partial(list_queues, as_json=args.json, tenant=args.tenant)
+    )
     showing = command("show", "a queue's limits, state and jobs by status")
     showing.set_defaults(
-        runner=lambda args: functools.partial(show, name=args.name, as_json=args.json)
+        runner=lambda args: functools.partial(
+            show, name=args.name, as_json=args.json, tenant=args.tenant
+        )
     )
 
     setting = command("set", "change the limits given; the others stay as they are")
@@ -120,19 +126,25 @@ def register(sub: Any) -> None:
             changes={field: getattr(args, field) for field in _SETTINGS if hasattr(args, field)},
             actor=args.actor,
             as_json=args.json,
+            tenant=args.tenant,
         )
     )
     pausing = command("pause", "stop claiming the queue's jobs (running ones finish)")
     pausing.add_argument("--reason", help="recorded on the queue.paused.v1 event")
     pausing.set_defaults(
         runner=lambda args: functools.partial(
-            pause, name=args.name, reason=args.reason, actor=args.actor, as_json=args.json
+            pause,
+            name=args.name,
+            reason=args.reason,
+            actor=args.actor,
+            as_json=args.json,
+            tenant=args.tenant,
         )
     )
     resuming = command("resume", "claim the queue's jobs again")
     resuming.set_defaults(
         runner=lambda args: functools.partial(
-            resume, name=args.name, actor=args.actor, as_json=args.json
+            resume, name=args.name, actor=args.actor, as_json=args.json, tenant=args.tenant
         )
     )
     for changing in (setting, pausing, resuming):
@@ -224,21 +236,25 @@ def _print(value: wire.QueueOut | wire.QueueList, as_json: bool) -> None:
 # -- the commands ------------------------------------------------------------------------
 
 
-async def list_queues(settings: config.Settings, *, as_json: bool) -> int:
+async def list_queues(
+    settings: config.Settings, *, as_json: bool, tenant: str = tenancy.DEFAULT
+) -> int:
     from projections import queues as queue_view
 
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
             listed = await queue_view.list_all(conn)
     _print(listed, as_json)
     return 0
 
 
-async def show(settings: config.Settings, *, name: str, as_json: bool) -> int:
+async def show(
+    settings: config.Settings, *, name: str, as_json: bool, tenant: str = tenancy.DEFAULT
+) -> int:
     from projections import queues as queue_view
 
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
             queue = await queue_view.get(conn, name)
     _print(queue, as_json)
     return 0
@@ -275,6 +291,7 @@ async def set_limits(
     changes: dict[str, Any],
     actor: str,
     as_json: bool,
+    tenant: str = tenancy.DEFAULT,
 ) -> int:
     from ledger import queues, submission
     from projections import queues as queue_view
@@ -287,35 +304,49 @@ async def set_limits(
         async with db.connect(database_.app_dsn) as conn:
             # One snapshot for the read and the write: a change by someone else between
             # them makes the append a VersionConflict instead of being overwritten.
-            async with conn.transaction(isolation="repeatable_read"):
+            async with scoped.acting(conn, tenant, isolation="repeatable_read"):
                 current = await queues.current(conn, queues.checked_name(name))
                 wanted = merged(current, changes)
                 state = await submission.configure_queue(conn, name, wanted, actor=actor)
-            queue = await queue_view.shown(conn, state)
+            async with scoped.acting(conn, tenant):
+                queue = await queue_view.shown(conn, state)
     _print(queue, as_json)
     return 0
 
 
 async def pause(
-    settings: config.Settings, *, name: str, reason: str | None, actor: str, as_json: bool
+    settings: config.Settings,
+    *,
+    name: str,
+    reason: str | None,
+    actor: str,
+    as_json: bool,
+    tenant: str = tenancy.DEFAULT,
 ) -> int:
     from ledger import submission
     from projections import queues as queue_view
 
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
             state = await submission.pause_queue(conn, name, actor=actor, reason=reason)
             queue = await queue_view.shown(conn, state)
     _print(queue, as_json)
     return 0
 
 
-async def resume(settings: config.Settings, *, name: str, actor: str, as_json: bool) -> int:
+async def resume(
+    settings: config.Settings,
+    *,
+    name: str,
+    actor: str,
+    as_json: bool,
+    tenant: str = tenancy.DEFAULT,
+) -> int:
     from ledger import submission
     from projections import queues as queue_view
 
     async with database.open_database(settings) as database_:
-        async with db.connect(database_.app_dsn) as conn:
+        async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
             state = await submission.resume_queue(conn, name, actor=actor)
             queue = await queue_view.shown(conn, state)
     _print(queue, as_json)

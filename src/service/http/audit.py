@@ -183,10 +183,8 @@ def _filters(
     actor: str | None,
     since: datetime | None,
     until: datetime | None,
-    tenant: str | None = None,
 ) -> feed.Filters:
     return feed.Filters(
-        tenant=tenant,
         event_type=event_type,
         job_type=job_type,
         actor=actor,
@@ -279,11 +277,10 @@ class AuditController(Controller):
         until: Until = None,
     ) -> ServerSentEvent:
         start = feed.parse_cursor(last_event_id or after)  # a bad cursor is a 400, before streaming
-        # The stream reads its tenant's feed by name, on connections outside any
-        # transaction: a client that goes away cancels a read, which then has no
-        # transaction to leave open.
-        filters = _filters(event_type, job_type, actor, since, until, services.tenant)
-        services = services.unbound()
+        # Each read of the stream is a transaction of its own acting in the request's
+        # tenant, like every other route's: a client that goes away cancels a read, whose
+        # transaction is then rolled back before its connection goes back to the pool.
+        filters = _filters(event_type, job_type, actor, since, until)
         async with services.connection():
             pass  # a database that cannot be reached is a 503 now, not a stream that breaks
         return ServerSentEvent(_live(services, feed_wakeups, start, filters))

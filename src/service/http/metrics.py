@@ -43,8 +43,8 @@ async def refresh(services: Services, registry: metrics.Metrics) -> bool:
         log.warning("metrics: database unreachable: %s", exc)
         registry.set_database_reachable(False)
         return False
-    registry.set_queue_depth((r["queue"], r["status"], int(r["jobs"])) for r in rows)
-    registry.set_queue_limits((h.queue, h.paused, h.held_by, h.runnable) for h in held)
+    registry.set_queue_depth((r["tenant"], r["queue"], r["status"], int(r["jobs"])) for r in rows)
+    registry.set_queue_limits((h.tenant, h.queue, h.paused, h.held_by, h.runnable) for h in held)
     registry.set_worker_slots(processes=usage.processes, slots=usage.slots, busy=usage.busy)
     registry.set_database_reachable(True)
     return True

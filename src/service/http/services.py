@@ -42,11 +42,6 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
         """These services for a request acting in `tenant`."""
         return msgspec.structs.replace(self, tenant=tenancy.checked(tenant))
 
-    def unbound(self) -> Services:
-        """These services with no tenant bound: connections outside a transaction, for
-        reads that name their tenant themselves."""
-        return msgspec.structs.replace(self, tenant=None)
-
     @asynccontextmanager
     async def connection(
         self, wait_seconds: float | None = None, *, isolation: Isolation | None = None

@@ -7,6 +7,9 @@ written in chunks to a temporary file that is renamed to
 attempt rewrites the same file. The result names the file (relative to the
 storage root), the number of rows and the file's SHA-256.
 
+An export holds only its submitter's tenant's jobs or events: the transaction acts in
+the job's tenant (`JobContext.tenant`) and the queries name it too.
+
 JSON columns (payload, result, event data) are written as JSON in JSON Lines and
 as JSON text in CSV; timestamps are ISO 8601 in UTC.
 """
@@ -19,11 +22,12 @@ import hashlib
 import io
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, BinaryIO, Final, Literal
+from typing import Annotated, Any, BinaryIO, Final, Literal, cast
 
+import asyncpg
 import msgspec
 
-from ledger import jobtypes, sqlfile
+from ledger import acting, jobtypes, sqlfile
 from workers.handlers import storage
 
 Q = sqlfile.load("workers.handlers")
@@ -98,7 +102,8 @@ class DataExportPayload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
             raise ValueError("since must be before until")
 
 
-def _query(payload: DataExportPayload) -> tuple[str, tuple[Any, ...], tuple[str, ...]]:
+def _query(payload: DataExportPayload, tenant: str) -> tuple[str, tuple[Any, ...], tuple[str, ...]]:
+    """The query, its arguments and its columns: `tenant`'s rows only."""
     if payload.source == "jobs":
         args: tuple[Any, ...] = (
             payload.status,
@@ -107,9 +112,10 @@ def _query(payload: DataExportPayload) -> tuple[str, tuple[Any, ...], tuple[str,
             payload.since,
             payload.until,
             payload.limit,
+            tenant,
         )
         return Q["jobs_export"], args, JOB_COLUMNS
-    args = (payload.event_type, payload.job_id, payload.since, payload.until, payload.limit)
+    args = (payload.event_type, payload.job_id, payload.since, payload.until, payload.limit, tenant)
     return Q["events_export"], args, EVENT_COLUMNS
 
 
@@ -180,13 +186,15 @@ def _csv_cell(value: Any) -> Any:
 async def data_export(payload: DataExportPayload, ctx: jobtypes.JobContext) -> dict[str, Any]:
     if ctx.pool is None:
         raise jobtypes.Permanent("data_export needs the database: the worker gave it no pool")
-    query, args, columns = _query(payload)
+    query, args, columns = _query(payload, ctx.tenant)
     target = storage.resolve(ctx.storage_root, f"exports/{ctx.job_id}.{payload.format}")
     output = storage.AtomicFile(target)
     writer = _Writer(await asyncio.to_thread(output.open), payload.format, columns)
     try:
-        async with ctx.pool.acquire() as conn:
+        async with ctx.pool.acquire() as proxy:
+            conn = cast(asyncpg.Connection, proxy)
             async with conn.transaction(isolation="repeatable_read", readonly=True):
+                await acting.act_in(conn, ctx.tenant)  # its submitter's tenant, nobody else's
                 async for row in conn.cursor(query, *args, prefetch=_PREFETCH):
                     writer.add(row)
                     if writer.full():

@@ -1,5 +1,6 @@
 -- name: jobs_export
--- Jobs matching an export's filters, oldest first; a NULL filter matches everything.
+-- Jobs of one tenant ($7, the export's submitter's) matching an export's filters, oldest
+-- first; a NULL filter matches everything.
 -- jsonb columns come out as text so the export writes them byte for byte.
 SELECT job_id,
        type,
@@ -19,7 +20,8 @@ SELECT job_id,
        started_at,
        completed_at
 FROM jobs
-WHERE ($1::text[] IS NULL OR status = ANY($1::text[]))
+WHERE tenant = $7::text
+  AND ($1::text[] IS NULL OR status = ANY($1::text[]))
   AND ($2::text IS NULL OR type = $2::text)
   AND ($3::text IS NULL OR queue = $3::text)
   AND ($4::timestamptz IS NULL OR created_at >= $4::timestamptz)
@@ -28,7 +30,8 @@ ORDER BY created_at, job_id
 LIMIT $6::bigint;
 
 -- name: events_export
--- Events matching an export's filters, in ledger order; a NULL filter matches everything.
+-- Events of one tenant ($6, the export's submitter's) matching an export's filters, in
+-- ledger order; a NULL filter matches everything.
 SELECT position,
        job_id,
        version,
@@ -39,7 +42,8 @@ SELECT position,
        encode(prev_hash, 'hex') AS prev_hash,
        encode(hash, 'hex') AS hash
 FROM events
-WHERE ($1::text IS NULL OR type = $1::text)
+WHERE tenant = $6::text
+  AND ($1::text IS NULL OR type = $1::text)
   AND ($2::uuid IS NULL OR job_id = $2::uuid)
   AND ($3::timestamptz IS NULL OR occurred_at >= $3::timestamptz)
   AND ($4::timestamptz IS NULL OR occurred_at < $4::timestamptz)

@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 from PIL import Image
 
+from ledger import acting, jobtypes, lifecycle, store
 from ledger import events as ev
-from ledger import jobtypes, lifecycle, store
 from projections import current
 from tests import factories
 from tests.workers.conftest import PoolStarter, eventually
@@ -156,6 +156,41 @@ async def test_data_export_runs_in_the_pool_with_its_database_pool(
         "job.claimed.v1",
         "job.completed.v1",
     ]
+
+
+async def test_data_export_holds_only_its_submitters_tenant(
+    start_pool: PoolStarter,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    storage_root: Path,
+) -> None:
+    async def submit_in(tenant: str, job_type: str, payload: dict[str, Any]) -> uuid.UUID:
+        async with conn.transaction():
+            await acting.act_in(conn, tenant)
+            return await submit(event_store, conn, job_type, payload)
+
+    (storage_root / "f.txt").write_text("x\n")
+    counted = {
+        tenant: await submit_in(tenant, "file_process", {"path": "f.txt", "operation": "checksum"})
+        for tenant in ("acme", "beta", "default")
+    }
+    await start_pool(storage_root=storage_root)
+    for job_id in counted.values():
+        assert (await finished(conn, job_id)).status == "completed"
+
+    exports = {
+        source: await submit_in("acme", "data_export", {"source": source})
+        for source in ("jobs", "events")
+    }
+
+    acme = {str(counted["acme"]), *(str(j) for j in exports.values())}
+    for source, job_id in exports.items():
+        state = await finished(conn, job_id)
+        assert state.status == "completed", state.error
+        text = (storage_root / state.result["path"]).read_text()  # type: ignore[index]
+        exported = {line.split('"job_id":"')[1].split('"')[0] for line in text.splitlines()}
+        assert exported <= acme and str(counted["acme"]) in exported, source
+        assert not {str(counted["beta"]), str(counted["default"])} & set(text.split('"')), source
 
 
 @pytest.mark.parametrize(
