@@ -91,3 +91,10 @@ def services_of(request: Request[Any, Any, Any]) -> Services:
     """The services for this request, acting in the tenant its guard resolved."""
     services: Services = request.app.state.services
     return services.acting_in(request.state.tenant)
+
+
+def services_of_any_tenant(request: Request[Any, Any, Any]) -> Services:
+    """The services bound to no tenant, for the `tenants:admin` routes that name the
+    tenant they act in themselves (each opens its own transaction acting in it)."""
+    services: Services = request.app.state.services
+    return services

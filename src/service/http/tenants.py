@@ -18,7 +18,7 @@ from litestar.params import JSONBody, PathParameter
 from ledger import errors, tenancy, tenants, wire
 from ledger.auth import Principal
 from service.http import problems, security
-from service.http.services import Services, services_of
+from service.http.services import Services, services_of_any_tenant
 
 PREFIX: Final = "/api/v1/tenants"
 TenantId = Annotated[str, PathParameter(description=errors.InvalidTenant.RULE)]
@@ -40,7 +40,7 @@ class TenantsController(Controller):
     path = PREFIX
     tags = ["tenants"]  # noqa: RUF012 - Litestar reads these as class attributes
     dependencies = {  # noqa: RUF012
-        "services": Provide(services_of, sync_to_thread=False),
+        "services": Provide(services_of_any_tenant, sync_to_thread=False),
         "principal": Provide(security.principal_of, sync_to_thread=False),
     }
 
@@ -53,7 +53,7 @@ class TenantsController(Controller):
         "(recorded, not yet enforced by the claim), by tenant id.",
     )
     async def list_tenants(self, services: NamedDependency[Services]) -> wire.TenantList:
-        async with services.unbound().connection() as conn:
+        async with services.connection() as conn:
             found = await tenants.all_tenants(conn)
         return wire.TenantList(tenants=[t.shown() for t in found])
 
@@ -64,7 +64,7 @@ class TenantsController(Controller):
         summary="A tenant's settings (version 0 and the defaults: never configured)",
     )
     async def read(self, tenant: TenantId, services: NamedDependency[Services]) -> wire.TenantOut:
-        async with services.unbound().connection() as conn:
+        async with services.connection() as conn:
             state = await tenants.get(conn, _tenant(tenant))
         return state.shown()
 
@@ -87,7 +87,7 @@ class TenantsController(Controller):
         services: NamedDependency[Services],
         principal: NamedDependency[Principal],
     ) -> wire.TenantOut:
-        async with services.unbound().connection() as conn:
+        async with services.connection() as conn:
             state = await services.submitter.configure_tenant(
                 conn, _tenant(tenant), data.changes(), actor=principal.subject
             )
