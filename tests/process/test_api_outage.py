@@ -31,6 +31,7 @@ BODIES: Final[dict[tuple[str, str], Any]] = {
     ("POST", "/api/v1/jobs"): SUBMISSION,
     ("POST", "/api/v1/jobs/batch"): {"jobs": [SUBMISSION, SUBMISSION]},
     ("PUT", "/api/v1/queues/{name:str}"): {"concurrency": 1},
+    ("PUT", "/api/v1/tenants/{tenant:str}"): {"max_queued": 5},
 }
 # The query each route needs to get past validation (likewise).
 QUERIES: Final[dict[tuple[str, str], str]] = {
