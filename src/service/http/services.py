@@ -8,7 +8,7 @@ key share a group commit with that tenant's only.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
@@ -74,17 +74,26 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
             yield conn
             return
         transaction = conn.transaction(isolation=isolation)
-        await transaction.start()
         try:
+            await transaction.start()
             await acting.act_in(conn, self.tenant)
             yield conn
         except BaseException:
             # The route's own error is what the client hears: a connection that broke
             # under it (a 503) has nothing to roll back, and no rollback error replaces it.
-            with contextlib.suppress(*db.UNREACHABLE):
+            # A read cancelled mid-statement (a client of the event stream went away, a
+            # shutdown) leaves a connection that cannot roll back now: it is closed, and
+            # the pool opens another, rather than taking back an open transaction.
+            try:
                 await transaction.rollback()
+            except _CANNOT_ROLL_BACK:
+                conn.terminate()
             raise
         await transaction.commit()
+
+
+# What a rollback after a cancelled or broken statement may raise instead of rolling back.
+_CANNOT_ROLL_BACK: tuple[type[BaseException], ...] = (asyncio.CancelledError, *db.UNREACHABLE)
 
 
 def services_of(request: Request[Any, Any, Any]) -> Services:
