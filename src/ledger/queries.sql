@@ -70,3 +70,8 @@ WHERE tenant = ledger_tenant();
 -- function (the app role sees only its own tenant's row of `tenants`).
 SELECT *
 FROM tenants_all();
+
+-- name: tenant_named
+-- The tenant this transaction acts in, named until it ends: `default` when it named
+-- none (a transaction naming no tenant reads no tenant's rows, sql/0068).
+SELECT set_config('ledger.tenant', ledger_tenant(), true);

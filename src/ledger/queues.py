@@ -28,7 +28,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import errors, sqlfile, store, tenancy, wire
+from ledger import acting, errors, sqlfile, store, tenancy, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -214,10 +214,10 @@ async def _change(
 ) -> QueueState:
     name = checked_name(name)
     async with conn.transaction():
+        tenant = await acting.named(conn)
         state = await current(conn, name)
         if unchanged(state or QueueState(name=name, version=0)):
             return state or QueueState(name=name, version=0)
-        tenant: str = await conn.fetchval(Q["tenant_current"])
         event = kind(
             job_id=stream_id(name, tenant),
             version=(state.version if state else 0) + 1,

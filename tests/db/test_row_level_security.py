@@ -6,12 +6,10 @@ tables bypasses row security and is used only to look behind it."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from audit import checkpoints
 from ledger import acting, commands, errors, queues, store, tenants, wire
@@ -76,18 +74,8 @@ async def _populate(
     return job
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def app_conn(dbs: Databases) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the application's role that names no tenant for its session."""
-    connection = await asyncpg.connect(dbs.app)
-    try:
-        yield connection
-    finally:
-        await connection.close()
-
-
 async def test_every_table_holding_tenant_data_is_isolated_or_named_global(
-    admin_conn: asyncpg.Connection, app_conn: asyncpg.Connection
+    admin_conn: asyncpg.Connection, worker_conn: asyncpg.Connection
 ) -> None:
     for table in await admin_conn.fetch(TABLES):
         name = table["name"]
@@ -103,7 +91,7 @@ async def test_every_table_holding_tenant_data_is_isolated_or_named_global(
             ], name
         elif name in DISPATCH_ONLY:
             for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE"):
-                assert not await app_conn.fetchval(
+                assert not await worker_conn.fetchval(
                     "SELECT has_table_privilege($1, $2)", name, privilege
                 ), (name, privilege)
         else:
@@ -112,7 +100,7 @@ async def test_every_table_holding_tenant_data_is_isolated_or_named_global(
 
 async def test_the_app_role_in_a_tenant_sees_none_of_anothers_rows_and_without_one_sees_nothing(
     conn: asyncpg.Connection,
-    app_conn: asyncpg.Connection,
+    worker_conn: asyncpg.Connection,
     admin_conn: asyncpg.Connection,
     event_store: store.EventStore,
     tmp_path: Path,
@@ -130,17 +118,17 @@ async def test_the_app_role_in_a_tenant_sees_none_of_anothers_rows_and_without_o
         )
         assert {r["tenant"] for r in behind} >= {"acme", "beta"}, table
         seen = f'SELECT tenant, count(*) AS n FROM "{table}" GROUP BY tenant'  # noqa: S608
-        async with app_conn.transaction():
-            await _in(app_conn, "acme")
-            in_acme = {r["tenant"]: r["n"] for r in await app_conn.fetch(seen)}
+        async with worker_conn.transaction():
+            await _in(worker_conn, "acme")
+            in_acme = {r["tenant"]: r["n"] for r in await worker_conn.fetch(seen)}
         assert set(in_acme) == {"acme"}, table
         assert in_acme["acme"] == next(r["n"] for r in behind if r["tenant"] == "acme"), table
-        assert await app_conn.fetch(seen) == [], table
+        assert await worker_conn.fetch(seen) == [], table
 
 
 async def test_the_app_role_in_a_tenant_writes_nothing_for_another(
     conn: asyncpg.Connection,
-    app_conn: asyncpg.Connection,
+    worker_conn: asyncpg.Connection,
     admin_conn: asyncpg.Connection,
     event_store: store.EventStore,
     tmp_path: Path,
@@ -157,16 +145,16 @@ async def test_the_app_role_in_a_tenant_writes_nothing_for_another(
         "VALUES ('beta', 992, 1, 1)",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
-            async with app_conn.transaction():
-                await _in(app_conn, "acme")
-                await app_conn.execute(statement)
+            async with worker_conn.transaction():
+                await _in(worker_conn, "acme")
+                await worker_conn.execute(statement)
     # What it may update or delete, it finds none of another tenant's.
-    async with app_conn.transaction():
-        await _in(app_conn, "acme")
-        assert await app_conn.execute("DELETE FROM audit_tree_heads WHERE tenant = 'beta'") == (
+    async with worker_conn.transaction():
+        await _in(worker_conn, "acme")
+        assert await worker_conn.execute("DELETE FROM audit_tree_heads WHERE tenant = 'beta'") == (
             "DELETE 0"
         )
-        assert await app_conn.execute(
+        assert await worker_conn.execute(
             "UPDATE audit_tree_heads SET tree_size = 0 WHERE tenant = 'beta'"
         ) == ("UPDATE 0")
     assert await admin_conn.fetchval("SELECT count(*) FROM audit_tree_heads") == before
@@ -180,14 +168,14 @@ async def test_the_app_role_in_a_tenant_writes_nothing_for_another(
         "DELETE FROM job_leases",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            async with app_conn.transaction():
-                await _in(app_conn, "acme")
-                await app_conn.execute(statement)
+            async with worker_conn.transaction():
+                await _in(worker_conn, "acme")
+                await worker_conn.execute(statement)
     # An event for another tenant's job is refused, as for a job that does not exist.
-    async with app_conn.transaction():
-        await _in(app_conn, "acme")
+    async with worker_conn.transaction():
+        await _in(worker_conn, "acme")
         with pytest.raises(errors.UnknownJob):
-            await event_store.execute(app_conn, beta_job, commands.CancelJob(), actor="x")
+            await event_store.execute(worker_conn, beta_job, commands.CancelJob(), actor="x")
 
 
 async def test_the_dispatch_role_reads_no_event_and_changes_no_job(
@@ -209,7 +197,7 @@ async def test_the_dispatch_role_reads_no_event_and_changes_no_job(
 
 
 async def test_workers_claim_and_record_every_tenants_jobs_acting_in_none(
-    app_conn: asyncpg.Connection, conn: asyncpg.Connection, event_store: store.EventStore
+    worker_conn: asyncpg.Connection, conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     ids = {}
     for tenant in ("acme", "beta"):
@@ -217,7 +205,7 @@ async def test_workers_claim_and_record_every_tenants_jobs_acting_in_none(
             await _in(conn, tenant)
             ids[tenant] = await factories.submit(event_store, conn)
     claimed = await claims.claim(
-        app_conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=10
+        worker_conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=10
     )
     assert {s.job_id for s in claimed} == set(ids.values())
     assert {s.tenant for s in claimed} == {"acme", "beta"}
