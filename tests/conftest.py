@@ -14,6 +14,9 @@ from ledger import database, migrations, store
 from tests import pg
 
 APP_ROLE = "ledger_test_app"
+# Session settings of a test's own connection that reads what it wrote in tenant
+# `default` (see the `conn` fixture).
+IN_DEFAULT = {"timezone": "UTC", "ledger.tenant": "default"}
 APP_PASSWORD = secrets.token_urlsafe(16)
 
 
@@ -75,9 +78,7 @@ async def conn(dbs: Databases) -> AsyncIterator[asyncpg.Connection]:
     they wrote with this connection directly, so it names `default` for its session; a
     transaction that acts in another tenant overrides it until it ends. The pools of
     the service under test (HTTP, workers) connect with `dbs.app` and name nothing."""
-    connection = await asyncpg.connect(
-        dbs.app, server_settings={"timezone": "UTC", "ledger.tenant": "default"}
-    )
+    connection = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
     try:
         yield connection
     finally:

@@ -46,7 +46,11 @@ async def _in(conn: asyncpg.Connection, tenant: str) -> None:
 
 
 async def _populate(
-    conn: asyncpg.Connection, event_store: store.EventStore, tenant: str, tmp_path: Path
+    conn: asyncpg.Connection,
+    worker: asyncpg.Connection,
+    event_store: store.EventStore,
+    tenant: str,
+    tmp_path: Path,
 ) -> uuid.UUID:
     """Rows of `tenant` in every tenant table: jobs and events, a limited round-robin
     queue with claims (buckets, turns), counters, tenant settings, a checkpoint, its
@@ -61,7 +65,9 @@ async def _populate(
         job = await factories.submit(event_store, conn, queue="q", concurrency_key="k")
         await factories.submit(event_store, conn)
     await tenants.configure(conn, event_store, tenant, {"max_queued": 1000}, actor="ops")
-    await claims.claim(conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=1)
+    await claims.claim(
+        worker, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=1
+    )
     async with conn.transaction():
         await _in(conn, tenant)
         await ledgers.bulk_events(conn, 70)  # past a stored subtree (64 leaves) and mark
@@ -105,8 +111,8 @@ async def test_the_app_role_in_a_tenant_sees_none_of_anothers_rows_and_without_o
     event_store: store.EventStore,
     tmp_path: Path,
 ) -> None:
-    await _populate(conn, event_store, "acme", tmp_path)
-    await _populate(conn, event_store, "beta", tmp_path)
+    await _populate(conn, worker_conn, event_store, "acme", tmp_path)
+    await _populate(conn, worker_conn, event_store, "beta", tmp_path)
     await admin_conn.execute("SELECT job_counters_fold()")  # counters folded, and deltas:
     for tenant in ("acme", "beta"):
         async with conn.transaction():
@@ -133,8 +139,8 @@ async def test_the_app_role_in_a_tenant_writes_nothing_for_another(
     event_store: store.EventStore,
     tmp_path: Path,
 ) -> None:
-    beta_job = await _populate(conn, event_store, "beta", tmp_path)
-    await _populate(conn, event_store, "acme", tmp_path)
+    beta_job = await _populate(conn, worker_conn, event_store, "beta", tmp_path)
+    await _populate(conn, worker_conn, event_store, "acme", tmp_path)
     before = await admin_conn.fetchval("SELECT count(*) FROM audit_tree_heads")
 
     # What the role may insert (the audit tables), it may not insert for another tenant.
