@@ -13,8 +13,8 @@ appends nothing: the ledger records changes, and the answer is the same either w
 Queues are per tenant (sql/0065): tenant A's "mail" and B's "mail" are two queues, two
 streams (`stream_id` is salted with the tenant, except `default`'s, unchanged) and two
 settings, and a job is held only by its own tenant's queue of its name. Every function
-here acts in the tenant the caller's transaction acts in (`acting.act_in`; `default`
-when it names none), the one the append stores a new stream's first event in: there is
+here acts in the tenant the caller's transaction acts in (`acting.act_in`; it names
+`default` when the transaction names none, `acting.named`), the one the append stores a new stream's first event in: there is
 no tenant argument that could disagree with it.
 """
 

@@ -1,6 +1,6 @@
 -- name: jobs_get
--- A job of the tenant the transaction names (any tenant's when it names none: the
--- workers').
+-- A job of the tenant the transaction names (naming none, the application sees no
+-- job, sql/0068; the owner, who bypasses row security, any tenant's).
 SELECT *
 FROM jobs
 WHERE job_id = $1
