@@ -9,6 +9,7 @@ key share a group commit with that tenant's only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Literal, cast
@@ -87,7 +88,9 @@ class Services(msgspec.Struct, frozen=True, kw_only=True):
             try:
                 await transaction.rollback()
             except _CANNOT_ROLL_BACK:
-                conn.terminate()
+                # (A connection the server closed went back to the pool already.)
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
             raise
         await transaction.commit()
 
