@@ -21,8 +21,13 @@
 -- Old processes: stop them before migrating (their worker queries read job_leases and
 -- join queues as the application role, which now sees none of it).
 
+-- The migrating role owns the tables and events_append; row security must not bind it.
 DO $$
 BEGIN
+    IF NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'the role that migrates (%) must be a superuser or have BYPASSRLS: '
+            'it owns the tables, which row-level security binds from 0068 on', current_user;
+    END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'ledger_dispatch') THEN
         CREATE ROLE ledger_dispatch NOLOGIN NOINHERIT NOBYPASSRLS;
     END IF;

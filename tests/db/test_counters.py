@@ -16,7 +16,7 @@ import pytest
 from ledger import commands, errors, store
 from projections import rebuild, stats, status
 from tests import factories
-from tests.conftest import Databases, IN_DEFAULT
+from tests.conftest import IN_DEFAULT, Databases
 from workers import claims
 
 QUEUES = ("default", "mail", "video")

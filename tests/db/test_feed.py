@@ -12,7 +12,7 @@ from ledger import commands, errors, store
 from ledger import events as ev
 from projections import feed
 from tests import factories
-from tests.conftest import Databases, IN_DEFAULT
+from tests.conftest import IN_DEFAULT, Databases
 
 
 def _submitted(actor: str) -> list[ev.JobEvent]:

@@ -9,7 +9,7 @@ import asyncpg
 from ledger import commands, store
 from projections import feed
 from tests import factories, racing
-from tests.conftest import Databases, IN_DEFAULT
+from tests.conftest import IN_DEFAULT, Databases
 
 
 async def test_feed_consumer_racing_writers_sees_every_committed_event_once(

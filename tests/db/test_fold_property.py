@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ledger import commands, errors, lifecycle, store
 from ledger import events as ev
 from projections import current
-from tests.conftest import Databases, IN_DEFAULT
+from tests.conftest import IN_DEFAULT, Databases
 
 _text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10)
 _json: st.SearchStrategy[Any] = st.recursive(

@@ -14,7 +14,6 @@ import pytest
 from audit import checkpoints
 from ledger import acting, commands, errors, queues, store, tenants, wire
 from tests import factories, ledgers
-from tests.conftest import Databases
 from workers import claims
 
 # Tables with no tenant column: what each holds, and why the application may see it.
@@ -43,6 +42,13 @@ async def _tenant_tables(admin: asyncpg.Connection) -> list[str]:
 
 async def _in(conn: asyncpg.Connection, tenant: str) -> None:
     await acting.act_in(conn, tenant)
+
+
+async def _run_in(conn: asyncpg.Connection, tenant: str, statement: str) -> None:
+    """`statement` in a transaction acting in `tenant`."""
+    async with conn.transaction():
+        await _in(conn, tenant)
+        await conn.execute(statement)
 
 
 async def _populate(
@@ -151,9 +157,7 @@ async def test_the_app_role_in_a_tenant_writes_nothing_for_another(
         "VALUES ('beta', 992, 1, 1)",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
-            async with worker_conn.transaction():
-                await _in(worker_conn, "acme")
-                await worker_conn.execute(statement)
+            await _run_in(worker_conn, "acme", statement)
     # What it may update or delete, it finds none of another tenant's.
     async with worker_conn.transaction():
         await _in(worker_conn, "acme")
@@ -174,9 +178,7 @@ async def test_the_app_role_in_a_tenant_writes_nothing_for_another(
         "DELETE FROM job_leases",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            async with worker_conn.transaction():
-                await _in(worker_conn, "acme")
-                await worker_conn.execute(statement)
+            await _run_in(worker_conn, "acme", statement)
     # An event for another tenant's job is refused, as for a job that does not exist.
     async with worker_conn.transaction():
         await _in(worker_conn, "acme")

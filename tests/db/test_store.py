@@ -13,7 +13,7 @@ from ledger import commands, errors, lifecycle, store
 from ledger import events as ev
 from projections import current
 from tests import factories
-from tests.conftest import Databases, IN_DEFAULT
+from tests.conftest import IN_DEFAULT, Databases
 
 
 async def test_submission_appends_one_event_and_projects_it(
