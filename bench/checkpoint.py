@@ -53,7 +53,7 @@ async def _append(admin: asyncpg.Connection, events: int) -> None:
 async def measure(events: int, since: int, residue: int) -> None:
     signer = signing.load_or_create(Path(tempfile.mkdtemp()) / "bench.pem")
     async with cluster.durable_cluster() as c:
-        async with db.connect(c.admin_dsn) as admin, db.connect(c.app_dsn) as conn:
+        async with db.connect(c.admin_dsn) as admin, db.connect(c.client_dsn) as conn:
             await _append(admin, 1000)
             await checkpoints.create(conn, signer)
             started = time.perf_counter()

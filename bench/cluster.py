@@ -36,7 +36,15 @@ class Cluster:
 
     @property
     def app_dsn(self) -> str:
+        """The application's role, naming no tenant: what the services connect as."""
         return self.pg.dsn()
+
+    @property
+    def client_dsn(self) -> str:
+        """The application's role naming tenant `default` for its session: the bench's
+        own connections, a single-tenant application that submits and reads back what
+        it wrote (a session that names no tenant reads no tenant's rows, sql/0068)."""
+        return f"{self.pg.dsn()}?ledger.tenant=default"
 
     @property
     def admin_dsn(self) -> str:

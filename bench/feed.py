@@ -151,8 +151,8 @@ async def measure_once(c: cluster.Cluster, *, events: int, gap: float, logs: Pat
     listen_ms: list[float] = []
     async with (
         _reading(c, logs) as frames,
-        db.connect(c.app_dsn) as listener,
-        db.connect(c.app_dsn) as conn,
+        db.connect(c.client_dsn) as listener,
+        db.connect(c.client_dsn) as conn,
     ):
         await listener.add_listener(CHANNEL, on_notify)
         for i in range(WARMUP + events):
@@ -215,15 +215,15 @@ async def append_cost(
         await c.checkpoint()
         one_rates: dict[bool, list[float]] = {True: [], False: []}
         batch_rates: dict[bool, list[float]] = {True: [], False: []}
-        async with db.connect(c.app_dsn) as gate:
+        async with db.connect(c.client_dsn) as gate:
             await gate.add_listener(CHANNEL, lambda *_args: None)
             await gate.execute(live.Q["feed_gate_open"])
             for block in range(2 * blocks):
                 enabled = (block + rep) % 2 == 0
                 await _notify_trigger(c, enabled)
-                one_rates[enabled].append(await submit.one_at_a_time(c.app_dsn, one // blocks))
+                one_rates[enabled].append(await submit.one_at_a_time(c.client_dsn, one // blocks))
                 batch_rates[enabled].append(
-                    await submit.in_batches(c.app_dsn, batch_jobs // blocks)
+                    await submit.in_batches(c.client_dsn, batch_jobs // blocks)
                 )
             await _notify_trigger(c, True)
         cost.one_with.append(statistics.median(one_rates[True]))

@@ -40,8 +40,8 @@ async def measure_once(
     worker = procs.Service("worker", env, logs / "worker-latency.log")
     returned: dict[str, int] = {}
     try:
-        await wait_for(c.app_dsn, "worker_processes_count", 1, 60, "the worker to register")
-        async with db.connect(c.app_dsn) as conn:
+        await wait_for(c.client_dsn, "worker_processes_count", 1, 60, "the worker to register")
+        async with db.connect(c.client_dsn) as conn:
             warmup = 10
             for i in range(warmup + jobs):
                 job = await submit.submit_one(conn, i)
@@ -49,7 +49,7 @@ async def measure_once(
                     returned[str(job.job_id)] = time.time_ns()
                 await asyncio.sleep(gap)
         await wait_for(
-            c.app_dsn, "jobs_completed_count", warmup + jobs, 60, "the latency jobs to finish"
+            c.client_dsn, "jobs_completed_count", warmup + jobs, 60, "the latency jobs to finish"
         )
         worker.check()
     finally:

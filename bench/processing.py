@@ -55,19 +55,19 @@ async def drain(
     if after_reset is not None:
         await after_reset()  # a variant of the schema to compare (bench.feed)
     await c.checkpoint()
-    submit_rate = await submit.in_batches(c.app_dsn, jobs)
+    submit_rate = await submit.in_batches(c.client_dsn, jobs)
     await c.checkpoint()
     env = procs.service_env(c, {"WORKER_COUNT": str(slots)})
     workers = [procs.Service("worker", env, logs / "worker.log") for _ in range(processes)]
     try:
-        await wait_for(c.app_dsn, "jobs_completed_count", jobs, 600, f"{jobs} completions")
+        await wait_for(c.client_dsn, "jobs_completed_count", jobs, 600, f"{jobs} completions")
         for w in workers:
             w.check()
         peak = max(w.peak_rss_bytes() for w in workers)
     finally:
         for w in workers:
             w.stop()
-    async with db.connect(c.app_dsn) as conn:
+    async with db.connect(c.client_dsn) as conn:
         window = await conn.fetchrow(Q["events_processing_window"])
         per_job = await conn.fetchrow(Q["events_per_job_check"])
         chains_ok = None

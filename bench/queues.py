@@ -27,7 +27,7 @@ ADMIN = "bench"
 
 
 async def _configure(c: cluster.Cluster, settings: wire.QueueSettings) -> None:
-    async with db.connect(c.app_dsn) as conn:
+    async with db.connect(c.client_dsn) as conn:
         await queues.configure(conn, store.EventStore(), "default", settings, actor=ADMIN)
 
 
@@ -72,7 +72,7 @@ async def round_robin(
 ) -> RoundRobin:
     await c.reset_jobs()
     await _configure(c, wire.QueueSettings(fairness="round_robin", per_key_concurrency=per_key))
-    async with db.connect(c.app_dsn) as conn:
+    async with db.connect(c.client_dsn) as conn:
         for start in range(0, backlog, 1000):
             items = [
                 msgspec.structs.replace(
@@ -87,8 +87,8 @@ async def round_robin(
     worker = procs.Service("worker", env, logs / "worker-round-robin.log")
     returned: dict[str, int] = {}
     try:
-        await wait_for(c.app_dsn, "worker_processes_count", 1, 60, "the worker to register")
-        async with db.connect(c.app_dsn) as conn:
+        await wait_for(c.client_dsn, "worker_processes_count", 1, 60, "the worker to register")
+        async with db.connect(c.client_dsn) as conn:
             done_before = await conn.fetchval(
                 "SELECT count(*) FROM jobs WHERE status = 'completed'"
             )
@@ -112,7 +112,7 @@ async def round_robin(
                     "WHERE j.concurrency_key = 'B'"
                 )
             ]
-        await wait_for(c.app_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
+        await wait_for(c.client_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
         worker.check()
     finally:
         worker.stop()

@@ -123,7 +123,7 @@ async def _submission(c: cluster.Cluster, rep: report.Report, sizes: Sizes) -> N
     samples = []
     for _ in range(sizes.reps):
         await c.reset_jobs()
-        samples.append(await submit.one_at_a_time(c.app_dsn, sizes.one_at_a_time))
+        samples.append(await submit.one_at_a_time(c.client_dsn, sizes.one_at_a_time))
     rep.add(
         "submit_one",
         "submit via library, one job per transaction, 1 caller",
@@ -138,7 +138,7 @@ async def _submission(c: cluster.Cluster, rep: report.Report, sizes: Sizes) -> N
         await c.checkpoint()
         samples.append(
             await submit.in_batches_concurrently(
-                c.app_dsn, sizes.batch_jobs, callers=2, batch=sizes.batch
+                c.client_dsn, sizes.batch_jobs, callers=2, batch=sizes.batch
             )
         )
     rep.add(

@@ -211,6 +211,24 @@ CREATE FUNCTION public.job_counters_wrote() RETURNS void
 $$;
 
 --
+-- Name: job_counts_all(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_counts_all() RETURNS TABLE(tenant text, queue text, status text, jobs bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT c.tenant, c.queue, c.status, sum(c.n)::bigint
+    FROM (
+        SELECT k.tenant, k.queue, k.status, k.n FROM job_counts AS k
+        UNION ALL
+        SELECT d.tenant, d.queue, d.status, d.n FROM job_count_deltas AS d
+    ) AS c
+    GROUP BY c.tenant, c.queue, c.status
+    HAVING sum(c.n) <> 0
+$$;
+
+--
 -- Name: job_counts_project(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -247,6 +265,60 @@ BEGIN
     END IF;
     RETURN NULL;
 END;
+$$;
+
+--
+-- Name: job_leases_end(text, uuid[], integer[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_leases_end(worker text, job_ids uuid[], attempts integer[]) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    DELETE FROM job_leases AS l
+    USING unnest(job_ids, attempts) AS e (job_id, attempt)
+    WHERE l.job_id = e.job_id
+      AND l.attempt = e.attempt
+      AND l.worker_id = worker
+$$;
+
+--
+-- Name: job_leases_prune(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_leases_prune() RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    DELETE FROM job_leases AS l
+    WHERE NOT EXISTS (
+        SELECT
+        FROM jobs AS j
+        WHERE j.job_id = l.job_id
+          AND j.status = 'processing'
+          AND j.worker_id = l.worker_id
+          AND j.attempt = l.attempt
+    )
+$$;
+
+--
+-- Name: job_leases_renew(text, double precision, uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_leases_renew(worker text, seconds double precision, job_ids uuid[]) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    INSERT INTO job_leases (job_id, worker_id, attempt, lease_until)
+    SELECT j.job_id, j.worker_id, j.attempt, now() + make_interval(secs => seconds)
+    FROM jobs AS j
+    WHERE j.job_id = ANY(job_ids)
+      AND j.worker_id = worker
+      AND j.status = 'processing'
+    ON CONFLICT (job_id) DO UPDATE
+    SET worker_id = excluded.worker_id,
+        attempt = excluded.attempt,
+        lease_until = excluded.lease_until
 $$;
 
 --
@@ -304,6 +376,8 @@ CREATE TABLE public.events (
     CONSTRAINT events_type_format CHECK ((type ~ '^[a-z_.]+\.v[0-9]+$'::text)),
     CONSTRAINT events_version_check CHECK ((version >= 1))
 );
+
+ALTER TABLE ONLY public.events FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: job_view_apply(public.events); Type: FUNCTION; Schema: public; Owner: -
@@ -370,6 +444,8 @@ CREATE TABLE public.jobs (
     concurrency_key text,
     tenant text DEFAULT 'default'::text NOT NULL
 );
+
+ALTER TABLE ONLY public.jobs FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: job_view_evolve(public.jobs, public.events); Type: FUNCTION; Schema: public; Owner: -
@@ -509,6 +585,21 @@ END OR job_view_refuse(e.type, e.job_id, s.job_id IS NOT NULL)
 $$;
 
 --
+-- Name: jobs_claim(integer, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) RETURNS TABLE(job public.jobs, queue_version integer)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT j, q.version
+    FROM jobs_claim_next(max_jobs, job_types) AS j
+    LEFT JOIN queues AS q
+        ON q.tenant = j.tenant
+       AND q.name = j.queue
+$$;
+
+--
 -- Name: queues; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -536,6 +627,8 @@ CREATE TABLE public.queues (
     CONSTRAINT queues_rate_period_seconds_check CHECK ((rate_period_seconds > (0)::double precision)),
     CONSTRAINT queues_version_check CHECK ((version >= 1))
 );
+
+ALTER TABLE ONLY public.queues FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: jobs_claim_from_queue(public.queues, integer, text[]); Type: FUNCTION; Schema: public; Owner: -
@@ -904,6 +997,41 @@ CREATE FUNCTION public.jobs_groups_of(tenant_id text, q text) RETURNS text[]
 $$;
 
 --
+-- Name: jobs_held_by(text, uuid[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_held_by(worker text, job_ids uuid[]) RETURNS SETOF public.jobs
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT j.*
+    FROM jobs AS j
+    WHERE j.job_id = ANY(job_ids)
+      AND j.worker_id = worker
+      AND j.status = 'processing'
+$$;
+
+--
+-- Name: jobs_lease_expired(integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_lease_expired(max_jobs integer) RETURNS SETOF public.jobs
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT j.*
+    FROM jobs AS j
+    LEFT JOIN job_leases AS l
+        ON l.job_id = j.job_id
+       AND l.worker_id = j.worker_id
+       AND l.attempt = j.attempt
+    WHERE j.status = 'processing'
+      AND greatest(j.lease_until, l.lease_until) < now()
+    ORDER BY j.lease_until
+    LIMIT max_jobs
+$$;
+
+--
 -- Name: jobs_next_due(text[], double precision); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1093,6 +1221,24 @@ CREATE FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text
 $$;
 
 --
+-- Name: jobs_running_lost(text, uuid[], integer[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_running_lost(worker text, job_ids uuid[], attempts integer[]) RETURNS SETOF uuid
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT r.job_id
+    FROM unnest(job_ids, attempts) AS r (job_id, attempt)
+    LEFT JOIN jobs AS j
+        ON j.job_id = r.job_id
+    WHERE j.job_id IS NULL
+       OR j.status <> 'processing'
+       OR j.worker_id IS DISTINCT FROM worker
+       OR j.attempt <> r.attempt
+$$;
+
+--
 -- Name: ledger_tenant(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1110,6 +1256,25 @@ CREATE FUNCTION public.ledger_tenant_named() RETURNS text
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
     SELECT nullif(current_setting('ledger.tenant', true), '')
+$$;
+
+--
+-- Name: ledger_tenants(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.ledger_tenants() RETURNS SETOF text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    WITH RECURSIVE tenants (tenant) AS (
+        (SELECT e.tenant FROM events AS e ORDER BY e.tenant LIMIT 1)
+        UNION ALL
+        SELECT (SELECT e.tenant FROM events AS e WHERE e.tenant > t.tenant
+                ORDER BY e.tenant LIMIT 1)
+        FROM tenants AS t
+        WHERE t.tenant IS NOT NULL
+    )
+    SELECT t.tenant FROM tenants AS t WHERE t.tenant IS NOT NULL
 $$;
 
 --
@@ -1175,6 +1340,30 @@ BEGIN
     END CASE;
     RETURN n;
 END;
+$$;
+
+--
+-- Name: queues_limits_all(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.queues_limits_all() RETURNS TABLE(tenant text, name text, paused boolean, concurrency integer, rate_limit integer, runnable bigint, running bigint, tokens double precision)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT q.tenant, q.name, q.paused, q.concurrency, q.rate_limit,
+           coalesce(c.runnable, 0)::bigint,
+           coalesce(c.running, 0)::bigint,
+           b.tokens
+    FROM queues AS q
+    LEFT JOIN (
+        SELECT a.tenant, a.queue,
+               sum(a.jobs) FILTER (WHERE a.status IN ('pending', 'retrying')) AS runnable,
+               sum(a.jobs) FILTER (WHERE a.status = 'processing') AS running
+        FROM job_counts_all() AS a
+        GROUP BY a.tenant, a.queue
+    ) AS c ON c.tenant = q.tenant AND c.queue = q.name
+    LEFT JOIN queue_buckets_tokens() AS b ON b.tenant = q.tenant AND b.queue = q.name
+    ORDER BY q.tenant, q.name
 $$;
 
 --
@@ -1306,6 +1495,27 @@ END;
 $$;
 
 --
+-- Name: worker_slots_usage(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.worker_slots_usage() RETURNS TABLE(processes bigint, slots bigint, busy bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    WITH live AS (
+        SELECT worker_id, slots
+        FROM worker_processes
+        WHERE heartbeat_at > now() - make_interval(secs => lease_seconds)
+    )
+    SELECT (SELECT count(*) FROM live),
+           (SELECT coalesce(sum(slots), 0) FROM live)::bigint,
+           (SELECT count(*)
+            FROM jobs AS j
+            JOIN live AS l ON l.worker_id = j.worker_id
+            WHERE j.status = 'processing')
+$$;
+
+--
 -- Name: job_view_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
 --
 
@@ -1360,6 +1570,8 @@ CREATE TABLE public.audit_checkpoints (
     CONSTRAINT audit_checkpoints_signature_check CHECK ((octet_length(signature) = 64))
 );
 
+ALTER TABLE ONLY public.audit_checkpoints FORCE ROW LEVEL SECURITY;
+
 --
 -- Name: audit_checkpoints_checkpoint_id_seq; Type: SEQUENCE; Schema: public; Owner: -
 --
@@ -1390,6 +1602,8 @@ CREATE TABLE public.audit_tree_heads (
     CONSTRAINT audit_tree_heads_tree_size_check CHECK ((tree_size >= 0))
 );
 
+ALTER TABLE ONLY public.audit_tree_heads FORCE ROW LEVEL SECURITY;
+
 --
 -- Name: audit_tree_marks; Type: TABLE; Schema: public; Owner: -
 --
@@ -1401,6 +1615,8 @@ CREATE TABLE public.audit_tree_marks (
     tenant text NOT NULL,
     CONSTRAINT audit_tree_marks_leaf_index_check CHECK (((leaf_index >= 0) AND ((leaf_index % (16)::bigint) = 0)))
 );
+
+ALTER TABLE ONLY public.audit_tree_marks FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: audit_tree_nodes; Type: TABLE; Schema: public; Owner: -
@@ -1415,6 +1631,8 @@ CREATE TABLE public.audit_tree_nodes (
     CONSTRAINT audit_tree_nodes_index_check CHECK ((index >= 0)),
     CONSTRAINT audit_tree_nodes_level_check CHECK (((level >= 4) AND (level < 64)))
 );
+
+ALTER TABLE ONLY public.audit_tree_nodes FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: events_position_seq; Type: SEQUENCE; Schema: public; Owner: -
@@ -1440,6 +1658,8 @@ CREATE TABLE public.job_count_deltas (
     tenant text DEFAULT 'default'::text NOT NULL
 );
 
+ALTER TABLE ONLY public.job_count_deltas FORCE ROW LEVEL SECURITY;
+
 --
 -- Name: job_counter_writes; Type: SEQUENCE; Schema: public; Owner: -
 --
@@ -1461,6 +1681,8 @@ CREATE TABLE public.job_counts (
     n bigint NOT NULL,
     tenant text DEFAULT 'default'::text NOT NULL
 );
+
+ALTER TABLE ONLY public.job_counts FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: job_leases; Type: TABLE; Schema: public; Owner: -
@@ -1485,6 +1707,8 @@ CREATE TABLE public.job_throughput (
     tenant text DEFAULT 'default'::text NOT NULL
 );
 
+ALTER TABLE ONLY public.job_throughput FORCE ROW LEVEL SECURITY;
+
 --
 -- Name: job_throughput_deltas; Type: TABLE; Schema: public; Owner: -
 --
@@ -1496,6 +1720,8 @@ CREATE TABLE public.job_throughput_deltas (
     failed bigint NOT NULL,
     tenant text DEFAULT 'default'::text NOT NULL
 );
+
+ALTER TABLE ONLY public.job_throughput_deltas FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: queue_buckets; Type: TABLE; Schema: public; Owner: -
@@ -1509,6 +1735,8 @@ CREATE TABLE public.queue_buckets (
     tenant text NOT NULL
 );
 
+ALTER TABLE ONLY public.queue_buckets FORCE ROW LEVEL SECURITY;
+
 --
 -- Name: queue_key_turns; Type: TABLE; Schema: public; Owner: -
 --
@@ -1519,6 +1747,8 @@ CREATE TABLE public.queue_key_turns (
     served_at timestamp with time zone NOT NULL,
     tenant text NOT NULL
 );
+
+ALTER TABLE ONLY public.queue_key_turns FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: schema_migrations; Type: TABLE; Schema: public; Owner: -
@@ -1854,6 +2084,216 @@ CREATE TRIGGER jobs_notify_room AFTER UPDATE ON public.jobs REFERENCING OLD TABL
 CREATE TRIGGER jobs_notify_runnable AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((new.status = ANY (ARRAY['pending'::text, 'retrying'::text]))) EXECUTE FUNCTION public.jobs_notify_runnable();
 
 --
+-- Name: audit_checkpoints; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_checkpoints ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_checkpoints audit_checkpoints_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY audit_checkpoints_in_tenant ON public.audit_checkpoints TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: audit_tree_heads; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_tree_heads ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_tree_heads audit_tree_heads_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY audit_tree_heads_in_tenant ON public.audit_tree_heads TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: audit_tree_marks; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_tree_marks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_tree_marks audit_tree_marks_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY audit_tree_marks_in_tenant ON public.audit_tree_marks TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: audit_tree_nodes; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.audit_tree_nodes ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: audit_tree_nodes audit_tree_nodes_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY audit_tree_nodes_in_tenant ON public.audit_tree_nodes TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: events; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.events ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: events events_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY events_in_tenant ON public.events TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: events events_tenants_listed; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY events_tenants_listed ON public.events FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: job_count_deltas; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_count_deltas ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_count_deltas job_count_deltas_counted; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_count_deltas_counted ON public.job_count_deltas FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: job_count_deltas job_count_deltas_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_count_deltas_in_tenant ON public.job_count_deltas TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: job_counts; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_counts ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_counts job_counts_counted; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_counts_counted ON public.job_counts FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: job_counts job_counts_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_counts_in_tenant ON public.job_counts TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: job_throughput; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_throughput ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_throughput_deltas; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_throughput_deltas ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_throughput_deltas job_throughput_deltas_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_throughput_deltas_in_tenant ON public.job_throughput_deltas TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: job_throughput job_throughput_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_throughput_in_tenant ON public.job_throughput TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: jobs; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.jobs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: jobs jobs_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY jobs_dispatched ON public.jobs FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: jobs jobs_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY jobs_in_tenant ON public.jobs TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: jobs jobs_locked_for_claim; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY jobs_locked_for_claim ON public.jobs FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (false);
+
+--
+-- Name: queue_buckets; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.queue_buckets ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: queue_buckets queue_buckets_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY queue_buckets_dispatched ON public.queue_buckets TO ledger_dispatch USING (true) WITH CHECK (true);
+
+--
+-- Name: queue_buckets queue_buckets_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY queue_buckets_in_tenant ON public.queue_buckets TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: queue_key_turns; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.queue_key_turns ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: queue_key_turns queue_key_turns_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY queue_key_turns_dispatched ON public.queue_key_turns TO ledger_dispatch USING (true) WITH CHECK (true);
+
+--
+-- Name: queue_key_turns queue_key_turns_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY queue_key_turns_in_tenant ON public.queue_key_turns TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: queues; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.queues ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: queues queues_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY queues_dispatched ON public.queues FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: queues queues_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY queues_in_tenant ON public.queues TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: queues queues_locked_for_claim; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY queues_locked_for_claim ON public.queues FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (false);
+
+--
 -- Name: tenants; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -1870,6 +2310,7 @@ CREATE POLICY tenants_in_tenant ON public.tenants TO ledger_app USING ((tenant =
 --
 
 GRANT USAGE ON SCHEMA public TO ledger_app;
+GRANT USAGE ON SCHEMA public TO ledger_dispatch;
 
 --
 -- Name: FUNCTION event_canonical(type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb); Type: ACL; Schema: public; Owner: -
@@ -1916,10 +2357,38 @@ REVOKE ALL ON FUNCTION public.job_counters_fold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION public.job_counters_wrote() FROM PUBLIC;
 
 --
+-- Name: FUNCTION job_counts_all(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.job_counts_all() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.job_counts_all() TO ledger_app;
+
+--
 -- Name: FUNCTION job_counts_project(); Type: ACL; Schema: public; Owner: -
 --
 
 GRANT ALL ON FUNCTION public.job_counts_project() TO ledger_app;
+
+--
+-- Name: FUNCTION job_leases_end(worker text, job_ids uuid[], attempts integer[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.job_leases_end(worker text, job_ids uuid[], attempts integer[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.job_leases_end(worker text, job_ids uuid[], attempts integer[]) TO ledger_app;
+
+--
+-- Name: FUNCTION job_leases_prune(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.job_leases_prune() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.job_leases_prune() TO ledger_app;
+
+--
+-- Name: FUNCTION job_leases_renew(worker text, seconds double precision, job_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.job_leases_renew(worker text, seconds double precision, job_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.job_leases_renew(worker text, seconds double precision, job_ids uuid[]) TO ledger_app;
 
 --
 -- Name: FUNCTION job_throughput_project(); Type: ACL; Schema: public; Owner: -
@@ -1934,6 +2403,12 @@ GRANT ALL ON FUNCTION public.job_throughput_project() TO ledger_app;
 GRANT SELECT ON TABLE public.events TO ledger_app;
 
 --
+-- Name: COLUMN events.tenant; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(tenant) ON TABLE public.events TO ledger_dispatch;
+
+--
 -- Name: FUNCTION job_view_apply(e public.events); Type: ACL; Schema: public; Owner: -
 --
 
@@ -1944,6 +2419,13 @@ GRANT ALL ON FUNCTION public.job_view_apply(e public.events) TO ledger_app;
 --
 
 GRANT SELECT ON TABLE public.jobs TO ledger_app;
+GRANT SELECT ON TABLE public.jobs TO ledger_dispatch;
+
+--
+-- Name: COLUMN jobs.status; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT UPDATE(status) ON TABLE public.jobs TO ledger_dispatch;
 
 --
 -- Name: FUNCTION job_view_evolve(s public.jobs, e public.events); Type: ACL; Schema: public; Owner: -
@@ -1964,10 +2446,24 @@ GRANT ALL ON FUNCTION public.job_view_refuse(e_type text, e_job uuid, submitted 
 GRANT ALL ON FUNCTION public.job_view_step(s public.jobs, e public.events) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_claim(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) TO ledger_app;
+
+--
 -- Name: TABLE queues; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queues TO ledger_app;
+GRANT SELECT ON TABLE public.queues TO ledger_app;
+GRANT SELECT ON TABLE public.queues TO ledger_dispatch;
+
+--
+-- Name: COLUMN queues.paused; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT UPDATE(paused) ON TABLE public.queues TO ledger_dispatch;
 
 --
 -- Name: FUNCTION jobs_claim_from_queue(q public.queues, room integer, job_types text[]); Type: ACL; Schema: public; Owner: -
@@ -1975,6 +2471,7 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queues TO ledger_app;
 
 REVOKE ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) TO ledger_app;
+GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) TO ledger_dispatch;
 
 --
 -- Name: FUNCTION jobs_claim_next(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
@@ -1996,6 +2493,7 @@ GRANT ALL ON FUNCTION public.jobs_claimable(max_jobs integer, job_types text[]) 
 
 REVOKE ALL ON FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean) TO ledger_app;
+GRANT ALL ON FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean) TO ledger_dispatch;
 
 --
 -- Name: FUNCTION jobs_groups_of(tenant_id text, q text); Type: ACL; Schema: public; Owner: -
@@ -2003,6 +2501,21 @@ GRANT ALL ON FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text,
 
 REVOKE ALL ON FUNCTION public.jobs_groups_of(tenant_id text, q text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_groups_of(tenant_id text, q text) TO ledger_app;
+GRANT ALL ON FUNCTION public.jobs_groups_of(tenant_id text, q text) TO ledger_dispatch;
+
+--
+-- Name: FUNCTION jobs_held_by(worker text, job_ids uuid[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_held_by(worker text, job_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_held_by(worker text, job_ids uuid[]) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_lease_expired(max_jobs integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_lease_expired(max_jobs integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_lease_expired(max_jobs integer) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_next_due(job_types text[], lookback_seconds double precision); Type: ACL; Schema: public; Owner: -
@@ -2047,6 +2560,14 @@ GRANT ALL ON FUNCTION public.jobs_project_appended() TO ledger_app;
 
 REVOKE ALL ON FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text[]) TO ledger_app;
+GRANT ALL ON FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text[]) TO ledger_dispatch;
+
+--
+-- Name: FUNCTION jobs_running_lost(worker text, job_ids uuid[], attempts integer[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_running_lost(worker text, job_ids uuid[], attempts integer[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_running_lost(worker text, job_ids uuid[], attempts integer[]) TO ledger_app;
 
 --
 -- Name: FUNCTION ledger_tenant(); Type: ACL; Schema: public; Owner: -
@@ -2061,6 +2582,13 @@ GRANT ALL ON FUNCTION public.ledger_tenant() TO ledger_app;
 GRANT ALL ON FUNCTION public.ledger_tenant_named() TO ledger_app;
 
 --
+-- Name: FUNCTION ledger_tenants(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.ledger_tenants() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.ledger_tenants() TO ledger_app;
+
+--
 -- Name: FUNCTION queue_buckets_tokens(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2072,6 +2600,13 @@ GRANT ALL ON FUNCTION public.queue_buckets_tokens() TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.queue_view_step(s public.queues, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION queues_limits_all(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.queues_limits_all() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.queues_limits_all() TO ledger_app;
 
 --
 -- Name: FUNCTION queues_project_appended(); Type: ACL; Schema: public; Owner: -
@@ -2103,6 +2638,13 @@ GRANT ALL ON FUNCTION public.tenants_all() TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.tenants_project_appended() TO ledger_app;
+
+--
+-- Name: FUNCTION worker_slots_usage(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.worker_slots_usage() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.worker_slots_usage() TO ledger_app;
 
 --
 -- Name: FUNCTION job_view_fold(public.events); Type: ACL; Schema: public; Owner: -
@@ -2157,18 +2699,20 @@ GRANT SELECT,INSERT ON TABLE public.audit_tree_nodes TO ledger_app;
 --
 
 GRANT SELECT ON TABLE public.job_count_deltas TO ledger_app;
+GRANT SELECT ON TABLE public.job_count_deltas TO ledger_dispatch;
 
 --
 -- Name: TABLE job_counts; Type: ACL; Schema: public; Owner: -
 --
 
 GRANT SELECT ON TABLE public.job_counts TO ledger_app;
+GRANT SELECT ON TABLE public.job_counts TO ledger_dispatch;
 
 --
 -- Name: TABLE job_leases; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.job_leases TO ledger_app;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.job_leases TO ledger_dispatch;
 
 --
 -- Name: TABLE job_throughput; Type: ACL; Schema: public; Owner: -
@@ -2186,13 +2730,15 @@ GRANT SELECT ON TABLE public.job_throughput_deltas TO ledger_app;
 -- Name: TABLE queue_buckets; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_buckets TO ledger_app;
+GRANT SELECT ON TABLE public.queue_buckets TO ledger_app;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_buckets TO ledger_dispatch;
 
 --
 -- Name: TABLE queue_key_turns; Type: ACL; Schema: public; Owner: -
 --
 
-GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_key_turns TO ledger_app;
+GRANT SELECT ON TABLE public.queue_key_turns TO ledger_app;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_key_turns TO ledger_dispatch;
 
 --
 -- Name: TABLE schema_migrations; Type: ACL; Schema: public; Owner: -
@@ -2205,6 +2751,7 @@ GRANT SELECT ON TABLE public.schema_migrations TO ledger_app;
 --
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.worker_processes TO ledger_app;
+GRANT SELECT ON TABLE public.worker_processes TO ledger_dispatch;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -

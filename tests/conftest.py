@@ -14,6 +14,9 @@ from ledger import database, migrations, store
 from tests import pg
 
 APP_ROLE = "ledger_test_app"
+# Session settings of a test's own connection that reads what it wrote in tenant
+# `default` (see the `conn` fixture).
+IN_DEFAULT = {"timezone": "UTC", "ledger.tenant": "default"}
 APP_PASSWORD = secrets.token_urlsafe(16)
 
 
@@ -68,7 +71,25 @@ async def dbs(server_dsn: str, template_db: str) -> AsyncIterator[Databases]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def conn(dbs: Databases) -> AsyncIterator[asyncpg.Connection]:
-    """A connection as the application's role."""
+    """A connection as the application's role, acting in tenant `default` for its session.
+
+    The service names a tenant per transaction only (acting.act_in): a transaction that
+    names none reads no tenant's rows (row-level security, sql/0068). Tests read what
+    they wrote with this connection directly, so it names `default` for its session; a
+    transaction that acts in another tenant overrides it until it ends. The pools of
+    the service under test (HTTP, workers) connect with `dbs.app` and name nothing."""
+    connection = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def worker_conn(dbs: Databases) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the application's role naming no tenant, as the service's pools
+    connect: it reads only inside transactions acting in a tenant, and the workers'
+    claims and outcomes through it reach every tenant's jobs (sql/0068)."""
     connection = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
     try:
         yield connection

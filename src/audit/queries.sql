@@ -282,16 +282,9 @@ SELECT ledger_tenant();
 -- name: events_tenants
 -- The tenants that have events, by a skip scan of the tenant-first feed index: one probe
 -- a tenant, whatever the number of events.
-WITH RECURSIVE tenants (tenant) AS (
-    (SELECT e.tenant FROM events e ORDER BY e.tenant LIMIT 1)
-    UNION ALL
-    SELECT (SELECT e.tenant FROM events e WHERE e.tenant > t.tenant ORDER BY e.tenant LIMIT 1)
-    FROM tenants t
-    WHERE t.tenant IS NOT NULL
-)
+-- Through ledger_tenants (sql/0068): the application sees one tenant's events at a time.
 SELECT tenant
-FROM tenants
-WHERE tenant IS NOT NULL;
+FROM ledger_tenants() AS tenant;
 
 -- name: tree_has_new_events
 -- Whether the tenant has events below the xmin after where its tree ends for a key: its

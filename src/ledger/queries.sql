@@ -7,8 +7,8 @@ SELECT position, job_id, version, txid, occurred_at, prev_hash, hash, tenant
 FROM events_append($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::jsonb[]);
 
 -- name: events_list_for_job
--- One job's history, oldest first: a job of the tenant the transaction names (any
--- tenant's when it names none: the workers').
+-- One job's history, oldest first: a job of the tenant the transaction names (naming none,
+-- the application sees none, sql/0068; the owner, who bypasses row security, any).
 SELECT position, job_id, version, type, data, actor, occurred_at,
        txid::text::bigint AS txid, prev_hash, hash, tenant
 FROM events
@@ -50,7 +50,7 @@ WHERE tenant = ledger_tenant()
   AND name = $1;
 
 -- name: tenant_current
--- The tenant this transaction acts in (`default` when it names none).
+-- The tenant this transaction's appends act in (`default` when it names none).
 SELECT ledger_tenant();
 
 -- name: tenant_act_in
@@ -70,3 +70,8 @@ WHERE tenant = ledger_tenant();
 -- function (the app role sees only its own tenant's row of `tenants`).
 SELECT *
 FROM tenants_all();
+
+-- name: tenant_named
+-- The tenant this transaction acts in, named until it ends: `default` when it named
+-- none (a transaction naming no tenant reads no tenant's rows, sql/0068).
+SELECT set_config('ledger.tenant', ledger_tenant(), true);

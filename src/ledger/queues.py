@@ -13,8 +13,8 @@ appends nothing: the ledger records changes, and the answer is the same either w
 Queues are per tenant (sql/0065): tenant A's "mail" and B's "mail" are two queues, two
 streams (`stream_id` is salted with the tenant, except `default`'s, unchanged) and two
 settings, and a job is held only by its own tenant's queue of its name. Every function
-here acts in the tenant the caller's transaction acts in (`acting.act_in`; `default`
-when it names none), the one the append stores a new stream's first event in: there is
+here acts in the tenant the caller's transaction acts in (`acting.act_in`; it names
+`default` when the transaction names none, `acting.named`), the one the append stores a new stream's first event in: there is
 no tenant argument that could disagree with it.
 """
 
@@ -28,7 +28,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import errors, sqlfile, store, tenancy, wire
+from ledger import acting, errors, sqlfile, store, tenancy, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -214,10 +214,10 @@ async def _change(
 ) -> QueueState:
     name = checked_name(name)
     async with conn.transaction():
+        tenant = await acting.named(conn)
         state = await current(conn, name)
         if unchanged(state or QueueState(name=name, version=0)):
             return state or QueueState(name=name, version=0)
-        tenant: str = await conn.fetchval(Q["tenant_current"])
         event = kind(
             job_id=stream_id(name, tenant),
             version=(state.version if state else 0) + 1,

@@ -30,6 +30,7 @@ import asyncpg
 import msgspec
 
 from ledger import (
+    acting,
     commands,
     errors,
     jobtypes,
@@ -298,9 +299,10 @@ class Submitter:
             recorded = await self.store.append(conn, new_jobs(wanted, actor=actor, now=now))
             return Submitted(jobs_of(recorded), created=True)
         for _ in range(3):
-            found = await self._find_repeat(
-                conn, actor, idempotency_key, wanted, submissions, batch=batch
-            )
+            async with acting.in_a_tenant(conn):
+                found = await self._find_repeat(
+                    conn, actor, idempotency_key, wanted, submissions, batch=batch
+                )
             if found is not None:
                 return Submitted(found, created=False)
             try:
@@ -388,6 +390,7 @@ class Submitter:
         Raises UnknownJob, or VersionConflict when the original moved meanwhile.
         """
         async with conn.transaction():
+            await acting.named(conn)
             state = await self.store.load(conn, job_id)
             if state is None:
                 raise errors.UnknownJob(job_id)
@@ -409,10 +412,11 @@ class Submitter:
         actor: str,
     ) -> Job:
         """Run `command` on an existing job, deciding once more if another writer got there first."""
-        try:
-            state = await self.store.execute(conn, job_id, command, actor=actor)
-        except errors.VersionConflict:
-            state = await self.store.execute(conn, job_id, command, actor=actor)
+        async with acting.in_a_tenant(conn):
+            try:
+                state = await self.store.execute(conn, job_id, command, actor=actor)
+            except errors.VersionConflict:
+                state = await self.store.execute(conn, job_id, command, actor=actor)
         return Job.of(state)
 
 

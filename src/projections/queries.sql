@@ -1,6 +1,6 @@
 -- name: jobs_get
--- A job of the tenant the transaction names (any tenant's when it names none: the
--- workers').
+-- A job of the tenant the transaction names (naming none, the application sees no
+-- job, sql/0068; the owner, who bypasses row security, any tenant's).
 SELECT *
 FROM jobs
 WHERE job_id = $1
@@ -272,16 +272,11 @@ WHERE (f.s).job_id IS NOT NULL;
 -- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time: the
 -- counters (sql/0058), folded and not yet folded, a few hundred rows at most, summed
 -- over every tenant (/metrics is the operator's, sql/0064), by tenant too (the scrape sums
--- them unless METRICS_TENANT_LABEL is on).
-SELECT tenant, queue, status, sum(n)::bigint AS jobs
-FROM (
-    SELECT tenant, queue, status, n FROM job_counts
-    UNION ALL
-    SELECT tenant, queue, status, n FROM job_count_deltas
-) AS c
+-- them unless METRICS_TENANT_LABEL is on), through job_counts_all (sql/0068): the
+-- application sees one tenant's rows at a time.
+SELECT tenant, queue, status, jobs
+FROM job_counts_all()
 WHERE status IN ('pending', 'retrying', 'processing')
-GROUP BY tenant, queue, status
-HAVING sum(n) <> 0
 ORDER BY tenant, queue, status;
 
 -- name: jobs_list_page
@@ -319,12 +314,10 @@ WHERE job_id = ANY($1::uuid[]);
 -- name: job_counts_runnable
 -- Queue depth: jobs waiting to run (pending, or retrying after a backoff), from the
 -- counters, summed over every tenant (/health is the operator's, sql/0064).
-SELECT coalesce(sum(n), 0)::bigint
-FROM (
-    SELECT n FROM job_counts WHERE status IN ('pending', 'retrying')
-    UNION ALL
-    SELECT n FROM job_count_deltas WHERE status IN ('pending', 'retrying')
-) AS c;
+-- Through job_counts_all (sql/0068), which reads every tenant's rows.
+SELECT coalesce(sum(jobs), 0)::bigint
+FROM job_counts_all()
+WHERE status IN ('pending', 'retrying');
 
 -- name: worker_processes_count_live_slots
 -- Job slots of the worker processes whose heartbeat is younger than their lease (for /health).
@@ -505,21 +498,7 @@ HAVING sum(n) <> 0;
 -- configured queue, whatever the size of the ledger. Every tenant's queues (the scrape
 -- names no tenant): a name configured in two tenants is two rows (sql/0065), each beside
 -- its own tenant's counts (sql/0064).
-SELECT q.tenant, q.name, q.paused, q.concurrency, q.rate_limit,
-       coalesce(c.runnable, 0)::bigint AS runnable,
-       coalesce(c.running, 0)::bigint AS running,
-       b.tokens
-FROM queues AS q
-LEFT JOIN (
-    SELECT tenant, queue,
-           sum(n) FILTER (WHERE status IN ('pending', 'retrying')) AS runnable,
-           sum(n) FILTER (WHERE status = 'processing') AS running
-    FROM (
-        SELECT tenant, queue, status, n FROM job_counts
-        UNION ALL
-        SELECT tenant, queue, status, n FROM job_count_deltas
-    ) AS counted
-    GROUP BY tenant, queue
-) AS c ON c.tenant = q.tenant AND c.queue = q.name
-LEFT JOIN queue_buckets_tokens() AS b ON b.tenant = q.tenant AND b.queue = q.name
-ORDER BY q.name;
+-- Through queues_limits_all (sql/0068): the application sees one tenant's rows at a time.
+SELECT tenant, name, paused, concurrency, rate_limit, runnable, running, tokens
+FROM queues_limits_all()
+ORDER BY name, tenant;

@@ -41,7 +41,7 @@ async def overview(
     conn: asyncpg.Connection, now: datetime, window: timedelta = timedelta(hours=1)
 ) -> Overview:
     """The counts now, and the per-minute throughput of the `window` before `now`, of the
-    tenant the transaction acts in (`default` when it names none)."""
+    tenant the transaction acts in (none when it names none: row security, sql/0068)."""
     by_status = _zero()
     queues: dict[str, dict[str, int]] = {}
     for row in await conn.fetch(Q["job_counts_by_queue_status"]):

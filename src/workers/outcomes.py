@@ -26,7 +26,7 @@ import asyncpg
 import msgspec
 
 from ledger import commands, lifecycle, sqlfile, store
-from projections import joblist
+from projections import current
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
@@ -109,7 +109,10 @@ async def record(
     """
     ids = [o.state.job_id for o in outcomes]
     async with conn.transaction():
-        now_states = {s.job_id: s for s in await joblist.get_many(conn, ids)}
+        # The jobs this worker holds, of any tenant (sql/0068: the worker's transaction
+        # acts in none, so it reads them through a ledger_dispatch function).
+        held_now = await conn.fetch(Q["jobs_held_by"], worker_id, ids)
+        now_states = {s.job_id: s for s in map(current.state_from_row, held_now)}
         await conn.execute(
             Q["job_leases_delete_many"], worker_id, ids, [o.state.attempt for o in outcomes]
         )

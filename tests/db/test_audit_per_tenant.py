@@ -53,14 +53,14 @@ async def test_each_tenant_has_its_own_tree_checkpoints_and_proofs(
     for tenant in counts:
         cp, created = await checkpoints.create(conn, signer, tenant=tenant)
         assert created and cp is not None and cp.tenant == tenant
-        hashes = [bytes(r["hash"]) for r in await feed_of(conn, tenant)]
+        hashes = [bytes(r["hash"]) for r in await feed_of(admin_conn, tenant)]
         assert (cp.event_count, cp.digest) == (counts[tenant], rfc9162.mth(hashes))
         taken[tenant] = cp
     await bulk_in(admin_conn, "acme", 70)
     grown, _ = await checkpoints.create(conn, signer, tenant="acme")
     assert grown is not None and grown.event_count == 137
 
-    acme = await feed_of(conn, "acme")
+    acme = await feed_of(admin_conn, "acme")
     hashes = [bytes(r["hash"]) for r in acme]
     async with conn.transaction():
         await acting.act_in(conn, "acme")
@@ -75,7 +75,7 @@ async def test_each_tenant_has_its_own_tree_checkpoints_and_proofs(
         assert rfc9162.verify_consistency(67, 137, taken["acme"].digest, grown.digest, path)
         listed = await checkpoints.list_recent(conn)
         assert [cp.event_count for cp in listed] == [137, 67]
-        default_event = (await feed_of(conn, "default"))[0]
+        default_event = (await feed_of(admin_conn, "default"))[0]
         with pytest.raises(tree.UnknownLeaf):  # another tenant's event is no leaf of acme's
             await tree.inclusion(
                 conn, signer.key_id, default_event["txid"], default_event["position"], 137

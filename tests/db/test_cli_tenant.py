@@ -1,6 +1,6 @@
 """`--tenant T` on every command that reads or writes tenant data: each runs in a
 transaction acting in T (default `default`). The database here isolates tenants by
-row-level security (tests.rls), as issue #15 turns it on: a command that read outside
+row-level security (sql/0068): a command that read outside
 a transaction acting in its tenant would see nothing, and one acting in the wrong
 tenant would see another's data."""
 
@@ -15,14 +15,9 @@ import pytest
 
 import workers.handlers  # noqa: F401 - the built-in job types, for `seed`
 from ledger import acting, errors, queues, store
-from tests import factories, rls
+from tests import factories
 from tests.conftest import Databases
 from tests.db.test_cli_audit import ledger_cli, settings_for
-
-
-@pytest.fixture
-async def isolated(dbs: Databases) -> None:
-    await rls.isolate(dbs.admin)
 
 
 async def submit_in(
@@ -35,7 +30,6 @@ async def submit_in(
 
 async def test_queue_commands_act_in_the_tenant_given(
     dbs: Databases,
-    isolated: None,
     admin_conn: asyncpg.Connection,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -66,7 +60,7 @@ async def test_queue_commands_act_in_the_tenant_given(
 
 
 async def test_seed_submits_in_the_tenant_given(
-    dbs: Databases, isolated: None, admin_conn: asyncpg.Connection, tmp_path: Path
+    dbs: Databases, admin_conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     settings = settings_for(dbs, tmp_path)
     assert await ledger_cli(settings, "seed", "--tenant", "acme") == 0
@@ -76,7 +70,6 @@ async def test_seed_submits_in_the_tenant_given(
 
 async def test_replay_reads_the_job_in_the_tenant_given(
     dbs: Databases,
-    isolated: None,
     conn: asyncpg.Connection,
     event_store: store.EventStore,
     tmp_path: Path,
@@ -91,17 +84,13 @@ async def test_replay_reads_the_job_in_the_tenant_given(
             await ledger_cli(settings, "replay", str(job_id), *other)
 
 
-@pytest.mark.parametrize("with_rls", [False, True], ids=["routes alone", "row-level security"])
 async def test_verify_commands_check_the_tenant_given(
     dbs: Databases,
     conn: asyncpg.Connection,
     event_store: store.EventStore,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    with_rls: bool,
 ) -> None:
-    if with_rls:
-        await rls.isolate(dbs.admin)
     settings = settings_for(dbs, tmp_path)
     for tenant in ("acme", "acme", "beta"):
         await submit_in(event_store, conn, tenant)

@@ -15,7 +15,11 @@ from tests.db.test_cli_audit import ledger_cli, settings_for
 
 
 async def test_set_changes_only_the_settings_given_by_events_in_the_tenant(
-    dbs: Databases, conn: asyncpg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dbs: Databases,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = settings_for(dbs, tmp_path)
 
@@ -42,7 +46,8 @@ async def test_set_changes_only_the_settings_given_by_events_in_the_tenant(
 
     acme = await tenants.get(conn, "acme")
     assert (acme.max_queued, acme.max_running, acme.weight, acme.version) == (None, 4, 3, 3)
-    rows = await conn.fetch(
+    # Every tenant's events (the owner bypasses row-level security): acme's stream only.
+    rows = await admin_conn.fetch(
         "SELECT type, actor, tenant FROM events WHERE job_id = $1 ORDER BY version",
         tenants.stream_id("acme"),
     )
@@ -67,7 +72,10 @@ async def test_set_changes_only_the_settings_given_by_events_in_the_tenant(
 
 
 async def test_bad_settings_and_tenant_ids_are_refused_and_write_nothing(
-    dbs: Databases, conn: asyncpg.Connection, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    dbs: Databases,
+    admin_conn: asyncpg.Connection,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = settings_for(dbs, tmp_path)
     with pytest.raises(errors.InvalidInput, match="weight"):
@@ -76,4 +84,5 @@ async def test_bad_settings_and_tenant_ids_are_refused_and_write_nothing(
         await ledger_cli(settings, "tenants", "set", "a b", "--weight", "2")
     with pytest.raises(errors.ConfigError, match="nothing to set"):
         await ledger_cli(settings, "tenants", "set", "acme")
-    assert await conn.fetchval("SELECT count(*) FROM events") == 0
+    # Nothing in any tenant (the owner reads every tenant's events).
+    assert await admin_conn.fetchval("SELECT count(*) FROM events") == 0

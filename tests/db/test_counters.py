@@ -16,7 +16,7 @@ import pytest
 from ledger import commands, errors, store
 from projections import rebuild, stats, status
 from tests import factories
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 from workers import claims
 
 QUEUES = ("default", "mail", "video")
@@ -111,7 +111,7 @@ async def test_counters_match_the_view_and_the_events_after_racing_appends(
     dbs: Databases, conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     async with asyncpg.create_pool(
-        dbs.app, min_size=4, max_size=4, server_settings={"timezone": "UTC"}
+        dbs.app, min_size=4, max_size=4, server_settings=IN_DEFAULT
     ) as pool:
         ids = await _submit_many(pool, event_store, 150)
         await asyncio.gather(*(_churn(pool, event_store, ids, seed) for seed in range(4)))

@@ -4,6 +4,7 @@ by tenant."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -52,19 +53,27 @@ async def _submit_in(
         return await factories.submit_many(event_store, conn, n, queue=queue)
 
 
-async def _two_tenants_and_default(conn: asyncpg.Connection, event_store: store.EventStore) -> None:
+async def _two_tenants_and_default(
+    conn: asyncpg.Connection, worker_conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
     """acme: 3 jobs in `mail`, one cancelled; beta: 2 in `video`; default: 1 in `default`."""
     acme = await _submit_in(event_store, conn, "acme", 3, "mail")
     await _submit_in(event_store, conn, "beta", 2, "video")
     await factories.submit(event_store, conn)
-    # Appended naming no tenant (a worker's way): counted in the job's own tenant.
-    await event_store.execute(conn, acme[0], commands.CancelJob(reason="x"), actor="bob")
+    # Decided against the job as acme reads it, appended naming no tenant (a worker's
+    # way): counted in the job's own tenant.
+    state = await _in(conn, "acme", lambda: event_store.load(conn, acme[0]))
+    assert state is not None
+    cancel = commands.decide(
+        state, commands.CancelJob(reason="x"), job_id=acme[0], actor="bob", now=datetime.now(UTC)
+    )
+    await event_store.append(worker_conn, cancel, before={acme[0]: state})
 
 
 async def test_each_tenant_reads_its_own_counts_and_the_operator_reads_every_tenants(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, worker_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
-    await _two_tenants_and_default(conn, event_store)
+    await _two_tenants_and_default(conn, worker_conn, event_store)
     now = datetime.now(UTC)
 
     def seen(overview: stats.Overview) -> tuple[dict[str, int], dict[str, int], int]:
@@ -74,12 +83,16 @@ async def test_each_tenant_reads_its_own_counts_and_the_operator_reads_every_ten
 
     acme = await _in(conn, "acme", lambda: stats.overview(conn, now))
     beta = await _in(conn, "beta", lambda: stats.overview(conn, now))
-    plain = await _in(conn, None, lambda: stats.overview(conn, now))
+    plain = await _in(conn, "default", lambda: stats.overview(conn, now))
     assert seen(acme) == ({"pending": 2, "cancelled": 1}, {"mail": 3}, 3)
     assert seen(beta) == ({"pending": 2}, {"video": 2}, 2)
     assert seen(plain) == ({"pending": 1}, {"default": 1}, 1)
-    assert seen(await stats.overview(conn, now)) == seen(plain)  # no transaction: default
+    # No transaction: the tenant `conn`'s session names (default).
+    assert seen(await stats.overview(conn, now)) == seen(plain)
     assert seen(await _in(conn, "nobody", lambda: stats.overview(conn, now))) == ({}, {}, 0)
+    # Naming no tenant, a read sees no tenant's counts (row-level security, sql/0068).
+    unnamed = await _in(worker_conn, None, lambda: stats.overview(worker_conn, now))
+    assert seen(unnamed) == ({}, {}, 0)
 
     # The queues read model counts the tenant's jobs too.
     listed = await _in(conn, "acme", lambda: queue_view.list_all(conn))
@@ -91,8 +104,8 @@ async def test_each_tenant_reads_its_own_counts_and_the_operator_reads_every_ten
 
     # The operator's reads sum over every tenant, whichever the transaction acts in.
     # /health's depth: every tenant's runnable jobs.
-    for tenant in (None, "acme", "beta"):
-        depth = await _in(conn, tenant, lambda: status.counts(conn))
+    for reader, tenant in ((worker_conn, None), (conn, "acme"), (conn, "beta")):
+        depth = await _in(reader, tenant, functools.partial(status.counts, reader))
         assert depth.queue_depth == 5
     # /metrics' queue depth gauge: every tenant's unfinished jobs by queue and status.
     unfinished = await _in(conn, "acme", lambda: conn.fetch(Q["job_counts_unfinished"]))
@@ -113,17 +126,21 @@ async def test_each_tenant_reads_its_own_counts_and_the_operator_reads_every_ten
 
 
 async def test_rebuild_gives_back_each_tenants_counters_and_verify_names_the_tenant(
-    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection,
+    worker_conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
 ) -> None:
-    await _two_tenants_and_default(conn, event_store)
-    before = [tuple(r) for r in await conn.fetch(PER_TENANT)]
+    await _two_tenants_and_default(conn, worker_conn, event_store)
+    # Every tenant's counters, read and verified by the owner (no row-level security).
+    before = [tuple(r) for r in await admin_conn.fetch(PER_TENANT)]
     assert before == [
         ("acme", "mail", "cancelled", 1),
         ("acme", "mail", "pending", 2),
         ("beta", "video", "pending", 2),
         ("default", "default", "pending", 1),
     ]
-    assert await rebuild.verify_counters(conn, datetime.now(UTC)) == []
+    assert await rebuild.verify_counters(admin_conn, datetime.now(UTC)) == []
 
     # The owner moves one of beta's jobs into acme's counters: each tenant's total is
     # off by one, and the sum over tenants is not.
@@ -135,7 +152,7 @@ async def test_rebuild_gives_back_each_tenants_counters_and_verify_names_the_ten
         "INSERT INTO job_throughput_deltas (tenant, minute, submitted, completed, failed)"
         " VALUES ('beta', date_trunc('minute', now()), 1, 0, 0)"
     )
-    diffs = await rebuild.verify_counters(conn, datetime.now(UTC))
+    diffs = await rebuild.verify_counters(admin_conn, datetime.now(UTC))
     assert [(d.tenant, d.key[0], d.key[1], d.key[2], d.counter, d.counted) for d in diffs][:2] == [
         ("acme", "jobs", "video", "pending", 1, 0),
         ("beta", "jobs", "video", "pending", 1, 2),
@@ -145,8 +162,8 @@ async def test_rebuild_gives_back_each_tenants_counters_and_verify_names_the_ten
     ]
 
     assert await rebuild.rebuild(admin_conn) == 6
-    assert [tuple(r) for r in await conn.fetch(PER_TENANT)] == before
-    assert await rebuild.verify_counters(conn, datetime.now(UTC)) == []
+    assert [tuple(r) for r in await admin_conn.fetch(PER_TENANT)] == before
+    assert await rebuild.verify_counters(admin_conn, datetime.now(UTC)) == []
     acme = await _in(conn, "acme", lambda: stats.overview(conn, datetime.now(UTC)))
     assert sum(m.submitted for m in acme.throughput) == 3
 
@@ -181,8 +198,10 @@ async def test_a_tenants_counts_read_none_of_another_tenants_rows(
         "counts": ("SELECT * FROM job_counts", ()),
         "throughput": ("SELECT * FROM job_throughput", ()),
     }
-    whole = {k: await _read_buffers(conn, sql, *a) for k, (sql, a) in reads.items()}
-    assert min(whole.values()) > 40  # the busy tenants' rows take this many pages
+    # Read whole by the owner (no row-level security): the busy tenants' rows take this
+    # many pages.
+    whole = {k: await _read_buffers(admin_conn, sql, *a) for k, (sql, a) in reads.items()}
+    assert min(whole.values()) > 40
 
     async def small_reads() -> dict[str, int]:
         return {

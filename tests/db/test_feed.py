@@ -12,7 +12,7 @@ from ledger import commands, errors, store
 from ledger import events as ev
 from projections import feed
 from tests import factories
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 
 
 def _submitted(actor: str) -> list[ev.JobEvent]:
@@ -36,7 +36,9 @@ async def _drain(
 async def test_late_commit_of_an_earlier_transaction_is_not_skipped(
     dbs: Databases, event_store: store.EventStore
 ) -> None:
-    early, late, reader = [await asyncpg.connect(dbs.app) for _ in range(3)]
+    early, late, reader = [
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT) for _ in range(3)
+    ]
     try:
         # `early` takes its transaction id and position first, but commits last.
         tx_early = early.transaction()
@@ -65,7 +67,9 @@ async def test_late_commit_of_an_earlier_transaction_is_not_skipped(
 async def test_higher_position_in_a_lower_transaction_is_ordered_by_transaction(
     dbs: Databases, event_store: store.EventStore
 ) -> None:
-    first, second, reader = [await asyncpg.connect(dbs.app) for _ in range(3)]
+    first, second, reader = [
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT) for _ in range(3)
+    ]
     try:
         tx_first = first.transaction()
         await tx_first.start()

@@ -9,7 +9,7 @@ import asyncpg
 from ledger import commands, store
 from projections import feed
 from tests import factories, racing
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 
 
 async def test_feed_consumer_racing_writers_sees_every_committed_event_once(
@@ -17,7 +17,9 @@ async def test_feed_consumer_racing_writers_sees_every_committed_event_once(
 ) -> None:
     fast_writers = 3
     writers = racing.Writers(event_store, fast_rounds=20, slow_rounds=10)
-    conns = [await asyncpg.connect(dbs.app) for _ in range(fast_writers + 2)]
+    conns = [
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT) for _ in range(fast_writers + 2)
+    ]
     *fast_conns, slow_conn, reader = conns
     writers_done = asyncio.Event()
     seen: list[int] = []

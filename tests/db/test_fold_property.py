@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ledger import commands, errors, lifecycle, store
 from ledger import events as ev
 from projections import current
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 
 _text = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10)
 _json: st.SearchStrategy[Any] = st.recursive(
@@ -101,7 +101,7 @@ def test_sql_projection_equals_python_fold(dbs: Databases, data: Any) -> None:
     async def project() -> tuple[
         lifecycle.JobState | None, lifecycle.JobState | None, lifecycle.JobState | None
     ]:
-        conn = await asyncpg.connect(dbs.app)
+        conn = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
         try:
             event_store = store.EventStore()
             for event in history:  # one transaction per event, as in production

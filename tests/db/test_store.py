@@ -13,7 +13,7 @@ from ledger import commands, errors, lifecycle, store
 from ledger import events as ev
 from projections import current
 from tests import factories
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 
 
 async def test_submission_appends_one_event_and_projects_it(
@@ -53,10 +53,13 @@ async def test_every_event_records_actor_time_version_and_transaction(
 
 
 async def test_racing_appends_one_conflicts(dbs: Databases, event_store: store.EventStore) -> None:
-    setup = await asyncpg.connect(dbs.app)
+    setup = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
     job_id = await factories.submit(event_store, setup)
     await setup.close()
-    a, b = await asyncpg.connect(dbs.app), await asyncpg.connect(dbs.app)
+    a, b = (
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT),
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT),
+    )
     try:
         state = await event_store.load(a, job_id)
         assert state is not None
@@ -173,11 +176,14 @@ async def test_lifecycle_commands_move_the_view(
 async def test_a_deadlock_between_a_claim_and_a_cancel_is_a_conflict_for_one_of_them(
     dbs: Databases, event_store: store.EventStore
 ) -> None:
-    setup = await asyncpg.connect(dbs.app)
+    setup = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
     job_id = await factories.submit(event_store, setup)
     state = await event_store.load(setup, job_id)
     assert state is not None
-    a, b = await asyncpg.connect(dbs.app), await asyncpg.connect(dbs.app)
+    a, b = (
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT),
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT),
+    )
     claiming = a.transaction()
     try:
         # The claim's order: lock the job's row, then append.

@@ -55,7 +55,7 @@ async def _stored(conn: asyncpg.Connection) -> tuple[int, int]:
 
 
 async def test_settings_change_by_events_in_the_tenants_own_feed(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     first = await tenants.configure(conn, event_store, "acme", {"max_queued": 10}, actor="ops")
     second = await tenants.configure(
@@ -66,14 +66,17 @@ async def test_settings_change_by_events_in_the_tenants_own_feed(
     assert (first.version, first.max_queued, first.max_running, first.weight) == (1, 10, None, 1)
     assert (second.version, second.max_queued, second.max_running, second.weight) == (2, 10, 3, 2)
     assert same == second  # nothing changed: nothing appended
-    rows = await conn.fetch("SELECT * FROM events WHERE type LIKE 'tenant.%' ORDER BY version")
+    # Every tenant's events (the owner bypasses row-level security): acme's only.
+    rows = await admin_conn.fetch(
+        "SELECT * FROM events WHERE type LIKE 'tenant.%' ORDER BY version"
+    )
     assert [(r["type"], r["actor"], r["tenant"], r["version"]) for r in rows] == [
         ("tenant.configured.v1", "ops", "acme", 1),
         ("tenant.configured.v1", "root", "acme", 2),
     ]
     assert {r["job_id"] for r in rows} == {tenants.stream_id("acme")}
     assert rows[1]["prev_hash"] == rows[0]["hash"]
-    assert (await chains.verify(conn)).ok
+    assert (await chains.verify(admin_conn)).ok
     # In acme's feed, and in nobody else's.
     async with conn.transaction():
         await acting.act_in(conn, "acme")
@@ -97,14 +100,14 @@ async def test_settings_change_by_events_in_the_tenants_own_feed(
     async with conn.transaction():
         await acting.act_in(conn, "beta")
         assert (await feed.read(conn)).events == []
-    # The projection is the fold of the events, in SQL and in Python.
-    assert await rebuild.verify(conn) == []
+    # The projection is the fold of the events, in SQL and in Python (every tenant's).
+    assert await rebuild.verify(admin_conn) == []
     assert await tenants.get(conn, "acme") == second
     assert await tenants.get(conn, "beta") == tenants.TenantState(tenant="beta", version=0)
 
 
 async def test_settings_are_checked_and_a_race_is_a_conflict(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     with pytest.raises(errors.InvalidInput):
         await tenants.configure(conn, event_store, "acme", {"weight": 0}, actor="ops")
@@ -129,11 +132,11 @@ async def test_settings_are_checked_and_a_race_is_a_conflict(
         await acting.act_in(conn, "acme")
         with pytest.raises(errors.VersionConflict):
             await event_store.append(conn, [stale])
-    assert await conn.fetchval("SELECT count(*) FROM events") == 1
+    assert await admin_conn.fetchval("SELECT count(*) FROM events") == 1
 
 
 async def test_the_app_role_in_a_tenant_sees_only_that_tenants_row(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, worker_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     await tenants.configure(conn, event_store, "acme", {"max_queued": 1}, actor="ops")
     await tenants.configure(conn, event_store, "beta", {"max_queued": 2}, actor="ops")
@@ -147,23 +150,23 @@ async def test_the_app_role_in_a_tenant_sees_only_that_tenants_row(
         await acting.act_in(conn, "beta")
         assert [r["tenant"] for r in await conn.fetch("SELECT * FROM tenants")] == ["beta"]
     # Naming no tenant, the app role sees no row; the operator's function lists them all.
-    assert await conn.fetch("SELECT * FROM tenants") == []
-    assert [t.tenant for t in await tenants.all_tenants(conn)] == ["acme", "beta"]
+    assert await worker_conn.fetch("SELECT * FROM tenants") == []
+    assert [t.tenant for t in await tenants.all_tenants(worker_conn)] == ["acme", "beta"]
 
 
 async def test_a_submission_past_max_queued_is_refused_and_stores_nothing(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     await tenants.configure(conn, event_store, "acme", {"max_queued": 3}, actor="ops")
     jobs = await _submit_in(event_store, conn, "acme", 2)
-    before = await _stored(conn)
+    before = await _stored(admin_conn)
 
     # A batch of two with room for one: all or nothing.
     with pytest.raises(errors.TenantQuotaExceeded) as refused:
         await _submit_in(event_store, conn, "acme", 2)
     assert (refused.value.tenant, refused.value.max_queued) == ("acme", 3)
     assert (refused.value.queued, refused.value.submitted) == (2, 2)
-    assert await _stored(conn) == before
+    assert await _stored(admin_conn) == before
     await _submit_in(event_store, conn, "acme", 1)
     with pytest.raises(errors.TenantQuotaExceeded):
         await _submit_in(event_store, conn, "acme", 1)
@@ -176,14 +179,14 @@ async def test_a_submission_past_max_queued_is_refused_and_stores_nothing(
         await acting.act_in(conn, "acme")
         await event_store.execute(conn, jobs[0], commands.CancelJob(), actor="ops")
     await _submit_in(event_store, conn, "acme", 1)
-    counted = await conn.fetch(
+    counted = await admin_conn.fetch(
         "SELECT tenant, count(*) AS n FROM jobs GROUP BY tenant ORDER BY tenant"
     )
     assert [(r["tenant"], r["n"]) for r in counted] == [("acme", 4), ("beta", 5), ("default", 5)]
 
 
 async def test_a_python_submitters_repeat_past_the_quota_answers_the_stored_job(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection
 ) -> None:
     submitter = submission.Submitter()
     await tenants.configure(conn, submitter.store, "acme", {"max_queued": 1}, actor="ops")
@@ -201,11 +204,14 @@ async def test_a_python_submitters_repeat_past_the_quota_answers_the_stored_job(
     assert again.created is False and again.jobs == first.jobs
     with pytest.raises(errors.TenantQuotaExceeded):
         await submit("order-2")
-    assert await conn.fetchval("SELECT count(*) FROM jobs") == 1
+    assert await admin_conn.fetchval("SELECT count(*) FROM jobs") == 1
 
 
 async def test_a_group_commit_flush_with_one_request_over_quota_admits_the_others(
-    pool: asyncpg.Pool, conn: asyncpg.Connection, event_store: store.EventStore
+    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
 ) -> None:
     await tenants.configure(conn, event_store, "acme", {"max_queued": 3}, actor="ops")
     committer = groupcommit.GroupCommit(pool, event_store)
@@ -220,12 +226,15 @@ async def test_a_group_commit_flush_with_one_request_over_quota_admits_the_other
         if request is not requests[1]:
             assert isinstance(outcome, list)
             assert [r.event.job_id for r in outcome] == [e.job_id for e in request]
-    stored = {r["job_id"] for r in await conn.fetch("SELECT job_id FROM jobs")}
+    stored = {r["job_id"] for r in await admin_conn.fetch("SELECT job_id FROM jobs")}
     assert stored == {requests[i][0].job_id for i in (0, 2, 3)}
 
 
 async def test_concurrent_submitters_cannot_together_pass_max_queued(
-    dbs: Databases, conn: asyncpg.Connection, event_store: store.EventStore
+    dbs: Databases,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
 ) -> None:
     await tenants.configure(conn, event_store, "acme", {"max_queued": 1}, actor="ops")
     first = await asyncpg.connect(dbs.app)
@@ -257,11 +266,11 @@ async def test_concurrent_submitters_cannot_together_pass_max_queued(
     finally:
         await first.close()
         await second.close()
-    assert await conn.fetchval("SELECT count(*) FROM jobs") == 1
+    assert await admin_conn.fetchval("SELECT count(*) FROM jobs") == 1
 
 
 async def test_a_racing_repeat_of_a_keyed_submission_at_the_quota_answers_the_stored_job(
-    dbs: Databases, conn: asyncpg.Connection
+    dbs: Databases, conn: asyncpg.Connection, admin_conn: asyncpg.Connection
 ) -> None:
     submitter = submission.Submitter()
     await tenants.configure(conn, submitter.store, "acme", {"max_queued": 1}, actor="ops")
@@ -297,4 +306,4 @@ async def test_a_racing_repeat_of_a_keyed_submission_at_the_quota_answers_the_st
         await first.close()
         await second.close()
     assert again.created is False and again.jobs == stored.jobs
-    assert await conn.fetchval("SELECT count(*) FROM jobs") == 1
+    assert await admin_conn.fetchval("SELECT count(*) FROM jobs") == 1

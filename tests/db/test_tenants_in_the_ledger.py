@@ -25,34 +25,41 @@ async def _submit_in(
 
 
 async def test_a_job_and_its_events_take_the_tenant_its_submission_acted_in(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection,
+    worker_conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
 ) -> None:
     acme = await _submit_in(event_store, conn, "acme")
     plain = await factories.submit(event_store, conn)
     # A worker names no tenant: the claim is stored in each job's own tenant.
     claimed = await claims.claim(
-        conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=10
+        worker_conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=10
     )
     assert {s.job_id for s in claimed} == {acme, plain}
-    rows = await conn.fetch("SELECT job_id, version, tenant FROM events ORDER BY job_id, version")
+    rows = await admin_conn.fetch(
+        "SELECT job_id, version, tenant FROM events ORDER BY job_id, version"
+    )
     assert {(r["job_id"], r["version"]): r["tenant"] for r in rows} == {
         (acme, 1): "acme",
         (acme, 2): "acme",
         (plain, 1): "default",
         (plain, 2): "default",
     }
-    jobs = dict(await conn.fetch("SELECT job_id, tenant FROM jobs"))
+    jobs = dict(await admin_conn.fetch("SELECT job_id, tenant FROM jobs"))
     assert jobs == {acme: "acme", plain: "default"}
-    loaded = await event_store.load(conn, acme)
+    async with conn.transaction():
+        await acting.act_in(conn, "acme")
+        loaded = await event_store.load(conn, acme)
     assert loaded is not None and loaded.tenant == "acme"
-    assert (await chains.verify(conn)).ok
+    assert (await chains.verify(admin_conn)).ok  # every tenant's chains (the owner's view)
 
 
 async def test_a_transaction_acting_in_one_tenant_cannot_append_to_another_tenants_job(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     acme = await _submit_in(event_store, conn, "acme")
-    state = await event_store.load(conn, acme)
+    state = await event_store.load(admin_conn, acme)
     assert state is not None
     cancel = commands.decide(
         state, commands.CancelJob(), job_id=acme, actor="mallory", now=datetime.now(UTC)
@@ -61,11 +68,13 @@ async def test_a_transaction_acting_in_one_tenant_cannot_append_to_another_tenan
         await acting.act_in(conn, "beta")
         with pytest.raises(errors.VersionConflict):
             await event_store.append(conn, cancel, before={acme: state})
-    assert await conn.fetchval("SELECT count(*) FROM events WHERE job_id = $1", acme) == 1
+    assert await admin_conn.fetchval("SELECT count(*) FROM events WHERE job_id = $1", acme) == 1
     async with conn.transaction():
         await acting.act_in(conn, "acme")
         await event_store.append(conn, cancel, before={acme: state})
-    assert await conn.fetchval("SELECT status FROM jobs WHERE job_id = $1", acme) == "cancelled"
+    assert await admin_conn.fetchval("SELECT status FROM jobs WHERE job_id = $1", acme) == (
+        "cancelled"
+    )
 
 
 async def test_the_hash_covers_the_tenant_and_the_default_tenants_bytes_are_unchanged(
@@ -74,7 +83,7 @@ async def test_the_hash_covers_the_tenant_and_the_default_tenants_bytes_are_unch
     acme = await _submit_in(event_store, conn, "acme")
     plain = await factories.submit(event_store, conn)
     for job_id, tenant in ((acme, "acme"), (plain, "default")):
-        row = await conn.fetchrow("SELECT * FROM events WHERE job_id = $1", job_id)
+        row = await admin_conn.fetchrow("SELECT * FROM events WHERE job_id = $1", job_id)
         fields = {
             "type": row["type"],
             "job_id": job_id,
@@ -91,7 +100,7 @@ async def test_the_hash_covers_the_tenant_and_the_default_tenants_bytes_are_unch
     # Moving an event to another tenant, even as superuser, breaks its chain.
     await admin_conn.execute("SET session_replication_role = replica")
     await admin_conn.execute("UPDATE events SET tenant = 'beta' WHERE job_id = $1", acme)
-    report = await chains.verify(conn)
+    report = await chains.verify(admin_conn)
     assert [(b.job_id, b.version) for b in report.broken] == [(acme, 1)]
 
 
@@ -137,7 +146,7 @@ async def test_a_tenant_id_that_breaks_the_rule_is_refused_before_the_database(
 
 
 async def test_the_submission_api_finds_an_idempotency_key_only_in_its_own_tenant(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection
 ) -> None:
     registry = jobtypes.Registry()
 
@@ -158,5 +167,5 @@ async def test_the_submission_api_finds_an_idempotency_key_only_in_its_own_tenan
     beta = await submit_in("beta")
     assert acme.job_id != beta.job_id
     assert (await submit_in("acme")).job_id == acme.job_id  # a repeat within acme
-    tenants = dict(await conn.fetch("SELECT job_id, tenant FROM jobs"))
+    tenants = dict(await admin_conn.fetch("SELECT job_id, tenant FROM jobs"))
     assert tenants == {acme.job_id: "acme", beta.job_id: "beta"}

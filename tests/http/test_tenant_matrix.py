@@ -13,10 +13,9 @@ calls every route about acme's objects:
 - `?tenant=acme` without tenants:admin: 403 on reads, 400 on writes.
 
 Every answer is checked for its status and its body, and no body holds an id, event
-hash or checkpoint root of a tenant other than the one the caller acts in. Each caller
-runs twice: on the database as it is (the routes alone keep tenants apart) and with
-row-level security on (tests.rls), as issue #15 turns it on, where a route that reads
-outside a transaction acting in its tenant would see nothing.
+hash or checkpoint root of a tenant other than the one the caller acts in. Row-level
+security is on (sql/0068): a route that read outside a transaction acting in its
+tenant would see nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +37,6 @@ from litestar import Litestar
 
 from ledger import auth, config, jobtypes
 from service import app as app_module
-from tests import rls
 from tests.conftest import Databases
 from tests.http.conftest import SECRET, running
 from tests.http.test_audit_api import served, sse
@@ -430,13 +428,10 @@ WRITES: Final = [
 ABOUT_JOB_A: Final = {"job", "job as of", "history", "verify job", "cancel", "retry", "replay"}
 
 
-@pytest.mark.parametrize("isolated", [False, True], ids=["routes alone", "row-level security"])
 @pytest.mark.parametrize("caller", CALLERS, ids=[c.name for c in CALLERS])
 async def test_every_route_answers_each_caller_within_its_own_tenant(
-    dbs: Databases, registry: jobtypes.Registry, tmp_path: Path, caller: Caller, isolated: bool
+    dbs: Databases, registry: jobtypes.Registry, tmp_path: Path, caller: Caller
 ) -> None:
-    if isolated:
-        await rls.isolate(dbs.admin)
     key = tmp_path / "audit.key"
     admin = await asyncpg.connect(dbs.admin)
     try:
@@ -503,12 +498,9 @@ def app(dbs: Databases, auth_config: auth.AuthConfig, registry: jobtypes.Registr
     )
 
 
-@pytest.mark.parametrize("isolated", [False, True], ids=["routes alone", "row-level security"])
 async def test_the_live_stream_carries_only_its_tenants_events(
-    dbs: Databases, served: str, auth_config: auth.AuthConfig, isolated: bool
+    dbs: Databases, served: str, auth_config: auth.AuthConfig
 ) -> None:
-    if isolated:
-        await rls.isolate(dbs.admin)
     acme, beta = (headers(auth_config, t, EVERY_SCOPE) for t in ("acme", "beta"))
     async with httpx.AsyncClient(base_url=served, timeout=10) as http:
 

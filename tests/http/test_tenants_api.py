@@ -30,7 +30,7 @@ def noop(n: int = 0) -> dict[str, Any]:
 
 
 async def test_put_changes_settings_by_an_event_in_that_tenant_and_answers_its_version(
-    client: httpx.AsyncClient, auth_config: auth.AuthConfig, conn: asyncpg.Connection
+    client: httpx.AsyncClient, auth_config: auth.AuthConfig, admin_conn: asyncpg.Connection
 ) -> None:
     operator = token(auth_config, "tenants:admin", sub="ops")
 
@@ -59,7 +59,7 @@ async def test_put_changes_settings_by_an_event_in_that_tenant_and_answers_its_v
     }
     assert (cleared.json()["max_queued"], cleared.json()["version"]) == (None, 3)
     assert same.json() == cleared.json()  # nothing changed: no event
-    rows = await conn.fetch(
+    rows = await admin_conn.fetch(
         "SELECT type, actor, tenant, version FROM events WHERE job_id = $1 ORDER BY version",
         tenants.stream_id("acme"),
     )
@@ -103,7 +103,7 @@ async def test_put_changes_settings_by_an_event_in_that_tenant_and_answers_its_v
 async def test_the_tenants_routes_need_tenants_admin_which_admin_does_not_grant(
     client: httpx.AsyncClient,
     auth_config: auth.AuthConfig,
-    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
     method: str,
     path: str,
 ) -> None:
@@ -117,7 +117,7 @@ async def test_the_tenants_routes_need_tenants_admin_which_admin_does_not_grant(
     assert_problem(
         await client.request(method, path, headers=token(auth_config, *everything), **body), 403
     )
-    assert await conn.fetchval("SELECT count(*) FROM events") == 0
+    assert await admin_conn.fetchval("SELECT count(*) FROM events") == 0
     allowed = await client.request(
         method, path, headers=token(auth_config, "tenants:admin"), **body
     )
@@ -125,7 +125,7 @@ async def test_the_tenants_routes_need_tenants_admin_which_admin_does_not_grant(
 
 
 async def test_bad_tenant_ids_and_bodies_are_problems_and_write_nothing(
-    client: httpx.AsyncClient, auth_config: auth.AuthConfig, conn: asyncpg.Connection
+    client: httpx.AsyncClient, auth_config: auth.AuthConfig, admin_conn: asyncpg.Connection
 ) -> None:
     operator = token(auth_config, "tenants:admin")
     bad_id = await client.put(f"{TENANTS}/-acme", json={"weight": 2}, headers=operator)
@@ -140,7 +140,7 @@ async def test_bad_tenant_ids_and_bodies_are_problems_and_write_nothing(
         f"{TENANTS}/acme", content=b"{", headers={**operator, "Content-Type": "application/json"}
     )
     assert_problem(not_json, 400)
-    assert await conn.fetchval("SELECT count(*) FROM events") == 0
+    assert await admin_conn.fetchval("SELECT count(*) FROM events") == 0
 
 
 async def _refusals(client: httpx.AsyncClient) -> float:
@@ -152,7 +152,7 @@ async def _refusals(client: httpx.AsyncClient) -> float:
 
 
 async def test_a_submission_past_max_queued_answers_429_with_retry_after_and_stores_nothing(
-    client: httpx.AsyncClient, auth_config: auth.AuthConfig, conn: asyncpg.Connection
+    client: httpx.AsyncClient, auth_config: auth.AuthConfig, admin_conn: asyncpg.Connection
 ) -> None:
     await client.put(
         f"{TENANTS}/acme", json={"max_queued": 2}, headers=token(auth_config, "tenants:admin")
@@ -163,7 +163,7 @@ async def test_a_submission_past_max_queued_answers_429_with_retry_after_and_sto
     keyed = await client.post(JOBS, json=noop(1), headers={**acme, "Idempotency-Key": "k1"})
     assert keyed.status_code == 201, keyed.text
     assert (await client.post(JOBS, json=noop(2), headers=acme)).status_code == 201
-    before = await conn.fetchval("SELECT count(*) FROM events")
+    before = await admin_conn.fetchval("SELECT count(*) FROM events")
 
     refused = await client.post(JOBS, json=noop(3), headers=acme)
     problem = assert_problem(refused, 429)
@@ -175,7 +175,7 @@ async def test_a_submission_past_max_queued_answers_429_with_retry_after_and_sto
     batch = await client.post(f"{JOBS}/batch", json={"jobs": [noop(4)]}, headers=acme)
     assert_problem(batch, 429)
     assert batch.headers["retry-after"]
-    assert await conn.fetchval("SELECT count(*) FROM events") == before
+    assert await admin_conn.fetchval("SELECT count(*) FROM events") == before
     assert await _refusals(client) == 3
 
     # The stored submission repeated answers the stored job, quota or not.
@@ -187,12 +187,12 @@ async def test_a_submission_past_max_queued_answers_429_with_retry_after_and_sto
         f"{JOBS}/batch", json={"jobs": [noop(i) for i in range(5)]}, headers=beta
     )
     assert five.status_code == 201, five.text
-    counted = await conn.fetch("SELECT tenant, count(*) FROM jobs GROUP BY 1 ORDER BY 1")
+    counted = await admin_conn.fetch("SELECT tenant, count(*) FROM jobs GROUP BY 1 ORDER BY 1")
     assert [tuple(r) for r in counted] == [("acme", 2), ("beta", 5)]
 
 
 async def test_a_batch_over_the_quota_stores_nothing_and_one_within_it_goes_in(
-    client: httpx.AsyncClient, auth_config: auth.AuthConfig, conn: asyncpg.Connection
+    client: httpx.AsyncClient, auth_config: auth.AuthConfig, admin_conn: asyncpg.Connection
 ) -> None:
     await client.put(
         f"{TENANTS}/acme", json={"max_queued": 3}, headers=token(auth_config, "tenants:admin")
@@ -202,16 +202,19 @@ async def test_a_batch_over_the_quota_stores_nothing_and_one_within_it_goes_in(
         f"{JOBS}/batch", json={"jobs": [noop(i) for i in range(4)]}, headers=acme
     )
     assert_problem(over, 429)
-    assert await conn.fetchval("SELECT count(*) FROM jobs") == 0
+    assert await admin_conn.fetchval("SELECT count(*) FROM jobs") == 0
     within = await client.post(
         f"{JOBS}/batch", json={"jobs": [noop(i) for i in range(3)]}, headers=acme
     )
     assert within.status_code == 201, within.text
-    assert await conn.fetchval("SELECT count(*) FROM jobs") == 3
+    assert await admin_conn.fetchval("SELECT count(*) FROM jobs") == 3
 
 
 async def test_concurrent_submissions_sharing_a_commit_are_admitted_up_to_the_quota(
-    client: httpx.AsyncClient, auth_config: auth.AuthConfig, conn: asyncpg.Connection, app: Litestar
+    client: httpx.AsyncClient,
+    auth_config: auth.AuthConfig,
+    admin_conn: asyncpg.Connection,
+    app: Litestar,
 ) -> None:
     await client.put(
         f"{TENANTS}/acme", json={"max_queued": 5}, headers=token(auth_config, "tenants:admin")
@@ -221,4 +224,4 @@ async def test_concurrent_submissions_sharing_a_commit_are_admitted_up_to_the_qu
         *(client.post(JOBS, json=noop(i), headers=acme) for i in range(8))
     )
     assert sorted(a.status_code for a in answers) == [201] * 5 + [429] * 3
-    assert await conn.fetchval("SELECT count(*) FROM jobs") == 5
+    assert await admin_conn.fetchval("SELECT count(*) FROM jobs") == 5

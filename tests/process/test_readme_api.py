@@ -146,7 +146,7 @@ async def test_the_readme_queues_example_works_as_written(
 
 @pytest.mark.slow
 async def test_the_readme_tenants_example_works_as_written(
-    api: services.Running, dbs: Databases, tmp_path: Path, conn: asyncpg.Connection
+    api: services.Running, dbs: Databases, tmp_path: Path, admin_conn: asyncpg.Connection
 ) -> None:
     port = api.port
     env = services.environment(
@@ -165,12 +165,12 @@ async def test_the_readme_tenants_example_works_as_written(
 
     assert ran.returncode == 0, stderr.decode()
     assert stdout.decode().split() == ["200", "404"]
-    assert await conn.fetchval("SELECT DISTINCT tenant FROM jobs") == "acme"
+    assert await admin_conn.fetchval("SELECT DISTINCT tenant FROM jobs") == "acme"
 
 
 @pytest.mark.slow
 async def test_the_readme_tenant_settings_example_works_as_written(
-    api: services.Running, dbs: Databases, tmp_path: Path, conn: asyncpg.Connection
+    api: services.Running, dbs: Databases, tmp_path: Path, admin_conn: asyncpg.Connection
 ) -> None:
     port = api.port
     env = services.environment(
@@ -203,8 +203,8 @@ async def test_the_readme_tenant_settings_example_works_as_written(
     table = readme_block("`ledger tenants list` prints:", "", "").strip().splitlines()
     at_table = lines.index(next(line for line in lines if line.startswith("TENANT ")))
     assert lines[at_table : at_table + 2] == table
-    assert await conn.fetchval("SELECT count(*) FROM jobs") == 1
-    rows = await conn.fetch(
+    assert await admin_conn.fetchval("SELECT count(*) FROM jobs") == 1
+    rows = await admin_conn.fetch(
         "SELECT actor, tenant FROM events WHERE type = 'tenant.configured.v1' ORDER BY version"
     )
     assert [tuple(r) for r in rows] == [("ops", "acme"), (f"cli:{getpass.getuser()}", "acme")]

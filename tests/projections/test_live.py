@@ -14,17 +14,18 @@ from contextlib import aclosing, asynccontextmanager
 import asyncpg
 import pytest_asyncio
 
-from ledger import store
+from ledger import acting, store
 from projections import feed, live
 from tests import factories, racing
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 from tests.workers.conftest import eventually
 
 NEVER = 3600.0
 
 
 class Reads:
-    """`connect` for `live.follow`: connections from a pool, each read counted."""
+    """`connect` for `live.follow`: connections from a pool, each read counted, each in a
+    transaction acting in tenant `default` like the event stream's."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -33,7 +34,8 @@ class Reads:
 
     @asynccontextmanager
     async def __call__(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await acting.act_in(conn, "default")  # as a route's read does (sql/0068)
             yield conn
         async with self._changed:
             self.count += 1
@@ -130,7 +132,9 @@ async def test_a_reader_racing_concurrent_writers_sees_every_committed_event_onc
     fast_writers = 3
     writers = racing.Writers(event_store, fast_rounds=10, slow_rounds=5)
     total = writers.total(fast_writers)
-    conns = [await asyncpg.connect(dbs.app) for _ in range(fast_writers + 1)]
+    conns = [
+        await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT) for _ in range(fast_writers + 1)
+    ]
     *fast_conns, slow_conn = conns
     seen: list[int] = []
 

@@ -109,30 +109,32 @@ async def test_expired_lease_on_the_last_attempt_fails_the_job(
 
 
 async def test_renewed_lease_keeps_the_attempt_alive(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     worker = leases.this_process(slots=1, lease_seconds=30)
     await leases.register(conn, worker)
     job_id = await factories.submit(event_store, conn)
     await _claim_in_the_past(conn, job_id, worker.worker_id, ago=60, lease=30)
-    assert await conn.fetchval("SELECT count(*) FROM job_leases") == 0  # a claim writes none
+    assert await admin_conn.fetchval("SELECT count(*) FROM job_leases") == 0  # a claim writes none
 
     await leases.heartbeat(conn, worker, [job_id])
 
     assert await leases.recover_expired(conn, event_store, actor="recovery:test") == []
-    assert await conn.fetchval("SELECT attempt FROM job_leases WHERE job_id = $1", job_id) == 1
+    assert (
+        await admin_conn.fetchval("SELECT attempt FROM job_leases WHERE job_id = $1", job_id) == 1
+    )
     row = await current.get(conn, job_id)
     assert row is not None and row.status == "processing"
 
 
 async def test_a_renewal_of_another_attempt_does_not_count(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
     worker = leases.this_process(slots=1, lease_seconds=30)
     job_id = await factories.submit(event_store, conn)
     await _claim_in_the_past(conn, job_id, worker.worker_id, ago=60, lease=30)
     # A lease row left over from some other attempt number renews nothing.
-    await conn.execute(
+    await admin_conn.execute(
         "INSERT INTO job_leases (job_id, worker_id, attempt, lease_until)"
         " VALUES ($1, $2, 7, now() + interval '1 hour')",
         job_id,

@@ -18,10 +18,11 @@ import pytest
 import pytest_asyncio
 
 from audit import chains
-from ledger import commands, database, db, embedded, jobtypes, metrics, store
+from ledger import commands, database, embedded, jobtypes, metrics, store
 from ledger import events as ev
 from projections import current
 from tests import factories
+from tests.conftest import IN_DEFAULT
 from tests.workers.conftest import eventually
 from workers import pool
 
@@ -72,6 +73,17 @@ def _settings(tmp_path: Path) -> pool.PoolSettings:
     )
 
 
+@contextlib.asynccontextmanager
+async def _looking(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """The test's own connection, naming tenant `default` for its session (see the
+    `conn` fixture): it reads the jobs it submitted."""
+    conn = await asyncpg.connect(dsn, server_settings=IN_DEFAULT)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 async def _history(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[ev.JobEvent]:
     return [r.event for r in await store.EventStore().history(conn, job_id)]
 
@@ -87,7 +99,7 @@ async def test_an_outcome_finished_during_an_outage_is_recorded_once_and_the_job
     # Runs no job type, only its recovery, which races the holder when the database is back.
     rival = pool.Pool(pg.dsn(), settings=_settings(tmp_path), registry=jobtypes.Registry())
     gate = tmp_path / "gate"
-    async with running(holder, rival), db.connect(pg.dsn()) as conn:
+    async with running(holder, rival), _looking(pg.dsn()) as conn:
         job_id = await factories.submit(
             store.EventStore(), conn, job_type="test.gated", payload={"gate": str(gate)}
         )
@@ -111,7 +123,7 @@ async def test_an_outcome_finished_during_an_outage_is_recorded_once_and_the_job
         await eventually(outlasted, within=30)
         await asyncio.to_thread(pg.start)
 
-    async with db.connect(pg.dsn()) as conn:
+    async with _looking(pg.dsn()) as conn:
         history = await _history(conn, job_id)
         assert [ev.type_tag(e) for e in history] == [
             "job.submitted.v1",
@@ -138,7 +150,7 @@ async def test_an_outcome_of_an_attempt_taken_over_is_given_up_and_counted(
     )
     gate = tmp_path / "gate"
     event_store = store.EventStore()
-    async with running(holder), db.connect(pg.dsn()) as conn:
+    async with running(holder), _looking(pg.dsn()) as conn:
         job_id = await factories.submit(
             event_store,
             conn,

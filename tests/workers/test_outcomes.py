@@ -18,7 +18,10 @@ WORKER = "worker-a"
 
 
 async def _claimed(
-    event_store: store.EventStore, conn: asyncpg.Connection, count: int
+    event_store: store.EventStore,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    count: int,
 ) -> list[lifecycle.JobState]:
     """`count` jobs claimed by WORKER, as the pool holds them after its claim."""
     states = []
@@ -32,7 +35,7 @@ async def _claimed(
         states.append(state)
     # A heartbeat gives each attempt its lease row, which recording the outcome drops.
     await leases.heartbeat(conn, leases.this_process(3, 30, WORKER), [s.job_id for s in states])
-    assert await conn.fetchval("SELECT count(*) FROM job_leases") == len(states)
+    assert await admin_conn.fetchval("SELECT count(*) FROM job_leases") == len(states)
     return states
 
 
@@ -43,9 +46,9 @@ async def _types(
 
 
 async def test_outcomes_recorded_together_share_one_transaction(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
-    states = await _claimed(event_store, conn, 3)
+    states = await _claimed(event_store, conn, admin_conn, 3)
 
     done = await outcomes.record(
         conn,
@@ -63,13 +66,13 @@ async def test_outcomes_recorded_together_share_one_transaction(
     for i, s in enumerate(states):
         now = await current.get(conn, s.job_id)
         assert now is not None and (now.status, now.result) == ("completed", {"i": i})
-    assert await conn.fetchval("SELECT count(*) FROM job_leases") == 0
+    assert await admin_conn.fetchval("SELECT count(*) FROM job_leases") == 0
 
 
 async def test_an_attempt_no_longer_held_is_left_alone_while_the_rest_of_its_batch_is_recorded(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
-    first, cancelled, last = await _claimed(event_store, conn, 3)
+    first, cancelled, last = await _claimed(event_store, conn, admin_conn, 3)
     await event_store.execute(conn, cancelled.job_id, commands.CancelJob(), actor="alice")
 
     done = await outcomes.record(
@@ -90,7 +93,7 @@ async def test_an_attempt_no_longer_held_is_left_alone_while_the_rest_of_its_bat
     ]
     for s in (first, last):
         assert (await _types(event_store, conn, s.job_id))[-1] == "job.completed.v1"
-    assert await conn.fetchval("SELECT count(*) FROM job_leases") == 0
+    assert await admin_conn.fetchval("SELECT count(*) FROM job_leases") == 0
 
 
 async def test_a_busy_pool_records_its_outcomes_in_far_fewer_commits_than_jobs(
@@ -117,9 +120,9 @@ async def test_a_busy_pool_records_its_outcomes_in_far_fewer_commits_than_jobs(
 
 
 async def test_recording_as_claimed_refuses_a_batch_with_a_job_that_moved_and_records_none(
-    conn: asyncpg.Connection, event_store: store.EventStore
+    conn: asyncpg.Connection, admin_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
-    first, cancelled = await _claimed(event_store, conn, 2)
+    first, cancelled = await _claimed(event_store, conn, admin_conn, 2)
     await event_store.execute(conn, cancelled.job_id, commands.CancelJob(), actor="alice")
     batch = [
         outcomes.Outcome(s, commands.CompleteJob(worker_id=WORKER, result=None))

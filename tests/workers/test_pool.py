@@ -61,7 +61,10 @@ async def _submit_many(
 
 
 async def test_a_job_submitted_to_an_idle_pool_runs_without_waiting_for_a_poll(
-    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore
+    start_pool: PoolStarter,
+    conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
 ) -> None:
     workers = await start_pool()
     job_id = await factories.submit(event_store, conn, job_type="test.noop", payload={"n": 7})
@@ -75,7 +78,7 @@ async def test_a_job_submitted_to_an_idle_pool_runs_without_waiting_for_a_poll(
     assert (claimed.actor, claimed.worker_id, claimed.attempt) == (workers.worker_id,) * 2 + (1,)
     assert claimed.lease_until > claimed.occurred_at
     assert completed.actor == workers.worker_id
-    assert await conn.fetchval("SELECT count(*) FROM job_leases") == 0
+    assert await admin_conn.fetchval("SELECT count(*) FROM job_leases") == 0
 
 
 async def test_the_listener_may_use_its_own_connection_string(

@@ -161,6 +161,7 @@ async def test_data_export_runs_in_the_pool_with_its_database_pool(
 async def test_data_export_holds_only_its_submitters_tenant(
     start_pool: PoolStarter,
     conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
     event_store: store.EventStore,
     storage_root: Path,
 ) -> None:
@@ -176,7 +177,7 @@ async def test_data_export_holds_only_its_submitters_tenant(
     }
     await start_pool(storage_root=storage_root)
     for job_id in counted.values():
-        assert (await finished(conn, job_id)).status == "completed"
+        assert (await finished(admin_conn, job_id)).status == "completed"
 
     exports = {
         source: await submit_in("acme", "data_export", {"source": source})
@@ -185,7 +186,7 @@ async def test_data_export_holds_only_its_submitters_tenant(
 
     acme = {str(counted["acme"]), *(str(j) for j in exports.values())}
     for source, job_id in exports.items():
-        state = await finished(conn, job_id)
+        state = await finished(admin_conn, job_id)
         assert state.status == "completed", state.error
         text = (storage_root / state.result["path"]).read_text()  # type: ignore[index]
         exported = {line.split('"job_id":"')[1].split('"')[0] for line in text.splitlines()}
