@@ -154,3 +154,10 @@ SELECT (SELECT avg(pg_column_size(payload)) FROM jobs)::float8 AS jobs_payload,
        (SELECT avg(pg_column_size(data -> 'payload')) FROM events
         WHERE type = 'job.submitted.v1')::float8 AS event_payload,
        (SELECT avg(pg_column_size(e.*)) FROM events e)::float8 AS event_row;
+
+-- name: jobs_completed_in_tenant
+-- A tenant's completed jobs (bench.tenants; as the owner, who sees every tenant's rows).
+SELECT count(*)
+FROM jobs
+WHERE tenant = $1
+  AND status = 'completed';
