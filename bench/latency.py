@@ -49,7 +49,7 @@ async def measure_once(
                     returned[str(job.job_id)] = time.time_ns()
                 await asyncio.sleep(gap)
         await wait_for(
-            c.app_dsn, "jobs_completed_count", warmup + jobs, 60, "the latency jobs to finish"
+            c.admin_dsn, "jobs_completed_count", warmup + jobs, 60, "the latency jobs to finish"
         )
         worker.check()
     finally:

@@ -60,14 +60,16 @@ async def drain(
     env = procs.service_env(c, {"WORKER_COUNT": str(slots)})
     workers = [procs.Service("worker", env, logs / "worker.log") for _ in range(processes)]
     try:
-        await wait_for(c.app_dsn, "jobs_completed_count", jobs, 600, f"{jobs} completions")
+        await wait_for(c.admin_dsn, "jobs_completed_count", jobs, 600, f"{jobs} completions")
         for w in workers:
             w.check()
         peak = max(w.peak_rss_bytes() for w in workers)
     finally:
         for w in workers:
             w.stop()
-    async with db.connect(c.app_dsn) as conn:
+    # As the owner: every tenant's rows (row-level security, sql/0068, shows the
+    # application's role none outside a tenant).
+    async with db.connect(c.admin_dsn) as conn:
         window = await conn.fetchrow(Q["events_processing_window"])
         per_job = await conn.fetchrow(Q["events_per_job_check"])
         chains_ok = None

@@ -125,9 +125,7 @@ async def test_a_lone_tenant_drains_and_keeps_no_turns(
 ) -> None:
     ids = await _submit(event_store, conn, "default", 30)
 
-    claimed = [
-        job for _ in range(3) for _, job in await _claim(event_store, worker_conn, 10)
-    ]
+    claimed = [job for _ in range(3) for _, job in await _claim(event_store, worker_conn, 10)]
     assert sorted(claimed) == sorted(ids)  # every one, none twice
     assert await admin_conn.fetchval("SELECT count(*) FROM tenant_turns") == 0
 
@@ -143,9 +141,7 @@ async def test_a_claim_records_its_tenants_settings_version(
     [acme] = await _submit(event_store, conn, "acme", 1)
     [plain] = await _submit(event_store, conn, "default", 1)
 
-    assert sorted(j for _, j in await _claim(event_store, worker_conn, 10)) == sorted(
-        [acme, plain]
-    )
+    assert sorted(j for _, j in await _claim(event_store, worker_conn, 10)) == sorted([acme, plain])
     data = dict(
         await admin_conn.fetch(
             "SELECT job_id, data FROM events WHERE type = 'job.claimed.v1' AND job_id = ANY($1)",
