@@ -161,3 +161,16 @@ SELECT count(*)
 FROM jobs
 WHERE tenant = $1
   AND status = 'completed';
+
+-- name: tenant_claim_delays_ms
+-- Each of a tenant's jobs' submitted → first claimed, both the database's times, in ms
+-- (bench.tenants; as the owner).
+SELECT extract(epoch FROM c.occurred_at - s.occurred_at) * 1000 AS ms
+FROM events AS s
+JOIN events AS c
+    ON c.job_id = s.job_id
+   AND c.version = 2
+WHERE s.tenant = $1
+  AND s.version = 1
+  AND s.type = 'job.submitted.v1'
+  AND c.type = 'job.claimed.v1';

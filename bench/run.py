@@ -396,7 +396,8 @@ async def _tenants(
         )
         r = runs[-1]
         _log(
-            f"  B p99 {r.p99_ms:.2f} ms (alone {r.idle_p99_ms:.2f} ms), "
+            f"  B p99 {r.p99_ms:.2f} ms (alone {r.idle_p99_ms:.2f} ms, claimed after "
+            f"{r.claim_p99_ms:.2f} ms), "
             f"A at {r.shared_rate:,.0f} jobs/s (alone {r.alone_rate:,.0f} jobs/s)"
         )
     for field, what in (
@@ -404,6 +405,8 @@ async def _tenants(
         ("idle_p99_ms", "B alone: latency p99"),
         ("p50_ms", "B beside A's backlog: latency p50"),
         ("p99_ms", "B beside A's backlog: latency p99"),
+        ("claim_p50_ms", "B beside A's backlog: submitted → claimed (ledger times) p50"),
+        ("claim_p99_ms", "B beside A's backlog: submitted → claimed (ledger times) p99"),
     ):
         rep.add(
             f"tenants_{field}",

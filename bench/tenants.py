@@ -30,6 +30,8 @@ class Tenants(msgspec.Struct, kw_only=True):
     idle_p99_ms: float
     p50_ms: float  # B beside A's backlog
     p99_ms: float
+    claim_p50_ms: float  # B submitted → claimed beside A's backlog (the database's times)
+    claim_p99_ms: float
     alone_rate: float  # jobs/s of A completed over the window, B idle
     shared_rate: float  # jobs/s of A completed over the window while B submits
 
@@ -75,7 +77,7 @@ async def _run(
     slots: int,
     logs: Path,
     name: str,
-) -> tuple[list[float], float]:
+) -> tuple[list[float], float, list[float]]:
     """A fresh database with A's `backlog`, one worker; B trickles `jobs` (none: A
     alone over the same window). B's latencies and A's completion rate meanwhile."""
     await c.reset_jobs()
@@ -98,6 +100,8 @@ async def _run(
         if jobs:
             await wait_for(c.admin_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
         worker.check()
+        async with db.connect(c.admin_dsn) as conn:
+            claimed = [float(r["ms"]) for r in await conn.fetch(Q["tenant_claim_delays_ms"], SMALL)]
     finally:
         worker.stop()
     started: dict[str, int] = {}
@@ -105,7 +109,7 @@ async def _run(
         for line in starts.read_text().splitlines():
             job, ns = line.split()
             started[job] = int(ns)
-    return [(started[j] - t) / 1e6 for j, t in returned.items()], done / took
+    return [(started[j] - t) / 1e6 for j, t in returned.items()], done / took, claimed
 
 
 async def measure(
@@ -113,7 +117,7 @@ async def measure(
 ) -> Tenants:
     window = jobs * gap  # A alone: about as long as B's submissions take
 
-    async def run(backlog: int, jobs: int, name: str) -> tuple[list[float], float]:
+    async def run(backlog: int, jobs: int, name: str) -> tuple[list[float], float, list[float]]:
         return await _run(
             c,
             backlog=backlog,
@@ -125,9 +129,9 @@ async def measure(
             name=name,
         )
 
-    idle, _ = await run(0, jobs, "idle")
-    _, alone = await run(backlog, 0, "a")
-    shared_ms, shared = await run(backlog, jobs, "ab")
+    idle, _, _ = await run(0, jobs, "idle")
+    _, alone, _ = await run(backlog, 0, "a")
+    shared_ms, shared, claimed = await run(backlog, jobs, "ab")
     return Tenants(
         backlog=backlog,
         jobs=jobs,
@@ -135,6 +139,8 @@ async def measure(
         idle_p99_ms=stats.percentile(idle, 99),
         p50_ms=stats.percentile(shared_ms, 50),
         p99_ms=stats.percentile(shared_ms, 99),
+        claim_p50_ms=stats.percentile(claimed, 50),
+        claim_p99_ms=stats.percentile(claimed, 99),
         alone_rate=alone,
         shared_rate=shared,
     )
