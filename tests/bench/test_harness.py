@@ -43,7 +43,7 @@ def test_table_gives_ratios_to_the_eight_client_baseline_and_verdicts() -> None:
 async def test_batch_submission_measurement_leaves_pending_jobs(dbs: Databases) -> None:
     rate = await submit.in_batches(dbs.app, 10, batch=4)
     assert rate > 0
-    conn = await asyncpg.connect(dbs.app)
+    conn = await asyncpg.connect(dbs.admin)  # the owner: every tenant's rows (sql/0068)
     try:
         assert await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'pending'") == 10
         assert await conn.fetchval("SELECT count(DISTINCT txid) FROM events") == 3
@@ -54,7 +54,7 @@ async def test_batch_submission_measurement_leaves_pending_jobs(dbs: Databases) 
 @pytest.mark.parametrize("count", [3])
 async def test_one_at_a_time_commits_each_job_alone(dbs: Databases, count: int) -> None:
     await submit.one_at_a_time(dbs.app, count)
-    conn = await asyncpg.connect(dbs.app)
+    conn = await asyncpg.connect(dbs.admin)  # the owner: every tenant's rows (sql/0068)
     try:
         assert await conn.fetchval("SELECT count(DISTINCT txid) FROM events") == count
     finally:
