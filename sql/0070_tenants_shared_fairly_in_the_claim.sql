@@ -19,9 +19,10 @@
 --   A tenant returning from idle (or new) starts at most one pass behind the tenants
 --   with jobs, so it gets no burst of credit, yet its first job goes in the next claim.
 --   Each tenant's slots are claimed by `jobs_claim_next_in` (today's claim within one
---   tenant: its queues' limits and fairness as before), in tenant order; the passes
---   advance by the jobs each tenant actually got (rows another claimer holds are
---   skipped: that claimer advances them).
+--   tenant: its queues' limits and fairness as before), in tenant order; slots a
+--   tenant leaves unused (its queues' limits, rows another claimer holds) go on to the
+--   tenants after it, within their caps. The passes advance by the jobs each tenant
+--   actually got (a turn another claimer is writing is left to that claimer).
 --
 -- ledger_dispatch (sql/0068) reads `tenants` and locks its rows (never changes one),
 -- and keeps `tenant_turns`; the application's role reads its own tenant's turn only.
