@@ -154,3 +154,23 @@ SELECT (SELECT avg(pg_column_size(payload)) FROM jobs)::float8 AS jobs_payload,
        (SELECT avg(pg_column_size(data -> 'payload')) FROM events
         WHERE type = 'job.submitted.v1')::float8 AS event_payload,
        (SELECT avg(pg_column_size(e.*)) FROM events e)::float8 AS event_row;
+
+-- name: jobs_completed_in_tenant
+-- A tenant's completed jobs (bench.tenants; as the owner, who sees every tenant's rows).
+SELECT count(*)
+FROM jobs
+WHERE tenant = $1
+  AND status = 'completed';
+
+-- name: tenant_claim_delays_ms
+-- Each of a tenant's jobs' submitted → first claimed, both the database's times, in ms
+-- (bench.tenants; as the owner).
+SELECT extract(epoch FROM c.occurred_at - s.occurred_at) * 1000 AS ms
+FROM events AS s
+JOIN events AS c
+    ON c.job_id = s.job_id
+   AND c.version = 2
+WHERE s.tenant = $1
+  AND s.version = 1
+  AND s.type = 'job.submitted.v1'
+  AND c.type = 'job.claimed.v1';

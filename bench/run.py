@@ -30,6 +30,7 @@ from bench import (
     scale,
     stats,
     submit,
+    tenants,
 )
 from ledger import wire
 
@@ -38,7 +39,7 @@ MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
 BEST_SLOTS = 250
-PARTS = ("submit", "processing", "latency", "http", "feed", "queues", "scale")
+PARTS = ("submit", "processing", "latency", "http", "feed", "queues", "tenants", "scale")
 # Minutes of building a large ledger: only when asked for (`--only scale`).
 DEFAULT_PARTS = ("submit", "processing", "latency", "http", "feed", "queues")
 
@@ -103,6 +104,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "http": lambda: _http(c, rep, sizes, args),
             "feed": lambda: _feed(c, rep, sizes, args),
             "queues": lambda: _queues(c, rep, sizes, args),
+            "tenants": lambda: _tenants(c, rep, sizes, args),
             "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
@@ -369,6 +371,57 @@ async def _scale(
             stats.Figure.of(at_large.samples_ms[key], unit="ms"),
             target=f"< 20 ms, ≤ 2× at {small:,}",
             check=lambda f, _r, s=small_ms: f.median < 20 and f.median <= 2 * s,
+        )
+
+
+async def _tenants(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log(
+        f"tenants: tenant A {sizes.rr_backlog:,} queued, tenant B one job every "
+        f"{sizes.latency_gap * 1000:.0f} ms (1 worker x {args.worker_slots} slots), "
+        "against B alone and A alone"
+    )
+    runs = []
+    for _ in range(sizes.reps):
+        runs.append(
+            await tenants.measure(
+                c,
+                backlog=sizes.rr_backlog,
+                jobs=sizes.latency_jobs,
+                gap=sizes.latency_gap,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+        )
+        r = runs[-1]
+        _log(
+            f"  B p99 {r.p99_ms:.2f} ms (alone {r.idle_p99_ms:.2f} ms, claimed after "
+            f"{r.claim_p99_ms:.2f} ms), "
+            f"A at {r.shared_rate:,.0f} jobs/s (alone {r.alone_rate:,.0f} jobs/s)"
+        )
+    for field, what in (
+        ("idle_p50_ms", "B alone: latency p50"),
+        ("idle_p99_ms", "B alone: latency p99"),
+        ("p50_ms", "B beside A's backlog: latency p50"),
+        ("p99_ms", "B beside A's backlog: latency p99"),
+        ("claim_p50_ms", "B beside A's backlog: submitted → claimed (ledger times) p50"),
+        ("claim_p99_ms", "B beside A's backlog: submitted → claimed (ledger times) p99"),
+    ):
+        rep.add(
+            f"tenants_{field}",
+            f"tenants, {what}",
+            stats.Figure.of([getattr(r, field) for r in runs], unit="ms"),
+        )
+    for field, what in (
+        ("alone_rate", "A's backlog drained alone"),
+        ("shared_rate", "A's backlog drained while B submits"),
+    ):
+        rep.add(
+            f"tenants_{field}",
+            f"tenants, {what}",
+            stats.Figure.of([getattr(r, field) for r in runs], unit="jobs/s"),
+            ratio_to_baseline=True,
         )
 
 

@@ -588,15 +588,203 @@ $$;
 -- Name: jobs_claim(integer, text[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) RETURNS TABLE(job public.jobs, queue_version integer)
+CREATE FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer)
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-    SELECT j, q.version
-    FROM jobs_claim_next(max_jobs, job_types) AS j
+    SELECT j, q.version, t.version
+    FROM jobs_claim_fair(max_jobs, job_types) AS j
     LEFT JOIN queues AS q
         ON q.tenant = j.tenant
        AND q.name = j.queue
+    LEFT JOIN tenants AS t
+        ON t.tenant = j.tenant
+$$;
+
+--
+-- Name: jobs_claim_fair(integer, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_fair(max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+DECLARE
+    few text[];
+    names text[];
+    weights integer[];
+    limits integer[];
+    passes double precision[];
+    caps integer[];
+    shares integer[];
+    got integer[];
+    front double precision;
+    best integer;
+    i integer;
+    n integer;
+    s integer;
+    running bigint;
+    room integer;
+BEGIN
+    -- At most two tenants with runnable jobs: a skip scan of each group index.
+    WITH RECURSIVE p (tenant, k) AS (
+        (SELECT tenant, 1 FROM jobs
+         WHERE concurrency_key IS NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT x.tenant, p.k + 1
+        FROM p CROSS JOIN LATERAL (
+            SELECT tenant FROM jobs
+            WHERE tenant > p.tenant AND concurrency_key IS NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
+        ) AS x
+        WHERE p.k < 2
+    ), k (tenant, k) AS (
+        (SELECT tenant, 1 FROM jobs
+         WHERE concurrency_key IS NOT NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT x.tenant, k.k + 1
+        FROM k CROSS JOIN LATERAL (
+            SELECT tenant FROM jobs
+            WHERE tenant > k.tenant AND concurrency_key IS NOT NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
+        ) AS x
+        WHERE k.k < 2
+    )
+    SELECT array_agg(DISTINCT t.tenant) INTO few
+    FROM (SELECT tenant FROM p UNION ALL SELECT tenant FROM k) AS t;
+    IF few IS NULL THEN
+        RETURN;
+    END IF;
+    IF cardinality(few) = 1
+       AND NOT EXISTS (SELECT FROM tenants
+                       WHERE tenant = few[1] AND max_running IS NOT NULL) THEN
+        RETURN QUERY SELECT * FROM jobs_claim_next(max_jobs, job_types);
+        RETURN;
+    END IF;
+
+    -- Every tenant with runnable jobs, in tenant order, with its settings.
+    WITH RECURSIVE p (tenant) AS (
+        (SELECT tenant FROM jobs
+         WHERE concurrency_key IS NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT x.tenant
+        FROM p CROSS JOIN LATERAL (
+            SELECT tenant FROM jobs
+            WHERE tenant > p.tenant AND concurrency_key IS NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
+        ) AS x
+    ), k (tenant) AS (
+        (SELECT tenant FROM jobs
+         WHERE concurrency_key IS NOT NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT x.tenant
+        FROM k CROSS JOIN LATERAL (
+            SELECT tenant FROM jobs
+            WHERE tenant > k.tenant AND concurrency_key IS NOT NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
+        ) AS x
+    ), a (tenant) AS (
+        SELECT DISTINCT tenant FROM (SELECT tenant FROM p UNION ALL SELECT tenant FROM k) AS u
+    )
+    SELECT array_agg(a.tenant ORDER BY a.tenant),
+           array_agg(coalesce(t.weight, 1) ORDER BY a.tenant),
+           array_agg(t.max_running ORDER BY a.tenant),
+           array_agg(r.pass ORDER BY a.tenant)
+    INTO names, weights, limits, passes
+    FROM a
+    LEFT JOIN tenants AS t ON t.tenant = a.tenant
+    LEFT JOIN tenant_turns AS r ON r.tenant = a.tenant;
+
+    -- Each tenant's cap: its due jobs, and its room under max_running (its row locked,
+    -- in tenant order, the running count read after the lock).
+    caps := array_fill(0, ARRAY[cardinality(names)]);
+    FOR i IN 1 .. cardinality(names) LOOP
+        n := jobs_tenant_due(names[i], max_jobs, job_types);
+        IF n > 0 AND limits[i] IS NOT NULL THEN
+            SELECT max_running INTO room FROM tenants WHERE tenant = names[i] FOR UPDATE;
+            IF room IS NOT NULL THEN
+                SELECT coalesce(sum(c.n), 0) INTO running
+                FROM (
+                    SELECT j.n FROM job_counts AS j
+                    WHERE j.tenant = names[i] AND j.status = 'processing'
+                    UNION ALL
+                    SELECT d.n FROM job_count_deltas AS d
+                    WHERE d.tenant = names[i] AND d.status = 'processing'
+                ) AS c;
+                n := least(n, greatest(0, room - running)::integer);
+            END IF;
+        END IF;
+        caps[i] := n;
+    END LOOP;
+
+    -- No burst: every pass at least one behind the furthest (a new tenant at it).
+    SELECT max(x) INTO front FROM unnest(passes) AS x;
+    front := coalesce(front, 0);
+    FOR i IN 1 .. cardinality(names) LOOP
+        passes[i] := CASE WHEN passes[i] IS NULL THEN front
+                          ELSE greatest(passes[i], front - 1) END;
+    END LOOP;
+
+    -- The slots one at a time to the lowest pass with room (ties: tenant order).
+    shares := array_fill(0, ARRAY[cardinality(names)]);
+    FOR s IN 1 .. max_jobs LOOP
+        best := NULL;
+        FOR i IN 1 .. cardinality(names) LOOP
+            IF shares[i] < caps[i]
+               AND (best IS NULL OR passes[i] + shares[i]::double precision / weights[i]
+                                    < passes[best] + shares[best]::double precision / weights[best]) THEN
+                best := i;
+            END IF;
+        END LOOP;
+        EXIT WHEN best IS NULL;
+        shares[best] := shares[best] + 1;
+    END LOOP;
+
+    -- Claimed in tenant order (the lock order of every claimer); the slots a tenant
+    -- leaves unused (its queues' limits, rows other claimers hold) go on to the next
+    -- ones, within their caps.
+    got := array_fill(0, ARRAY[cardinality(names)]);
+    s := 0;
+    FOR i IN 1 .. cardinality(names) LOOP
+        n := least(shares[i] + s, caps[i]);
+        s := s + shares[i] - n;
+        CONTINUE WHEN n = 0;
+        RETURN QUERY SELECT * FROM jobs_claim_next_in(names[i], n, job_types);
+        GET DIAGNOSTICS best = ROW_COUNT;
+        got[i] := best;
+        s := s + n - best;
+    END LOOP;
+
+    -- The passes advance by what each tenant got; a turn another claimer is writing
+    -- is left to it.
+    INSERT INTO tenant_turns (tenant, pass)
+    SELECT u.tenant, u.pass
+    FROM unnest(names, passes) AS u (tenant, pass)
+    ORDER BY u.tenant
+    ON CONFLICT (tenant) DO NOTHING;
+    UPDATE tenant_turns AS r
+    SET pass = u.pass + u.got::double precision / u.weight
+    FROM unnest(names, passes, got, weights) AS u (tenant, pass, got, weight)
+    WHERE r.tenant = u.tenant
+      AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
+                       WHERE l.tenant = ANY(names) ORDER BY l.tenant FOR UPDATE SKIP LOCKED);
+END;
 $$;
 
 --
@@ -889,6 +1077,107 @@ BEGIN
               AND type = ANY(job_types) AND tenant || E'\n' || queue = ANY(keyed_groups)
               AND concurrency_key IS NOT NULL
             ORDER BY run_at, priority, created_at
+            LIMIT max_jobs - taken
+            FOR UPDATE SKIP LOCKED
+        ) AS k
+    ) AS c
+    ORDER BY c.run_at, c.priority, c.created_at
+    LIMIT max_jobs - taken;
+END;
+$$;
+
+--
+-- Name: jobs_claim_next_in(text, integer, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_next_in(tenant_id text, max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+DECLARE
+    q queues;
+    taken integer := 0;
+    n integer;
+    open_queues text[];
+    keyed_queues text[];
+BEGIN
+    IF max_jobs <= 0 THEN
+        RETURN;
+    END IF;
+    FOR q IN
+        SELECT * FROM queues AS c
+        WHERE c.tenant = tenant_id AND c.restricted AND NOT c.paused
+          AND jobs_queue_has_due(c.tenant, c.name, job_types)
+        ORDER BY c.tenant, c.name
+    LOOP
+        EXIT WHEN taken >= max_jobs;
+        SELECT * INTO q FROM queues WHERE tenant = q.tenant AND name = q.name;
+        CONTINUE WHEN NOT FOUND;
+        IF q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
+           OR q.per_key_concurrency IS NOT NULL THEN
+            SELECT * INTO q FROM queues WHERE tenant = q.tenant AND name = q.name FOR UPDATE;
+            CONTINUE WHEN NOT FOUND;
+        END IF;
+        CONTINUE WHEN q.paused OR NOT q.restricted;
+        RETURN QUERY SELECT * FROM jobs_claim_from_queue(q, max_jobs - taken, job_types);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        taken := taken + n;
+    END LOOP;
+    IF taken >= max_jobs THEN
+        RETURN;
+    END IF;
+    WITH RECURSIVE u (queue) AS (
+        (SELECT queue FROM jobs
+         WHERE tenant = tenant_id AND concurrency_key IS NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT x.queue
+        FROM u CROSS JOIN LATERAL (
+            SELECT queue FROM jobs
+            WHERE tenant = tenant_id AND queue > u.queue AND concurrency_key IS NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
+        ) AS x
+    )
+    SELECT array_agg(u.queue) INTO open_queues FROM u
+    WHERE NOT EXISTS (SELECT FROM queues AS r
+                      WHERE r.tenant = tenant_id AND r.name = u.queue AND r.restricted);
+    WITH RECURSIVE u (queue) AS (
+        (SELECT queue FROM jobs
+         WHERE tenant = tenant_id AND concurrency_key IS NOT NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT x.queue
+        FROM u CROSS JOIN LATERAL (
+            SELECT queue FROM jobs
+            WHERE tenant = tenant_id AND queue > u.queue AND concurrency_key IS NOT NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
+        ) AS x
+    )
+    SELECT array_agg(u.queue) INTO keyed_queues FROM u
+    WHERE NOT EXISTS (SELECT FROM queues AS r
+                      WHERE r.tenant = tenant_id AND r.name = u.queue AND r.restricted);
+    RETURN QUERY
+    SELECT c.* FROM (
+        SELECT o.*
+        FROM unnest(coalesce(open_queues, '{}')) AS u (queue)
+        CROSS JOIN LATERAL jobs_due_in_group(
+            tenant_id, u.queue, NULL, job_types, '{}', max_jobs - taken, true) AS o
+        UNION ALL
+        SELECT k.* FROM (
+            SELECT * FROM jobs
+            WHERE keyed_queues IS NOT NULL
+              AND tenant = tenant_id AND queue = ANY(keyed_queues)
+              AND concurrency_key IS NOT NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND run_at <= now() AND type = ANY(job_types)
+            ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at
             LIMIT max_jobs - taken
             FOR UPDATE SKIP LOCKED
         ) AS k
@@ -1236,6 +1525,59 @@ CREATE FUNCTION public.jobs_running_lost(worker text, job_ids uuid[], attempts i
        OR j.status <> 'processing'
        OR j.worker_id IS DISTINCT FROM worker
        OR j.attempt <> r.attempt
+$$;
+
+--
+-- Name: jobs_tenant_due(text, integer, text[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text[]) RETURNS integer
+    LANGUAGE sql STABLE
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+    WITH RECURSIVE u (queue) AS (
+        (SELECT queue FROM jobs
+         WHERE tenant = tenant_id AND concurrency_key IS NULL
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
+        UNION ALL
+        SELECT x.queue
+        FROM u CROSS JOIN LATERAL (
+            SELECT queue FROM jobs
+            WHERE tenant = tenant_id AND queue > u.queue AND concurrency_key IS NULL
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+            ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
+        ) AS x
+    )
+    SELECT least(n, (
+        SELECT count(*) FROM (
+            SELECT FROM u
+            CROSS JOIN LATERAL (
+                SELECT FROM jobs
+                WHERE tenant = tenant_id AND queue = u.queue AND concurrency_key IS NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                  AND run_at <= now() AND type = ANY(job_types)
+                ORDER BY tenant, queue, run_at, priority, created_at
+                LIMIT n
+            ) AS d
+            WHERE NOT EXISTS (SELECT FROM queues AS r
+                              WHERE r.tenant = tenant_id AND r.name = u.queue AND r.paused)
+            LIMIT n
+        ) AS plain
+    ) + (
+        SELECT count(*) FROM (
+            SELECT FROM jobs AS j
+            WHERE j.tenant = tenant_id AND j.concurrency_key IS NOT NULL
+              AND j.status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND j.run_at <= now() AND j.type = ANY(job_types)
+              AND NOT EXISTS (SELECT FROM queues AS r
+                              WHERE r.tenant = tenant_id AND r.name = j.queue AND r.paused)
+            LIMIT n
+        ) AS keyed
+    ))::integer
 $$;
 
 --
@@ -1761,6 +2103,17 @@ CREATE TABLE public.schema_migrations (
 );
 
 --
+-- Name: tenant_turns; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.tenant_turns (
+    tenant text NOT NULL,
+    pass double precision NOT NULL
+);
+
+ALTER TABLE ONLY public.tenant_turns FORCE ROW LEVEL SECURITY;
+
+--
 -- Name: worker_processes; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1887,6 +2240,13 @@ ALTER TABLE ONLY public.queues
 
 ALTER TABLE ONLY public.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (name);
+
+--
+-- Name: tenant_turns tenant_turns_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.tenant_turns
+    ADD CONSTRAINT tenant_turns_pkey PRIMARY KEY (tenant);
 
 --
 -- Name: tenants tenants_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -2294,16 +2654,46 @@ CREATE POLICY queues_in_tenant ON public.queues TO ledger_app USING ((tenant = p
 CREATE POLICY queues_locked_for_claim ON public.queues FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (false);
 
 --
+-- Name: tenant_turns; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.tenant_turns ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: tenant_turns tenant_turns_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY tenant_turns_dispatched ON public.tenant_turns TO ledger_dispatch USING (true) WITH CHECK (true);
+
+--
+-- Name: tenant_turns tenant_turns_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY tenant_turns_in_tenant ON public.tenant_turns TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
 -- Name: tenants; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
 ALTER TABLE public.tenants ENABLE ROW LEVEL SECURITY;
 
 --
+-- Name: tenants tenants_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY tenants_dispatched ON public.tenants FOR SELECT TO ledger_dispatch USING (true);
+
+--
 -- Name: tenants tenants_in_tenant; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY tenants_in_tenant ON public.tenants TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: tenants tenants_locked_for_claim; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY tenants_locked_for_claim ON public.tenants FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (false);
 
 --
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
@@ -2453,6 +2843,13 @@ REVOKE ALL ON FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) FRO
 GRANT ALL ON FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_claim_fair(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_fair(max_jobs integer, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_fair(max_jobs integer, job_types text[]) TO ledger_app;
+
+--
 -- Name: TABLE queues; Type: ACL; Schema: public; Owner: -
 --
 
@@ -2479,6 +2876,13 @@ GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer
 
 REVOKE ALL ON FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_claim_next_in(tenant_id text, max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_next_in(tenant_id text, max_jobs integer, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_next_in(tenant_id text, max_jobs integer, job_types text[]) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_claimable(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
@@ -2570,6 +2974,13 @@ REVOKE ALL ON FUNCTION public.jobs_running_lost(worker text, job_ids uuid[], att
 GRANT ALL ON FUNCTION public.jobs_running_lost(worker text, job_ids uuid[], attempts integer[]) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_tenant_due(tenant_id text, n integer, job_types text[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text[]) TO ledger_app;
+
+--
 -- Name: FUNCTION ledger_tenant(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -2619,6 +3030,13 @@ GRANT ALL ON FUNCTION public.queues_project_appended() TO ledger_app;
 --
 
 GRANT SELECT ON TABLE public.tenants TO ledger_app;
+GRANT SELECT ON TABLE public.tenants TO ledger_dispatch;
+
+--
+-- Name: COLUMN tenants.max_running; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT UPDATE(max_running) ON TABLE public.tenants TO ledger_dispatch;
 
 --
 -- Name: FUNCTION tenant_view_step(s public.tenants, e public.events); Type: ACL; Schema: public; Owner: -
@@ -2745,6 +3163,13 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_key_turns TO ledger_disp
 --
 
 GRANT SELECT ON TABLE public.schema_migrations TO ledger_app;
+
+--
+-- Name: TABLE tenant_turns; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.tenant_turns TO ledger_app;
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.tenant_turns TO ledger_dispatch;
 
 --
 -- Name: TABLE worker_processes; Type: ACL; Schema: public; Owner: -

@@ -41,6 +41,7 @@ class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
     worker_id: str
     lease_seconds: float
     queue_version: int | None = None  # the job's queue's settings version, if it has any
+    tenant_version: int | None = None  # the job's tenant's settings version, if it has any
 
 
 class CompleteJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,6 +163,7 @@ def decide(
                     attempt=state.attempt + 1,
                     lease_until=now + timedelta(seconds=command.lease_seconds),
                     queue_version=command.queue_version,
+                    tenant_version=command.tenant_version,
                 )
             ]
         case CompleteJob():

@@ -59,6 +59,9 @@ class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
     # Added with queues (sql/0059): the version of the queue's settings the claim was
     # made under, for a queue that has any (its queue.* stream); left out when None.
     queue_version: int | None = None
+    # Added with fair shares (sql/0070): the version of the tenant's settings the claim
+    # was made under, for a tenant that has any (max_running, weight); left out when None.
+    tenant_version: int | None = None
 
 
 class JobCompleted(Event, frozen=True, tag="job.completed.v1"):
@@ -272,7 +275,7 @@ _DATA_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
 # does not use one is stored exactly as before the field existed.
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
     JobSubmitted: ("concurrency_key",),
-    JobClaimed: ("queue_version",),
+    JobClaimed: ("queue_version", "tenant_version"),
 }
 
 

@@ -7,7 +7,9 @@ picks them (`jobs_claim`: the function `jobs_claim_next`, sql/0059, with
 claimed job gets one job.claimed.v1, the worker's id as actor, appended through the
 event store. A job of a queue with settings records the version of those settings
 it was claimed under (`queue_version`): with the queue's own events, the ledger says
-which limits applied while it waited.
+which limits applied while it waited. Likewise a job of a tenant with settings records
+their version (`tenant_version`, sql/0070): the claim is fair across tenants, within
+each tenant's `max_running` and in proportion to its `weight`.
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ async def claim(
             for event in commands.decide(
                 state,
                 plain
-                if row["queue_version"] is None
-                else msgspec.structs.replace(plain, queue_version=row["queue_version"]),
+                if row["queue_version"] is None and row["tenant_version"] is None
+                else msgspec.structs.replace(
+                    plain,
+                    queue_version=row["queue_version"],
+                    tenant_version=row["tenant_version"],
+                ),
                 job_id=state.job_id,
                 actor=worker_id,
                 now=now,

@@ -49,8 +49,10 @@ SELECT * FROM jobs_lease_expired($1);
 -- queue's lock); rows other claimers hold are skipped, so concurrent claimers never
 -- take the same job.
 -- With each job, its queue's settings version (NULL: a queue without settings), the
--- queue being the job's tenant's of its name (sql/0065).
-SELECT (c.job).*, c.queue_version
+-- queue being the job's tenant's of its name (sql/0065), and its tenant's settings
+-- version (NULL: a tenant without settings); slots shared fairly across tenants
+-- (sql/0070).
+SELECT (c.job).*, c.queue_version, c.tenant_version
 FROM jobs_claim($1, $2::text[]) AS c;
 
 -- name: jobs_next_due

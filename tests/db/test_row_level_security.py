@@ -71,8 +71,10 @@ async def _populate(
         job = await factories.submit(event_store, conn, queue="q", concurrency_key="k")
         await factories.submit(event_store, conn)
     await tenants.configure(conn, event_store, tenant, {"max_queued": 1000}, actor="ops")
+    # Every due job claimed: the claim shares its slots across tenants (sql/0070), so
+    # one slot could go to another tenant's job, leaving this tenant's queue unclaimed.
     await claims.claim(
-        worker, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=1
+        worker, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=100
     )
     async with conn.transaction():
         await _in(conn, tenant)

@@ -1,0 +1,146 @@
+"""Fair shares across tenants (sql/0070): a small tenant beside a big tenant's backlog.
+
+Tenant A holds a backlog of queued no-op jobs while tenant B submits one job every
+20 ms: B's latency (submit return to handler start, as bench.latency measures it)
+against B's latency with A idle, measured in the same run, and A's drain rate while B
+submits against A's drain rate alone (jobs completed over a window of the same length).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import msgspec
+
+from bench import cluster, procs, stats, submit
+from bench.processing import Q, wait_for
+from ledger import acting, db
+
+BIG = "tenant-a"
+SMALL = "tenant-b"
+
+
+class Tenants(msgspec.Struct, kw_only=True):
+    backlog: int
+    jobs: int
+    idle_p50_ms: float  # B alone
+    idle_p99_ms: float
+    p50_ms: float  # B beside A's backlog
+    p99_ms: float
+    claim_p50_ms: float  # B submitted → claimed beside A's backlog (the database's times)
+    claim_p99_ms: float
+    alone_rate: float  # jobs/s of A completed over the window, B idle
+    shared_rate: float  # jobs/s of A completed over the window while B submits
+
+
+async def _backlog(c: cluster.Cluster, n: int) -> None:
+    async with db.connect(c.app_dsn) as conn:
+        for start in range(0, n, 1000):
+            async with conn.transaction():
+                await acting.act_in(conn, BIG)
+                await submit.SUBMITTER.submit_many(
+                    conn, submit.batch_of(min(1000, n - start), start=start), actor=submit.ACTOR
+                )
+    await c.checkpoint()
+
+
+async def _trickle(c: cluster.Cluster, jobs: int, gap: float) -> dict[str, int]:
+    """B's jobs one at a time, `gap` apart: each job's submit-return time (ns)."""
+    returned: dict[str, int] = {}
+    async with db.connect(c.app_dsn) as conn:
+        for i in range(jobs):
+            async with conn.transaction():
+                await acting.act_in(conn, SMALL)
+                job = await submit.SUBMITTER.submit(
+                    conn, submit.NOOP, {"n": i}, max_attempts=1, actor=submit.ACTOR
+                )
+            returned[str(job.job_id)] = time.time_ns()
+            await asyncio.sleep(gap)
+    return returned
+
+
+async def _completed(c: cluster.Cluster, tenant: str) -> int:
+    async with db.connect(c.admin_dsn) as conn:
+        return int(await conn.fetchval(Q["jobs_completed_in_tenant"], tenant))
+
+
+async def _run(
+    c: cluster.Cluster,
+    *,
+    backlog: int,
+    jobs: int,
+    gap: float,
+    window: float,
+    slots: int,
+    logs: Path,
+    name: str,
+) -> tuple[list[float], float, list[float]]:
+    """A fresh database with A's `backlog`, one worker; B trickles `jobs` (none: A
+    alone over the same window). B's latencies and A's completion rate meanwhile."""
+    await c.reset_jobs()
+    if backlog:
+        await _backlog(c, backlog)
+    starts = c.data_dir / f"noop-starts-{uuid.uuid4().hex[:8]}.txt"
+    env = procs.service_env(c, {"WORKER_COUNT": str(slots), "BENCH_NOOP_STARTS": str(starts)})
+    worker = procs.Service("worker", env, logs / f"worker-tenants-{name}.log")
+    try:
+        await wait_for(c.admin_dsn, "worker_processes_count", 1, 60, "the worker to register")
+        before = await _completed(c, BIG)
+        began = time.perf_counter()
+        if jobs:
+            returned = await _trickle(c, jobs, gap)
+        else:
+            returned = {}
+            await asyncio.sleep(window)
+        took = time.perf_counter() - began
+        done = await _completed(c, BIG) - before
+        if jobs:
+            await wait_for(c.admin_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
+        worker.check()
+        async with db.connect(c.admin_dsn) as conn:
+            claimed = [float(r["ms"]) for r in await conn.fetch(Q["tenant_claim_delays_ms"], SMALL)]
+    finally:
+        worker.stop()
+    started: dict[str, int] = {}
+    if starts.exists():
+        for line in starts.read_text().splitlines():
+            job, ns = line.split()
+            started[job] = int(ns)
+    return [(started[j] - t) / 1e6 for j, t in returned.items()], done / took, claimed
+
+
+async def measure(
+    c: cluster.Cluster, *, backlog: int, jobs: int, gap: float, slots: int, logs: Path
+) -> Tenants:
+    window = jobs * gap  # A alone: about as long as B's submissions take
+
+    async def run(backlog: int, jobs: int, name: str) -> tuple[list[float], float, list[float]]:
+        return await _run(
+            c,
+            backlog=backlog,
+            jobs=jobs,
+            gap=gap,
+            window=window,
+            slots=slots,
+            logs=logs,
+            name=name,
+        )
+
+    idle, _, _ = await run(0, jobs, "idle")
+    _, alone, _ = await run(backlog, 0, "a")
+    shared_ms, shared, claimed = await run(backlog, jobs, "ab")
+    return Tenants(
+        backlog=backlog,
+        jobs=jobs,
+        idle_p50_ms=stats.percentile(idle, 50),
+        idle_p99_ms=stats.percentile(idle, 99),
+        p50_ms=stats.percentile(shared_ms, 50),
+        p99_ms=stats.percentile(shared_ms, 99),
+        claim_p50_ms=stats.percentile(claimed, 50),
+        claim_p99_ms=stats.percentile(claimed, 99),
+        alone_rate=alone,
+        shared_rate=shared,
+    )
