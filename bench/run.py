@@ -423,6 +423,22 @@ async def _tenants(
             stats.Figure.of([getattr(r, field) for r in runs], unit="jobs/s"),
             ratio_to_baseline=True,
         )
+    callers, jobs = 4, 2_000
+    _log(f"tenants: {jobs:,} submissions one job a transaction from {callers} callers")
+    quotas = [await tenants.quota(c, jobs=jobs, callers=callers) for _ in range(sizes.reps)]
+    free = stats.Figure.of([q.free_rate for q in quotas], unit="jobs/s")
+    rep.add(
+        "tenants_submit_free",
+        f"tenants, submit 1 job/transaction, {callers} callers, tenant without settings",
+        free,
+        ratio_to_baseline=True,
+    )
+    rep.add(
+        "tenants_submit_max_queued",
+        f"tenants, submit 1 job/transaction, {callers} callers, tenant with max_queued",
+        stats.Figure.of([q.held_rate for q in quotas], unit="jobs/s"),
+        ratio_to_baseline=True,
+    )
 
 
 async def _queues(

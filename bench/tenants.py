@@ -4,6 +4,7 @@ Tenant A holds a backlog of queued no-op jobs while tenant B submits one job eve
 20 ms: B's latency (submit return to handler start, as bench.latency measures it)
 against B's latency with A idle, measured in the same run, and A's drain rate while B
 submits against A's drain rate alone (jobs completed over a window of the same length).
+And what a tenant's `max_queued` (sql/0069) costs its submissions (`quota`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import msgspec
 
 from bench import cluster, procs, stats, submit
 from bench.processing import Q, wait_for
-from ledger import acting, db
+from ledger import acting, db, store
+from ledger import tenants as tenant_settings
 
 BIG = "tenant-a"
 SMALL = "tenant-b"
@@ -34,6 +36,13 @@ class Tenants(msgspec.Struct, kw_only=True):
     claim_p99_ms: float
     alone_rate: float  # jobs/s of A completed over the window, B idle
     shared_rate: float  # jobs/s of A completed over the window while B submits
+
+
+class Quota(msgspec.Struct, kw_only=True):
+    """Submissions one job a transaction, from concurrent callers in one tenant."""
+
+    free_rate: float  # jobs/s, the tenant without settings
+    held_rate: float  # jobs/s, the tenant with a max_queued (never reached)
 
 
 async def _backlog(c: cluster.Cluster, n: int) -> None:
@@ -144,3 +153,36 @@ async def measure(
         alone_rate=alone,
         shared_rate=shared,
     )
+
+
+async def _submit_rate(c: cluster.Cluster, jobs: int, callers: int) -> float:
+    """Jobs/s of `callers` connections each submitting its share one job a transaction
+    in tenant A (the quota's worst case: every commit takes the tenant's row lock)."""
+    per = jobs // callers
+
+    async def caller(k: int) -> None:
+        async with db.connect(c.app_dsn) as conn:
+            for i in range(per):
+                async with conn.transaction():
+                    await acting.act_in(conn, BIG)
+                    await submit.SUBMITTER.submit(
+                        conn, submit.NOOP, {"n": k * per + i}, max_attempts=1, actor=submit.ACTOR
+                    )
+
+    began = time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(callers)))
+    return per * callers / (time.perf_counter() - began)
+
+
+async def quota(c: cluster.Cluster, *, jobs: int, callers: int) -> Quota:
+    """What `max_queued` costs a tenant's submissions (sql/0069): the same submissions
+    into a fresh database, without settings, then under a `max_queued` they never reach."""
+    await c.reset_jobs()
+    free = await _submit_rate(c, jobs, callers)
+    await c.reset_jobs()
+    async with db.connect(c.app_dsn) as conn:
+        await tenant_settings.configure(
+            conn, store.EventStore(), BIG, {"max_queued": 10 * jobs}, actor=submit.ACTOR
+        )
+    held = await _submit_rate(c, jobs, callers)
+    return Quota(free_rate=free, held_rate=held)
