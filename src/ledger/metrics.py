@@ -138,6 +138,7 @@ class Metrics:
         self.queue_depth: Gauge | None = None
         self.queue_paused: Gauge | None = None
         self.queue_waiting_on_limit: Gauge | None = None
+        self.tenant_waiting_on_max_running: Gauge | None = None
         self.worker_processes: Gauge | None = None
         self.worker_slots: Gauge | None = None
         self.worker_slots_busy: Gauge | None = None
@@ -173,6 +174,12 @@ class Metrics:
             "Runnable (pending, retrying) jobs of a queue that a limit holds back now: the "
             "queue is paused, at its concurrency limit, or out of rate-limit tokens.",
             (*by, "queue", "limit"),
+        )
+        self.tenant_waiting_on_max_running = self._gauge(
+            "tenant_jobs_waiting_on_max_running",
+            "Runnable (pending, retrying) jobs of tenants whose processing jobs have reached "
+            "their max_running: they wait for one of the tenant's jobs to finish.",
+            by,
         )
         self.worker_processes = self._gauge(
             "worker_processes", "Live worker processes (heartbeat within their lease)."
@@ -211,6 +218,23 @@ class Metrics:
         self.queue_depth.clear()
         for labels, count in depth.items():
             self.queue_depth.labels(*labels).set(count)
+
+    def set_tenant_limits(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
+        """Replace the tenant-limit gauge with (tenant, max_running, running, runnable) rows
+        read just now: a tenant at its max_running counts its runnable jobs, any other
+        zero; summed over tenants unless the gauge has a tenant label."""
+        assert self.tenant_waiting_on_max_running is not None, "add_cluster_gauges() first"
+        waiting: dict[tuple[str, ...], int] = {} if self.tenant_label else {(): 0}
+        for tenant, max_running, running, runnable in rows:
+            key = self._by(tenant)
+            held = runnable if running >= max_running else 0
+            waiting[key] = waiting.get(key, 0) + held
+        self.tenant_waiting_on_max_running.clear()
+        for labels, count in waiting.items():
+            if labels:
+                self.tenant_waiting_on_max_running.labels(*labels).set(count)
+            else:
+                self.tenant_waiting_on_max_running.set(count)
 
     def set_queue_limits(self, rows: Iterable[tuple[str, str, bool, str | None, int]]) -> None:
         """Replace the queue-limit gauges with (tenant, queue, paused, held by, runnable) rows

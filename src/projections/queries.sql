@@ -502,3 +502,18 @@ HAVING sum(n) <> 0;
 SELECT tenant, name, paused, concurrency, rate_limit, runnable, running, tokens
 FROM queues_limits_all()
 ORDER BY name, tenant;
+
+-- name: tenants_at_max_running
+-- Every tenant with a max_running (sql/0069, enforced by the claim since 0070) beside
+-- its running and runnable jobs from the counters, through the cross-tenant functions
+-- (sql/0068): what /metrics tells of tenants held at their limit. A few rows per
+-- configured tenant, whatever the size of the ledger.
+SELECT t.tenant, t.max_running,
+       coalesce(sum(c.jobs) FILTER (WHERE c.status = 'processing'), 0)::bigint AS running,
+       coalesce(sum(c.jobs) FILTER (WHERE c.status IN ('pending', 'retrying')), 0)::bigint
+           AS runnable
+FROM tenants_all() AS t
+LEFT JOIN job_counts_all() AS c ON c.tenant = t.tenant
+WHERE t.max_running IS NOT NULL
+GROUP BY t.tenant, t.max_running
+ORDER BY t.tenant;

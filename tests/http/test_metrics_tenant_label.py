@@ -10,12 +10,13 @@ import asyncpg
 import httpx
 import pytest
 
-from ledger import acting, config, jobtypes, queues, store
+from ledger import acting, config, jobtypes, queues, store, tenants
 from service import app as app_module
 from tests import factories
 from tests.conftest import Databases
 from tests.http.conftest import SECRET, running
 from tests.http.test_operations import scrape
+from workers import claims
 
 QUEUE_GAUGES = ("ledger_queue_depth", "ledger_queue_paused", "ledger_queue_jobs_waiting_on_limit")
 
@@ -73,3 +74,40 @@ async def test_metrics_tenant_label_labels_the_queue_gauges_by_tenant(
         "ledger_queue_jobs_waiting_on_limit", tenant="acme", queue="emails", limit="paused"
     )
     assert waiting == 2
+
+
+@pytest.fixture
+async def held_tenant(
+    conn: asyncpg.Connection, worker_conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    """acme: max_running 1, one job running and 3 runnable; beta: max_running 5, one job
+    running and 2 runnable (room left: not held)."""
+    for tenant, limit, jobs in (("acme", 1, 4), ("beta", 5, 3)):
+        await tenants.configure(conn, event_store, tenant, {"max_running": limit}, actor="ops")
+        async with conn.transaction():
+            await acting.act_in(conn, tenant)
+            for _ in range(jobs):
+                await factories.submit(event_store, conn)
+    for _ in range(2):  # one job of each tenant
+        await claims.claim(
+            worker_conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=1
+        )
+
+
+async def test_jobs_held_by_a_tenants_max_running_are_a_gauge_summed_or_by_tenant(
+    dbs: Databases, registry: jobtypes.Registry, held_tenant: None, admin_conn: asyncpg.Connection
+) -> None:
+    running = dict(
+        await admin_conn.fetch(
+            "SELECT tenant, count(*) FROM jobs WHERE status = 'processing' GROUP BY tenant"
+        )
+    )
+    assert running == {"acme": 1, "beta": 1}
+    async with serving(dbs, registry, {}) as http:
+        scraped = await scrape(http)
+    assert scraped.value("ledger_tenant_jobs_waiting_on_max_running") == 3
+    async with serving(dbs, registry, {"METRICS_TENANT_LABEL": "1"}) as http:
+        scraped = await scrape(http)
+    gauge = "ledger_tenant_jobs_waiting_on_max_running"
+    assert scraped.value(gauge, tenant="acme") == 3
+    assert scraped.value(gauge, tenant="beta") == 0

@@ -38,6 +38,7 @@ async def refresh(services: Services, registry: metrics.Metrics) -> bool:
         async with services.connection(wait_seconds=2) as conn:
             rows = await conn.fetch(Q["job_counts_unfinished"])
             held = await queue_view.limits_now(conn)
+            tenants_held = await conn.fetch(Q["tenants_at_max_running"])
             usage = await leases.slot_usage(conn)
     except db.UNREACHABLE as exc:
         log.warning("metrics: database unreachable: %s", exc)
@@ -45,6 +46,9 @@ async def refresh(services: Services, registry: metrics.Metrics) -> bool:
         return False
     registry.set_queue_depth((r["tenant"], r["queue"], r["status"], int(r["jobs"])) for r in rows)
     registry.set_queue_limits((h.tenant, h.queue, h.paused, h.held_by, h.runnable) for h in held)
+    registry.set_tenant_limits(
+        (r["tenant"], r["max_running"], r["running"], r["runnable"]) for r in tenants_held
+    )
     registry.set_worker_slots(processes=usage.processes, slots=usage.slots, busy=usage.busy)
     registry.set_database_reachable(True)
     return True
