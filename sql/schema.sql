@@ -406,7 +406,8 @@ BEGIN
             idempotency_key = s.idempotency_key, replay_of = s.replay_of,
             submitted_by = s.submitted_by, created_at = s.created_at,
             updated_at = s.updated_at, started_at = s.started_at,
-            completed_at = s.completed_at, concurrency_key = s.concurrency_key
+            completed_at = s.completed_at, concurrency_key = s.concurrency_key,
+            snoozes = s.snoozes
         WHERE job_id = e.job_id;
     END IF;
 END;
@@ -442,7 +443,9 @@ CREATE TABLE public.jobs (
     started_at timestamp with time zone,
     completed_at timestamp with time zone,
     concurrency_key text,
-    tenant text DEFAULT 'default'::text NOT NULL
+    tenant text DEFAULT 'default'::text NOT NULL,
+    snoozes integer DEFAULT 0 NOT NULL,
+    CONSTRAINT jobs_snoozes_check CHECK ((snoozes >= 0))
 );
 
 ALTER TABLE ONLY public.jobs FORCE ROW LEVEL SECURITY;
@@ -501,6 +504,7 @@ SELECT
             CASE WHEN e.data->>'next_attempt_at' IS NOT NULL THEN 'retrying' ELSE 'failed' END
         WHEN 'job.cancelled.v1' THEN 'cancelled'
         WHEN 'job.released.v1' THEN 'pending'
+        WHEN 'job.snoozed.v1' THEN 'pending'
         WHEN 'job.retried.v1' THEN 'pending'
         ELSE s.status
     END,
@@ -521,6 +525,7 @@ SELECT
         WHEN 'job.submitted.v1' THEN 0
         WHEN 'job.claimed.v1' THEN (e.data->>'attempt')::integer
         WHEN 'job.released.v1' THEN s.attempt - 1
+        WHEN 'job.snoozed.v1' THEN (e.data->>'attempt')::integer - 1
         WHEN 'job.retried.v1' THEN 0
         ELSE s.attempt
     END,
@@ -541,18 +546,21 @@ SELECT
         WHEN e.type IN ('job.retry_scheduled.v1', 'job.failed.v1', 'job.lease_expired.v1')
             THEN (e.data->>'next_attempt_at')::timestamptz
         WHEN e.type IN ('job.released.v1', 'job.retried.v1') THEN e.occurred_at
+        WHEN e.type = 'job.snoozed.v1' THEN (e.data->>'run_at')::timestamptz
         ELSE s.run_at
     END,
     CASE
         WHEN e.type = 'job.claimed.v1' THEN e.data->>'worker_id'
         WHEN e.type IN ('job.completed.v1', 'job.retry_scheduled.v1', 'job.failed.v1',
-                        'job.lease_expired.v1', 'job.cancelled.v1', 'job.released.v1') THEN NULL
+                        'job.lease_expired.v1', 'job.cancelled.v1', 'job.released.v1',
+                        'job.snoozed.v1') THEN NULL
         ELSE s.worker_id
     END,
     CASE
         WHEN e.type = 'job.claimed.v1' THEN (e.data->>'lease_until')::timestamptz
         WHEN e.type IN ('job.completed.v1', 'job.retry_scheduled.v1', 'job.failed.v1',
-                        'job.lease_expired.v1', 'job.cancelled.v1', 'job.released.v1') THEN NULL
+                        'job.lease_expired.v1', 'job.cancelled.v1', 'job.released.v1',
+                        'job.snoozed.v1') THEN NULL
         ELSE s.lease_until
     END,
     CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'idempotency_key' ELSE s.idempotency_key END,
@@ -574,13 +582,20 @@ SELECT
         ELSE s.completed_at
     END,
     CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'concurrency_key' ELSE s.concurrency_key END,
-    CASE WHEN e.type = 'job.submitted.v1' THEN e.tenant ELSE s.tenant END
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.tenant ELSE s.tenant END,
+    CASE e.type
+        WHEN 'job.submitted.v1' THEN 0
+        WHEN 'job.snoozed.v1' THEN (e.data->>'snooze')::integer
+        WHEN 'job.retried.v1' THEN 0
+        ELSE s.snoozes
+    END
 WHERE CASE
     WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
     ELSE s.job_id IS NOT NULL
          AND e.type IN ('job.claimed.v1', 'job.completed.v1', 'job.retry_scheduled.v1',
                         'job.failed.v1', 'job.lease_expired.v1', 'job.cancelled.v1',
-                        'job.released.v1', 'job.retried.v1', 'job.replayed.v1')
+                        'job.released.v1', 'job.retried.v1', 'job.replayed.v1',
+                        'job.snoozed.v1')
 END OR job_view_refuse(e.type, e.job_id, s.job_id IS NOT NULL)
 $$;
 
@@ -1453,12 +1468,13 @@ BEGIN
     SET (version, type, queue, priority, status, payload, result, error, attempt,
          max_attempts, timeout_seconds, backoff_base_seconds, backoff_cap_seconds, run_at,
          worker_id, lease_until, idempotency_key, replay_of, submitted_by, created_at,
-         updated_at, started_at, completed_at, concurrency_key)
+         updated_at, started_at, completed_at, concurrency_key, snoozes)
       = (n.version, n.type, n.queue, n.priority, n.status, n.payload, n.result,
          n.error, n.attempt, n.max_attempts, n.timeout_seconds,
          n.backoff_base_seconds, n.backoff_cap_seconds, n.run_at, n.worker_id,
          n.lease_until, n.idempotency_key, n.replay_of, n.submitted_by,
-         n.created_at, n.updated_at, n.started_at, n.completed_at, n.concurrency_key)
+         n.created_at, n.updated_at, n.started_at, n.completed_at, n.concurrency_key,
+         n.snoozes)
     FROM (
         SELECT s.*
         FROM appended AS e

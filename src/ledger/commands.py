@@ -58,6 +58,16 @@ class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
     retry_delay: timedelta
 
 
+class SnoozeJob(msgspec.Struct, frozen=True, kw_only=True):
+    """The running attempt snoozed: wait `delay` without counting the attempt, or fail
+    when the job has already snoozed `max_snoozes` times."""
+
+    worker_id: str
+    delay: timedelta
+    max_snoozes: int
+    reason: str | None = None
+
+
 class ExpireLease(msgspec.Struct, frozen=True, kw_only=True):
     """The job's worker stopped renewing its lease (it died): a failed attempt, retried `retry_delay` later."""
 
@@ -89,6 +99,7 @@ Command = (
     | FailAttempt
     | ExpireLease
     | ReleaseJob
+    | SnoozeJob
     | CancelJob
     | RetryJob
     | MarkResubmitted
@@ -101,6 +112,7 @@ _VERB: dict[type[Any], str] = {
     FailAttempt: "fail",
     ExpireLease: "expire the lease of",
     ReleaseJob: "release",
+    SnoozeJob: "snooze",
     CancelJob: "cancel",
     RetryJob: "retry",
     MarkResubmitted: "mark as resubmitted",
@@ -192,6 +204,31 @@ def decide(
         case ReleaseJob():
             _require_holder(state, command.worker_id, refuse)
             return [ev.JobReleased(**envelope, worker_id=command.worker_id)]
+        case SnoozeJob():
+            _require_holder(state, command.worker_id, refuse)
+            if state.snoozes >= command.max_snoozes:
+                return [
+                    ev.JobFailed(
+                        **envelope,
+                        error=(
+                            f"snoozed {state.snoozes} times, the most its job type allows "
+                            f"(max_snoozes {command.max_snoozes}); last asked: "
+                            f"{command.reason or 'no reason given'}"
+                        ),
+                    )
+                ]
+            return [
+                ev.JobSnoozed(
+                    **envelope,
+                    worker_id=command.worker_id,
+                    attempt=state.attempt,
+                    snooze=state.snoozes + 1,
+                    max_snoozes=command.max_snoozes,
+                    seconds=command.delay.total_seconds(),
+                    run_at=now + command.delay,
+                    reason=command.reason,
+                )
+            ]
         case CancelJob():
             if state.status in TERMINAL:
                 raise refuse()

@@ -95,6 +95,19 @@ class JobReleased(Event, frozen=True, tag="job.released.v1"):
     worker_id: str
 
 
+class JobSnoozed(Event, frozen=True, tag="job.snoozed.v1"):
+    """The running attempt asked to wait (the handler's Snooze): back to pending until
+    `run_at`, the attempt not counted (the next claim runs attempt `attempt` again)."""
+
+    worker_id: str
+    attempt: int  # the attempt that snoozed, and the number the next claim gives again
+    snooze: int  # this job's snoozes so far, this one included (1 for the first)
+    max_snoozes: int  # the most its job type allows; one more fails the job
+    seconds: float
+    run_at: datetime
+    reason: str | None = None
+
+
 class JobRetried(Event, frozen=True, tag="job.retried.v1"):
     """A failed or cancelled job was sent to run again, attempts reset."""
 
@@ -174,6 +187,7 @@ JobEvent = (
     | JobLeaseExpired
     | JobCancelled
     | JobReleased
+    | JobSnoozed
     | JobRetried
     | JobReplayed
     | QueueConfigured
@@ -191,6 +205,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobLeaseExpired,
     JobCancelled,
     JobReleased,
+    JobSnoozed,
     JobRetried,
     JobReplayed,
     QueueConfigured,

@@ -38,6 +38,30 @@ class Permanent(errors.LedgerError):
     """The job can never succeed as submitted: it fails now, whatever attempts are left."""
 
 
+MAX_SNOOZE_SECONDS: Final = 366 * 24 * 3600
+
+
+class Snooze(Exception):
+    """Not now: run this attempt again `seconds` from now, without counting it as an attempt.
+
+    A handler raises it (or returns it) when the job cannot make progress yet (a
+    resource busy, a partner's window closed). The job goes back to wait
+    (job.snoozed.v1) with its attempt number unchanged; after its job type's
+    `max_snoozes` snoozes it fails instead, with an error that says so.
+    """
+
+    def __init__(self, seconds: float, reason: str | None = None) -> None:
+        if not 0 <= seconds <= MAX_SNOOZE_SECONDS:
+            raise ValueError(f"a snooze lasts 0 to {MAX_SNOOZE_SECONDS} seconds, not {seconds}")
+        super().__init__(seconds, reason)
+        self.seconds = float(seconds)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        text = f"snoozed for {self.seconds:g} s"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
 class UnknownJobType(errors.InvalidInput):
     """No handler is registered for this job type (the field `<where>type`)."""
 
@@ -93,6 +117,9 @@ class JobContext(msgspec.Struct, frozen=True, kw_only=True):
 Handler = Callable[[Any, JobContext], Awaitable[Any]] | Callable[[Any, JobContext], Any]
 
 
+DEFAULT_MAX_SNOOZES: Final = 100
+
+
 class JobType(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     payload_type: type[msgspec.Struct]
@@ -101,6 +128,9 @@ class JobType(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 3
     backoff_base_seconds: float = 1.0
     backoff_cap_seconds: float = 300.0
+    # How many times one job may snooze (raise Snooze) before it fails; a manual
+    # retry starts the count again.
+    max_snoozes: int = DEFAULT_MAX_SNOOZES
 
     @property
     def is_async(self) -> bool:
@@ -156,9 +186,12 @@ def job_type(
     max_attempts: int = 3,
     backoff_base_seconds: float = 1.0,
     backoff_cap_seconds: float = 300.0,
+    max_snoozes: int = DEFAULT_MAX_SNOOZES,
     registry: Registry = REGISTRY,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated function as the handler of job type `name`."""
+    if max_snoozes < 0:
+        raise errors.ConfigError(f"job type {name!r}: max_snoozes must not be negative")
 
     def register(handler: Handler) -> Handler:
         registry.add(
@@ -170,6 +203,7 @@ def job_type(
                 max_attempts=max_attempts,
                 backoff_base_seconds=backoff_base_seconds,
                 backoff_cap_seconds=backoff_cap_seconds,
+                max_snoozes=max_snoozes,
             )
         )
         return handler

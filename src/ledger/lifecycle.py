@@ -59,6 +59,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     completed_at: datetime | None
     concurrency_key: str | None = None
     tenant: str = ev.DEFAULT_TENANT
+    snoozes: int = 0  # the handler's snoozes since submission or the last manual retry
 
 
 class FoldError(ValueError):
@@ -140,10 +141,19 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
                 "run_at": event.occurred_at,
                 **released,
             }
+        case ev.JobSnoozed():
+            changes = {
+                "status": "pending",
+                "attempt": event.attempt - 1,
+                "run_at": event.run_at,
+                "snoozes": event.snooze,
+                **released,
+            }
         case ev.JobRetried():
             changes = {
                 "status": "pending",
                 "attempt": 0,
+                "snoozes": 0,
                 "max_attempts": (
                     state.max_attempts if event.max_attempts is None else event.max_attempts
                 ),

@@ -73,6 +73,10 @@ class Metrics:
             "an expired lease, or a manual retry.",
         )
         self.jobs_cancelled = counter("jobs_cancelled_total", "Jobs cancelled.")
+        self.jobs_snoozed = counter(
+            "jobs_snoozed_total",
+            "Attempts that snoozed (the handler's Snooze): back to wait, the attempt not counted.",
+        )
         self.lease_recoveries = counter(
             "lease_recoveries_total", "Running attempts recovered after their lease expired."
         )

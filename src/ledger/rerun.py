@@ -17,12 +17,14 @@ from ledger import jobtypes, lifecycle
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
-    """How a run ended: `completed` with a result, or `failed` with an error."""
+    """How a run ended: `completed` with a result, `failed` with an error, or `snoozed`
+    (the handler asked to wait `snooze_seconds`; `error` says why, if it did)."""
 
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "snoozed"]
     result: Any = None
     error: str | None = None
     permanent: bool = False
+    snooze_seconds: float | None = None
 
 
 def recorded_outcome(state: lifecycle.JobState) -> Outcome | None:
@@ -65,6 +67,8 @@ async def run_locally(
             value = await asyncio.wait_for(pending, timeout=state.timeout_seconds)
         else:
             value = await asyncio.to_thread(job.handler, payload, context)
+    except jobtypes.Snooze as exc:
+        value = exc
     except jobtypes.Permanent as exc:
         return Outcome(status="failed", error=str(exc) or type(exc).__name__, permanent=True)
     except jobtypes.Retryable as exc:
@@ -76,6 +80,8 @@ async def run_locally(
         return Outcome(
             status="failed", error=f"{type(exc).__name__}: {text}" if text else type(exc).__name__
         )
+    if isinstance(value, jobtypes.Snooze):
+        return Outcome(status="snoozed", error=value.reason, snooze_seconds=value.seconds)
     try:
         result = msgspec.to_builtins(value)
     except TypeError as exc:

@@ -48,6 +48,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     completed_at: datetime | None
     next_attempt_at: datetime | None  # when a pending or retrying job becomes due
     concurrency_key: str | None = None
+    snoozes: int = 0  # times its handler snoozed (since submission or the last manual retry)
 
     @classmethod
     def of(cls, state: lifecycle.JobState) -> Job:
@@ -67,6 +68,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             completed_at=state.completed_at,
             next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
             concurrency_key=state.concurrency_key,
+            snoozes=state.snoozes,
         )
 
     @classmethod

@@ -149,6 +149,10 @@ class JobMetrics:
                 job.due = None
             case ev.JobReleased():
                 job.started, job.due = None, event.occurred_at
+            case ev.JobSnoozed():
+                self._ran(job, event.occurred_at)
+                tally[(m.jobs_snoozed, labels)] += 1
+                job.due = event.run_at
             case ev.JobRetried():
                 tally[(m.jobs_retried, labels)] += 1
                 job.started, job.due = None, event.occurred_at

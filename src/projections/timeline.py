@@ -27,6 +27,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     since_previous_seconds: float | None
     data: dict[str, Any]
     hash: str
+    why: str | None = None  # the event's reason in words, where it has one (a snooze)
 
 
 class Timeline(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,10 +63,23 @@ def build(
                 ),
                 data=data,
                 hash=recorded.hash.hex(),
+                why=explain(event),
             )
         )
         previous = event.occurred_at
     return Timeline(job_id=job_id, as_of=as_of, steps=steps, state=state)
+
+
+def explain(event: ev.Event) -> str | None:
+    """Why the event happened, in words, for the events that record a reason."""
+    if isinstance(event, ev.JobSnoozed):
+        reason = f": {event.reason}" if event.reason else ""
+        return (
+            f"attempt {event.attempt} snoozed {gap(event.seconds).lstrip('+')} until "
+            f"{event.run_at.strftime('%Y-%m-%d %H:%M:%S')} (snooze {event.snooze} of "
+            f"{event.max_snoozes}; not counted as an attempt){reason}"
+        )
+    return None
 
 
 def gap(seconds: float | None) -> str:
@@ -100,8 +114,9 @@ def render(timeline: Timeline) -> str:
         for s in timeline.steps
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-        for r in [header, *rows]
-    ]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
+    for step, row in zip(timeline.steps, rows, strict=True):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if step.why:
+            lines.append(" " * (widths[0] + 2) + "why: " + step.why)
     return "\n".join(lines)

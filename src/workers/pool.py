@@ -418,6 +418,15 @@ class Pool:
                 return commands.ReleaseJob(worker_id=self.worker_id)
             return None
         failure = run.handler.exception()
+        if failure is None and isinstance(run.handler.result(), jobtypes.Snooze):
+            failure = run.handler.result()  # returned rather than raised: the same
+        if isinstance(failure, jobtypes.Snooze):
+            return commands.SnoozeJob(
+                worker_id=self.worker_id,
+                delay=timedelta(seconds=failure.seconds),
+                max_snoozes=job.max_snoozes,
+                reason=failure.reason,
+            )
         if failure is None:
             try:
                 result = msgspec.to_builtins(run.handler.result())

@@ -57,6 +57,12 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
         ),
         commands.ExpireLease(retry_delay=delay),
         commands.ReleaseJob(worker_id=holder),
+        commands.SnoozeJob(
+            worker_id=holder,
+            delay=delay,
+            max_snoozes=data.draw(st.integers(0, 3)),
+            reason=data.draw(st.none() | _text),
+        ),
         commands.CancelJob(reason=data.draw(st.none() | _text)),
         commands.RetryJob(max_attempts=data.draw(st.none() | st.integers(1, 5))),
         commands.MarkResubmitted(replayed_as=uuid.uuid4()),

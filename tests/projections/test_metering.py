@@ -105,6 +105,29 @@ async def test_retries_failures_cancellations_and_lease_recoveries_are_counted(
     assert value(registry, "ledger_events_appended_total", type="job.lease_expired.v1") == 1
 
 
+async def test_a_snooze_is_counted_and_its_wait_measured_from_its_end(
+    conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics
+) -> None:
+    labels = {"job_type": "noop", "queue": "default"}
+    job = await factories.submit(metered, conn)
+    claim = commands.ClaimJob(worker_id="w1", lease_seconds=30)
+    await run(metered, conn, job, claim)
+    snooze = commands.SnoozeJob(worker_id="w1", delay=timedelta(seconds=-3), max_snoozes=5)
+    await run(metered, conn, job, snooze)
+    assert value(registry, "ledger_jobs_snoozed_total", **labels) == 1
+    assert value(registry, "ledger_jobs_retried_total", **labels) == 0
+    assert value(registry, "ledger_job_run_duration_seconds_count", job_type="noop") == 1
+    waited_before = value(registry, "ledger_job_queue_wait_seconds_sum", job_type="noop")
+    await run(metered, conn, job, claim)
+    snoozed, claimed = [r.event for r in await metered.history(conn, job)][2:4]
+    assert isinstance(snoozed, ev.JobSnoozed)
+    waited = seconds_between(snoozed.run_at, claimed.occurred_at)
+    assert waited >= 3
+    assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="noop") == (
+        waited_before + waited
+    )
+
+
 async def test_a_losing_writer_counts_nothing(
     conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics
 ) -> None:

@@ -132,6 +132,9 @@ async def replay(
                 print(f"  {label:<9} (no finished attempt)")
             elif o.status == "completed":
                 print(f"  {label:<9} completed  result {encode(o.result).decode()}")
+            elif o.status == "snoozed":
+                why = f": {o.error}" if o.error else ""
+                print(f"  {label:<9} snoozed    for {o.snooze_seconds:g} s{why}")
             else:
                 print(f"  {label:<9} failed     error {o.error}")
         same = recorded is not None and (recorded.status, recorded.result, recorded.error) == (

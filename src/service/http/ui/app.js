@@ -315,6 +315,7 @@ async function renderDetail(jobId) {
   $("detail-fields").replaceChildren(
     ...field("type", job.type), ...field("queue", job.queue), ...field("priority", job.priority),
     ...field("attempt", `${job.attempt} of ${job.max_attempts}`),
+    ...(job.snoozes ? field("snoozes", String(job.snoozes)) : []),
     ...field("submitted", when(job.created_at)), ...field("started", when(job.started_at)),
     ...field("finished", when(job.completed_at)),
     ...(job.next_attempt_at ? field("next attempt", when(job.next_attempt_at)) : []),
@@ -345,8 +346,15 @@ function renderTimeline(history) {
     const kind = String(e.type).replace(/^job\./, "").replace(/\.v\d+$/, "");
     return el("li", { class: kind, "data-type": e.type },
       el("strong", {}, `v${e.version} ${kind}`), " ", el("span", { class: "actor" }, `by ${e.actor}`),
-      el("span", { class: "when" }, when(e.occurred_at)));
+      el("span", { class: "when" }, when(e.occurred_at)),
+      ...(kind === "snoozed" ? [el("span", { class: "why" }, snoozeWhy(e.data || {}))] : []));
   }));
+}
+
+function snoozeWhy(data) {
+  const reason = data.reason ? `: ${data.reason}` : "";
+  return `attempt ${data.attempt} waits ${data.seconds} s, until ${when(data.run_at)} ` +
+    `(snooze ${data.snooze} of ${data.max_snoozes}, not counted as an attempt)${reason}`;
 }
 
 function renderChain(verdict) {
