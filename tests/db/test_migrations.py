@@ -85,3 +85,36 @@ def test_migration_files_are_numbered_uniquely(tmp_path: Path) -> None:
 def test_every_shipped_migration_says_why_it_exists() -> None:
     for migration in migrations.discover():
         assert migration.sql.startswith("-- "), migration.name
+
+
+async def test_row_level_security_is_not_installed_by_a_role_it_would_bind(empty_db: str) -> None:
+    """0068 refuses a migrating role that is neither superuser nor BYPASSRLS: that role owns
+    the tables, and their forced policies would hide every tenant's rows from it."""
+    available = migrations.discover()
+    before = [m for m in available if m.name < "0068"]
+    through = [m for m in available if m.name < "0069"]
+    role = f"plain_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrations.migrate(conn, before)
+        await conn.execute(f'CREATE ROLE "{role}" NOSUPERUSER NOBYPASSRLS')
+        await conn.execute(f'GRANT ALL ON schema_migrations TO "{role}"')
+        await conn.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
+        await conn.execute(f'SET ROLE "{role}"')
+        with pytest.raises(errors.MigrationError, match="must be a superuser or have BYPASSRLS"):
+            await migrations.migrate(conn, through)
+        await conn.execute("RESET ROLE")
+        assert await migrations.pending(conn, through) == [through[-1].name]
+        assert not await conn.fetchval(
+            "SELECT relrowsecurity FROM pg_class WHERE oid = 'jobs'::regclass"
+        )
+    finally:
+        await conn.execute("RESET ROLE")
+        await conn.execute(f'REVOKE ALL ON schema_migrations FROM "{role}"')
+        await conn.execute(f'REVOKE CREATE ON SCHEMA public FROM "{role}"')
+        await conn.close()
+        admin = await asyncpg.connect(empty_db)
+        try:
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        finally:
+            await admin.close()
