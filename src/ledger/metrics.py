@@ -73,6 +73,12 @@ class Metrics:
             "an expired lease, or a manual retry.",
         )
         self.jobs_cancelled = counter("jobs_cancelled_total", "Jobs cancelled.")
+        self.jobs_bulk_changed = counter(
+            "jobs_bulk_changed_total",
+            "Jobs retried or cancelled by a bulk action (POST /api/v1/jobs/retry or /cancel, "
+            "`ledger jobs retry|cancel`), by action.",
+            ("action",),
+        )
         self.lease_recoveries = counter(
             "lease_recoveries_total", "Running attempts recovered after their lease expired."
         )
