@@ -17,6 +17,7 @@ from ledger import acting, bulk, commands, errors, lifecycle, sqlfile, store, su
 from ledger import events as ev
 from projections import current
 from tests import factories
+from tests.db.test_readme_python import ROOT
 
 Q = sqlfile.load("ledger")
 
@@ -316,3 +317,22 @@ async def test_old_events_decode_and_store_as_before_the_request_id_existed() ->
         "data": '{"max_attempts": null}',
     }
     assert ev.from_row(row) == plain
+
+
+async def test_the_readme_bulk_example_retries_the_outages_mails_once(
+    conn: asyncpg.Connection, event_store: store.EventStore
+) -> None:
+    text = (ROOT / "README.md").read_text()
+    start, end = "<!-- readme-bulk-example: start -->", "<!-- readme-bulk-example: end -->"
+    code = text[text.index(start) : text.index(end)].split("```python\n", 1)[1].rsplit("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    outage = [await _failed(event_store, conn, job_type="email_send", error="SMTP 451 busy")]
+    other = await _failed(event_store, conn, job_type="email_send", error="SMTP 550 no user")
+
+    done = await namespace["retry_smtp_outage"](conn)
+    again = await namespace["retry_smtp_outage"](conn)
+
+    assert (done.changed, done.job_ids, again.repeated, again.changed) == (1, outage, True, 0)
+    assert (await _state(conn, outage[0])).status == "pending"
+    assert (await _state(conn, other)).status == "failed"
