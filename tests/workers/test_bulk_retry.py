@@ -7,8 +7,8 @@ import uuid
 
 import asyncpg
 
-from ledger import lifecycle, store, submission, wire
 from ledger import events as ev
+from ledger import lifecycle, store, submission, wire
 from projections import current
 from tests import factories
 from tests.workers.conftest import PoolStarter, eventually
