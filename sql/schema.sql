@@ -2298,6 +2298,12 @@ CREATE INDEX audit_checkpoints_cursor_idx ON public.audit_checkpoints USING btre
 CREATE UNIQUE INDEX audit_tree_marks_cursor_idx ON public.audit_tree_marks USING btree (tenant, txid, "position");
 
 --
+-- Name: events_bulk_request_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX events_bulk_request_idx ON public.events USING btree (tenant, ((data ->> 'bulk_request_id'::text))) WHERE (data ? 'bulk_request_id'::text);
+
+--
 -- Name: events_occurred_at_idx; Type: INDEX; Schema: public; Owner: -
 --
 

@@ -80,10 +80,12 @@ class ReleaseJob(msgspec.Struct, frozen=True, kw_only=True):
 
 class CancelJob(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
+    bulk_request_id: str | None = None  # the bulk cancel this is part of (ledger.bulk)
 
 
 class RetryJob(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    bulk_request_id: str | None = None  # the bulk retry this is part of (ledger.bulk)
 
 
 class MarkResubmitted(msgspec.Struct, frozen=True, kw_only=True):
@@ -232,11 +234,21 @@ def decide(
         case CancelJob():
             if state.status in TERMINAL:
                 raise refuse()
-            return [ev.JobCancelled(**envelope, reason=command.reason)]
+            return [
+                ev.JobCancelled(
+                    **envelope, reason=command.reason, bulk_request_id=command.bulk_request_id
+                )
+            ]
         case RetryJob():
             if state.status not in ("failed", "cancelled"):
                 raise refuse()
-            return [ev.JobRetried(**envelope, max_attempts=command.max_attempts)]
+            return [
+                ev.JobRetried(
+                    **envelope,
+                    max_attempts=command.max_attempts,
+                    bulk_request_id=command.bulk_request_id,
+                )
+            ]
         case MarkResubmitted():
             return [ev.JobReplayed(**envelope, replayed_as=command.replayed_as)]
     raise refuse()  # pragma: no cover - every command is matched above

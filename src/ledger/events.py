@@ -87,6 +87,9 @@ class JobLeaseExpired(Event, frozen=True, tag="job.lease_expired.v1"):
 
 class JobCancelled(Event, frozen=True, tag="job.cancelled.v1"):
     reason: str | None = None
+    # Added with bulk actions: the request id of the bulk cancel that cancelled the job
+    # (ledger.bulk); left out of the stored data when None.
+    bulk_request_id: str | None = None
 
 
 class JobReleased(Event, frozen=True, tag="job.released.v1"):
@@ -112,6 +115,9 @@ class JobRetried(Event, frozen=True, tag="job.retried.v1"):
     """A failed or cancelled job was sent to run again, attempts reset."""
 
     max_attempts: int | None = None
+    # Added with bulk actions: the request id of the bulk retry that sent the job to run
+    # again (ledger.bulk); left out of the stored data when None.
+    bulk_request_id: str | None = None
 
 
 class JobReplayed(Event, frozen=True, tag="job.replayed.v1"):
@@ -291,6 +297,8 @@ _DATA_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
     JobSubmitted: ("concurrency_key",),
     JobClaimed: ("queue_version", "tenant_version"),
+    JobCancelled: ("bulk_request_id",),
+    JobRetried: ("bulk_request_id",),
 }
 
 

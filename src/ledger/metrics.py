@@ -77,6 +77,12 @@ class Metrics:
             "jobs_snoozed_total",
             "Attempts that snoozed (the handler's Snooze): back to wait, the attempt not counted.",
         )
+        self.jobs_bulk_changed = counter(
+            "jobs_bulk_changed_total",
+            "Jobs retried or cancelled by a bulk action (POST /api/v1/jobs/retry or /cancel, "
+            "`ledger jobs retry|cancel`), by action.",
+            ("action",),
+        )
         self.lease_recoveries = counter(
             "lease_recoveries_total", "Running attempts recovered after their lease expired."
         )

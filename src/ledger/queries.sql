@@ -75,3 +75,33 @@ FROM tenants_all();
 -- The tenant this transaction acts in, named until it ends: `default` when it named
 -- none (a transaction naming no tenant reads no tenant's rows, sql/0068).
 SELECT set_config('ledger.tenant', ledger_tenant(), true);
+
+-- name: jobs_bulk_select
+-- The jobs a bulk retry or cancel selects (ledger.bulk), oldest first: an index range on
+-- jobs_status_created_idx (tenant, status) read backwards, the other filters checked on
+-- its rows, stopping at the limit. A NULL filter matches every job.
+SELECT job_id
+FROM jobs
+WHERE tenant = ledger_tenant()
+  AND status = $1::text
+  AND ($2::text IS NULL OR type = $2::text)
+  AND ($3::text IS NULL OR queue = $3::text)
+  AND ($4::text IS NULL OR strpos(error, $4::text) > 0)
+  AND ($5::timestamptz IS NULL OR completed_at < $5::timestamptz)
+  AND ($6::timestamptz IS NULL OR completed_at > $6::timestamptz)
+ORDER BY created_at, job_id
+LIMIT $7;
+
+-- name: events_of_bulk_request
+-- The events a bulk request (its id) appended in the tenant the transaction acts in,
+-- oldest first: the partial index events_bulk_request_idx (sql/0072).
+SELECT job_id, type
+FROM events
+WHERE tenant = ledger_tenant()
+  AND data ? 'bulk_request_id'
+  AND data->>'bulk_request_id' = $1::text
+ORDER BY position;
+
+-- name: bulk_request_lock
+-- One bulk request id of a tenant carried out at a time, until the transaction ends.
+SELECT pg_advisory_xact_lock(hashtextextended(ledger_tenant() || '/bulk/' || $1::text, 0));

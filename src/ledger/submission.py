@@ -31,6 +31,7 @@ import msgspec
 
 from ledger import (
     acting,
+    bulk,
     commands,
     errors,
     jobtypes,
@@ -380,6 +381,55 @@ class Submitter:
             conn, job_id, commands.RetryJob(max_attempts=max_attempts), actor=actor
         )
 
+    async def retry_matching(
+        self,
+        conn: asyncpg.Connection,
+        job_filter: wire.BulkFilter,
+        *,
+        limit: int = wire.DEFAULT_BULK_LIMIT,
+        request_id: str | None = None,
+        actor: str,
+        tenant: str | None = None,
+    ) -> wire.BulkResult:
+        """Run again up to `limit` failed or cancelled jobs matching `job_filter`, each
+        `job.retried.v1` carrying `request_id`; a repeated request id changes nothing more.
+        `conn` in no transaction: a transaction per chunk of jobs (ledger.bulk)."""
+        return await bulk.act(
+            conn,
+            self.store,
+            "retry",
+            job_filter,
+            limit=limit,
+            request_id=request_id,
+            actor=actor,
+            tenant=tenant,
+        )
+
+    async def cancel_matching(
+        self,
+        conn: asyncpg.Connection,
+        job_filter: wire.BulkFilter,
+        *,
+        limit: int = wire.DEFAULT_BULK_LIMIT,
+        request_id: str | None = None,
+        reason: str | None = None,
+        actor: str,
+        tenant: str | None = None,
+    ) -> wire.BulkResult:
+        """Cancel up to `limit` pending, retrying or processing jobs matching `job_filter`,
+        like `retry_matching`."""
+        return await bulk.act(
+            conn,
+            self.store,
+            "cancel",
+            job_filter,
+            limit=limit,
+            request_id=request_id,
+            reason=reason,
+            actor=actor,
+            tenant=tenant,
+        )
+
     async def resubmit(
         self, conn: asyncpg.Connection, job_id: uuid.UUID, *, actor: str
     ) -> tuple[Job, Job]:
@@ -472,6 +522,8 @@ submit = DEFAULT.submit
 submit_many = DEFAULT.submit_many
 cancel = DEFAULT.cancel
 retry = DEFAULT.retry
+retry_matching = DEFAULT.retry_matching
+cancel_matching = DEFAULT.cancel_matching
 configure_queue = DEFAULT.configure_queue
 pause_queue = DEFAULT.pause_queue
 resume_queue = DEFAULT.resume_queue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -288,3 +288,55 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: int
     detail: str | None = None
     errors: list[FieldError] | None = None
+
+
+# -- bulk actions (ledger.bulk) ----------------------------------------------------
+
+MAX_BULK: Final = 1000  # jobs one bulk retry or cancel may change
+DEFAULT_BULK_LIMIT: Final = 100
+BulkAction = Literal["retry", "cancel"]
+
+
+class BulkFilter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Which jobs of the tenant a bulk action selects: all the fields given must match.
+
+    `status` is required (ledger.bulk says which each action takes); `failed_before` and
+    `failed_after` bound the time a failed or cancelled job ended (its `completed_at`)."""
+
+    status: lifecycle.Status | None = None
+    type: JobTypeName | None = None
+    queue: QueueName | None = None
+    error_contains: (
+        Annotated[str, msgspec.Meta(min_length=1, max_length=500, pattern=NO_NUL)] | None
+    ) = None
+    failed_before: AwareTime | None = None
+    failed_after: AwareTime | None = None
+
+
+class BulkRetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /api/v1/jobs/retry`: run again up to `limit` jobs that match `filter`."""
+
+    filter: BulkFilter
+    limit: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_BULK_LIMIT
+
+
+class BulkCancelRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /api/v1/jobs/cancel`: cancel up to `limit` jobs that match `filter`."""
+
+    filter: BulkFilter
+    limit: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_BULK_LIMIT
+    reason: Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)] | None = None
+
+
+class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What a bulk action did: `matched` jobs were selected, `changed` of them changed by
+    this call (the others moved meanwhile and were skipped), and `job_ids` every job the
+    request id has changed so far. `repeated`: the request id had been carried out
+    before, and this call changed nothing."""
+
+    request_id: str
+    action: BulkAction
+    matched: int
+    changed: int
+    job_ids: list[uuid.UUID]
+    repeated: bool = False

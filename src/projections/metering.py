@@ -146,6 +146,8 @@ class JobMetrics:
                 job.due = event.next_attempt_at
             case ev.JobCancelled():
                 tally[(m.jobs_cancelled, labels)] += 1
+                if event.bulk_request_id is not None:
+                    tally[(m.jobs_bulk_changed, ("cancel",))] += 1
                 job.due = None
             case ev.JobReleased():
                 job.started, job.due = None, event.occurred_at
@@ -155,6 +157,8 @@ class JobMetrics:
                 job.due = event.run_at
             case ev.JobRetried():
                 tally[(m.jobs_retried, labels)] += 1
+                if event.bulk_request_id is not None:
+                    tally[(m.jobs_bulk_changed, ("retry",))] += 1
                 job.started, job.due = None, event.occurred_at
 
     def _ran(self, job: _Job, ended: datetime) -> None:

@@ -265,3 +265,57 @@ async def test_the_dashboard_follows_a_job_live_and_cancels_one(
             assert errors == []
         finally:
             await browser.close()
+
+
+async def test_retry_all_matching_on_a_filtered_list_confirms_and_shows_the_count(
+    chromium: Path, service: Service, conn: asyncpg.Connection
+) -> None:
+    from playwright.async_api import async_playwright
+
+    failing = [await submit(service, "test.permanent", {"n": n}) for n in range(3)]
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            asked: list[str] = []
+
+            async def confirm(dialog: Any) -> None:
+                asked.append(dialog.message)
+                await dialog.accept()
+
+            page.on("dialog", confirm)
+            await page.goto(f"{service.url}/ui")
+            await page.fill("#token", service.token)
+            await page.click("#login-form button[type=submit]")
+
+            # No status filter: no bulk button (an empty filter never means every job).
+            await page.wait_for_selector('[data-testid="jobs"]', timeout=WAIT_MS)
+            assert await page.is_hidden('[data-testid="bulk-retry"]')
+            for job_id in failing:
+                await page.wait_for_selector(row_status(job_id, "failed"), timeout=WAIT_MS)
+            await page.select_option('[data-testid="filter-status"]', "failed")
+            await page.fill('[data-testid="filter-type"]', "test.permanent")
+            await page.click("#filters button[type=submit]")
+            await page.wait_for_selector('[data-testid="bulk-retry"]:visible', timeout=WAIT_MS)
+            assert await page.is_hidden('[data-testid="bulk-cancel"]')
+
+            await page.click('[data-testid="bulk-retry"]')
+            await page.wait_for_selector(
+                '[data-testid="bulk-result"] >> text=/Retried 3 of 3 matching jobs/',
+                timeout=WAIT_MS,
+            )
+            assert asked == ["Retry up to 1000 jobs matching status failed, type test.permanent?"]
+            rows = await conn.fetch(
+                "SELECT DISTINCT data->>'bulk_request_id' AS id, actor FROM events"
+                " WHERE type = 'job.retried.v1' AND job_id = ANY($1::uuid[])",
+                [uuid.UUID(j) for j in failing],
+            )
+            assert len(rows) == 1 and rows[0]["actor"] == SUBJECT
+            assert rows[0]["id"].startswith("ui-")
+            assert errors == []
+        finally:
+            await browser.close()

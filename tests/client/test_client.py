@@ -149,6 +149,26 @@ def test_retry_runs_a_failed_job_again(ledger: client.Client) -> None:
     ]
 
 
+def test_bulk_cancel_and_retry_by_filter_and_a_repeat_changes_nothing_more(
+    ledger: client.Client,
+) -> None:
+    mine = queue()
+    jobs = [ledger.submit("test.noop", {"n": n}, queue=mine, delay_seconds=3600) for n in (1, 2)]
+
+    cancelled = ledger.cancel_matching(queue=mine, reason="tidy")
+    retried = ledger.retry_matching(status="cancelled", queue=mine, request_id=f"{mine}-retry")
+    again = ledger.retry_matching(status="cancelled", queue=mine, request_id=f"{mine}-retry")
+
+    assert (cancelled.matched, cancelled.changed) == (2, 2)
+    assert (retried.changed, retried.job_ids) == (2, [j.job_id for j in jobs])
+    assert (again.changed, again.repeated, again.job_ids) == (0, True, retried.job_ids)
+    # Retried: back to run (this fixture's worker may already have picked them up).
+    assert {ledger.get(j.job_id).status for j in jobs} <= {"pending", "processing", "completed"}
+    with pytest.raises(client.ApiError) as refused:
+        ledger.retry_matching(status="pending", queue=mine)
+    assert refused.value.status == 400
+
+
 def test_history_lists_the_jobs_events_oldest_first_as_typed_events(
     ledger: client.Client,
 ) -> None:

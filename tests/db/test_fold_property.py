@@ -63,8 +63,13 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
             max_snoozes=data.draw(st.integers(0, 3)),
             reason=data.draw(st.none() | _text),
         ),
-        commands.CancelJob(reason=data.draw(st.none() | _text)),
-        commands.RetryJob(max_attempts=data.draw(st.none() | st.integers(1, 5))),
+        commands.CancelJob(
+            reason=data.draw(st.none() | _text), bulk_request_id=data.draw(st.none() | _text)
+        ),
+        commands.RetryJob(
+            max_attempts=data.draw(st.none() | st.integers(1, 5)),
+            bulk_request_id=data.draw(st.none() | _text),
+        ),
         commands.MarkResubmitted(replayed_as=uuid.uuid4()),
     ]
 

@@ -181,6 +181,8 @@ async def test_clock_skew_within_the_leeway_is_tolerated(
         ("POST", "/api/v1/jobs/batch", "jobs:write"),
         ("POST", "/api/v1/jobs/00000000-0000-0000-0000-000000000000/cancel", "jobs:cancel"),
         ("POST", "/api/v1/jobs/00000000-0000-0000-0000-000000000000/retry", "jobs:write"),
+        ("POST", "/api/v1/jobs/retry", "jobs:write"),
+        ("POST", "/api/v1/jobs/cancel", "jobs:cancel"),
     ],
 )
 async def test_every_api_route_needs_a_token_and_its_scope(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from ledger import commands, errors, lifecycle, metrics, store
+from ledger import bulk, commands, errors, lifecycle, metrics, store, wire
 from ledger import events as ev
 from projections import current, metering
 from tests import factories
@@ -193,3 +193,19 @@ async def test_wait_and_run_time_are_the_same_whether_the_caller_passes_the_stat
     assert value(registry, "ledger_job_queue_wait_seconds_sum", job_type="report") == waited
     assert value(registry, "ledger_job_run_duration_seconds_sum", job_type="report") == ran
     assert value(registry, "ledger_jobs_completed_total", job_type="report", queue="bulk") == 1
+
+
+async def test_jobs_changed_by_bulk_actions_count_by_action(
+    conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics
+) -> None:
+    jobs = await factories.submit_many(metered, conn, 3)
+    await run(metered, conn, jobs[0], commands.CancelJob())  # one by one: not a bulk action
+    pending = wire.BulkFilter(status="pending")
+    await bulk.act(conn, metered, "cancel", pending, actor="ops")
+    await bulk.act(
+        conn, metered, "retry", wire.BulkFilter(status="cancelled"), limit=1, actor="ops"
+    )
+
+    assert value(registry, "ledger_jobs_bulk_changed_total", action="cancel") == 2
+    assert value(registry, "ledger_jobs_bulk_changed_total", action="retry") == 1
+    assert value(registry, "ledger_jobs_cancelled_total", job_type="noop", queue="default") == 3

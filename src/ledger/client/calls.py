@@ -46,6 +46,7 @@ _job = decoder(wire.Job)
 _history = decoder(wire.History)
 _page = decoder(wire.JobList)
 _batch = decoder(wire.BatchResult)
+_bulk = decoder(wire.BulkResult)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -105,6 +106,42 @@ def command(job_id: uuid.UUID | str, verb: str, body: Mapping[str, Any]) -> Call
     given = {name: value for name, value in body.items() if value is not None}
     path = f"{API}/jobs/{job_id}/{verb}"
     return Call("POST", path, _job, body=_encode(given), headers=_json_headers(None))
+
+
+def bulk_filter(
+    status: str,
+    job_type: str | None,
+    queue: str | None,
+    error_contains: str | None,
+    failed_before: datetime | None,
+    failed_after: datetime | None,
+) -> wire.BulkFilter:
+    """A bulk action's filter, checked as the API checks it (msgspec.ValidationError)."""
+    given = {
+        "status": status,
+        "type": job_type,
+        "queue": queue,
+        "error_contains": error_contains,
+        "failed_before": failed_before,
+        "failed_after": failed_after,
+    }
+    fields = {name: value for name, value in given.items() if value is not None}
+    return msgspec.convert(fields, wire.BulkFilter, from_attributes=False)
+
+
+def bulk(
+    verb: str,
+    job_filter: wire.BulkFilter,
+    limit: int,
+    request_id: str | None,
+    reason: str | None = None,
+) -> Call[wire.BulkResult]:
+    """`POST /jobs/{verb}` (retry, cancel) of the jobs matching `job_filter`."""
+    given: dict[str, Any] = {"filter": job_filter, "limit": limit}
+    if reason is not None:
+        given["reason"] = reason
+    headers = _json_headers(request_id)
+    return Call("POST", f"{API}/jobs/{verb}", _bulk, body=_encode(given), headers=headers)
 
 
 def history(job_id: uuid.UUID | str) -> Call[wire.History]:

@@ -101,6 +101,41 @@ class Client:
         """Run a failed or cancelled job again (attempts start over)."""
         return self._send(calls.command(job_id, "retry", {"max_attempts": max_attempts}))
 
+    def retry_matching(
+        self,
+        *,
+        status: str = "failed",
+        job_type: str | None = None,
+        queue: str | None = None,
+        error_contains: str | None = None,
+        failed_before: datetime | None = None,
+        failed_after: datetime | None = None,
+        limit: int = wire.DEFAULT_BULK_LIMIT,
+        request_id: str | None = None,
+    ) -> wire.BulkResult:
+        """Run again up to `limit` failed (or cancelled) jobs matching every filter given;
+        `request_id` makes a repeat change nothing more (POST /api/v1/jobs/retry)."""
+        wanted = calls.bulk_filter(
+            status, job_type, queue, error_contains, failed_before, failed_after
+        )
+        return self._send(calls.bulk("retry", wanted, limit, request_id))
+
+    def cancel_matching(
+        self,
+        *,
+        status: str = "pending",
+        job_type: str | None = None,
+        queue: str | None = None,
+        error_contains: str | None = None,
+        limit: int = wire.DEFAULT_BULK_LIMIT,
+        request_id: str | None = None,
+        reason: str | None = None,
+    ) -> wire.BulkResult:
+        """Cancel up to `limit` pending (retrying, processing) jobs matching every filter
+        given (POST /api/v1/jobs/cancel)."""
+        wanted = calls.bulk_filter(status, job_type, queue, error_contains, None, None)
+        return self._send(calls.bulk("cancel", wanted, limit, request_id, reason))
+
     def history(self, job_id: uuid.UUID | str) -> wire.History:
         """The job's events, oldest first (needs the `audit:read` scope)."""
         return self._send(calls.history(job_id))
@@ -213,6 +248,41 @@ class AsyncClient:
     async def retry(self, job_id: uuid.UUID | str, *, max_attempts: int | None = None) -> wire.Job:
         """Run a failed or cancelled job again (attempts start over)."""
         return await self._send(calls.command(job_id, "retry", {"max_attempts": max_attempts}))
+
+    async def retry_matching(
+        self,
+        *,
+        status: str = "failed",
+        job_type: str | None = None,
+        queue: str | None = None,
+        error_contains: str | None = None,
+        failed_before: datetime | None = None,
+        failed_after: datetime | None = None,
+        limit: int = wire.DEFAULT_BULK_LIMIT,
+        request_id: str | None = None,
+    ) -> wire.BulkResult:
+        """Run again up to `limit` failed (or cancelled) jobs matching every filter given;
+        `request_id` makes a repeat change nothing more (POST /api/v1/jobs/retry)."""
+        wanted = calls.bulk_filter(
+            status, job_type, queue, error_contains, failed_before, failed_after
+        )
+        return await self._send(calls.bulk("retry", wanted, limit, request_id))
+
+    async def cancel_matching(
+        self,
+        *,
+        status: str = "pending",
+        job_type: str | None = None,
+        queue: str | None = None,
+        error_contains: str | None = None,
+        limit: int = wire.DEFAULT_BULK_LIMIT,
+        request_id: str | None = None,
+        reason: str | None = None,
+    ) -> wire.BulkResult:
+        """Cancel up to `limit` pending (retrying, processing) jobs matching every filter
+        given (POST /api/v1/jobs/cancel)."""
+        wanted = calls.bulk_filter(status, job_type, queue, error_contains, None, None)
+        return await self._send(calls.bulk("cancel", wanted, limit, request_id, reason))
 
     async def history(self, job_id: uuid.UUID | str) -> wire.History:
         """The job's events, oldest first (needs the `audit:read` scope)."""

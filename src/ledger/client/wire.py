@@ -18,6 +18,9 @@ FieldError = wire.FieldError
 JobList = wire.JobList
 Batch = wire.BatchRequest
 BatchResult = wire.BatchResult
+BulkFilter = wire.BulkFilter
+BulkResult = wire.BulkResult  # what a bulk retry or cancel did
+DEFAULT_BULK_LIMIT = wire.DEFAULT_BULK_LIMIT
 
 
 class SubmitOptions(TypedDict):

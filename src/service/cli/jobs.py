@@ -1,21 +1,26 @@
-"""Jobs from the command line: `ledger seed` (sample jobs) and `ledger replay` (a job's
-timeline, its state at an instant, and a local re-run of its handler)."""
+"""Jobs from the command line: `ledger seed` (sample jobs), `ledger replay` (a job's
+timeline, its state at an instant, and a local re-run of its handler), and `ledger jobs
+retry|cancel` (the jobs matching a filter, through `ledger.bulk` like the API's bulk
+routes, on the database directly, as `--actor`)."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from ledger import config, database, db, errors, tenancy
+from ledger import config, database, db, errors, tenancy, wire
 from service.cli import audit, scoped
 
 
 def register(sub: Any) -> None:
-    """Add `seed` and `replay` to the parser."""
+    """Add `seed`, `replay` and `jobs retry|cancel` to the parser."""
+    _register_bulk(sub)
     sample = sub.add_parser("seed", help="submit sample jobs of every registered job type")
     sample.add_argument("--count", type=int, default=1, help="jobs of each type (default 1)")
     scoped.tenant_argument(sample, "jobs")
@@ -143,4 +148,124 @@ async def replay(
             outcome.error,
         )
         print("  same outcome" if same else "  DIFFERENT outcome")
+    return 0
+
+
+# -- ledger jobs retry | cancel ------------------------------------------------------------
+
+
+def _instant(text: str) -> datetime:
+    """An ISO 8601 time; one without an offset is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _register_bulk(sub: Any) -> None:
+    from service.cli import queues
+
+    top = sub.add_parser("jobs", help="retry or cancel the jobs that match a filter")
+    actions = top.add_subparsers(dest="action", required=True)
+    for action, statuses in (
+        ("retry", "failed or cancelled"),
+        ("cancel", "pending, retrying or processing"),
+    ):
+        parser = actions.add_parser(
+            action, help=f"{action} up to --limit jobs ({statuses}) matching every filter given"
+        )
+        parser.add_argument("--status", required=True, help=f"the jobs' status ({statuses})")
+        parser.add_argument("--type", dest="job_type", help="the job type")
+        parser.add_argument("--queue", help="the queue")
+        parser.add_argument("--error-contains", help="text the job's last error contains")
+        if action == "retry":
+            parser.add_argument("--failed-before", type=_instant, help="ended before this ISO time")
+            parser.add_argument("--failed-after", type=_instant, help="ended after this ISO time")
+        else:
+            parser.add_argument("--reason", help="recorded on each cancelled job's event")
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=wire.DEFAULT_BULK_LIMIT,
+            help=f"at most this many jobs, oldest first (default {wire.DEFAULT_BULK_LIMIT}, "
+            f"most {wire.MAX_BULK})",
+        )
+        parser.add_argument(
+            "--request-id",
+            help="the request's id (default: a new one); repeating it changes nothing more",
+        )
+        parser.add_argument("--actor", default=queues.default_actor(), help="recorded as the actor")
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        scoped.tenant_argument(parser, "jobs")
+        parser.set_defaults(runner=_bulk_runner)
+
+
+def _bulk_runner(args: Any) -> Any:
+    fields = {
+        "status": args.status,
+        "type": args.job_type,
+        "queue": args.queue,
+        "error_contains": args.error_contains,
+        "failed_before": getattr(args, "failed_before", None),
+        "failed_after": getattr(args, "failed_after", None),
+    }
+    return functools.partial(
+        bulk_action,
+        action=args.action,
+        fields={k: v for k, v in fields.items() if v is not None},
+        limit=args.limit,
+        request_id=args.request_id,
+        reason=getattr(args, "reason", None),
+        actor=args.actor,
+        as_json=args.json,
+        tenant=args.tenant,
+    )
+
+
+async def bulk_action(
+    settings: config.Settings,
+    *,
+    action: wire.BulkAction,
+    fields: dict[str, Any],
+    limit: int,
+    request_id: str | None,
+    reason: str | None,
+    actor: str,
+    as_json: bool,
+    tenant: str = tenancy.DEFAULT,
+) -> int:
+    from ledger import bulk, submission
+
+    try:
+        job_filter = msgspec.convert(fields, wire.BulkFilter)
+    except msgspec.ValidationError as exc:
+        raise errors.InvalidInput(f"invalid filter: {exc}", []) from None
+    request_id = submission.checked_key(request_id, field="--request-id")
+    async with database.open_database(settings) as database_:
+        async with db.connect(database_.app_dsn) as conn:
+            done = await bulk.act(
+                conn,
+                submission.DEFAULT.store,
+                action,
+                job_filter,
+                limit=limit,
+                request_id=request_id,
+                reason=reason,
+                actor=actor,
+                tenant=tenant,
+            )
+    if as_json:
+        print(msgspec.json.encode(done).decode())
+        return 0
+    verb = "retried" if action == "retry" else "cancelled"
+    if done.repeated:
+        print(
+            f"request {done.request_id} was carried out before: nothing more changed "
+            f"({len(done.job_ids)} jobs {verb} under it)"
+        )
+    else:
+        print(f"{verb} {done.changed} of {done.matched} matching jobs (request {done.request_id})")
+    for job_id in done.job_ids:
+        print(job_id)
     return 0

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
+import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import commands, errors, lifecycle, submission, wire
+from ledger import bulk, commands, errors, lifecycle, submission, wire
 from ledger.auth import Principal
 from projections import current, joblist
 from service.http import problems, security
@@ -47,7 +48,15 @@ class RetryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
         return commands.RetryJob(max_attempts=self.max_attempts)
 
 
-CLOSED_REQUESTS: Final = (wire.Submission, BatchRequest, CancelRequest, RetryRequest)
+CLOSED_REQUESTS: Final = (
+    wire.Submission,
+    BatchRequest,
+    CancelRequest,
+    RetryRequest,
+    wire.BulkRetryRequest,
+    wire.BulkCancelRequest,
+    wire.BulkFilter,
+)
 
 
 IdempotencyKeyHeader = Annotated[
@@ -58,6 +67,28 @@ IdempotencyKeyHeader = Annotated[
         description="Makes retries of this request safe (1 to 255 characters)",
     ),
 ]
+
+
+BulkRequestIdHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        required=False,
+        description="The bulk request's id (1 to 255 characters; a new one when absent): "
+        "each changed job's event records it, and a repeat changes nothing more",
+    ),
+]
+
+_MOST: Final = bulk.MAX_LIMIT
+_BULK_RULES: Final = (
+    f"Up to `limit` (default {wire.DEFAULT_BULK_LIMIT}, at most {_MOST}) of the tenant's "
+    "jobs that match every field of `filter`, oldest first; `filter.status` is required "
+    "({statuses}). Changed a chunk per transaction through the ordinary {action} command; "
+    "jobs that moved meanwhile are skipped (`matched` vs `changed`). Each changed job's "
+    "event records the request id (`bulk_request_id`): a repeat of the id changes nothing "
+    "more (`repeated: true`); an id used for the other action answers 409. A limit past "
+    f"{_MOST}, a missing status or one the action cannot change answer 400."
+)
 
 
 def utc_instant(moment: datetime, parameter: str) -> datetime:
@@ -258,3 +289,54 @@ class JobsController(Controller):
         data: JSONBody[RetryRequest | None] = None,
     ) -> Job:
         return await _act(services, principal, job_id, (data or RetryRequest()).command())
+
+    @post(
+        "/retry",
+        status_code=200,
+        opt=security.scope("jobs:write"),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
+        summary="Run again the failed or cancelled jobs that match a filter",
+        description=_BULK_RULES.format(action="retry", statuses="failed or cancelled"),
+    )
+    async def retry_matching(
+        self,
+        data: JSONBody[wire.BulkRetryRequest],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        idempotency_key: BulkRequestIdHeader = None,
+    ) -> wire.BulkResult:
+        async with services.pool.acquire() as proxy:
+            return await services.submitter.retry_matching(
+                cast(asyncpg.Connection, proxy),
+                data.filter,
+                limit=data.limit,
+                request_id=_key(idempotency_key),
+                actor=principal.subject,
+                tenant=services.tenant,
+            )
+
+    @post(
+        "/cancel",
+        status_code=200,
+        opt=security.scope("jobs:cancel"),
+        responses=problems.responses(400, 401, 403, 409, 413, 415, 422),
+        summary="Cancel the pending, retrying or processing jobs that match a filter",
+        description=_BULK_RULES.format(action="cancel", statuses="pending, retrying or processing"),
+    )
+    async def cancel_matching(
+        self,
+        data: JSONBody[wire.BulkCancelRequest],
+        services: NamedDependency[Services],
+        principal: NamedDependency[Principal],
+        idempotency_key: BulkRequestIdHeader = None,
+    ) -> wire.BulkResult:
+        async with services.pool.acquire() as proxy:
+            return await services.submitter.cancel_matching(
+                cast(asyncpg.Connection, proxy),
+                data.filter,
+                limit=data.limit,
+                request_id=_key(idempotency_key),
+                reason=data.reason,
+                actor=principal.subject,
+                tenant=services.tenant,
+            )

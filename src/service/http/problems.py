@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from audit import checkpoints, tree
-from ledger import db, errors, metrics, queues, wire
+from ledger import bulk, db, errors, metrics, queues, wire
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class InvalidParameter(errors.InvalidInput):
 
 STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     InvalidParameter: Rule(400, "invalid-parameter"),
+    bulk.BadFilter: Rule(400, "invalid-bulk-filter"),
     errors.Unauthorized: Rule(401, "unauthorized"),
     errors.TenantRequired: Rule(401, "tenant-required"),
     errors.InvalidTenant: Rule(400, "invalid-tenant"),

@@ -14,6 +14,7 @@ const ENDPOINTS = {
   verify: (id) => `${API}/audit/verify?job_id=${id}`,
   cancel: (id) => `${API}/jobs/${id}/cancel`,
   retry: (id) => `${API}/jobs/${id}/retry`,
+  bulk: (kind) => `${API}/jobs/${kind}`,
   stream: (query) => `${API}/events/stream?${query}`,
   queues: () => `${API}/queues`,
   pause: (name) => `${API}/queues/${encodeURIComponent(name)}/pause`,
@@ -22,6 +23,10 @@ const ENDPOINTS = {
 const TOKEN_KEY = "job-ledger.token";
 const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled"];
 const PAGE_SIZE = 20;
+// Bulk actions on the filtered list (POST /api/v1/jobs/retry|cancel): the statuses each
+// takes, and the most one request changes.
+const BULK = { retry: ["failed", "cancelled"], cancel: ["pending", "retrying", "processing"] };
+const BULK_LIMIT = 1000;
 
 const $ = (id) => document.getElementById(id);
 const state = {
@@ -273,6 +278,39 @@ async function loadJobs() {
   $("prev").disabled = state.page === 0;
   $("next").disabled = !state.nextCursor;
   $("page-info").textContent = `page ${state.page + 1}`;
+  renderBulk();
+}
+
+function renderBulk() {
+  // A "… all matching" button for a list filtered by a status the action takes, for a token
+  // with the single-job action's scope.
+  const status = state.filters.status;
+  $("bulk-retry").hidden = !(can("jobs:write") && BULK.retry.includes(status));
+  $("bulk-cancel").hidden = !(can("jobs:cancel") && BULK.cancel.includes(status));
+}
+
+async function actOnMatching(kind) {
+  const filter = {};
+  for (const [key, value] of Object.entries(state.filters)) if (value) filter[key] = value;
+  const described = Object.entries(filter).map(([k, v]) => `${k} ${v}`).join(", ");
+  if (!window.confirm(`${kind === "retry" ? "Retry" : "Cancel"} up to ${BULK_LIMIT} jobs matching ${described}?`)) return;
+  const button = $(`bulk-${kind}`);
+  button.disabled = true;
+  $("bulk-result").textContent = "";
+  try {
+    const done = await api(ENDPOINTS.bulk(kind), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Idempotency-Key": `ui-${Date.now()}-${Math.random().toString(36).slice(2)}` },
+      body: JSON.stringify({ filter, limit: BULK_LIMIT }),
+    });
+    const verb = kind === "retry" ? "Retried" : "Cancelled";
+    $("bulk-result").textContent = `${verb} ${done.changed} of ${done.matched} matching jobs (request ${done.request_id})`;
+    await Promise.all([loadJobs(), loadStats()]);
+  } catch (error) {
+    $("bulk-result").textContent = `${kind} refused: ${error.message}`;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function refreshJob(jobId) {
@@ -535,6 +573,8 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("cancel").addEventListener("click", () => act("cancel"));
   $("retry").addEventListener("click", () => act("retry"));
+  $("bulk-retry").addEventListener("click", () => actOnMatching("retry"));
+  $("bulk-cancel").addEventListener("click", () => actOnMatching("cancel"));
 
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) {
