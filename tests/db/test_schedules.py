@@ -339,3 +339,22 @@ async def test_tenants_see_only_their_own_schedules(dbs: Databases) -> None:
         assert seen == 1
     finally:
         await conn.close()
+
+
+async def test_metrics_count_slots_fired_and_skipped_and_their_lateness(
+    conn: asyncpg.Connection,
+) -> None:
+    from ledger import metrics, store
+    from projections import metering
+
+    registry = metrics.Metrics()
+    jobtypes_registry = _schedules().submitter.registry
+    s = schedules.Schedules(
+        submission.Submitter(jobtypes_registry, store.EventStore([metering.JobMetrics(registry)]))
+    )
+    await s.create(conn, _body(cron="* * * * * *", start_at=T0), actor="o")
+    await _tick(s, conn, T0 + timedelta(seconds=2))
+    sample = registry.registry.get_sample_value
+    assert sample("ledger_schedule_slots_fired_total") == 1
+    assert sample("ledger_schedule_slots_skipped_total", {"reason": "overlap"}) == 2
+    assert sample("ledger_schedule_lateness_seconds_count") == 1
