@@ -24,6 +24,7 @@ schedule's next one, and `schedule_slots` holds a slot once.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -50,7 +51,9 @@ ScheduleId = Annotated[str, msgspec.Meta(pattern=SCHEDULE_ID_PATTERN)]
 ACTIVE: Final = frozenset({"pending", "processing", "retrying"})
 
 
-class Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+class Spec(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """What a schedule fires and when (the body of POST /api/v1/schedules without `id`)."""
 
     job: wire.Submission
@@ -368,9 +371,9 @@ class Schedules:
         return await self._change(
             conn,
             schedule_id,
-            lambda s: []
-            if s.paused
-            else [ev.SchedulePaused(**self._envelope(s, actor, now), note=note)],
+            lambda s: (
+                [] if s.paused else [ev.SchedulePaused(**self._envelope(s, actor, now), note=note)]
+            ),
         )
 
     async def resume(
@@ -393,9 +396,7 @@ class Schedules:
                     )
                 )
             decided.append(
-                ev.ScheduleResumed(
-                    **self._envelope(state, actor, now, len(decided)), note=note
-                )
+                ev.ScheduleResumed(**self._envelope(state, actor, now, len(decided)), note=note)
             )
             return decided
 
@@ -532,7 +533,10 @@ class Schedules:
                     next_slot = rule.after(slot)
                 decided.append(
                     ev.ScheduleSlotSkipped(
-                        **envelope(), slot=slot, reason="outside_catchup_window", next_slot=next_slot
+                        **envelope(),
+                        slot=slot,
+                        reason="outside_catchup_window",
+                        next_slot=next_slot,
                     )
                 )
                 continue
@@ -547,7 +551,9 @@ class Schedules:
                 )
             elif busy and (policy == "buffer_all" or (policy == "buffer_one" and not buffered)):
                 buffered.append(slot)
-                decided.append(ev.ScheduleSlotBuffered(**envelope(), slot=slot, next_slot=next_slot))
+                decided.append(
+                    ev.ScheduleSlotBuffered(**envelope(), slot=slot, next_slot=next_slot)
+                )
             elif busy and policy == "buffer_one":
                 decided.append(
                     ev.ScheduleSlotSkipped(
@@ -559,7 +565,9 @@ class Schedules:
                     await self._cancel(conn, state.last_job_id, state.schedule_id, slot)
                 job = await self._submit(conn, state, slot, now, slot_key(state.schedule_id, slot))
                 decided.append(
-                    ev.ScheduleSlotFired(**envelope(), slot=slot, job=job.job_id, next_slot=next_slot)
+                    ev.ScheduleSlotFired(
+                        **envelope(), slot=slot, job=job.job_id, next_slot=next_slot
+                    )
                 )
                 state = msgspec.structs.replace(state, last_job_id=job.job_id)
                 last_active = True
@@ -575,10 +583,8 @@ class Schedules:
         self, conn: asyncpg.Connection, job_id: uuid.UUID, schedule_id: str, slot: datetime
     ) -> None:
         reason = f"schedule {schedule_id} slot {slot.isoformat()} (overlap cancel_other)"
-        try:
+        with contextlib.suppress(errors.InvalidTransition):  # it ended meanwhile
             await self.submitter.cancel(conn, job_id, reason=reason, actor=ACTOR)
-        except errors.InvalidTransition:
-            pass  # it ended meanwhile: nothing to cancel
 
     async def _submit(
         self,

@@ -108,7 +108,9 @@ class Rule:
         """The first slot strictly after `instant` (None: no more slots)."""
         if self.start_at is not None and instant < self.start_at:
             instant = self.start_at - TINY
-        found = self._after_cron(instant) if self.trigger is not None else self._after_interval(instant)
+        found = (
+            self._after_cron(instant) if self.trigger is not None else self._after_interval(instant)
+        )
         if found is None or (self.end_at is not None and found > self.end_at):
             return None
         return found
@@ -143,7 +145,7 @@ class Rule:
             found = self.trigger.get_next_fire_time(None, candidate)
             if found is None:
                 return None
-            placed = found.replace(tzinfo=self.zone, fold=0).astimezone(UTC)
+            placed: datetime = found.replace(tzinfo=self.zone, fold=0).astimezone(UTC)
             if placed > instant:
                 return placed
             candidate = found + timedelta(seconds=1)

@@ -103,8 +103,12 @@ async def _populate(
     jobtypes.job_type("noop", dict[str, object], registry=registry)(_noop)
     scheduled = schedules.Schedules(submission.Submitter(registry, event_store))
     body = msgspec.convert(
-        {"id": "s", "cron": "* * * * * *", "start_at": "2026-01-01T00:00:00Z",
-         "job": {"type": "noop", "payload": {}}},
+        {
+            "id": "s",
+            "cron": "* * * * * *",
+            "start_at": "2026-01-01T00:00:00Z",
+            "job": {"type": "noop", "payload": {}},
+        },
         schedules.ScheduleIn,
     )
     async with conn.transaction():

@@ -134,9 +134,7 @@ async def test_racing_processes_record_each_slot_once(dbs: Databases) -> None:
             )
     finally:
         await setup.close()
-    conns = [
-        await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"}) for _ in range(3)
-    ]
+    conns = [await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"}) for _ in range(3)]
     try:
         runners = [scheduler_module.Scheduler(dbs.app, schedules_=s) for _ in conns]
         for second in range(1, 6):
@@ -144,9 +142,7 @@ async def test_racing_processes_record_each_slot_once(dbs: Databases) -> None:
             await asyncio.gather(*(r.tick(c, now) for r, c in zip(runners, conns, strict=True)))
         async with conns[0].transaction():
             await acting.act_in(conns[0], "default")
-            slots = await conns[0].fetch(
-                "SELECT slot, outcome FROM schedule_slots ORDER BY slot"
-            )
+            slots = await conns[0].fetch("SELECT slot, outcome FROM schedule_slots ORDER BY slot")
             jobs = await conns[0].fetchval("SELECT count(*) FROM jobs")
     finally:
         for c in conns:
@@ -197,9 +193,7 @@ async def test_a_downtime_is_accounted_for_late_fires_within_the_window(
         "outside_catchup_window",
         T0 + timedelta(seconds=70),
     )
-    listed = await schedules.slots_between(
-        conn, "tick", T0, T0 + timedelta(seconds=100)
-    )
+    listed = await schedules.slots_between(conn, "tick", T0, T0 + timedelta(seconds=100))
     assert [(x.outcome, x.reason) for x in listed] == [
         *[("skipped", "outside_catchup_window")] * 7,
         *[("fired", None)] * 3,

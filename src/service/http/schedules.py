@@ -218,7 +218,11 @@ class SchedulesController(Controller):
     ) -> Backfilled:
         async with services.connection() as conn:
             state, done = await _schedules(services).backfill(
-                conn, schedule_id, data.start, data.end, overlap=data.overlap,
+                conn,
+                schedule_id,
+                data.start,
+                data.end,
+                overlap=data.overlap,
                 actor=principal.subject,
             )
         shown = [
@@ -245,7 +249,8 @@ class SchedulesController(Controller):
         for name, value in (("from", start), ("to", end)):
             if value.tzinfo is None:
                 raise problems.InvalidParameter(
-                    f"{name} needs a timezone", [errors.FieldError(path=name, message="needs a timezone")]
+                    f"{name} needs a timezone",
+                    [errors.FieldError(path=name, message="needs a timezone")],
                 )
         if end < start:
             raise problems.InvalidParameter(
