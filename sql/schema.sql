@@ -407,7 +407,8 @@ BEGIN
             submitted_by = s.submitted_by, created_at = s.created_at,
             updated_at = s.updated_at, started_at = s.started_at,
             completed_at = s.completed_at, concurrency_key = s.concurrency_key,
-            snoozes = s.snoozes
+            snoozes = s.snoozes, schedule_id = s.schedule_id,
+            schedule_slot = s.schedule_slot
         WHERE job_id = e.job_id;
     END IF;
 END;
@@ -445,6 +446,8 @@ CREATE TABLE public.jobs (
     concurrency_key text,
     tenant text DEFAULT 'default'::text NOT NULL,
     snoozes integer DEFAULT 0 NOT NULL,
+    schedule_id text,
+    schedule_slot timestamp with time zone,
     CONSTRAINT jobs_snoozes_check CHECK ((snoozes >= 0))
 );
 
@@ -588,7 +591,10 @@ SELECT
         WHEN 'job.snoozed.v1' THEN (e.data->>'snooze')::integer
         WHEN 'job.retried.v1' THEN 0
         ELSE s.snoozes
-    END
+    END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'schedule_id' ELSE s.schedule_id END,
+    CASE WHEN e.type = 'job.submitted.v1'
+         THEN (e.data->>'schedule_slot')::timestamptz ELSE s.schedule_slot END
 WHERE CASE
     WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
     ELSE s.job_id IS NOT NULL
@@ -1468,13 +1474,14 @@ BEGIN
     SET (version, type, queue, priority, status, payload, result, error, attempt,
          max_attempts, timeout_seconds, backoff_base_seconds, backoff_cap_seconds, run_at,
          worker_id, lease_until, idempotency_key, replay_of, submitted_by, created_at,
-         updated_at, started_at, completed_at, concurrency_key, snoozes)
+         updated_at, started_at, completed_at, concurrency_key, snoozes, schedule_id,
+         schedule_slot)
       = (n.version, n.type, n.queue, n.priority, n.status, n.payload, n.result,
          n.error, n.attempt, n.max_attempts, n.timeout_seconds,
          n.backoff_base_seconds, n.backoff_cap_seconds, n.run_at, n.worker_id,
          n.lease_until, n.idempotency_key, n.replay_of, n.submitted_by,
          n.created_at, n.updated_at, n.started_at, n.completed_at, n.concurrency_key,
-         n.snoozes)
+         n.snoozes, n.schedule_id, n.schedule_slot)
     FROM (
         SELECT s.*
         FROM appended AS e
@@ -1762,6 +1769,210 @@ END;
 $$;
 
 --
+-- Name: schedules; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.schedules (
+    tenant text NOT NULL,
+    schedule_id text NOT NULL,
+    stream_id uuid NOT NULL,
+    version integer NOT NULL,
+    spec jsonb NOT NULL,
+    paused boolean NOT NULL,
+    note text,
+    deleted boolean NOT NULL,
+    next_slot timestamp with time zone,
+    last_slot timestamp with time zone,
+    last_job_id uuid,
+    buffered timestamp with time zone[] NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_by text NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT schedules_schedule_id_check CHECK ((schedule_id ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$'::text)),
+    CONSTRAINT schedules_version_check CHECK ((version >= 1))
+);
+
+ALTER TABLE ONLY public.schedules FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: schedule_view_step(public.schedules, public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.schedule_view_step(s public.schedules, e public.events) RETURNS public.schedules
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    n schedules := s;
+    slot timestamptz := (e.data->>'slot')::timestamptz;
+BEGIN
+    IF s.schedule_id IS NULL AND e.type <> 'schedule.created.v1' THEN
+        RAISE EXCEPTION 'event % for schedule stream % before its creation', e.type, e.job_id;
+    END IF;
+    IF e.type <> 'schedule.created.v1' AND s.deleted THEN
+        RAISE EXCEPTION 'event % for deleted schedule %', e.type, s.schedule_id;
+    END IF;
+    n.version := e.version;
+    n.updated_by := e.actor;
+    n.updated_at := e.occurred_at;
+    CASE e.type
+    WHEN 'schedule.created.v1' THEN
+        IF s.schedule_id IS NOT NULL AND NOT s.deleted THEN
+            RAISE EXCEPTION 'schedule % exists', s.schedule_id;
+        END IF;
+        n.tenant := e.tenant;
+        n.schedule_id := e.data->>'schedule_id';
+        n.stream_id := e.job_id;
+        n.spec := e.data->'spec';
+        n.paused := (e.data->>'paused')::boolean;
+        n.note := e.data->>'note';
+        n.deleted := false;
+        n.next_slot := (e.data->>'next_slot')::timestamptz;
+        n.last_job_id := NULL;
+        n.buffered := '{}';
+        n.created_by := e.actor;
+        n.created_at := e.occurred_at;
+    WHEN 'schedule.updated.v1' THEN
+        n.spec := e.data->'spec';
+        n.next_slot := (e.data->>'next_slot')::timestamptz;
+    WHEN 'schedule.paused.v1' THEN
+        n.paused := true;
+        n.note := e.data->>'note';
+    WHEN 'schedule.resumed.v1' THEN
+        n.paused := false;
+        n.note := e.data->>'note';
+    WHEN 'schedule.deleted.v1' THEN
+        n.deleted := true;
+        n.note := e.data->>'note';
+        n.buffered := '{}';
+    WHEN 'schedule.triggered.v1' THEN
+        n.last_job_id := (e.data->>'job')::uuid;
+    WHEN 'schedule.backfilled.v1' THEN
+        n.last_job_id := coalesce((e.data->>'last_job')::uuid, s.last_job_id);
+    WHEN 'schedule.slot_fired.v1' THEN
+        IF cardinality(s.buffered) > 0 AND slot = s.buffered[1] THEN
+            n.buffered := s.buffered[2:];
+        ELSIF slot IS DISTINCT FROM s.next_slot THEN
+            RAISE EXCEPTION 'schedule % slot % recorded out of order (next is %)',
+                s.schedule_id, slot, s.next_slot USING ERRCODE = 'LQ409';
+        ELSE
+            n.last_slot := slot;
+            n.next_slot := (e.data->>'next_slot')::timestamptz;
+        END IF;
+        n.last_job_id := (e.data->>'job')::uuid;
+    WHEN 'schedule.slot_buffered.v1', 'schedule.slot_skipped.v1' THEN
+        IF slot IS DISTINCT FROM s.next_slot THEN
+            RAISE EXCEPTION 'schedule % slot % recorded out of order (next is %)',
+                s.schedule_id, slot, s.next_slot USING ERRCODE = 'LQ409';
+        END IF;
+        n.last_slot := slot;
+        n.next_slot := (e.data->>'next_slot')::timestamptz;
+        IF e.type = 'schedule.slot_buffered.v1' THEN
+            n.buffered := s.buffered || slot;
+        END IF;
+    ELSE
+        RAISE EXCEPTION 'unknown event type % (schedule stream %)', e.type, e.job_id;
+    END CASE;
+    RETURN n;
+END;
+$$;
+
+--
+-- Name: schedules_due(timestamp with time zone, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.schedules_due(now timestamp with time zone, max_schedules integer) RETURNS TABLE(tenant text, schedule_id text, next_slot timestamp with time zone)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT d.tenant, d.schedule_id, d.next_slot
+    FROM (
+        (SELECT s.tenant, s.schedule_id, s.next_slot
+         FROM schedules AS s
+         WHERE NOT s.deleted AND NOT s.paused AND s.next_slot <= now
+         ORDER BY s.next_slot
+         LIMIT max_schedules)
+        UNION
+        (SELECT s.tenant, s.schedule_id, s.next_slot
+         FROM schedules AS s
+         WHERE NOT s.deleted AND cardinality(s.buffered) > 0
+         LIMIT max_schedules)
+    ) AS d
+    ORDER BY d.next_slot NULLS LAST
+    LIMIT max_schedules
+$$;
+
+--
+-- Name: schedules_next_slot(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.schedules_next_slot() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT min(next_slot)
+    FROM schedules
+    WHERE NOT deleted AND NOT paused AND next_slot IS NOT NULL
+$$;
+
+--
+-- Name: schedules_project_appended(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.schedules_project_appended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    e events;
+    s schedules;
+    changed boolean := false;
+BEGIN
+    FOR e IN SELECT * FROM appended WHERE type LIKE 'schedule.%' ORDER BY position LOOP
+        SELECT * INTO s FROM schedules WHERE stream_id = e.job_id FOR UPDATE;
+        IF NOT FOUND THEN
+            s := NULL;
+        END IF;
+        s := schedule_view_step(s, e);
+        INSERT INTO schedules SELECT s.*
+        ON CONFLICT (tenant, schedule_id) DO UPDATE
+        SET version = excluded.version, spec = excluded.spec, paused = excluded.paused,
+            note = excluded.note, deleted = excluded.deleted, next_slot = excluded.next_slot,
+            last_slot = excluded.last_slot, last_job_id = excluded.last_job_id,
+            buffered = excluded.buffered, created_by = excluded.created_by,
+            created_at = excluded.created_at, updated_by = excluded.updated_by,
+            updated_at = excluded.updated_at;
+        CASE e.type
+        WHEN 'schedule.slot_fired.v1' THEN
+            INSERT INTO schedule_slots (tenant, schedule_id, slot, outcome, job_id, version,
+                                        recorded_at)
+            VALUES (s.tenant, s.schedule_id, (e.data->>'slot')::timestamptz, 'fired',
+                    (e.data->>'job')::uuid, e.version, e.occurred_at)
+            ON CONFLICT ON CONSTRAINT schedule_slots_once DO UPDATE
+            SET outcome = 'fired', job_id = excluded.job_id, version = excluded.version,
+                recorded_at = excluded.recorded_at
+            WHERE schedule_slots.outcome = 'buffered';
+        WHEN 'schedule.slot_skipped.v1', 'schedule.slot_buffered.v1' THEN
+            INSERT INTO schedule_slots (tenant, schedule_id, slot, outcome, reason, until,
+                                        version, recorded_at)
+            VALUES (s.tenant, s.schedule_id, (e.data->>'slot')::timestamptz,
+                    CASE WHEN e.type = 'schedule.slot_skipped.v1' THEN 'skipped'
+                         ELSE 'buffered' END,
+                    e.data->>'reason',
+                    CASE WHEN e.type = 'schedule.slot_skipped.v1'
+                         THEN (e.data->>'next_slot')::timestamptz END,
+                    e.version, e.occurred_at);
+        ELSE
+            changed := true;
+        END CASE;
+    END LOOP;
+    IF changed THEN
+        PERFORM pg_notify('ledger_schedules', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: tenants; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -1889,6 +2100,15 @@ CREATE AGGREGATE public.job_view_fold(public.events) (
 CREATE AGGREGATE public.queue_view_fold(public.events) (
     SFUNC = public.queue_view_step,
     STYPE = public.queues
+);
+
+--
+-- Name: schedule_view_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
+--
+
+CREATE AGGREGATE public.schedule_view_fold(public.events) (
+    SFUNC = public.schedule_view_step,
+    STYPE = public.schedules
 );
 
 --
@@ -2109,6 +2329,25 @@ CREATE TABLE public.queue_key_turns (
 ALTER TABLE ONLY public.queue_key_turns FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: schedule_slots; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.schedule_slots (
+    tenant text NOT NULL,
+    schedule_id text NOT NULL,
+    slot timestamp with time zone NOT NULL,
+    outcome text NOT NULL,
+    reason text,
+    until timestamp with time zone,
+    job_id uuid,
+    version integer NOT NULL,
+    recorded_at timestamp with time zone NOT NULL,
+    CONSTRAINT schedule_slots_outcome_check CHECK ((outcome = ANY (ARRAY['fired'::text, 'skipped'::text, 'buffered'::text])))
+);
+
+ALTER TABLE ONLY public.schedule_slots FORCE ROW LEVEL SECURITY;
+
+--
 -- Name: schema_migrations; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -2251,6 +2490,27 @@ ALTER TABLE ONLY public.queues
     ADD CONSTRAINT queues_stream_id_key UNIQUE (stream_id);
 
 --
+-- Name: schedule_slots schedule_slots_once; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schedule_slots
+    ADD CONSTRAINT schedule_slots_once UNIQUE (tenant, schedule_id, slot);
+
+--
+-- Name: schedules schedules_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (tenant, schedule_id);
+
+--
+-- Name: schedules schedules_stream_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.schedules
+    ADD CONSTRAINT schedules_stream_id_key UNIQUE (stream_id);
+
+--
 -- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2376,6 +2636,18 @@ CREATE INDEX queue_key_turns_latest_idx ON public.queue_key_turns USING btree (t
 CREATE INDEX queues_restricted_idx ON public.queues USING btree (tenant, name) WHERE restricted;
 
 --
+-- Name: schedules_buffering; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX schedules_buffering ON public.schedules USING btree (tenant, schedule_id) WHERE ((NOT deleted) AND (cardinality(buffered) > 0));
+
+--
+-- Name: schedules_next_slot; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX schedules_next_slot ON public.schedules USING btree (next_slot) WHERE ((NOT deleted) AND (NOT paused) AND (next_slot IS NOT NULL));
+
+--
 -- Name: worker_processes_heartbeat_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -2416,6 +2688,12 @@ CREATE TRIGGER events_project_jobs AFTER INSERT ON public.events REFERENCING NEW
 --
 
 CREATE TRIGGER events_project_queues AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.queues_project_appended();
+
+--
+-- Name: events events_project_schedules; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_project_schedules AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.schedules_project_appended();
 
 --
 -- Name: events events_project_tenants; Type: TRIGGER; Schema: public; Owner: -
@@ -2674,6 +2952,36 @@ CREATE POLICY queues_in_tenant ON public.queues TO ledger_app USING ((tenant = p
 --
 
 CREATE POLICY queues_locked_for_claim ON public.queues FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (false);
+
+--
+-- Name: schedule_slots; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.schedule_slots ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: schedule_slots schedule_slots_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY schedule_slots_in_tenant ON public.schedule_slots TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: schedules; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.schedules ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: schedules schedules_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY schedules_dispatched ON public.schedules FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: schedules schedules_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY schedules_in_tenant ON public.schedules TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
 
 --
 -- Name: tenant_turns; Type: ROW SECURITY; Schema: public; Owner: -
@@ -3048,6 +3356,39 @@ GRANT ALL ON FUNCTION public.queues_limits_all() TO ledger_app;
 GRANT ALL ON FUNCTION public.queues_project_appended() TO ledger_app;
 
 --
+-- Name: TABLE schedules; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.schedules TO ledger_app;
+GRANT SELECT ON TABLE public.schedules TO ledger_dispatch;
+
+--
+-- Name: FUNCTION schedule_view_step(s public.schedules, e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.schedule_view_step(s public.schedules, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION schedules_due(now timestamp with time zone, max_schedules integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.schedules_due(now timestamp with time zone, max_schedules integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.schedules_due(now timestamp with time zone, max_schedules integer) TO ledger_app;
+
+--
+-- Name: FUNCTION schedules_next_slot(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.schedules_next_slot() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.schedules_next_slot() TO ledger_app;
+
+--
+-- Name: FUNCTION schedules_project_appended(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.schedules_project_appended() TO ledger_app;
+
+--
 -- Name: TABLE tenants; Type: ACL; Schema: public; Owner: -
 --
 
@@ -3097,6 +3438,12 @@ GRANT ALL ON FUNCTION public.job_view_fold(public.events) TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.queue_view_fold(public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION schedule_view_fold(public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.schedule_view_fold(public.events) TO ledger_app;
 
 --
 -- Name: FUNCTION tenant_view_fold(public.events); Type: ACL; Schema: public; Owner: -
@@ -3179,6 +3526,12 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_buckets TO ledger_dispat
 
 GRANT SELECT ON TABLE public.queue_key_turns TO ledger_app;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.queue_key_turns TO ledger_dispatch;
+
+--
+-- Name: TABLE schedule_slots; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.schedule_slots TO ledger_app;
 
 --
 -- Name: TABLE schema_migrations; Type: ACL; Schema: public; Owner: -

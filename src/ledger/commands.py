@@ -35,6 +35,8 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     replay_of: uuid.UUID | None = None
     concurrency_key: str | None = None
+    schedule_id: str | None = None  # the schedule and slot that fired it (ledger.schedules)
+    schedule_slot: datetime | None = None
 
 
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -151,6 +153,8 @@ def decide(
                 idempotency_key=command.idempotency_key,
                 replay_of=command.replay_of,
                 concurrency_key=command.concurrency_key,
+                schedule_id=command.schedule_id,
+                schedule_slot=command.schedule_slot,
             )
         ]
     if state is None:

@@ -50,6 +50,10 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     # Added with queues (sql/0059); left out of the stored data when None, so a
     # submission without one is stored exactly as before the field existed.
     concurrency_key: str | None = None
+    # Added with schedules (sql/0074): the schedule and slot that fired the job; left
+    # out of the stored data when None, like concurrency_key.
+    schedule_id: str | None = None
+    schedule_slot: datetime | None = None
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -182,6 +186,108 @@ class TenantConfigured(TenantEvent, frozen=True, tag="tenant.configured.v1"):
     weight: int
 
 
+class ScheduleEvent(Event, frozen=True):
+    """A schedule changed or recorded one of its slots. A schedule's events form one
+    stream in its tenant: `job_id` holds the stream's id (`ledger.schedules.stream_id`);
+    slot events are appended in the order of their slots (sql/0073)."""
+
+    schedule_id: str
+
+
+class ScheduleCreated(ScheduleEvent, frozen=True, tag="schedule.created.v1"):
+    """The schedule's definition (`ledger.schedules.Spec`, as given) and its first slot."""
+
+    spec: dict[str, Any]
+    paused: bool
+    next_slot: datetime | None
+    note: str | None = None
+
+
+class ScheduleUpdated(ScheduleEvent, frozen=True, tag="schedule.updated.v1"):
+    """The schedule's new definition; its slots from `next_slot` on follow it."""
+
+    spec: dict[str, Any]
+    next_slot: datetime | None
+
+
+class SchedulePaused(ScheduleEvent, frozen=True, tag="schedule.paused.v1"):
+    """The schedule's slots are recorded skipped (`paused`) until it is resumed."""
+
+    note: str | None = None
+
+
+class ScheduleResumed(ScheduleEvent, frozen=True, tag="schedule.resumed.v1"):
+    """The schedule fires again (the slots due while paused were recorded skipped first)."""
+
+    note: str | None = None
+
+
+class ScheduleDeleted(ScheduleEvent, frozen=True, tag="schedule.deleted.v1"):
+    """The schedule records no more slots (it may be created again under its id)."""
+
+    note: str | None = None
+
+
+class ScheduleTriggered(ScheduleEvent, frozen=True, tag="schedule.triggered.v1"):
+    """Someone fired the schedule's job now, outside its slots: `job`."""
+
+    job: uuid.UUID
+
+
+class BackfilledSlot(msgspec.Struct, frozen=True, kw_only=True):
+    slot: datetime
+    job: uuid.UUID | None = None  # None: skipped (overlap)
+
+
+class ScheduleBackfilled(ScheduleEvent, frozen=True, tag="schedule.backfilled.v1"):
+    """The slots in (start, end] were fired again on request, under `overlap`."""
+
+    start: datetime
+    end: datetime
+    overlap: str
+    slots: list[BackfilledSlot]
+    last_job: uuid.UUID | None = None
+
+
+class ScheduleSlotFired(ScheduleEvent, frozen=True, tag="schedule.slot_fired.v1"):
+    """The slot's job was submitted (in the same transaction): `job`."""
+
+    slot: datetime
+    job: uuid.UUID
+    next_slot: datetime | None
+    buffered: bool = False  # a slot buffered behind its previous job, fired now
+
+
+class ScheduleSlotSkipped(ScheduleEvent, frozen=True, tag="schedule.slot_skipped.v1"):
+    """Every slot from `slot` up to (not with) `next_slot` did not fire, for `reason`:
+    `overlap`, `outside_catchup_window` or `paused`."""
+
+    slot: datetime
+    reason: str
+    next_slot: datetime | None
+
+
+class ScheduleSlotBuffered(ScheduleEvent, frozen=True, tag="schedule.slot_buffered.v1"):
+    """The slot waits for the schedule's previous job to finish (overlap buffer_*)."""
+
+    slot: datetime
+    next_slot: datetime | None
+
+
+SCHEDULE_EVENTS: Final = (
+    ScheduleCreated,
+    ScheduleUpdated,
+    SchedulePaused,
+    ScheduleResumed,
+    ScheduleDeleted,
+    ScheduleTriggered,
+    ScheduleBackfilled,
+    ScheduleSlotFired,
+    ScheduleSlotSkipped,
+    ScheduleSlotBuffered,
+)
+
+
 # Every event the ledger stores (the name predates the queue events): what the store
 # appends and `from_row` decodes. Only job.* events fold into a job (lifecycle.evolve).
 JobEvent = (
@@ -200,6 +306,16 @@ JobEvent = (
     | QueuePaused
     | QueueResumed
     | TenantConfigured
+    | ScheduleCreated
+    | ScheduleUpdated
+    | SchedulePaused
+    | ScheduleResumed
+    | ScheduleDeleted
+    | ScheduleTriggered
+    | ScheduleBackfilled
+    | ScheduleSlotFired
+    | ScheduleSlotSkipped
+    | ScheduleSlotBuffered
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -218,6 +334,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     QueuePaused,
     QueueResumed,
     TenantConfigured,
+    *SCHEDULE_EVENTS,
 )
 
 _json = msgspec.json.Encoder()
@@ -295,7 +412,7 @@ _DATA_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
 # Fields added to a shipped event type, left out of its data when unset: an event that
 # does not use one is stored exactly as before the field existed.
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
-    JobSubmitted: ("concurrency_key",),
+    JobSubmitted: ("concurrency_key", "schedule_id", "schedule_slot"),
     JobClaimed: ("queue_version", "tenant_version"),
     JobCancelled: ("bulk_request_id",),
     JobRetried: ("bulk_request_id",),

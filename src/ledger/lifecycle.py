@@ -60,6 +60,8 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     concurrency_key: str | None = None
     tenant: str = ev.DEFAULT_TENANT
     snoozes: int = 0  # the handler's snoozes since submission or the last manual retry
+    schedule_id: str | None = None  # the schedule that fired the job (sql/0074)
+    schedule_slot: datetime | None = None  # and the slot it fired for
 
 
 class FoldError(ValueError):
@@ -97,6 +99,8 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             started_at=None,
             completed_at=None,
             concurrency_key=event.concurrency_key,
+            schedule_id=event.schedule_id,
+            schedule_slot=event.schedule_slot,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")

@@ -125,6 +125,22 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
+        self.schedule_slots_fired = counter(
+            "schedule_slots_fired_total", "Schedule slots whose job was submitted.", ()
+        )
+        self.schedule_slots_skipped = counter(
+            "schedule_slots_skipped_total",
+            "Schedule slot events recorded skipped, by reason (overlap, "
+            "outside_catchup_window, paused; a skipped run of slots counts once).",
+            ("reason",),
+        )
+        self.schedule_lateness_seconds = Histogram(
+            "schedule_lateness_seconds",
+            "Time from a schedule slot to the recording of its job's submission.",
+            namespace=NAMESPACE,
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
         self.http_requests = Counter(
             "http_requests_total",
             "HTTP requests by method, route template and status code.",

@@ -105,3 +105,48 @@ ORDER BY position;
 -- name: bulk_request_lock
 -- One bulk request id of a tenant carried out at a time, until the transaction ends.
 SELECT pg_advisory_xact_lock(hashtextextended(ledger_tenant() || '/bulk/' || $1::text, 0));
+
+-- name: schedules_get
+-- A schedule (sql/0073) of the tenant the transaction acts in, deleted ones too.
+SELECT *
+FROM schedules
+WHERE tenant = ledger_tenant()
+  AND schedule_id = $1;
+
+-- name: schedules_list
+-- The tenant's live schedules, by id.
+SELECT *
+FROM schedules
+WHERE tenant = ledger_tenant()
+  AND NOT deleted
+ORDER BY schedule_id
+LIMIT $1;
+
+-- name: schedule_slots_between
+-- A schedule's recorded slots that touch [$2, $3] (a skipped run that began earlier
+-- too), with the status of each fired slot's job.
+SELECT s.slot, s.outcome, s.reason, s.until, s.job_id, j.status
+FROM schedule_slots AS s
+LEFT JOIN jobs AS j ON j.job_id = s.job_id AND j.tenant = s.tenant
+WHERE s.tenant = ledger_tenant()
+  AND s.schedule_id = $1
+  AND s.slot <= $3
+  AND coalesce(s.until, s.slot + interval '1 microsecond') > $2
+ORDER BY s.slot
+LIMIT 2000;
+
+-- name: schedule_job_status
+-- The status of a schedule's previous job (its overlap policy decides against it).
+SELECT status
+FROM jobs
+WHERE job_id = $1
+  AND tenant = ledger_tenant();
+
+-- name: schedules_due
+-- Every tenant's schedules due at $1 (sql/0073, SECURITY DEFINER), earliest first.
+SELECT tenant, schedule_id, next_slot
+FROM schedules_due($1, $2);
+
+-- name: schedules_next_slot
+-- The earliest next slot of every tenant's live schedules (NULL: none).
+SELECT schedules_next_slot();

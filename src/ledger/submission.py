@@ -313,6 +313,36 @@ class Submitter:
             return Submitted(jobs_of(recorded), created=True)
         raise errors.IdempotencyKeyTaken(actor, idempotency_key)
 
+    async def submit_scheduled(
+        self,
+        conn: asyncpg.Connection,
+        job: Submission,
+        *,
+        schedule_id: str,
+        slot: datetime | None,
+        run_at: datetime | None,
+        idempotency_key: str,
+        actor: str,
+    ) -> Job:
+        """Submit a schedule's job for `slot` (None: triggered outside its slots), in the
+        caller's transaction: its `job.submitted.v1` names the schedule and the slot
+        (ledger.schedules). A repeat of the key answers the job stored under it."""
+        now = self.store.clock()
+        command = msgspec.structs.replace(
+            self.prepare(job.validated(), now=now, idempotency_key=idempotency_key),
+            schedule_id=schedule_id,
+            schedule_slot=slot,
+            run_at=run_at,
+        )
+        async with acting.in_a_tenant(conn):
+            found = await self._find_repeat(
+                conn, actor, idempotency_key, [command], [job], batch=False
+            )
+        if found is not None:
+            return found[0]
+        recorded = await self._append_keyed(conn, new_jobs([command], actor=actor, now=now))
+        return jobs_of(recorded)[0]
+
     async def _append_keyed(
         self, conn: asyncpg.Connection, events: list[ev.JobEvent]
     ) -> list[store.Recorded]:

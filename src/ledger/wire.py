@@ -49,6 +49,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     next_attempt_at: datetime | None  # when a pending or retrying job becomes due
     concurrency_key: str | None = None
     snoozes: int = 0  # times its handler snoozed (since submission or the last manual retry)
+    schedule_id: str | None = None  # the schedule that fired it, and for which slot
+    schedule_slot: datetime | None = None
 
     @classmethod
     def of(cls, state: lifecycle.JobState) -> Job:
@@ -69,6 +71,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
             concurrency_key=state.concurrency_key,
             snoozes=state.snoozes,
+            schedule_id=state.schedule_id,
+            schedule_slot=state.schedule_slot,
         )
 
     @classmethod
@@ -90,6 +94,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             completed_at=None,
             next_attempt_at=event.run_at,
             concurrency_key=event.concurrency_key,
+            schedule_id=event.schedule_id,
+            schedule_slot=event.schedule_slot,
         )
 
     @property

@@ -65,7 +65,7 @@ class JobMetrics:
             self._observe(jobs, item.event, tally)
         # One increment per labelled series: a batch of 1,000 submissions costs one, not 1,000.
         for (counter, labels), count in tally.items():
-            counter.labels(*labels).inc(count)
+            (counter.labels(*labels) if labels else counter).inc(count)
 
     async def _before(
         self, conn: asyncpg.Connection, recorded: Sequence[store.Recorded], known: store.Before
@@ -74,7 +74,9 @@ class JobMetrics:
             {
                 r.event.job_id
                 for r in recorded
-                if not isinstance(r.event, ev.JobSubmitted | ev.QueueEvent | ev.TenantEvent)
+                if not isinstance(
+                    r.event, ev.JobSubmitted | ev.QueueEvent | ev.TenantEvent | ev.ScheduleEvent
+                )
             }
         )
         if not ids:
@@ -116,6 +118,16 @@ class JobMetrics:
                 job_type=event.job_type, queue=event.queue, due=event.run_at, started=None
             )
             tally[(m.jobs_submitted, (event.job_type, event.queue))] += 1
+            return
+        if isinstance(event, ev.ScheduleSlotFired):
+            tally[(m.schedule_slots_fired, ())] += 1
+            late = (event.occurred_at - event.slot).total_seconds()
+            m.schedule_lateness_seconds.observe(max(late, 0.0))
+            return
+        if isinstance(event, ev.ScheduleSlotSkipped):
+            tally[(m.schedule_slots_skipped, (event.reason,))] += 1
+            return
+        if isinstance(event, ev.ScheduleEvent):
             return
         job = jobs.get(event.job_id)
         if job is None:  # pragma: no cover - the store refuses events before a submission

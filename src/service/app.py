@@ -22,6 +22,7 @@ from service.http import (
     problems,
     queues,
     ready,
+    schedules,
     security,
     tenants,
 )
@@ -78,6 +79,7 @@ def create_app(
             jobs.JobsController,
             queues.QueuesController,
             tenants.TenantsController,
+            schedules.SchedulesController,
             audit.AuditController,
             dashboard.overview,
         ],
@@ -125,7 +127,12 @@ def _document_closed_objects(app: Litestar) -> None:
     """Say `additionalProperties: false` for request bodies that refuse unknown fields
     (Litestar's schema generation leaves it out), so clients and fuzzers know."""
     schemas = app.openapi_schema.components.schemas or {}
-    for struct in (*jobs.CLOSED_REQUESTS, *queues.CLOSED_REQUESTS, *tenants.CLOSED_REQUESTS):
+    for struct in (
+        *jobs.CLOSED_REQUESTS,
+        *queues.CLOSED_REQUESTS,
+        *tenants.CLOSED_REQUESTS,
+        *schedules.CLOSED_REQUESTS,
+    ):
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False

@@ -16,7 +16,7 @@ from audit import checkpoints, signing
 from ledger import config, database, db, groupcommit, jobtypes, metrics, store, submission
 from projections import metering
 from service.http.services import Services
-from workers import pool
+from workers import pool, scheduler
 
 
 def event_store(registry: metrics.Metrics) -> store.EventStore:
@@ -61,6 +61,23 @@ def checkpoint_schedule(
         settings.audit_checkpoint_interval_seconds,
         settings.audit_integrate_interval_seconds,
     )
+
+
+def schedule_runner(
+    settings: config.Settings, database_: database.Database, registry: metrics.Metrics
+) -> AbstractAsyncContextManager[Any]:
+    """The scheduler (workers.scheduler) recording schedules' due slots while inside:
+    every `serve`, `api` and `worker` process runs one; the ledger decides each slot once."""
+    from ledger import schedules
+
+    runner = scheduler.Scheduler(
+        database_.app_dsn,
+        listen_dsn=database_.listen_dsn,
+        schedules_=schedules.Schedules(
+            submission.Submitter(job_types(settings), event_store(registry))
+        ),
+    )
+    return scheduler.running(runner)
 
 
 async def http_services(

@@ -40,6 +40,12 @@ _submit = st.builds(
     # Unique per example: an Idempotency-Key is unique per submitter (sql/0010), and the
     # examples share one database, so each key is fresh.
     idempotency_key=st.none() | st.builds(lambda: str(uuid.uuid4())),
+    # A schedule's job names its schedule and slot (sql/0074).
+    schedule_id=st.none() | st.sampled_from(["nightly", "every-second"]),
+    schedule_slot=st.none()
+    | st.datetimes(
+        min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
+    ),
 )
 
 

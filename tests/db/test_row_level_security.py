@@ -6,13 +6,26 @@ tables bypasses row security and is used only to look behind it."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 from audit import checkpoints
-from ledger import acting, commands, errors, queues, store, tenants, wire
+from ledger import (
+    acting,
+    commands,
+    errors,
+    jobtypes,
+    queues,
+    schedules,
+    store,
+    submission,
+    tenants,
+    wire,
+)
 from tests import factories, ledgers
 from workers import claims
 
@@ -85,7 +98,28 @@ async def _populate(
         await _in(conn, tenant)
         await factories.submit(event_store, conn)
     assert await checkpoints.integrate(conn, signer, tenant=tenant) is not None
+    # A schedule (sql/0073) and one recorded slot (schedules, schedule_slots).
+    registry = jobtypes.Registry()
+    jobtypes.job_type("noop", dict[str, object], registry=registry)(_noop)
+    scheduled = schedules.Schedules(submission.Submitter(registry, event_store))
+    body = msgspec.convert(
+        {
+            "id": "s",
+            "cron": "* * * * * *",
+            "start_at": "2026-01-01T00:00:00Z",
+            "job": {"type": "noop", "payload": {}},
+        },
+        schedules.ScheduleIn,
+    )
+    async with conn.transaction():
+        await _in(conn, tenant)
+        await scheduled.create(conn, body, actor="ops")
+    await scheduled.record_due(conn, tenant, "s", datetime(2026, 1, 1, 0, 0, 0, 1, tzinfo=UTC))
     return job
+
+
+async def _noop(payload: dict[str, object], ctx: object) -> None:
+    return None
 
 
 async def test_every_table_holding_tenant_data_is_isolated_or_named_global(

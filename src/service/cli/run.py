@@ -119,7 +119,11 @@ async def serve(settings: config.Settings) -> int:
         async with database.open_database(settings) as database_:
             server = _http_server(settings, database_, auth_config)
             shutdown.stop_server(server)
-            async with wiring.checkpoint_schedule(settings, database_):
+            registry: metrics.Metrics = server.config.app.state.metrics
+            async with (
+                wiring.checkpoint_schedule(settings, database_),
+                wiring.schedule_runner(settings, database_, registry),
+            ):
                 if settings.worker_count < 1:
                     await server.serve()
                 else:
@@ -176,7 +180,8 @@ async def worker(settings: config.Settings) -> int:
         stop_metrics = _serve_worker_metrics(registry, settings)
         try:
             with shutdown.graceful(workers.request_stop):
-                await workers.run()
+                async with wiring.schedule_runner(settings, database_, registry):
+                    await workers.run()
         finally:
             stop_metrics()
     return 0
@@ -204,6 +209,10 @@ async def api(settings: config.Settings) -> int:
         async with database.open_database(settings) as database_:
             server = _http_server(settings, database_, auth_config)
             shutdown.stop_server(server)
-            async with wiring.checkpoint_schedule(settings, database_):
+            registry: metrics.Metrics = server.config.app.state.metrics
+            async with (
+                wiring.checkpoint_schedule(settings, database_),
+                wiring.schedule_runner(settings, database_, registry),
+            ):
                 await server.serve()
     return 0

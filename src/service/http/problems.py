@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from audit import checkpoints, tree
-from ledger import bulk, db, errors, metrics, queues, wire
+from ledger import bulk, db, errors, metrics, queues, schedules, wire
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.Forbidden: Rule(403, "forbidden"),
     errors.UnknownJob: Rule(404, "unknown-job"),
     queues.UnknownQueue: Rule(404, "unknown-queue"),
+    schedules.UnknownSchedule: Rule(404, "unknown-schedule"),
+    schedules.ScheduleExists: Rule(409, "schedule-exists"),
     errors.VersionConflict: Rule(409, "version-conflict"),
     errors.InvalidTransition: Rule(409, "invalid-transition"),
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),

@@ -1,0 +1,134 @@
+"""The component that fires schedules' slots, run by `ledger serve`, `ledger api` and
+`ledger worker` alike: any number may run, and any may die.
+
+It decides nothing alone: each round lists every tenant's due schedules through
+`schedules_due` (sql/0073; the process acts in no tenant) and records each one's due
+slots in a transaction acting in the schedule's tenant (`ledger.schedules`). Two
+processes recording the same slot append the same version of its stream: one wins,
+the other's transaction (its job too) rolls back, and it moves on.
+
+APScheduler is only the alarm clock, set for the earliest next slot across schedules;
+a NOTIFY on `ledger_schedules` (a schedule changed) and a slow poll wake it too, and
+a round also runs when a process starts, so slots due while every process was down
+are recorded then (fired late within the catch-up window, or skipped saying so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Final
+
+import asyncpg
+
+from ledger import db, errors, notifications, schedules, sqlfile
+from workers import retry
+
+log = logging.getLogger(__name__)
+Q = sqlfile.load("ledger")
+
+CHANNEL: Final = "ledger_schedules"
+APPLICATION_NAME: Final = "job-ledger-scheduler"
+MAX_DUE: Final = 100
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    """Records due slots of every tenant's schedules until stopped."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        listen_dsn: str | None = None,
+        schedules_: schedules.Schedules | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        poll_seconds: float = 1.0,
+        on_recorded: Callable[[list[object]], None] = lambda _events: None,
+    ) -> None:
+        self.dsn = dsn
+        self.listen_dsn = listen_dsn or dsn
+        self.schedules = schedules_ or schedules.Schedules()
+        self.clock = clock
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._alarm = retry.RetryClock(self._wake.set)
+        self.rounds = 0
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def tick(self, conn: asyncpg.Connection, now: datetime | None = None) -> int:
+        """One round at `now` (the clock's): record every due slot; how many events."""
+        now = now or self.clock()
+        recorded = 0
+        due = await conn.fetch(Q["schedules_due"], now, MAX_DUE)
+        for row in due:
+            try:
+                events = await self.schedules.record_due(
+                    conn, row["tenant"], row["schedule_id"], now
+                )
+            except (errors.VersionConflict, errors.IdempotencyKeyTaken):
+                # Another process recorded these slots first: the ledger has them once.
+                log.debug("schedule %s recorded by another process", row["schedule_id"])
+                continue
+            recorded += len(events)
+        self.rounds += 1
+        return recorded
+
+    async def run(self) -> None:
+        """Rounds until `request_stop`: at start, at each alarm, notification and poll."""
+        listener = notifications.Listener(
+            self.listen_dsn,
+            {CHANNEL: lambda _payload: self._wake.set()},
+            on_connect=self._wake.set,
+            application_name=APPLICATION_NAME,
+        )
+        listening = asyncio.create_task(listener.run(), name="ledger-scheduler-listener")
+        self._alarm.start()
+        try:
+            async with _connection(self.dsn) as conn:
+                while not self._stopped.is_set():
+                    self._wake.clear()
+                    try:
+                        await self.tick(conn)
+                        next_slot = await conn.fetchval(Q["schedules_next_slot"])
+                    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+                        log.warning("scheduler round failed; trying again", exc_info=True)
+                        next_slot = None
+                    if next_slot is not None and next_slot > self.clock():
+                        self._alarm.wake_at(next_slot)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+        finally:
+            self._alarm.shutdown()
+            listener.stop()
+            await listening
+
+
+@contextlib.asynccontextmanager
+async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    async with db.connect(dsn, name=APPLICATION_NAME) as conn:
+        yield conn
+
+
+@contextlib.asynccontextmanager
+async def running(scheduler: Scheduler) -> AsyncIterator[Scheduler]:
+    """`scheduler` running in the background while inside; stopped (and awaited) on exit."""
+    task = asyncio.create_task(scheduler.run(), name="ledger-scheduler")
+    try:
+        yield scheduler
+    finally:
+        scheduler.request_stop()
+        await task
