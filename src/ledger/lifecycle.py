@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from ledger import events as ev
+from ledger import retrypolicy
 
 Status = Literal["pending", "processing", "completed", "failed", "retrying", "cancelled"]
 STATUSES: Final[tuple[Status, ...]] = (
@@ -59,6 +60,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     completed_at: datetime | None
     concurrency_key: str | None = None
     tenant: str = ev.DEFAULT_TENANT
+    retry_policy: retrypolicy.RetryPolicy | None = None  # the submission's own (sql/0071)
 
 
 class FoldError(ValueError):
@@ -96,6 +98,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             started_at=None,
             completed_at=None,
             concurrency_key=event.concurrency_key,
+            retry_policy=event.retry_policy,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")
