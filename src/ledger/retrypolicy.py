@@ -62,9 +62,9 @@ class RetryPolicy(
     maximum_attempts: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     jitter: Jitter | None = None
     max_elapsed_seconds: Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)] | None = None
-    non_retryable_errors: (
-        Annotated[tuple[ErrorName, ...], msgspec.Meta(max_length=100)] | None
-    ) = None
+    non_retryable_errors: Annotated[tuple[ErrorName, ...], msgspec.Meta(max_length=100)] | None = (
+        None
+    )
 
     def given(self) -> dict[str, Any]:
         """The fields this policy names, by name."""

@@ -149,13 +149,17 @@ class Submitter:
             payload=submission.payload,
             queue=submission.queue,
             priority=submission.priority,
-            max_attempts=_or(None if policy is None else policy.maximum_attempts, job_type.max_attempts),
+            max_attempts=_or(
+                None if policy is None else policy.maximum_attempts, job_type.max_attempts
+            ),
             timeout_seconds=submission.timeout_seconds or job_type.timeout_seconds,
             backoff_base_seconds=_or(
-                None if policy is None else policy.initial_interval_seconds, job_type.backoff_base_seconds
+                None if policy is None else policy.initial_interval_seconds,
+                job_type.backoff_base_seconds,
             ),
             backoff_cap_seconds=_or(
-                None if policy is None else policy.maximum_interval_seconds, job_type.backoff_cap_seconds
+                None if policy is None else policy.maximum_interval_seconds,
+                job_type.backoff_cap_seconds,
             ),
             run_at=run_at,
             idempotency_key=idempotency_key,
@@ -262,6 +266,7 @@ class Submitter:
         backoff_base_seconds: float | None = None,
         backoff_cap_seconds: float | None = None,
         concurrency_key: str | None = None,
+        retry_policy: retrypolicy.RetryPolicy | None = None,
         idempotency_key: str | None = None,
         actor: str,
     ) -> Job:
@@ -278,6 +283,7 @@ class Submitter:
             backoff_base_seconds=backoff_base_seconds,
             backoff_cap_seconds=backoff_cap_seconds,
             concurrency_key=concurrency_key,
+            retry_policy=retry_policy,
         )
         done = await self.place(conn, [submission], idempotency_key=idempotency_key, actor=actor)
         return done.jobs[0]
