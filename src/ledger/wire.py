@@ -205,8 +205,9 @@ class QueueSettings(
     retry_policy: retrypolicy.RetryPolicy | None = None
 
 
-class QueueOut(msgspec.Struct, frozen=True, kw_only=True):
-    """A queue: its settings, whether it is paused, and its jobs by status now."""
+class QueueOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A queue: its settings, whether it is paused, and its jobs by status now (its
+    `retry_policy` left out when it has none)."""
 
     name: str
     concurrency: int | None
