@@ -195,3 +195,24 @@ def test_events_stored_before_retry_policies_still_decode_and_store_the_same_dat
     failed = ev.from_row({**row, "type": "job.failed.v1", "data": '{"error": "boom"}'})
     assert isinstance(failed, ev.JobFailed) and failed.reason is None
     assert ev.data_json(failed) == '{"error":"boom"}'
+
+
+def test_image_fetches_honour_retry_after_in_seconds_or_as_an_http_date() -> None:
+    import httpx
+
+    from ledger import jobtypes
+    from workers.handlers import fetch
+
+    assert fetch.retry_after("120") == 120
+    assert fetch.retry_after("Thu, 01 Jan 2026 00:00:30 GMT", now=NOW) == 30
+    assert fetch.retry_after("Wed, 31 Dec 2025 23:00:00 GMT", now=NOW) == 0
+    assert fetch.retry_after("soon") is None and fetch.retry_after(None) is None
+    with pytest.raises(jobtypes.Retryable) as limited:
+        fetch._check_status(  # noqa: SLF001
+            httpx.URL("https://images.example/a.png"),
+            httpx.Response(429, headers={"Retry-After": "7"}),
+        )
+    assert limited.value.after == 7
+    with pytest.raises(jobtypes.Retryable) as plain:
+        fetch._check_status(httpx.URL("https://images.example/a.png"), httpx.Response(503))  # noqa: SLF001
+    assert plain.value.after is None
