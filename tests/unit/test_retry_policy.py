@@ -208,11 +208,11 @@ def test_image_fetches_honour_retry_after_in_seconds_or_as_an_http_date() -> Non
     assert fetch.retry_after("Wed, 31 Dec 2025 23:00:00 GMT", now=NOW) == 0
     assert fetch.retry_after("soon") is None and fetch.retry_after(None) is None
     with pytest.raises(jobtypes.Retryable) as limited:
-        fetch._check_status(  # noqa: SLF001
+        fetch._check_status(
             httpx.URL("https://images.example/a.png"),
             httpx.Response(429, headers={"Retry-After": "7"}),
         )
     assert limited.value.after == 7
     with pytest.raises(jobtypes.Retryable) as plain:
-        fetch._check_status(httpx.URL("https://images.example/a.png"), httpx.Response(503))  # noqa: SLF001
+        fetch._check_status(httpx.URL("https://images.example/a.png"), httpx.Response(503))
     assert plain.value.after is None
