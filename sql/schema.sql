@@ -448,6 +448,7 @@ CREATE TABLE public.jobs (
     snoozes integer DEFAULT 0 NOT NULL,
     schedule_id text,
     schedule_slot timestamp with time zone,
+    retry_policy jsonb,
     CONSTRAINT jobs_snoozes_check CHECK ((snoozes >= 0))
 );
 
@@ -594,7 +595,8 @@ SELECT
     END,
     CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'schedule_id' ELSE s.schedule_id END,
     CASE WHEN e.type = 'job.submitted.v1'
-         THEN (e.data->>'schedule_slot')::timestamptz ELSE s.schedule_slot END
+         THEN (e.data->>'schedule_slot')::timestamptz ELSE s.schedule_slot END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->'retry_policy' ELSE s.retry_policy END
 WHERE CASE
     WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
     ELSE s.job_id IS NOT NULL
@@ -827,6 +829,7 @@ CREATE TABLE public.queues (
     updated_by text NOT NULL,
     updated_at timestamp with time zone NOT NULL,
     tenant text NOT NULL,
+    retry_policy jsonb,
     CONSTRAINT queues_check CHECK ((((rate_limit IS NULL) = (rate_period_seconds IS NULL)) AND ((rate_limit IS NULL) = (rate_burst IS NULL)))),
     CONSTRAINT queues_concurrency_check CHECK ((concurrency >= 0)),
     CONSTRAINT queues_fairness_check CHECK ((fairness = ANY (ARRAY['fifo'::text, 'round_robin'::text]))),
@@ -1663,6 +1666,17 @@ ORDER BY b.tenant, b.queue;
 $$;
 
 --
+-- Name: queue_retry_policy(text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.queue_retry_policy(tenant_id text, queue_name text) RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT q.retry_policy FROM queues AS q WHERE q.tenant = tenant_id AND q.name = queue_name
+$$;
+
+--
 -- Name: queue_view_step(public.queues, public.events); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1688,6 +1702,7 @@ BEGIN
     n.rate_period_seconds := s.rate_period_seconds;
     n.rate_burst := s.rate_burst;
     n.per_key_concurrency := s.per_key_concurrency;
+    n.retry_policy := s.retry_policy;
     CASE e.type
         WHEN 'queue.configured.v1' THEN
             n.concurrency := (e.data->>'concurrency')::integer;
@@ -1696,6 +1711,7 @@ BEGIN
             n.rate_burst := (e.data->'rate_limit'->>'burst')::integer;
             n.per_key_concurrency := (e.data->>'per_key_concurrency')::integer;
             n.fairness := e.data->>'fairness';
+            n.retry_policy := e.data->'retry_policy';
         WHEN 'queue.paused.v1' THEN
             n.paused := true;
         WHEN 'queue.resumed.v1' THEN
@@ -1750,10 +1766,10 @@ BEGIN
         s := queue_view_step(s, e);
         INSERT INTO queues (tenant, name, stream_id, version, concurrency, rate_limit,
                             rate_period_seconds, rate_burst, per_key_concurrency, fairness,
-                            paused, updated_by, updated_at)
+                            paused, updated_by, updated_at, retry_policy)
         VALUES (s.tenant, s.name, s.stream_id, s.version, s.concurrency, s.rate_limit,
                 s.rate_period_seconds, s.rate_burst, s.per_key_concurrency, s.fairness,
-                s.paused, s.updated_by, s.updated_at)
+                s.paused, s.updated_by, s.updated_at, s.retry_policy)
         ON CONFLICT (tenant, name) DO UPDATE
         SET version = excluded.version, concurrency = excluded.concurrency,
             rate_limit = excluded.rate_limit,
@@ -1761,7 +1777,8 @@ BEGIN
             rate_burst = excluded.rate_burst,
             per_key_concurrency = excluded.per_key_concurrency,
             fairness = excluded.fairness, paused = excluded.paused,
-            updated_by = excluded.updated_by, updated_at = excluded.updated_at;
+            updated_by = excluded.updated_by, updated_at = excluded.updated_at,
+            retry_policy = excluded.retry_policy;
         PERFORM pg_notify('ledger_jobs', '');
     END LOOP;
     RETURN NULL;
@@ -3335,6 +3352,13 @@ GRANT ALL ON FUNCTION public.ledger_tenants() TO ledger_app;
 
 REVOKE ALL ON FUNCTION public.queue_buckets_tokens() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.queue_buckets_tokens() TO ledger_app;
+
+--
+-- Name: FUNCTION queue_retry_policy(tenant_id text, queue_name text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.queue_retry_policy(tenant_id text, queue_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.queue_retry_policy(tenant_id text, queue_name text) TO ledger_app;
 
 --
 -- Name: FUNCTION queue_view_step(s public.queues, e public.events); Type: ACL; Schema: public; Owner: -

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ledger import errors
+from ledger import errors, retrypolicy
 from ledger import events as ev
 from ledger.lifecycle import RUNNABLE, TERMINAL, JobState
 
@@ -27,7 +27,7 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     payload: dict[str, Any]
     queue: str = "default"
     priority: ev.Priority = "normal"
-    max_attempts: Annotated[int, msgspec.Meta(ge=1)] = 3
+    max_attempts: Annotated[int, msgspec.Meta(ge=0)] = 3  # 0: unlimited (a retry policy's)
     timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
     backoff_base_seconds: Annotated[float, msgspec.Meta(ge=0)] = 1.0
     backoff_cap_seconds: Annotated[float, msgspec.Meta(ge=0)] = 300.0
@@ -37,6 +37,7 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     concurrency_key: str | None = None
     schedule_id: str | None = None  # the schedule and slot that fired it (ledger.schedules)
     schedule_slot: datetime | None = None
+    retry_policy: retrypolicy.RetryPolicy | None = None  # the submission's own, if any
 
 
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +59,10 @@ class FailAttempt(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     permanent: bool
     retry_delay: timedelta
+    # The retry policy's decision (workers.retry.decide_failure): whether to retry (it, not
+    # the job's max_attempts, decides) and why, recorded in the event. None: decided by
+    # `permanent` and the job's max_attempts, with no reasons recorded.
+    decision: retrypolicy.Decision | None = None
 
 
 class SnoozeJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,6 +79,7 @@ class ExpireLease(msgspec.Struct, frozen=True, kw_only=True):
     """The job's worker stopped renewing its lease (it died): a failed attempt, retried `retry_delay` later."""
 
     retry_delay: timedelta
+    decision: retrypolicy.Decision | None = None  # as FailAttempt's
 
 
 class ReleaseJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -155,6 +161,7 @@ def decide(
                 concurrency_key=command.concurrency_key,
                 schedule_id=command.schedule_id,
                 schedule_slot=command.schedule_slot,
+                retry_policy=command.retry_policy,
             )
         ]
     if state is None:
@@ -169,7 +176,7 @@ def decide(
     def refuse() -> errors.InvalidTransition:
         return errors.InvalidTransition(job_id, state.status, _VERB[type(command)])
 
-    attempts_left = state.attempt < state.max_attempts
+    attempts_left = state.max_attempts == 0 or state.attempt < state.max_attempts
     match command:
         case ClaimJob():
             if state.status not in RUNNABLE:
@@ -189,22 +196,35 @@ def decide(
             return [ev.JobCompleted(**envelope, result=command.result)]
         case FailAttempt():
             _require_holder(state, command.worker_id, refuse)
-            if command.permanent or not attempts_left:
-                return [ev.JobFailed(**envelope, error=command.error)]
+            why = _why(command.decision)
+            if command.decision is not None:
+                retries = command.decision.retry and not command.permanent
+            else:
+                retries = attempts_left and not command.permanent
+            if not retries:
+                return [ev.JobFailed(**envelope, error=command.error, **why)]
+            why.pop("reason")
             return [
                 ev.JobRetryScheduled(
-                    **envelope, error=command.error, next_attempt_at=now + command.retry_delay
+                    **envelope,
+                    error=command.error,
+                    next_attempt_at=now + command.retry_delay,
+                    **why,
                 )
             ]
         case ExpireLease():
             if state.status != "processing" or state.worker_id is None:
                 raise refuse()
+            why = _why(command.decision)
+            why.pop("requested_delay_seconds")
+            retries = attempts_left if command.decision is None else command.decision.retry
             return [
                 ev.JobLeaseExpired(
                     **envelope,
                     worker_id=state.worker_id,
                     error=f"lease expired: worker {state.worker_id} stopped renewing it",
-                    next_attempt_at=now + command.retry_delay if attempts_left else None,
+                    next_attempt_at=now + command.retry_delay if retries else None,
+                    **why,
                 )
             ]
         case ReleaseJob():
@@ -275,6 +295,7 @@ def resubmit(
         backoff_cap_seconds=state.backoff_cap_seconds,
         replay_of=state.job_id,
         concurrency_key=state.concurrency_key,
+        retry_policy=state.retry_policy,
     )
     return [
         *decide(None, submit, job_id=new_job_id, actor=actor, now=now),
@@ -286,6 +307,29 @@ def resubmit(
             now=now,
         ),
     ]
+
+
+def _why(decision: retrypolicy.Decision | None) -> dict[str, Any]:
+    """The fields of a failed attempt's event that say why it was retried or not."""
+    if decision is None:
+        return {
+            "reason": None,
+            "attempt": None,
+            "error_type": None,
+            "policy": None,
+            "delay_seconds": None,
+            "jittered_delay_seconds": None,
+            "requested_delay_seconds": None,
+        }
+    return {
+        "reason": decision.reason,
+        "attempt": decision.attempt,
+        "error_type": decision.error_type,
+        "policy": decision.policy,
+        "delay_seconds": decision.delay_seconds,
+        "jittered_delay_seconds": decision.jittered_delay_seconds,
+        "requested_delay_seconds": decision.requested_delay_seconds,
+    }
 
 
 def _require_holder(state: JobState, worker_id: str, refuse: Any) -> None:

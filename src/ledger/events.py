@@ -17,6 +17,8 @@ from typing import Annotated, Any, Final, Literal, Protocol
 
 import msgspec
 
+from ledger import retrypolicy
+
 Priority = Literal["high", "normal", "low"]
 PRIORITY_RANK: Final[dict[str, int]] = {"high": 0, "normal": 1, "low": 2}
 
@@ -54,6 +56,9 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     # out of the stored data when None, like concurrency_key.
     schedule_id: str | None = None
     schedule_slot: datetime | None = None
+    # Added with retry policies (sql/0075): the policy the submission gave, left out when
+    # it gave none (the queue's, the job type's and the defaults then decide).
+    retry_policy: retrypolicy.RetryPolicy | None = None
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -75,10 +80,31 @@ class JobCompleted(Event, frozen=True, tag="job.completed.v1"):
 class JobRetryScheduled(Event, frozen=True, tag="job.retry_scheduled.v1"):
     error: str
     next_attempt_at: datetime
+    # Added with retry policies (sql/0075), left out when None (events before them have
+    # none): why the job waits. The failed attempt, its error's type, the policy in
+    # force (each field's source), the wait before and after jitter, and the wait the
+    # handler asked for (`Retryable(after=)`), if it did.
+    attempt: int | None = None
+    error_type: str | None = None
+    policy: retrypolicy.PolicyInForce | None = None
+    delay_seconds: float | None = None
+    jittered_delay_seconds: float | None = None
+    requested_delay_seconds: float | None = None
 
 
 class JobFailed(Event, frozen=True, tag="job.failed.v1"):
     error: str
+    # Added with retry policies (sql/0075), left out when None: why retrying stopped
+    # (`reason`: max_attempts, max_elapsed, non_retryable or permanent), after which
+    # attempt, on what error type, under which policy; for max_elapsed, the wait that
+    # would have taken the next attempt past it.
+    reason: retrypolicy.StopReason | None = None
+    attempt: int | None = None
+    error_type: str | None = None
+    policy: retrypolicy.PolicyInForce | None = None
+    delay_seconds: float | None = None
+    jittered_delay_seconds: float | None = None
+    requested_delay_seconds: float | None = None
 
 
 class JobLeaseExpired(Event, frozen=True, tag="job.lease_expired.v1"):
@@ -87,6 +113,15 @@ class JobLeaseExpired(Event, frozen=True, tag="job.lease_expired.v1"):
     worker_id: str
     error: str
     next_attempt_at: datetime | None
+    # Added with retry policies (sql/0075), left out when None: as for
+    # job.retry_scheduled.v1 (the error type is `LeaseExpired`), and the stop reason when
+    # there is no next attempt.
+    reason: retrypolicy.StopReason | None = None
+    attempt: int | None = None
+    error_type: str | None = None
+    policy: retrypolicy.PolicyInForce | None = None
+    delay_seconds: float | None = None
+    jittered_delay_seconds: float | None = None
 
 
 class JobCancelled(Event, frozen=True, tag="job.cancelled.v1"):
@@ -156,6 +191,9 @@ class QueueConfigured(QueueEvent, frozen=True, tag="queue.configured.v1"):
     rate_limit: RateLimit | None
     per_key_concurrency: int | None
     fairness: Fairness
+    # Added with retry policies (sql/0075): its jobs' retry policy, where their
+    # submission names none of a field; left out when None.
+    retry_policy: retrypolicy.RetryPolicy | None = None
 
 
 class QueuePaused(QueueEvent, frozen=True, tag="queue.paused.v1"):
@@ -409,13 +447,25 @@ _DATA_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
 }
 
 
+_WHY: Final = (
+    "attempt",
+    "error_type",
+    "policy",
+    "delay_seconds",
+    "jittered_delay_seconds",
+    "requested_delay_seconds",
+)
 # Fields added to a shipped event type, left out of its data when unset: an event that
 # does not use one is stored exactly as before the field existed.
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
-    JobSubmitted: ("concurrency_key", "schedule_id", "schedule_slot"),
+    JobSubmitted: ("concurrency_key", "schedule_id", "schedule_slot", "retry_policy"),
     JobClaimed: ("queue_version", "tenant_version"),
     JobCancelled: ("bulk_request_id",),
     JobRetried: ("bulk_request_id",),
+    JobRetryScheduled: _WHY,
+    JobFailed: ("reason", *_WHY),
+    JobLeaseExpired: ("reason", *_WHY[:-1]),
+    QueueConfigured: ("retry_policy",),
 }
 
 

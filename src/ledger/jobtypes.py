@@ -25,13 +25,22 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import errors, tenancy
+from ledger import errors, retrypolicy, tenancy
 
 ENTRY_POINT_GROUP: Final = "job_ledger.handlers"
 
 
 class Retryable(errors.LedgerError):
-    """The attempt failed but may succeed later: retried with backoff while attempts are left."""
+    """The attempt failed but may succeed later: retried with backoff while attempts are left.
+
+    `after`: wait exactly this many seconds before the next attempt instead of the
+    policy's backoff (a rate limit's Retry-After); the policy's maximum_attempts and
+    max_elapsed_seconds still apply.
+    """
+
+    def __init__(self, *args: object, after: float | None = None) -> None:
+        super().__init__(*args)
+        self.after = after
 
 
 class Permanent(errors.LedgerError):
@@ -131,6 +140,21 @@ class JobType(msgspec.Struct, frozen=True, kw_only=True):
     # How many times one job may snooze (raise Snooze) before it fails; a manual
     # retry starts the count again.
     max_snoozes: int = DEFAULT_MAX_SNOOZES
+    # The rest of the job type's retry policy (its maximum_attempts and intervals are the
+    # three fields above, which the decorator sets from it).
+    retry_policy: retrypolicy.RetryPolicy | None = None
+
+    def policy(self) -> retrypolicy.RetryPolicy:
+        """The job type's retry policy, every field it names (the three above always)."""
+        given = self.retry_policy.given() if self.retry_policy is not None else {}
+        return retrypolicy.RetryPolicy(
+            **{
+                "maximum_attempts": self.max_attempts,
+                "initial_interval_seconds": self.backoff_base_seconds,
+                "maximum_interval_seconds": self.backoff_cap_seconds,
+                **given,
+            }
+        )
 
     @property
     def is_async(self) -> bool:
@@ -187,11 +211,21 @@ def job_type(
     backoff_base_seconds: float = 1.0,
     backoff_cap_seconds: float = 300.0,
     max_snoozes: int = DEFAULT_MAX_SNOOZES,
+    retry_policy: retrypolicy.RetryPolicy | None = None,
     registry: Registry = REGISTRY,
 ) -> Callable[[Handler], Handler]:
-    """Register the decorated function as the handler of job type `name`."""
+    """Register the decorated function as the handler of job type `name`.
+
+    `retry_policy`: the job type's retry policy; the fields it names win over
+    `max_attempts`, `backoff_base_seconds` and `backoff_cap_seconds` (its aliases).
+    """
     if max_snoozes < 0:
         raise errors.ConfigError(f"job type {name!r}: max_snoozes must not be negative")
+    if retry_policy is not None:
+        retry_policy = retry_policy.checked(f"job type {name!r} retry_policy")
+        max_attempts = _or(retry_policy.maximum_attempts, max_attempts)
+        backoff_base_seconds = _or(retry_policy.initial_interval_seconds, backoff_base_seconds)
+        backoff_cap_seconds = _or(retry_policy.maximum_interval_seconds, backoff_cap_seconds)
 
     def register(handler: Handler) -> Handler:
         registry.add(
@@ -204,11 +238,16 @@ def job_type(
                 backoff_base_seconds=backoff_base_seconds,
                 backoff_cap_seconds=backoff_cap_seconds,
                 max_snoozes=max_snoozes,
+                retry_policy=retry_policy,
             )
         )
         return handler
 
     return register
+
+
+def _or[T: (int, float)](given: T | None, default: T) -> T:
+    return default if given is None else given
 
 
 BUILTIN_HANDLERS: Final = "workers.handlers"

@@ -16,6 +16,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from ledger import events as ev
+from ledger import retrypolicy
 
 Status = Literal["pending", "processing", "completed", "failed", "retrying", "cancelled"]
 STATUSES: Final[tuple[Status, ...]] = (
@@ -62,6 +63,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     snoozes: int = 0  # the handler's snoozes since submission or the last manual retry
     schedule_id: str | None = None  # the schedule that fired the job (sql/0074)
     schedule_slot: datetime | None = None  # and the slot it fired for
+    retry_policy: retrypolicy.RetryPolicy | None = None  # the submission's own (sql/0075)
 
 
 class FoldError(ValueError):
@@ -101,6 +103,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             concurrency_key=event.concurrency_key,
             schedule_id=event.schedule_id,
             schedule_slot=event.schedule_slot,
+            retry_policy=event.retry_policy,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")

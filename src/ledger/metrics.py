@@ -72,6 +72,14 @@ class Metrics:
             "Times a job was sent to run again: a retry scheduled after a failed attempt or "
             "an expired lease, or a manual retry.",
         )
+        self.retry_decisions = counter(
+            "retry_decisions_total",
+            "Decisions on failed attempts (a handler's error, a timeout, an expired lease): "
+            "outcome `retry` (reason `backoff`, `after` when the handler asked for the "
+            "delay, `lease_expired`) or `gave_up` (reason `max_attempts`, `max_elapsed`, "
+            "`non_retryable`, `permanent`; `unrecorded` for an event without one).",
+            ("job_type", "queue", "outcome", "reason"),
+        )
         self.jobs_cancelled = counter("jobs_cancelled_total", "Jobs cancelled.")
         self.jobs_snoozed = counter(
             "jobs_snoozed_total",

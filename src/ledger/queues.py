@@ -28,7 +28,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import acting, errors, sqlfile, store, tenancy, wire
+from ledger import acting, errors, retrypolicy, sqlfile, store, tenancy, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -66,12 +66,19 @@ class QueueState(msgspec.Struct, frozen=True, kw_only=True):
     per_key_concurrency: int | None = None
     fairness: ev.Fairness = "fifo"
     paused: bool = False
+    retry_policy: retrypolicy.RetryPolicy | None = None
     updated_by: str | None = None
     updated_at: datetime | None = None
 
     @property
     def settings(self) -> tuple[Any, ...]:
-        return (self.concurrency, self.rate_limit, self.per_key_concurrency, self.fairness)
+        return (
+            self.concurrency,
+            self.rate_limit,
+            self.per_key_concurrency,
+            self.fairness,
+            self.retry_policy,
+        )
 
 
 def stream_id(name: str, tenant: str = tenancy.DEFAULT) -> uuid.UUID:
@@ -108,6 +115,7 @@ def evolve(state: QueueState | None, event: ev.QueueEvent) -> QueueState:
                 "rate_limit": event.rate_limit,
                 "per_key_concurrency": event.per_key_concurrency,
                 "fairness": event.fairness,
+                "retry_policy": event.retry_policy,
             }
         case ev.QueuePaused():
             common["paused"] = True
@@ -132,6 +140,7 @@ def from_row(row: asyncpg.Record) -> QueueState:
         per_key_concurrency=row["per_key_concurrency"],
         fairness=row["fairness"],
         paused=row["paused"],
+        retry_policy=retrypolicy.stored(row["retry_policy"]),
         updated_by=row["updated_by"],
         updated_at=row["updated_at"],
     )
@@ -158,6 +167,9 @@ def configured(settings: wire.QueueSettings) -> dict[str, Any]:
         ),
         "per_key_concurrency": settings.per_key_concurrency,
         "fairness": settings.fairness,
+        "retry_policy": None
+        if settings.retry_policy is None or not settings.retry_policy.given()
+        else settings.retry_policy.checked("retry_policy"),
     }
 
 
@@ -174,8 +186,8 @@ async def configure(
 
     def unchanged(state: QueueState) -> bool:
         # A queue never configured records its first settings, even the defaults.
-        wanted = tuple(fields[f] for f in ("concurrency", "rate_limit", "per_key_concurrency"))
-        return state.version > 0 and state.settings == (*wanted, fields["fairness"])
+        names = ("concurrency", "rate_limit", "per_key_concurrency", "fairness", "retry_policy")
+        return state.version > 0 and state.settings == tuple(fields[f] for f in names)
 
     return await _change(conn, event_store, name, actor, ev.QueueConfigured, fields, unchanged)
 

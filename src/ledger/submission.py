@@ -38,6 +38,7 @@ from ledger import (
     lifecycle,
     payloads,
     queues,
+    retrypolicy,
     sqlfile,
     store,
     tenants,
@@ -125,20 +126,46 @@ class Submitter:
             )
         if submission.delay_seconds is not None:
             run_at = now + timedelta(seconds=submission.delay_seconds)
+        policy = submission.retry_policy
+        if policy is not None:
+            policy = policy.checked(f"{where}retry_policy") if policy.given() else None
+        if (
+            policy is not None
+            or submission.max_attempts is not None
+            or submission.backoff_base_seconds is not None
+            or submission.backoff_cap_seconds is not None
+        ):
+            # The policy the submission gave, aliases mapped in: stored on the job.
+            policy = retrypolicy.with_aliases(
+                policy,
+                {
+                    "max_attempts": submission.max_attempts,
+                    "backoff_base_seconds": submission.backoff_base_seconds,
+                    "backoff_cap_seconds": submission.backoff_cap_seconds,
+                },
+                where=where,
+            )
         return commands.SubmitJob(
             job_type=submission.job_type,
             payload=submission.payload,
             queue=submission.queue,
             priority=submission.priority,
-            max_attempts=submission.max_attempts or job_type.max_attempts,
+            max_attempts=_or(
+                None if policy is None else policy.maximum_attempts, job_type.max_attempts
+            ),
             timeout_seconds=submission.timeout_seconds or job_type.timeout_seconds,
             backoff_base_seconds=_or(
-                submission.backoff_base_seconds, job_type.backoff_base_seconds
+                None if policy is None else policy.initial_interval_seconds,
+                job_type.backoff_base_seconds,
             ),
-            backoff_cap_seconds=_or(submission.backoff_cap_seconds, job_type.backoff_cap_seconds),
+            backoff_cap_seconds=_or(
+                None if policy is None else policy.maximum_interval_seconds,
+                job_type.backoff_cap_seconds,
+            ),
             run_at=run_at,
             idempotency_key=idempotency_key,
             concurrency_key=submission.concurrency_key,
+            retry_policy=policy,
         )
 
     def prepare_all(
@@ -240,6 +267,7 @@ class Submitter:
         backoff_base_seconds: float | None = None,
         backoff_cap_seconds: float | None = None,
         concurrency_key: str | None = None,
+        retry_policy: retrypolicy.RetryPolicy | None = None,
         idempotency_key: str | None = None,
         actor: str,
     ) -> Job:
@@ -256,6 +284,7 @@ class Submitter:
             backoff_base_seconds=backoff_base_seconds,
             backoff_cap_seconds=backoff_cap_seconds,
             concurrency_key=concurrency_key,
+            retry_policy=retry_policy,
         )
         done = await self.place(conn, [submission], idempotency_key=idempotency_key, actor=actor)
         return done.jobs[0]
@@ -520,7 +549,7 @@ def jobs_of(recorded: Sequence[store.Recorded]) -> list[Job]:
     return jobs
 
 
-def _or(given: float | None, default: float) -> float:
+def _or[T: (int, float)](given: T | None, default: T) -> T:
     """The caller's value when it gave one (0 is a value), else the job type's default."""
     return default if given is None else given
 

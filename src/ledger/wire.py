@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from ledger import errors, lifecycle
+from ledger import errors, lifecycle, retrypolicy
 from ledger import events as ev
 
 MAX_BATCH: Final = 1000
@@ -128,6 +128,11 @@ class Submission(
     # Groups the queue's jobs for its per-key concurrency limit and round-robin fairness
     # (e.g. a customer id); jobs without one share one group.
     concurrency_key: ConcurrencyKey | None = None
+    # How a failed attempt is retried (ledger.retrypolicy): the fields given win over the
+    # queue's, the job type's and the defaults, field by field. max_attempts,
+    # backoff_base_seconds and backoff_cap_seconds are aliases of maximum_attempts,
+    # initial_interval_seconds and maximum_interval_seconds (both given must agree).
+    retry_policy: retrypolicy.RetryPolicy | None = None
 
     @classmethod
     def checked(cls, job_type: str, payload: dict[str, Any], **options: Any) -> Submission:
@@ -204,10 +209,13 @@ class QueueSettings(
     rate_limit: RateLimitIn | None = None
     per_key_concurrency: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     fairness: ev.Fairness = "fifo"
+    # Its jobs' retry policy where their submission names none of a field.
+    retry_policy: retrypolicy.RetryPolicy | None = None
 
 
-class QueueOut(msgspec.Struct, frozen=True, kw_only=True):
-    """A queue: its settings, whether it is paused, and its jobs by status now."""
+class QueueOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A queue: its settings, whether it is paused, and its jobs by status now (its
+    `retry_policy` left out when it has none)."""
 
     name: str
     concurrency: int | None
@@ -220,6 +228,7 @@ class QueueOut(msgspec.Struct, frozen=True, kw_only=True):
     version: int  # of the queue's event stream (0: never configured)
     updated_by: str | None
     updated_at: datetime | None
+    retry_policy: retrypolicy.RetryPolicy | None = None
 
 
 class QueueList(msgspec.Struct, frozen=True, kw_only=True):

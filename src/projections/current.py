@@ -24,8 +24,8 @@ _json = msgspec.json.Decoder()
 def state_from_row(row: asyncpg.Record | dict[str, Any]) -> lifecycle.JobState:
     """A `jobs` row as a JobState (jsonb columns arrive as text)."""
     fields = dict(row)
-    for column in ("payload", "result"):
-        value = fields[column]
+    for column in ("payload", "result", "retry_policy"):
+        value = fields.get(column)
         fields[column] = _json.decode(value) if isinstance(value, str) else value
     return msgspec.convert(fields, lifecycle.JobState, strict=False)
 

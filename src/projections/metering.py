@@ -145,9 +145,13 @@ class JobMetrics:
             case ev.JobFailed():
                 self._ran(job, event.occurred_at)
                 tally[(m.jobs_failed, labels)] += 1
+                failed: tuple[str, str] = ("gave_up", event.reason or "unrecorded")
+                tally[(m.retry_decisions, (*labels, *failed))] += 1
             case ev.JobRetryScheduled():
                 self._ran(job, event.occurred_at)
                 tally[(m.jobs_retried, labels)] += 1
+                asked = "backoff" if event.requested_delay_seconds is None else "after"
+                tally[(m.retry_decisions, (*labels, "retry", asked))] += 1
                 job.due = event.next_attempt_at
             case ev.JobLeaseExpired():
                 # The attempt's end is unknown (its worker died): no run time.
@@ -155,6 +159,12 @@ class JobMetrics:
                 tally[(m.lease_recoveries, labels)] += 1
                 outcome = m.jobs_failed if event.next_attempt_at is None else m.jobs_retried
                 tally[(outcome, labels)] += 1
+                why = (
+                    ("retry", "lease_expired")
+                    if event.next_attempt_at is not None
+                    else ("gave_up", event.reason or "unrecorded")
+                )
+                tally[(m.retry_decisions, (*labels, *why))] += 1
                 job.due = event.next_attempt_at
             case ev.JobCancelled():
                 tally[(m.jobs_cancelled, labels)] += 1

@@ -39,6 +39,7 @@ def of(state: queues.QueueState, counts: dict[str, int]) -> wire.QueueOut:
         version=state.version,
         updated_by=state.updated_by,
         updated_at=state.updated_at,
+        retry_policy=state.retry_policy,
     )
 
 

@@ -1,4 +1,5 @@
-"""A job's timeline for debugging: each event with the status it left the job in and the gap before it."""
+"""A job's timeline for debugging: each event with the status it left the job in, the gap
+before it, and for a failed attempt why it was retried when it was, or why retrying stopped."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ledger import events as ev
-from ledger import lifecycle, store
+from ledger import lifecycle, retrypolicy, store
 
 _decode = msgspec.json.Decoder()
 
@@ -27,7 +28,8 @@ class Step(msgspec.Struct, frozen=True, kw_only=True):
     since_previous_seconds: float | None
     data: dict[str, Any]
     hash: str
-    why: str | None = None  # the event's reason in words, where it has one (a snooze)
+    # Why, for a failed attempt: "attempt 3 failed: ...; retry in 17m 2s (policy: ...)".
+    note: str | None = None
 
 
 class Timeline(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +50,7 @@ def build(
         event = recorded.event
         if as_of is not None and event.occurred_at > as_of:
             break
+        attempt = state.attempt if state is not None else 0
         state = lifecycle.evolve(state, event)
         data = _decode.decode(ev.data_json(event))
         steps.append(
@@ -63,7 +66,7 @@ def build(
                 ),
                 data=data,
                 hash=recorded.hash.hex(),
-                why=explain(event),
+                note=why(event, attempt) or explain(event),
             )
         )
         previous = event.occurred_at
@@ -80,6 +83,55 @@ def explain(event: ev.Event) -> str | None:
             f"{event.max_snoozes}; not counted as an attempt){reason}"
         )
     return None
+
+
+def why(event: ev.Event, attempt: int = 0) -> str | None:
+    """For a failed attempt's event, why the job waits or stopped, for a person; else None.
+
+    `attempt`: the job's attempt before the event, for events recorded before retry
+    policies (which do not name it)."""
+    if not isinstance(event, ev.JobRetryScheduled | ev.JobFailed | ev.JobLeaseExpired):
+        return None
+    number = event.attempt or attempt
+    failed = (
+        f"attempt {number} lease expired"
+        if isinstance(event, ev.JobLeaseExpired)
+        else f"attempt {number} failed: {event.error}"
+    )
+    policy = event.policy
+    if isinstance(event, ev.JobFailed) or event.next_attempt_at is None:
+        reason = event.reason if not isinstance(event, ev.JobRetryScheduled) else None
+        return f"{failed}; stopped retrying: {_stop(reason, event, policy)}"
+    wait = event.jittered_delay_seconds
+    if wait is None:
+        wait = (event.next_attempt_at - event.occurred_at).total_seconds()
+    text = f"{failed}; retry in {retrypolicy.seconds(max(wait, 0.0))}"
+    if isinstance(event, ev.JobRetryScheduled) and event.requested_delay_seconds is not None:
+        text += " (the handler asked for it)"
+    elif event.delay_seconds is not None and event.delay_seconds != wait:
+        text += f" (backoff {retrypolicy.seconds(event.delay_seconds)}, jittered)"
+    if policy is not None:
+        text += f" (policy: {policy.describe()})"
+    return text
+
+
+def _stop(
+    reason: str | None,
+    event: ev.JobFailed | ev.JobLeaseExpired | ev.JobRetryScheduled,
+    policy: retrypolicy.PolicyInForce | None,
+) -> str:
+    match reason:
+        case "max_attempts" if policy is not None:
+            return f"max_attempts {policy.maximum_attempts} reached"
+        case "max_elapsed" if policy is not None:
+            return f"max_elapsed {policy.max_elapsed_seconds:g} s reached"
+        case "non_retryable":
+            return f"{event.error_type} is non-retryable"
+        case "permanent":
+            return "permanent error"
+        case None:
+            return "no attempts left or a permanent error (recorded before retry reasons)"
+    return reason.replace("_", " ")
 
 
 def gap(seconds: float | None) -> str:
@@ -114,9 +166,9 @@ def render(timeline: Timeline) -> str:
         for s in timeline.steps
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True)).rstrip()]
-    for step, row in zip(timeline.steps, rows, strict=True):
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if step.why:
-            lines.append(" " * (widths[0] + 2) + "why: " + step.why)
+    lines = []
+    for row, step in zip([header, *rows], [None, *timeline.steps], strict=True):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if step is not None and step.note:
+            lines.append(f"    why: {step.note}")
     return "\n".join(lines)

@@ -32,13 +32,15 @@ from collections.abc import Callable, Sequence
 import asyncpg
 import msgspec
 
-from ledger import commands, db, errors, logs, sqlfile, store
+from ledger import commands, db, errors, jobtypes, logs, sqlfile, store
 from projections import current
 from workers import retry
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
 
+# The error type of an attempt whose lease expired, as retry policies name it.
+LEASE_EXPIRED = "LeaseExpired"
 # A worker that stayed silent this long is forgotten entirely (one day).
 FORGET_AFTER_SECONDS = 86_400.0
 
@@ -128,6 +130,7 @@ async def recover_expired(
     *,
     actor: str,
     limit: int = 100,
+    policies: retry.Policies | None = None,
 ) -> list[uuid.UUID]:
     """Record job.lease_expired.v1 for running attempts whose lease ran out; returns their ids.
 
@@ -136,15 +139,24 @@ async def recover_expired(
     """
     rows = await conn.fetch(Q["jobs_lease_expired"], limit)
     recovered: list[uuid.UUID] = []
+    policies = policies or retry.Policies(jobtypes.REGISTRY)
     for row in rows:
         state = current.state_from_row(row)
+        # The job's retry policy decides, as for any failed attempt; its error type is
+        # LeaseExpired (a policy may name it non-retryable: a job never run twice).
+        policy = await policies.in_force(conn, state)
         now = event_store.clock()
-        delay = retry.retry_delay(
-            max(state.attempt, 1), state.backoff_base_seconds, state.backoff_cap_seconds
+        decision = retry.decide_failure(
+            policy,
+            attempt=state.attempt,
+            error_type=LEASE_EXPIRED,
+            error_names=(LEASE_EXPIRED,),
+            submitted_at=state.created_at,
+            now=now,
         )
         decided = commands.decide(
             state,
-            commands.ExpireLease(retry_delay=delay),
+            commands.ExpireLease(retry_delay=retry.wait_of(decision), decision=decision),
             job_id=state.job_id,
             actor=actor,
             now=now,
@@ -190,7 +202,9 @@ class Keeper:
         worker: WorkerProcess,
         *,
         held: Callable[[], Sequence[uuid.UUID]] = tuple,
+        policies: retry.Policies | None = None,
     ) -> None:
+        self._policies = policies
         self._pool = pool
         self._held = held
         self._store = event_store
@@ -228,7 +242,10 @@ class Keeper:
                         )
                     if loop.time() >= recover_from:
                         await recover_expired(
-                            conn, self._store, actor=f"recovery:{self.worker.worker_id}"
+                            conn,
+                            self._store,
+                            actor=f"recovery:{self.worker.worker_id}",
+                            policies=self._policies,
                         )
                     await prune(conn)
             except db.UNREACHABLE as exc:

@@ -38,6 +38,7 @@ from ledger import (
     lifecycle,
     logs,
     metrics,
+    retrypolicy,
     sqlfile,
     store,
 )
@@ -144,6 +145,7 @@ class Pool:
         self._handler_db: asyncpg.Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.clock = retry.RetryClock(self.notify)
+        self.policies = retry.Policies(registry)
         self.listener = listener.Listener(
             self._listen_dsn,
             on_wake=self.notify,
@@ -211,7 +213,9 @@ class Pool:
         self._executor = ThreadPoolExecutor(
             max_workers=self.settings.slots * 2, thread_name_prefix="ledger-job"
         )
-        keeper = leases.Keeper(self._db, self._store, self.process, held=self._held)
+        keeper = leases.Keeper(
+            self._db, self._store, self.process, held=self._held, policies=self.policies
+        )
         background: list[asyncio.Task[None]] = []
         try:
             async with db.acquire(self._db) as conn:
@@ -392,7 +396,7 @@ class Pool:
         try:
             payload = job.validate(state.payload)
         except jobtypes.InvalidPayload as exc:
-            return self._fail(state, str(exc), permanent=True)
+            return await self._fail(state, str(exc), failure=exc, permanent=True)
         context = jobtypes.JobContext(
             job_id=state.job_id,
             job_type=state.type,
@@ -410,8 +414,11 @@ class Pool:
             await _finished_within(run.handler, None)
             if run.stop_reason is None:
                 log.warning("job %s timed out after %ss", state.job_id, state.timeout_seconds)
-                return self._fail(
-                    state, f"timed out after {state.timeout_seconds:g} seconds", permanent=False
+                return await self._fail(
+                    state,
+                    f"timed out after {state.timeout_seconds:g} seconds",
+                    failure=TimeoutError(),
+                    permanent=False,
                 )
         if run.handler.cancelled():
             if run.stop_reason == "shutdown":
@@ -431,23 +438,61 @@ class Pool:
             try:
                 result = msgspec.to_builtins(run.handler.result())
             except TypeError as exc:
-                return self._fail(state, f"result is not JSON: {exc}", permanent=True)
+                return await self._fail(
+                    state, f"result is not JSON: {exc}", failure=exc, permanent=True
+                )
             return commands.CompleteJob(worker_id=self.worker_id, result=result)
         if isinstance(failure, jobtypes.Permanent):
-            return self._fail(state, str(failure) or type(failure).__name__, permanent=True)
+            return await self._fail(
+                state, str(failure) or type(failure).__name__, failure=failure, permanent=True
+            )
         if not isinstance(failure, jobtypes.Retryable):
             log.error("job %s: handler raised", state.job_id, exc_info=failure)
-        return self._fail(state, _describe(failure), permanent=False)
+        return await self._fail(state, _describe(failure), failure=failure, permanent=False)
 
-    def _fail(
-        self, state: lifecycle.JobState, error: str, *, permanent: bool
+    async def _fail(
+        self,
+        state: lifecycle.JobState,
+        error: str,
+        *,
+        failure: BaseException,
+        permanent: bool,
     ) -> commands.FailAttempt:
-        delay = retry.retry_delay(
-            max(state.attempt, 1), state.backoff_base_seconds, state.backoff_cap_seconds
+        """The failed attempt as its retry policy decides it (retry when, or stop why)."""
+        policy = await self._policy(state)
+        decision = retry.decide_failure(
+            policy,
+            attempt=state.attempt,
+            error_type=type(failure).__name__,
+            error_names=retry.error_names(failure),
+            permanent=permanent,
+            after=failure.after if isinstance(failure, jobtypes.Retryable) else None,
+            submitted_at=state.created_at,
+            now=self._store.clock(),
         )
         return commands.FailAttempt(
-            worker_id=self.worker_id, error=error, permanent=permanent, retry_delay=delay
+            worker_id=self.worker_id,
+            error=error,
+            permanent=permanent,
+            retry_delay=retry.wait_of(decision),
+            decision=decision,
         )
+
+    async def _policy(self, state: lifecycle.JobState) -> retrypolicy.PolicyInForce:
+        """The job's retry policy in force; without its queue's when the database cannot
+        be reached (the queue's fields are then missing from the recorded sources)."""
+        assert self._db is not None
+        try:
+            async with db.acquire(self._db) as conn:
+                return await self.policies.in_force(conn, state)
+        except (*outcomes.OUTAGE, *db.UNREACHABLE) as exc:
+            log.warning(
+                "job %s: queue %r's retry policy unreadable (%s); deciding without it",
+                state.job_id,
+                state.queue,
+                exc,
+            )
+            return self.policies.without_queue(state)
 
     async def _invoke(
         self, job: jobtypes.JobType, payload: Any, context: jobtypes.JobContext

@@ -78,3 +78,7 @@ SELECT job_leases_end($1, $2::uuid[], $3::integer[]);
 -- name: jobs_held_by
 -- Of these jobs, those the worker holds now, as they are (sql/0068: any tenant's).
 SELECT * FROM jobs_held_by($1, $2::uuid[]);
+
+-- name: queue_retry_policy
+-- The retry policy of a tenant's queue (NULL: none), any tenant's (sql/0075).
+SELECT queue_retry_policy($1, $2);

@@ -1,4 +1,8 @@
-"""When a failed attempt runs again: exponential backoff with jitter, and the clock that wakes workers then.
+"""When a failed attempt runs again: the retry policy's decision, and the clock that wakes workers then.
+
+`Policies.in_force` resolves a job's retry policy (ledger.retrypolicy) when an attempt
+fails; `decide_failure` turns it into a decision (retry after how long, or stop and
+why) that the attempt's event records.
 
 The next attempt's time is decided here, stored in the ledger (the
 `next_attempt_at` of job.retry_scheduled.v1 / job.lease_expired.v1) and read back
@@ -10,11 +14,18 @@ the ledger at start (the pool asks the view for that time), so a restart loses n
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import asyncpg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+
+from ledger import jobtypes, lifecycle, retrypolicy, sqlfile
+
+Q = sqlfile.load("workers")
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,155 @@ def retry_delay(
 ) -> timedelta:
     """The jittered wait before the next attempt, as a FailAttempt/ExpireLease carries it."""
     return timedelta(seconds=backoff_delay(attempt, base, cap, rand=rand))
+
+
+def policy_ceiling(attempt: int, policy: retrypolicy.PolicyInForce) -> float:
+    """The un-jittered wait after failed attempt `attempt` (1-based):
+    `initial * coefficient**(attempt - 1)`, clamped to the policy's maximum.
+
+    Compared in logarithms, so attempt 10**6 with coefficient 1000 neither overflows
+    nor goes negative: once the power would pass the maximum, the maximum it is.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt numbers start at 1, got {attempt}")
+    initial = policy.initial_interval_seconds
+    top = max(policy.maximum_interval_seconds, 0.0)
+    if initial <= 0 or top == 0:
+        return 0.0
+    coefficient = policy.backoff_coefficient
+    if coefficient <= 1:
+        return min(initial, top)
+    if math.log(initial) + (attempt - 1) * math.log(coefficient) >= math.log(top):
+        return top
+    return min(top, initial * coefficient ** (attempt - 1))
+
+
+def policy_bounds(attempt: int, policy: retrypolicy.PolicyInForce) -> tuple[float, float]:
+    """The range the jittered wait falls in: [c/2, c] (equal), [0, c] (full), [c, c] (none)."""
+    ceiling = policy_ceiling(attempt, policy)
+    if policy.jitter == "equal":
+        return ceiling / 2, ceiling
+    if policy.jitter == "full":
+        return 0.0, ceiling
+    return ceiling, ceiling
+
+
+def decide_failure(
+    policy: retrypolicy.PolicyInForce,
+    *,
+    attempt: int,
+    error_type: str | None,
+    error_names: Iterable[str] = (),
+    permanent: bool = False,
+    after: float | None = None,
+    submitted_at: datetime,
+    now: datetime,
+    rand: Callable[[], float] = random.random,
+) -> retrypolicy.Decision:
+    """What `policy` decides for failed attempt `attempt`, checked in this order: a
+    permanent failure stops; an error whose type (any of `error_names`) the policy names
+    non-retryable stops; the last allowed attempt stops; a next attempt that would
+    start more than max_elapsed_seconds after `submitted_at` stops; otherwise retry
+    after the jittered backoff, or after exactly `after` when the handler asked."""
+    attempt = max(attempt, 1)
+    why: dict[str, Any] = {"attempt": attempt, "error_type": error_type, "policy": policy}
+    if permanent:
+        return retrypolicy.Decision(reason="permanent", **why)
+    names = set(error_names) | ({error_type} if error_type else set())
+    if names & set(policy.non_retryable_errors):
+        return retrypolicy.Decision(reason="non_retryable", **why)
+    if policy.maximum_attempts and attempt >= policy.maximum_attempts:
+        return retrypolicy.Decision(reason="max_attempts", **why)
+    if after is not None and not math.isnan(after):
+        requested = min(max(after, 0.0), float(retrypolicy.MAX_SECONDS))
+        delays: dict[str, Any] = {
+            "delay_seconds": requested,
+            "jittered_delay_seconds": requested,
+            "requested_delay_seconds": requested,
+        }
+    else:
+        low, high = policy_bounds(attempt, policy)
+        delays = {
+            "delay_seconds": high,
+            "jittered_delay_seconds": low + (high - low) * rand(),
+        }
+    elapsed = (now - submitted_at).total_seconds() + delays["jittered_delay_seconds"]
+    if policy.max_elapsed_seconds and elapsed > policy.max_elapsed_seconds:
+        return retrypolicy.Decision(reason="max_elapsed", **why, **delays)
+    return retrypolicy.Decision(reason=None, **why, **delays)
+
+
+def wait_of(decision: retrypolicy.Decision) -> timedelta:
+    """The wait a decision to retry records (zero for one to stop)."""
+    return timedelta(seconds=decision.jittered_delay_seconds or 0.0)
+
+
+def error_names(failure: BaseException) -> list[str]:
+    """The names `non_retryable_errors` matches a failure by: its class's and every base
+    class's `__name__` (so `OSError` names a ConnectionError too), `object` left out."""
+    return [cls.__name__ for cls in type(failure).__mro__ if cls is not object]
+
+
+class Policies:
+    """The retry policy in force for a job when one of its attempts fails: its
+    submission's, its queue's, its job type's and the defaults, field by field.
+
+    The queue's policy is read when asked (one row by its key, through a function of
+    ledger_dispatch: the worker acts in no tenant); failures are not the hot path.
+    """
+
+    def __init__(self, registry: jobtypes.Registry) -> None:
+        self._registry = registry
+
+    def job_type_level(self, state: lifecycle.JobState) -> retrypolicy.RetryPolicy:
+        """The job type's policy as this worker registered it; for a type it does not
+        know, the job's own max_attempts and backoff columns."""
+        if state.type in self._registry:
+            return self._registry.get(state.type).policy()
+        return retrypolicy.RetryPolicy(
+            maximum_attempts=state.max_attempts,
+            initial_interval_seconds=state.backoff_base_seconds,
+            maximum_interval_seconds=state.backoff_cap_seconds,
+        )
+
+    def submission_level(
+        self, state: lifecycle.JobState, job_type: retrypolicy.RetryPolicy
+    ) -> retrypolicy.RetryPolicy | None:
+        """The submission's policy: stored on the job (sql/0075). A job stored without one
+        (or before policies) counts its max_attempts and backoff columns as the
+        submission's where they differ from the job type's: only a submission set them so."""
+        if state.retry_policy is not None:
+            return state.retry_policy
+        columns = {
+            "maximum_attempts": state.max_attempts,
+            "initial_interval_seconds": state.backoff_base_seconds,
+            "maximum_interval_seconds": state.backoff_cap_seconds,
+        }
+        differing: dict[str, Any] = {f: v for f, v in columns.items() if getattr(job_type, f) != v}
+        return retrypolicy.RetryPolicy(**differing) if differing else None
+
+    async def in_force(
+        self, conn: asyncpg.Connection, state: lifecycle.JobState
+    ) -> retrypolicy.PolicyInForce:
+        """The policy in force for `state`'s job, its queue's read now."""
+        raw = await conn.fetchval(Q["queue_retry_policy"], state.tenant, state.queue)
+        return self._resolved(state, retrypolicy.stored(raw))
+
+    def without_queue(self, state: lifecycle.JobState) -> retrypolicy.PolicyInForce:
+        """The policy in force as if the job's queue had none."""
+        return self._resolved(state, None)
+
+    def _resolved(
+        self, state: lifecycle.JobState, queue: retrypolicy.RetryPolicy | None
+    ) -> retrypolicy.PolicyInForce:
+        job_type = self.job_type_level(state)
+        return retrypolicy.resolve(
+            [
+                ("submission", self.submission_level(state, job_type)),
+                ("queue", queue),
+                ("job_type", job_type),
+            ]
+        )
 
 
 class RetryClock:

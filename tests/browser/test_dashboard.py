@@ -167,7 +167,15 @@ async def test_the_dashboard_follows_a_job_live_and_cancels_one(
             assert timeline == ["job.submitted.v1", "job.claimed.v1", "job.completed.v1"]
 
             # Some history for the picture: a failure and a few waiting jobs.
-            await submit(service, "test.permanent", {"n": 7})
+            broken = await submit(service, "test.permanent", {"n": 7})
+            # Its timeline says why it stopped (the reasons its failure's event records).
+            await page.wait_for_selector(row_status(broken, "failed"), timeout=WAIT_MS)
+            await page.click(f'tr[data-job-id="{broken}"]')
+            why = '[data-testid="timeline"] li[data-type="job.failed.v1"] .why'
+            await page.wait_for_selector(why, timeout=WAIT_MS)
+            assert await page.text_content(why) == (
+                "attempt 1 failed: payload 7 can never succeed; stopped retrying: permanent error"
+            )
             for n in range(3):
                 await submit(service, "test.noop", {"n": n}, queue="reports")
 

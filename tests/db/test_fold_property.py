@@ -11,7 +11,7 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import commands, errors, lifecycle, store
+from ledger import commands, errors, lifecycle, retrypolicy, store
 from ledger import events as ev
 from projections import current
 from tests.conftest import IN_DEFAULT, Databases
@@ -25,6 +25,16 @@ _json: st.SearchStrategy[Any] = st.recursive(
     | _text,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
     max_leaves=8,
+)
+
+_policy = st.builds(
+    retrypolicy.RetryPolicy,
+    initial_interval_seconds=st.none() | st.floats(0, 10),
+    backoff_coefficient=st.none() | st.floats(1, 10),
+    maximum_attempts=st.none() | st.integers(0, 5),
+    jitter=st.none() | st.sampled_from(["equal", "full", "none"]),
+    max_elapsed_seconds=st.none() | st.floats(0, 3600),
+    non_retryable_errors=st.none() | st.tuples(st.sampled_from(["OSError", "Refused"])),
 )
 
 _submit = st.builds(
@@ -46,6 +56,12 @@ _submit = st.builds(
     | st.datetimes(
         min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)
     ),
+    # A submission's retry policy (sql/0075), when it gives one.
+    retry_policy=st.none() | _policy,
+)
+
+_in_force = st.builds(
+    retrypolicy.resolve, st.lists(st.tuples(st.just("queue"), _policy), max_size=1)
 )
 
 
@@ -62,6 +78,15 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
             retry_delay=delay,
         ),
         commands.ExpireLease(retry_delay=delay),
+        # The same, as a retry policy decides them: the reasons recorded fold to the same state.
+        commands.FailAttempt(
+            worker_id=holder,
+            error=data.draw(_text),
+            permanent=False,
+            retry_delay=delay,
+            decision=data.draw(_decisions(state)),
+        ),
+        commands.ExpireLease(retry_delay=delay, decision=data.draw(_decisions(state))),
         commands.ReleaseJob(worker_id=holder),
         commands.SnoozeJob(
             worker_id=holder,
@@ -78,6 +103,19 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
         ),
         commands.MarkResubmitted(replayed_as=uuid.uuid4()),
     ]
+
+
+def _decisions(state: lifecycle.JobState) -> st.SearchStrategy[retrypolicy.Decision]:
+    return st.builds(
+        retrypolicy.Decision,
+        reason=st.none() | st.sampled_from(["max_attempts", "max_elapsed", "non_retryable"]),
+        attempt=st.just(max(state.attempt, 1)),
+        error_type=st.none() | st.just("ValueError"),
+        policy=_in_force,
+        delay_seconds=st.none() | st.floats(0, 100),
+        jittered_delay_seconds=st.none() | st.floats(0, 100),
+        requested_delay_seconds=st.none() | st.floats(0, 100),
+    )
 
 
 def _history(data: Any) -> list[ev.JobEvent]:

@@ -54,12 +54,14 @@ async def start_pool(
             "grace_seconds": 5.0,
             "storage_root": tmp_path,
         }
+        event_store = settings.pop("event_store", None)  # a store of the test's own
         fields.update(settings)
         workers = pool.Pool(
             dbs.app,
             listen_dsn=listen_dsn,
             settings=pool.PoolSettings(**fields),
             registry=registry,
+            event_store=event_store,
         )
         task = asyncio.create_task(workers.run())
         running.append((workers, task))

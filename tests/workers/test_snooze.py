@@ -136,7 +136,7 @@ async def test_attempt_numbers_stay_exact_around_failures_and_snoozes(
     history = [r.event for r in await event_store.history(conn, job_id)]
     assert [(ev.type_tag(e), getattr(e, "attempt", None)) for e in history[1:]] == [
         ("job.claimed.v1", 1),
-        ("job.retry_scheduled.v1", None),
+        ("job.retry_scheduled.v1", 1),  # the attempt that failed (retry reasons)
         ("job.claimed.v1", 2),
         ("job.snoozed.v1", 2),
         ("job.claimed.v1", 2),
@@ -204,9 +204,9 @@ async def test_the_timeline_says_why_a_job_waited(
     assert state.status == "pending" and state.attempt == 0
     line = timeline.build(job_id, await event_store.history(conn, job_id))
     (step,) = [s for s in line.steps if s.event == "job.snoozed.v1"]
-    assert step.why is not None
-    assert step.why.startswith("attempt 1 snoozed 1m30s until ")
-    assert step.why.endswith("(snooze 1 of 100; not counted as an attempt): not yet (1)")
+    assert step.note is not None
+    assert step.note.startswith("attempt 1 snoozed 1m30s until ")
+    assert step.note.endswith("(snooze 1 of 100; not counted as an attempt): not yet (1)")
     assert "why: attempt 1 snoozed 1m30s" in timeline.render(line)
 
 

@@ -39,6 +39,7 @@ from ledger.client.wire import (
     Job,
     Problem,
     RecordedEvent,
+    RetryPolicy,
     Submission,
     SubmitOptions,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "NotFound",
     "Problem",
     "RecordedEvent",
+    "RetryPolicy",
     "Submission",
     "SubmitOptions",
     "TooLarge",

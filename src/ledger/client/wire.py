@@ -7,9 +7,10 @@ from datetime import datetime
 from typing import NotRequired, TypedDict
 
 from ledger import events as ev
-from ledger import wire
+from ledger import retrypolicy, wire
 
 Job = wire.Job
+RetryPolicy = retrypolicy.RetryPolicy
 Submission = wire.Submission
 RecordedEvent = wire.EventOut  # one recorded event, with its feed cursor and chain link
 History = wire.JobHistory
@@ -35,3 +36,4 @@ class SubmitOptions(TypedDict):
     backoff_base_seconds: NotRequired[float]
     backoff_cap_seconds: NotRequired[float]
     concurrency_key: NotRequired[str]  # the group for per-key limits and round-robin
+    retry_policy: NotRequired[RetryPolicy]  # wins over the queue's and the job type's

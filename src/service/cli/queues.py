@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 NONE: Final = "none"
 _RATE: Final = re.compile(r"^(\d+)/(\d+(?:\.\d+)?)([smhd]?)(?::(\d+))?$")
 _UNIT: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-_SETTINGS: Final = ("concurrency", "rate_limit", "per_key_concurrency", "fairness")
+_SETTINGS: Final = ("concurrency", "rate_limit", "per_key_concurrency", "fairness", "retry_policy")
 
 
 def default_actor() -> str:
@@ -46,6 +46,19 @@ def count_or_none(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither a whole number nor 'none'") from None
+
+
+def policy_or_none(text: str) -> dict[str, Any] | None:
+    """A retry policy as JSON (`{"maximum_attempts": 10, "jitter": "full"}`), or `none`."""
+    if text.strip().lower() == NONE:
+        return None
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("a retry policy is a JSON object")
+    return value
 
 
 def rate_or_none(text: str) -> wire.RateLimitIn | None:
@@ -117,6 +130,14 @@ def register(sub: Any) -> None:
         default=argparse.SUPPRESS,
         choices=["fifo", "round_robin"],
         help="fifo (oldest first) or round_robin across concurrency keys",
+    )
+    setting.add_argument(
+        "--retry-policy",
+        default=argparse.SUPPRESS,
+        type=policy_or_none,
+        metavar="JSON|none",
+        help="its jobs' retry policy where their submission names none of a field, e.g. "
+        '\'{"maximum_attempts": 10, "initial_interval_seconds": 5}\'',
     )
     setting.set_defaults(
         runner=lambda args: functools.partial(
@@ -217,6 +238,12 @@ def details(queue: wire.QueueOut) -> str:
         f"  rate limit           {rate_text(queue.rate_limit)}",
         f"  per-key concurrency  {_limit(queue.per_key_concurrency)}",
         f"  fairness             {queue.fairness}",
+        "  retry policy         "
+        + (
+            msgspec.json.encode(queue.retry_policy).decode()
+            if queue.retry_policy is not None
+            else "none (job types' and defaults)"
+        ),
         f"  running              {queue.running}",
         "  jobs                 "
         + "  ".join(f"{status} {n}" for status, n in queue.counts.items()),
@@ -273,6 +300,9 @@ def merged(current: QueueState | None, changes: dict[str, Any]) -> wire.QueueSet
             else {"limit": rate.limit, "period_seconds": rate.period_seconds, "burst": rate.burst},
             "per_key_concurrency": current.per_key_concurrency,
             "fairness": current.fairness,
+            "retry_policy": None
+            if current.retry_policy is None
+            else msgspec.to_builtins(current.retry_policy),
         }
     for field, value in changes.items():
         fields[field] = msgspec.to_builtins(value) if value is not None else None
@@ -298,7 +328,8 @@ async def set_limits(
 
     if not changes:
         raise errors.ConfigError(
-            "nothing to set: give --concurrency, --rate-limit, --per-key-concurrency or --fairness"
+            "nothing to set: give --concurrency, --rate-limit, --per-key-concurrency, "
+            "--fairness or --retry-policy"
         )
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn:

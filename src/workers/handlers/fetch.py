@@ -16,15 +16,18 @@ service, the database, or anything else on the private network. So:
 - the whole download, redirects included, has one time limit (`FETCH_TIMEOUT_SECONDS`).
 
 Refusals are `Permanent` (the same URL will be refused again); network failures,
-timeouts and 5xx/408/429 answers are `Retryable`.
+timeouts and 5xx/408/429 answers are `Retryable`, after the answer's `Retry-After`
+when it has one (`Retryable(after=)`: the job's next attempt waits exactly that).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import ipaddress
 import socket
 import ssl
+from datetime import UTC, datetime
 
 import httpx
 import msgspec
@@ -186,8 +189,28 @@ def _check_status(url: httpx.URL, response: httpx.Response) -> None:
         return
     message = f"{url} answered HTTP {status}"
     if status >= 500 or status in _RETRYABLE_STATUS:
+        after = retry_after(response.headers.get("retry-after"))
+        if after is not None:
+            raise jobtypes.Retryable(f"{message}, retry after {after:g} s", after=after)
         raise jobtypes.Retryable(message)
     raise jobtypes.Permanent(message)
+
+
+def retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """An HTTP `Retry-After` in seconds from now: delay-seconds or an HTTP-date (RFC 9110
+    10.2.3); None when absent or unreadable (the retry policy's backoff then)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 async def _read_capped(url: httpx.URL, response: httpx.Response, max_bytes: int) -> bytes:
