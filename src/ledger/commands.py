@@ -35,6 +35,14 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     replay_of: uuid.UUID | None = None
     concurrency_key: str | None = None
+    unique: ev.UniqueKey | None = None
+
+
+class ReplaceJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A unique submission's duplicate takes over a waiting job: its payload and run time."""
+
+    payload: dict[str, Any]
+    run_at: datetime
 
 
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +111,7 @@ Command = (
     | CancelJob
     | RetryJob
     | MarkResubmitted
+    | ReplaceJob
 )
 
 _VERB: dict[type[Any], str] = {
@@ -116,6 +125,7 @@ _VERB: dict[type[Any], str] = {
     CancelJob: "cancel",
     RetryJob: "retry",
     MarkResubmitted: "mark as resubmitted",
+    ReplaceJob: "replace",
 }
 
 
@@ -149,6 +159,7 @@ def decide(
                 idempotency_key=command.idempotency_key,
                 replay_of=command.replay_of,
                 concurrency_key=command.concurrency_key,
+                unique=command.unique,
             )
         ]
     if state is None:
@@ -237,6 +248,10 @@ def decide(
             if state.status not in ("failed", "cancelled"):
                 raise refuse()
             return [ev.JobRetried(**envelope, max_attempts=command.max_attempts)]
+        case ReplaceJob():
+            if state.status not in RUNNABLE:
+                raise refuse()
+            return [ev.JobReplaced(**envelope, payload=command.payload, run_at=command.run_at)]
         case MarkResubmitted():
             return [ev.JobReplayed(**envelope, replayed_as=command.replayed_as)]
     raise refuse()  # pragma: no cover - every command is matched above

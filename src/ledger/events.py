@@ -35,6 +35,24 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     occurred_at: datetime
 
 
+UNIQUE_STATES_REQUIRED: Final = ("pending", "retrying", "processing")
+"""Every unique job holds its key in these states (the workers move a job between them on
+their own, where no duplicate could be refused); a submission may add finished ones."""
+
+
+class UniqueKey(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What made a job unique (ledger.uniqueness): `key` is the sha256 hex digest of its
+    `by` fields' values (and of its period's start, when it has a period); the job holds
+    the key, within its tenant, while its status is one of `states`."""
+
+    key: str
+    by: tuple[str, ...]
+    states: tuple[str, ...]
+    on_conflict: str
+    period_seconds: int | None = None
+    period_start: datetime | None = None
+
+
 class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     job_type: str
     queue: str
@@ -50,6 +68,8 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     # Added with queues (sql/0059); left out of the stored data when None, so a
     # submission without one is stored exactly as before the field existed.
     concurrency_key: str | None = None
+    # Added with unique jobs (sql/0072); left out of the stored data when None.
+    unique: UniqueKey | None = None
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -112,6 +132,15 @@ class JobRetried(Event, frozen=True, tag="job.retried.v1"):
     """A failed or cancelled job was sent to run again, attempts reset."""
 
     max_attempts: int | None = None
+
+
+class JobReplaced(Event, frozen=True, tag="job.replaced.v1"):
+    """A unique submission that found this job waiting (pending or retrying) under its key,
+    with `on_conflict: replace`, replaced the job's payload and run time with its own;
+    the actor is its submitter. Status, attempts and the rest stay."""
+
+    payload: dict[str, Any]
+    run_at: datetime
 
 
 class JobReplayed(Event, frozen=True, tag="job.replayed.v1"):
@@ -189,6 +218,7 @@ JobEvent = (
     | JobReleased
     | JobSnoozed
     | JobRetried
+    | JobReplaced
     | JobReplayed
     | QueueConfigured
     | QueuePaused
@@ -207,6 +237,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobReleased,
     JobSnoozed,
     JobRetried,
+    JobReplaced,
     JobReplayed,
     QueueConfigured,
     QueuePaused,
@@ -289,7 +320,7 @@ _DATA_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
 # Fields added to a shipped event type, left out of its data when unset: an event that
 # does not use one is stored exactly as before the field existed.
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
-    JobSubmitted: ("concurrency_key",),
+    JobSubmitted: ("concurrency_key", "unique"),
     JobClaimed: ("queue_version", "tenant_version"),
 }
 

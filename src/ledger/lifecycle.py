@@ -60,6 +60,9 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     concurrency_key: str | None = None
     tenant: str = ev.DEFAULT_TENANT
     snoozes: int = 0  # the handler's snoozes since submission or the last manual retry
+    # A unique job's key and the statuses in which it holds it (sql/0072); None otherwise.
+    unique_key: str | None = None
+    unique_states: tuple[str, ...] | None = None
 
 
 class FoldError(ValueError):
@@ -97,6 +100,8 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             started_at=None,
             completed_at=None,
             concurrency_key=event.concurrency_key,
+            unique_key=None if event.unique is None else event.unique.key,
+            unique_states=None if event.unique is None else event.unique.states,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")
@@ -163,6 +168,8 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
                 "started_at": None,
                 "completed_at": None,
             }
+        case ev.JobReplaced():
+            changes = {"payload": event.payload, "run_at": event.run_at}
         case ev.JobReplayed():
             changes = {}  # history only: the new job's submission carries replay_of
         case _:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
@@ -28,6 +28,33 @@ JobTypeName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 _PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
 FieldError = errors.FieldError  # one invalid field of a Problem (defined beside InvalidInput)
+
+
+UniqueBy = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+OnConflict = Literal["return_existing", "replace", "error"]
+
+
+class Unique(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A submission's `unique` options (ledger.uniqueness): at most one job of the tenant
+    with the same values of the `by` fields (within one period of `period_seconds`, when
+    given) while it is in one of `states`; a duplicate is answered by `on_conflict`."""
+
+    # "type", "queue", "priority", "concurrency_key", "payload", or "payload.<field>[.<field>…]"
+    by: Annotated[tuple[UniqueBy, ...], msgspec.Meta(min_length=1, max_length=32)] = (
+        "type",
+        "payload",
+    )
+    period_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_DELAY_SECONDS)] | None = None
+    # pending, retrying and processing always (a worker moves a job between them on its
+    # own); add completed, failed or cancelled to hold the key once the job ended so.
+    states: Annotated[tuple[lifecycle.Status, ...], msgspec.Meta(min_length=1)] = (
+        "pending",
+        "retrying",
+        "processing",
+    )
+    on_conflict: OnConflict = "return_existing"
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True):
@@ -49,6 +76,11 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     next_attempt_at: datetime | None  # when a pending or retrying job becomes due
     concurrency_key: str | None = None
     snoozes: int = 0  # times its handler snoozed (since submission or the last manual retry)
+    unique_key: str | None = None  # a unique job's key (sha256 hex), held in its unique states
+    # Only in the answer to a unique submission: whether it found its key held by this job
+    # (nothing created), and whether it replaced this job's payload and run time.
+    deduplicated: bool | msgspec.UnsetType = msgspec.UNSET
+    replaced: bool | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def of(cls, state: lifecycle.JobState) -> Job:
@@ -69,6 +101,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             next_attempt_at=state.run_at if state.status in lifecycle.RUNNABLE else None,
             concurrency_key=state.concurrency_key,
             snoozes=state.snoozes,
+            unique_key=state.unique_key,
         )
 
     @classmethod
@@ -90,6 +123,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             completed_at=None,
             next_attempt_at=event.run_at,
             concurrency_key=event.concurrency_key,
+            unique_key=None if event.unique is None else event.unique.key,
         )
 
     @property
@@ -122,6 +156,8 @@ class Submission(
     # Groups the queue's jobs for its per-key concurrency limit and round-robin fairness
     # (e.g. a customer id); jobs without one share one group.
     concurrency_key: ConcurrencyKey | None = None
+    # At most one such job at a time: see Unique. A duplicate creates nothing.
+    unique: Unique | None = None
 
     @classmethod
     def checked(cls, job_type: str, payload: dict[str, Any], **options: Any) -> Submission:
@@ -288,3 +324,4 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: int
     detail: str | None = None
     errors: list[FieldError] | None = None
+    existing_job_id: uuid.UUID | None = None  # a duplicate's: the job holding the unique key

@@ -20,6 +20,7 @@ from ledger.client.errors import (
     ApiError,
     ClientError,
     Conflict,
+    DuplicateJob,
     Forbidden,
     IdempotencyConflict,
     InvalidRequest,
@@ -41,6 +42,7 @@ from ledger.client.wire import (
     RecordedEvent,
     Submission,
     SubmitOptions,
+    Unique,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "Client",
     "ClientError",
     "Conflict",
+    "DuplicateJob",
     "FieldError",
     "Forbidden",
     "History",
@@ -65,6 +68,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnexpectedResponse",
+    "Unique",
     "UnknownJob",
     "VersionConflict",
     "WaitTimeout",

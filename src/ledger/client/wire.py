@@ -18,6 +18,7 @@ FieldError = wire.FieldError
 JobList = wire.JobList
 Batch = wire.BatchRequest
 BatchResult = wire.BatchResult
+Unique = wire.Unique
 
 
 class SubmitOptions(TypedDict):
@@ -32,3 +33,4 @@ class SubmitOptions(TypedDict):
     backoff_base_seconds: NotRequired[float]
     backoff_cap_seconds: NotRequired[float]
     concurrency_key: NotRequired[str]  # the group for per-key limits and round-robin
+    unique: NotRequired[wire.Unique]  # at most one such job at a time (a duplicate answers it)
