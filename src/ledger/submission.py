@@ -65,8 +65,11 @@ class Submitted(msgspec.Struct, frozen=True):
 
 
 # Tries of a unique submission: each one lost a race (a key or idempotency key taken,
-# a job to replace moved, a holder gone) and the next one sees the winner.
+# a holder gone) and the next one sees the winner. Replacements of one job by racing
+# duplicates serialize through its version: each loser (VersionConflict) tries again,
+# without counting, as long as other writers make progress (at most REPLACE_RACES).
 UNIQUE_TRIES: Final = 5
+REPLACE_RACES: Final = 1000
 
 
 def checked_key(raw: str | None, *, field: str = "idempotency_key") -> str | None:
@@ -361,7 +364,8 @@ class Submitter:
         """
         keys = [c.unique.key for c in wanted if c.unique is not None]
         holders: dict[str, lifecycle.JobState] = {}
-        for attempt in range(UNIQUE_TRIES):
+        attempt = races = 0
+        while attempt < UNIQUE_TRIES and races < REPLACE_RACES:
             if idempotency_key is not None or attempt > 0:
                 async with acting.in_a_tenant(conn):
                     if idempotency_key is not None:
@@ -382,8 +386,13 @@ class Submitter:
             except errors.TenantQuotaExceeded:
                 if attempt > 0:
                     raise  # the duplicates were left out: what is left is over the quota
-            except (errors.UniqueKeyTaken, errors.IdempotencyKeyTaken, errors.VersionConflict):
+            except errors.VersionConflict:
+                races += 1  # another writer moved a job to replace: read it again
+                attempt = max(attempt, 1)
+                continue
+            except (errors.UniqueKeyTaken, errors.IdempotencyKeyTaken):
                 pass  # a racing writer won: the next try sees what it wrote
+            attempt += 1
         raise errors.DuplicateJob(
             f"the unique keys of this submission kept changing hands ({UNIQUE_TRIES} tries); "
             "try again",
