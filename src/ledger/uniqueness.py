@@ -56,8 +56,8 @@ def checked(unique: wire.Unique, *, where: str = "") -> wire.Unique:
         )
     if invalid:
         raise errors.InvalidInput("; ".join(e.message for e in invalid), invalid)
-    by = tuple(dict.fromkeys(unique.by))
-    states = tuple(s for s in lifecycle.STATUSES if s in unique.states)
+    by = list(dict.fromkeys(unique.by))
+    states = [s for s in lifecycle.STATUSES if s in unique.states]
     return msgspec.structs.replace(unique, by=by, states=states)
 
 
@@ -83,8 +83,8 @@ def key_of(unique: wire.Unique, command: commands.SubmitJob, *, now: datetime) -
         values["period"] = [period, start]  # no `by` name is "period": no clash
     return ev.UniqueKey(
         key=hashlib.sha256(_canonical(values)).hexdigest(),
-        by=unique.by,
-        states=unique.states,
+        by=tuple(unique.by),
+        states=tuple(unique.states),
         on_conflict=unique.on_conflict,
         period_seconds=unique.period_seconds,
         period_start=period_start,

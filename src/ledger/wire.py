@@ -42,17 +42,14 @@ class Unique(
     given) while it is in one of `states`; a duplicate is answered by `on_conflict`."""
 
     # "type", "queue", "priority", "concurrency_key", "payload", or "payload.<field>[.<field>…]"
-    by: Annotated[tuple[UniqueBy, ...], msgspec.Meta(min_length=1, max_length=32)] = (
-        "type",
-        "payload",
+    by: Annotated[list[UniqueBy], msgspec.Meta(min_length=1, max_length=32)] = msgspec.field(
+        default_factory=lambda: ["type", "payload"]
     )
     period_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_DELAY_SECONDS)] | None = None
     # pending, retrying and processing always (a worker moves a job between them on its
     # own); add completed, failed or cancelled to hold the key once the job ended so.
-    states: Annotated[tuple[lifecycle.Status, ...], msgspec.Meta(min_length=1)] = (
-        "pending",
-        "retrying",
-        "processing",
+    states: Annotated[list[lifecycle.Status], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["pending", "retrying", "processing"]
     )
     on_conflict: OnConflict = "return_existing"
 

@@ -291,7 +291,7 @@ async def test_invalid_unique_options_name_the_field(
             [
                 wire.Submission(job_type="invoice", payload={"customer_id": 1}),
                 wire.Submission(
-                    job_type="invoice", payload={"customer_id": 1}, unique=wire.Unique(by=("x",))
+                    job_type="invoice", payload={"customer_id": 1}, unique=wire.Unique(by=["x"])
                 ),
             ],
             actor="a",
