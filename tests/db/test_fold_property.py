@@ -40,6 +40,17 @@ _submit = st.builds(
     # Unique per example: an Idempotency-Key is unique per submitter (sql/0010), and the
     # examples share one database, so each key is fresh.
     idempotency_key=st.none() | st.builds(lambda: str(uuid.uuid4())),
+    # A fresh key per example too (one job holds a key at a time, sql/0072).
+    unique=st.none()
+    | st.builds(
+        lambda states: ev.UniqueKey(
+            key=uuid.uuid4().hex * 2,
+            by=("type", "payload"),
+            states=("pending", "processing", "retrying", *states),
+            on_conflict="replace",
+        ),
+        st.sets(st.sampled_from(["completed", "failed", "cancelled"])).map(sorted),
+    ),
 )
 
 
@@ -66,6 +77,9 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
         commands.CancelJob(reason=data.draw(st.none() | _text)),
         commands.RetryJob(max_attempts=data.draw(st.none() | st.integers(1, 5))),
         commands.MarkResubmitted(replayed_as=uuid.uuid4()),
+        commands.ReplaceJob(
+            payload=data.draw(st.dictionaries(_text, _json, max_size=3)), run_at=at
+        ),
     ]
 
 
