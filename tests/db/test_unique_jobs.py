@@ -13,7 +13,7 @@ import msgspec
 import pytest
 
 from ledger import acting, commands, errors, jobtypes, metrics, store, submission, wire
-from projections import current, rebuild
+from projections import current, rebuild, timeline
 from tests.conftest import Databases
 
 
@@ -183,6 +183,11 @@ async def test_on_conflict_replace_replaces_a_waiting_job_s_payload_and_run_time
     assert wire.Job.of(state) == msgspec.structs.replace(
         again, deduplicated=msgspec.UNSET, replaced=msgspec.UNSET
     )
+    # `ledger replay` and the dashboard's timeline say what made it unique and who replaced it.
+    steps = timeline.build(first.job_id, await store.EventStore().history(conn, first.job_id))
+    why = [step.why or "" for step in steps.steps]
+    assert why[0].startswith("unique by type, payload.customer_id")
+    assert "replace" in why[0] and "by bob replaced the payload and run time" in why[1]
     assert await rebuild.verify(conn) == []
 
 
