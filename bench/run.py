@@ -31,6 +31,7 @@ from bench import (
     stats,
     submit,
     tenants,
+    unique,
 )
 from ledger import wire
 
@@ -39,7 +40,17 @@ MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
 BEST_SLOTS = 250
-PARTS = ("submit", "processing", "latency", "http", "feed", "queues", "tenants", "scale")
+PARTS = (
+    "submit",
+    "processing",
+    "latency",
+    "http",
+    "feed",
+    "queues",
+    "tenants",
+    "unique",
+    "scale",
+)
 # Minutes of building a large ledger: only when asked for (`--only scale`).
 DEFAULT_PARTS = ("submit", "processing", "latency", "http", "feed", "queues")
 
@@ -105,6 +116,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "feed": lambda: _feed(c, rep, sizes, args),
             "queues": lambda: _queues(c, rep, sizes, args),
             "tenants": lambda: _tenants(c, rep, sizes, args),
+            "unique": lambda: _unique(c, rep, sizes),
             "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
@@ -439,6 +451,28 @@ async def _tenants(
         stats.Figure.of([q.held_rate for q in quotas], unit="jobs/s"),
         ratio_to_baseline=True,
     )
+
+
+async def _unique(c: cluster.Cluster, rep: report.Report, sizes: Sizes) -> None:
+    count = sizes.one_at_a_time
+    _log(f"unique: {count:,} submissions one job a transaction, plain, unique, duplicates")
+    runs = [await unique.measure(c, count) for _ in range(sizes.reps)]
+    plain = stats.Figure.of([r.plain_rate for r in runs], unit="jobs/s")
+    rep.add("unique_plain", "unique jobs: submit 1 job/transaction without `unique`", plain)
+    for field, what in (
+        ("unique_rate", "with `unique`, each key new (a job each)"),
+        ("duplicate_rate", "with `unique`, each a duplicate of one held job (200, no job)"),
+    ):
+        rep.add(
+            f"unique_{field}",
+            f"unique jobs: submit 1 job/transaction {what}",
+            stats.Figure.of([getattr(r, field) for r in runs], unit="jobs/s"),
+        )
+        rep.add(
+            f"unique_{field}_ratio",
+            f"unique jobs: {what}, as a share of plain",
+            stats.Figure.of([getattr(r, field) / r.plain_rate for r in runs], unit="x"),
+        )
 
 
 async def _queues(

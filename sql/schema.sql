@@ -449,6 +449,8 @@ CREATE TABLE public.jobs (
     schedule_id text,
     schedule_slot timestamp with time zone,
     retry_policy jsonb,
+    unique_key text,
+    unique_states text[],
     CONSTRAINT jobs_snoozes_check CHECK ((snoozes >= 0))
 );
 
@@ -512,7 +514,8 @@ SELECT
         WHEN 'job.retried.v1' THEN 'pending'
         ELSE s.status
     END,
-    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->'payload' ELSE s.payload END,
+    CASE WHEN e.type IN ('job.submitted.v1', 'job.replaced.v1') THEN e.data->'payload'
+         ELSE s.payload END,
     CASE e.type
         WHEN 'job.submitted.v1' THEN NULL
         WHEN 'job.completed.v1' THEN e.data->'result'
@@ -550,7 +553,7 @@ SELECT
         WHEN e.type IN ('job.retry_scheduled.v1', 'job.failed.v1', 'job.lease_expired.v1')
             THEN (e.data->>'next_attempt_at')::timestamptz
         WHEN e.type IN ('job.released.v1', 'job.retried.v1') THEN e.occurred_at
-        WHEN e.type = 'job.snoozed.v1' THEN (e.data->>'run_at')::timestamptz
+        WHEN e.type IN ('job.snoozed.v1', 'job.replaced.v1') THEN (e.data->>'run_at')::timestamptz
         ELSE s.run_at
     END,
     CASE
@@ -596,14 +599,19 @@ SELECT
     CASE WHEN e.type = 'job.submitted.v1' THEN e.data->>'schedule_id' ELSE s.schedule_id END,
     CASE WHEN e.type = 'job.submitted.v1'
          THEN (e.data->>'schedule_slot')::timestamptz ELSE s.schedule_slot END,
-    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->'retry_policy' ELSE s.retry_policy END
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->'retry_policy' ELSE s.retry_policy END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN e.data->'unique'->>'key' ELSE s.unique_key END,
+    CASE WHEN e.type <> 'job.submitted.v1' THEN s.unique_states
+         WHEN e.data ? 'unique'
+         THEN ARRAY(SELECT jsonb_array_elements_text(e.data->'unique'->'states'))
+    END
 WHERE CASE
     WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
     ELSE s.job_id IS NOT NULL
          AND e.type IN ('job.claimed.v1', 'job.completed.v1', 'job.retry_scheduled.v1',
                         'job.failed.v1', 'job.lease_expired.v1', 'job.cancelled.v1',
                         'job.released.v1', 'job.retried.v1', 'job.replayed.v1',
-                        'job.snoozed.v1')
+                        'job.snoozed.v1', 'job.replaced.v1')
 END OR job_view_refuse(e.type, e.job_id, s.job_id IS NOT NULL)
 $$;
 
@@ -2639,6 +2647,12 @@ CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (tenant, queue, run_a
 --
 
 CREATE INDEX jobs_status_created_idx ON public.jobs USING btree (tenant, status, created_at DESC, job_id DESC);
+
+--
+-- Name: jobs_unique_key_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX jobs_unique_key_idx ON public.jobs USING btree (tenant, unique_key) WHERE ((unique_key IS NOT NULL) AND (status = ANY (unique_states)));
 
 --
 -- Name: queue_key_turns_latest_idx; Type: INDEX; Schema: public; Owner: -

@@ -38,6 +38,14 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     schedule_id: str | None = None  # the schedule and slot that fired it (ledger.schedules)
     schedule_slot: datetime | None = None
     retry_policy: retrypolicy.RetryPolicy | None = None  # the submission's own, if any
+    unique: ev.UniqueKey | None = None
+
+
+class ReplaceJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A unique submission's duplicate takes over a waiting job: its payload and run time."""
+
+    payload: dict[str, Any]
+    run_at: datetime
 
 
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -113,6 +121,7 @@ Command = (
     | CancelJob
     | RetryJob
     | MarkResubmitted
+    | ReplaceJob
 )
 
 _VERB: dict[type[Any], str] = {
@@ -126,6 +135,7 @@ _VERB: dict[type[Any], str] = {
     CancelJob: "cancel",
     RetryJob: "retry",
     MarkResubmitted: "mark as resubmitted",
+    ReplaceJob: "replace",
 }
 
 
@@ -162,6 +172,7 @@ def decide(
                 schedule_id=command.schedule_id,
                 schedule_slot=command.schedule_slot,
                 retry_policy=command.retry_policy,
+                unique=command.unique,
             )
         ]
     if state is None:
@@ -273,6 +284,10 @@ def decide(
                     bulk_request_id=command.bulk_request_id,
                 )
             ]
+        case ReplaceJob():
+            if state.status not in RUNNABLE:
+                raise refuse()
+            return [ev.JobReplaced(**envelope, payload=command.payload, run_at=command.run_at)]
         case MarkResubmitted():
             return [ev.JobReplayed(**envelope, replayed_as=command.replayed_as)]
     raise refuse()  # pragma: no cover - every command is matched above

@@ -144,6 +144,30 @@ class IdempotencyMismatch(LedgerError):
         self.job_id = job_id
 
 
+class UniqueKeyTaken(LedgerError):
+    """The append would give a second job of the tenant a unique key another job holds
+    (the view's index, sql/0076): a duplicate submission, which the submitter answers by
+    its `on_conflict`, or a retried job whose key another job took meanwhile (409)."""
+
+    def __init__(self, unique_key: str | None) -> None:
+        super().__init__(
+            f"another job holds the unique key {unique_key}"
+            if unique_key
+            else "another job holds this job's unique key"
+        )
+        self.unique_key = unique_key
+
+
+class DuplicateJob(LedgerError):
+    """A unique submission's key is held by `job_id` and its `on_conflict` refuses it:
+    `error`, or `replace` of a job that no longer waits (processing, finished) (409)."""
+
+    def __init__(self, message: str, *, job_id: uuid.UUID | None, unique_key: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.unique_key = unique_key
+
+
 class FieldError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One invalid field: where (`path`, e.g. `payload.width` or `jobs[3].type`) and why."""
 

@@ -37,6 +37,24 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     occurred_at: datetime
 
 
+UNIQUE_STATES_REQUIRED: Final = ("pending", "retrying", "processing")
+"""Every unique job holds its key in these states (the workers move a job between them on
+their own, where no duplicate could be refused); a submission may add finished ones."""
+
+
+class UniqueKey(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What made a job unique (ledger.uniqueness): `key` is the sha256 hex digest of its
+    `by` fields' values (and of its period's start, when it has a period); the job holds
+    the key, within its tenant, while its status is one of `states`."""
+
+    key: str
+    by: tuple[str, ...]
+    states: tuple[str, ...]
+    on_conflict: str
+    period_seconds: int | None = None
+    period_start: datetime | None = None
+
+
 class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     job_type: str
     queue: str
@@ -59,6 +77,8 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     # Added with retry policies (sql/0075): the policy the submission gave, left out when
     # it gave none (the queue's, the job type's and the defaults then decide).
     retry_policy: retrypolicy.RetryPolicy | None = None
+    # Added with unique jobs (sql/0076); left out of the stored data when None.
+    unique: UniqueKey | None = None
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -157,6 +177,15 @@ class JobRetried(Event, frozen=True, tag="job.retried.v1"):
     # Added with bulk actions: the request id of the bulk retry that sent the job to run
     # again (ledger.bulk); left out of the stored data when None.
     bulk_request_id: str | None = None
+
+
+class JobReplaced(Event, frozen=True, tag="job.replaced.v1"):
+    """A unique submission that found this job waiting (pending or retrying) under its key,
+    with `on_conflict: replace`, replaced the job's payload and run time with its own;
+    the actor is its submitter. Status, attempts and the rest stay."""
+
+    payload: dict[str, Any]
+    run_at: datetime
 
 
 class JobReplayed(Event, frozen=True, tag="job.replayed.v1"):
@@ -339,6 +368,7 @@ JobEvent = (
     | JobReleased
     | JobSnoozed
     | JobRetried
+    | JobReplaced
     | JobReplayed
     | QueueConfigured
     | QueuePaused
@@ -367,6 +397,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobReleased,
     JobSnoozed,
     JobRetried,
+    JobReplaced,
     JobReplayed,
     QueueConfigured,
     QueuePaused,
@@ -458,7 +489,7 @@ _WHY: Final = (
 # Fields added to a shipped event type, left out of its data when unset: an event that
 # does not use one is stored exactly as before the field existed.
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
-    JobSubmitted: ("concurrency_key", "schedule_id", "schedule_slot", "retry_policy"),
+    JobSubmitted: ("concurrency_key", "schedule_id", "schedule_slot", "retry_policy", "unique"),
     JobClaimed: ("queue_version", "tenant_version"),
     JobCancelled: ("bulk_request_id",),
     JobRetried: ("bulk_request_id",),

@@ -64,6 +64,9 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     schedule_id: str | None = None  # the schedule that fired the job (sql/0074)
     schedule_slot: datetime | None = None  # and the slot it fired for
     retry_policy: retrypolicy.RetryPolicy | None = None  # the submission's own (sql/0075)
+    # A unique job's key and the statuses in which it holds it (sql/0076); None otherwise.
+    unique_key: str | None = None
+    unique_states: tuple[str, ...] | None = None
 
 
 class FoldError(ValueError):
@@ -104,6 +107,8 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             schedule_id=event.schedule_id,
             schedule_slot=event.schedule_slot,
             retry_policy=event.retry_policy,
+            unique_key=None if event.unique is None else event.unique.key,
+            unique_states=None if event.unique is None else event.unique.states,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")
@@ -170,6 +175,8 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
                 "started_at": None,
                 "completed_at": None,
             }
+        case ev.JobReplaced():
+            changes = {"payload": event.payload, "run_at": event.run_at}
         case ev.JobReplayed():
             changes = {}  # history only: the new job's submission carries replay_of
         case _:

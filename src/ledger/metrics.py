@@ -113,6 +113,13 @@ class Metrics:
             "tenant's queued jobs past its max_queued; nothing of them was stored.",
             (),
         )
+        self.jobs_deduplicated = counter(
+            "jobs_deduplicated_total",
+            "Unique submissions that found their key held by another job, by what they asked "
+            "for (on_conflict): answered with that job (return_existing), replaced its payload "
+            "and run time (replace), or refused with 409 (error, or a job past replacing).",
+            ("job_type", "queue", "on_conflict"),
+        )
         self.events_appended = counter(
             "events_appended_total", "Events appended to the ledger, by event type.", ("type",)
         )

@@ -35,6 +35,15 @@ WHERE tenant = ledger_tenant()
   AND submitted_by = $1
   AND idempotency_key = ANY($2::text[]);
 
+-- name: jobs_holding_unique_keys
+-- The jobs of the tenant the transaction acts in that hold any of these unique keys now:
+-- those in one of their unique states (the view's partial unique index, sql/0076).
+SELECT unique_key, job_id
+FROM jobs
+WHERE tenant = ledger_tenant()
+  AND unique_key = ANY($1::text[])
+  AND status = ANY(unique_states);
+
 -- name: schema_reset
 -- `ledger db-reset` on a server of one's own: every table, view and function the
 -- migrations made (and the migrations table) is gone; the next migrate starts afresh.

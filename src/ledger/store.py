@@ -16,10 +16,11 @@ Recorded events returned carry the time the database stored.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 import asyncpg
 import msgspec
@@ -149,6 +150,8 @@ class EventStore:
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == IDEMPOTENCY_INDEX:
                 raise _key_taken(batch, exc) from exc
+            if exc.constraint_name == UNIQUE_INDEX:
+                raise _unique_taken(exc) from exc
             if exc.constraint_name != "events_job_id_version_key":
                 raise
             raise _conflict(batch, exc) from exc
@@ -271,6 +274,18 @@ def _key_taken(
             return errors.IdempotencyKeyTaken(event.actor, event.idempotency_key)
     first = next(e for e in submissions if e.idempotency_key is not None)
     return errors.IdempotencyKeyTaken(first.actor, first.idempotency_key or "")
+
+
+# The view's unique (tenant, unique_key) among the jobs in their unique states (sql/0076):
+# a duplicate submission, or a retried job whose key another job took, is refused there.
+UNIQUE_INDEX = "jobs_unique_key_idx"
+_UNIQUE_DETAIL: Final = re.compile(r"\(tenant, unique_key\)=\(.*, ([0-9a-f]{64})\)")
+
+
+def _unique_taken(exc: asyncpg.UniqueViolationError) -> errors.UniqueKeyTaken:
+    """The key another job holds, as the index's detail names it."""
+    found = _UNIQUE_DETAIL.search(str(getattr(exc, "detail", "") or ""))
+    return errors.UniqueKeyTaken(found.group(1) if found else None)
 
 
 # The append's refusal of submissions past the tenant's max_queued (sql/0069); its

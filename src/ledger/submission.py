@@ -36,12 +36,14 @@ from ledger import (
     errors,
     jobtypes,
     lifecycle,
+    metrics,
     payloads,
     queues,
     retrypolicy,
     sqlfile,
     store,
     tenants,
+    uniqueness,
     wire,
 )
 from ledger import events as ev
@@ -56,10 +58,20 @@ Submission = wire.Submission
 
 
 class Submitted(msgspec.Struct, frozen=True):
-    """A submission's job, and whether this call created it (False: an idempotent repeat)."""
+    """A submission's jobs, and whether this call created them (False: an idempotent
+    repeat, or `deduplicated`: every job was a unique job's duplicate, none created)."""
 
     jobs: list[Job]
     created: bool
+    deduplicated: bool = False
+
+
+# Tries of a unique submission: each one lost a race (a key or idempotency key taken,
+# a holder gone) and the next one sees the winner. Replacements of one job by racing
+# duplicates serialize through its version: each loser (VersionConflict) tries again,
+# without counting, as long as other writers make progress (at most REPLACE_RACES).
+UNIQUE_TRIES: Final = 5
+REPLACE_RACES: Final = 1000
 
 
 def checked_key(raw: str | None, *, field: str = "idempotency_key") -> str | None:
@@ -84,9 +96,13 @@ class Submitter:
         self,
         registry: jobtypes.Registry = jobtypes.REGISTRY,
         event_store: store.EventStore | None = None,
+        *,
+        process_metrics: metrics.Metrics | None = None,
     ) -> None:
+        """`process_metrics`: where unique jobs' duplicates are counted (/metrics)."""
         self.registry = registry
         self.store = event_store or store.EventStore()
+        self.metrics = process_metrics
 
     # -- deciding ----------------------------------------------------------------
 
@@ -145,7 +161,7 @@ class Submitter:
                 },
                 where=where,
             )
-        return commands.SubmitJob(
+        command = commands.SubmitJob(
             job_type=submission.job_type,
             payload=submission.payload,
             queue=submission.queue,
@@ -167,6 +183,11 @@ class Submitter:
             concurrency_key=submission.concurrency_key,
             retry_policy=policy,
         )
+        if submission.unique is None:
+            return command
+        unique = uniqueness.checked(submission.unique, where=where)
+        key = uniqueness.key_of(unique, command, now=now)
+        return msgspec.structs.replace(command, unique=key)
 
     def prepare_all(
         self,
@@ -268,10 +289,14 @@ class Submitter:
         backoff_cap_seconds: float | None = None,
         concurrency_key: str | None = None,
         retry_policy: retrypolicy.RetryPolicy | None = None,
+        unique: wire.Unique | dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         actor: str,
     ) -> Job:
-        """Submit one job, in the caller's transaction when there is one (see the module)."""
+        """Submit one job, in the caller's transaction when there is one (see the module).
+
+        `unique`: at most one such job at a time (wire.Unique; a duplicate answers the job
+        that holds the key, `deduplicated`, or by its `on_conflict`)."""
         submission = Submission.checked(
             job_type,
             payload,
@@ -285,6 +310,7 @@ class Submitter:
             backoff_cap_seconds=backoff_cap_seconds,
             concurrency_key=concurrency_key,
             retry_policy=retry_policy,
+            unique=unique,
         )
         done = await self.place(conn, [submission], idempotency_key=idempotency_key, actor=actor)
         return done.jobs[0]
@@ -325,6 +351,10 @@ class Submitter:
             )
         else:
             wanted = [self.prepare(submissions[0], now=now, idempotency_key=idempotency_key)]
+        if any(c.unique is not None for c in wanted):
+            return await self._place_unique(
+                conn, wanted, submissions, idempotency_key, actor=actor, now=now, batch=batch
+            )
         if idempotency_key is None:
             recorded = await self.store.append(conn, new_jobs(wanted, actor=actor, now=now))
             return Submitted(jobs_of(recorded), created=True)
@@ -372,14 +402,171 @@ class Submitter:
         recorded = await self._append_keyed(conn, new_jobs([command], actor=actor, now=now))
         return jobs_of(recorded)[0]
 
+    async def _place_unique(
+        self,
+        conn: asyncpg.Connection,
+        wanted: list[commands.SubmitJob],
+        submissions: Sequence[Submission],
+        idempotency_key: str | None,
+        *,
+        actor: str,
+        now: datetime,
+        batch: bool,
+    ) -> Submitted:
+        """`place` for submissions of which some are unique (ledger.uniqueness).
+
+        The first try appends them all, reading nothing first: the database refuses a
+        key another job holds inside the append's own statement, storing nothing. A
+        later try reads the jobs holding the keys (in READ COMMITTED, the winner the
+        refusal waited for is committed by then), answers each duplicate by its
+        `on_conflict` and appends only what is left; a holder that left its states
+        meanwhile holds nothing any more, and the next try creates the job.
+        """
+        keys = [c.unique.key for c in wanted if c.unique is not None]
+        holders: dict[str, lifecycle.JobState] = {}
+        attempt = races = 0
+        while attempt < UNIQUE_TRIES and races < REPLACE_RACES:
+            if idempotency_key is not None or attempt > 0:
+                async with acting.in_a_tenant(conn):
+                    if idempotency_key is not None:
+                        found = await self._find_repeat(
+                            conn, actor, idempotency_key, wanted, submissions, batch=batch
+                        )
+                        if found is not None:
+                            return Submitted(found, created=False)
+                    if attempt > 0:
+                        holders = await self._holders(conn, keys)
+            duplicates = uniqueness.duplicates(wanted, holders)
+            refused = next((d for d in duplicates if d.unique.on_conflict == "error"), None)
+            if refused is not None:
+                self._count(wanted, [refused])
+                raise _duplicate(refused, batch=batch)
+            try:
+                return await self._append_unique(conn, wanted, duplicates, actor=actor, now=now)
+            except errors.TenantQuotaExceeded:
+                if attempt > 0:
+                    raise  # the duplicates were left out: what is left is over the quota
+            except errors.VersionConflict:
+                races += 1  # another writer moved a job to replace: read it again
+                attempt = max(attempt, 1)
+                continue
+            except (errors.UniqueKeyTaken, errors.IdempotencyKeyTaken):
+                pass  # a racing writer won: the next try sees what it wrote
+            attempt += 1
+        raise errors.DuplicateJob(
+            f"the unique keys of this submission kept changing hands ({UNIQUE_TRIES} tries); "
+            "try again",
+            job_id=None,
+            unique_key=keys[0],
+        )
+
+    async def _append_unique(
+        self,
+        conn: asyncpg.Connection,
+        wanted: list[commands.SubmitJob],
+        duplicates: list[uniqueness.Duplicate],
+        *,
+        actor: str,
+        now: datetime,
+    ) -> Submitted:
+        """Append the jobs of `wanted` that are not `duplicates`, and the replacements the
+        duplicates ask for; each item's job, in order."""
+        skipped = {d.index for d in duplicates}
+        created = [c for i, c in enumerate(wanted) if i not in skipped]
+        events = new_jobs(created, actor=actor, now=now)
+        new_ids = iter(e.job_id for e in events)
+        job_of = {i: next(new_ids) for i in range(len(wanted)) if i not in skipped}
+        states: dict[uuid.UUID, lifecycle.JobState] = {}
+        for event in events:
+            states[event.job_id] = lifecycle.evolve(None, event)
+        before: dict[uuid.UUID, lifecycle.JobState] = {}
+        replaced: set[int] = set()
+        for duplicate in duplicates:
+            held = duplicate.job
+            if held is None:
+                assert duplicate.of_item is not None
+                job_id = job_of[duplicate.of_item]
+            else:
+                job_id = held.job_id
+            job_of[duplicate.index] = job_id
+            if held is not None:
+                states.setdefault(job_id, held)
+                before.setdefault(job_id, held)
+            if duplicate.unique.on_conflict != "replace":
+                continue
+            command = wanted[duplicate.index]
+            state = states[job_id]
+            if state.status not in lifecycle.RUNNABLE:
+                self._count(wanted, [duplicate])
+                raise errors.DuplicateJob(
+                    f"job {job_id} holds the unique key and is {state.status}: only a pending "
+                    "or retrying job can be replaced",
+                    job_id=job_id,
+                    unique_key=duplicate.unique.key,
+                )
+            decided = commands.decide(
+                state,
+                commands.ReplaceJob(payload=command.payload, run_at=command.run_at or now),
+                job_id=job_id,
+                actor=actor,
+                now=now,
+            )
+            events += decided
+            states[job_id] = lifecycle.fold(decided, state) or state
+            replaced.add(duplicate.index)
+        recorded = await self._append_keyed(conn, events, before=before) if events else []
+        after = dict(before)
+        for r in recorded:
+            after[r.event.job_id] = lifecycle.evolve(after.get(r.event.job_id), r.event)
+        self._count(wanted, duplicates)
+        jobs = []
+        for index, command in enumerate(wanted):
+            job = Job.of(after[job_of[index]])
+            if command.unique is not None:
+                job = msgspec.structs.replace(
+                    job,
+                    deduplicated=index in skipped,
+                    replaced=index in replaced or msgspec.UNSET,
+                )
+            jobs.append(job)
+        return Submitted(jobs, created=bool(created), deduplicated=not created)
+
+    async def _holders(
+        self, conn: asyncpg.Connection, keys: list[str]
+    ) -> dict[str, lifecycle.JobState]:
+        """The jobs of the transaction's tenant holding any of `keys` now, by key."""
+        rows = await conn.fetch(Q["jobs_holding_unique_keys"], keys)
+        histories = await self.store.histories(conn, [r["job_id"] for r in rows])
+        found: dict[str, lifecycle.JobState] = {}
+        for row in rows:
+            state = lifecycle.fold(r.event for r in histories.get(row["job_id"], []))
+            if state is not None:
+                found[row["unique_key"]] = state
+        return found
+
+    def _count(
+        self, wanted: list[commands.SubmitJob], duplicates: list[uniqueness.Duplicate]
+    ) -> None:
+        if self.metrics is None:
+            return
+        for duplicate in duplicates:
+            command = wanted[duplicate.index]
+            self.metrics.jobs_deduplicated.labels(
+                command.job_type, command.queue, duplicate.unique.on_conflict
+            ).inc()
+
     async def _append_keyed(
-        self, conn: asyncpg.Connection, events: list[ev.JobEvent]
+        self,
+        conn: asyncpg.Connection,
+        events: list[ev.JobEvent],
+        *,
+        before: store.Before | None = None,
     ) -> list[store.Recorded]:
         """Append; inside the caller's transaction, a key taken meanwhile undoes only this."""
         if not conn.is_in_transaction():
-            return await self.store.append(conn, events)
+            return await self.store.append(conn, events, before=before)
         async with conn.transaction():  # a savepoint
-            return await self.store.append(conn, events)
+            return await self.store.append(conn, events, before=before)
 
     async def _find_repeat(
         self,
@@ -549,6 +736,21 @@ def jobs_of(recorded: Sequence[store.Recorded]) -> list[Job]:
     return jobs
 
 
+def _duplicate(duplicate: uniqueness.Duplicate, *, batch: bool) -> errors.DuplicateJob:
+    """The refusal of a duplicate whose `on_conflict` is `error`."""
+    where = f"jobs[{duplicate.index}] " if batch else ""
+    if duplicate.job is not None:
+        holder = f"job {duplicate.job.job_id} ({duplicate.job.status})"
+    else:
+        holder = f"jobs[{duplicate.of_item}] of the same batch"
+    return errors.DuplicateJob(
+        f"{where}duplicates {holder}: it holds unique key {duplicate.unique.key}; "
+        "nothing was submitted",
+        job_id=None if duplicate.job is None else duplicate.job.job_id,
+        unique_key=duplicate.unique.key,
+    )
+
+
 def _or[T: (int, float)](given: T | None, default: T) -> T:
     """The caller's value when it gave one (0 is a value), else the job type's default."""
     return default if given is None else given
@@ -568,6 +770,7 @@ def _same_submission(
         and first.backoff_base_seconds == command.backoff_base_seconds
         and first.backoff_cap_seconds == command.backoff_cap_seconds
         and first.concurrency_key == command.concurrency_key
+        and uniqueness.same_options(first.unique, command.unique)
     )
     if submission.run_at is not None:
         same = same and first.run_at == submission.run_at

@@ -30,6 +30,30 @@ _PRIORITY_NAME: Final = {rank: name for name, rank in ev.PRIORITY_RANK.items()}
 FieldError = errors.FieldError  # one invalid field of a Problem (defined beside InvalidInput)
 
 
+UniqueBy = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+OnConflict = Literal["return_existing", "replace", "error"]
+
+
+class Unique(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """A submission's `unique` options (ledger.uniqueness): at most one job of the tenant
+    with the same values of the `by` fields (within one period of `period_seconds`, when
+    given) while it is in one of `states`; a duplicate is answered by `on_conflict`."""
+
+    # "type", "queue", "priority", "concurrency_key", "payload", or "payload.<field>[.<field>…]"
+    by: Annotated[list[UniqueBy], msgspec.Meta(min_length=1, max_length=32)] = msgspec.field(
+        default_factory=lambda: ["type", "payload"]
+    )
+    period_seconds: Annotated[int, msgspec.Meta(ge=1, le=MAX_DELAY_SECONDS)] | None = None
+    # pending, retrying and processing always (a worker moves a job between them on its
+    # own); add completed, failed or cancelled to hold the key once the job ended so.
+    states: Annotated[list[lifecycle.Status], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["pending", "retrying", "processing"]
+    )
+    on_conflict: OnConflict = "return_existing"
+
+
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """A job as it is now: what `submit` returns and the API answers with."""
 
@@ -51,6 +75,11 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     snoozes: int = 0  # times its handler snoozed (since submission or the last manual retry)
     schedule_id: str | None = None  # the schedule that fired it, and for which slot
     schedule_slot: datetime | None = None
+    unique_key: str | None = None  # a unique job's key (sha256 hex), held in its unique states
+    # Only in the answer to a unique submission: whether it found its key held by this job
+    # (nothing created), and whether it replaced this job's payload and run time.
+    deduplicated: bool | msgspec.UnsetType = msgspec.UNSET
+    replaced: bool | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def of(cls, state: lifecycle.JobState) -> Job:
@@ -73,6 +102,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             snoozes=state.snoozes,
             schedule_id=state.schedule_id,
             schedule_slot=state.schedule_slot,
+            unique_key=state.unique_key,
         )
 
     @classmethod
@@ -96,6 +126,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             concurrency_key=event.concurrency_key,
             schedule_id=event.schedule_id,
             schedule_slot=event.schedule_slot,
+            unique_key=None if event.unique is None else event.unique.key,
         )
 
     @property
@@ -133,6 +164,8 @@ class Submission(
     # backoff_base_seconds and backoff_cap_seconds are aliases of maximum_attempts,
     # initial_interval_seconds and maximum_interval_seconds (both given must agree).
     retry_policy: retrypolicy.RetryPolicy | None = None
+    # At most one such job at a time: see Unique. A duplicate creates nothing.
+    unique: Unique | None = None
 
     @classmethod
     def checked(cls, job_type: str, payload: dict[str, Any], **options: Any) -> Submission:
@@ -303,6 +336,7 @@ class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: int
     detail: str | None = None
     errors: list[FieldError] | None = None
+    existing_job_id: uuid.UUID | None = None  # a duplicate's: the job holding the unique key
 
 
 # -- bulk actions (ledger.bulk) ----------------------------------------------------

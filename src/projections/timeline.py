@@ -82,6 +82,13 @@ def explain(event: ev.Event) -> str | None:
             f"{event.run_at.strftime('%Y-%m-%d %H:%M:%S')} (snooze {event.snooze} of "
             f"{event.max_snoozes}; not counted as an attempt){reason}"
         )
+    if isinstance(event, ev.JobSubmitted) and event.unique is not None:
+        return unique_why(event.unique)
+    if isinstance(event, ev.JobReplaced):
+        return (
+            f"a duplicate unique submission by {event.actor} replaced the payload and run time "
+            f"(on_conflict replace); due {event.run_at.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
     return None
 
 
@@ -132,6 +139,18 @@ def _stop(
         case None:
             return "no attempts left or a permanent error (recorded before retry reasons)"
     return reason.replace("_", " ")
+
+
+def unique_why(unique: ev.UniqueKey) -> str:
+    """A unique job's key in words: by what, while when, and what a duplicate gets."""
+    period = ""
+    if unique.period_seconds is not None and unique.period_start is not None:
+        start = unique.period_start.strftime("%Y-%m-%d %H:%M:%S")
+        period = f" in the {unique.period_seconds} s period from {start}"
+    return (
+        f"unique by {', '.join(unique.by)}{period} (key {unique.key[:12]}…), held while "
+        f"{'/'.join(unique.states)}; a duplicate gets {unique.on_conflict}"
+    )
 
 
 def gap(seconds: float | None) -> str:

@@ -105,6 +105,6 @@ async def http_services(
         read_pool=readers,
         store=appender,
         registry=registry,
-        submitter=submission.Submitter(registry, appender),
+        submitter=submission.Submitter(registry, appender, process_metrics=process_metrics),
         committer=groupcommit.GroupCommit(connections, appender),
     )

@@ -58,6 +58,17 @@ _submit = st.builds(
     ),
     # A submission's retry policy (sql/0075), when it gives one.
     retry_policy=st.none() | _policy,
+    # A fresh key per example too (one job holds a key at a time, sql/0076).
+    unique=st.none()
+    | st.builds(
+        lambda states: ev.UniqueKey(
+            key=uuid.uuid4().hex * 2,
+            by=("type", "payload"),
+            states=("pending", "processing", "retrying", *states),
+            on_conflict="replace",
+        ),
+        st.sets(st.sampled_from(["completed", "failed", "cancelled"])).map(sorted),
+    ),
 )
 
 _in_force = st.builds(
@@ -102,6 +113,9 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
             bulk_request_id=data.draw(st.none() | _text),
         ),
         commands.MarkResubmitted(replayed_as=uuid.uuid4()),
+        commands.ReplaceJob(
+            payload=data.draw(st.dictionaries(_text, _json, max_size=3)), run_at=at
+        ),
     ]
 
 

@@ -20,6 +20,7 @@ from ledger.client.errors import (
     ApiError,
     ClientError,
     Conflict,
+    DuplicateJob,
     Forbidden,
     IdempotencyConflict,
     InvalidRequest,
@@ -42,6 +43,7 @@ from ledger.client.wire import (
     RetryPolicy,
     Submission,
     SubmitOptions,
+    Unique,
 )
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "Client",
     "ClientError",
     "Conflict",
+    "DuplicateJob",
     "FieldError",
     "Forbidden",
     "History",
@@ -67,6 +70,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnexpectedResponse",
+    "Unique",
     "UnknownJob",
     "VersionConflict",
     "WaitTimeout",

@@ -81,6 +81,11 @@ class VersionConflict(Conflict):
     """409: another writer changed the job at the same time; trying again may succeed."""
 
 
+class DuplicateJob(Conflict):
+    """409: a unique submission's key is held by `problem.existing_job_id` and its
+    `on_conflict` (`error`, or `replace` of a job no longer waiting) refused it."""
+
+
 class TooLarge(ApiError):
     """413: the request body is larger than the server accepts."""
 
@@ -108,6 +113,8 @@ _BY_TYPE: Final[dict[str, type[ApiError]]] = {
     "invalid-transition": InvalidTransition,
     "idempotency-key-reused": IdempotencyConflict,
     "version-conflict": VersionConflict,
+    "duplicate-job": DuplicateJob,
+    "unique-key-taken": Conflict,
     "unknown-job-type": InvalidRequest,
     "invalid-payload": InvalidRequest,
     "invalid-request": InvalidRequest,

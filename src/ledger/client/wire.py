@@ -22,6 +22,7 @@ BatchResult = wire.BatchResult
 BulkFilter = wire.BulkFilter
 BulkResult = wire.BulkResult  # what a bulk retry or cancel did
 DEFAULT_BULK_LIMIT = wire.DEFAULT_BULK_LIMIT
+Unique = wire.Unique
 
 
 class SubmitOptions(TypedDict):
@@ -37,3 +38,4 @@ class SubmitOptions(TypedDict):
     backoff_cap_seconds: NotRequired[float]
     concurrency_key: NotRequired[str]  # the group for per-key limits and round-robin
     retry_policy: NotRequired[RetryPolicy]  # wins over the queue's and the job type's
+    unique: NotRequired[wire.Unique]  # at most one such job at a time (a duplicate answers it)

@@ -146,7 +146,10 @@ class JobsController(Controller):
         description="Validates the payload against its job type's schema. With an "
         "Idempotency-Key, a repeated submission returns the first job; the same key with "
         "a different body answers 409. Past the tenant's `max_queued`: 429 with Retry-After, "
-        "nothing stored.",
+        "nothing stored. With `unique`, a duplicate of a job holding the same key creates "
+        "nothing: 200 with that job and `deduplicated: true` (`replaced: true` when it "
+        "replaced a waiting job's payload and run time), or 409 naming it "
+        "(`existing_job_id`) with `on_conflict: error` or a job past replacing.",
     )
     async def submit(
         self,
@@ -159,7 +162,7 @@ class JobsController(Controller):
         services = services_of(request)
         principal = security.principal_of(request)
         key = _key(idempotency_key)
-        if key is None:
+        if key is None and data.unique is None:
             # Nothing to look up first: the submission shares a durable commit with the
             # requests arriving alongside it (group commit) and is answered after it.
             now = services.store.clock()
@@ -173,6 +176,8 @@ class JobsController(Controller):
             )
         (job,) = done.jobs
         headers = {"Location": location(job.job_id)}
+        if done.deduplicated:
+            return Response(job, status_code=200, headers=headers)
         if not done.created:
             headers["Idempotent-Replayed"] = "true"
         return Response(job, status_code=201, headers=headers)
@@ -186,7 +191,9 @@ class JobsController(Controller):
         description="All or nothing, in one transaction; a rejection lists every invalid "
         "item's field as `jobs[i].…`. With an Idempotency-Key, item i gets the key "
         "`<Idempotency-Key>/<i>`, and a repeated batch returns the first batch's jobs "
-        "(`Idempotent-Replayed: true`); the same key with a different batch answers 409.",
+        "(`Idempotent-Replayed: true`); the same key with a different batch answers 409. "
+        "Unique items that duplicate a stored job or an earlier item answer that job "
+        "(`deduplicated: true`); 200 when no item created a job.",
     )
     async def submit_batch(
         self,
@@ -200,6 +207,8 @@ class JobsController(Controller):
             done = await services.submitter.place(
                 conn, data.jobs, idempotency_key=key, actor=principal.subject, batch=True
             )
+        if done.deduplicated:
+            return Response(BatchResult(jobs=done.jobs), status_code=200)
         headers = None if done.created else {"Idempotent-Replayed": "true"}
         return Response(BatchResult(jobs=done.jobs), status_code=201, headers=headers)
 

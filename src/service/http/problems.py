@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -62,6 +63,8 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.InvalidTransition: Rule(409, "invalid-transition"),
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
     errors.IdempotencyKeyTaken: Rule(409, "idempotency-key-reused"),
+    errors.DuplicateJob: Rule(409, "duplicate-job"),
+    errors.UniqueKeyTaken: Rule(409, "unique-key-taken"),
     errors.TenantQuotaExceeded: Rule(429, "tenant-quota-exceeded"),
     errors.InvalidInput: Rule(422, "invalid-request"),  # unknown job types and payloads too
     errors.BadCursor: Rule(400, "bad-cursor"),
@@ -87,6 +90,7 @@ def problem_response(
     detail: str | None = None,
     field_errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    existing_job_id: uuid.UUID | None = None,
 ) -> Response[Problem]:
     phrase = HTTPStatus(status).phrase
     return Response(
@@ -96,6 +100,7 @@ def problem_response(
             status=status,
             detail=detail,
             errors=field_errors,
+            existing_job_id=existing_job_id,
         ),
         status_code=status,
         media_type=MEDIA_TYPE,
@@ -113,6 +118,7 @@ def on_ledger_error(request: Request[Any, Any, Any], exc: errors.LedgerError) ->
         return on_unexpected(request, exc)
     headers: dict[str, str] | None = None
     field_errors: list[FieldError] | None = None
+    existing_job_id = exc.job_id if isinstance(exc, errors.DuplicateJob) else None
     if isinstance(exc, errors.Unauthorized):
         challenge = f"Bearer realm={_quoted(REALM)}"
         if exc.error is not None:
@@ -130,7 +136,12 @@ def on_ledger_error(request: Request[Any, Any, Any], exc: errors.LedgerError) ->
         registry: metrics.Metrics = request.app.state.metrics
         registry.quota_refusals.inc()
     return problem_response(
-        rule.status, slug=rule.slug, detail=str(exc), field_errors=field_errors, headers=headers
+        rule.status,
+        slug=rule.slug,
+        detail=str(exc),
+        field_errors=field_errors,
+        headers=headers,
+        existing_job_id=existing_job_id,
     )
 
 

@@ -358,6 +358,7 @@ async function renderDetail(jobId) {
     ...field("finished", when(job.completed_at)),
     ...(job.next_attempt_at ? field("next attempt", when(job.next_attempt_at)) : []),
     ...(job.error ? field("error", job.error) : []),
+    ...(job.unique_key ? field("unique key", job.unique_key) : []),
     ...field("payload", job.payload, true),
     ...(job.result !== null && job.result !== undefined ? field("result", job.result, true) : []));
   renderTimeline(history);
@@ -382,12 +383,26 @@ function renderTimeline(history) {
   }
   list.replaceChildren(...eventsOf(history).map((e) => {
     const kind = String(e.type).replace(/^job\./, "").replace(/\.v\d+$/, "");
-    const note = retryNote(e) || (e.type === "job.snoozed.v1" ? snoozeWhy(e.data || {}) : null);
+    const note = retryNote(e) || (kind === "snoozed" ? snoozeWhy(e.data || {}) : null) || uniqueWhy(kind, e);
     return el("li", { class: kind, "data-type": e.type },
       el("strong", {}, `v${e.version} ${kind}`), " ", el("span", { class: "actor" }, `by ${e.actor}`),
       el("span", { class: "when" }, when(e.occurred_at)),
       ...(note ? [el("div", { class: "why" }, note)] : []));
   }));
+}
+
+function uniqueWhy(kind, e) {
+  const data = e.data || {};
+  if (kind === "replaced") {
+    return `a duplicate unique submission replaced the payload and run time; due ${when(data.run_at)}`;
+  }
+  if (kind === "submitted" && data.unique) {
+    const u = data.unique;
+    const period = u.period_seconds ? ` per ${u.period_seconds} s from ${when(u.period_start)}` : "";
+    return `unique by ${u.by.join(", ")}${period}, held while ${u.states.join("/")}; ` +
+      `a duplicate gets ${u.on_conflict}`;
+  }
+  return "";
 }
 
 function snoozeWhy(data) {
