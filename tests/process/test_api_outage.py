@@ -32,11 +32,22 @@ BODIES: Final[dict[tuple[str, str], Any]] = {
     ("POST", "/api/v1/jobs/batch"): {"jobs": [SUBMISSION, SUBMISSION]},
     ("PUT", "/api/v1/queues/{name:str}"): {"concurrency": 1},
     ("PUT", "/api/v1/tenants/{tenant:str}"): {"max_queued": 5},
+    ("POST", "/api/v1/jobs/cancel"): {"filter": {"status": "pending"}},
+    ("POST", "/api/v1/jobs/retry"): {"filter": {"status": "failed"}},
+    ("POST", "/api/v1/schedules"): {"id": "s", "interval_seconds": 60, "job": SUBMISSION},
+    ("PUT", "/api/v1/schedules/{schedule_id:str}"): {"interval_seconds": 60, "job": SUBMISSION},
+    ("POST", "/api/v1/schedules/{schedule_id:str}/backfill"): {
+        "start": "2026-01-01T00:00:00Z",
+        "end": "2026-01-01T00:05:00Z",
+    },
 }
 # The query each route needs to get past validation (likewise).
 QUERIES: Final[dict[tuple[str, str], str]] = {
     ("GET", "/api/v1/audit/proofs/inclusion"): "?cursor=1.1&tree_size=1",
     ("GET", "/api/v1/audit/proofs/consistency"): "?from=1&to=2",
+    ("GET", "/api/v1/schedules/{schedule_id:str}/slots"): (
+        "?from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z"
+    ),
 }
 PARAMETER: Final = re.compile(r"\{(\w+):(\w+)\}")
 
