@@ -35,6 +35,11 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     replay_of: uuid.UUID | None = None
     concurrency_key: str | None = None
+    # A workflow's job (ledger.workflows): its workflow, name, dependencies and mode.
+    workflow_id: uuid.UUID | None = None
+    name: str | None = None
+    depends_on: list[uuid.UUID] | None = None
+    on_upstream_failure: ev.UpstreamFailure | None = None
 
 
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -86,6 +91,13 @@ class RetryJob(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
 
 
+class RerunJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow's retry of one of its ended jobs (any terminal status): run it again, or
+    (`blocked`) wait again for the dependencies the same retry re-runs."""
+
+    blocked: bool
+
+
 class MarkResubmitted(msgspec.Struct, frozen=True, kw_only=True):
     """Record on the original job that it was submitted again as `replayed_as`."""
 
@@ -102,6 +114,7 @@ Command = (
     | SnoozeJob
     | CancelJob
     | RetryJob
+    | RerunJob
     | MarkResubmitted
 )
 
@@ -115,6 +128,7 @@ _VERB: dict[type[Any], str] = {
     SnoozeJob: "snooze",
     CancelJob: "cancel",
     RetryJob: "retry",
+    RerunJob: "re-run",
     MarkResubmitted: "mark as resubmitted",
 }
 
@@ -149,6 +163,10 @@ def decide(
                 idempotency_key=command.idempotency_key,
                 replay_of=command.replay_of,
                 concurrency_key=command.concurrency_key,
+                workflow_id=command.workflow_id,
+                name=command.name,
+                depends_on=command.depends_on,
+                on_upstream_failure=command.on_upstream_failure,
             )
         ]
     if state is None:
@@ -237,6 +255,10 @@ def decide(
             if state.status not in ("failed", "cancelled"):
                 raise refuse()
             return [ev.JobRetried(**envelope, max_attempts=command.max_attempts)]
+        case RerunJob():
+            if state.status not in TERMINAL:
+                raise refuse()
+            return [ev.JobRetried(**envelope, blocked=command.blocked or None)]
         case MarkResubmitted():
             return [ev.JobReplayed(**envelope, replayed_as=command.replayed_as)]
     raise refuse()  # pragma: no cover - every command is matched above

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Final, Literal, Protocol
 import msgspec
 
 Priority = Literal["high", "normal", "low"]
+# What a workflow job does when a dependency ends failed or cancelled (sql/0078).
+UpstreamFailure = Literal["cancel", "run", "skip"]
 PRIORITY_RANK: Final[dict[str, int]] = {"high": 0, "normal": 1, "low": 2}
 
 # The tenant of a deployment that names none, and of every event stored before tenants.
@@ -50,6 +52,13 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     # Added with queues (sql/0059); left out of the stored data when None, so a
     # submission without one is stored exactly as before the field existed.
     concurrency_key: str | None = None
+    # Added with workflows (sql/0078), left out when None: the workflow the job belongs
+    # to, its name there, the jobs it waits for (it starts `blocked` when there are any)
+    # and what it does when one of them ends failed or cancelled.
+    workflow_id: uuid.UUID | None = None
+    name: str | None = None
+    depends_on: list[uuid.UUID] | None = None
+    on_upstream_failure: UpstreamFailure | None = None
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -87,6 +96,11 @@ class JobLeaseExpired(Event, frozen=True, tag="job.lease_expired.v1"):
 
 class JobCancelled(Event, frozen=True, tag="job.cancelled.v1"):
     reason: str | None = None
+    # Added with workflows (sql/0078), left out when None: the dependency whose end
+    # cancelled this job, and the hash (hex) of the event that ended it.
+    upstream_job_id: uuid.UUID | None = None
+    upstream_status: str | None = None
+    cause: str | None = None
 
 
 class JobReleased(Event, frozen=True, tag="job.released.v1"):
@@ -112,6 +126,32 @@ class JobRetried(Event, frozen=True, tag="job.retried.v1"):
     """A failed or cancelled job was sent to run again, attempts reset."""
 
     max_attempts: int | None = None
+    # Added with workflows (sql/0078), left out when None: a workflow's retry sends a
+    # job downstream of the ones it re-runs back to wait for them (`blocked`).
+    blocked: bool | None = None
+
+
+class JobUnblocked(Event, frozen=True, tag="job.unblocked.v1"):
+    """The database let a blocked workflow job run: its last dependency ended (sql/0078).
+
+    Names that dependency, how it ended and the hash (hex) of the event that ended it;
+    `upstream` holds every dependency's result by name (None unless it completed),
+    what the handler receives as `context.upstream`."""
+
+    upstream_job_id: uuid.UUID
+    upstream_status: str
+    cause: str
+    upstream: dict[str, Any] = {}
+
+
+class JobSkipped(Event, frozen=True, tag="job.skipped.v1"):
+    """The database ended a blocked workflow job without running it: a dependency ended
+    failed or cancelled and the job's `on_upstream_failure` is `skip` (sql/0078). Its
+    own dependants treat it as completed."""
+
+    upstream_job_id: uuid.UUID
+    upstream_status: str
+    cause: str
 
 
 class JobReplayed(Event, frozen=True, tag="job.replayed.v1"):
@@ -190,6 +230,8 @@ JobEvent = (
     | JobSnoozed
     | JobRetried
     | JobReplayed
+    | JobUnblocked
+    | JobSkipped
     | QueueConfigured
     | QueuePaused
     | QueueResumed
@@ -208,6 +250,8 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobSnoozed,
     JobRetried,
     JobReplayed,
+    JobUnblocked,
+    JobSkipped,
     QueueConfigured,
     QueuePaused,
     QueueResumed,
@@ -289,8 +333,16 @@ _DATA_FIELDS: Final[dict[type[Event], tuple[str, ...]]] = {
 # Fields added to a shipped event type, left out of its data when unset: an event that
 # does not use one is stored exactly as before the field existed.
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
-    JobSubmitted: ("concurrency_key",),
+    JobSubmitted: (
+        "concurrency_key",
+        "workflow_id",
+        "name",
+        "depends_on",
+        "on_upstream_failure",
+    ),
     JobClaimed: ("queue_version", "tenant_version"),
+    JobCancelled: ("upstream_job_id", "upstream_status", "cause"),
+    JobRetried: ("blocked",),
 }
 
 

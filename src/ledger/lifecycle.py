@@ -17,7 +17,9 @@ import msgspec
 
 from ledger import events as ev
 
-Status = Literal["pending", "processing", "completed", "failed", "retrying", "cancelled"]
+Status = Literal[
+    "pending", "processing", "completed", "failed", "retrying", "cancelled", "blocked", "skipped"
+]
 STATUSES: Final[tuple[Status, ...]] = (
     "pending",
     "processing",
@@ -25,8 +27,10 @@ STATUSES: Final[tuple[Status, ...]] = (
     "failed",
     "retrying",
     "cancelled",
+    "blocked",  # a workflow job waiting for its dependencies (sql/0078)
+    "skipped",  # a workflow job ended without running: an upstream failed, `skip`
 )
-TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
+TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled", "skipped"})
 RUNNABLE: Final[frozenset[str]] = frozenset({"pending", "retrying"})
 
 
@@ -60,6 +64,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     concurrency_key: str | None = None
     tenant: str = ev.DEFAULT_TENANT
     snoozes: int = 0  # the handler's snoozes since submission or the last manual retry
+    workflow_id: uuid.UUID | None = None  # the workflow it belongs to (sql/0078)
 
 
 class FoldError(ValueError):
@@ -71,13 +76,14 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
     if isinstance(event, ev.JobSubmitted):
         if state is not None:
             raise FoldError(f"job {event.job_id} submitted twice")
+        blocked = bool(event.depends_on)
         return JobState(
             job_id=event.job_id,
             version=event.version,
             type=event.job_type,
             queue=event.queue,
             priority=ev.PRIORITY_RANK[event.priority],
-            status="pending",
+            status="blocked" if blocked else "pending",
             payload=event.payload,
             result=None,
             error=None,
@@ -86,7 +92,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             timeout_seconds=event.timeout_seconds,
             backoff_base_seconds=event.backoff_base_seconds,
             backoff_cap_seconds=event.backoff_cap_seconds,
-            run_at=event.run_at,
+            run_at=None if blocked else event.run_at,
             worker_id=None,
             lease_until=None,
             idempotency_key=event.idempotency_key,
@@ -97,6 +103,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             started_at=None,
             completed_at=None,
             concurrency_key=event.concurrency_key,
+            workflow_id=event.workflow_id,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")
@@ -151,7 +158,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             }
         case ev.JobRetried():
             changes = {
-                "status": "pending",
+                "status": "blocked" if event.blocked else "pending",
                 "attempt": 0,
                 "snoozes": 0,
                 "max_attempts": (
@@ -159,10 +166,14 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
                 ),
                 "result": None,
                 "error": None,
-                "run_at": event.occurred_at,
+                "run_at": None if event.blocked else event.occurred_at,
                 "started_at": None,
                 "completed_at": None,
             }
+        case ev.JobUnblocked():
+            changes = {"status": "pending", "run_at": event.occurred_at}
+        case ev.JobSkipped():
+            changes = {"status": "skipped", "run_at": None, "completed_at": event.occurred_at}
         case ev.JobReplayed():
             changes = {}  # history only: the new job's submission carries replay_of
         case _:

@@ -149,6 +149,8 @@ class EventStore:
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == IDEMPOTENCY_INDEX:
                 raise _key_taken(batch, exc) from exc
+            if exc.constraint_name == WORKFLOW_KEY:
+                raise _workflow_taken(batch) from exc
             if exc.constraint_name != "events_job_id_version_key":
                 raise
             raise _conflict(batch, exc) from exc
@@ -271,6 +273,16 @@ def _key_taken(
             return errors.IdempotencyKeyTaken(event.actor, event.idempotency_key)
     first = next(e for e in submissions if e.idempotency_key is not None)
     return errors.IdempotencyKeyTaken(first.actor, first.idempotency_key or "")
+
+
+# A workflow's id, unique in its tenant (sql/0078): a racing submission under it took it.
+WORKFLOW_KEY = "workflows_pkey"
+
+
+def _workflow_taken(batch: Sequence[ev.JobEvent]) -> errors.WorkflowConflict:
+    first = next(e for e in batch if isinstance(e, ev.JobSubmitted) and e.workflow_id is not None)
+    assert isinstance(first, ev.JobSubmitted) and first.workflow_id is not None
+    return errors.WorkflowConflict(first.workflow_id, "this id is taken")
 
 
 # The append's refusal of submissions past the tenant's max_queued (sql/0069); its
