@@ -78,3 +78,8 @@ SELECT job_leases_end($1, $2::uuid[], $3::integer[]);
 -- name: jobs_held_by
 -- Of these jobs, those the worker holds now, as they are (sql/0068: any tenant's).
 SELECT * FROM jobs_held_by($1, $2::uuid[]);
+
+-- name: workflow_upstream
+-- A claimed workflow job's dependencies' results by name, as its latest unblocking
+-- recorded them (sql/0078; workers act in no tenant), as JSON text; NULL: none.
+SELECT workflow_upstream($1)::text;
