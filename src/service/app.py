@@ -24,6 +24,7 @@ from service.http import (
     ready,
     security,
     tenants,
+    workflows,
 )
 from service.http import metrics as http_metrics
 
@@ -76,6 +77,7 @@ def create_app(
         path="/",
         route_handlers=[
             jobs.JobsController,
+            workflows.WorkflowsController,
             queues.QueuesController,
             tenants.TenantsController,
             audit.AuditController,
@@ -125,7 +127,12 @@ def _document_closed_objects(app: Litestar) -> None:
     """Say `additionalProperties: false` for request bodies that refuse unknown fields
     (Litestar's schema generation leaves it out), so clients and fuzzers know."""
     schemas = app.openapi_schema.components.schemas or {}
-    for struct in (*jobs.CLOSED_REQUESTS, *queues.CLOSED_REQUESTS, *tenants.CLOSED_REQUESTS):
+    for struct in (
+        *jobs.CLOSED_REQUESTS,
+        *queues.CLOSED_REQUESTS,
+        *tenants.CLOSED_REQUESTS,
+        *workflows.CLOSED_REQUESTS,
+    ):
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False
