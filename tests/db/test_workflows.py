@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -16,6 +17,8 @@ from ledger import commands, errors, jobtypes, store, submission, wire
 from ledger import events as ev
 from projections import current, rebuild
 from tests.conftest import IN_DEFAULT, Databases
+
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 class Step(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -321,4 +324,24 @@ async def test_cancelling_a_workflow_ends_every_job_not_ended(
         "a": "cancelled",
         "b": "cancelled",
         "cleanup": "cancelled",
+    }
+
+
+async def test_the_readme_workflow_example_submits_and_runs_in_order(
+    conn: asyncpg.Connection,
+) -> None:
+    text = README.read_text()
+    start, end = "<!-- readme-workflow-example: start -->", "<!-- readme-workflow-example: end -->"
+    code = text[text.index(start) : text.index(end)].split("```python\n", 1)[1].rsplit("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    out = await namespace["onboard"](conn, "ada@example.com")
+    ids = {j.name: j.job_id for j in out.jobs}
+    assert [j.status for j in out.jobs] == ["pending", "blocked", "blocked"]
+    await fail(conn, ids["welcome"])
+    found = await submission.DEFAULT.workflow(conn, out.id)
+    assert {j.name: j.status for j in found.jobs} == {
+        "welcome": "failed",
+        "tips": "cancelled",
+        "tell_team": "pending",  # runs anyway
     }

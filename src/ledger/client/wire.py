@@ -18,6 +18,10 @@ FieldError = wire.FieldError
 JobList = wire.JobList
 Batch = wire.BatchRequest
 BatchResult = wire.BatchResult
+WorkflowJob = wire.WorkflowJobIn  # one job of a workflow: a Submission with name, depends_on
+Workflow = wire.WorkflowOut
+WorkflowRequest = wire.WorkflowRequest
+WorkflowRetry = wire.WorkflowRetry
 
 
 class SubmitOptions(TypedDict):
