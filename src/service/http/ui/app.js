@@ -20,7 +20,7 @@ const ENDPOINTS = {
   resume: (name) => `${API}/queues/${encodeURIComponent(name)}/resume`,
 };
 const TOKEN_KEY = "job-ledger.token";
-const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled"];
+const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled", "blocked", "skipped"];
 const PAGE_SIZE = 20;
 
 const $ = (id) => document.getElementById(id);
