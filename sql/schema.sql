@@ -268,6 +268,22 @@ END;
 $$;
 
 --
+-- Name: job_event_ending(text, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_event_ending(type text, data jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+        WHEN type = 'job.completed.v1' THEN 'completed'
+        WHEN type = 'job.cancelled.v1' THEN 'cancelled'
+        WHEN type = 'job.skipped.v1' THEN 'skipped'
+        WHEN type IN ('job.failed.v1', 'job.retry_scheduled.v1', 'job.lease_expired.v1')
+             AND data->>'next_attempt_at' IS NULL THEN 'failed'
+    END
+$$;
+
+--
 -- Name: job_leases_end(text, uuid[], integer[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -408,7 +424,8 @@ BEGIN
             updated_at = s.updated_at, started_at = s.started_at,
             completed_at = s.completed_at, concurrency_key = s.concurrency_key,
             snoozes = s.snoozes, schedule_id = s.schedule_id,
-            schedule_slot = s.schedule_slot
+            schedule_slot = s.schedule_slot,
+            workflow_id = s.workflow_id
         WHERE job_id = e.job_id;
     END IF;
 END;
@@ -451,6 +468,7 @@ CREATE TABLE public.jobs (
     retry_policy jsonb,
     unique_key text,
     unique_states text[],
+    workflow_id uuid,
     CONSTRAINT jobs_snoozes_check CHECK ((snoozes >= 0))
 );
 
@@ -499,7 +517,9 @@ SELECT
          THEN (CASE e.data->>'priority' WHEN 'high' THEN 0 WHEN 'normal' THEN 1 ELSE 2 END)::smallint
          ELSE s.priority END,
     CASE e.type
-        WHEN 'job.submitted.v1' THEN 'pending'
+        WHEN 'job.submitted.v1' THEN
+            CASE WHEN jsonb_array_length(coalesce(e.data->'depends_on', '[]')) > 0
+                 THEN 'blocked' ELSE 'pending' END
         WHEN 'job.claimed.v1' THEN 'processing'
         WHEN 'job.completed.v1' THEN 'completed'
         WHEN 'job.retry_scheduled.v1' THEN
@@ -511,7 +531,10 @@ SELECT
         WHEN 'job.cancelled.v1' THEN 'cancelled'
         WHEN 'job.released.v1' THEN 'pending'
         WHEN 'job.snoozed.v1' THEN 'pending'
-        WHEN 'job.retried.v1' THEN 'pending'
+        WHEN 'job.retried.v1' THEN
+            CASE WHEN (e.data->>'blocked')::boolean THEN 'blocked' ELSE 'pending' END
+        WHEN 'job.unblocked.v1' THEN 'pending'
+        WHEN 'job.skipped.v1' THEN 'skipped'
         ELSE s.status
     END,
     CASE WHEN e.type IN ('job.submitted.v1', 'job.replaced.v1') THEN e.data->'payload'
@@ -548,11 +571,14 @@ SELECT
     CASE WHEN e.type = 'job.submitted.v1'
          THEN (e.data->>'backoff_cap_seconds')::double precision ELSE s.backoff_cap_seconds END,
     CASE
-        WHEN e.type = 'job.submitted.v1' THEN (e.data->>'run_at')::timestamptz
-        WHEN e.type IN ('job.claimed.v1', 'job.cancelled.v1') THEN NULL
+        WHEN e.type = 'job.submitted.v1' THEN
+            CASE WHEN jsonb_array_length(coalesce(e.data->'depends_on', '[]')) > 0 THEN NULL
+                 ELSE (e.data->>'run_at')::timestamptz END
+        WHEN e.type IN ('job.claimed.v1', 'job.cancelled.v1', 'job.skipped.v1') THEN NULL
         WHEN e.type IN ('job.retry_scheduled.v1', 'job.failed.v1', 'job.lease_expired.v1')
             THEN (e.data->>'next_attempt_at')::timestamptz
-        WHEN e.type IN ('job.released.v1', 'job.retried.v1') THEN e.occurred_at
+        WHEN e.type = 'job.retried.v1' AND (e.data->>'blocked')::boolean THEN NULL
+        WHEN e.type IN ('job.released.v1', 'job.retried.v1', 'job.unblocked.v1') THEN e.occurred_at
         WHEN e.type IN ('job.snoozed.v1', 'job.replaced.v1') THEN (e.data->>'run_at')::timestamptz
         ELSE s.run_at
     END,
@@ -581,7 +607,7 @@ SELECT
         ELSE s.started_at
     END,
     CASE
-        WHEN e.type IN ('job.completed.v1', 'job.cancelled.v1') THEN e.occurred_at
+        WHEN e.type IN ('job.completed.v1', 'job.cancelled.v1', 'job.skipped.v1') THEN e.occurred_at
         WHEN e.type IN ('job.retry_scheduled.v1', 'job.failed.v1', 'job.lease_expired.v1')
             THEN CASE WHEN e.data->>'next_attempt_at' IS NULL THEN e.occurred_at
                       ELSE s.completed_at END
@@ -604,14 +630,16 @@ SELECT
     CASE WHEN e.type <> 'job.submitted.v1' THEN s.unique_states
          WHEN e.data ? 'unique'
          THEN ARRAY(SELECT jsonb_array_elements_text(e.data->'unique'->'states'))
-    END
+    END,
+    CASE WHEN e.type = 'job.submitted.v1' THEN (e.data->>'workflow_id')::uuid ELSE s.workflow_id END
 WHERE CASE
     WHEN e.type = 'job.submitted.v1' THEN s.job_id IS NULL
     ELSE s.job_id IS NOT NULL
          AND e.type IN ('job.claimed.v1', 'job.completed.v1', 'job.retry_scheduled.v1',
                         'job.failed.v1', 'job.lease_expired.v1', 'job.cancelled.v1',
                         'job.released.v1', 'job.retried.v1', 'job.replayed.v1',
-                        'job.snoozed.v1', 'job.replaced.v1')
+                        'job.snoozed.v1', 'job.replaced.v1', 'job.unblocked.v1',
+                        'job.skipped.v1')
 END OR job_view_refuse(e.type, e.job_id, s.job_id IS NOT NULL)
 $$;
 
@@ -1486,13 +1514,13 @@ BEGIN
          max_attempts, timeout_seconds, backoff_base_seconds, backoff_cap_seconds, run_at,
          worker_id, lease_until, idempotency_key, replay_of, submitted_by, created_at,
          updated_at, started_at, completed_at, concurrency_key, snoozes, schedule_id,
-         schedule_slot)
+         schedule_slot, workflow_id)
       = (n.version, n.type, n.queue, n.priority, n.status, n.payload, n.result,
          n.error, n.attempt, n.max_attempts, n.timeout_seconds,
          n.backoff_base_seconds, n.backoff_cap_seconds, n.run_at, n.worker_id,
          n.lease_until, n.idempotency_key, n.replay_of, n.submitted_by,
          n.created_at, n.updated_at, n.started_at, n.completed_at, n.concurrency_key,
-         n.snoozes, n.schedule_id, n.schedule_slot)
+         n.snoozes, n.schedule_id, n.schedule_slot, n.workflow_id)
     FROM (
         SELECT s.*
         FROM appended AS e
@@ -2110,6 +2138,194 @@ CREATE FUNCTION public.worker_slots_usage() RETURNS TABLE(processes bigint, slot
 $$;
 
 --
+-- Name: workflow_job_lock(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.workflow_job_lock() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM FROM workflow_jobs WHERE job_id = NEW.job_id FOR UPDATE;
+    RETURN NEW;
+END;
+$$;
+
+--
+-- Name: workflow_resolve(uuid[], text[], bytea[]); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.workflow_resolve(ids uuid[], endings text[], causes bytea[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    child uuid;
+    mode text;
+    latest events;
+    failed_dep job_dependencies;
+    last_dep job_dependencies;
+    verdict text;
+    data jsonb;
+    next_ids uuid[];
+    next_endings text[];
+    next_causes bytea[];
+    r record;
+BEGIN
+    WHILE ids IS NOT NULL AND cardinality(ids) > 0 LOOP
+        next_ids := '{}';
+        next_endings := '{}';
+        next_causes := '{}';
+        FOR child IN
+            SELECT DISTINCT d.job_id FROM job_dependencies AS d
+            WHERE d.depends_on = ANY(ids) ORDER BY d.job_id
+        LOOP
+            SELECT w.on_upstream_failure INTO mode FROM workflow_jobs AS w
+            WHERE w.job_id = child FOR UPDATE;
+            mode := coalesce(mode, 'cancel');
+            UPDATE job_dependencies AS d
+            SET upstream_status = x.ending, cause = x.cause
+            FROM unnest(ids, endings, causes) AS x (id, ending, cause)
+            WHERE d.job_id = child AND d.depends_on = x.id;
+            -- The dependant's latest event, as the ledger recorded it: still blocked?
+            SELECT * INTO latest FROM events AS e
+            WHERE e.job_id = child ORDER BY e.version DESC LIMIT 1;
+            CONTINUE WHEN NOT FOUND OR NOT (
+                latest.type = 'job.submitted.v1'
+                OR (latest.type = 'job.retried.v1' AND (latest.data->>'blocked')::boolean));
+            SELECT * INTO failed_dep FROM job_dependencies AS d
+            WHERE d.job_id = child AND d.upstream_status IN ('failed', 'cancelled')
+            ORDER BY d.depends_on LIMIT 1;
+            IF failed_dep.job_id IS NOT NULL AND mode <> 'run' THEN
+                verdict := CASE mode WHEN 'skip' THEN 'job.skipped.v1' ELSE 'job.cancelled.v1' END;
+                last_dep := failed_dep;
+            ELSIF NOT EXISTS (SELECT FROM job_dependencies AS d
+                              WHERE d.job_id = child AND d.upstream_status IS NULL) THEN
+                verdict := 'job.unblocked.v1';
+                SELECT d.* INTO last_dep
+                FROM job_dependencies AS d
+                JOIN unnest(ids) AS x (id) ON x.id = d.depends_on
+                WHERE d.job_id = child ORDER BY d.depends_on LIMIT 1;
+            ELSE
+                CONTINUE;
+            END IF;
+            data := jsonb_build_object(
+                'upstream_job_id', last_dep.depends_on,
+                'upstream_status', last_dep.upstream_status,
+                'cause', encode(last_dep.cause, 'hex'));
+            IF verdict = 'job.cancelled.v1' THEN
+                data := data || jsonb_build_object('reason', format(
+                    'upstream job %s ended %s', last_dep.depends_on, last_dep.upstream_status));
+            ELSIF verdict = 'job.unblocked.v1' THEN
+                data := data || jsonb_build_object('upstream', (
+                    SELECT coalesce(jsonb_object_agg(w.name, CASE WHEN d.upstream_status = 'completed'
+                                                              THEN res.result END), '{}')
+                    FROM job_dependencies AS d
+                    JOIN workflow_jobs AS w ON w.job_id = d.depends_on
+                    LEFT JOIN LATERAL (
+                        SELECT e.data->'result' AS result FROM events AS e
+                        WHERE e.job_id = d.depends_on AND e.type = 'job.completed.v1'
+                        ORDER BY e.version DESC LIMIT 1
+                    ) AS res ON true
+                    WHERE d.job_id = child));
+            END IF;
+            SELECT a.job_id, a.hash INTO r
+            FROM events_append(ARRAY[child], ARRAY[latest.version + 1], ARRAY[verdict],
+                               ARRAY['ledger:workflow'], ARRAY[data]) AS a;
+            IF verdict <> 'job.unblocked.v1' THEN
+                next_ids := next_ids || child;
+                next_endings := next_endings
+                    || CASE verdict WHEN 'job.skipped.v1' THEN 'skipped' ELSE 'cancelled' END;
+                next_causes := next_causes || r.hash;
+            END IF;
+        END LOOP;
+        ids := next_ids;
+        endings := next_endings;
+        causes := next_causes;
+    END LOOP;
+END;
+$$;
+
+--
+-- Name: workflow_upstream(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.workflow_upstream(job uuid) RETURNS jsonb
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT e.data->'upstream' FROM events AS e
+    WHERE e.job_id = job AND e.type = 'job.unblocked.v1'
+      AND e.tenant = coalesce(ledger_tenant_named(), e.tenant)
+    ORDER BY e.version DESC LIMIT 1
+$$;
+
+--
+-- Name: workflows_resolve_appended(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.workflows_resolve_appended() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    ids uuid[];
+    endings text[];
+    causes bytea[];
+BEGIN
+    IF coalesce(current_setting('ledger.workflow_resolving', true), '') = 'on' THEN
+        RETURN NULL;  -- appended by workflow_resolve, which resolves it in its next wave
+    END IF;
+    IF NOT EXISTS (
+        SELECT FROM appended
+        WHERE type IN ('job.submitted.v1', 'job.retried.v1', 'job.completed.v1',
+                       'job.failed.v1', 'job.retry_scheduled.v1', 'job.lease_expired.v1',
+                       'job.cancelled.v1', 'job.skipped.v1')
+    ) THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT FROM appended WHERE type = 'job.submitted.v1' AND data ? 'workflow_id') THEN
+        INSERT INTO workflows (tenant, workflow_id, submitted_by, submitted_at, jobs)
+        SELECT a.tenant, (a.data->>'workflow_id')::uuid, min(a.actor), min(a.occurred_at), count(*)
+        FROM appended AS a
+        WHERE a.type = 'job.submitted.v1' AND a.data ? 'workflow_id'
+        GROUP BY 1, 2;
+        INSERT INTO workflow_jobs (tenant, workflow_id, job_id, name, on_upstream_failure,
+                                   submitted_at, "position")
+        SELECT a.tenant, (a.data->>'workflow_id')::uuid, a.job_id,
+               coalesce(a.data->>'name', a.job_id::text),
+               coalesce(a.data->>'on_upstream_failure', 'cancel'), a.occurred_at, a.position
+        FROM appended AS a
+        WHERE a.type = 'job.submitted.v1' AND a.data ? 'workflow_id';
+    END IF;
+    INSERT INTO job_dependencies (tenant, job_id, depends_on)
+    SELECT a.tenant, a.job_id, d.id::uuid
+    FROM appended AS a
+    CROSS JOIN LATERAL jsonb_array_elements_text(a.data->'depends_on') AS d (id)
+    WHERE a.type = 'job.submitted.v1' AND jsonb_typeof(a.data->'depends_on') = 'array';
+    UPDATE job_dependencies AS d
+    SET upstream_status = NULL, cause = NULL
+    FROM appended AS a
+    WHERE a.type = 'job.retried.v1' AND d.depends_on = a.job_id
+      AND d.upstream_status IS NOT NULL;
+    SELECT array_agg(a.job_id ORDER BY a.position),
+           array_agg(job_event_ending(a.type, a.data) ORDER BY a.position),
+           array_agg(a.hash ORDER BY a.position)
+    INTO ids, endings, causes
+    FROM appended AS a
+    WHERE job_event_ending(a.type, a.data) IS NOT NULL
+      AND EXISTS (SELECT FROM job_dependencies AS d WHERE d.depends_on = a.job_id);
+    IF ids IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('ledger.workflow_resolving', 'on', true);
+    PERFORM workflow_resolve(ids, endings, causes);
+    PERFORM set_config('ledger.workflow_resolving', '', true);
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: job_view_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
 --
 
@@ -2288,6 +2504,20 @@ CREATE TABLE public.job_counts (
 ALTER TABLE ONLY public.job_counts FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: job_dependencies; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_dependencies (
+    tenant text NOT NULL,
+    job_id uuid NOT NULL,
+    depends_on uuid NOT NULL,
+    upstream_status text,
+    cause bytea
+);
+
+ALTER TABLE ONLY public.job_dependencies FORCE ROW LEVEL SECURITY;
+
+--
 -- Name: job_leases; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -2410,6 +2640,37 @@ CREATE TABLE public.worker_processes (
 );
 
 --
+-- Name: workflow_jobs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.workflow_jobs (
+    tenant text NOT NULL,
+    workflow_id uuid NOT NULL,
+    job_id uuid NOT NULL,
+    name text NOT NULL,
+    on_upstream_failure text NOT NULL,
+    submitted_at timestamp with time zone NOT NULL,
+    "position" bigint NOT NULL,
+    CONSTRAINT workflow_jobs_on_upstream_failure_check CHECK ((on_upstream_failure = ANY (ARRAY['cancel'::text, 'run'::text, 'skip'::text])))
+);
+
+ALTER TABLE ONLY public.workflow_jobs FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: workflows; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.workflows (
+    tenant text NOT NULL,
+    workflow_id uuid NOT NULL,
+    submitted_by text NOT NULL,
+    submitted_at timestamp with time zone NOT NULL,
+    jobs integer NOT NULL
+);
+
+ALTER TABLE ONLY public.workflows FORCE ROW LEVEL SECURITY;
+
+--
 -- Name: audit_checkpoints audit_checkpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2464,6 +2725,13 @@ ALTER TABLE public.events
 
 ALTER TABLE ONLY public.job_counts
     ADD CONSTRAINT job_counts_pkey PRIMARY KEY (tenant, queue, status);
+
+--
+-- Name: job_dependencies job_dependencies_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_dependencies
+    ADD CONSTRAINT job_dependencies_pkey PRIMARY KEY (job_id, depends_on);
 
 --
 -- Name: job_leases job_leases_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -2571,6 +2839,27 @@ ALTER TABLE ONLY public.worker_processes
     ADD CONSTRAINT worker_processes_pkey PRIMARY KEY (worker_id);
 
 --
+-- Name: workflow_jobs workflow_jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.workflow_jobs
+    ADD CONSTRAINT workflow_jobs_pkey PRIMARY KEY (job_id);
+
+--
+-- Name: workflow_jobs workflow_jobs_tenant_workflow_id_name_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.workflow_jobs
+    ADD CONSTRAINT workflow_jobs_tenant_workflow_id_name_key UNIQUE (tenant, workflow_id, name);
+
+--
+-- Name: workflows workflows_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.workflows
+    ADD CONSTRAINT workflows_pkey PRIMARY KEY (tenant, workflow_id);
+
+--
 -- Name: audit_checkpoints_cursor_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -2605,6 +2894,12 @@ CREATE INDEX events_tenant_txid_position_idx ON public.events USING btree (tenan
 --
 
 CREATE INDEX events_txid_position_idx ON public.events USING btree (txid, "position");
+
+--
+-- Name: job_dependencies_upstream_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX job_dependencies_upstream_idx ON public.job_dependencies USING btree (depends_on);
 
 --
 -- Name: job_leases_worker_idx; Type: INDEX; Schema: public; Owner: -
@@ -2685,10 +2980,22 @@ CREATE INDEX schedules_next_slot ON public.schedules USING btree (next_slot) WHE
 CREATE INDEX worker_processes_heartbeat_idx ON public.worker_processes USING btree (heartbeat_at);
 
 --
+-- Name: workflows_submitted_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX workflows_submitted_idx ON public.workflows USING btree (tenant, submitted_at DESC, workflow_id DESC);
+
+--
 -- Name: events events_count_throughput; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER events_count_throughput AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.job_throughput_project();
+
+--
+-- Name: events events_lock_workflow_job; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_lock_workflow_job BEFORE INSERT ON public.events FOR EACH ROW WHEN ((new.type = ANY (ARRAY['job.cancelled.v1'::text, 'job.retried.v1'::text]))) EXECUTE FUNCTION public.workflow_job_lock();
 
 --
 -- Name: events events_no_truncate; Type: TRIGGER; Schema: public; Owner: -
@@ -2731,6 +3038,12 @@ CREATE TRIGGER events_project_schedules AFTER INSERT ON public.events REFERENCIN
 --
 
 CREATE TRIGGER events_project_tenants AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.tenants_project_appended();
+
+--
+-- Name: events events_resolve_workflows; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_resolve_workflows AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.workflows_resolve_appended();
 
 --
 -- Name: jobs jobs_count_deleted; Type: TRIGGER; Schema: public; Owner: -
@@ -2875,6 +3188,18 @@ CREATE POLICY job_counts_counted ON public.job_counts FOR SELECT TO ledger_dispa
 --
 
 CREATE POLICY job_counts_in_tenant ON public.job_counts TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: job_dependencies; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_dependencies ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_dependencies job_dependencies_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_dependencies_in_tenant ON public.job_dependencies TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
 
 --
 -- Name: job_throughput; Type: ROW SECURITY; Schema: public; Owner: -
@@ -3057,6 +3382,30 @@ CREATE POLICY tenants_in_tenant ON public.tenants TO ledger_app USING ((tenant =
 CREATE POLICY tenants_locked_for_claim ON public.tenants FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (false);
 
 --
+-- Name: workflow_jobs; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.workflow_jobs ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: workflow_jobs workflow_jobs_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY workflow_jobs_in_tenant ON public.workflow_jobs TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: workflows; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.workflows ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: workflows workflows_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY workflows_in_tenant ON public.workflows TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
 -- Name: SCHEMA public; Type: ACL; Schema: -; Owner: -
 --
 
@@ -3119,6 +3468,12 @@ GRANT ALL ON FUNCTION public.job_counts_all() TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.job_counts_project() TO ledger_app;
+
+--
+-- Name: FUNCTION job_event_ending(type text, data jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_event_ending(type text, data jsonb) TO ledger_app;
 
 --
 -- Name: FUNCTION job_leases_end(worker text, job_ids uuid[], attempts integer[]); Type: ACL; Schema: public; Owner: -
@@ -3466,6 +3821,31 @@ REVOKE ALL ON FUNCTION public.worker_slots_usage() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.worker_slots_usage() TO ledger_app;
 
 --
+-- Name: FUNCTION workflow_job_lock(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.workflow_job_lock() FROM PUBLIC;
+
+--
+-- Name: FUNCTION workflow_resolve(ids uuid[], endings text[], causes bytea[]); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.workflow_resolve(ids uuid[], endings text[], causes bytea[]) FROM PUBLIC;
+
+--
+-- Name: FUNCTION workflow_upstream(job uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.workflow_upstream(job uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.workflow_upstream(job uuid) TO ledger_app;
+
+--
+-- Name: FUNCTION workflows_resolve_appended(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.workflows_resolve_appended() FROM PUBLIC;
+
+--
 -- Name: FUNCTION job_view_fold(public.events); Type: ACL; Schema: public; Owner: -
 --
 
@@ -3534,6 +3914,12 @@ GRANT SELECT ON TABLE public.job_counts TO ledger_app;
 GRANT SELECT ON TABLE public.job_counts TO ledger_dispatch;
 
 --
+-- Name: TABLE job_dependencies; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_dependencies TO ledger_app;
+
+--
 -- Name: TABLE job_leases; Type: ACL; Schema: public; Owner: -
 --
 
@@ -3590,6 +3976,18 @@ GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.tenant_turns TO ledger_dispatc
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.worker_processes TO ledger_app;
 GRANT SELECT ON TABLE public.worker_processes TO ledger_dispatch;
+
+--
+-- Name: TABLE workflow_jobs; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.workflow_jobs TO ledger_app;
+
+--
+-- Name: TABLE workflows; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.workflows TO ledger_app;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -

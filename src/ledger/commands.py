@@ -39,6 +39,11 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     schedule_slot: datetime | None = None
     retry_policy: retrypolicy.RetryPolicy | None = None  # the submission's own, if any
     unique: ev.UniqueKey | None = None
+    # A workflow's job (ledger.workflows): its workflow, name, dependencies and mode.
+    workflow_id: uuid.UUID | None = None
+    name: str | None = None
+    depends_on: list[uuid.UUID] | None = None
+    on_upstream_failure: ev.UpstreamFailure | None = None
 
 
 class ReplaceJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +109,13 @@ class RetryJob(msgspec.Struct, frozen=True, kw_only=True):
     bulk_request_id: str | None = None  # the bulk retry this is part of (ledger.bulk)
 
 
+class RerunJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow's retry of one of its ended jobs (any terminal status): run it again, or
+    (`blocked`) wait again for the dependencies the same retry re-runs."""
+
+    blocked: bool
+
+
 class MarkResubmitted(msgspec.Struct, frozen=True, kw_only=True):
     """Record on the original job that it was submitted again as `replayed_as`."""
 
@@ -120,6 +132,7 @@ Command = (
     | SnoozeJob
     | CancelJob
     | RetryJob
+    | RerunJob
     | MarkResubmitted
     | ReplaceJob
 )
@@ -134,6 +147,7 @@ _VERB: dict[type[Any], str] = {
     SnoozeJob: "snooze",
     CancelJob: "cancel",
     RetryJob: "retry",
+    RerunJob: "re-run",
     MarkResubmitted: "mark as resubmitted",
     ReplaceJob: "replace",
 }
@@ -173,6 +187,10 @@ def decide(
                 schedule_slot=command.schedule_slot,
                 retry_policy=command.retry_policy,
                 unique=command.unique,
+                workflow_id=command.workflow_id,
+                name=command.name,
+                depends_on=command.depends_on,
+                on_upstream_failure=command.on_upstream_failure,
             )
         ]
     if state is None:
@@ -288,6 +306,10 @@ def decide(
             if state.status not in RUNNABLE:
                 raise refuse()
             return [ev.JobReplaced(**envelope, payload=command.payload, run_at=command.run_at)]
+        case RerunJob():
+            if state.status not in TERMINAL:
+                raise refuse()
+            return [ev.JobRetried(**envelope, blocked=command.blocked or None)]
         case MarkResubmitted():
             return [ev.JobReplayed(**envelope, replayed_as=command.replayed_as)]
     raise refuse()  # pragma: no cover - every command is matched above

@@ -193,3 +193,19 @@ class InvalidInput(LedgerError):
             str(self),
             [FieldError(path=where + e.path, message=e.message) for e in self.field_errors],
         )
+
+
+class UnknownWorkflow(LedgerError):
+    """No workflow has this id (in the tenant the request acts in) (404)."""
+
+    def __init__(self, workflow_id: uuid.UUID) -> None:
+        super().__init__(f"workflow {workflow_id} does not exist")
+        self.workflow_id = workflow_id
+
+
+class WorkflowConflict(LedgerError):
+    """The workflow cannot do this now: its id is taken, or nothing is left to retry (409)."""
+
+    def __init__(self, workflow_id: uuid.UUID, message: str) -> None:
+        super().__init__(f"workflow {workflow_id}: {message}")
+        self.workflow_id = workflow_id

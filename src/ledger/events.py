@@ -20,6 +20,8 @@ import msgspec
 from ledger import retrypolicy
 
 Priority = Literal["high", "normal", "low"]
+# What a workflow job does when a dependency ends failed or cancelled (sql/0077).
+UpstreamFailure = Literal["cancel", "run", "skip"]
 PRIORITY_RANK: Final[dict[str, int]] = {"high": 0, "normal": 1, "low": 2}
 
 # The tenant of a deployment that names none, and of every event stored before tenants.
@@ -79,6 +81,13 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     retry_policy: retrypolicy.RetryPolicy | None = None
     # Added with unique jobs (sql/0076); left out of the stored data when None.
     unique: UniqueKey | None = None
+    # Added with workflows (sql/0077), left out when None: the workflow the job belongs
+    # to, its name there, the jobs it waits for (it starts `blocked` when there are any)
+    # and what it does when one of them ends failed or cancelled.
+    workflow_id: uuid.UUID | None = None
+    name: str | None = None
+    depends_on: list[uuid.UUID] | None = None
+    on_upstream_failure: UpstreamFailure | None = None
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -149,6 +158,11 @@ class JobCancelled(Event, frozen=True, tag="job.cancelled.v1"):
     # Added with bulk actions: the request id of the bulk cancel that cancelled the job
     # (ledger.bulk); left out of the stored data when None.
     bulk_request_id: str | None = None
+    # Added with workflows (sql/0077), left out when None: the dependency whose end
+    # cancelled this job, and the hash (hex) of the event that ended it.
+    upstream_job_id: uuid.UUID | None = None
+    upstream_status: str | None = None
+    cause: str | None = None
 
 
 class JobReleased(Event, frozen=True, tag="job.released.v1"):
@@ -177,6 +191,9 @@ class JobRetried(Event, frozen=True, tag="job.retried.v1"):
     # Added with bulk actions: the request id of the bulk retry that sent the job to run
     # again (ledger.bulk); left out of the stored data when None.
     bulk_request_id: str | None = None
+    # Added with workflows (sql/0077), left out when None: a workflow's retry sends a
+    # job downstream of the ones it re-runs back to wait for them (`blocked`).
+    blocked: bool | None = None
 
 
 class JobReplaced(Event, frozen=True, tag="job.replaced.v1"):
@@ -186,6 +203,29 @@ class JobReplaced(Event, frozen=True, tag="job.replaced.v1"):
 
     payload: dict[str, Any]
     run_at: datetime
+
+
+class JobUnblocked(Event, frozen=True, tag="job.unblocked.v1"):
+    """The database let a blocked workflow job run: its last dependency ended (sql/0077).
+
+    Names that dependency, how it ended and the hash (hex) of the event that ended it;
+    `upstream` holds every dependency's result by name (None unless it completed),
+    what the handler receives as `context.upstream`."""
+
+    upstream_job_id: uuid.UUID
+    upstream_status: str
+    cause: str
+    upstream: dict[str, Any] = {}
+
+
+class JobSkipped(Event, frozen=True, tag="job.skipped.v1"):
+    """The database ended a blocked workflow job without running it: a dependency ended
+    failed or cancelled and the job's `on_upstream_failure` is `skip` (sql/0077). Its
+    own dependants treat it as completed."""
+
+    upstream_job_id: uuid.UUID
+    upstream_status: str
+    cause: str
 
 
 class JobReplayed(Event, frozen=True, tag="job.replayed.v1"):
@@ -370,6 +410,8 @@ JobEvent = (
     | JobRetried
     | JobReplaced
     | JobReplayed
+    | JobUnblocked
+    | JobSkipped
     | QueueConfigured
     | QueuePaused
     | QueueResumed
@@ -399,6 +441,8 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     JobRetried,
     JobReplaced,
     JobReplayed,
+    JobUnblocked,
+    JobSkipped,
     QueueConfigured,
     QueuePaused,
     QueueResumed,
@@ -489,10 +533,20 @@ _WHY: Final = (
 # Fields added to a shipped event type, left out of its data when unset: an event that
 # does not use one is stored exactly as before the field existed.
 _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
-    JobSubmitted: ("concurrency_key", "schedule_id", "schedule_slot", "retry_policy", "unique"),
+    JobSubmitted: (
+        "concurrency_key",
+        "schedule_id",
+        "schedule_slot",
+        "retry_policy",
+        "unique",
+        "workflow_id",
+        "name",
+        "depends_on",
+        "on_upstream_failure",
+    ),
     JobClaimed: ("queue_version", "tenant_version"),
-    JobCancelled: ("bulk_request_id",),
-    JobRetried: ("bulk_request_id",),
+    JobCancelled: ("bulk_request_id", "upstream_job_id", "upstream_status", "cause"),
+    JobRetried: ("bulk_request_id", "blocked"),
     JobRetryScheduled: _WHY,
     JobFailed: ("reason", *_WHY),
     JobLeaseExpired: ("reason", *_WHY[:-1]),

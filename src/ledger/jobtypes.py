@@ -116,6 +116,9 @@ class JobContext(msgspec.Struct, frozen=True, kw_only=True):
     # The tenant the job belongs to: a handler that reads the ledger reads only its
     # rows, in a transaction acting in it (`acting.act_in`).
     tenant: str = tenancy.DEFAULT
+    # A workflow job's dependencies' results by their names (None for one that did not
+    # complete), as the ledger recorded them when it let the job run (job.unblocked.v1).
+    upstream: dict[str, Any] = {}
 
     @property
     def idempotency_key(self) -> str:

@@ -18,7 +18,9 @@ import msgspec
 from ledger import events as ev
 from ledger import retrypolicy
 
-Status = Literal["pending", "processing", "completed", "failed", "retrying", "cancelled"]
+Status = Literal[
+    "pending", "processing", "completed", "failed", "retrying", "cancelled", "blocked", "skipped"
+]
 STATUSES: Final[tuple[Status, ...]] = (
     "pending",
     "processing",
@@ -26,8 +28,10 @@ STATUSES: Final[tuple[Status, ...]] = (
     "failed",
     "retrying",
     "cancelled",
+    "blocked",  # a workflow job waiting for its dependencies (sql/0077)
+    "skipped",  # a workflow job ended without running: an upstream failed, `skip`
 )
-TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled"})
+TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled", "skipped"})
 RUNNABLE: Final[frozenset[str]] = frozenset({"pending", "retrying"})
 
 
@@ -67,6 +71,7 @@ class JobState(msgspec.Struct, frozen=True, kw_only=True):
     # A unique job's key and the statuses in which it holds it (sql/0076); None otherwise.
     unique_key: str | None = None
     unique_states: tuple[str, ...] | None = None
+    workflow_id: uuid.UUID | None = None  # the workflow it belongs to (sql/0077)
 
 
 class FoldError(ValueError):
@@ -78,13 +83,14 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
     if isinstance(event, ev.JobSubmitted):
         if state is not None:
             raise FoldError(f"job {event.job_id} submitted twice")
+        blocked = bool(event.depends_on)
         return JobState(
             job_id=event.job_id,
             version=event.version,
             type=event.job_type,
             queue=event.queue,
             priority=ev.PRIORITY_RANK[event.priority],
-            status="pending",
+            status="blocked" if blocked else "pending",
             payload=event.payload,
             result=None,
             error=None,
@@ -93,7 +99,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             timeout_seconds=event.timeout_seconds,
             backoff_base_seconds=event.backoff_base_seconds,
             backoff_cap_seconds=event.backoff_cap_seconds,
-            run_at=event.run_at,
+            run_at=None if blocked else event.run_at,
             worker_id=None,
             lease_until=None,
             idempotency_key=event.idempotency_key,
@@ -109,6 +115,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             retry_policy=event.retry_policy,
             unique_key=None if event.unique is None else event.unique.key,
             unique_states=None if event.unique is None else event.unique.states,
+            workflow_id=event.workflow_id,
         )
     if state is None:
         raise FoldError(f"{ev.type_tag(event)} for job {event.job_id} before its submission")
@@ -163,7 +170,7 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
             }
         case ev.JobRetried():
             changes = {
-                "status": "pending",
+                "status": "blocked" if event.blocked else "pending",
                 "attempt": 0,
                 "snoozes": 0,
                 "max_attempts": (
@@ -171,12 +178,16 @@ def evolve(state: JobState | None, event: ev.Event) -> JobState:
                 ),
                 "result": None,
                 "error": None,
-                "run_at": event.occurred_at,
+                "run_at": None if event.blocked else event.occurred_at,
                 "started_at": None,
                 "completed_at": None,
             }
         case ev.JobReplaced():
             changes = {"payload": event.payload, "run_at": event.run_at}
+        case ev.JobUnblocked():
+            changes = {"status": "pending", "run_at": event.occurred_at}
+        case ev.JobSkipped():
+            changes = {"status": "skipped", "run_at": None, "completed_at": event.occurred_at}
         case ev.JobReplayed():
             changes = {}  # history only: the new job's submission carries replay_of
         case _:

@@ -159,3 +159,43 @@ FROM schedules_due($1, $2);
 -- name: schedules_next_slot
 -- The earliest next slot of every tenant's live schedules (NULL: none).
 SELECT schedules_next_slot();
+
+-- name: workflow_exists
+-- Whether the tenant the transaction acts in has a workflow of this id.
+SELECT EXISTS (SELECT FROM workflows WHERE workflow_id = $1);
+
+-- name: workflow_jobs_list
+-- A workflow's jobs as they are now, in submission order, each with the names of the
+-- jobs it depends on (sql/0077; the tenant's rows only).
+SELECT w.name, w.job_id, w.on_upstream_failure, j.status, j.result::text AS result, j.error,
+       coalesce((
+           SELECT array_agg(u.name ORDER BY u.position)
+           FROM job_dependencies AS d
+           JOIN workflow_jobs AS u ON u.job_id = d.depends_on
+           WHERE d.job_id = w.job_id
+       ), '{}') AS depends_on
+FROM workflow_jobs AS w
+JOIN jobs AS j ON j.job_id = w.job_id
+WHERE w.workflow_id = $1
+ORDER BY w.position;
+
+-- name: workflows_list
+-- A page of the tenant's workflows, newest first, each with its status from its jobs'
+-- (running while any may still run; else failed, cancelled or completed), `$1` a status
+-- to keep or NULL for all.
+SELECT f.workflow_id, f.submitted_by, f.submitted_at, f.jobs, s.status
+FROM workflows AS f
+CROSS JOIN LATERAL (
+    SELECT CASE
+        WHEN bool_or(j.status IN ('blocked', 'pending', 'processing', 'retrying')) THEN 'running'
+        WHEN bool_or(j.status = 'failed') THEN 'failed'
+        WHEN bool_or(j.status = 'cancelled') THEN 'cancelled'
+        ELSE 'completed'
+    END AS status
+    FROM workflow_jobs AS w
+    JOIN jobs AS j ON j.job_id = w.job_id
+    WHERE w.tenant = f.tenant AND w.workflow_id = f.workflow_id
+) AS s
+WHERE $1::text IS NULL OR s.status = $1
+ORDER BY f.submitted_at DESC, f.workflow_id DESC
+LIMIT $2;

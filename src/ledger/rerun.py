@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
+from ledger import events as ev
 from ledger import jobtypes, lifecycle
 
 
@@ -36,18 +37,28 @@ def recorded_outcome(state: lifecycle.JobState) -> Outcome | None:
     return None
 
 
+def recorded_upstream(history: Sequence[ev.Event]) -> dict[str, Any]:
+    """The dependencies' results a workflow job last ran with: its latest unblocking's."""
+    for event in reversed(history):
+        if isinstance(event, ev.JobUnblocked):
+            return event.upstream
+    return {}
+
+
 async def run_locally(
     state: lifecycle.JobState,
     *,
     storage_root: Path,
     pool: asyncpg.Pool | None = None,
     registry: jobtypes.Registry = jobtypes.REGISTRY,
+    upstream: dict[str, Any] | None = None,
 ) -> Outcome:
     """Run the job's registered handler in this process on its recorded payload.
 
     Nothing is written to the ledger: this is a debugging aid, the job's history
     stays exactly as it was. The handler sees the same job id (so the same
-    idempotency key) and the attempt the job last reached.
+    idempotency key), the attempt the job last reached and, for a workflow's job, the
+    dependencies' results it ran with (`upstream`: see `recorded_upstream`).
     """
     job = registry.get(state.type)
     payload = job.validate(state.payload)
@@ -59,6 +70,7 @@ async def run_locally(
         storage_root=storage_root,
         pool=pool,
         tenant=state.tenant,
+        upstream=upstream or {},
     )
     try:
         if job.is_async:

@@ -152,6 +152,8 @@ class EventStore:
                 raise _key_taken(batch, exc) from exc
             if exc.constraint_name == UNIQUE_INDEX:
                 raise _unique_taken(exc) from exc
+            if exc.constraint_name == WORKFLOW_KEY:
+                raise _workflow_taken(batch) from exc
             if exc.constraint_name != "events_job_id_version_key":
                 raise
             raise _conflict(batch, exc) from exc
@@ -286,6 +288,16 @@ def _unique_taken(exc: asyncpg.UniqueViolationError) -> errors.UniqueKeyTaken:
     """The key another job holds, as the index's detail names it."""
     found = _UNIQUE_DETAIL.search(str(getattr(exc, "detail", "") or ""))
     return errors.UniqueKeyTaken(found.group(1) if found else None)
+
+
+# A workflow's id, unique in its tenant (sql/0077): a racing submission under it took it.
+WORKFLOW_KEY = "workflows_pkey"
+
+
+def _workflow_taken(batch: Sequence[ev.JobEvent]) -> errors.WorkflowConflict:
+    first = next(e for e in batch if isinstance(e, ev.JobSubmitted) and e.workflow_id is not None)
+    assert isinstance(first, ev.JobSubmitted) and first.workflow_id is not None
+    return errors.WorkflowConflict(first.workflow_id, "this id is taken")
 
 
 # The append's refusal of submissions past the tenant's max_queued (sql/0069); its

@@ -45,6 +45,7 @@ from ledger import (
     tenants,
     uniqueness,
     wire,
+    workflows,
 )
 from ledger import events as ev
 
@@ -606,6 +607,107 @@ class Submitter:
             jobs.append(Job.of(state))
         return jobs
 
+    # -- workflows (ledger.workflows) --------------------------------------------
+
+    async def submit_workflow(
+        self,
+        conn: asyncpg.Connection,
+        jobs: Sequence[wire.WorkflowJobIn],
+        *,
+        workflow_id: uuid.UUID | None = None,
+        actor: str,
+        built: bool = True,
+    ) -> wire.WorkflowOut:
+        """Submit a workflow's jobs, all in one append or none (InvalidInput naming the job
+        and field at fault: a payload, a name, a dependency, a cycle; WorkflowConflict when
+        `workflow_id` is taken). Jobs with dependencies start `blocked`; the database lets
+        each run when they end (see ledger.workflows). In the caller's transaction if any.
+
+        `built`: the jobs were built in Python, not decoded (they are checked first).
+        """
+        if built:
+            jobs = _checked_workflow_jobs(jobs)
+        graph = workflows.checked(jobs)
+        now = self.store.clock()
+        wanted = self.prepare_all(jobs, now=now, where="jobs")
+        workflow_id = workflow_id or uuid.uuid4()
+        if workflow_id is not None:
+            async with acting.in_a_tenant(conn):
+                if await conn.fetchval(Q["workflow_exists"], workflow_id):
+                    raise errors.WorkflowConflict(workflow_id, "this id is taken")
+        job_ids = {name: uuid.uuid4() for name in graph}
+        decided = [
+            event
+            for command in workflows.with_workflow(
+                wanted, jobs, workflow_id=workflow_id, job_ids=job_ids
+            )
+            for event in commands.decide(
+                None, command, job_id=job_ids[command.name or ""], actor=actor, now=now
+            )
+        ]
+        recorded = await self.store.append(conn, decided)
+        out = []
+        for job, r in zip(jobs, recorded, strict=True):
+            assert isinstance(r.event, ev.JobSubmitted)
+            out.append(
+                wire.WorkflowJobOut(
+                    name=job.name,
+                    job_id=r.event.job_id,
+                    status="blocked" if job.depends_on else "pending",
+                    depends_on=list(job.depends_on),
+                    on_upstream_failure=job.on_upstream_failure,
+                    result=None,
+                    error=None,
+                )
+            )
+        return wire.WorkflowOut(id=workflow_id, status="running", jobs=out)
+
+    async def workflow(self, conn: asyncpg.Connection, workflow_id: uuid.UUID) -> wire.WorkflowOut:
+        """The workflow as it is now (UnknownWorkflow: none of this id in the tenant)."""
+        async with acting.in_a_tenant(conn):
+            return await workflows.read(conn, workflow_id)
+
+    async def cancel_workflow(
+        self,
+        conn: asyncpg.Connection,
+        workflow_id: uuid.UUID,
+        *,
+        reason: str | None = None,
+        actor: str,
+    ) -> wire.WorkflowOut:
+        """Cancel every job of the workflow that has not ended, downstream ones first, each
+        in a transaction of its own (a job that ends meanwhile is left as it ended)."""
+        async with acting.in_a_tenant(conn):
+            workflow = await workflows.read(conn, workflow_id)
+        why = reason or f"workflow {workflow_id} cancelled"
+        for job in workflows.to_cancel(workflow):
+            try:
+                await self.act(conn, job.job_id, commands.CancelJob(reason=why), actor=actor)
+            except errors.InvalidTransition:
+                continue  # it ended meanwhile (an upstream's cascade, its worker)
+        async with acting.in_a_tenant(conn):
+            return await workflows.read(conn, workflow_id)
+
+    async def retry_workflow(
+        self,
+        conn: asyncpg.Connection,
+        workflow_id: uuid.UUID,
+        *,
+        start: str = "failed",
+        actor: str,
+    ) -> wire.WorkflowOut:
+        """Re-run the workflow's failed jobs (`start="failed"`) or the job named `start`, and
+        everything downstream of them that ended, in one transaction: the start jobs run
+        again now, the downstream ones wait again for them (`job.retried.v1`, `blocked`).
+        Completed upstream work and every job's history are kept."""
+        async with acting.in_a_tenant(conn), conn.transaction():
+            workflow = await workflows.read(conn, workflow_id)
+            for job, blocked in workflows.to_rerun(workflow, start):
+                await self.store.execute(
+                    conn, job.job_id, commands.RerunJob(blocked=blocked), actor=actor
+                )
+            return await workflows.read(conn, workflow_id)
+
     # -- changing ----------------------------------------------------------------
 
     async def cancel(
@@ -751,6 +853,32 @@ def _duplicate(duplicate: uniqueness.Duplicate, *, batch: bool) -> errors.Duplic
     )
 
 
+_encode_jobs = msgspec.json.Encoder().encode
+_decode_workflow_job = msgspec.json.Decoder(wire.WorkflowJobIn).decode
+
+
+def _checked_workflow_jobs(jobs: Sequence[wire.WorkflowJobIn]) -> list[wire.WorkflowJobIn]:
+    """Workflow jobs built in Python held to a request body's rules, each field at fault named."""
+    checked = []
+    invalid: list[errors.FieldError] = []
+    for index, job in enumerate(jobs):
+        try:
+            checked.append(_decode_workflow_job(_encode_jobs(job)))
+        except msgspec.EncodeError as exc:
+            invalid.append(errors.FieldError(path=f"jobs[{index}].payload", message=str(exc)))
+        except msgspec.ValidationError as exc:
+            message, _, at = str(exc).partition(" - at `$")
+            path = at.rstrip("`").lstrip(".")
+            invalid.append(
+                errors.FieldError(
+                    path=f"jobs[{index}]" + (f".{path}" if path else ""), message=message
+                )
+            )
+    if invalid:
+        raise errors.InvalidInput(f"the workflow is invalid: {invalid[0].message}", invalid)
+    return checked
+
+
 def _or[T: (int, float)](given: T | None, default: T) -> T:
     """The caller's value when it gave one (0 is a value), else the job type's default."""
     return default if given is None else given
@@ -790,3 +918,6 @@ configure_queue = DEFAULT.configure_queue
 pause_queue = DEFAULT.pause_queue
 resume_queue = DEFAULT.resume_queue
 configure_tenant = DEFAULT.configure_tenant
+submit_workflow = DEFAULT.submit_workflow
+cancel_workflow = DEFAULT.cancel_workflow
+retry_workflow = DEFAULT.retry_workflow

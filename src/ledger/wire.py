@@ -110,7 +110,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         """The job its submission just created: `of` the fold of that one event, built directly."""
         return cls(
             job_id=event.job_id,
-            status="pending",
+            status="blocked" if event.depends_on else "pending",
             type=event.job_type,
             queue=event.queue,
             priority=event.priority,
@@ -122,7 +122,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
             created_at=event.occurred_at,
             started_at=None,
             completed_at=None,
-            next_attempt_at=event.run_at,
+            next_attempt_at=None if event.depends_on else event.run_at,
             concurrency_key=event.concurrency_key,
             schedule_id=event.schedule_id,
             schedule_slot=event.schedule_slot,
@@ -389,3 +389,67 @@ class BulkResult(msgspec.Struct, frozen=True, kw_only=True):
     changed: int
     job_ids: list[uuid.UUID]
     repeated: bool = False
+
+
+# -- workflows (ledger.workflows) ---------------------------------------------------
+
+MAX_WORKFLOW: Final = 1000
+WorkflowStatus = Literal["running", "completed", "failed", "cancelled"]
+JobName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
+
+
+class WorkflowJobIn(Submission, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One job of a workflow: a submission (`POST /api/v1/jobs`'s body) with a name unique
+    in the workflow, the names of the jobs it waits for, and what it does when one of them
+    ends failed or cancelled: `cancel` (the default), `run` anyway, or `skip`."""
+
+    name: JobName
+    depends_on: list[JobName] = []
+    on_upstream_failure: ev.UpstreamFailure = "cancel"
+
+
+class WorkflowRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of `POST /api/v1/workflows`: its jobs, and optionally the workflow's id."""
+
+    jobs: list[WorkflowJobIn]
+    id: uuid.UUID | None = None
+
+
+class WorkflowJobOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow's job as it is now."""
+
+    name: str
+    job_id: uuid.UUID
+    status: lifecycle.Status
+    depends_on: list[str]
+    on_upstream_failure: ev.UpstreamFailure
+    result: Any
+    error: str | None
+
+
+class WorkflowOut(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow: `running` while any job may still run; else `failed` if any job failed,
+    `cancelled` if any was cancelled, `completed` (every job completed or skipped)."""
+
+    id: uuid.UUID
+    status: WorkflowStatus
+    jobs: list[WorkflowJobOut]
+
+
+class WorkflowSummary(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    status: WorkflowStatus
+    jobs: int
+    submitted_by: str
+    submitted_at: datetime
+
+
+class WorkflowList(msgspec.Struct, frozen=True, kw_only=True):
+    workflows: list[WorkflowSummary]
+
+
+class WorkflowRetry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of `POST /api/v1/workflows/{id}/retry`: re-run the `failed` jobs, or the job
+    of this name, and everything downstream of them (completed upstream work is kept)."""
+
+    from_: JobName = msgspec.field(name="from", default="failed")

@@ -89,6 +89,29 @@ def explain(event: ev.Event) -> str | None:
             f"a duplicate unique submission by {event.actor} replaced the payload and run time "
             f"(on_conflict replace); due {event.run_at.strftime('%Y-%m-%d %H:%M:%S')}"
         )
+    if isinstance(event, ev.JobUnblocked):
+        return (
+            f"its last dependency, job {event.upstream_job_id}, ended {event.upstream_status} "
+            f"(event {event.cause[:16]}): it may run"
+        )
+    if isinstance(event, ev.JobSkipped):
+        return (
+            f"skipped without running: dependency job {event.upstream_job_id} ended "
+            f"{event.upstream_status} (event {event.cause[:16]}) and it skips on upstream failure"
+        )
+    if isinstance(event, ev.JobCancelled) and event.upstream_job_id is not None:
+        return (
+            f"cancelled: dependency job {event.upstream_job_id} ended {event.upstream_status} "
+            f"(event {(event.cause or '')[:16]})"
+        )
+    if isinstance(event, ev.JobSubmitted) and event.depends_on:
+        return (
+            f"workflow {event.workflow_id} job {event.name!r}: waits for "
+            f"{len(event.depends_on)} job(s), on upstream failure: "
+            f"{event.on_upstream_failure or 'cancel'}"
+        )
+    if isinstance(event, ev.JobRetried) and event.blocked:
+        return "re-run by its workflow's retry: waits again for its dependencies"
     return None
 
 

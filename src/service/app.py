@@ -25,6 +25,7 @@ from service.http import (
     schedules,
     security,
     tenants,
+    workflows,
 )
 from service.http import metrics as http_metrics
 
@@ -77,6 +78,7 @@ def create_app(
         path="/",
         route_handlers=[
             jobs.JobsController,
+            workflows.WorkflowsController,
             queues.QueuesController,
             tenants.TenantsController,
             schedules.SchedulesController,
@@ -132,6 +134,7 @@ def _document_closed_objects(app: Litestar) -> None:
         *queues.CLOSED_REQUESTS,
         *tenants.CLOSED_REQUESTS,
         *schedules.CLOSED_REQUESTS,
+        *workflows.CLOSED_REQUESTS,
     ):
         schema = schemas.get(struct.__name__)
         if schema is not None:

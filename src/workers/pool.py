@@ -397,6 +397,20 @@ class Pool:
             payload = job.validate(state.payload)
         except jobtypes.InvalidPayload as exc:
             return await self._fail(state, str(exc), failure=exc, permanent=True)
+        upstream: dict[str, Any] = {}
+        if state.workflow_id is not None:  # its dependencies' results, as recorded
+            assert self._db is not None
+            try:
+                async with db.acquire(self._db) as conn:
+                    found = await conn.fetchval(Q["workflow_upstream"], state.job_id)
+            except db.UNREACHABLE as exc:
+                return await self._fail(
+                    state,
+                    f"could not read its dependencies' results: {exc}",
+                    failure=exc,
+                    permanent=False,
+                )
+            upstream = {} if found is None else msgspec.json.decode(found)
         context = jobtypes.JobContext(
             job_id=state.job_id,
             job_type=state.type,
@@ -405,6 +419,7 @@ class Pool:
             storage_root=self.settings.storage_root,
             pool=self._handler_db,
             tenant=state.tenant,
+            upstream=upstream,
         )
         run.handler = asyncio.ensure_future(self._invoke(job, payload, context))
         if run.stop_reason is not None:  # cancelled between the claim and now

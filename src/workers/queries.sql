@@ -82,3 +82,8 @@ SELECT * FROM jobs_held_by($1, $2::uuid[]);
 -- name: queue_retry_policy
 -- The retry policy of a tenant's queue (NULL: none), any tenant's (sql/0075).
 SELECT queue_retry_policy($1, $2);
+
+-- name: workflow_upstream
+-- A claimed workflow job's dependencies' results by name, as its latest unblocking
+-- recorded them (sql/0077; workers act in no tenant), as JSON text; NULL: none.
+SELECT workflow_upstream($1)::text;

@@ -69,6 +69,11 @@ _submit = st.builds(
         ),
         st.sets(st.sampled_from(["completed", "failed", "cancelled"])).map(sorted),
     ),
+    # A workflow's job, waiting (blocked) when it has dependencies (sql/0077).
+    workflow_id=st.none() | st.builds(uuid.uuid4),
+    name=st.none() | st.sampled_from(["a", "b"]),
+    depends_on=st.none() | st.lists(st.builds(uuid.uuid4), max_size=2),
+    on_upstream_failure=st.none() | st.sampled_from(["cancel", "run", "skip"]),
 )
 
 _in_force = st.builds(
@@ -112,6 +117,7 @@ def _options(state: lifecycle.JobState, data: Any, at: datetime) -> list[command
             max_attempts=data.draw(st.none() | st.integers(1, 5)),
             bulk_request_id=data.draw(st.none() | _text),
         ),
+        commands.RerunJob(blocked=data.draw(st.booleans())),
         commands.MarkResubmitted(replayed_as=uuid.uuid4()),
         commands.ReplaceJob(
             payload=data.draw(st.dictionaries(_text, _json, max_size=3)), run_at=at
@@ -132,6 +138,30 @@ def _decisions(state: lifecycle.JobState) -> st.SearchStrategy[retrypolicy.Decis
     )
 
 
+def _resolution(state: lifecycle.JobState, at: datetime) -> st.SearchStrategy[ev.JobEvent]:
+    envelope: dict[str, Any] = {
+        "job_id": st.just(state.job_id),
+        "version": st.just(state.version + 1),
+        "actor": st.just("ledger:workflow"),
+        "occurred_at": st.just(at),
+    }
+    upstream = {
+        "upstream_job_id": st.builds(uuid.uuid4),
+        "upstream_status": st.sampled_from(["completed", "failed", "cancelled", "skipped"]),
+        "cause": st.just("ab" * 32),
+    }
+    return st.one_of(
+        st.builds(
+            ev.JobUnblocked,
+            **envelope,
+            **upstream,
+            upstream=st.dictionaries(_text, _json, max_size=2),
+        ),
+        st.builds(ev.JobSkipped, **envelope, **upstream),
+        st.builds(ev.JobCancelled, **envelope, **upstream, reason=st.none() | _text),
+    )
+
+
 def _history(data: Any) -> list[ev.JobEvent]:
     job_id = uuid.uuid4()
     at = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(
@@ -148,6 +178,12 @@ def _history(data: Any) -> list[ev.JobEvent]:
     for _ in range(data.draw(st.integers(0, 12))):
         assert state is not None
         at += timedelta(microseconds=data.draw(st.integers(1, 10**8)))
+        if state.status == "blocked" and data.draw(st.booleans()):
+            # What the database decides when a dependency ends (sql/0077).
+            decided = [data.draw(_resolution(state, at))]
+            events += decided
+            state = lifecycle.fold(decided, state)
+            continue
         command = data.draw(st.sampled_from(_options(state, data, at)))
         try:
             decided = commands.decide(state, command, job_id=job_id, actor="actor", now=at)

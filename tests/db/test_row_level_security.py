@@ -83,6 +83,20 @@ async def _populate(
         await queues.configure(conn, event_store, "q", limited, actor=f"admin@{tenant}")
         job = await factories.submit(event_store, conn, queue="q", concurrency_key="k")
         await factories.submit(event_store, conn)
+        # A workflow job waiting for `job` (workflows, workflow_jobs, job_dependencies).
+        waiting = commands.SubmitJob(
+            job_type="noop",
+            payload={},
+            workflow_id=uuid.uuid4(),
+            name="after",
+            depends_on=[job],
+        )
+        await event_store.append(
+            conn,
+            commands.decide(
+                None, waiting, job_id=uuid.uuid4(), actor="app", now=event_store.clock()
+            ),
+        )
     await tenants.configure(conn, event_store, tenant, {"max_queued": 1000}, actor="ops")
     # Every due job claimed: the claim shares its slots across tenants (sql/0070), so
     # one slot could go to another tenant's job, leaving this tenant's queue unclaimed.
@@ -212,6 +226,9 @@ async def test_the_app_role_in_a_tenant_writes_nothing_for_another(
         "DELETE FROM queue_buckets",
         "INSERT INTO events (job_id) VALUES (gen_random_uuid())",
         "DELETE FROM job_leases",
+        "DELETE FROM job_dependencies",
+        "UPDATE workflow_jobs SET name = 'x'",
+        "DELETE FROM workflows",
     ):
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await _run_in(worker_conn, "acme", statement)

@@ -148,6 +148,29 @@ def history(job_id: uuid.UUID | str) -> Call[wire.History]:
     return Call("GET", f"{API}/jobs/{job_id}/events", _history)
 
 
+_workflow = decoder(wire.Workflow)
+
+
+def submit_workflow(
+    jobs: Iterable[wire.WorkflowJob], workflow_id: uuid.UUID | None
+) -> Call[wire.Workflow]:
+    body = _encode(wire.WorkflowRequest(jobs=list(jobs), id=workflow_id))
+    return Call("POST", f"{API}/workflows", _workflow, body=body, headers=_json_headers(None))
+
+
+def get_workflow(workflow_id: uuid.UUID | str) -> Call[wire.Workflow]:
+    return Call("GET", f"{API}/workflows/{workflow_id}", _workflow)
+
+
+def workflow_command(
+    workflow_id: uuid.UUID | str, verb: str, body: Mapping[str, Any]
+) -> Call[wire.Workflow]:
+    """`POST /workflows/{id}/{verb}` (cancel, retry) with the fields of `body` given."""
+    given = {name: value for name, value in body.items() if value is not None}
+    path = f"{API}/workflows/{workflow_id}/{verb}"
+    return Call("POST", path, _workflow, body=_encode(given), headers=_json_headers(None))
+
+
 def http_options(
     base_url: str, token: str | None, timeout: float, transport: Any
 ) -> dict[str, Any]:

@@ -71,6 +71,28 @@ class Client:
         """Submit up to 1,000 jobs in one transaction: all or none."""
         return self._send(calls.submit_many(jobs, idempotency_key)).jobs
 
+    def submit_workflow(
+        self, jobs: Iterable[wire.WorkflowJob], *, workflow_id: uuid.UUID | None = None
+    ) -> wire.Workflow:
+        """Submit a workflow (up to 1,000 jobs that depend on each other by name): all or none."""
+        return self._send(calls.submit_workflow(jobs, workflow_id))
+
+    def workflow(self, workflow_id: uuid.UUID | str) -> wire.Workflow:
+        """The workflow and each of its jobs as they are now."""
+        return self._send(calls.get_workflow(workflow_id))
+
+    def cancel_workflow(
+        self, workflow_id: uuid.UUID | str, *, reason: str | None = None
+    ) -> wire.Workflow:
+        """Cancel every job of the workflow that has not ended."""
+        return self._send(calls.workflow_command(workflow_id, "cancel", {"reason": reason}))
+
+    def retry_workflow(
+        self, workflow_id: uuid.UUID | str, *, start: str = "failed"
+    ) -> wire.Workflow:
+        """Re-run the failed jobs (or the one named `start`) and everything downstream."""
+        return self._send(calls.workflow_command(workflow_id, "retry", {"from": start}))
+
     def get(self, job_id: uuid.UUID | str, *, as_of: datetime | None = None) -> wire.Job:
         """The job now, or as it was at `as_of`."""
         return self._send(calls.get(job_id, as_of))
@@ -217,6 +239,28 @@ class AsyncClient:
     ) -> builtins.list[wire.Job]:
         """Submit up to 1,000 jobs in one transaction: all or none."""
         return (await self._send(calls.submit_many(jobs, idempotency_key))).jobs
+
+    async def submit_workflow(
+        self, jobs: Iterable[wire.WorkflowJob], *, workflow_id: uuid.UUID | None = None
+    ) -> wire.Workflow:
+        """Submit a workflow (up to 1,000 jobs that depend on each other by name): all or none."""
+        return await self._send(calls.submit_workflow(jobs, workflow_id))
+
+    async def workflow(self, workflow_id: uuid.UUID | str) -> wire.Workflow:
+        """The workflow and each of its jobs as they are now."""
+        return await self._send(calls.get_workflow(workflow_id))
+
+    async def cancel_workflow(
+        self, workflow_id: uuid.UUID | str, *, reason: str | None = None
+    ) -> wire.Workflow:
+        """Cancel every job of the workflow that has not ended."""
+        return await self._send(calls.workflow_command(workflow_id, "cancel", {"reason": reason}))
+
+    async def retry_workflow(
+        self, workflow_id: uuid.UUID | str, *, start: str = "failed"
+    ) -> wire.Workflow:
+        """Re-run the failed jobs (or the one named `start`) and everything downstream."""
+        return await self._send(calls.workflow_command(workflow_id, "retry", {"from": start}))
 
     async def get(self, job_id: uuid.UUID | str, *, as_of: datetime | None = None) -> wire.Job:
         """The job now, or as it was at `as_of`."""

@@ -23,6 +23,10 @@ BulkFilter = wire.BulkFilter
 BulkResult = wire.BulkResult  # what a bulk retry or cancel did
 DEFAULT_BULK_LIMIT = wire.DEFAULT_BULK_LIMIT
 Unique = wire.Unique
+WorkflowJob = wire.WorkflowJobIn  # one job of a workflow: a Submission with name, depends_on
+Workflow = wire.WorkflowOut
+WorkflowRequest = wire.WorkflowRequest
+WorkflowRetry = wire.WorkflowRetry
 
 
 class SubmitOptions(TypedDict):

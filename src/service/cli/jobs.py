@@ -114,6 +114,9 @@ async def replay(
                     line.state,
                     storage_root=Path(storage_root) if storage_root else settings.storage,
                     pool=pool,
+                    upstream=rerun.recorded_upstream(
+                        [r.event for r in history if r.position <= line.steps[-1].position]
+                    ),
                 )
             finally:
                 await pool.close()

@@ -56,6 +56,8 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.TenantParameterOnWrite: Rule(400, "tenant-parameter-on-write"),
     errors.Forbidden: Rule(403, "forbidden"),
     errors.UnknownJob: Rule(404, "unknown-job"),
+    errors.UnknownWorkflow: Rule(404, "unknown-workflow"),
+    errors.WorkflowConflict: Rule(409, "workflow-conflict"),
     queues.UnknownQueue: Rule(404, "unknown-queue"),
     schedules.UnknownSchedule: Rule(404, "unknown-schedule"),
     schedules.ScheduleExists: Rule(409, "schedule-exists"),

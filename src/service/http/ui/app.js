@@ -21,7 +21,7 @@ const ENDPOINTS = {
   resume: (name) => `${API}/queues/${encodeURIComponent(name)}/resume`,
 };
 const TOKEN_KEY = "job-ledger.token";
-const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled"];
+const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled", "blocked", "skipped"];
 const PAGE_SIZE = 20;
 // Bulk actions on the filtered list (POST /api/v1/jobs/retry|cancel): the statuses each
 // takes, and the most one request changes.
