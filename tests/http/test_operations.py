@@ -141,6 +141,8 @@ async def test_stats_count_jobs_by_status_and_queue_with_throughput(
         "failed": 0,
         "retrying": 0,
         "cancelled": 1,
+        "blocked": 0,
+        "skipped": 0,
     }
     queues = {q["queue"]: q for q in stats["by_queue"]}
     assert queues["default"]["total"] == 2 and queues["bulk"]["total"] == 1

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from ledger import queues
+from ledger import lifecycle, queues
 from tests.http.conftest import Mint
 from tests.http.test_jobs_api import assert_problem, paths
 
@@ -50,7 +50,8 @@ async def test_put_sets_the_limits_by_an_event_in_the_feed_with_its_actor(
         "fairness": "round_robin",
         "paused": False,
         "counts": dict.fromkeys(
-            ("pending", "processing", "retrying", "completed", "failed", "cancelled"), 0
+            lifecycle.STATUSES,  # every status, blocked and skipped (workflows) included
+            0,
         ),
         "running": 0,
         "version": 1,

@@ -33,6 +33,7 @@ BODIES: Final[dict[tuple[str, str], Any]] = {
     ("PUT", "/api/v1/queues/{name:str}"): {"concurrency": 1},
     ("PUT", "/api/v1/tenants/{tenant:str}"): {"max_queued": 5},
     ("POST", "/api/v1/jobs/cancel"): {"filter": {"status": "pending"}},
+    ("POST", "/api/v1/workflows"): {"jobs": [{**SUBMISSION, "name": "a"}]},
     ("POST", "/api/v1/jobs/retry"): {"filter": {"status": "failed"}},
     ("POST", "/api/v1/schedules"): {"id": "s", "interval_seconds": 60, "job": SUBMISSION},
     ("PUT", "/api/v1/schedules/{schedule_id:str}"): {"interval_seconds": 60, "job": SUBMISSION},

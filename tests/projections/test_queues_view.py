@@ -48,6 +48,8 @@ async def test_every_queue_with_settings_or_jobs_is_listed_with_its_counts(
         "completed": 0,
         "failed": 0,
         "cancelled": 1,
+        "blocked": 0,
+        "skipped": 0,
     }
     idle = listed["idle"]
     assert (idle.paused, idle.version, idle.updated_by, sum(idle.counts.values())) == (
