@@ -303,6 +303,24 @@ async def slots_between(
     return [out[s] for s in sorted(out)][:MAX_LISTED]
 
 
+async def recent(conn: asyncpg.Connection, schedule_id: str, limit: int = 10) -> list[SlotOut]:
+    """The schedule's last `limit` recorded slot outcomes, newest first (a skipped run of
+    slots is one, at its first slot)."""
+    async with acting.in_a_tenant(conn):
+        await live(conn, schedule_id)
+        rows = await conn.fetch(Q["schedule_slots_recent"], schedule_id, min(limit, MAX_LISTED))
+    return [
+        SlotOut(
+            slot=r["slot"],
+            outcome=r["outcome"],
+            job_id=r["job_id"],
+            status=r["status"],
+            reason=r["reason"],
+        )
+        for r in rows
+    ]
+
+
 # -- changing ----------------------------------------------------------------------
 
 
