@@ -237,3 +237,21 @@ class SchedulesController(Controller):
         async with services.connection() as conn:
             found = await schedules.slots_between(conn, schedule_id, start, end)
         return SlotList(slots=found)
+
+    @get(
+        "/{schedule_id:str}/slots/recent",
+        opt=security.scope("jobs:read"),
+        responses=problems.responses(400, 401, 403, 404),
+        summary="The schedule's last recorded slot outcomes, newest first",
+        description="`limit` (1-100, default 10); a skipped run of slots is one, at its "
+        "first slot, with its reason.",
+    )
+    async def recent_slots(
+        self,
+        schedule_id: ScheduleId,
+        services: NamedDependency[Services],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+    ) -> SlotList:
+        async with services.connection() as conn:
+            found = await schedules.recent(conn, schedule_id, limit)
+        return SlotList(slots=found)
