@@ -36,6 +36,7 @@ BODIES: Final[dict[tuple[str, str], Any]] = {
     ("POST", "/api/v1/jobs/retry"): {"filter": {"status": "failed"}},
     ("POST", "/api/v1/schedules"): {"id": "s", "interval_seconds": 60, "job": SUBMISSION},
     ("PUT", "/api/v1/schedules/{schedule_id:str}"): {"interval_seconds": 60, "job": SUBMISSION},
+    ("POST", "/api/v1/workflows"): {"jobs": [{"name": "a", **SUBMISSION}]},
     ("POST", "/api/v1/schedules/{schedule_id:str}/backfill"): {
         "start": "2026-01-01T00:00:00Z",
         "end": "2026-01-01T00:05:00Z",
