@@ -174,3 +174,23 @@ WHERE s.tenant = $1
   AND s.version = 1
   AND s.type = 'job.submitted.v1'
   AND c.type = 'job.claimed.v1';
+
+-- name: schedule_slots_fired
+-- The bench schedule's fired slots: each slot, when its slot_fired event (and its job)
+-- was appended (the database's time), and its job.
+SELECT slot, recorded_at, job_id
+FROM schedule_slots
+WHERE schedule_id = $1
+  AND outcome = 'fired'
+ORDER BY slot;
+
+-- name: schedule_slots_not_fired
+SELECT count(*)
+FROM schedule_slots
+WHERE schedule_id = $1
+  AND outcome <> 'fired';
+
+-- name: schedule_last_slot
+SELECT last_slot
+FROM schedules
+WHERE schedule_id = $1;

@@ -28,6 +28,7 @@ from bench import (
     queues,
     report,
     scale,
+    schedules,
     stats,
     submit,
     tenants,
@@ -49,6 +50,7 @@ PARTS = (
     "queues",
     "tenants",
     "unique",
+    "schedules",
     "scale",
 )
 # Minutes of building a large ledger: only when asked for (`--only scale`).
@@ -76,6 +78,7 @@ class Sizes:
         self.scale_sizes = (2_000, 20_000) if quick else (100_000, 1_000_000)
         self.scale_step = 1_000 if quick else 50_000
         self.scale_requests = 10 if quick else 200
+        self.schedule_slots = 10 if quick else 60
 
 
 async def measure(args: argparse.Namespace) -> report.Report:
@@ -117,6 +120,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "queues": lambda: _queues(c, rep, sizes, args),
             "tenants": lambda: _tenants(c, rep, sizes, args),
             "unique": lambda: _unique(c, rep, sizes),
+            "schedules": lambda: _schedules(c, rep, sizes, args),
             "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
@@ -472,6 +476,27 @@ async def _unique(c: cluster.Cluster, rep: report.Report, sizes: Sizes) -> None:
             f"unique_{field}_ratio",
             f"unique jobs: {what}, as a share of plain",
             stats.Figure.of([getattr(r, field) / r.plain_rate for r in runs], unit="x"),
+        )
+
+
+async def _schedules(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    count = sizes.schedule_slots
+    _log(f"schedules: an every-second schedule, {count} slots, 1 worker process")
+    runs = [
+        await schedules.measure_once(c, slots=count, logs=args.results) for _ in range(sizes.reps)
+    ]
+    for key, what in (
+        ("fired_p50_ms", "slot fired (event and job appended) − slot time, p50"),
+        ("fired_p99_ms", "slot fired (event and job appended) − slot time, p99"),
+        ("started_p50_ms", "handler started − slot time, p50"),
+        ("started_p99_ms", "handler started − slot time, p99"),
+    ):
+        rep.add(
+            f"schedule_{key}",
+            f"schedules, every second, {count} slots, 1 worker: {what}",
+            stats.Figure.of([getattr(r, key) for r in runs], unit="ms"),
         )
 
 

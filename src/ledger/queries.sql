@@ -144,6 +144,16 @@ WHERE s.tenant = ledger_tenant()
 ORDER BY s.slot
 LIMIT 2000;
 
+-- name: schedule_slots_recent
+-- A schedule's last recorded slot outcomes, newest first, with each fired job's status.
+SELECT s.slot, s.outcome, s.reason, s.until, s.job_id, j.status
+FROM schedule_slots AS s
+LEFT JOIN jobs AS j ON j.job_id = s.job_id AND j.tenant = s.tenant
+WHERE s.tenant = ledger_tenant()
+  AND s.schedule_id = $1
+ORDER BY s.slot DESC
+LIMIT $2;
+
 -- name: schedule_job_status
 -- The status of a schedule's previous job (its overlap policy decides against it).
 SELECT status

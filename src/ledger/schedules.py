@@ -28,12 +28,12 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final
 
 import asyncpg
 import msgspec
 
-from ledger import acting, errors, slots, sqlfile, submission, wire
+from ledger import acting, errors, schedule_wire, slots, sqlfile, submission, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -43,122 +43,18 @@ ACTOR: Final = "scheduler"  # who records slots and submits their jobs
 MAX_SLOTS_PER_ROUND: Final = 1_000  # a round records at most this many slot events
 MAX_BACKFILL: Final = 1_000
 MAX_LISTED: Final = 1_000
-SCHEDULE_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-
-Overlap = Literal["skip", "buffer_one", "buffer_all", "cancel_other", "allow_all"]
-SkipReason = Literal["overlap", "outside_catchup_window", "paused"]
-ScheduleId = Annotated[str, msgspec.Meta(pattern=SCHEDULE_ID_PATTERN)]
 ACTIVE: Final = frozenset({"pending", "processing", "retrying"})
 
-
-class Spec(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
-):
-    """What a schedule fires and when (the body of POST /api/v1/schedules without `id`)."""
-
-    job: wire.Submission
-    cron: str | None = None
-    interval_seconds: Annotated[float, msgspec.Meta(ge=1, le=366 * 86400)] | None = None
-    timezone: str = "UTC"
-    overlap: Overlap = "skip"
-    catchup_window_seconds: Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)] = 60
-    jitter_seconds: Annotated[float, msgspec.Meta(ge=0, le=86400)] = 0
-    start_at: wire.AwareTime | None = None
-    end_at: wire.AwareTime | None = None
-
-    def rule(self) -> slots.Rule:
-        """The slots this spec names; InvalidInput when it names none."""
-        try:
-            return slots.Rule(
-                cron=self.cron,
-                interval_seconds=self.interval_seconds,
-                timezone=self.timezone,
-                start_at=self.start_at,
-                end_at=self.end_at,
-            )
-        except slots.BadRule as exc:
-            field = "timezone" if "timezone" in str(exc) else "cron"
-            if "interval" in str(exc) or "end_at" in str(exc):
-                field = "end_at" if "end_at" in str(exc) else "interval_seconds"
-            raise errors.InvalidInput.at(field, str(exc)) from None
-
-
-class ScheduleIn(Spec, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """POST /api/v1/schedules: the id, the spec, and whether it starts paused."""
-
-    id: ScheduleId
-    paused: bool = False
-    note: str | None = None
-
-    def spec(self) -> Spec:
-        fields = {f: getattr(self, f) for f in Spec.__struct_fields__}
-        return Spec(**fields)
-
-
-class ScheduleState(msgspec.Struct, frozen=True, kw_only=True):
-    """A schedule after its events (a row of `schedules`)."""
-
-    schedule_id: str
-    tenant: str
-    version: int
-    spec: Spec
-    paused: bool
-    deleted: bool
-    next_slot: datetime | None
-    last_slot: datetime | None
-    last_job_id: uuid.UUID | None
-    buffered: tuple[datetime, ...]
-    note: str | None
-    created_by: str
-    created_at: datetime
-    updated_by: str
-    updated_at: datetime
-
-
-class ScheduleOut(msgspec.Struct, frozen=True, kw_only=True):
-    """A schedule as the API answers it."""
-
-    id: str
-    spec: Spec
-    paused: bool
-    note: str | None
-    next_slot: datetime | None
-    last_slot: datetime | None
-    last_job_id: uuid.UUID | None
-    buffered: list[datetime]
-    version: int
-    created_by: str
-    created_at: datetime
-    updated_by: str
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, s: ScheduleState) -> ScheduleOut:
-        return cls(
-            id=s.schedule_id,
-            spec=s.spec,
-            paused=s.paused,
-            note=s.note,
-            next_slot=s.next_slot,
-            last_slot=s.last_slot,
-            last_job_id=s.last_job_id,
-            buffered=list(s.buffered),
-            version=s.version,
-            created_by=s.created_by,
-            created_at=s.created_at,
-            updated_by=s.updated_by,
-            updated_at=s.updated_at,
-        )
-
-
-class SlotOut(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One slot and what happened: fired (job, status), skipped (reason), buffered, pending."""
-
-    slot: datetime
-    outcome: Literal["fired", "skipped", "buffered", "pending"]
-    job_id: uuid.UUID | None = None
-    status: str | None = None
-    reason: str | None = None
+# The API's structs (ledger.schedule_wire, which the HTTP client shares), by these names too.
+SCHEDULE_ID_PATTERN = schedule_wire.SCHEDULE_ID_PATTERN
+Overlap = schedule_wire.Overlap
+ScheduleId = schedule_wire.ScheduleId
+ScheduleIn = schedule_wire.ScheduleIn
+ScheduleOut = schedule_wire.ScheduleOut
+ScheduleState = schedule_wire.ScheduleState
+SkipReason = schedule_wire.SkipReason
+SlotOut = schedule_wire.SlotOut
+Spec = schedule_wire.Spec
 
 
 class UnknownSchedule(errors.LedgerError):
@@ -301,6 +197,24 @@ async def slots_between(
             if state.next_slot is not None and slot >= state.next_slot:
                 out[slot] = SlotOut(slot=slot, outcome="pending")
     return [out[s] for s in sorted(out)][:MAX_LISTED]
+
+
+async def recent(conn: asyncpg.Connection, schedule_id: str, limit: int = 10) -> list[SlotOut]:
+    """The schedule's last `limit` recorded slot outcomes, newest first (a skipped run of
+    slots is one, at its first slot)."""
+    async with acting.in_a_tenant(conn):
+        await live(conn, schedule_id)
+        rows = await conn.fetch(Q["schedule_slots_recent"], schedule_id, min(limit, MAX_LISTED))
+    return [
+        SlotOut(
+            slot=r["slot"],
+            outcome=r["outcome"],
+            job_id=r["job_id"],
+            status=r["status"],
+            reason=r["reason"],
+        )
+        for r in rows
+    ]
 
 
 # -- changing ----------------------------------------------------------------------

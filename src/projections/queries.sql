@@ -57,6 +57,81 @@ SELECT streams.stream_id,
 FROM streams
 ORDER BY streams.stream_id;
 
+-- name: schedules_rebuilt_diff
+-- Schedules whose live row differs from the fold of their events (sql/0073), side by
+-- side, each stream named once (the tenant's, as row-level security shows them).
+WITH rebuilt AS (
+    SELECT (s.state).*
+    FROM (
+        SELECT schedule_view_fold(e ORDER BY e.version) AS state
+        FROM events AS e
+        WHERE e.type LIKE 'schedule.%'
+        GROUP BY e.job_id
+    ) AS s
+), live AS (
+    SELECT * FROM schedules
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), streams AS (
+    SELECT stream_id FROM live_only
+    UNION
+    SELECT stream_id FROM rebuilt_only
+)
+SELECT streams.stream_id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.stream_id = streams.stream_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.stream_id = streams.stream_id)
+           AS rebuilt
+FROM streams
+ORDER BY streams.stream_id;
+
+-- name: schedule_slots_rebuilt_diff
+-- Recorded slots whose live row differs from the slot events (sql/0073): a slot's row
+-- is its last slot event's (a buffered slot that fired is `fired`), side by side.
+WITH rebuilt AS (
+    SELECT DISTINCT ON (e.tenant, e.data->>'schedule_id', (e.data->>'slot')::timestamptz)
+           e.tenant,
+           e.data->>'schedule_id' AS schedule_id,
+           (e.data->>'slot')::timestamptz AS slot,
+           CASE e.type WHEN 'schedule.slot_fired.v1' THEN 'fired'
+                       WHEN 'schedule.slot_skipped.v1' THEN 'skipped'
+                       ELSE 'buffered' END AS outcome,
+           e.data->>'reason' AS reason,
+           CASE WHEN e.type = 'schedule.slot_skipped.v1'
+                THEN (e.data->>'next_slot')::timestamptz END AS until,
+           (e.data->>'job')::uuid AS job_id,
+           e.version,
+           e.occurred_at AS recorded_at
+    FROM events AS e
+    WHERE e.type IN ('schedule.slot_fired.v1', 'schedule.slot_skipped.v1',
+                     'schedule.slot_buffered.v1')
+    ORDER BY e.tenant, e.data->>'schedule_id', (e.data->>'slot')::timestamptz, e.version DESC
+), live_only AS (
+    SELECT * FROM schedule_slots
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM schedule_slots
+), keys AS (
+    SELECT tenant, schedule_id, slot FROM live_only
+    UNION
+    SELECT tenant, schedule_id, slot FROM rebuilt_only
+)
+SELECT k.tenant, k.schedule_id, k.slot,
+       (SELECT to_jsonb(l) FROM live_only AS l
+        WHERE (l.tenant, l.schedule_id, l.slot) = (k.tenant, k.schedule_id, k.slot)) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r
+        WHERE (r.tenant, r.schedule_id, r.slot) = (k.tenant, k.schedule_id, k.slot)) AS rebuilt
+FROM keys AS k
+ORDER BY k.tenant, k.schedule_id, k.slot;
+
 -- name: tenants_rebuilt_diff
 -- Tenants whose settings row differs from the fold of their events (sql/0069), side
 -- by side; every tenant's (the live rows through tenants_all(): the app role sees only
@@ -162,6 +237,50 @@ FROM (
     WHERE e.type LIKE 'tenant.%'
     GROUP BY e.job_id
 ) AS s;
+
+-- name: schedules_lock
+-- The schedules' rebuild, like the queues' (a transaction of its own): schedule events
+-- wait to be projected until it commits.
+LOCK TABLE schedules, schedule_slots IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: schedules_delete_all
+DELETE FROM schedules;
+
+-- name: schedule_slots_delete_all
+DELETE FROM schedule_slots;
+
+-- name: schedules_fill
+-- The schedules as the fold of their events (sql/0073), every tenant's.
+INSERT INTO schedules
+SELECT (s.state).*
+FROM (
+    SELECT schedule_view_fold(e ORDER BY e.version) AS state
+    FROM events AS e
+    WHERE e.type LIKE 'schedule.%'
+    GROUP BY e.job_id
+) AS s;
+
+-- name: schedule_slots_fill
+-- Each recorded slot as its last slot event left it (sql/0073's projection).
+INSERT INTO schedule_slots (tenant, schedule_id, slot, outcome, reason, until, job_id,
+                            version, recorded_at)
+SELECT DISTINCT ON (e.tenant, e.data->>'schedule_id', (e.data->>'slot')::timestamptz)
+       e.tenant,
+       e.data->>'schedule_id',
+       (e.data->>'slot')::timestamptz,
+       CASE e.type WHEN 'schedule.slot_fired.v1' THEN 'fired'
+                   WHEN 'schedule.slot_skipped.v1' THEN 'skipped'
+                   ELSE 'buffered' END,
+       e.data->>'reason',
+       CASE WHEN e.type = 'schedule.slot_skipped.v1'
+            THEN (e.data->>'next_slot')::timestamptz END,
+       (e.data->>'job')::uuid,
+       e.version,
+       e.occurred_at
+FROM events AS e
+WHERE e.type IN ('schedule.slot_fired.v1', 'schedule.slot_skipped.v1',
+                 'schedule.slot_buffered.v1')
+ORDER BY e.tenant, e.data->>'schedule_id', (e.data->>'slot')::timestamptz, e.version DESC;
 
 -- name: jobs_fill_from_scratch
 INSERT INTO jobs

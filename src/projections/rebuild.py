@@ -9,7 +9,7 @@ from typing import Any, Final
 import asyncpg
 import msgspec
 
-from ledger import sqlfile, tenancy
+from ledger import schedules, sqlfile, tenancy
 
 Q = sqlfile.load("projections")
 _json = msgspec.json.Decoder()
@@ -32,20 +32,27 @@ async def _build_scratch(conn: asyncpg.Connection) -> None:
 
 async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
     """Fold every job's events into a scratch table and list the rows that differ from `jobs`;
-    then the same for the queues' and the tenants' settings (`job_id`: the stream id)."""
+    then the same for the queues' and the tenants' settings and the schedules (`job_id`: the
+    stream id) and the schedules' recorded slots (`job_id`: their schedule's stream id)."""
     async with conn.transaction(isolation="repeatable_read", readonly=False):
         await _build_scratch(conn)
         rows = await conn.fetch(Q["jobs_scratch_diff"])
         queues = await conn.fetch(Q["queues_rebuilt_diff"])
         queues += await conn.fetch(Q["tenants_rebuilt_diff"])
-    return [
-        RowDiff(
-            job_id=r["job_id"],
-            live=_json.decode(r["live"]) if r["live"] else None,
-            rebuilt=_json.decode(r["rebuilt"]) if r["rebuilt"] else None,
-        )
-        for r in rows
-    ] + [_queue_diff(r) for r in queues]
+        queues += await conn.fetch(Q["schedules_rebuilt_diff"])
+        slots = await conn.fetch(Q["schedule_slots_rebuilt_diff"])
+    return (
+        [
+            RowDiff(
+                job_id=r["job_id"],
+                live=_json.decode(r["live"]) if r["live"] else None,
+                rebuilt=_json.decode(r["rebuilt"]) if r["rebuilt"] else None,
+            )
+            for r in rows
+        ]
+        + [_queue_diff(r) for r in queues]
+        + [_slot_diff(r) for r in slots]
+    )
 
 
 def _queue_diff(row: asyncpg.Record) -> RowDiff:
@@ -53,6 +60,14 @@ def _queue_diff(row: asyncpg.Record) -> RowDiff:
     rebuilt = _json.decode(row["rebuilt"]) if row["rebuilt"] else None
     stream = (live or rebuilt or {})["stream_id"]
     return RowDiff(job_id=uuid.UUID(stream), live=live, rebuilt=rebuilt)
+
+
+def _slot_diff(row: asyncpg.Record) -> RowDiff:
+    return RowDiff(
+        job_id=schedules.stream_id(row["schedule_id"], row["tenant"]),
+        live=_json.decode(row["live"]) if row["live"] else None,
+        rebuilt=_json.decode(row["rebuilt"]) if row["rebuilt"] else None,
+    )
 
 
 class CounterDiff(msgspec.Struct, frozen=True):
@@ -135,4 +150,10 @@ async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
         await conn.execute(Q["tenants_lock"])
         await conn.execute(Q["tenants_delete_all"])
         await conn.execute(Q["tenants_fill"])
+    async with conn.transaction():
+        await conn.execute(Q["schedules_lock"])
+        await conn.execute(Q["schedule_slots_delete_all"])
+        await conn.execute(Q["schedules_delete_all"])
+        await conn.execute(Q["schedules_fill"])
+        await conn.execute(Q["schedule_slots_fill"])
     return int(status.split()[-1])

@@ -15,7 +15,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +324,89 @@ async def test_retry_all_matching_on_a_filtered_list_confirms_and_shows_the_coun
             )
             assert len(rows) == 1 and rows[0]["actor"] == SUBJECT
             assert rows[0]["id"].startswith("ui-")
+            assert errors == []
+        finally:
+            await browser.close()
+
+
+async def test_the_schedules_panel_shows_next_slot_and_last_outcomes_and_pauses(
+    chromium: Path, service: Service, conn: asyncpg.Connection
+) -> None:
+    from playwright.async_api import async_playwright
+
+    from ledger import schedules, submission
+
+    minter = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
+    operator = minter.mint("schedule-admin", ("admin",), ttl=timedelta(minutes=5))
+    t0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    body = {
+        "id": "digest",
+        "interval_seconds": 60,
+        "start_at": t0.isoformat(),
+        "overlap": "allow_all",
+        "job": {"type": "test.noop", "payload": {}},
+    }
+    async with httpx.AsyncClient(
+        base_url=service.url, headers={"Authorization": f"Bearer {operator}"}
+    ) as http:
+        created = await http.post("/api/v1/schedules", json=body)
+    assert created.status_code == 201, created.text
+    # The scheduler's rounds at chosen times (this server runs none): 12:00 fires; at
+    # 12:03:20, 12:01 and 12:02 are past the 60 s window (skipped), 12:03 fires late.
+    recorder = schedules.Schedules(submission.Submitter(jobs.register(jobtypes.Registry())))
+    for seconds in (0.5, 200):
+        await recorder.record_due(conn, "default", "digest", t0 + timedelta(seconds=seconds))
+    digest = 'tr[data-schedule-id="digest"]'
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1360, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(f"{service.url}/ui")
+            await page.fill("#token", service.token)
+            await page.click("#login-form button[type=submit]")
+            await page.wait_for_selector(
+                '[data-testid="live"][data-connected="true"]', timeout=WAIT_MS
+            )
+            await page.wait_for_selector(
+                f'{digest} [data-testid="schedule-next"] >> text="2026-05-01 12:04:00"',
+                timeout=WAIT_MS,
+            )
+            outcomes = page.locator(f'{digest} [data-testid="schedule-last"] .slot')
+            assert await outcomes.evaluate_all("(n) => n.map((e) => e.dataset.outcome)") == [
+                "fired",
+                "skipped",
+                "fired",
+            ]
+            skipped = await outcomes.nth(1).text_content()
+            assert skipped == "2026-05-01 12:01:00 skipped: outside_catchup_window"
+            # This token cannot write schedules: no button.
+            assert await page.locator(f"{digest} button").count() == 0
+
+            admin = await browser.new_page()
+            await admin.goto(f"{service.url}/ui")
+            await admin.fill("#token", operator)
+            await admin.click("#login-form button[type=submit]")
+            await admin.click(f'{digest} [data-testid="schedule-pause"]', timeout=WAIT_MS)
+            await admin.wait_for_selector(f'{digest}[data-paused="true"]', timeout=WAIT_MS)
+            # The other page follows the change from the events stream.
+            await page.wait_for_selector(f'{digest}[data-paused="true"]', timeout=WAIT_MS)
+            paused = await conn.fetchrow(
+                "SELECT type, actor, data->>'note' AS note FROM events"
+                " WHERE type LIKE 'schedule.%' ORDER BY position DESC LIMIT 1"
+            )
+            assert paused is not None
+            assert (paused["type"], paused["actor"]) == ("schedule.paused.v1", "schedule-admin")
+            assert paused["note"] == "paused from the dashboard by schedule-admin"
+            await admin.click(f'{digest} [data-testid="schedule-resume"]', timeout=WAIT_MS)
+            await admin.wait_for_selector(f'{digest}[data-paused="false"]', timeout=WAIT_MS)
+            await page.wait_for_selector(f'{digest}[data-paused="false"]', timeout=WAIT_MS)
+            assert await admin.text_content('[data-testid="schedule-action-result"]') == ""
+            await admin.close()
             assert errors == []
         finally:
             await browser.close()

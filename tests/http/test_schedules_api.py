@@ -101,3 +101,19 @@ async def test_a_tenant_sees_only_its_own_schedules(
     assert_problem(await client.get(f"{SCHEDULES}/nightly", headers=globex), 404)
     assert (await client.get(SCHEDULES, headers=globex)).json() == {"schedules": []}
     assert (await client.post(SCHEDULES, json=body(), headers=globex)).status_code == 201
+
+
+async def test_recent_slots_answer_the_last_outcomes_and_check_their_limit(
+    client: httpx.AsyncClient, auth_config: auth.AuthConfig
+) -> None:
+    admin = token(auth_config, "admin")
+    assert (await client.post(SCHEDULES, json=body(), headers=admin)).status_code == 201
+    recent = await client.get(f"{SCHEDULES}/nightly/slots/recent", headers=admin)
+    assert recent.status_code == 200, recent.text
+    assert recent.json() == {"slots": []}
+    assert_problem(await client.get(f"{SCHEDULES}/nowhere/slots/recent", headers=admin), 404)
+    too_many = await client.get(
+        f"{SCHEDULES}/nightly/slots/recent", params={"limit": 101}, headers=admin
+    )
+    assert 400 <= too_many.status_code < 500
+    assert too_many.headers["content-type"].startswith("application/problem+json")

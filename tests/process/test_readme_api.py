@@ -208,3 +208,57 @@ async def test_the_readme_tenant_settings_example_works_as_written(
         "SELECT actor, tenant FROM events WHERE type = 'tenant.configured.v1' ORDER BY version"
     )
     assert [tuple(r) for r in rows] == [("ops", "acme"), (f"cli:{getpass.getuser()}", "acme")]
+
+
+@pytest.mark.slow
+async def test_the_readme_schedules_example_works_as_written(
+    api: services.Running, dbs: Databases, tmp_path: Path, admin_conn: asyncpg.Connection
+) -> None:
+    port = api.port
+    env = services.environment(
+        tmp_path, port, DATABASE_URL=dbs.app, MIGRATE_DATABASE_URL=dbs.admin, JWT_SECRET=SECRET
+    )
+    await eventually(api.answers, within=60)
+    (tmp_path / ".venv").symlink_to(sys.prefix)
+    end = "<!-- readme-schedules-example: end -->"
+    script = readme_block("<!-- readme-schedules-example: start -->", end, "bash").replace(
+        "localhost:8080", f"localhost:{port}"
+    )
+
+    ran = await asyncio.create_subprocess_exec(
+        "bash", "-e", "-c", script, cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(ran.communicate(), timeout=120)
+
+    assert ran.returncode == 0, stderr.decode()
+    printed = stdout.decode()
+    decoder = json.JSONDecoder()
+    answers, at = [], 0
+    for _ in range(5):  # create, pause, resume, trigger, slots: printed back to back
+        value, at = decoder.raw_decode(printed, at)
+        answers.append(value)
+    created, paused, resumed, triggered, slots = answers
+    assert (created["id"], created["spec"]["timezone"], created["version"]) == (
+        "nightly-report",
+        "Europe/Paris",
+        1,
+    )
+    assert (paused["paused"], paused["note"]) == (True, "mail provider migration")
+    assert resumed["paused"] is False
+    assert triggered["job"]["schedule_id"] == "nightly-report"
+    text = (ROOT / "README.md").read_text()
+    documented = text[text.index(end) :].split("The slots answer ", 1)[1]
+    assert slots == json.loads(documented[: documented.index("; a slot")].replace("`", ""))
+    listed = printed[at:].splitlines()
+    header = listed.index(next(line for line in listed if line.startswith("SCHEDULE ")))
+    assert listed[header + 1].split()[:2] == ["nightly-report", "active"]
+    assert any(line.startswith("schedule nightly-report  stream ") for line in listed)
+    rows = await admin_conn.fetch(
+        "SELECT type, actor FROM events WHERE type LIKE 'schedule.%' ORDER BY position"
+    )
+    assert [(r["type"], r["actor"]) for r in rows] == [
+        ("schedule.created.v1", "ops"),
+        ("schedule.paused.v1", "ops"),
+        ("schedule.resumed.v1", "ops"),
+        ("schedule.triggered.v1", "ops"),
+    ]

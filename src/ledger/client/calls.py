@@ -171,6 +171,60 @@ def workflow_command(
     return Call("POST", path, _workflow, body=_encode(given), headers=_json_headers(None))
 
 
+_schedule = decoder(wire.Schedule)
+_schedules = decoder(wire.ScheduleList)
+_slots = decoder(wire.SlotList)
+_triggered = decoder(wire.Triggered)
+_backfilled = decoder(wire.Backfilled)
+SCHEDULES: Final = f"{API}/schedules"
+
+
+def create_schedule(schedule: wire.ScheduleIn) -> Call[wire.Schedule]:
+    body = _encode(schedule)
+    return Call("POST", SCHEDULES, _schedule, body=body, headers=_json_headers(None))
+
+
+def get_schedule(schedule_id: str) -> Call[wire.Schedule]:
+    return Call("GET", f"{SCHEDULES}/{schedule_id}", _schedule)
+
+
+def list_schedules() -> Call[wire.ScheduleList]:
+    return Call("GET", SCHEDULES, _schedules)
+
+
+def update_schedule(schedule_id: str, spec: wire.ScheduleSpec) -> Call[wire.Schedule]:
+    path = f"{SCHEDULES}/{schedule_id}"
+    return Call("PUT", path, _schedule, body=_encode(spec), headers=_json_headers(None))
+
+
+def delete_schedule(schedule_id: str) -> Call[wire.Schedule]:
+    return Call("DELETE", f"{SCHEDULES}/{schedule_id}", _schedule)
+
+
+def schedule_note(schedule_id: str, verb: str, note: str | None) -> Call[wire.Schedule]:
+    """`POST /schedules/{id}/{verb}` (pause, resume) with its note."""
+    body = _encode(wire.NoteRequest(note=note))
+    path = f"{SCHEDULES}/{schedule_id}/{verb}"
+    return Call("POST", path, _schedule, body=body, headers=_json_headers(None))
+
+
+def trigger_schedule(schedule_id: str) -> Call[wire.Triggered]:
+    return Call("POST", f"{SCHEDULES}/{schedule_id}/trigger", _triggered)
+
+
+def backfill_schedule(
+    schedule_id: str, start: datetime, end: datetime, overlap: wire.Overlap | None
+) -> Call[wire.Backfilled]:
+    body = _encode(wire.BackfillRequest(start=start, end=end, overlap=overlap))
+    path = f"{SCHEDULES}/{schedule_id}/backfill"
+    return Call("POST", path, _backfilled, body=body, headers=_json_headers(None))
+
+
+def schedule_slots(schedule_id: str, start: datetime, end: datetime) -> Call[wire.SlotList]:
+    params = {"from": start.isoformat(), "to": end.isoformat()}
+    return Call("GET", f"{SCHEDULES}/{schedule_id}/slots", _slots, params=params)
+
+
 def http_options(
     base_url: str, token: str | None, timeout: float, transport: Any
 ) -> dict[str, Any]:

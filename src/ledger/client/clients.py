@@ -93,6 +93,66 @@ class Client:
         """Re-run the failed jobs (or the one named `start`) and everything downstream."""
         return self._send(calls.workflow_command(workflow_id, "retry", {"from": start}))
 
+    def create_schedule(
+        self,
+        schedule_id: str,
+        job: wire.Submission,
+        *,
+        cron: str | None = None,
+        interval_seconds: float | None = None,
+        **options: Unpack[wire.ScheduleOptions],
+    ) -> wire.Schedule:
+        """Create a schedule firing `job` at each slot of `cron` (5 fields, or 6 with seconds
+        first) or every `interval_seconds` (needs `schedules:write`)."""
+        body = wire.ScheduleIn(
+            id=schedule_id, job=job, cron=cron, interval_seconds=interval_seconds, **options
+        )
+        return self._send(calls.create_schedule(body))
+
+    def schedule(self, schedule_id: str) -> wire.Schedule:
+        """The schedule now: its spec, next and last slot."""
+        return self._send(calls.get_schedule(schedule_id))
+
+    def schedules(self) -> builtins.list[wire.Schedule]:
+        """Every live schedule of the token's tenant, by id."""
+        return self._send(calls.list_schedules()).schedules
+
+    def update_schedule(self, schedule_id: str, spec: wire.ScheduleSpec) -> wire.Schedule:
+        """Replace the schedule's spec; its slots from the next one follow it."""
+        return self._send(calls.update_schedule(schedule_id, spec))
+
+    def delete_schedule(self, schedule_id: str) -> wire.Schedule:
+        """Record no more of its slots."""
+        return self._send(calls.delete_schedule(schedule_id))
+
+    def pause_schedule(self, schedule_id: str, *, note: str | None = None) -> wire.Schedule:
+        """Its slots are recorded skipped (`paused`) until resumed."""
+        return self._send(calls.schedule_note(schedule_id, "pause", note))
+
+    def resume_schedule(self, schedule_id: str, *, note: str | None = None) -> wire.Schedule:
+        return self._send(calls.schedule_note(schedule_id, "resume", note))
+
+    def trigger_schedule(self, schedule_id: str) -> wire.Triggered:
+        """Fire its job now, outside its slots."""
+        return self._send(calls.trigger_schedule(schedule_id))
+
+    def backfill_schedule(
+        self,
+        schedule_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        overlap: wire.Overlap | None = None,
+    ) -> wire.Backfilled:
+        """Fire its slots in (start, end] again (overlap: default the schedule's)."""
+        return self._send(calls.backfill_schedule(schedule_id, start, end, overlap))
+
+    def schedule_slots(
+        self, schedule_id: str, start: datetime, end: datetime
+    ) -> builtins.list[wire.Slot]:
+        """Each slot in [start, end] and what happened: fired, skipped, buffered, pending."""
+        return self._send(calls.schedule_slots(schedule_id, start, end)).slots
+
     def get(self, job_id: uuid.UUID | str, *, as_of: datetime | None = None) -> wire.Job:
         """The job now, or as it was at `as_of`."""
         return self._send(calls.get(job_id, as_of))
@@ -261,6 +321,66 @@ class AsyncClient:
     ) -> wire.Workflow:
         """Re-run the failed jobs (or the one named `start`) and everything downstream."""
         return await self._send(calls.workflow_command(workflow_id, "retry", {"from": start}))
+
+    async def create_schedule(
+        self,
+        schedule_id: str,
+        job: wire.Submission,
+        *,
+        cron: str | None = None,
+        interval_seconds: float | None = None,
+        **options: Unpack[wire.ScheduleOptions],
+    ) -> wire.Schedule:
+        """Create a schedule firing `job` at each slot of `cron` (5 fields, or 6 with seconds
+        first) or every `interval_seconds` (needs `schedules:write`)."""
+        body = wire.ScheduleIn(
+            id=schedule_id, job=job, cron=cron, interval_seconds=interval_seconds, **options
+        )
+        return await self._send(calls.create_schedule(body))
+
+    async def schedule(self, schedule_id: str) -> wire.Schedule:
+        """The schedule now: its spec, next and last slot."""
+        return await self._send(calls.get_schedule(schedule_id))
+
+    async def schedules(self) -> builtins.list[wire.Schedule]:
+        """Every live schedule of the token's tenant, by id."""
+        return (await self._send(calls.list_schedules())).schedules
+
+    async def update_schedule(self, schedule_id: str, spec: wire.ScheduleSpec) -> wire.Schedule:
+        """Replace the schedule's spec; its slots from the next one follow it."""
+        return await self._send(calls.update_schedule(schedule_id, spec))
+
+    async def delete_schedule(self, schedule_id: str) -> wire.Schedule:
+        """Record no more of its slots."""
+        return await self._send(calls.delete_schedule(schedule_id))
+
+    async def pause_schedule(self, schedule_id: str, *, note: str | None = None) -> wire.Schedule:
+        """Its slots are recorded skipped (`paused`) until resumed."""
+        return await self._send(calls.schedule_note(schedule_id, "pause", note))
+
+    async def resume_schedule(self, schedule_id: str, *, note: str | None = None) -> wire.Schedule:
+        return await self._send(calls.schedule_note(schedule_id, "resume", note))
+
+    async def trigger_schedule(self, schedule_id: str) -> wire.Triggered:
+        """Fire its job now, outside its slots."""
+        return await self._send(calls.trigger_schedule(schedule_id))
+
+    async def backfill_schedule(
+        self,
+        schedule_id: str,
+        start: datetime,
+        end: datetime,
+        *,
+        overlap: wire.Overlap | None = None,
+    ) -> wire.Backfilled:
+        """Fire its slots in (start, end] again (overlap: default the schedule's)."""
+        return await self._send(calls.backfill_schedule(schedule_id, start, end, overlap))
+
+    async def schedule_slots(
+        self, schedule_id: str, start: datetime, end: datetime
+    ) -> builtins.list[wire.Slot]:
+        """Each slot in [start, end] and what happened: fired, skipped, buffered, pending."""
+        return (await self._send(calls.schedule_slots(schedule_id, start, end))).slots
 
     async def get(self, job_id: uuid.UUID | str, *, as_of: datetime | None = None) -> wire.Job:
         """The job now, or as it was at `as_of`."""

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import NotRequired, TypedDict
 
 from ledger import events as ev
-from ledger import retrypolicy, wire
+from ledger import retrypolicy, schedule_wire, wire
 
 Job = wire.Job
 RetryPolicy = retrypolicy.RetryPolicy
@@ -27,6 +27,17 @@ WorkflowJob = wire.WorkflowJobIn  # one job of a workflow: a Submission with nam
 Workflow = wire.WorkflowOut
 WorkflowRequest = wire.WorkflowRequest
 WorkflowRetry = wire.WorkflowRetry
+Schedule = schedule_wire.ScheduleOut  # a schedule: its spec, next and last slot, version
+ScheduleIn = schedule_wire.ScheduleIn
+ScheduleSpec = schedule_wire.Spec  # what a schedule fires and when (PUT replaces it)
+ScheduleList = schedule_wire.ScheduleList
+Slot = schedule_wire.SlotOut  # one slot and what happened: fired, skipped, buffered, pending
+SlotList = schedule_wire.SlotList
+Triggered = schedule_wire.Triggered
+Backfilled = schedule_wire.Backfilled
+NoteRequest = schedule_wire.NoteRequest
+BackfillRequest = schedule_wire.BackfillRequest
+Overlap = schedule_wire.Overlap
 
 
 class SubmitOptions(TypedDict):
@@ -43,3 +54,16 @@ class SubmitOptions(TypedDict):
     concurrency_key: NotRequired[str]  # the group for per-key limits and round-robin
     retry_policy: NotRequired[RetryPolicy]  # wins over the queue's and the job type's
     unique: NotRequired[wire.Unique]  # at most one such job at a time (a duplicate answers it)
+
+
+class ScheduleOptions(TypedDict):
+    """How a schedule fires; each defaults to the API's default."""
+
+    timezone: NotRequired[str]  # the cron's wall time (IANA name; default UTC)
+    overlap: NotRequired[Overlap]  # when the previous job is still active (default skip)
+    catchup_window_seconds: NotRequired[float]  # older slots are recorded skipped (60)
+    jitter_seconds: NotRequired[float]
+    start_at: NotRequired[datetime]
+    end_at: NotRequired[datetime]
+    paused: NotRequired[bool]
+    note: NotRequired[str]

@@ -12,48 +12,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Final
 
-import msgspec
 from litestar import Controller, delete, get, post, put
 from litestar.di import NamedDependency, Provide
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
-from ledger import errors, schedules, wire
+from ledger import errors, schedule_wire, schedules
 from ledger.auth import Principal
 from service.http import problems, security
 from service.http.services import Services, services_of
 
 PREFIX: Final = "/api/v1/schedules"
 ScheduleId = Annotated[str, PathParameter(pattern=schedules.SCHEDULE_ID_PATTERN)]
-Note = Annotated[str, msgspec.Meta(max_length=500, pattern=wire.NO_NUL)]
 WRITE: Final = "schedules:write"
 
 
-class NoteRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    note: Note | None = None
-
-
-class BackfillRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    start: wire.AwareTime
-    end: wire.AwareTime
-    overlap: schedules.Overlap | None = None
-
-
-class ScheduleList(msgspec.Struct, frozen=True, kw_only=True):
-    schedules: list[schedules.ScheduleOut]
-
-
-class Triggered(msgspec.Struct, frozen=True, kw_only=True):
-    schedule: schedules.ScheduleOut
-    job: wire.Job
-
-
-class Backfilled(msgspec.Struct, frozen=True, kw_only=True):
-    schedule: schedules.ScheduleOut
-    slots: list[schedules.SlotOut]
-
-
-class SlotList(msgspec.Struct, frozen=True, kw_only=True):
-    slots: list[schedules.SlotOut]
+NoteRequest = schedule_wire.NoteRequest
+BackfillRequest = schedule_wire.BackfillRequest
+ScheduleList = schedule_wire.ScheduleList
+Triggered = schedule_wire.Triggered
+Backfilled = schedule_wire.Backfilled
+SlotList = schedule_wire.SlotList
 
 
 CLOSED_REQUESTS: Final = (schedules.ScheduleIn, schedules.Spec, NoteRequest, BackfillRequest)
@@ -258,4 +236,22 @@ class SchedulesController(Controller):
             )
         async with services.connection() as conn:
             found = await schedules.slots_between(conn, schedule_id, start, end)
+        return SlotList(slots=found)
+
+    @get(
+        "/{schedule_id:str}/slots/recent",
+        opt=security.scope("jobs:read"),
+        responses=problems.responses(400, 401, 403, 404),
+        summary="The schedule's last recorded slot outcomes, newest first",
+        description="`limit` (1-100, default 10); a skipped run of slots is one, at its "
+        "first slot, with its reason.",
+    )
+    async def recent_slots(
+        self,
+        schedule_id: ScheduleId,
+        services: NamedDependency[Services],
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 10,
+    ) -> SlotList:
+        async with services.connection() as conn:
+            found = await schedules.recent(conn, schedule_id, limit)
         return SlotList(slots=found)

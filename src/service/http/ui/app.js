@@ -19,6 +19,10 @@ const ENDPOINTS = {
   queues: () => `${API}/queues`,
   pause: (name) => `${API}/queues/${encodeURIComponent(name)}/pause`,
   resume: (name) => `${API}/queues/${encodeURIComponent(name)}/resume`,
+  schedules: () => `${API}/schedules`,
+  schedulePause: (id) => `${API}/schedules/${encodeURIComponent(id)}/pause`,
+  scheduleResume: (id) => `${API}/schedules/${encodeURIComponent(id)}/resume`,
+  scheduleRecent: (id) => `${API}/schedules/${encodeURIComponent(id)}/slots/recent?limit=5`,
 };
 const TOKEN_KEY = "job-ledger.token";
 const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled", "blocked", "skipped"];
@@ -242,6 +246,66 @@ async function actOnQueue(kind, name, button) {
     await loadQueues();
   } catch (error) {
     $("queue-action-result").textContent = `${kind} ${name} refused: ${error.message}`;
+    button.disabled = false;
+  }
+}
+
+// -- schedules: next slot, last outcomes, pause and resume ----------------------------------
+
+function whenText(spec) {
+  return spec.cron ? `cron ${spec.cron} (${spec.timezone || "UTC"})` : `every ${spec.interval_seconds}s`;
+}
+
+function slotText(slot) {
+  const at = new Date(slot.slot).toISOString().replace("T", " ").slice(0, 19);
+  if (slot.outcome === "fired") return `${at} fired (${slot.status || "gone"})`;
+  if (slot.outcome === "skipped") return `${at} skipped: ${slot.reason}`;
+  return `${at} ${slot.outcome}`;
+}
+
+function scheduleRow(schedule, recent) {
+  const mode = schedule.paused ? "paused" : "active";
+  const outcomes = el("td", { "data-testid": "schedule-last" });
+  for (const slot of recent) outcomes.append(el("div", { class: `slot ${slot.outcome}`, "data-outcome": slot.outcome }, slotText(slot)));
+  if (!recent.length) outcomes.append(el("span", { class: "muted" }, "none yet"));
+  const next = schedule.next_slot ? new Date(schedule.next_slot).toISOString().replace("T", " ").slice(0, 19) : "\u2013";
+  const cells = [
+    el("td", {}, schedule.id),
+    el("td", { "data-testid": "schedule-state" }, el("span", { class: `qstate ${mode}` }, mode)),
+    el("td", {}, whenText(schedule.spec)),
+    el("td", {}, schedule.spec.job.type),
+    el("td", { "data-testid": "schedule-next" }, next),
+    outcomes,
+    el("td", { class: "muted" }, `v${schedule.version} by ${schedule.updated_by}${schedule.note ? `: ${schedule.note}` : ""}`),
+  ];
+  const action = el("td", {});
+  if (can("schedules:write")) {
+    const kind = schedule.paused ? "resume" : "pause";
+    const button = el("button", { type: "button", "data-testid": `schedule-${kind}` }, schedule.paused ? "Resume" : "Pause");
+    button.addEventListener("click", () => actOnSchedule(kind, schedule.id, button));
+    action.append(button);
+  }
+  return el("tr", { "data-schedule-id": schedule.id, "data-paused": String(schedule.paused) }, ...cells, action);
+}
+
+async function loadSchedules() {
+  const listed = await api(ENDPOINTS.schedules());
+  const shown = listed.schedules.slice(0, 50);
+  const recent = await Promise.all(shown.map((s) => api(ENDPOINTS.scheduleRecent(s.id)).then((r) => r.slots, () => [])));
+  $("schedule-rows").replaceChildren(...shown.map((s, i) => scheduleRow(s, recent[i])));
+  if (!shown.length) $("schedule-rows").append(el("tr", {}, el("td", { colSpan: 8 }, "No schedules yet.")));
+}
+
+async function actOnSchedule(kind, id, button) {
+  button.disabled = true;
+  $("schedule-action-result").textContent = "";
+  const url = kind === "pause" ? ENDPOINTS.schedulePause(id) : ENDPOINTS.scheduleResume(id);
+  const note = kind === "pause" ? { note: `paused from the dashboard by ${state.subject}` } : {};
+  try {
+    await api(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(note) });
+    await loadSchedules();
+  } catch (error) {
+    $("schedule-action-result").textContent = `${kind} ${id} refused: ${error.message}`;
     button.disabled = false;
   }
 }
@@ -499,6 +563,7 @@ function poll() {
     if (!state.token) return clearInterval(state.polling);
     loadStats().catch(() => {});
     loadQueues().catch(() => {});
+    loadSchedules().catch(() => {});
     loadJobs().catch(() => {});
     if (state.selected) renderDetail(state.selected).catch(() => {});
   }, 5000);
@@ -507,11 +572,13 @@ function poll() {
 const refreshStats = debounce(() => loadStats().catch(() => {}), 500);
 const refreshList = debounce(() => loadJobs().catch(() => {}), 300);
 const refreshQueues = debounce(() => loadQueues().catch(() => {}), 500);
+const refreshSchedules = debounce(() => loadSchedules().catch(() => {}), 500);
 
 function onEvent(event) {
   const jobId = event.job_id;
   refreshStats();
   refreshQueues();
+  if (String(event.type).startsWith("schedule.")) return refreshSchedules();
   if (!jobId || String(event.type).startsWith("queue.")) return;
   if (state.rows.has(jobId)) refreshJob(jobId).catch(() => {});
   else if (state.page === 0 && String(event.type).startsWith("job.submitted")) refreshList();
@@ -584,7 +651,7 @@ async function start() {
   $("sign-out").hidden = false;
   $("who").textContent = `${state.subject} \u00b7 ${[...state.scopes].join(" ")}`;
   try {
-    await Promise.all([loadStats(), loadQueues(), loadJobs()]);
+    await Promise.all([loadStats(), loadQueues(), loadSchedules(), loadJobs()]);
   } catch (error) {
     if (error.status !== 401) $("login-error").textContent = error.message;
     return;
