@@ -260,12 +260,16 @@ class Schedules:
     async def update(
         self, conn: asyncpg.Connection, schedule_id: str, spec: Spec, *, actor: str
     ) -> ScheduleState:
-        """Replace the spec; the slots from the schedule's next one on follow the new one."""
+        """Replace the spec; the slots from now on (or from a next slot already due) follow it."""
         now = self.store.clock()
         rule = checked_spec(spec, self.submitter, now)
 
         def decide(state: ScheduleState) -> list[ev.JobEvent]:
-            cursor = state.next_slot or now
+            # A next slot already due stays to be accounted for (fired or skipped) under
+            # the new rule; a future one does not hold the new rule back: an hourly
+            # schedule made every minute fires within the minute, not at the old hour.
+            due = state.next_slot is not None and state.next_slot <= now
+            cursor = state.next_slot if due and state.next_slot is not None else now
             if spec.start_at is not None and spec.start_at > cursor:
                 cursor = spec.start_at
             return [

@@ -219,6 +219,20 @@ async def test_paused_slots_are_recorded_skipped_on_resume(conn: asyncpg.Connect
     ]
 
 
+async def test_an_update_takes_effect_from_now_not_from_the_old_rule_s_next_slot(
+    conn: asyncpg.Connection,
+) -> None:
+    s = _schedules()
+    later = datetime.now(UTC) + timedelta(hours=2)
+    created = await s.create(conn, _body(interval_seconds=3600, start_at=later), actor="ops")
+    assert created.next_slot == later
+
+    updated = await s.update(conn, "tick", _body(interval_seconds=60).spec(), actor="ops")
+
+    assert updated.next_slot is not None
+    assert updated.next_slot <= datetime.now(UTC) + timedelta(seconds=60)
+
+
 async def test_a_dst_change_fires_the_skipped_and_the_repeated_hour_once(
     conn: asyncpg.Connection,
 ) -> None:
