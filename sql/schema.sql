@@ -693,28 +693,28 @@ BEGIN
     WITH RECURSIVE p (tenant, k) AS (
         (SELECT tenant, 1 FROM jobs
          WHERE concurrency_key IS NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.tenant, p.k + 1
         FROM p CROSS JOIN LATERAL (
             SELECT tenant FROM jobs
             WHERE tenant > p.tenant AND concurrency_key IS NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
         ) AS x
         WHERE p.k < 2
     ), k (tenant, k) AS (
         (SELECT tenant, 1 FROM jobs
          WHERE concurrency_key IS NOT NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.tenant, k.k + 1
         FROM k CROSS JOIN LATERAL (
             SELECT tenant FROM jobs
             WHERE tenant > k.tenant AND concurrency_key IS NOT NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
         ) AS x
         WHERE k.k < 2
@@ -735,27 +735,27 @@ BEGIN
     WITH RECURSIVE p (tenant) AS (
         (SELECT tenant FROM jobs
          WHERE concurrency_key IS NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.tenant
         FROM p CROSS JOIN LATERAL (
             SELECT tenant FROM jobs
             WHERE tenant > p.tenant AND concurrency_key IS NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
         ) AS x
     ), k (tenant) AS (
         (SELECT tenant FROM jobs
          WHERE concurrency_key IS NOT NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.tenant
         FROM k CROSS JOIN LATERAL (
             SELECT tenant FROM jobs
             WHERE tenant > k.tenant AND concurrency_key IS NOT NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
         ) AS x
     ), a (tenant) AS (
@@ -992,7 +992,7 @@ BEGIN
                     allowance[i] := allowance[i] - 1;
                     progress := true;
                     PERFORM FROM jobs WHERE job_id = j.job_id
-                        AND status NOT IN ('processing', 'completed', 'failed', 'cancelled') FOR UPDATE SKIP LOCKED;
+                        AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped') FOR UPDATE SKIP LOCKED;
                     IF FOUND THEN
                         room := room - 1;
                         RETURN NEXT j;
@@ -1089,14 +1089,14 @@ BEGIN
     -- group indexes (one probe a tenant's queue), restricted ones left out.
     WITH RECURSIVE u (tenant, queue) AS (
         (SELECT tenant, queue FROM jobs
-         WHERE concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         WHERE concurrency_key IS NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.tenant, x.queue
         FROM u CROSS JOIN LATERAL (
             SELECT tenant, queue FROM jobs
             WHERE (tenant, queue) > (u.tenant, u.queue) AND concurrency_key IS NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
         ) AS x
     )
@@ -1105,14 +1105,14 @@ BEGIN
                       WHERE r.tenant = u.tenant AND r.name = u.queue AND r.restricted);
     WITH RECURSIVE u (tenant, queue) AS (
         (SELECT tenant, queue FROM jobs
-         WHERE concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+         WHERE concurrency_key IS NOT NULL AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.tenant, x.queue
         FROM u CROSS JOIN LATERAL (
             SELECT tenant, queue FROM jobs
             WHERE (tenant, queue) > (u.tenant, u.queue) AND concurrency_key IS NOT NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
         ) AS x
     )
@@ -1192,14 +1192,14 @@ BEGIN
     WITH RECURSIVE u (queue) AS (
         (SELECT queue FROM jobs
          WHERE tenant = tenant_id AND concurrency_key IS NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.queue
         FROM u CROSS JOIN LATERAL (
             SELECT queue FROM jobs
             WHERE tenant = tenant_id AND queue > u.queue AND concurrency_key IS NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
         ) AS x
     )
@@ -1209,14 +1209,14 @@ BEGIN
     WITH RECURSIVE u (queue) AS (
         (SELECT queue FROM jobs
          WHERE tenant = tenant_id AND concurrency_key IS NOT NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.queue
         FROM u CROSS JOIN LATERAL (
             SELECT queue FROM jobs
             WHERE tenant = tenant_id AND queue > u.queue AND concurrency_key IS NOT NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
         ) AS x
     )
@@ -1235,7 +1235,7 @@ BEGIN
             WHERE keyed_queues IS NOT NULL
               AND tenant = tenant_id AND queue = ANY(keyed_queues)
               AND concurrency_key IS NOT NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
               AND run_at <= now() AND type = ANY(job_types)
             ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at
             LIMIT max_jobs - taken
@@ -1282,7 +1282,7 @@ BEGIN
     IF key IS NULL AND lock THEN
         RETURN QUERY SELECT * FROM jobs
         WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
-          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
         ORDER BY tenant, queue, run_at, priority, created_at
         LIMIT n
@@ -1290,14 +1290,14 @@ BEGIN
     ELSIF key IS NULL THEN
         RETURN QUERY SELECT * FROM jobs
         WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
-          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
         ORDER BY tenant, queue, run_at, priority, created_at
         LIMIT n;
     ELSIF lock THEN
         RETURN QUERY SELECT * FROM jobs
         WHERE tenant = tenant_id AND queue = q AND concurrency_key = key
-          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
         ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at
         LIMIT n
@@ -1305,7 +1305,7 @@ BEGIN
     ELSE
         RETURN QUERY SELECT * FROM jobs
         WHERE tenant = tenant_id AND queue = q AND concurrency_key = key
-          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
           AND run_at <= now() AND type = ANY(job_types) AND job_id <> ALL(taken)
         ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at
         LIMIT n;
@@ -1327,19 +1327,19 @@ CREATE FUNCTION public.jobs_groups_of(tenant_id text, q text) RETURNS text[]
     WITH RECURSIVE k (key) AS (
         (SELECT concurrency_key FROM jobs
          WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NOT NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, concurrency_key LIMIT 1)
         UNION ALL
         SELECT (SELECT concurrency_key FROM jobs
                 WHERE tenant = tenant_id AND queue = q AND concurrency_key > k.key
-                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
                 ORDER BY tenant, queue, concurrency_key LIMIT 1)
         FROM k WHERE k.key IS NOT NULL
     )
     SELECT CASE WHEN (
                SELECT true FROM jobs
                WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
-                 AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                 AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
                ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
            ) THEN ARRAY[NULL::text] ELSE '{}'::text[] END
            || coalesce((SELECT array_agg(k.key) FROM k WHERE k.key IS NOT NULL), '{}')
@@ -1559,13 +1559,13 @@ CREATE FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text
     SELECT coalesce((
         SELECT true FROM jobs
         WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NULL
-          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
           AND run_at <= now() AND type = ANY(job_types)
         ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
     ), (
         SELECT true FROM jobs
         WHERE tenant = tenant_id AND queue = q AND concurrency_key IS NOT NULL
-          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+          AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
           AND run_at <= now() AND type = ANY(job_types)
         ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
     ), false)
@@ -1603,14 +1603,14 @@ CREATE FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text
     WITH RECURSIVE u (queue) AS (
         (SELECT queue FROM jobs
          WHERE tenant = tenant_id AND concurrency_key IS NULL
-           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+           AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
          ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
         UNION ALL
         SELECT x.queue
         FROM u CROSS JOIN LATERAL (
             SELECT queue FROM jobs
             WHERE tenant = tenant_id AND queue > u.queue AND concurrency_key IS NULL
-              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
             ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
         ) AS x
     )
@@ -1620,7 +1620,7 @@ CREATE FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text
             CROSS JOIN LATERAL (
                 SELECT FROM jobs
                 WHERE tenant = tenant_id AND queue = u.queue AND concurrency_key IS NULL
-                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
                   AND run_at <= now() AND type = ANY(job_types)
                 ORDER BY tenant, queue, run_at, priority, created_at
                 LIMIT n
@@ -1633,7 +1633,7 @@ CREATE FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text
         SELECT count(*) FROM (
             SELECT FROM jobs AS j
             WHERE j.tenant = tenant_id AND j.concurrency_key IS NOT NULL
-              AND j.status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+              AND j.status NOT IN ('processing', 'completed', 'failed', 'cancelled', 'blocked', 'skipped')
               AND j.run_at <= now() AND j.type = ANY(job_types)
               AND NOT EXISTS (SELECT FROM queues AS r
                               WHERE r.tenant = tenant_id AND r.name = j.queue AND r.paused)
@@ -2929,13 +2929,13 @@ CREATE UNIQUE INDEX jobs_idempotency_key_idx ON public.jobs USING btree (tenant,
 -- Name: jobs_key_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_key_due_idx ON public.jobs USING btree (tenant, queue, concurrency_key, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NOT NULL));
+CREATE INDEX jobs_key_due_idx ON public.jobs USING btree (tenant, queue, concurrency_key, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'blocked'::text, 'skipped'::text])) AND (concurrency_key IS NOT NULL));
 
 --
 -- Name: jobs_queue_due_idx; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (tenant, queue, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text])) AND (concurrency_key IS NULL));
+CREATE INDEX jobs_queue_due_idx ON public.jobs USING btree (tenant, queue, run_at, priority, created_at) WHERE ((status <> ALL (ARRAY['processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text, 'blocked'::text, 'skipped'::text])) AND (concurrency_key IS NULL));
 
 --
 -- Name: jobs_status_created_idx; Type: INDEX; Schema: public; Owner: -
