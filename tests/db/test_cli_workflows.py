@@ -16,6 +16,8 @@ from ledger import commands, errors, store
 from tests.conftest import Databases
 from tests.db.test_cli_audit import ledger_cli, settings_for
 
+README_TEXT = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+
 
 def _job(name: str, *deps: str, **extra: Any) -> dict[str, Any]:
     return {
@@ -158,3 +160,23 @@ async def test_replay_of_a_workflow_interleaves_its_jobs_and_cites_each_decision
         f"(caused by 'c' v4 job.failed.v1, event {c_failed['step']['hash'][:16]})"
     ) in text
     assert "why: unblocked: its last dependency 'a' ended completed" in text
+
+
+async def test_the_readme_workflow_file_is_submitted_by_the_cli(
+    dbs: Databases, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    block = README_TEXT.split("<!-- readme-workflow-file: start -->")[1]
+    block = block.split("<!-- readme-workflow-file: end -->")[0]
+    file = tmp_path / "flow.json"
+    file.write_text(block.split("```json")[1].split("```")[0])
+    settings = settings_for(dbs, tmp_path)
+
+    assert await ledger_cli(settings, "workflows", "submit", str(file)) == 0
+
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("status running  jobs 3")
+    assert [line.split()[0::2] for line in lines[2:]] == [
+        ["fetch", "pending", "cancel"],
+        ["count", "blocked", "cancel"],
+        ["pack", "blocked", "skip"],
+    ]

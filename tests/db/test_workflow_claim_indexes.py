@@ -10,7 +10,7 @@ import pytest
 
 from ledger import submission
 from tests.db.test_workflows import fail, job
-from tests.db.test_workflows import submitter as submitter  # noqa: PLC0414 - the fixture
+from tests.db.test_workflows import submitter as submitter  # the fixture
 
 DUE_INDEXES = ("jobs_queue_due_idx", "jobs_key_due_idx")
 
