@@ -194,3 +194,17 @@ WHERE schedule_id = $1
 SELECT last_slot
 FROM schedules
 WHERE schedule_id = $1;
+
+-- name: workflow_hand_offs
+-- Each unblocked workflow job's hand-off, in milliseconds: from the event that ended its
+-- last dependency (the hash its job.unblocked.v1 cites) to its next claim.
+SELECT extract(epoch FROM c.occurred_at - p.occurred_at) * 1000 AS ms
+FROM events AS u
+JOIN events AS p
+    ON p.job_id = (u.data->>'upstream_job_id')::uuid
+   AND p.hash = decode(u.data->>'cause', 'hex')
+JOIN events AS c
+    ON c.job_id = u.job_id
+   AND c.version = u.version + 1
+   AND c.type = 'job.claimed.v1'
+WHERE u.type = 'job.unblocked.v1';

@@ -33,6 +33,7 @@ from bench import (
     submit,
     tenants,
     unique,
+    workflows,
 )
 from ledger import wire
 
@@ -51,6 +52,7 @@ PARTS = (
     "tenants",
     "unique",
     "schedules",
+    "workflows",
     "scale",
 )
 # Minutes of building a large ledger: only when asked for (`--only scale`).
@@ -69,6 +71,7 @@ class Sizes:
         self.drain_jobs = 2_000 if quick else 20_000
         self.latency_jobs = 20 if quick else 500
         self.latency_gap = 0.02
+        self.workflow_jobs = 2_000 if quick else 10_000
         self.http_seconds = 1.0 if quick else 5.0
         self.http_connections = 32
         self.feed_events = 20 if quick else 500
@@ -121,6 +124,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "tenants": lambda: _tenants(c, rep, sizes, args),
             "unique": lambda: _unique(c, rep, sizes),
             "schedules": lambda: _schedules(c, rep, sizes, args),
+            "workflows": lambda: _workflows(c, rep, sizes, args),
             "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
@@ -498,6 +502,50 @@ async def _schedules(
             f"schedules, every second, {count} slots, 1 worker: {what}",
             stats.Figure.of([getattr(r, key) for r in runs], unit="ms"),
         )
+
+
+async def _workflows(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    steps, jobs, layers = sizes.latency_jobs, sizes.workflow_jobs, 10
+    _log(
+        f"workflows: a chain of {steps} no-op jobs (1 worker process); {jobs:,} jobs as "
+        f"layered workflows ({layers} layers) against as many independent jobs "
+        f"({args.worker_processes} workers x {args.worker_slots} slots)"
+    )
+    hands = [
+        await workflows.hand_off(c, steps=steps, slots=args.worker_slots, logs=args.results)
+        for _ in range(sizes.reps)
+    ]
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        rep.add(
+            f"workflow_hand_off_{key}",
+            f"workflows: parent's completion → child's claim, {label} (chain, 1 worker)",
+            stats.Figure.of([getattr(h, key) for h in hands], unit="ms"),
+        )
+    dags = []
+    for _ in range(sizes.reps):
+        dags.append(
+            await workflows.dag(
+                c,
+                jobs=jobs,
+                layers=layers,
+                processes=args.worker_processes,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+        )
+        _log(f"  DAG {dags[-1].dag_rate:,.0f} jobs/s, independent {dags[-1].independent_rate:,.0f}")
+    rep.add(
+        "workflow_dag",
+        f"workflows: {jobs:,}-job layered DAG, first claim to last completion",
+        stats.Figure.of([d.dag_rate for d in dags], unit="jobs/s"),
+    )
+    rep.add(
+        "workflow_dag_ratio",
+        f"workflows: {jobs:,}-job layered DAG as a share of {jobs:,} independent jobs",
+        stats.Figure.of([d.ratio for d in dags], unit="x"),
+    )
 
 
 async def _queues(

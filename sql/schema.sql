@@ -2272,6 +2272,9 @@ DECLARE
     ids uuid[];
     endings text[];
     causes bytea[];
+    waiting uuid[];
+    waiting_endings text[];
+    waiting_causes bytea[];
 BEGIN
     IF coalesce(current_setting('ledger.workflow_resolving', true), '') = 'on' THEN
         RETURN NULL;  -- appended by workflow_resolve, which resolves it in its next wave
@@ -2315,6 +2318,23 @@ BEGIN
     FROM appended AS a
     WHERE job_event_ending(a.type, a.data) IS NOT NULL
       AND EXISTS (SELECT FROM job_dependencies AS d WHERE d.depends_on = a.job_id);
+    -- A job retried back to blocked whose dependencies have all ended is decided now, as
+    -- their ends decided it (sql/0079): through one of them, its ending and its cause.
+    SELECT array_agg(x.depends_on), array_agg(x.upstream_status), array_agg(x.cause)
+    INTO waiting, waiting_endings, waiting_causes
+    FROM appended AS a
+    CROSS JOIN LATERAL (
+        SELECT d.depends_on, d.upstream_status, d.cause FROM job_dependencies AS d
+        WHERE d.job_id = a.job_id ORDER BY d.depends_on LIMIT 1
+    ) AS x
+    WHERE a.type = 'job.retried.v1' AND (a.data->>'blocked')::boolean
+      AND NOT EXISTS (SELECT FROM job_dependencies AS d
+                      WHERE d.job_id = a.job_id AND d.upstream_status IS NULL);
+    IF waiting IS NOT NULL THEN
+        ids := coalesce(ids, '{}') || waiting;
+        endings := coalesce(endings, '{}') || waiting_endings;
+        causes := coalesce(causes, '{}') || waiting_causes;
+    END IF;
     IF ids IS NULL THEN
         RETURN NULL;
     END IF;

@@ -41,7 +41,8 @@ NAMESPACE: Final = "ledger"
 _TO_A_MINUTE: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 RUN_BUCKETS: Final = (*_TO_A_MINUTE, 120, 300, 600)
 WAIT_BUCKETS: Final = (*_TO_A_MINUTE, 300, 900, 3600)
-DEPTH_STATUSES: Final = ("pending", "retrying", "processing")
+# `blocked`: workflow jobs waiting for their dependencies (sql/0077).
+DEPTH_STATUSES: Final = ("pending", "retrying", "processing", "blocked")
 # What can hold a queue's due jobs back, as the claim checks it (ledger.queues, sql/0059).
 QUEUE_LIMITS: Final = ("paused", "concurrency", "rate_limit")
 HTTP_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -201,7 +202,8 @@ class Metrics:
         by = ("tenant",) if tenant_label else ()
         self.queue_depth = self._gauge(
             "queue_depth",
-            "Unfinished jobs by queue and status (pending, retrying, processing).",
+            "Unfinished jobs by queue and status (pending, retrying, processing, and blocked: "
+            "workflow jobs waiting for their dependencies).",
             (*by, "queue", "status"),
         )
         self.queue_paused = self._gauge(

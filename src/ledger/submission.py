@@ -697,9 +697,10 @@ class Submitter:
         actor: str,
     ) -> wire.WorkflowOut:
         """Re-run the workflow's failed jobs (`start="failed"`) or the job named `start`, and
-        everything downstream of them that ended, in one transaction: the start jobs run
-        again now, the downstream ones wait again for them (`job.retried.v1`, `blocked`).
-        Completed upstream work and every job's history are kept."""
+        everything downstream of them that ended, in one transaction (`job.retried.v1`):
+        each with dependencies goes back to `blocked` and runs when they have completed
+        (at once, in this transaction, if they already have: sql/0078), the others run
+        again now. Completed upstream work and every job's history are kept."""
         async with acting.in_a_tenant(conn), conn.transaction():
             workflow = await workflows.read(conn, workflow_id)
             for job, blocked in workflows.to_rerun(workflow, start):

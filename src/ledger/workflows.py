@@ -214,8 +214,9 @@ def to_cancel(workflow: wire.WorkflowOut) -> list[wire.WorkflowJobOut]:
 
 def to_rerun(workflow: wire.WorkflowOut, start: str) -> list[tuple[wire.WorkflowJobOut, bool]]:
     """What a retry from `start` (`failed`, or a job's name) re-runs, in dependency order:
-    each ended job of the start set (run now) and of everything downstream of it (blocked
-    again until what it waits for ends); WorkflowConflict when there is nothing to re-run."""
+    each ended job of the start set and of everything downstream of it, with whether it
+    goes back to blocked (it has dependencies: it waits for them, or is decided at once
+    when they have all ended, sql/0078); WorkflowConflict when there is nothing to re-run."""
     by_name = {job.name: job for job in workflow.jobs}
     if start == "failed":
         seeds = {job.name for job in workflow.jobs if job.status == "failed"}
@@ -237,8 +238,10 @@ def to_rerun(workflow: wire.WorkflowOut, start: str) -> list[tuple[wire.Workflow
                 reached.add(child)
                 stack.append(child)
     order = topological(graph_of(workflow))
+    # Every re-run job with dependencies goes back to blocked, a start job too: the
+    # database lets it run at once if they have all completed (sql/0078), else when they do.
     rerun = [
-        (by_name[name], name not in seeds)
+        (by_name[name], bool(by_name[name].depends_on))
         for name in order
         if name in reached and by_name[name].status in ENDED
     ]

@@ -388,14 +388,14 @@ CROSS JOIN LATERAL (
 WHERE (f.s).job_id IS NOT NULL;
 
 -- name: job_counts_unfinished
--- Unfinished jobs by queue and status, for the queue-depth gauge at scrape time: the
+-- Unfinished jobs by queue and status (blocked: workflow jobs waiting, sql/0077), for the queue-depth gauge at scrape time: the
 -- counters (sql/0058), folded and not yet folded, a few hundred rows at most, summed
 -- over every tenant (/metrics is the operator's, sql/0064), by tenant too (the scrape sums
 -- them unless METRICS_TENANT_LABEL is on), through job_counts_all (sql/0068): the
 -- application sees one tenant's rows at a time.
 SELECT tenant, queue, status, jobs
 FROM job_counts_all()
-WHERE status IN ('pending', 'retrying', 'processing')
+WHERE status IN ('pending', 'retrying', 'processing', 'blocked')
 ORDER BY tenant, queue, status;
 
 -- name: jobs_list_page

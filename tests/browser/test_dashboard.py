@@ -410,3 +410,81 @@ async def test_the_schedules_panel_shows_next_slot_and_last_outcomes_and_pauses(
             assert errors == []
         finally:
             await browser.close()
+
+
+async def test_a_workflow_is_drawn_as_its_graph_and_followed_live(
+    chromium: Path, service: Service
+) -> None:
+    from playwright.async_api import async_playwright
+
+    gate = service.gates / f"gate-{uuid.uuid4().hex}"
+    body = {
+        "jobs": [
+            {"name": "fetch", "type": "test.gated", "payload": {"gate": str(gate)}},
+            *(
+                {"name": n, "type": "test.noop", "payload": {"n": i}, "depends_on": ["fetch"]}
+                for i, n in enumerate(("resize", "scan"))
+            ),
+            {
+                "name": "publish",
+                "type": "test.noop",
+                "payload": {},
+                "depends_on": ["resize", "scan"],
+            },
+        ]
+    }
+    async with httpx.AsyncClient(base_url=service.url, headers=service.headers) as client:
+        created = await client.post("/api/v1/workflows", json=body)
+    assert created.status_code == 201, created.text
+    workflow_id = created.json()["id"]
+
+    def node(name: str, status: str) -> str:
+        return f'[data-testid="workflow-node"][data-name="{name}"][data-status="{status}"]'
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1360, "height": 1100})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            await page.goto(f"{service.url}/ui")
+            await page.fill("#token", service.token)
+            await page.click("#login-form button[type=submit]")
+            await page.wait_for_selector(
+                '[data-testid="live"][data-connected="true"]', timeout=WAIT_MS
+            )
+            await page.click(f'tr[data-workflow-id="{workflow_id}"]', timeout=WAIT_MS)
+            await page.wait_for_selector(
+                f'[data-testid="workflow"][data-workflow-id="{workflow_id}"]', timeout=WAIT_MS
+            )
+            # Columns by depth: fetch, then resize and scan side by side, then publish.
+            await page.wait_for_selector(node("fetch", "processing"), timeout=WAIT_MS)
+            for name in ("resize", "scan", "publish"):
+                assert await page.locator(node(name, "blocked")).count() == 1
+            columns = await page.locator('[data-testid="workflow-node"] rect').evaluate_all(
+                "rects => rects.map(r => [r.parentNode.dataset.name, Number(r.getAttribute('x'))])"
+            )
+            x = dict(columns)
+            assert x["fetch"] < x["resize"] == x["scan"] < x["publish"]
+            edges = await page.locator('[data-testid="workflow-graph"] path.edge').evaluate_all(
+                "paths => paths.map(p => p.dataset.from + '>' + p.dataset.to).sort()"
+            )
+            assert edges == ["fetch>resize", "fetch>scan", "resize>publish", "scan>publish"]
+
+            # Live from the events stream: the gate opens, each job's node follows it.
+            gate.write_text("open")
+            for name in ("fetch", "resize", "scan", "publish"):
+                await page.wait_for_selector(node(name, "completed"), timeout=WAIT_MS)
+            await page.wait_for_selector(
+                '[data-testid="workflow-status"][data-status="completed"]', timeout=WAIT_MS
+            )
+            # A node opens its job's detail, the unblocking in its timeline.
+            await page.click('[data-testid="workflow-node"][data-name="publish"]')
+            await page.wait_for_selector(
+                '[data-testid="timeline"] li[data-type="job.unblocked.v1"]', timeout=WAIT_MS
+            )
+            assert errors == []
+        finally:
+            await browser.close()

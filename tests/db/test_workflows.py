@@ -308,6 +308,63 @@ async def test_retry_from_failed_reruns_it_and_downstream_and_keeps_completed_wo
     assert await rebuild.verify(conn) == []
 
 
+async def test_a_job_retried_by_name_waits_for_its_dependencies_that_have_not_completed(
+    conn: asyncpg.Connection, submitter: submission.Submitter
+) -> None:
+    out = await submitter.submit_workflow(conn, [job("a"), job("b", "a")], actor="app")
+    ids = {j.name: j.job_id for j in out.jobs}
+    await submitter.cancel(conn, ids["b"], actor="ops")  # cancelled while "a" waits to run
+
+    again = await submitter.retry_workflow(conn, out.id, start="b", actor="ops")
+
+    assert {j.name: j.status for j in again.jobs} == {"a": "pending", "b": "blocked"}
+    await run(conn, ids["a"], "A")
+    a_done = (await history(conn, ids["a"]))[-1]
+    last = (await history(conn, ids["b"]))[-1].event
+    assert isinstance(last, ev.JobUnblocked)
+    assert (last.upstream_job_id, last.cause) == (ids["a"], a_done.hash.hex())
+    assert last.upstream == {"a": "A"}
+    assert await rebuild.verify(conn) == []
+
+
+async def test_a_job_retried_by_name_whose_dependencies_completed_is_unblocked_at_once(
+    conn: asyncpg.Connection, submitter: submission.Submitter
+) -> None:
+    out = await submitter.submit_workflow(conn, [job("a"), job("b", "a")], actor="app")
+    ids = {j.name: j.job_id for j in out.jobs}
+    await run(conn, ids["a"], "A")
+    a_done = (await history(conn, ids["a"]))[-1]
+    await run(conn, ids["b"], "B")
+
+    again = await submitter.retry_workflow(conn, out.id, start="b", actor="ops")
+
+    assert {j.name: j.status for j in again.jobs} == {"a": "completed", "b": "pending"}
+    retried, unblocked = (await history(conn, ids["b"]))[-2:]
+    assert isinstance(retried.event, ev.JobRetried) and retried.event.blocked
+    assert unblocked.txid == retried.txid  # decided in the retry's transaction
+    assert isinstance(unblocked.event, ev.JobUnblocked)
+    assert unblocked.event.cause == a_done.hash.hex()
+    assert unblocked.event.upstream == {"a": "A"}
+    assert await rebuild.verify(conn) == []
+
+
+async def test_a_retry_of_failed_jobs_runs_a_downstream_one_after_its_upstream(
+    conn: asyncpg.Connection, submitter: submission.Submitter
+) -> None:
+    out = await submitter.submit_workflow(
+        conn, [job("a"), job("report", "a", mode="run")], actor="app"
+    )
+    ids = {j.name: j.job_id for j in out.jobs}
+    await fail(conn, ids["a"])
+    await fail(conn, ids["report"])  # ran anyway (`run`), and failed too
+
+    again = await submitter.retry_workflow(conn, out.id, actor="ops")
+
+    assert {j.name: j.status for j in again.jobs} == {"a": "pending", "report": "blocked"}
+    await run(conn, ids["a"], "A2")
+    assert (await statuses(conn, out))["report"] == "pending"
+
+
 async def test_cancelling_a_workflow_ends_every_job_not_ended(
     conn: asyncpg.Connection, submitter: submission.Submitter
 ) -> None:

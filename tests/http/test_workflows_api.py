@@ -13,6 +13,7 @@ from ledger import auth, commands, store
 from tests.conftest import IN_DEFAULT, Databases
 from tests.http.conftest import Mint
 from tests.http.test_jobs_api import assert_problem, paths
+from tests.process.metrics_scrape import Scrape
 
 WORKFLOWS = "/api/v1/workflows"
 SCOPES = ("jobs:write", "jobs:read", "jobs:cancel")
@@ -144,3 +145,18 @@ async def test_another_tenant_s_workflow_is_unknown(
     # The same client id in another tenant is that tenant's own workflow.
     same = await client.post(WORKFLOWS, json={"id": workflow, "jobs": [noop("x")]}, headers=beta)
     assert same.status_code == 201, same.text
+
+
+async def test_metrics_count_blocked_jobs_in_the_queue_depth(
+    client: httpx.AsyncClient, bearer: Mint
+) -> None:
+    body = {"jobs": [noop("a", queue="flow"), noop("b", "a", queue="flow"), noop("c", "b")]}
+    assert (await client.post(WORKFLOWS, json=body, headers=bearer())).status_code == 201
+
+    response = await client.get("/metrics")
+
+    metrics = Scrape(response.text)
+    assert metrics.value("ledger_queue_depth", queue="flow", status="pending") == 1
+    assert metrics.value("ledger_queue_depth", queue="flow", status="blocked") == 1
+    assert metrics.value("ledger_queue_depth", queue="default", status="blocked") == 1
+    assert metrics.value("ledger_queue_depth", queue="default", status="pending") == 0

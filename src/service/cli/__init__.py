@@ -1,7 +1,7 @@
 """The command line, `ledger …`: parsing, and the run of the command asked for.
 
 Each command group lives in a module of its own (`run`, `database`, `audit`,
-`jobs`, `queues`, `schedules`, `tenants`), which adds its subcommands to the parser with the function that runs
+`jobs`, `queues`, `schedules`, `tenants`, `workflows`), which adds its subcommands to the parser with the function that runs
 them; heavy modules are imported by the commands that need them, so `ledger
 token` and `ledger probe` start fast.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ledger import config, errors, logs
-from service.cli import audit, database, jobs, queues, run, schedules, tenants
+from service.cli import audit, database, jobs, queues, run, schedules, tenants, workflows
 
 Runner = Callable[[config.Settings], Coroutine[Any, Any, int]]
 
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
         prog="ledger", description="Job Ledger: jobs whose every transition is a verifiable event."
     )
     sub = top.add_subparsers(dest="command", required=True)
-    for group in (run, database, jobs, queues, schedules, tenants, audit):
+    for group in (run, database, jobs, queues, schedules, tenants, workflows, audit):
         group.register(sub)
     return top
 

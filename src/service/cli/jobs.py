@@ -27,8 +27,16 @@ def register(sub: Any) -> None:
     sample.set_defaults(
         runner=lambda args: functools.partial(seed, per_type=args.count, tenant=args.tenant)
     )
-    rep = sub.add_parser("replay", help="a job's timeline; --run re-runs its handler locally")
-    rep.add_argument("job_id")
+    rep = sub.add_parser(
+        "replay",
+        help="a job's timeline (or a workflow's, --workflow ID); --run re-runs its handler locally",
+    )
+    rep.add_argument("job_id", nargs="?")
+    rep.add_argument(
+        "--workflow",
+        metavar="ID",
+        help="the workflow's whole run instead: every job's events in ledger order",
+    )
     rep.add_argument("--as-of", help="show the job as it was at this ISO time")
     rep.add_argument("--json", action="store_true", help="machine-readable output")
     rep.add_argument(
@@ -41,16 +49,31 @@ def register(sub: Any) -> None:
         help="storage the handler reads and writes with --run (default: STORAGE_ROOT)",
     )
     scoped.tenant_argument(rep, "job")
-    rep.set_defaults(
-        runner=lambda args: functools.partial(
-            replay,
-            job_id=args.job_id,
-            as_of=args.as_of,
+    rep.set_defaults(runner=_replay_runner)
+
+
+def _replay_runner(args: Any) -> Any:
+    if args.workflow is not None:
+        from service.cli import workflows
+
+        if args.job_id is not None or args.run or args.as_of:
+            raise errors.ConfigError("--workflow takes no job id, --run or --as-of")
+        return functools.partial(
+            workflows.replay,
+            workflow_id=workflows.workflow_id_of(args.workflow),
             as_json=args.json,
-            run=args.run,
-            storage_root=args.storage_root,
             tenant=args.tenant,
         )
+    if args.job_id is None:
+        raise errors.ConfigError("replay takes a job id, or --workflow ID")
+    return functools.partial(
+        replay,
+        job_id=args.job_id,
+        as_of=args.as_of,
+        as_json=args.json,
+        run=args.run,
+        storage_root=args.storage_root,
+        tenant=args.tenant,
     )
 
 

@@ -23,6 +23,8 @@ const ENDPOINTS = {
   schedulePause: (id) => `${API}/schedules/${encodeURIComponent(id)}/pause`,
   scheduleResume: (id) => `${API}/schedules/${encodeURIComponent(id)}/resume`,
   scheduleRecent: (id) => `${API}/schedules/${encodeURIComponent(id)}/slots/recent?limit=5`,
+  workflows: () => `${API}/workflows?limit=10`,
+  workflow: (id) => `${API}/workflows/${id}`,
 };
 const TOKEN_KEY = "job-ledger.token";
 const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled", "blocked", "skipped"];
@@ -38,6 +40,7 @@ const state = {
   filters: {}, cursors: [null], page: 0, nextCursor: null,
   rows: new Map(), selected: null, stream: null,
   serverNow: null, lastEventId: null, polling: null,
+  workflow: null, workflowJobs: new Set(),
 };
 
 // -- the token ---------------------------------------------------------------------------
@@ -387,6 +390,101 @@ async function refreshJob(jobId) {
   return job;
 }
 
+// -- workflows: the list, and one workflow's graph (columns by depth, SVG lines) ---------
+
+async function loadWorkflows() {
+  const listed = await api(ENDPOINTS.workflows());
+  $("workflow-rows").replaceChildren(...listed.workflows.map((w) => {
+    const row = el("tr", { "data-workflow-id": w.id, "data-testid": "workflow-row" },
+      el("td", {}, el("code", {}, w.id.slice(0, 8))),
+      el("td", {}, badge(w.status)), el("td", {}, w.jobs),
+      el("td", {}, when(w.submitted_at)), el("td", {}, w.submitted_by));
+    row.addEventListener("click", () => openWorkflow(w.id));
+    if (w.id === state.workflow) row.classList.add("selected");
+    return row;
+  }));
+  if (!listed.workflows.length) $("workflow-rows").append(el("tr", {}, el("td", { colSpan: 5 }, "No workflows yet.")));
+}
+
+async function openWorkflow(id) {
+  state.workflow = id;
+  document.querySelectorAll("tr[data-workflow-id].selected").forEach((r) => r.classList.remove("selected"));
+  document.querySelector(`tr[data-workflow-id="${CSS.escape(id)}"]`)?.classList.add("selected");
+  $("workflow").hidden = false;
+  await renderWorkflow(id);
+}
+
+async function renderWorkflow(id) {
+  const workflow = await api(ENDPOINTS.workflow(id));
+  if (state.workflow !== id) return;
+  state.workflowJobs = new Set(workflow.jobs.map((j) => j.job_id));
+  $("workflow").dataset.workflowId = id;
+  $("workflow-id").textContent = id;
+  $("workflow-status").replaceChildren(badge(workflow.status));
+  $("workflow-status").dataset.status = workflow.status;
+  $("workflow-graph").replaceChildren(drawGraph(workflow.jobs));
+}
+
+function depths(jobs) {
+  // Each job's column: 0 without dependencies, else one more than its deepest dependency.
+  const byName = new Map(jobs.map((j) => [j.name, j]));
+  const depth = new Map();
+  const visit = (name, seen = new Set()) => {
+    if (depth.has(name)) return depth.get(name);
+    if (seen.has(name)) return 0;  // never: the server refuses cycles
+    seen.add(name);
+    const deps = byName.get(name)?.depends_on || [];
+    const d = deps.length ? 1 + Math.max(...deps.map((n) => visit(n, seen))) : 0;
+    depth.set(name, d);
+    return d;
+  };
+  jobs.forEach((j) => visit(j.name));
+  return depth;
+}
+
+function drawGraph(jobs) {
+  const ns = "http://www.w3.org/2000/svg";
+  const colW = 170, rowH = 44, nodeW = 140, nodeH = 30, pad = 10;
+  const depth = depths(jobs);
+  const columns = [];
+  for (const job of jobs) (columns[depth.get(job.name)] ||= []).push(job);
+  const at = new Map();
+  columns.forEach((column, c) => column.forEach((job, r) => at.set(job.name, { x: pad + c * colW, y: pad + r * rowH })));
+  const width = pad * 2 + Math.max(1, columns.length) * colW - (colW - nodeW);
+  const height = pad * 2 + Math.max(1, ...columns.map((c) => c.length)) * rowH - (rowH - nodeH);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `workflow of ${jobs.length} jobs`);
+  const add = (parent, tag, attrs) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    parent.append(node);
+    return node;
+  };
+  for (const job of jobs) {
+    const to = at.get(job.name);
+    for (const dep of job.depends_on) {
+      const from = at.get(dep);
+      if (!from) continue;
+      const x1 = from.x + nodeW, y1 = from.y + nodeH / 2, x2 = to.x, y2 = to.y + nodeH / 2, mid = (x1 + x2) / 2;
+      add(svg, "path", { class: "edge", d: `M${x1},${y1} C${mid},${y1} ${mid},${y2} ${x2},${y2}`, "data-from": dep, "data-to": job.name });
+    }
+  }
+  for (const job of jobs) {
+    const { x, y } = at.get(job.name);
+    const g = add(svg, "g", { class: `node ${job.status}`, "data-name": job.name, "data-job-id": job.job_id, "data-status": job.status, "data-testid": "workflow-node" });
+    add(g, "rect", { x, y, width: nodeW, height: nodeH });
+    const label = add(g, "text", { x: x + 8, y: y + nodeH / 2 + 4 });
+    label.textContent = `${job.name.length > 14 ? `${job.name.slice(0, 13)}\u2026` : job.name} \u00b7 ${job.status}`;
+    add(g, "title", {}).textContent = `${job.name}: ${job.status}${job.error ? ` (${job.error})` : ""}`;
+    g.addEventListener("click", () => openJob(job.job_id));
+  }
+  return svg;
+}
+
 // -- one job's detail ------------------------------------------------------------------------
 
 function field(name, value, pre = false) {
@@ -565,7 +663,9 @@ function poll() {
     loadQueues().catch(() => {});
     loadSchedules().catch(() => {});
     loadJobs().catch(() => {});
+    loadWorkflows().catch(() => {});
     if (state.selected) renderDetail(state.selected).catch(() => {});
+    if (state.workflow) renderWorkflow(state.workflow).catch(() => {});
   }, 5000);
 }
 
@@ -573,6 +673,10 @@ const refreshStats = debounce(() => loadStats().catch(() => {}), 500);
 const refreshList = debounce(() => loadJobs().catch(() => {}), 300);
 const refreshQueues = debounce(() => loadQueues().catch(() => {}), 500);
 const refreshSchedules = debounce(() => loadSchedules().catch(() => {}), 500);
+const refreshWorkflows = debounce(() => loadWorkflows().catch(() => {}), 500);
+const refreshWorkflow = debounce(() => {
+  if (state.workflow) renderWorkflow(state.workflow).catch(() => {});
+}, 200);
 
 function onEvent(event) {
   const jobId = event.job_id;
@@ -580,6 +684,9 @@ function onEvent(event) {
   refreshQueues();
   if (String(event.type).startsWith("schedule.")) return refreshSchedules();
   if (!jobId || String(event.type).startsWith("queue.")) return;
+  // A workflow's jobs change its status (and its list row); the open one is redrawn.
+  if (state.workflowJobs.has(jobId)) refreshWorkflow();
+  if (state.workflowJobs.has(jobId) || String(event.type).startsWith("job.submitted")) refreshWorkflows();
   if (state.rows.has(jobId)) refreshJob(jobId).catch(() => {});
   else if (state.page === 0 && String(event.type).startsWith("job.submitted")) refreshList();
   if (state.selected === jobId) renderDetail(jobId).catch(() => {});
@@ -651,7 +758,7 @@ async function start() {
   $("sign-out").hidden = false;
   $("who").textContent = `${state.subject} \u00b7 ${[...state.scopes].join(" ")}`;
   try {
-    await Promise.all([loadStats(), loadQueues(), loadSchedules(), loadJobs()]);
+    await Promise.all([loadStats(), loadQueues(), loadSchedules(), loadJobs(), loadWorkflows()]);
   } catch (error) {
     if (error.status !== 401) $("login-error").textContent = error.message;
     return;
@@ -696,6 +803,12 @@ document.addEventListener("DOMContentLoaded", () => {
     state.selected = null;
     $("detail").hidden = true;
     document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
+  });
+  $("close-workflow").addEventListener("click", () => {
+    state.workflow = null;
+    state.workflowJobs = new Set();
+    $("workflow").hidden = true;
+    document.querySelectorAll("tr[data-workflow-id].selected").forEach((r) => r.classList.remove("selected"));
   });
   $("cancel").addEventListener("click", () => act("cancel"));
   $("retry").addEventListener("click", () => act("retry"));
