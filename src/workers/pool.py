@@ -65,6 +65,8 @@ MAX_RECORD_TRIES = 7
 # without a backlog, whose work is claimed into it as soon as it is notified, on a
 # connection of its own, while the bulk claim is in flight or has filled its slots.
 RESERVE_PER_SLOTS = 100
+# A claim into the reserve that fails on these leaves its work to the bulk claim.
+_RESERVE_CLAIM_LEFT: tuple[type[Exception], ...] = (errors.VersionConflict, *db.UNREACHABLE)
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -370,7 +372,7 @@ class Pool:
                 return
             try:
                 claimed = await self._claim(free, reserve=True)
-            except (errors.VersionConflict, *db.UNREACHABLE) as exc:
+            except _RESERVE_CLAIM_LEFT as exc:
                 log.info("claim into the reserve failed (%s); left to the next claim", exc)
                 return
             for state in claimed:
