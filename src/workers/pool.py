@@ -157,6 +157,7 @@ class Pool:
         self._claiming = False
         self._express: asyncio.Task[None] | None = None
         self._express_again = False
+        self._reserve_claims = 0  # claims into the reserve begun so far
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -317,6 +318,10 @@ class Pool:
         if free <= 0 or self._stopping.is_set():
             return
         seen = self._notified
+        # A claim into the reserve beside this one may take a job this one counted on
+        # (a quiet tenant's): then fewer than `free` does not mean nothing is left.
+        reserve_seen = self._reserve_claims
+        reserve_busy = self._express is not None and not self._express.done()
         began = time.monotonic()
         self._claiming = True
         try:
@@ -325,7 +330,12 @@ class Pool:
             self._claiming = False
         for state in claimed:
             self._start(state)
-        self._backlog = len(claimed) == free or self._notified != seen
+        self._backlog = (
+            len(claimed) == free
+            or self._notified != seen
+            or reserve_busy
+            or self._reserve_claims != reserve_seen
+        )
         if not self._backlog:
             await self._set_alarm(time.monotonic() - began)
 
@@ -370,6 +380,7 @@ class Pool:
             )
             if free <= 0:
                 return
+            self._reserve_claims += 1
             try:
                 claimed = await self._claim(free, reserve=True)
             except _RESERVE_CLAIM_LEFT as exc:
