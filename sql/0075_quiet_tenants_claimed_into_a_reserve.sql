@@ -120,3 +120,23 @@ REVOKE ALL ON FUNCTION jobs_claim_quiet_tenants(integer, text[], integer) FROM P
 REVOKE ALL ON FUNCTION jobs_claim_quiet(integer, text[], integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobs_claim_quiet_tenants(integer, text[], integer) TO ledger_dispatch;
 GRANT EXECUTE ON FUNCTION jobs_claim_quiet(integer, text[], integer) TO ledger_app;
+
+-- Room freed in a restricted queue (sql/0065) rings `ledger_jobs` with the payload
+-- 'room' instead of '' (submissions and retries due keep ''), so a worker does not
+-- claim into its reserve for every outcome of a limited or round-robin queue: room
+-- freed is the bulk claim's to fill. Older workers ignore the payload. Only the
+-- payload changed from sql/0065's definition.
+CREATE OR REPLACE FUNCTION jobs_notify_room() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM queues WHERE restricted) AND EXISTS (
+        SELECT FROM before_rows AS o
+        JOIN after_rows AS n ON n.job_id = o.job_id
+        JOIN queues AS q ON q.tenant = o.tenant AND q.name = o.queue
+        WHERE o.status = 'processing' AND n.status <> 'processing' AND q.restricted
+    ) THEN
+        PERFORM pg_notify('ledger_jobs', 'room');
+    END IF;
+    RETURN NULL;
+END;
+$$;

@@ -1497,7 +1497,7 @@ BEGIN
         JOIN queues AS q ON q.tenant = o.tenant AND q.name = o.queue
         WHERE o.status = 'processing' AND n.status <> 'processing' AND q.restricted
     ) THEN
-        PERFORM pg_notify('ledger_jobs', '');
+        PERFORM pg_notify('ledger_jobs', 'room');
     END IF;
     RETURN NULL;
 END;

@@ -173,6 +173,7 @@ class Pool:
             self._listen_dsn,
             on_wake=self.notify,
             on_cancel=self.cancel,
+            on_room=self.notify_room,
             check_seconds=self.settings.poll_seconds,
         )
         self.started = asyncio.Event()
@@ -213,6 +214,13 @@ class Pool:
         self._wake.set()
         if self.settings.reserve > 0 and (self._claiming or self._bulk_free() <= 0):
             self._claim_reserve_soon()
+
+    def notify_room(self) -> None:
+        """A job left `processing` in a restricted queue: room for the bulk claim (not the
+        reserve's business: no new work of a quiet tenant came with it)."""
+        self._notified += 1
+        self._backlog = True
+        self._wake.set()
 
     def cancel(self, job_id: uuid.UUID) -> None:
         """The job was cancelled in the ledger: stop its handler if it runs here."""

@@ -1,6 +1,7 @@
 """The claim into a worker's reserve (sql/0075) takes only quiet tenants' jobs: a tenant
 whose due jobs outnumber the reserve (a backlog) never gets a reserve slot, whether or
-not its jobs are running, and a quiet tenant's `max_running` still holds."""
+not its jobs are running, and a quiet tenant's `max_running` still holds. Room freed in
+a restricted queue rings with its own payload, so it does not set off reserve claims."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import uuid
 
 import asyncpg
 
-from ledger import acting, store, tenants
+from ledger import acting, commands, queues, store, tenants, wire
 from tests import factories
-from workers import claims
+from workers import claims, listener
 
 
 async def _submit(
@@ -70,3 +71,27 @@ async def test_the_reserve_keeps_a_quiet_tenants_max_running(
 
     await _submit(event_store, conn, "small", 1)
     assert await _claim(event_store, worker_conn, 2, quiet=2) == []  # its one slot is taken
+
+
+async def test_room_freed_in_a_restricted_queue_rings_as_room_and_new_work_as_before(
+    conn: asyncpg.Connection,
+    worker_conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+) -> None:
+    await queues.configure(conn, event_store, "lim", wire.QueueSettings(concurrency=1), actor="a")
+    notified: list[str] = []
+    await admin_conn.add_listener(listener.JOBS_CHANNEL, lambda *args: notified.append(args[3]))
+    await factories.submit(event_store, conn, queue="lim")
+    await factories.submit(event_store, conn, queue="lim")
+    [running] = await claims.claim(
+        worker_conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=5
+    )
+    await admin_conn.execute("SELECT 1")  # deliver pending notifications
+    assert notified == ["", ""]  # each submission: new work
+
+    await event_store.execute(
+        conn, running.job_id, commands.CompleteJob(worker_id="w", result=None), actor="w"
+    )
+    await admin_conn.execute("SELECT 1")
+    assert notified == ["", "", listener.ROOM_PAYLOAD]
