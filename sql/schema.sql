@@ -1248,6 +1248,107 @@ END;
 $$;
 
 --
+-- Name: jobs_claim_quiet(integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_quiet(max_jobs integer, job_types text[], quiet integer) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT j, q.version, t.version
+    FROM jobs_claim_quiet_tenants(max_jobs, job_types, quiet) AS j
+    LEFT JOIN queues AS q
+        ON q.tenant = j.tenant
+       AND q.name = j.queue
+    LEFT JOIN tenants AS t
+        ON t.tenant = j.tenant
+$$;
+
+--
+-- Name: jobs_claim_quiet_tenants(integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+DECLARE
+    t text;
+    taken integer := 0;
+    n integer;
+    running bigint;
+    due integer;
+    room integer;
+    w integer;
+BEGIN
+    IF max_jobs <= 0 THEN
+        RETURN;
+    END IF;
+    FOR t IN
+        WITH RECURSIVE p (tenant) AS (
+            (SELECT tenant FROM jobs
+             WHERE concurrency_key IS NULL
+               AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+             ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
+            UNION ALL
+            SELECT x.tenant
+            FROM p CROSS JOIN LATERAL (
+                SELECT tenant FROM jobs
+                WHERE tenant > p.tenant AND concurrency_key IS NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
+            ) AS x
+        ), k (tenant) AS (
+            (SELECT tenant FROM jobs
+             WHERE concurrency_key IS NOT NULL
+               AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+             ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+            UNION ALL
+            SELECT x.tenant
+            FROM k CROSS JOIN LATERAL (
+                SELECT tenant FROM jobs
+                WHERE tenant > k.tenant AND concurrency_key IS NOT NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
+            ) AS x
+        )
+        SELECT DISTINCT u.tenant FROM (SELECT tenant FROM p UNION ALL SELECT tenant FROM k) AS u
+        ORDER BY u.tenant
+    LOOP
+        EXIT WHEN taken >= max_jobs;
+        due := jobs_tenant_due(t, quiet + 1, job_types);
+        CONTINUE WHEN due = 0 OR due > quiet;
+        SELECT max_running, weight INTO room, w FROM tenants WHERE tenant = t;
+        IF room IS NOT NULL THEN
+            SELECT max_running INTO room FROM tenants WHERE tenant = t FOR UPDATE;
+            SELECT coalesce(sum(c.n), 0) INTO running
+            FROM (
+                SELECT j.n FROM job_counts AS j WHERE j.tenant = t AND j.status = 'processing'
+                UNION ALL
+                SELECT d.n FROM job_count_deltas AS d
+                WHERE d.tenant = t AND d.status = 'processing'
+            ) AS c;
+            CONTINUE WHEN room IS NOT NULL AND running >= room;
+        END IF;
+        RETURN QUERY SELECT * FROM jobs_claim_next_in(
+            t, least(max_jobs - taken, due, coalesce(room - running, due))::integer, job_types);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        CONTINUE WHEN n = 0;
+        taken := taken + n;
+        UPDATE tenant_turns AS r
+        SET pass = r.pass + n::double precision / coalesce(w, 1)
+        WHERE r.tenant = t
+          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
+                           WHERE l.tenant = t FOR UPDATE SKIP LOCKED);
+    END LOOP;
+END;
+$$;
+
+--
 -- Name: jobs_claimable(integer, text[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1456,7 +1557,7 @@ BEGIN
         JOIN queues AS q ON q.tenant = o.tenant AND q.name = o.queue
         WHERE o.status = 'processing' AND n.status <> 'processing' AND q.restricted
     ) THEN
-        PERFORM pg_notify('ledger_jobs', '');
+        PERFORM pg_notify('ledger_jobs', 'room');
     END IF;
     RETURN NULL;
 END;
@@ -3619,6 +3720,20 @@ GRANT ALL ON FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[])
 
 REVOKE ALL ON FUNCTION public.jobs_claim_next_in(tenant_id text, max_jobs integer, job_types text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_claim_next_in(tenant_id text, max_jobs integer, job_types text[]) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_claim_quiet(max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_quiet(max_jobs integer, job_types text[], quiet integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_quiet(max_jobs integer, job_types text[], quiet integer) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_claimable(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -

@@ -25,6 +25,7 @@ VARIABLES: Final = frozenset(
         "WORKER_SHUTDOWN_GRACE_SECONDS",
         "WORKER_LEASE_SECONDS",
         "WORKER_POLL_SECONDS",
+        "WORKER_RESERVE_SLOTS",
         "FEED_POLL_SECONDS",
         "LEDGER_HANDLERS",
         "JWT_SECRET",
@@ -73,6 +74,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_shutdown_grace_seconds: float = 30.0
     worker_lease_seconds: float = 30.0
     worker_poll_seconds: float = 10.0
+    # Slots a worker keeps for quiet tenants (None: one per 100 slots; workers.pool).
+    worker_reserve_slots: int | None = None
     feed_poll_seconds: float = 5.0  # the live feed's poll behind LISTEN/NOTIFY
     handler_modules: tuple[str, ...] = ()
     data_dir: Path = Path(".ledger")
@@ -177,6 +180,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         worker_lease_seconds=_float(env, "WORKER_LEASE_SECONDS", 30.0, minimum=0.5),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 10.0, minimum=0.05),
+        worker_reserve_slots=(
+            _int(env, "WORKER_RESERVE_SLOTS", 0) if text("WORKER_RESERVE_SLOTS") else None
+        ),
         feed_poll_seconds=_float(env, "FEED_POLL_SECONDS", 5.0, minimum=0.05),
         handler_modules=tuple(
             name.strip() for name in (text("LEDGER_HANDLERS") or "").split(",") if name.strip()
@@ -208,6 +214,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise errors.ConfigError("API_SHUTDOWN_GRACE_SECONDS must be 0 or more")
     if settings.worker_count < 0:
         raise errors.ConfigError("WORKER_COUNT must be 0 or more")
+    if settings.worker_reserve_slots is not None and settings.worker_reserve_slots < 0:
+        raise errors.ConfigError("WORKER_RESERVE_SLOTS must be 0 or more")
     if settings.max_body_bytes < 1:
         raise errors.ConfigError("MAX_BODY_BYTES must be 1 or more")
     if settings.max_header_bytes < 1024:

@@ -9,7 +9,8 @@ event store. A job of a queue with settings records the version of those setting
 it was claimed under (`queue_version`): with the queue's own events, the ledger says
 which limits applied while it waited. Likewise a job of a tenant with settings records
 their version (`tenant_version`, sql/0070): the claim is fair across tenants, within
-each tenant's `max_running` and in proportion to its `weight`.
+each tenant's `max_running` and in proportion to its `weight`. A worker's reserve of
+slots is claimed with `quiet`: only tenants without a backlog (sql/0079).
 """
 
 from __future__ import annotations
@@ -33,11 +34,19 @@ async def claim(
     lease_seconds: float,
     types: Sequence[str],
     limit: int,
+    quiet: int | None = None,
 ) -> list[lifecycle.JobState]:
-    """Claim up to `limit` due jobs of `types` in one transaction; their states after the claim."""
+    """Claim up to `limit` due jobs of `types` in one transaction; their states after the claim.
+
+    `quiet`: only jobs of tenants whose processing and due jobs together number at
+    most `quiet` (`jobs_claim_quiet`, sql/0079), for a worker's reserve of slots.
+    """
     plain = commands.ClaimJob(worker_id=worker_id, lease_seconds=lease_seconds)
     async with conn.transaction():
-        rows = await conn.fetch(Q["jobs_claim"], limit, list(types))
+        if quiet is None:
+            rows = await conn.fetch(Q["jobs_claim"], limit, list(types))
+        else:
+            rows = await conn.fetch(Q["jobs_claim_quiet"], limit, list(types), quiet)
         if not rows:
             return []
         now = event_store.clock()

@@ -1,7 +1,8 @@
 """The pool's wake-ups: one dedicated LISTEN connection that reconnects when it drops.
 
 NOTIFY is only a doorbell (DESIGN.md): `ledger_jobs` rings with an empty payload
-when runnable work appears (once per committing transaction), `ledger_cancel`
+when runnable work appears (once per committing transaction), with `room` when a
+job left `processing` in a restricted queue (sql/0079), `ledger_cancel`
 with the id of a running job that was cancelled. The connection may use its own
 DSN (LISTEN_DATABASE_URL), so the rest of the pool can sit behind a
 transaction-pooling PgBouncer, which breaks LISTEN. A notification lost while
@@ -22,6 +23,7 @@ from ledger import notifications
 log = logging.getLogger(__name__)
 
 JOBS_CHANNEL: Final = "ledger_jobs"
+ROOM_PAYLOAD: Final = "room"
 CANCEL_CHANNEL: Final = "ledger_cancel"
 APPLICATION_NAME: Final = "job-ledger-listener"
 
@@ -30,8 +32,9 @@ class Listener(notifications.Listener):
     """Keeps one LISTEN connection open and turns notifications into calls.
 
     `on_wake()` runs for every `ledger_jobs` notification and after every
-    (re)connect; `on_cancel(job_id)` for every `ledger_cancel` notification.
-    Both run on the event loop and must not block.
+    (re)connect, except those saying room was freed in a restricted queue, which
+    run `on_room()` (default: `on_wake`); `on_cancel(job_id)` for every
+    `ledger_cancel` notification. All run on the event loop and must not block.
     """
 
     def __init__(
@@ -40,13 +43,19 @@ class Listener(notifications.Listener):
         *,
         on_wake: Callable[[], None],
         on_cancel: Callable[[uuid.UUID], None],
+        on_room: Callable[[], None] | None = None,
         check_seconds: float = 5.0,
         max_backoff_seconds: float = 5.0,
     ) -> None:
         self._on_cancel = on_cancel
+        room = on_room or on_wake
+
+        def jobs(payload: str) -> None:
+            (room if payload == ROOM_PAYLOAD else on_wake)()
+
         super().__init__(
             dsn,
-            {JOBS_CHANNEL: lambda _payload: on_wake(), CANCEL_CHANNEL: self._cancel},
+            {JOBS_CHANNEL: jobs, CANCEL_CHANNEL: self._cancel},
             on_connect=on_wake,
             application_name=APPLICATION_NAME,
             check_seconds=check_seconds,

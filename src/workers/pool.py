@@ -62,6 +62,12 @@ MAX_RECORD_RETRY_SECONDS = 1.0
 # An outcome whose job keeps moving under it, or which the database keeps refusing
 # with an error that is not an outage (a bug), is given up after this many tries.
 MAX_RECORD_TRIES = 7
+# A worker keeps one slot in this many for quiet tenants (the reserve, sql/0079): tenants
+# without a backlog, whose work is claimed into it as soon as it is notified, on a
+# connection of its own, while the bulk claim is in flight or has filled its slots.
+RESERVE_PER_SLOTS = 100
+# A claim into the reserve that fails on these leaves its work to the bulk claim.
+_RESERVE_CLAIM_LEFT: tuple[type[Exception], ...] = (errors.VersionConflict, *db.UNREACHABLE)
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,6 +78,16 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     poll_seconds: float = 10.0
     grace_seconds: float = 30.0
     storage_root: Path = Path(".ledger/storage")
+    # Slots the bulk claim leaves to quiet tenants (None: one per RESERVE_PER_SLOTS
+    # slots, so a pool of fewer keeps none; 0: no reserve).
+    reserve_slots: int | None = None
+
+    @property
+    def reserve(self) -> int:
+        """How many of the slots are kept for quiet tenants (always one for the bulk)."""
+        if self.reserve_slots is not None:
+            return min(self.reserve_slots, self.slots - 1)
+        return self.slots // RESERVE_PER_SLOTS
 
 
 def settings_from(config_: config.Settings) -> PoolSettings:
@@ -82,6 +98,7 @@ def settings_from(config_: config.Settings) -> PoolSettings:
         poll_seconds=config_.worker_poll_seconds,
         grace_seconds=config_.worker_shutdown_grace_seconds,
         storage_root=config_.storage,
+        reserve_slots=config_.worker_reserve_slots,
     )
 
 
@@ -125,6 +142,8 @@ class Pool:
         self.settings = settings or PoolSettings()
         if self.settings.slots < 1:
             raise errors.ConfigError("a worker pool needs at least one slot")
+        if self.settings.reserve_slots is not None and self.settings.reserve_slots < 0:
+            raise errors.ConfigError("a worker pool's reserve cannot be negative")
         self._dsn = dsn
         self._listen_dsn = listen_dsn or dsn
         self._registry = registry
@@ -134,6 +153,12 @@ class Pool:
             self.settings.slots, self.settings.lease_seconds, worker_id
         )
         self._running: dict[uuid.UUID, _Run] = {}
+        # Of the running jobs, those claimed into the reserve.
+        self._reserved: set[uuid.UUID] = set()
+        self._claiming = False
+        self._express: asyncio.Task[None] | None = None
+        self._express_again = False
+        self._reserve_claims = 0  # claims into the reserve begun so far
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -150,15 +175,22 @@ class Pool:
             self._listen_dsn,
             on_wake=self.notify,
             on_cancel=self.cancel,
+            on_room=self.notify_room,
             check_seconds=self.settings.poll_seconds,
         )
         self.started = asyncio.Event()
-        self._outcomes: batching.Batcher[outcomes.Outcome, bool] = batching.Batcher(
+        self._outcomes = self._batcher("ledger-outcomes")
+        # The reserve's outcomes are recorded beside the bulk's, not behind them: a tenant
+        # with nothing else running is done as soon as its job is.
+        self._reserve_outcomes = self._batcher("ledger-reserve-outcomes")
+
+    def _batcher(self, name: str) -> batching.Batcher[outcomes.Outcome, bool]:
+        return batching.Batcher(
             self._record_together,
             self._record_alone,
             limit=MAX_OUTCOMES_PER_TRANSACTION,
             fallback_on=(errors.VersionConflict, *db.UNREACHABLE, *outcomes.OUTAGE),
-            name="ledger-outcomes",
+            name=name,
         )
 
     @property
@@ -179,6 +211,15 @@ class Pool:
     def notify(self) -> None:
         """Runnable work appeared or became due (NOTIFY, the retry clock): claim now, or
         as soon as a slot frees up."""
+        self._notified += 1
+        self._backlog = True
+        self._wake.set()
+        if self.settings.reserve > 0 and (self._claiming or self._bulk_free() <= 0):
+            self._claim_reserve_soon()
+
+    def notify_room(self) -> None:
+        """A job left `processing` in a restricted queue: room for the bulk claim (not the
+        reserve's business: no new work of a quiet tenant came with it)."""
         self._notified += 1
         self._backlog = True
         self._wake.set()
@@ -205,7 +246,7 @@ class Pool:
         # connections; handlers get a pool of their own (JobContext.pool), opened
         # as they need it, whose connections are reset between uses.
         self._db = await db.create_pool(
-            self._dsn, min_size=1, max_size=4, name="job-ledger-worker", internal=True
+            self._dsn, min_size=1, max_size=5, name="job-ledger-worker", internal=True
         )
         self._handler_db = await db.create_pool(
             self._dsn, min_size=0, max_size=self.settings.slots, name="job-ledger-handlers"
@@ -238,6 +279,9 @@ class Pool:
         finally:
             self.listener.stop()
             keeper.stop()
+            if self._express is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._express
             self.clock.shutdown()
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -276,21 +320,42 @@ class Pool:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
+    def _bulk_free(self) -> int:
+        """Slots the bulk claim may fill: all but the reserve, less the jobs running in them."""
+        bulk_running = len(self._running) - len(self._reserved)
+        return self.settings.slots - self.settings.reserve - bulk_running
+
     async def _claim_round(self) -> None:
-        free = self.settings.slots - len(self._running)
+        free = self._bulk_free()
         if free <= 0 or self._stopping.is_set():
             return
         seen = self._notified
+        # A claim into the reserve beside this one may take a job this one counted on
+        # (a quiet tenant's): then fewer than `free` does not mean nothing is left.
+        reserve_seen = self._reserve_claims
+        reserve_busy = self._express is not None and not self._express.done()
         began = time.monotonic()
-        claimed = await self._claim(free)
+        self._claiming = True
+        try:
+            claimed = await self._claim(free)
+        finally:
+            self._claiming = False
         for state in claimed:
             self._start(state)
-        self._backlog = len(claimed) == free or self._notified != seen
+        self._backlog = (
+            len(claimed) == free
+            or self._notified != seen
+            or reserve_busy
+            or self._reserve_claims != reserve_seen
+        )
         if not self._backlog:
             await self._set_alarm(time.monotonic() - began)
 
-    async def _claim(self, limit: int) -> list[lifecycle.JobState]:
-        """Claim up to `limit` due jobs (`claims.claim`); their states after the claim."""
+    async def _claim(self, limit: int, *, reserve: bool = False) -> list[lifecycle.JobState]:
+        """Claim up to `limit` due jobs (`claims.claim`); their states after the claim.
+
+        `reserve`: for the reserve, only jobs of quiet tenants (at most the reserve's size
+        of jobs processing and due together)."""
         assert self._db is not None
         async with db.acquire(self._db) as conn:
             return await claims.claim(
@@ -300,7 +365,44 @@ class Pool:
                 lease_seconds=self.settings.lease_seconds,
                 types=self._registry.names(),
                 limit=limit,
+                quiet=self.settings.reserve if reserve else None,
             )
+
+    def _claim_reserve_soon(self) -> None:
+        """Claim into the reserve now (once more after the claim in flight, if one is)."""
+        if self._stopping.is_set():
+            return
+        if self._express is not None and not self._express.done():
+            self._express_again = True
+            return
+        self._express = asyncio.create_task(self._claim_reserve(), name="ledger-reserve-claim")
+        self._express.add_done_callback(_log_failure)
+
+    async def _claim_reserve(self) -> None:
+        """Jobs of quiet tenants into the free reserve slots, until no NOTIFY came meanwhile.
+
+        A claim that fails on a race or an outage leaves the work to the bulk claim,
+        which the same NOTIFY woke.
+        """
+        while not self._stopping.is_set():
+            self._express_again = False
+            free = min(
+                self.settings.reserve - len(self._reserved),
+                self.settings.slots - len(self._running),
+            )
+            if free <= 0:
+                return
+            self._reserve_claims += 1
+            try:
+                claimed = await self._claim(free, reserve=True)
+            except _RESERVE_CLAIM_LEFT as exc:
+                log.info("claim into the reserve failed (%s); left to the next claim", exc)
+                return
+            for state in claimed:
+                self._reserved.add(state.job_id)
+                self._start(state)
+            if not self._express_again:
+                return
 
     async def _set_alarm(self, since_round: float = 0.0) -> None:
         """Set the retry clock for when the earliest runnable job becomes due.
@@ -360,6 +462,7 @@ class Pool:
     def _finished(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         run = self._running.pop(job_id, None)
+        self._reserved.discard(job_id)
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "job %s: recording its outcome failed",
@@ -523,7 +626,8 @@ class Pool:
 
     async def _record(self, state: lifecycle.JobState, command: commands.Command) -> None:
         """Record the attempt's outcome (in a transaction shared with others that finished)."""
-        if await self._outcomes.submit(outcomes.Outcome(state, command)):
+        batcher = self._reserve_outcomes if state.job_id in self._reserved else self._outcomes
+        if await batcher.submit(outcomes.Outcome(state, command)):
             log.info("job %s: recorded %s", state.job_id, type(command).__name__)
             return
         self.metrics.outcomes_abandoned.labels(job_type=state.type, queue=state.queue).inc()
@@ -616,6 +720,11 @@ class Pool:
             run.stop("shutdown")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
 
 
 async def _finished_within(task: asyncio.Future[Any], seconds: float | None) -> bool:

@@ -55,6 +55,14 @@ SELECT * FROM jobs_lease_expired($1);
 SELECT (c.job).*, c.queue_version, c.tenant_version
 FROM jobs_claim($1, $2::text[]) AS c;
 
+-- name: jobs_claim_quiet
+-- The claim into a worker's reserve (sql/0079): jobs of quiet tenants only, those whose
+-- processing and due jobs together number at most $3 (the reserve), so a tenant with a
+-- backlog never gets a reserve slot; within the tenant as `jobs_claim` (queue limits,
+-- fairness, `max_running`).
+SELECT (c.job).*, c.queue_version, c.tenant_version
+FROM jobs_claim_quiet($1, $2::text[], $3) AS c;
+
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the
 -- retry clock); zero or less when one is due already (it became due after the claim).
@@ -80,7 +88,7 @@ SELECT job_leases_end($1, $2::uuid[], $3::integer[]);
 SELECT * FROM jobs_held_by($1, $2::uuid[]);
 
 -- name: queue_retry_policy
--- The retry policy of a tenant's queue (NULL: none), any tenant's (sql/0075).
+-- The retry policy of a tenant's queue (NULL: none), any tenant's (sql/0079).
 SELECT queue_retry_policy($1, $2);
 
 -- name: workflow_upstream

@@ -1,0 +1,84 @@
+"""A worker's reserve of slots (sql/0079): while one tenant's backlog fills every other
+slot, a quiet tenant's job is claimed into the reserve at once, and the backlog never
+spreads into it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from ledger import acting, store
+from tests import factories
+from tests.workers.conftest import PoolStarter, eventually
+
+
+async def _submit_gated(
+    event_store: store.EventStore, conn: asyncpg.Connection, tenant: str, gates: list[Path]
+) -> list[uuid.UUID]:
+    async with conn.transaction():
+        await acting.act_in(conn, tenant)
+        return [
+            await factories.submit(
+                event_store, conn, job_type="test.gated", payload={"gate": str(g)}, max_attempts=1
+            )
+            for g in gates
+        ]
+
+
+def _started(gates: list[Path]) -> list[Path]:
+    return [g for g in gates if Path(f"{g}.started").exists()]
+
+
+async def test_a_quiet_tenants_job_runs_in_the_reserve_beside_a_backlog(
+    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    big = [tmp_path / f"big-{i}" for i in range(6)]
+    small = [tmp_path / "small"]
+    workers = await start_pool(slots=4, reserve_slots=1)
+    await _submit_gated(event_store, conn, "big", big)
+
+    async def bulk_full() -> bool:
+        return len(_started(big)) == 3
+
+    await eventually(bulk_full)
+    await _submit_gated(event_store, conn, "small", small)
+
+    async def small_started() -> bool:
+        return bool(_started(small))
+
+    # The big tenant's jobs still hold their slots (their gates are closed): the small
+    # tenant's job runs in the reserve, which none of the big tenant's took.
+    await eventually(small_started)
+    assert len(_started(big)) == 3
+    assert len(workers.running) == 4
+
+    for g in big + small:
+        g.touch()
+
+    async def all_done() -> bool:
+        return len(_started(big)) == 6 and not workers.running
+
+    await eventually(all_done)
+
+
+async def test_a_pool_of_fewer_than_a_hundred_slots_keeps_no_reserve(
+    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    big = [tmp_path / f"big-{i}" for i in range(6)]
+    workers = await start_pool(slots=4)
+    assert workers.settings.reserve == 0
+    await _submit_gated(event_store, conn, "big", big)
+
+    async def all_slots_busy() -> bool:
+        return len(_started(big)) == 4
+
+    await eventually(all_slots_busy)
+    for g in big:
+        g.touch()
+
+    async def all_done() -> bool:
+        return len(_started(big)) == 6 and not workers.running
+
+    await eventually(all_done)
