@@ -2261,88 +2261,111 @@ CREATE FUNCTION public.workflow_resolve(ids uuid[], endings text[], causes bytea
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 DECLARE
-    child uuid;
-    mode text;
-    latest events;
-    failed_dep job_dependencies;
-    last_dep job_dependencies;
-    verdict text;
-    data jsonb;
-    next_ids uuid[];
-    next_endings text[];
-    next_causes bytea[];
-    r record;
+    children uuid[];
+    d_ids uuid[];
+    d_versions integer[];
+    d_types text[];
+    d_datas jsonb[];
+    appended_ids uuid[];
+    appended_hashes bytea[];
 BEGIN
     WHILE ids IS NOT NULL AND cardinality(ids) > 0 LOOP
-        next_ids := '{}';
-        next_endings := '{}';
-        next_causes := '{}';
-        FOR child IN
-            SELECT DISTINCT d.job_id FROM job_dependencies AS d
-            WHERE d.depends_on = ANY(ids) ORDER BY d.job_id
-        LOOP
-            SELECT w.on_upstream_failure INTO mode FROM workflow_jobs AS w
-            WHERE w.job_id = child FOR UPDATE;
-            mode := coalesce(mode, 'cancel');
-            UPDATE job_dependencies AS d
-            SET upstream_status = x.ending, cause = x.cause
-            FROM unnest(ids, endings, causes) AS x (id, ending, cause)
-            WHERE d.job_id = child AND d.depends_on = x.id;
-            -- The dependant's latest event, as the ledger recorded it: still blocked?
-            SELECT * INTO latest FROM events AS e
-            WHERE e.job_id = child ORDER BY e.version DESC LIMIT 1;
-            CONTINUE WHEN NOT FOUND OR NOT (
-                latest.type = 'job.submitted.v1'
-                OR (latest.type = 'job.retried.v1' AND (latest.data->>'blocked')::boolean));
-            SELECT * INTO failed_dep FROM job_dependencies AS d
-            WHERE d.job_id = child AND d.upstream_status IN ('failed', 'cancelled')
-            ORDER BY d.depends_on LIMIT 1;
-            IF failed_dep.job_id IS NOT NULL AND mode <> 'run' THEN
-                verdict := CASE mode WHEN 'skip' THEN 'job.skipped.v1' ELSE 'job.cancelled.v1' END;
-                last_dep := failed_dep;
-            ELSIF NOT EXISTS (SELECT FROM job_dependencies AS d
-                              WHERE d.job_id = child AND d.upstream_status IS NULL) THEN
-                verdict := 'job.unblocked.v1';
-                SELECT d.* INTO last_dep
-                FROM job_dependencies AS d
-                JOIN unnest(ids) AS x (id) ON x.id = d.depends_on
-                WHERE d.job_id = child ORDER BY d.depends_on LIMIT 1;
-            ELSE
-                CONTINUE;
-            END IF;
-            data := jsonb_build_object(
-                'upstream_job_id', last_dep.depends_on,
-                'upstream_status', last_dep.upstream_status,
-                'cause', encode(last_dep.cause, 'hex'));
-            IF verdict = 'job.cancelled.v1' THEN
-                data := data || jsonb_build_object('reason', format(
-                    'upstream job %s ended %s', last_dep.depends_on, last_dep.upstream_status));
-            ELSIF verdict = 'job.unblocked.v1' THEN
-                data := data || jsonb_build_object('upstream', (
-                    SELECT coalesce(jsonb_object_agg(w.name, CASE WHEN d.upstream_status = 'completed'
-                                                              THEN res.result END), '{}')
-                    FROM job_dependencies AS d
-                    JOIN workflow_jobs AS w ON w.job_id = d.depends_on
-                    LEFT JOIN LATERAL (
-                        SELECT e.data->'result' AS result FROM events AS e
-                        WHERE e.job_id = d.depends_on AND e.type = 'job.completed.v1'
-                        ORDER BY e.version DESC LIMIT 1
-                    ) AS res ON true
-                    WHERE d.job_id = child));
-            END IF;
-            SELECT a.job_id, a.hash INTO r
-            FROM events_append(ARRAY[child], ARRAY[latest.version + 1], ARRAY[verdict],
-                               ARRAY['ledger:workflow'], ARRAY[data]) AS a;
-            IF verdict <> 'job.unblocked.v1' THEN
-                next_ids := next_ids || child;
-                next_endings := next_endings
-                    || CASE verdict WHEN 'job.skipped.v1' THEN 'skipped' ELSE 'cancelled' END;
-                next_causes := next_causes || r.hash;
-            END IF;
-        END LOOP;
-        ids := next_ids;
-        endings := next_endings;
-        causes := next_causes;
+        SELECT array_agg(DISTINCT d.job_id ORDER BY d.job_id) INTO children
+        FROM job_dependencies AS d
+        WHERE d.depends_on = ANY(ids);
+        EXIT WHEN children IS NULL;
+        PERFORM FROM (
+            SELECT w.job_id FROM workflow_jobs AS w
+            WHERE w.job_id = ANY(children)
+            ORDER BY w.job_id
+            FOR UPDATE
+        ) AS locked;
+        UPDATE job_dependencies AS d
+        SET upstream_status = x.ending, cause = x.cause
+        FROM unnest(ids, endings, causes) AS x (id, ending, cause)
+        WHERE d.job_id = ANY(children) AND d.depends_on = x.id;
+        -- Each dependant as the ledger recorded it (its latest event: still blocked?) and
+        -- its dependency rows as they are now.
+        SELECT array_agg(v.job_id ORDER BY v.job_id),
+               array_agg(v.version + 1 ORDER BY v.job_id),
+               array_agg(v.verdict ORDER BY v.job_id),
+               array_agg(
+                   jsonb_build_object(
+                       'upstream_job_id', v.dep_id,
+                       'upstream_status', v.dep_status,
+                       'cause', encode(v.dep_cause, 'hex'))
+                   || CASE v.verdict
+                       WHEN 'job.cancelled.v1' THEN jsonb_build_object('reason', format(
+                           'upstream job %s ended %s', v.dep_id, v.dep_status))
+                       WHEN 'job.unblocked.v1' THEN jsonb_build_object('upstream', (
+                           SELECT coalesce(jsonb_object_agg(
+                                      w.name, CASE WHEN d.upstream_status = 'completed'
+                                                   THEN res.result END), '{}')
+                           FROM job_dependencies AS d
+                           JOIN workflow_jobs AS w ON w.job_id = d.depends_on
+                           LEFT JOIN LATERAL (
+                               SELECT e.data->'result' AS result FROM events AS e
+                               WHERE e.job_id = d.depends_on AND e.type = 'job.completed.v1'
+                               ORDER BY e.version DESC LIMIT 1
+                           ) AS res ON true
+                           WHERE d.job_id = v.job_id))
+                       ELSE '{}'::jsonb
+                   END
+                   ORDER BY v.job_id)
+        INTO d_ids, d_versions, d_types, d_datas
+        FROM (
+            SELECT c.job_id, latest.version,
+                   CASE
+                       WHEN failed.depends_on IS NOT NULL AND mode.m <> 'run' THEN
+                           CASE mode.m WHEN 'skip' THEN 'job.skipped.v1' ELSE 'job.cancelled.v1' END
+                       ELSE 'job.unblocked.v1'
+                   END AS verdict,
+                   coalesce(CASE WHEN mode.m <> 'run' THEN failed.depends_on END,
+                            ended.depends_on) AS dep_id,
+                   CASE WHEN failed.depends_on IS NOT NULL AND mode.m <> 'run'
+                        THEN failed.upstream_status ELSE ended.upstream_status END AS dep_status,
+                   CASE WHEN failed.depends_on IS NOT NULL AND mode.m <> 'run'
+                        THEN failed.cause ELSE ended.cause END AS dep_cause
+            FROM unnest(children) AS c (job_id)
+            CROSS JOIN LATERAL (
+                SELECT coalesce((SELECT w.on_upstream_failure FROM workflow_jobs AS w
+                                 WHERE w.job_id = c.job_id), 'cancel') AS m
+            ) AS mode
+            JOIN LATERAL (
+                SELECT e.version, e.type, e.data FROM events AS e
+                WHERE e.job_id = c.job_id ORDER BY e.version DESC LIMIT 1
+            ) AS latest ON latest.type = 'job.submitted.v1'
+                        OR (latest.type = 'job.retried.v1' AND (latest.data->>'blocked')::boolean)
+            LEFT JOIN LATERAL (
+                SELECT d.depends_on, d.upstream_status, d.cause FROM job_dependencies AS d
+                WHERE d.job_id = c.job_id AND d.upstream_status IN ('failed', 'cancelled')
+                ORDER BY d.depends_on LIMIT 1
+            ) AS failed ON true
+            LEFT JOIN LATERAL (
+                SELECT d.depends_on, d.upstream_status, d.cause FROM job_dependencies AS d
+                WHERE d.job_id = c.job_id AND d.depends_on = ANY(ids)
+                ORDER BY d.depends_on LIMIT 1
+            ) AS ended ON true
+            WHERE (failed.depends_on IS NOT NULL AND mode.m <> 'run')
+               OR NOT EXISTS (SELECT FROM job_dependencies AS d
+                              WHERE d.job_id = c.job_id AND d.upstream_status IS NULL)
+        ) AS v;
+        EXIT WHEN d_ids IS NULL;
+        -- Every event appended (an aggregate reads the whole append), then the next wave:
+        -- the dependants that ended (cancelled or skipped), with their events' hashes.
+        SELECT array_agg(a.job_id ORDER BY a.job_id), array_agg(a.hash ORDER BY a.job_id)
+        INTO appended_ids, appended_hashes
+        FROM events_append(d_ids, d_versions, d_types,
+                           array_fill('ledger:workflow'::text, ARRAY[cardinality(d_ids)]),
+                           d_datas) AS a;
+        SELECT array_agg(t.job_id ORDER BY t.job_id),
+               array_agg(CASE t.type WHEN 'job.skipped.v1' THEN 'skipped' ELSE 'cancelled' END
+                         ORDER BY t.job_id),
+               array_agg(a.hash ORDER BY t.job_id)
+        INTO ids, endings, causes
+        FROM unnest(d_ids, d_types) AS t (job_id, type)
+        JOIN unnest(appended_ids, appended_hashes) AS a (job_id, hash) ON a.job_id = t.job_id
+        WHERE t.type <> 'job.unblocked.v1';
     END LOOP;
 END;
 $$;

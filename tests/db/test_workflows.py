@@ -402,3 +402,73 @@ async def test_the_readme_workflow_example_submits_and_runs_in_order(
         "tips": "cancelled",
         "tell_team": "pending",  # runs anyway
     }
+
+
+async def _in_one_append(
+    conn: asyncpg.Connection, job_ids: list[uuid.UUID], make: commands.Command
+) -> int:
+    """Decide `make` for every job and append all the events in one append, as a worker's
+    batch of outcomes does; how many times events_append ran in that transaction."""
+    s = store.EventStore()
+    # Counts not yet reported (this transaction's and maybe earlier ones'): the difference.
+    count = (
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions"
+        " WHERE funcname = 'events_append'"
+    )
+    async with conn.transaction():
+        decided = []
+        for job_id in job_ids:
+            state = await current.get(conn, job_id)
+            decided += commands.decide(state, make, job_id=job_id, actor="w", now=s.clock())
+        before = await conn.fetchval(count)
+        await s.append(conn, decided)
+        after = await conn.fetchval(count)
+    return int(after - before)
+
+
+async def test_a_batch_of_outcomes_decides_each_wave_of_dependants_in_one_append(
+    dbs: Databases, admin_conn: asyncpg.Connection, submitter: submission.Submitter
+) -> None:
+    """50 completions unblock their 50 dependants in one more append, not 50 (sql/0081);
+    50 failures cancel 50 dependants, then skip their 50 own, one append per wave."""
+    await admin_conn.execute(f'ALTER DATABASE "{dbs.name}" SET track_functions = \'all\'')
+    conn = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
+    try:
+        shape = [job(f"p{i}") for i in range(50)] + [job(f"c{i}", f"p{i}") for i in range(50)]
+        shape += [job(f"g{i}", f"c{i}", mode="skip") for i in range(50)]
+        runs = await submitter.submit_workflow(conn, shape, actor="app")
+        fails = await submitter.submit_workflow(conn, shape, actor="app")
+        ran = {j.name: j.job_id for j in runs.jobs}
+        failed = {j.name: j.job_id for j in fails.jobs}
+        claim = commands.ClaimJob(worker_id="w", lease_seconds=60)
+        await _in_one_append(conn, [ran[f"p{i}"] for i in range(50)], claim)
+        await _in_one_append(conn, [failed[f"p{i}"] for i in range(50)], claim)
+
+        complete = commands.CompleteJob(worker_id="w", result="done")
+        calls = await _in_one_append(conn, [ran[f"p{i}"] for i in range(50)], complete)
+        assert calls == 2  # the batch, then its 50 dependants
+        for i in range(50):
+            parent = (await history(conn, ran[f"p{i}"]))[-1]
+            child = (await history(conn, ran[f"c{i}"]))[-1]
+            assert isinstance(child.event, ev.JobUnblocked) and child.txid == parent.txid
+            assert child.event.upstream_job_id == ran[f"p{i}"]
+            assert child.event.cause == parent.hash.hex()
+            assert child.event.upstream == {f"p{i}": "done"}
+        assert set((await statuses(conn, runs)).values()) == {"completed", "pending", "blocked"}
+
+        fail_ = commands.FailAttempt(
+            worker_id="w", error="boom", permanent=True, retry_delay=timedelta(0)
+        )
+        calls = await _in_one_append(conn, [failed[f"p{i}"] for i in range(50)], fail_)
+        assert calls == 3  # the batch, its 50 cancelled dependants, their 50 skipped ones
+        for i in range(50):
+            cancelled = (await history(conn, failed[f"c{i}"]))[-1]
+            skipped = (await history(conn, failed[f"g{i}"]))[-1].event
+            assert isinstance(cancelled.event, ev.JobCancelled)
+            assert cancelled.event.upstream_job_id == failed[f"p{i}"]
+            assert isinstance(skipped, ev.JobSkipped)
+            assert skipped.upstream_job_id == failed[f"c{i}"]
+            assert skipped.cause == cancelled.hash.hex()
+        assert await rebuild.verify(conn) == []
+    finally:
+        await conn.close()
