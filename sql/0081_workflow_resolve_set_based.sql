@@ -79,21 +79,31 @@ BEGIN
         FROM (
             SELECT c.job_id, latest.version,
                    CASE
-                       WHEN failed.depends_on IS NOT NULL AND mode.m <> 'run' THEN
-                           CASE mode.m WHEN 'skip' THEN 'job.skipped.v1' ELSE 'job.cancelled.v1' END
+                       WHEN c.fails THEN
+                           CASE c.mode WHEN 'skip' THEN 'job.skipped.v1' ELSE 'job.cancelled.v1' END
                        ELSE 'job.unblocked.v1'
                    END AS verdict,
-                   coalesce(CASE WHEN mode.m <> 'run' THEN failed.depends_on END,
-                            ended.depends_on) AS dep_id,
-                   CASE WHEN failed.depends_on IS NOT NULL AND mode.m <> 'run'
-                        THEN failed.upstream_status ELSE ended.upstream_status END AS dep_status,
-                   CASE WHEN failed.depends_on IS NOT NULL AND mode.m <> 'run'
-                        THEN failed.cause ELSE ended.cause END AS dep_cause
-            FROM unnest(children) AS c (job_id)
-            CROSS JOIN LATERAL (
-                SELECT coalesce((SELECT w.on_upstream_failure FROM workflow_jobs AS w
-                                 WHERE w.job_id = c.job_id), 'cancel') AS m
-            ) AS mode
+                   CASE WHEN c.fails THEN failed.depends_on ELSE ended.depends_on END AS dep_id,
+                   CASE WHEN c.fails THEN failed.upstream_status
+                        ELSE ended.upstream_status END AS dep_status,
+                   CASE WHEN c.fails THEN failed.cause ELSE ended.cause END AS dep_cause
+            FROM (
+                -- Each dependant's mode and dependency rows in one pass (correlated, so the
+                -- cost follows the wave, not every open dependency in the table).
+                SELECT k.job_id, m.mode, n.open,
+                       n.failing > 0 AND m.mode <> 'run' AS fails
+                FROM unnest(children) AS k (job_id)
+                CROSS JOIN LATERAL (
+                    SELECT coalesce(max(w.on_upstream_failure), 'cancel') AS mode
+                    FROM workflow_jobs AS w WHERE w.job_id = k.job_id
+                ) AS m
+                CROSS JOIN LATERAL (
+                    SELECT count(*) FILTER (WHERE d.upstream_status IS NULL) AS open,
+                           count(*) FILTER (WHERE d.upstream_status IN ('failed', 'cancelled'))
+                               AS failing
+                    FROM job_dependencies AS d WHERE d.job_id = k.job_id
+                ) AS n
+            ) AS c
             JOIN LATERAL (
                 SELECT e.version, e.type, e.data FROM events AS e
                 WHERE e.job_id = c.job_id ORDER BY e.version DESC LIMIT 1
@@ -101,17 +111,16 @@ BEGIN
                         OR (latest.type = 'job.retried.v1' AND (latest.data->>'blocked')::boolean)
             LEFT JOIN LATERAL (
                 SELECT d.depends_on, d.upstream_status, d.cause FROM job_dependencies AS d
-                WHERE d.job_id = c.job_id AND d.upstream_status IN ('failed', 'cancelled')
+                WHERE c.fails AND d.job_id = c.job_id
+                  AND d.upstream_status IN ('failed', 'cancelled')
                 ORDER BY d.depends_on LIMIT 1
             ) AS failed ON true
             LEFT JOIN LATERAL (
                 SELECT d.depends_on, d.upstream_status, d.cause FROM job_dependencies AS d
-                WHERE d.job_id = c.job_id AND d.depends_on = ANY(ids)
+                WHERE NOT c.fails AND d.job_id = c.job_id AND d.depends_on = ANY(ids)
                 ORDER BY d.depends_on LIMIT 1
             ) AS ended ON true
-            WHERE (failed.depends_on IS NOT NULL AND mode.m <> 'run')
-               OR NOT EXISTS (SELECT FROM job_dependencies AS d
-                              WHERE d.job_id = c.job_id AND d.upstream_status IS NULL)
+            WHERE c.fails OR c.open = 0
         ) AS v;
         EXIT WHEN d_ids IS NULL;
         -- Every event appended (an aggregate reads the whole append), then the next wave:
