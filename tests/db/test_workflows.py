@@ -431,7 +431,7 @@ async def test_a_batch_of_outcomes_decides_each_wave_of_dependants_in_one_append
 ) -> None:
     """50 completions unblock their 50 dependants in one more append, not 50 (sql/0081);
     50 failures cancel 50 dependants, then skip their 50 own, one append per wave."""
-    await admin_conn.execute(f'ALTER DATABASE "{dbs.name}" SET track_functions = \'all\'')
+    await admin_conn.execute(f"ALTER DATABASE \"{dbs.name}\" SET track_functions = 'all'")
     conn = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
     try:
         shape = [job(f"p{i}") for i in range(50)] + [job(f"c{i}", f"p{i}") for i in range(50)]
