@@ -472,3 +472,37 @@ async def test_a_batch_of_outcomes_decides_each_wave_of_dependants_in_one_append
         assert await rebuild.verify(conn) == []
     finally:
         await conn.close()
+
+
+async def test_two_batches_sharing_every_dependant_unblock_each_once_without_deadlock(
+    dbs: Databases, conn: asyncpg.Connection, submitter: submission.Submitter
+) -> None:
+    """Each child depends on p_i and p_i+1; one batch completes the even parents and another,
+    at the same time, the odd ones: both lock all the children (sql/0081, in one order)."""
+    shape = [job(f"p{i}") for i in range(100)]
+    shape += [job(f"c{i}", f"p{i}", f"p{(i + 1) % 100}") for i in range(100)]
+    others = [await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT) for _ in range(2)]
+    try:
+        for _ in range(3):
+            out = await submitter.submit_workflow(conn, shape, actor="app")
+            ids = {j.name: j.job_id for j in out.jobs}
+            claim = commands.ClaimJob(worker_id="w", lease_seconds=60)
+            await _in_one_append(conn, [ids[f"p{i}"] for i in range(100)], claim)
+            complete = commands.CompleteJob(worker_id="w", result="done")
+            await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        _in_one_append(c, [ids[f"p{i}"] for i in range(k, 100, 2)], complete)
+                        for k, c in enumerate(others)
+                    )
+                ),
+                timeout=60,
+            )
+            for i in range(100):
+                child = [ev.type_tag(r.event) for r in await history(conn, ids[f"c{i}"])]
+                assert child == ["job.submitted.v1", "job.unblocked.v1"]
+            assert set((await statuses(conn, out)).values()) == {"completed", "pending"}
+    finally:
+        for c in others:
+            await c.close()
+    assert await rebuild.verify(conn) == []
