@@ -22,6 +22,7 @@
 CREATE OR REPLACE FUNCTION workflow_resolve(ids uuid[], endings text[], causes bytea[]) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     children uuid[];

@@ -2259,6 +2259,7 @@ $$;
 CREATE FUNCTION public.workflow_resolve(ids uuid[], endings text[], causes bytea[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
     children uuid[];
