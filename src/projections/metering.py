@@ -74,7 +74,9 @@ class JobMetrics:
             {
                 r.event.job_id
                 for r in recorded
-                if not isinstance(r.event, ev.JobSubmitted | ev.QueueEvent | ev.TenantEvent)
+                if not isinstance(
+                    r.event, ev.JobSubmitted | ev.QueueEvent | ev.TenantEvent | ev.WebhookEvent
+                )
             }
         )
         if not ids:

@@ -22,6 +22,7 @@ from ledger import notifications
 log = logging.getLogger(__name__)
 
 JOBS_CHANNEL: Final = "ledger_jobs"
+WEBHOOKS_CHANNEL: Final = "ledger_webhooks"  # deliveries were created (sql/0080)
 CANCEL_CHANNEL: Final = "ledger_cancel"
 APPLICATION_NAME: Final = "job-ledger-listener"
 
@@ -30,7 +31,8 @@ class Listener(notifications.Listener):
     """Keeps one LISTEN connection open and turns notifications into calls.
 
     `on_wake()` runs for every `ledger_jobs` notification and after every
-    (re)connect; `on_cancel(job_id)` for every `ledger_cancel` notification.
+    (re)connect; `on_cancel(job_id)` for every `ledger_cancel` notification;
+    `on_webhook()` for every `ledger_webhooks` one and after every (re)connect.
     Both run on the event loop and must not block.
     """
 
@@ -40,14 +42,27 @@ class Listener(notifications.Listener):
         *,
         on_wake: Callable[[], None],
         on_cancel: Callable[[uuid.UUID], None],
+        on_webhook: Callable[[], None] | None = None,
         check_seconds: float = 5.0,
         max_backoff_seconds: float = 5.0,
     ) -> None:
         self._on_cancel = on_cancel
+        channels: dict[str, Callable[[str], None]] = {
+            JOBS_CHANNEL: lambda _payload: on_wake(),
+            CANCEL_CHANNEL: self._cancel,
+        }
+        if on_webhook is not None:
+            channels[WEBHOOKS_CHANNEL] = lambda _payload: on_webhook()
+
+        def connected() -> None:
+            on_wake()
+            if on_webhook is not None:
+                on_webhook()
+
         super().__init__(
             dsn,
-            {JOBS_CHANNEL: lambda _payload: on_wake(), CANCEL_CHANNEL: self._cancel},
-            on_connect=on_wake,
+            channels,
+            on_connect=connected,
             application_name=APPLICATION_NAME,
             check_seconds=check_seconds,
             max_backoff_seconds=max_backoff_seconds,

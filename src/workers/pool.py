@@ -41,7 +41,7 @@ from ledger import (
     sqlfile,
     store,
 )
-from workers import claims, leases, listener, outcomes, retry
+from workers import claims, leases, listener, outcomes, retry, webhooks
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     poll_seconds: float = 10.0
     grace_seconds: float = 30.0
     storage_root: Path = Path(".ledger/storage")
+    webhooks: webhooks.SenderSettings = webhooks.SenderSettings()
 
 
 def settings_from(config_: config.Settings) -> PoolSettings:
@@ -81,6 +82,11 @@ def settings_from(config_: config.Settings) -> PoolSettings:
         poll_seconds=config_.worker_poll_seconds,
         grace_seconds=config_.worker_shutdown_grace_seconds,
         storage_root=config_.storage,
+        webhooks=webhooks.SenderSettings(
+            allowed_networks=webhooks.networks(config_.webhook_allowed_networks),
+            secret=config_.webhook_secret,
+            timeout_seconds=config_.webhook_timeout_seconds,
+        ),
     )
 
 
@@ -144,10 +150,12 @@ class Pool:
         self._handler_db: asyncpg.Pool | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.clock = retry.RetryClock(self.notify)
+        self.sender: webhooks.Sender | None = None
         self.listener = listener.Listener(
             self._listen_dsn,
             on_wake=self.notify,
             on_cancel=self.cancel,
+            on_webhook=self._wake_sender,
             check_seconds=self.settings.poll_seconds,
         )
         self.started = asyncio.Event()
@@ -181,6 +189,10 @@ class Pool:
         self._backlog = True
         self._wake.set()
 
+    def _wake_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.wake()
+
     def cancel(self, job_id: uuid.UUID) -> None:
         """The job was cancelled in the ledger: stop its handler if it runs here."""
         run = self._running.get(job_id)
@@ -213,6 +225,7 @@ class Pool:
         )
         keeper = leases.Keeper(self._db, self._store, self.process, held=self._held)
         background: list[asyncio.Task[None]] = []
+        sender_db: asyncpg.Pool | None = None
         try:
             async with db.acquire(self._db) as conn:
                 await leases.register(conn, self.process)
@@ -222,6 +235,20 @@ class Pool:
                 asyncio.create_task(self.listener.run(), name="ledger-listener"),
                 asyncio.create_task(keeper.run(), name="ledger-keeper"),
             ]
+            if self.settings.webhooks.enabled:
+                # Webhooks go out from a task of their own, on connections of their own:
+                # never from a job slot, never waiting for one.
+                sender_db = await db.create_pool(
+                    self._dsn, min_size=0, max_size=2, name="job-ledger-webhooks", internal=True
+                )
+                self.sender = webhooks.Sender(
+                    sender_db,
+                    self._store,
+                    self.settings.webhooks,
+                    worker_id=self.worker_id,
+                    process_metrics=self.metrics,
+                )
+                background.append(asyncio.create_task(self.sender.run(), name="ledger-webhooks"))
             log.info(
                 "worker %s: %d slots, job types: %s",
                 self.worker_id,
@@ -234,6 +261,8 @@ class Pool:
         finally:
             self.listener.stop()
             keeper.stop()
+            if self.sender is not None:
+                self.sender.stop()
             self.clock.shutdown()
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -243,6 +272,8 @@ class Pool:
                     await leases.unregister(conn, self.worker_id)
             await self._db.close()
             await self._handler_db.close()
+            if sender_db is not None:
+                await sender_db.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.worker_id)
 

@@ -78,3 +78,18 @@ SELECT job_leases_end($1, $2::uuid[], $3::integer[]);
 -- name: jobs_held_by
 -- Of these jobs, those the worker holds now, as they are (sql/0068: any tenant's).
 SELECT * FROM jobs_held_by($1, $2::uuid[]);
+
+-- name: webhook_deliveries_claim
+-- Due webhook deliveries of every tenant, leased to this sender (sql/0080).
+SELECT *
+FROM webhook_deliveries_claim($1, $2, $3);
+
+-- name: webhook_deliveries_next_due
+-- Seconds until the next webhook delivery is due (NULL: none pending).
+SELECT webhook_deliveries_next_due();
+
+-- name: webhook_endpoint_version
+-- An endpoint's version and whether it is disabled, in the tenant the transaction acts in.
+SELECT version, disabled
+FROM webhook_endpoints
+WHERE endpoint_id = $1;
