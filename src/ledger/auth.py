@@ -48,7 +48,15 @@ from ledger import config, errors, tenancy
 log = logging.getLogger(__name__)
 
 SCOPES: Final = frozenset(
-    {"jobs:write", "jobs:read", "jobs:cancel", "audit:read", "admin", tenancy.ADMIN_SCOPE}
+    {
+        "jobs:write",
+        "jobs:read",
+        "jobs:cancel",
+        "audit:read",
+        "webhooks:write",
+        "admin",
+        tenancy.ADMIN_SCOPE,
+    }
 )
 ADMIN: Final = "admin"
 NOT_GRANTED_BY_ADMIN: Final = frozenset({tenancy.ADMIN_SCOPE})

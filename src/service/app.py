@@ -24,8 +24,10 @@ from service.http import (
     ready,
     security,
     tenants,
+    webhooks,
 )
 from service.http import metrics as http_metrics
+from workers import webhooks as webhook_sender
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -78,6 +80,7 @@ def create_app(
             jobs.JobsController,
             queues.QueuesController,
             tenants.TenantsController,
+            webhooks.WebhooksController,
             audit.AuditController,
             dashboard.overview,
         ],
@@ -116,6 +119,9 @@ def create_app(
     app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
     app.state.metrics = process_metrics
     app.state.in_flight = in_flight
+    app.state.webhook_vet = webhook_sender.vetter(
+        webhook_sender.networks(settings.webhook_allowed_networks)
+    )
     _document_closed_objects(app)
     _type_response_headers(app)
     return app
@@ -125,7 +131,12 @@ def _document_closed_objects(app: Litestar) -> None:
     """Say `additionalProperties: false` for request bodies that refuse unknown fields
     (Litestar's schema generation leaves it out), so clients and fuzzers know."""
     schemas = app.openapi_schema.components.schemas or {}
-    for struct in (*jobs.CLOSED_REQUESTS, *queues.CLOSED_REQUESTS, *tenants.CLOSED_REQUESTS):
+    for struct in (
+        *jobs.CLOSED_REQUESTS,
+        *queues.CLOSED_REQUESTS,
+        *tenants.CLOSED_REQUESTS,
+        *webhooks.CLOSED_REQUESTS,
+    ):
         schema = schemas.get(struct.__name__)
         if schema is not None:
             schema.additional_properties = False

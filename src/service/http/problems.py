@@ -21,7 +21,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from audit import checkpoints, tree
-from ledger import db, errors, metrics, queues, wire
+from ledger import db, errors, metrics, queues, webhooks, wire
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     errors.Forbidden: Rule(403, "forbidden"),
     errors.UnknownJob: Rule(404, "unknown-job"),
     queues.UnknownQueue: Rule(404, "unknown-queue"),
+    webhooks.UnknownWebhook: Rule(404, "unknown-webhook"),
     errors.VersionConflict: Rule(409, "version-conflict"),
     errors.InvalidTransition: Rule(409, "invalid-transition"),
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
