@@ -49,11 +49,7 @@ async def test_a_private_or_malformed_url_is_refused_with_a_problem(
     client: httpx.AsyncClient, auth_config: auth.AuthConfig
 ) -> None:
     admin = token(auth_config, "admin")
-    for url, status in (
-        ("http://10.0.0.1/x", 422),
-        ("http://169.254.169.254/latest/meta-data", 422),
-        ("ftp://example.com/", 400),
-    ):
+    for url in ("http://10.0.0.1/x", "http://169.254.169.254/latest/meta-data", "ftp://a/"):
         answer = await client.post(
             HOOKS, json={"url": url, "events": ["job.completed"]}, headers=admin
         )
