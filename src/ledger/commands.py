@@ -35,6 +35,7 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None = None
     replay_of: uuid.UUID | None = None
     concurrency_key: str | None = None
+    webhook: ev.JobWebhook | None = None  # the job's own result webhook (issue #19)
 
 
 class ClaimJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,6 +150,7 @@ def decide(
                 idempotency_key=command.idempotency_key,
                 replay_of=command.replay_of,
                 concurrency_key=command.concurrency_key,
+                webhook=command.webhook,
             )
         ]
     if state is None:

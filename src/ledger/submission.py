@@ -138,6 +138,9 @@ class Submitter:
             run_at=run_at,
             idempotency_key=idempotency_key,
             concurrency_key=submission.concurrency_key,
+            webhook=None
+            if submission.webhook is None
+            else ev.JobWebhook(url=submission.webhook.url),
         )
 
     def prepare_all(

@@ -124,3 +124,19 @@ async def test_a_tenant_never_sees_or_changes_anothers_endpoints_or_deliveries(
         assert answer.status_code == 404, (method, path, answer.text)
     still = (await client.get(f"{HOOKS}/{endpoint_id}", headers=acme)).json()
     assert (still["disabled"], still["version"]) == (False, 2)
+
+
+async def test_a_job_may_name_its_own_webhook_at_submission(
+    client: httpx.AsyncClient, auth_config: auth.AuthConfig
+) -> None:
+    writer = token(auth_config, "jobs:write", "jobs:read", "audit:read")
+    job = {"type": "noop", "payload": {}, "webhook": {"url": "https://example.com/done"}}
+    made = await client.post("/api/v1/jobs", json=job, headers=writer)
+    assert made.status_code == 201, made.text
+    events = await client.get(f"/api/v1/jobs/{made.json()['job_id']}/events", headers=writer)
+    assert events.status_code == 200, events.text
+    assert events.json()["events"][0]["data"]["webhook"] == {"url": "https://example.com/done"}
+    bad = {**job, "webhook": {"url": "file:///etc/passwd"}}
+    refused = await client.post("/api/v1/jobs", json=bad, headers=writer)
+    assert refused.status_code in (400, 422)
+    assert refused.headers["content-type"].startswith("application/problem+json")

@@ -326,3 +326,57 @@ async def test_redelivery_sends_the_same_id_and_body_with_a_new_signature(
         "webhook.delivery_redelivered.v1",
         "webhook.delivery_attempted.v1",
     ]
+
+
+def readme_verify() -> Any:
+    """The README's receiver example, as written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = text.index("<!-- readme-webhook-example: start -->")
+    block = text[start : text.index("<!-- readme-webhook-example: end -->")]
+    code = block.split("```python\n", 1)[1].rsplit("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["verify"]
+
+
+async def test_the_readme_receiver_example_verifies_a_real_delivery(
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    start_pool: PoolStarter,
+    receiver: Receiver,
+) -> None:
+    check = readme_verify()
+    created = await endpoint(conn, event_store, receiver.url)
+    await start_pool(**sending())
+    await factories.submit(event_store, conn, job_type="test.noop")
+
+    [got] = await receiver.wait_for(1)
+    assert check(created.secret, got.headers, got.body)
+    assert not check(created.secret, got.headers, got.body + b" ")
+    assert not check(webhooks.new_secret(), got.headers, got.body)
+
+
+async def test_a_jobs_own_webhook_is_told_its_end_signed_with_the_deployment_secret(
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    start_pool: PoolStarter,
+    receiver: Receiver,
+) -> None:
+    from ledger import events as ev
+
+    secret = webhooks.new_secret()
+    await start_pool(**sending(secret=secret))
+    job_id = await factories.submit(
+        event_store, conn, job_type="test.noop", webhook=ev.JobWebhook(url=receiver.url)
+    )
+    other = await factories.submit(event_store, conn, job_type="test.noop")
+
+    [got] = await receiver.wait_for(1)
+    await settled(conn)
+    body = json.loads(got.body)
+    assert (body["type"], body["data"]["job_id"]) == ("job.completed", str(job_id))
+    assert verify(secret, got.headers, got.body)
+    assert [r["job_id"] for r in await deliveries(conn)] == [job_id]
+    assert other != job_id
