@@ -31,6 +31,7 @@ from bench import (
     stats,
     submit,
     tenants,
+    webhooks,
 )
 from ledger import wire
 
@@ -39,7 +40,17 @@ MIB = 1024 * 1024
 # The pool's best settings found by sweeping (BENCHMARKS.md): processes x job slots each.
 BEST_PROCESSES = 2
 BEST_SLOTS = 250
-PARTS = ("submit", "processing", "latency", "http", "feed", "queues", "tenants", "scale")
+PARTS = (
+    "submit",
+    "processing",
+    "latency",
+    "http",
+    "feed",
+    "queues",
+    "tenants",
+    "webhooks",
+    "scale",
+)
 # Minutes of building a large ledger: only when asked for (`--only scale`).
 DEFAULT_PARTS = ("submit", "processing", "latency", "http", "feed", "queues")
 
@@ -105,6 +116,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "feed": lambda: _feed(c, rep, sizes, args),
             "queues": lambda: _queues(c, rep, sizes, args),
             "tenants": lambda: _tenants(c, rep, sizes, args),
+            "webhooks": lambda: _webhooks(c, rep, sizes, args),
             "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
@@ -438,6 +450,63 @@ async def _tenants(
         f"tenants, submit 1 job/transaction, {callers} callers, tenant with max_queued",
         stats.Figure.of([q.held_rate for q in quotas], unit="jobs/s"),
         ratio_to_baseline=True,
+    )
+
+
+async def _webhooks(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log("webhooks: the processing drain with an endpoint subscribed to every completion")
+    plain = rep.figure("processing")
+    drains = []
+    for _ in range(sizes.reps):
+        drains.append(
+            await webhooks.drain_subscribed(
+                c,
+                jobs=sizes.drain_jobs,
+                processes=args.worker_processes,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+        )
+        _log(f"  drained at {drains[-1].rate:,.0f} jobs/s")
+    subscribed = stats.Figure.of([d.rate for d in drains], unit="jobs/s")
+    ratio = subscribed.median / plain.median if plain is not None else None
+    rep.add(
+        "processing_webhook",
+        "processing, an endpoint subscribed to every completion (a delivery per job)",
+        subscribed,
+        ratio_to_baseline=True,
+        note=f"{ratio:.2f}× the plain drain" if ratio is not None else "",
+    )
+    _log(f"webhooks: delivery latency, {sizes.latency_jobs} jobs {sizes.latency_gap}s apart")
+    runs = []
+    for _ in range(sizes.reps):
+        runs.append(
+            await webhooks.latency(
+                c,
+                jobs=sizes.latency_jobs,
+                gap=sizes.latency_gap,
+                burst=sizes.drain_jobs // 4,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+        )
+        _log(f"  p50 {runs[-1].p50_ms:.1f} ms, p99 {runs[-1].p99_ms:.1f} ms")
+    rep.add(
+        "webhook_latency_p50",
+        "webhook delivery latency p50, job completion to arrival at a local receiver",
+        stats.Figure.of([r.p50_ms for r in runs], unit="ms"),
+    )
+    rep.add(
+        "webhook_latency_p99",
+        "webhook delivery latency p99, job completion to arrival at a local receiver",
+        stats.Figure.of([r.p99_ms for r in runs], unit="ms"),
+    )
+    rep.add(
+        "webhook_deliveries_per_second",
+        f"webhook deliveries/s to a local receiver, a burst of {runs[0].burst} completions",
+        stats.Figure.of([r.burst_rate for r in runs], unit="deliveries/s"),
     )
 
 
