@@ -380,3 +380,27 @@ async def test_a_jobs_own_webhook_is_told_its_end_signed_with_the_deployment_sec
     assert verify(secret, got.headers, got.body)
     assert [r["job_id"] for r in await deliveries(conn)] == [job_id]
     assert other != job_id
+
+
+async def test_recover_sends_again_what_was_created_in_the_window(
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    start_pool: PoolStarter,
+    receiver: Receiver,
+) -> None:
+    created = await endpoint(conn, event_store, receiver.url)
+    await start_pool(**sending())
+    await factories.submit(event_store, conn, job_type="test.noop")
+    [first] = await receiver.wait_for(1)
+    [row] = await settled(conn)
+    endpoint_id = created.endpoint.endpoint_id
+
+    later = webhooks.RecoverIn(since=row["created_at"] + timedelta(seconds=1))
+    none = await webhooks.recover(conn, event_store, endpoint_id, later, actor="admin")
+    assert none.redelivered == 0
+    window = webhooks.RecoverIn(since=row["created_at"] - timedelta(seconds=1))
+    done = await webhooks.recover(conn, event_store, endpoint_id, window, actor="admin")
+    assert done.redelivered == 1
+    _, again = await receiver.wait_for(2)
+    assert again.headers["webhook-id"] == first.headers["webhook-id"]
+    assert again.body == first.body
