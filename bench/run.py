@@ -33,6 +33,7 @@ from bench import (
     submit,
     tenants,
     unique,
+    webhooks,
     workflows,
 )
 from ledger import wire
@@ -53,6 +54,7 @@ PARTS = (
     "unique",
     "schedules",
     "workflows",
+    "webhooks",
     "scale",
 )
 # Minutes of building a large ledger: only when asked for (`--only scale`).
@@ -125,6 +127,7 @@ async def measure(args: argparse.Namespace) -> report.Report:
             "unique": lambda: _unique(c, rep, sizes),
             "schedules": lambda: _schedules(c, rep, sizes, args),
             "workflows": lambda: _workflows(c, rep, sizes, args),
+            "webhooks": lambda: _webhooks(c, rep, sizes, args),
             "scale": lambda: _scale(c, rep, sizes, args),
         }
         for part in PARTS:
@@ -545,6 +548,63 @@ async def _workflows(
         "workflow_dag_ratio",
         f"workflows: {jobs:,}-job layered DAG as a share of {jobs:,} independent jobs",
         stats.Figure.of([d.ratio for d in dags], unit="x"),
+    )
+
+
+async def _webhooks(
+    c: cluster.Cluster, rep: report.Report, sizes: Sizes, args: argparse.Namespace
+) -> None:
+    _log("webhooks: the processing drain with an endpoint subscribed to every completion")
+    plain = rep.figure("processing")
+    drains = []
+    for _ in range(sizes.reps):
+        drains.append(
+            await webhooks.drain_subscribed(
+                c,
+                jobs=sizes.drain_jobs,
+                processes=args.worker_processes,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+        )
+        _log(f"  drained at {drains[-1].rate:,.0f} jobs/s")
+    subscribed = stats.Figure.of([d.rate for d in drains], unit="jobs/s")
+    ratio = subscribed.median / plain.median if plain is not None else None
+    rep.add(
+        "processing_webhook",
+        "processing, an endpoint subscribed to every completion (a delivery per job)",
+        subscribed,
+        ratio_to_baseline=True,
+        note=f"{ratio:.2f}× the plain drain" if ratio is not None else "",
+    )
+    _log(f"webhooks: delivery latency, {sizes.latency_jobs} jobs {sizes.latency_gap}s apart")
+    runs = []
+    for _ in range(sizes.reps):
+        runs.append(
+            await webhooks.latency(
+                c,
+                jobs=sizes.latency_jobs,
+                gap=sizes.latency_gap,
+                burst=sizes.drain_jobs // 4,
+                slots=args.worker_slots,
+                logs=args.results,
+            )
+        )
+        _log(f"  p50 {runs[-1].p50_ms:.1f} ms, p99 {runs[-1].p99_ms:.1f} ms")
+    rep.add(
+        "webhook_latency_p50",
+        "webhook delivery latency p50, job completion to arrival at a local receiver",
+        stats.Figure.of([r.p50_ms for r in runs], unit="ms"),
+    )
+    rep.add(
+        "webhook_latency_p99",
+        "webhook delivery latency p99, job completion to arrival at a local receiver",
+        stats.Figure.of([r.p99_ms for r in runs], unit="ms"),
+    )
+    rep.add(
+        "webhook_deliveries_per_second",
+        f"webhook deliveries/s to a local receiver, a burst of {runs[0].burst} completions",
+        stats.Figure.of([r.burst_rate for r in runs], unit="deliveries/s"),
     )
 
 

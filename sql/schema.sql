@@ -2218,6 +2218,350 @@ END;
 $$;
 
 --
+-- Name: webhook_counts_all(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_counts_all() RETURNS TABLE(pending bigint, endpoints_disabled bigint)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'),
+           (SELECT count(*) FROM webhook_endpoints WHERE disabled AND NOT deleted)
+$$;
+
+--
+-- Name: webhook_deliveries_claim(text, integer, double precision); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_deliveries_claim(worker text, max_n integer, seconds double precision) RETURNS TABLE(delivery_id uuid, tenant text, endpoint_id uuid, url text, job_id uuid, event_type text, body text, version integer, attempts integer, tries integer, created_at timestamp with time zone, secrets text[])
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    WITH due AS (
+        SELECT d.delivery_id
+        FROM webhook_deliveries AS d
+        WHERE d.status = 'pending'
+          AND d.next_attempt_at <= now()
+          AND (d.lease_until IS NULL OR d.lease_until < now())
+          AND (d.endpoint_id IS NULL OR EXISTS (
+              SELECT FROM webhook_endpoints AS w
+              WHERE w.endpoint_id = d.endpoint_id AND NOT w.disabled AND NOT w.deleted))
+        ORDER BY d.next_attempt_at
+        LIMIT max_n
+        FOR UPDATE SKIP LOCKED
+    ), leased AS (
+        UPDATE webhook_deliveries AS d
+        SET leased_by = worker, lease_until = now() + make_interval(secs => seconds)
+        FROM due
+        WHERE d.delivery_id = due.delivery_id
+        RETURNING d.*
+    )
+    SELECT l.delivery_id, l.tenant, l.endpoint_id, coalesce(w.url, l.url), l.job_id,
+           l.event_type, l.body, l.version, l.attempts, l.tries, l.created_at,
+           ARRAY(SELECT s.secret FROM webhook_secrets AS s
+                 WHERE s.endpoint_id = l.endpoint_id
+                   AND (s.expires_at IS NULL OR s.expires_at > now())
+                 ORDER BY s.created_at DESC)
+    FROM leased AS l
+    LEFT JOIN webhook_endpoints AS w ON w.endpoint_id = l.endpoint_id
+$$;
+
+--
+-- Name: webhook_deliveries_next_due(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_deliveries_next_due() RETURNS double precision
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+    SELECT greatest(extract(epoch FROM min(d.next_attempt_at) - now()), 0)::double precision
+    FROM webhook_deliveries AS d
+    WHERE d.status = 'pending'
+      AND (d.endpoint_id IS NULL OR EXISTS (
+          SELECT FROM webhook_endpoints AS w
+          WHERE w.endpoint_id = d.endpoint_id AND NOT w.disabled AND NOT w.deleted))
+$$;
+
+--
+-- Name: webhook_delivery_apply(public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_delivery_apply(e public.events) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF e.type = 'webhook.delivery_attempted.v1' THEN
+        UPDATE webhook_deliveries
+        SET version = e.version,
+            attempts = attempts + 1,
+            tries = tries + 1,
+            status = CASE e.data->>'outcome'
+                WHEN 'retrying' THEN 'pending' ELSE e.data->>'outcome' END,
+            next_attempt_at = coalesce((e.data->>'next_attempt_at')::timestamptz,
+                                       next_attempt_at),
+            last_status_code = (e.data->>'status_code')::integer,
+            last_error = e.data->>'error',
+            last_attempt_at = e.occurred_at,
+            leased_by = NULL,
+            lease_until = NULL
+        WHERE delivery_id = e.job_id AND version = e.version - 1;
+    ELSIF e.type = 'webhook.delivery_redelivered.v1' THEN
+        UPDATE webhook_deliveries
+        SET version = e.version, status = 'pending', tries = 0,
+            next_attempt_at = e.occurred_at, leased_by = NULL, lease_until = NULL
+        WHERE delivery_id = e.job_id AND version = e.version - 1;
+    ELSE
+        RAISE EXCEPTION 'unknown event type % (webhook delivery %)', e.type, e.job_id;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % for webhook delivery % at version % out of order',
+            e.type, e.job_id, e.version;
+    END IF;
+END;
+$$;
+
+--
+-- Name: webhook_endpoint_apply(public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_endpoint_apply(e public.events) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    s webhook_endpoints;
+BEGIN
+    SELECT * INTO s FROM webhook_endpoints WHERE endpoint_id = e.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        s := NULL;
+    END IF;
+    s := webhook_endpoint_step(s, e);
+    INSERT INTO webhook_endpoints SELECT s.*
+    ON CONFLICT (endpoint_id) DO UPDATE
+    SET version = excluded.version, url = excluded.url, events = excluded.events,
+        queues = excluded.queues, types = excluded.types,
+        description = excluded.description, secret_id = excluded.secret_id,
+        disabled = excluded.disabled, disabled_reason = excluded.disabled_reason,
+        deleted = excluded.deleted, updated_by = excluded.updated_by,
+        updated_at = excluded.updated_at;
+END;
+$$;
+
+--
+-- Name: webhook_endpoints; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_endpoints (
+    endpoint_id uuid NOT NULL,
+    tenant text NOT NULL,
+    version integer NOT NULL,
+    url text NOT NULL,
+    events text[] NOT NULL,
+    queues text[],
+    types text[],
+    description text,
+    secret_id text NOT NULL,
+    disabled boolean DEFAULT false NOT NULL,
+    disabled_reason text,
+    deleted boolean DEFAULT false NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone NOT NULL,
+    updated_by text NOT NULL,
+    updated_at timestamp with time zone NOT NULL,
+    CONSTRAINT webhook_endpoints_version_check CHECK ((version >= 1))
+);
+
+ALTER TABLE ONLY public.webhook_endpoints FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_endpoint_step(public.webhook_endpoints, public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_endpoint_step(s public.webhook_endpoints, e public.events) RETURNS public.webhook_endpoints
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+    n webhook_endpoints := s;
+BEGIN
+    IF (s.endpoint_id IS NULL) <> (e.type = 'webhook.endpoint_created.v1') THEN
+        RAISE EXCEPTION 'event % for webhook endpoint % out of order', e.type, e.job_id;
+    END IF;
+    n.version := e.version;
+    n.updated_by := e.actor;
+    n.updated_at := e.occurred_at;
+    CASE e.type
+        WHEN 'webhook.endpoint_created.v1', 'webhook.endpoint_updated.v1' THEN
+            IF e.type = 'webhook.endpoint_created.v1' THEN
+                n.endpoint_id := e.job_id;
+                n.tenant := e.tenant;
+                n.secret_id := e.data->>'secret_id';
+                n.created_by := e.actor;
+                n.created_at := e.occurred_at;
+                n.deleted := false;
+            END IF;
+            n.url := e.data->>'url';
+            n.events := ARRAY(SELECT jsonb_array_elements_text(e.data->'events'));
+            n.queues := CASE WHEN jsonb_typeof(e.data->'queues') = 'array'
+                THEN ARRAY(SELECT jsonb_array_elements_text(e.data->'queues')) END;
+            n.types := CASE WHEN jsonb_typeof(e.data->'types') = 'array'
+                THEN ARRAY(SELECT jsonb_array_elements_text(e.data->'types')) END;
+            n.description := e.data->>'description';
+            n.disabled := coalesce((e.data->>'disabled')::boolean, false);
+            n.disabled_reason := NULL;
+        WHEN 'webhook.endpoint_secret_rotated.v1' THEN
+            n.secret_id := e.data->>'secret_id';
+        WHEN 'webhook.endpoint_disabled.v1' THEN
+            n.disabled := true;
+            n.disabled_reason := e.data->>'reason';
+        WHEN 'webhook.endpoint_deleted.v1' THEN
+            n.deleted := true;
+        WHEN 'webhook.endpoint_tested.v1' THEN
+            NULL;
+        ELSE
+            RAISE EXCEPTION 'unknown event type % (webhook endpoint %)', e.type, e.job_id;
+    END CASE;
+    RETURN n;
+END;
+$$;
+
+--
+-- Name: webhook_job_body(text, public.events, public.jobs); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_job_body(kind text, e public.events, j public.jobs) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT jsonb_build_object(
+        'type', kind,
+        'timestamp', webhook_time(e.occurred_at),
+        'data', jsonb_build_object(
+            'job_id', j.job_id,
+            'type', j.type,
+            'queue', j.queue,
+            'status', j.status,
+            'attempt', j.attempt,
+            'max_attempts', j.max_attempts,
+            'result', j.result,
+            'error', j.error,
+            'created_at', webhook_time(j.created_at),
+            'completed_at', webhook_time(j.completed_at),
+            'tenant', j.tenant,
+            'event', jsonb_build_object(
+                'type', e.type,
+                'version', e.version,
+                'cursor', e.txid::text || '.' || e.position::text,
+                'hash', encode(e.hash, 'hex')
+            )
+        )
+    )::text
+$$;
+
+--
+-- Name: webhook_kind(public.events); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_kind(e public.events) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT CASE
+        WHEN e.type = 'job.completed.v1' THEN 'job.completed'
+        WHEN e.type = 'job.cancelled.v1' THEN 'job.cancelled'
+        WHEN e.type IN ('job.failed.v1', 'job.retry_scheduled.v1', 'job.lease_expired.v1')
+            THEN CASE WHEN e.data->>'next_attempt_at' IS NULL THEN 'job.failed'
+                      ELSE 'job.retrying' END
+    END
+$$;
+
+--
+-- Name: webhook_time(timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_time(t timestamp with time zone) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+    SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+$$;
+
+--
+-- Name: webhooks_project_appended(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhooks_project_appended() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    e events;
+    created bigint := 0;
+    more bigint;
+BEGIN
+    INSERT INTO job_webhooks (job_id, tenant, url)
+    SELECT a.job_id, a.tenant, a.data->'webhook'->>'url'
+    FROM appended AS a
+    WHERE a.type = 'job.submitted.v1' AND a.version = 1 AND a.data ? 'webhook'
+    ON CONFLICT (job_id) DO NOTHING;
+
+    FOR e IN SELECT * FROM appended WHERE type LIKE 'webhook.%' ORDER BY position LOOP
+        IF e.type LIKE 'webhook.endpoint\_%' THEN
+            PERFORM webhook_endpoint_apply(e);
+            IF e.type = 'webhook.endpoint_tested.v1' THEN
+                INSERT INTO webhook_deliveries (delivery_id, tenant, endpoint_id, event_type,
+                                                event_position, body, next_attempt_at,
+                                                created_at)
+                VALUES (gen_random_uuid(), e.tenant, e.job_id, 'webhook.test', e.position,
+                        jsonb_build_object(
+                            'type', 'webhook.test',
+                            'timestamp', webhook_time(e.occurred_at),
+                            'data', jsonb_build_object('endpoint_id', e.job_id,
+                                                       'requested_by', e.actor))::text,
+                        e.occurred_at, e.occurred_at);
+                created := created + 1;
+            END IF;
+        ELSE
+            PERFORM webhook_delivery_apply(e);
+        END IF;
+    END LOOP;
+
+    IF EXISTS (SELECT FROM webhook_endpoints AS w WHERE NOT w.disabled AND NOT w.deleted)
+    THEN
+        INSERT INTO webhook_deliveries (delivery_id, tenant, endpoint_id, job_id, event_type,
+                                        event_position, body, next_attempt_at, created_at)
+        SELECT gen_random_uuid(), a.tenant, w.endpoint_id, a.job_id, k.kind, a.position,
+               webhook_job_body(k.kind, a::events, j), a.occurred_at, a.occurred_at
+        FROM appended AS a
+        CROSS JOIN LATERAL (SELECT webhook_kind(a::events) AS kind) AS k
+        JOIN jobs AS j ON j.job_id = a.job_id
+        JOIN webhook_endpoints AS w
+            ON w.tenant = a.tenant
+           AND NOT w.disabled AND NOT w.deleted
+           AND k.kind = ANY(w.events)
+           AND (w.queues IS NULL OR j.queue = ANY(w.queues))
+           AND (w.types IS NULL OR j.type = ANY(w.types))
+        WHERE k.kind IS NOT NULL;
+        GET DIAGNOSTICS more = ROW_COUNT;
+        created := created + more;
+    END IF;
+
+    IF EXISTS (SELECT FROM job_webhooks) THEN
+        INSERT INTO webhook_deliveries (delivery_id, tenant, url, job_id, event_type,
+                                        event_position, body, next_attempt_at, created_at)
+        SELECT gen_random_uuid(), a.tenant, h.url, a.job_id, k.kind, a.position,
+               webhook_job_body(k.kind, a::events, j), a.occurred_at, a.occurred_at
+        FROM appended AS a
+        CROSS JOIN LATERAL (SELECT webhook_kind(a::events) AS kind) AS k
+        JOIN job_webhooks AS h ON h.job_id = a.job_id
+        JOIN jobs AS j ON j.job_id = a.job_id
+        WHERE k.kind IN ('job.completed', 'job.failed', 'job.cancelled');
+        GET DIAGNOSTICS more = ROW_COUNT;
+        created := created + more;
+    END IF;
+
+    IF created > 0 THEN
+        PERFORM pg_notify('ledger_webhooks', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: worker_slots_usage(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2711,6 +3055,18 @@ CREATE TABLE public.job_throughput_deltas (
 ALTER TABLE ONLY public.job_throughput_deltas FORCE ROW LEVEL SECURITY;
 
 --
+-- Name: job_webhooks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_webhooks (
+    job_id uuid NOT NULL,
+    tenant text NOT NULL,
+    url text NOT NULL
+);
+
+ALTER TABLE ONLY public.job_webhooks FORCE ROW LEVEL SECURITY;
+
+--
 -- Name: queue_buckets; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -2776,6 +3132,52 @@ CREATE TABLE public.tenant_turns (
 );
 
 ALTER TABLE ONLY public.tenant_turns FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_deliveries; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_deliveries (
+    delivery_id uuid NOT NULL,
+    tenant text NOT NULL,
+    endpoint_id uuid,
+    url text,
+    job_id uuid,
+    event_type text NOT NULL,
+    event_position bigint,
+    body text NOT NULL,
+    status text DEFAULT 'pending'::text NOT NULL,
+    version integer DEFAULT 0 NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    tries integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone NOT NULL,
+    last_status_code integer,
+    last_error text,
+    last_attempt_at timestamp with time zone,
+    created_at timestamp with time zone NOT NULL,
+    leased_by text,
+    lease_until timestamp with time zone,
+    CONSTRAINT webhook_deliveries_check CHECK (((endpoint_id IS NULL) <> (url IS NULL))),
+    CONSTRAINT webhook_deliveries_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'delivered'::text, 'exhausted'::text, 'disabled'::text])))
+);
+
+ALTER TABLE ONLY public.webhook_deliveries FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_secrets; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.webhook_secrets (
+    endpoint_id uuid NOT NULL,
+    tenant text NOT NULL,
+    secret_id text NOT NULL,
+    secret text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone,
+    CONSTRAINT webhook_secrets_secret_check CHECK ((secret ~~ 'whsec\_%'::text))
+);
+
+ALTER TABLE ONLY public.webhook_secrets FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: worker_processes; Type: TABLE; Schema: public; Owner: -
@@ -2902,6 +3304,13 @@ ALTER TABLE ONLY public.job_throughput
     ADD CONSTRAINT job_throughput_pkey PRIMARY KEY (tenant, minute);
 
 --
+-- Name: job_webhooks job_webhooks_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.job_webhooks
+    ADD CONSTRAINT job_webhooks_pkey PRIMARY KEY (job_id);
+
+--
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2984,6 +3393,27 @@ ALTER TABLE ONLY public.tenants
 
 ALTER TABLE ONLY public.tenants
     ADD CONSTRAINT tenants_stream_id_key UNIQUE (stream_id);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (delivery_id);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (endpoint_id);
+
+--
+-- Name: webhook_secrets webhook_secrets_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.webhook_secrets
+    ADD CONSTRAINT webhook_secrets_pkey PRIMARY KEY (endpoint_id, secret_id);
 
 --
 -- Name: worker_processes worker_processes_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -3128,6 +3558,30 @@ CREATE INDEX schedules_buffering ON public.schedules USING btree (tenant, schedu
 CREATE INDEX schedules_next_slot ON public.schedules USING btree (next_slot) WHERE ((NOT deleted) AND (NOT paused) AND (next_slot IS NOT NULL));
 
 --
+-- Name: webhook_deliveries_due; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_due ON public.webhook_deliveries USING btree (next_attempt_at) WHERE (status = 'pending'::text);
+
+--
+-- Name: webhook_deliveries_of_endpoint; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_of_endpoint ON public.webhook_deliveries USING btree (tenant, endpoint_id, created_at DESC);
+
+--
+-- Name: webhook_deliveries_of_job; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_deliveries_of_job ON public.webhook_deliveries USING btree (job_id);
+
+--
+-- Name: webhook_endpoints_active; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX webhook_endpoints_active ON public.webhook_endpoints USING btree (tenant) WHERE ((NOT disabled) AND (NOT deleted));
+
+--
 -- Name: worker_processes_heartbeat_idx; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -3192,6 +3646,12 @@ CREATE TRIGGER events_project_schedules AFTER INSERT ON public.events REFERENCIN
 --
 
 CREATE TRIGGER events_project_tenants AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.tenants_project_appended();
+
+--
+-- Name: events events_project_webhooks; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER events_project_webhooks AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.webhooks_project_appended();
 
 --
 -- Name: events events_resolve_workflows; Type: TRIGGER; Schema: public; Owner: -
@@ -3380,6 +3840,18 @@ CREATE POLICY job_throughput_deltas_in_tenant ON public.job_throughput_deltas TO
 CREATE POLICY job_throughput_in_tenant ON public.job_throughput TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
 
 --
+-- Name: job_webhooks; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.job_webhooks ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: job_webhooks job_webhooks_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY job_webhooks_in_tenant ON public.job_webhooks TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
 -- Name: jobs; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
@@ -3534,6 +4006,66 @@ CREATE POLICY tenants_in_tenant ON public.tenants TO ledger_app USING ((tenant =
 --
 
 CREATE POLICY tenants_locked_for_claim ON public.tenants FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (false);
+
+--
+-- Name: webhook_deliveries; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_deliveries ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_deliveries webhook_deliveries_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY webhook_deliveries_dispatched ON public.webhook_deliveries FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: webhook_deliveries webhook_deliveries_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY webhook_deliveries_in_tenant ON public.webhook_deliveries TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: webhook_deliveries webhook_deliveries_leased; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY webhook_deliveries_leased ON public.webhook_deliveries FOR UPDATE TO ledger_dispatch USING (true) WITH CHECK (true);
+
+--
+-- Name: webhook_endpoints; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_endpoints ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_endpoints webhook_endpoints_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY webhook_endpoints_dispatched ON public.webhook_endpoints FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: webhook_endpoints webhook_endpoints_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY webhook_endpoints_in_tenant ON public.webhook_endpoints TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
+
+--
+-- Name: webhook_secrets; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.webhook_secrets ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: webhook_secrets webhook_secrets_dispatched; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY webhook_secrets_dispatched ON public.webhook_secrets FOR SELECT TO ledger_dispatch USING (true);
+
+--
+-- Name: webhook_secrets webhook_secrets_in_tenant; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY webhook_secrets_in_tenant ON public.webhook_secrets TO ledger_app USING ((tenant = public.ledger_tenant_named())) WITH CHECK ((tenant = public.ledger_tenant_named()));
 
 --
 -- Name: workflow_jobs; Type: ROW SECURITY; Schema: public; Owner: -
@@ -3982,6 +4514,76 @@ GRANT ALL ON FUNCTION public.tenants_all() TO ledger_app;
 GRANT ALL ON FUNCTION public.tenants_project_appended() TO ledger_app;
 
 --
+-- Name: FUNCTION webhook_counts_all(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.webhook_counts_all() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.webhook_counts_all() TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_deliveries_claim(worker text, max_n integer, seconds double precision); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.webhook_deliveries_claim(worker text, max_n integer, seconds double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.webhook_deliveries_claim(worker text, max_n integer, seconds double precision) TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_deliveries_next_due(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.webhook_deliveries_next_due() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.webhook_deliveries_next_due() TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_delivery_apply(e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_delivery_apply(e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_endpoint_apply(e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_endpoint_apply(e public.events) TO ledger_app;
+
+--
+-- Name: TABLE webhook_endpoints; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.webhook_endpoints TO ledger_app;
+GRANT SELECT ON TABLE public.webhook_endpoints TO ledger_dispatch;
+
+--
+-- Name: FUNCTION webhook_endpoint_step(s public.webhook_endpoints, e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_endpoint_step(s public.webhook_endpoints, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_job_body(kind text, e public.events, j public.jobs); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_job_body(kind text, e public.events, j public.jobs) TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_kind(e public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_kind(e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_time(t timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_time(t timestamp with time zone) TO ledger_app;
+
+--
+-- Name: FUNCTION webhooks_project_appended(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhooks_project_appended() TO ledger_app;
+
+--
 -- Name: FUNCTION worker_slots_usage(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4106,6 +4708,12 @@ GRANT SELECT ON TABLE public.job_throughput TO ledger_app;
 GRANT SELECT ON TABLE public.job_throughput_deltas TO ledger_app;
 
 --
+-- Name: TABLE job_webhooks; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_webhooks TO ledger_app;
+
+--
 -- Name: TABLE queue_buckets; Type: ACL; Schema: public; Owner: -
 --
 
@@ -4137,6 +4745,32 @@ GRANT SELECT ON TABLE public.schema_migrations TO ledger_app;
 
 GRANT SELECT ON TABLE public.tenant_turns TO ledger_app;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.tenant_turns TO ledger_dispatch;
+
+--
+-- Name: TABLE webhook_deliveries; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.webhook_deliveries TO ledger_app;
+GRANT SELECT ON TABLE public.webhook_deliveries TO ledger_dispatch;
+
+--
+-- Name: COLUMN webhook_deliveries.leased_by; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT UPDATE(leased_by) ON TABLE public.webhook_deliveries TO ledger_dispatch;
+
+--
+-- Name: COLUMN webhook_deliveries.lease_until; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT UPDATE(lease_until) ON TABLE public.webhook_deliveries TO ledger_dispatch;
+
+--
+-- Name: TABLE webhook_secrets; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT,INSERT,UPDATE ON TABLE public.webhook_secrets TO ledger_app;
+GRANT SELECT ON TABLE public.webhook_secrets TO ledger_dispatch;
 
 --
 -- Name: TABLE worker_processes; Type: ACL; Schema: public; Owner: -

@@ -54,6 +54,7 @@ SCOPES: Final = frozenset(
         "jobs:cancel",
         "audit:read",
         "schedules:write",
+        "webhooks:write",
         "admin",
         tenancy.ADMIN_SCOPE,
     }

@@ -45,6 +45,8 @@ class SubmitJob(msgspec.Struct, frozen=True, kw_only=True):
     depends_on: list[uuid.UUID] | None = None
     on_upstream_failure: ev.UpstreamFailure | None = None
 
+    webhook: ev.JobWebhook | None = None  # the job's own result webhook (issue #19)
+
 
 class ReplaceJob(msgspec.Struct, frozen=True, kw_only=True):
     """A unique submission's duplicate takes over a waiting job: its payload and run time."""
@@ -191,6 +193,7 @@ def decide(
                 name=command.name,
                 depends_on=command.depends_on,
                 on_upstream_failure=command.on_upstream_failure,
+                webhook=command.webhook,
             )
         ]
     if state is None:

@@ -48,6 +48,9 @@ VARIABLES: Final = frozenset(
         "LEDGER_AUDIT_KEY",
         "AUDIT_CHECKPOINT_INTERVAL_SECONDS",
         "AUDIT_INTEGRATE_INTERVAL_SECONDS",
+        "WEBHOOK_ALLOWED_NETWORKS",
+        "WEBHOOK_SECRET",
+        "WEBHOOK_TIMEOUT_SECONDS",
     }
 )
 """Every environment variable the service reads (a test holds this list, the code and the README equal)."""
@@ -95,6 +98,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tenancy_mode: tenancy.Mode = "optional"
     jwt_tenant_claim: str = "tenant"
     metrics_tenant_label: bool = False  # /metrics: the queue gauges by tenant too
+    # Webhooks (issue #19): CIDRs a webhook may be sent to though not public (SSRF guard),
+    # the secret that signs jobs' own webhooks, and an attempt's total time limit.
+    webhook_allowed_networks: str | None = None
+    webhook_secret: str | None = None
+    webhook_timeout_seconds: float = 15.0
 
     @property
     def embedded(self) -> bool:
@@ -207,6 +215,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         tenancy_mode=_tenancy(env),
         jwt_tenant_claim=text("JWT_TENANT_CLAIM") or "tenant",
         metrics_tenant_label=_bool(env, "METRICS_TENANT_LABEL", False),
+        webhook_allowed_networks=text("WEBHOOK_ALLOWED_NETWORKS"),
+        webhook_secret=text("WEBHOOK_SECRET"),
+        webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 15.0, minimum=0.1),
     )
     if settings.audit_checkpoint_interval_seconds < 0:
         raise errors.ConfigError("AUDIT_CHECKPOINT_INTERVAL_SECONDS must be 0 (off) or more")
@@ -226,4 +237,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise errors.ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
     if not 0 <= settings.worker_metrics_port <= 65535:
         raise errors.ConfigError("WORKER_METRICS_PORT must be a port number (0: no metrics server)")
+    if settings.webhook_secret is not None and not settings.webhook_secret.startswith("whsec_"):
+        raise errors.ConfigError("WEBHOOK_SECRET must be a whsec_<base64> secret")
     return settings

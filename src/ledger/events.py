@@ -88,6 +88,14 @@ class JobSubmitted(Event, frozen=True, tag="job.submitted.v1"):
     name: str | None = None
     depends_on: list[uuid.UUID] | None = None
     on_upstream_failure: UpstreamFailure | None = None
+    # Added with webhooks (sql/0080): the job's own result webhook; left out when None.
+    webhook: JobWebhook | None = None
+
+
+class JobWebhook(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where a job's end is told (signed with the deployment's WEBHOOK_SECRET)."""
+
+    url: str
 
 
 class JobClaimed(Event, frozen=True, tag="job.claimed.v1"):
@@ -395,6 +403,87 @@ SCHEDULE_EVENTS: Final = (
 )
 
 
+WebhookKind = Literal["job.completed", "job.failed", "job.cancelled", "job.retrying"]
+DeliveryOutcome = Literal["delivered", "retrying", "exhausted", "disabled"]
+
+
+class WebhookEvent(Event, frozen=True):
+    """A webhook endpoint changed, or a delivery was attempted. An endpoint's events form
+    one stream, a delivery's another (`job_id` holds the endpoint's or delivery's id);
+    see ledger.webhooks. The endpoint's secret is never in an event, only its id."""
+
+
+class WebhookEndpointCreated(WebhookEvent, frozen=True, tag="webhook.endpoint_created.v1"):
+    """An endpoint that is sent the events it names, of the queues and job types it names
+    (None: all), signed with the secret `secret_id` names."""
+
+    url: str
+    events: tuple[WebhookKind, ...]
+    queues: tuple[str, ...] | None
+    types: tuple[str, ...] | None
+    description: str | None
+    secret_id: str
+
+
+class WebhookEndpointUpdated(WebhookEvent, frozen=True, tag="webhook.endpoint_updated.v1"):
+    """The endpoint's settings, all of them, as they are from now on (`disabled` false
+    enables it again)."""
+
+    url: str
+    events: tuple[WebhookKind, ...]
+    queues: tuple[str, ...] | None
+    types: tuple[str, ...] | None
+    description: str | None
+    disabled: bool
+
+
+class WebhookEndpointSecretRotated(
+    WebhookEvent, frozen=True, tag="webhook.endpoint_secret_rotated.v1"
+):
+    """A new secret signs from now on; the previous one signs too until `previous_until`."""
+
+    secret_id: str
+    previous_secret_id: str
+    previous_until: datetime
+
+
+class WebhookEndpointDisabled(WebhookEvent, frozen=True, tag="webhook.endpoint_disabled.v1"):
+    """Nothing more is sent to the endpoint until it is enabled again (a PATCH)."""
+
+    reason: str
+    delivery_id: uuid.UUID | None = None
+
+
+class WebhookEndpointDeleted(WebhookEvent, frozen=True, tag="webhook.endpoint_deleted.v1"):
+    """The endpoint is gone; nothing more is sent to it."""
+
+
+class WebhookEndpointTested(WebhookEvent, frozen=True, tag="webhook.endpoint_tested.v1"):
+    """A test delivery (`webhook.test`) was asked for; the append creates it."""
+
+
+class WebhookDeliveryAttempted(WebhookEvent, frozen=True, tag="webhook.delivery_attempted.v1"):
+    """One attempt to send a delivery: what the receiver answered (or the error), how
+    long it took, and what follows: delivered, retrying at `next_attempt_at`, exhausted
+    (its schedule ran out) or disabled (the endpoint answered 410, or was disabled)."""
+
+    endpoint_id: uuid.UUID | None
+    about_job: uuid.UUID | None
+    attempt: int
+    outcome: DeliveryOutcome
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+    response_body: str | None
+    next_attempt_at: datetime | None
+
+
+class WebhookDeliveryRedelivered(WebhookEvent, frozen=True, tag="webhook.delivery_redelivered.v1"):
+    """The delivery is to be sent again (same webhook-id and body), its schedule anew."""
+
+    reason: str | None = None
+
+
 # Every event the ledger stores (the name predates the queue events): what the store
 # appends and `from_row` decodes. Only job.* events fold into a job (lifecycle.evolve).
 JobEvent = (
@@ -426,6 +515,14 @@ JobEvent = (
     | ScheduleSlotFired
     | ScheduleSlotSkipped
     | ScheduleSlotBuffered
+    | WebhookEndpointCreated
+    | WebhookEndpointUpdated
+    | WebhookEndpointSecretRotated
+    | WebhookEndpointDisabled
+    | WebhookEndpointDeleted
+    | WebhookEndpointTested
+    | WebhookDeliveryAttempted
+    | WebhookDeliveryRedelivered
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
@@ -448,6 +545,14 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     QueueResumed,
     TenantConfigured,
     *SCHEDULE_EVENTS,
+    WebhookEndpointCreated,
+    WebhookEndpointUpdated,
+    WebhookEndpointSecretRotated,
+    WebhookEndpointDisabled,
+    WebhookEndpointDeleted,
+    WebhookEndpointTested,
+    WebhookDeliveryAttempted,
+    WebhookDeliveryRedelivered,
 )
 
 _json = msgspec.json.Encoder()
@@ -543,6 +648,7 @@ _ADDED_LATER: Final[dict[type[Event], tuple[str, ...]]] = {
         "name",
         "depends_on",
         "on_upstream_failure",
+        "webhook",
     ),
     JobClaimed: ("queue_version", "tenant_version"),
     JobCancelled: ("bulk_request_id", "upstream_job_id", "upstream_status", "cause"),

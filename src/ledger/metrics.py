@@ -173,6 +173,26 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.webhook_deliveries = counter(
+            "webhook_attempts_total",
+            "Webhook delivery attempts by outcome: delivered, retrying, exhausted (its "
+            "retry schedule ran out) or disabled (the endpoint answered 410).",
+            ("outcome",),
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "webhook_attempt_duration_seconds",
+            "Time of one webhook delivery attempt, from connecting to the answer read.",
+            namespace=NAMESPACE,
+            buckets=HTTP_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhook_endpoints_disabled = counter(
+            "webhook_endpoints_disabled_total",
+            "Webhook endpoints disabled by a sender: a 410 answer, or a delivery that "
+            "failed for its whole retry schedule.",
+            (),
+        )
+
         # The labelled children by (method, route, status): prometheus_client's `labels()`
         # validates and joins the values on every call, a cost on every request.
         self._http_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}

@@ -209,3 +209,78 @@ CROSS JOIN LATERAL (
 WHERE $1::text IS NULL OR s.status = $1
 ORDER BY f.submitted_at DESC, f.workflow_id DESC
 LIMIT $2;
+
+-- name: webhook_endpoints_get
+-- An endpoint of the tenant the transaction acts in, unless deleted (sql/0080).
+SELECT *
+FROM webhook_endpoints
+WHERE endpoint_id = $1
+  AND NOT deleted;
+
+-- name: webhook_endpoints_list
+-- The tenant's endpoints, oldest first.
+SELECT *
+FROM webhook_endpoints
+WHERE NOT deleted
+ORDER BY created_at, endpoint_id;
+
+-- name: webhook_secrets_insert
+-- A signing secret of an endpoint (never in an event; the events name its id).
+INSERT INTO webhook_secrets (endpoint_id, tenant, secret_id, secret, expires_at)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: webhook_secrets_retire
+-- At a rotation: the current secret ($2) signs until $3, the ones before it stop now.
+UPDATE webhook_secrets
+SET expires_at = CASE WHEN secret_id = $2 THEN $3 ELSE least(expires_at, now()) END
+WHERE endpoint_id = $1
+  AND (expires_at IS NULL OR expires_at > now());
+
+-- name: webhook_deliveries_get
+-- A delivery of the tenant.
+SELECT *
+FROM webhook_deliveries
+WHERE delivery_id = $1;
+
+-- name: webhook_deliveries_latest_test
+-- The test delivery the endpoint's latest event created.
+SELECT d.*
+FROM webhook_deliveries AS d
+WHERE d.endpoint_id = $1
+  AND d.event_type = 'webhook.test'
+ORDER BY d.event_position DESC
+LIMIT 1;
+
+-- name: webhook_deliveries_of_endpoint
+-- An endpoint's deliveries, newest first.
+SELECT *
+FROM webhook_deliveries
+WHERE tenant = ledger_tenant()
+  AND endpoint_id = $1
+ORDER BY created_at DESC, delivery_id
+LIMIT $2;
+
+-- name: webhook_deliveries_of_job
+-- The deliveries reporting a job's events, oldest first.
+SELECT *
+FROM webhook_deliveries
+WHERE job_id = $1
+ORDER BY event_position, created_at;
+
+-- name: webhook_deliveries_to_recover
+-- An endpoint's deliveries created in [$2, $3) that are not pending, to send again.
+SELECT *
+FROM webhook_deliveries
+WHERE tenant = ledger_tenant()
+  AND endpoint_id = $1
+  AND created_at >= $2
+  AND ($3::timestamptz IS NULL OR created_at < $3)
+  AND status <> 'pending'
+ORDER BY created_at;
+
+-- name: webhook_delivery_attempts
+-- A delivery's recorded attempts and redeliveries, in order.
+SELECT type, version, actor, occurred_at, data
+FROM events
+WHERE job_id = $1
+ORDER BY version;

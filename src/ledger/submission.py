@@ -183,6 +183,9 @@ class Submitter:
             idempotency_key=idempotency_key,
             concurrency_key=submission.concurrency_key,
             retry_policy=policy,
+            webhook=None
+            if submission.webhook is None
+            else ev.JobWebhook(url=submission.webhook.url),
         )
         if submission.unique is None:
             return command

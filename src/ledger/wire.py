@@ -135,6 +135,12 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
         return self.status in lifecycle.TERMINAL
 
 
+class JobWebhookIn(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A job's own result webhook: `{"url": "https://…"}`."""
+
+    url: Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^https?://[^\s\x00]+$")]
+
+
 class Submission(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
 ):
@@ -166,6 +172,9 @@ class Submission(
     retry_policy: retrypolicy.RetryPolicy | None = None
     # At most one such job at a time: see Unique. A duplicate creates nothing.
     unique: Unique | None = None
+    # Where the job's end (completed, failed, cancelled) is told, signed with
+    # WEBHOOK_SECRET; the address is checked against the SSRF guard at every send.
+    webhook: JobWebhookIn | None = None
 
     @classmethod
     def checked(cls, job_type: str, payload: dict[str, Any], **options: Any) -> Submission:

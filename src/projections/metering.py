@@ -75,7 +75,12 @@ class JobMetrics:
                 r.event.job_id
                 for r in recorded
                 if not isinstance(
-                    r.event, ev.JobSubmitted | ev.QueueEvent | ev.TenantEvent | ev.ScheduleEvent
+                    r.event,
+                    ev.JobSubmitted
+                    | ev.QueueEvent
+                    | ev.TenantEvent
+                    | ev.ScheduleEvent
+                    | ev.WebhookEvent,
                 )
             }
         )

@@ -25,9 +25,11 @@ from service.http import (
     schedules,
     security,
     tenants,
+    webhooks,
     workflows,
 )
 from service.http import metrics as http_metrics
+from workers import webhooks as webhook_sender
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -82,6 +84,7 @@ def create_app(
             queues.QueuesController,
             tenants.TenantsController,
             schedules.SchedulesController,
+            webhooks.WebhooksController,
             audit.AuditController,
             dashboard.overview,
         ],
@@ -120,6 +123,9 @@ def create_app(
     app.state.audit_key = audit.AuditKey(settings.audit_key_path, audit_signer)
     app.state.metrics = process_metrics
     app.state.in_flight = in_flight
+    app.state.webhook_vet = webhook_sender.vetter(
+        webhook_sender.networks(settings.webhook_allowed_networks)
+    )
     _document_closed_objects(app)
     _type_response_headers(app)
     return app
@@ -135,6 +141,7 @@ def _document_closed_objects(app: Litestar) -> None:
         *tenants.CLOSED_REQUESTS,
         *schedules.CLOSED_REQUESTS,
         *workflows.CLOSED_REQUESTS,
+        *webhooks.CLOSED_REQUESTS,
     ):
         schema = schemas.get(struct.__name__)
         if schema is not None:

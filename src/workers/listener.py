@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 JOBS_CHANNEL: Final = "ledger_jobs"
 ROOM_PAYLOAD: Final = "room"
+WEBHOOKS_CHANNEL: Final = "ledger_webhooks"  # deliveries were created (sql/0080)
 CANCEL_CHANNEL: Final = "ledger_cancel"
 APPLICATION_NAME: Final = "job-ledger-listener"
 
@@ -34,7 +35,8 @@ class Listener(notifications.Listener):
     `on_wake()` runs for every `ledger_jobs` notification and after every
     (re)connect, except those saying room was freed in a restricted queue, which
     run `on_room()` (default: `on_wake`); `on_cancel(job_id)` for every
-    `ledger_cancel` notification. All run on the event loop and must not block.
+    `ledger_cancel` notification; `on_webhook()` for every `ledger_webhooks` one and
+    after every (re)connect. All run on the event loop and must not block.
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Listener(notifications.Listener):
         on_wake: Callable[[], None],
         on_cancel: Callable[[uuid.UUID], None],
         on_room: Callable[[], None] | None = None,
+        on_webhook: Callable[[], None] | None = None,
         check_seconds: float = 5.0,
         max_backoff_seconds: float = 5.0,
     ) -> None:
@@ -53,10 +56,22 @@ class Listener(notifications.Listener):
         def jobs(payload: str) -> None:
             (room if payload == ROOM_PAYLOAD else on_wake)()
 
+        channels: dict[str, Callable[[str], None]] = {
+            JOBS_CHANNEL: jobs,
+            CANCEL_CHANNEL: self._cancel,
+        }
+        if on_webhook is not None:
+            channels[WEBHOOKS_CHANNEL] = lambda _payload: on_webhook()
+
+        def connected() -> None:
+            on_wake()
+            if on_webhook is not None:
+                on_webhook()
+
         super().__init__(
             dsn,
-            {JOBS_CHANNEL: jobs, CANCEL_CHANNEL: self._cancel},
-            on_connect=on_wake,
+            channels,
+            on_connect=connected,
             application_name=APPLICATION_NAME,
             check_seconds=check_seconds,
             max_backoff_seconds=max_backoff_seconds,

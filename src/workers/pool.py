@@ -42,7 +42,7 @@ from ledger import (
     sqlfile,
     store,
 )
-from workers import claims, leases, listener, outcomes, retry
+from workers import claims, leases, listener, outcomes, retry, webhooks
 
 Q = sqlfile.load("workers")
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Slots the bulk claim leaves to quiet tenants (None: one per RESERVE_PER_SLOTS
     # slots, so a pool of fewer keeps none; 0: no reserve).
     reserve_slots: int | None = None
+    webhooks: webhooks.SenderSettings = webhooks.SenderSettings()
 
     @property
     def reserve(self) -> int:
@@ -99,6 +100,11 @@ def settings_from(config_: config.Settings) -> PoolSettings:
         grace_seconds=config_.worker_shutdown_grace_seconds,
         storage_root=config_.storage,
         reserve_slots=config_.worker_reserve_slots,
+        webhooks=webhooks.SenderSettings(
+            allowed_networks=webhooks.networks(config_.webhook_allowed_networks),
+            secret=config_.webhook_secret,
+            timeout_seconds=config_.webhook_timeout_seconds,
+        ),
     )
 
 
@@ -171,11 +177,13 @@ class Pool:
         self._executor: ThreadPoolExecutor | None = None
         self.clock = retry.RetryClock(self.notify)
         self.policies = retry.Policies(registry)
+        self.sender: webhooks.Sender | None = None
         self.listener = listener.Listener(
             self._listen_dsn,
             on_wake=self.notify,
             on_cancel=self.cancel,
             on_room=self.notify_room,
+            on_webhook=self._wake_sender,
             check_seconds=self.settings.poll_seconds,
         )
         self.started = asyncio.Event()
@@ -224,6 +232,10 @@ class Pool:
         self._backlog = True
         self._wake.set()
 
+    def _wake_sender(self) -> None:
+        if self.sender is not None:
+            self.sender.wake()
+
     def cancel(self, job_id: uuid.UUID) -> None:
         """The job was cancelled in the ledger: stop its handler if it runs here."""
         run = self._running.get(job_id)
@@ -258,6 +270,7 @@ class Pool:
             self._db, self._store, self.process, held=self._held, policies=self.policies
         )
         background: list[asyncio.Task[None]] = []
+        sender_db: asyncpg.Pool | None = None
         try:
             async with db.acquire(self._db) as conn:
                 await leases.register(conn, self.process)
@@ -267,6 +280,20 @@ class Pool:
                 asyncio.create_task(self.listener.run(), name="ledger-listener"),
                 asyncio.create_task(keeper.run(), name="ledger-keeper"),
             ]
+            if self.settings.webhooks.enabled:
+                # Webhooks go out from a task of their own, on connections of their own:
+                # never from a job slot, never waiting for one.
+                sender_db = await db.create_pool(
+                    self._dsn, min_size=0, max_size=2, name="job-ledger-webhooks", internal=True
+                )
+                self.sender = webhooks.Sender(
+                    sender_db,
+                    self._store,
+                    self.settings.webhooks,
+                    worker_id=self.worker_id,
+                    process_metrics=self.metrics,
+                )
+                background.append(asyncio.create_task(self.sender.run(), name="ledger-webhooks"))
             log.info(
                 "worker %s: %d slots, job types: %s",
                 self.worker_id,
@@ -282,6 +309,8 @@ class Pool:
             if self._express is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._express
+            if self.sender is not None:
+                self.sender.stop()
             self.clock.shutdown()
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -291,6 +320,8 @@ class Pool:
                     await leases.unregister(conn, self.worker_id)
             await self._db.close()
             await self._handler_db.close()
+            if sender_db is not None:
+                await sender_db.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.worker_id)
 

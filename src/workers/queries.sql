@@ -95,3 +95,18 @@ SELECT queue_retry_policy($1, $2);
 -- A claimed workflow job's dependencies' results by name, as its latest unblocking
 -- recorded them (sql/0077; workers act in no tenant), as JSON text; NULL: none.
 SELECT workflow_upstream($1)::text;
+
+-- name: webhook_deliveries_claim
+-- Due webhook deliveries of every tenant, leased to this sender (sql/0080).
+SELECT *
+FROM webhook_deliveries_claim($1, $2, $3);
+
+-- name: webhook_deliveries_next_due
+-- Seconds until the next webhook delivery is due (NULL: none pending).
+SELECT webhook_deliveries_next_due();
+
+-- name: webhook_endpoint_version
+-- An endpoint's version and whether it is disabled, in the tenant the transaction acts in.
+SELECT version, disabled
+FROM webhook_endpoints
+WHERE endpoint_id = $1;

@@ -24,8 +24,10 @@ from ledger import (
     store,
     submission,
     tenants,
+    webhooks,
     wire,
 )
+from ledger import events as ev
 from tests import factories, ledgers
 from workers import claims
 
@@ -73,7 +75,7 @@ async def _populate(
 ) -> uuid.UUID:
     """Rows of `tenant` in every tenant table: jobs and events, a limited round-robin
     queue with claims (buckets, turns), counters, tenant settings, a checkpoint, its
-    tree and an integrated head."""
+    tree and an integrated head, a webhook endpoint (its secret) and deliveries."""
     limited = wire.QueueSettings(
         fairness="round_robin",
         rate_limit=wire.RateLimitIn(limit=1000, period_seconds=1, burst=1000),
@@ -97,6 +99,19 @@ async def _populate(
                 None, waiting, job_id=uuid.uuid4(), actor="app", now=event_store.clock()
             ),
         )
+    async with conn.transaction():
+        await _in(conn, tenant)
+        await webhooks.create(
+            conn,
+            event_store,
+            webhooks.EndpointIn(url="https://example.com/hook", events=["job.cancelled"]),
+            actor="ops",
+            vet=_any_url,
+        )
+        hooked = await factories.submit(
+            event_store, conn, webhook=ev.JobWebhook(url="https://example.com/job")
+        )
+        await event_store.execute(conn, hooked, commands.CancelJob(), actor="ops")
     await tenants.configure(conn, event_store, tenant, {"max_queued": 1000}, actor="ops")
     # Every due job claimed: the claim shares its slots across tenants (sql/0070), so
     # one slot could go to another tenant's job, leaving this tenant's queue unclaimed.
@@ -134,6 +149,10 @@ async def _populate(
 
 async def _noop(payload: dict[str, object], ctx: object) -> None:
     return None
+
+
+async def _any_url(url: str) -> None:
+    """No SSRF check: these endpoints are never sent to."""
 
 
 async def test_every_table_holding_tenant_data_is_isolated_or_named_global(

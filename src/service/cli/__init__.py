@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ledger import config, errors, logs
-from service.cli import audit, database, jobs, queues, run, schedules, tenants, workflows
+from service.cli import audit, database, jobs, queues, run, schedules, tenants, webhooks, workflows
 
 Runner = Callable[[config.Settings], Coroutine[Any, Any, int]]
 
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
         prog="ledger", description="Job Ledger: jobs whose every transition is a verifiable event."
     )
     sub = top.add_subparsers(dest="command", required=True)
-    for group in (run, database, jobs, queues, schedules, tenants, workflows, audit):
+    for group in (run, database, jobs, queues, schedules, tenants, workflows, webhooks, audit):
         group.register(sub)
     return top
 

@@ -22,7 +22,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 
 from audit import checkpoints, tree
-from ledger import bulk, db, errors, metrics, queues, schedules, wire
+from ledger import bulk, db, errors, metrics, queues, schedules, webhooks, wire
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ STATUS: Final[dict[type[errors.LedgerError], Rule]] = {
     queues.UnknownQueue: Rule(404, "unknown-queue"),
     schedules.UnknownSchedule: Rule(404, "unknown-schedule"),
     schedules.ScheduleExists: Rule(409, "schedule-exists"),
+    webhooks.UnknownWebhook: Rule(404, "unknown-webhook"),
     errors.VersionConflict: Rule(409, "version-conflict"),
     errors.InvalidTransition: Rule(409, "invalid-transition"),
     errors.IdempotencyMismatch: Rule(409, "idempotency-key-reused"),
