@@ -41,6 +41,9 @@ BODIES: Final[dict[tuple[str, str], Any]] = {
         "start": "2026-01-01T00:00:00Z",
         "end": "2026-01-01T00:05:00Z",
     },
+    ("POST", "/api/v1/webhooks"): {"url": "https://8.8.8.8/hook", "events": ["job.completed"]},
+    ("PATCH", "/api/v1/webhooks/{endpoint_id:uuid}"): {"description": "d"},
+    ("POST", "/api/v1/webhooks/{endpoint_id:uuid}/recover"): {"since": "2026-01-01T00:00:00Z"},
 }
 # The query each route needs to get past validation (likewise).
 QUERIES: Final[dict[tuple[str, str], str]] = {
