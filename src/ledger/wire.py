@@ -330,11 +330,20 @@ class EventOut(msgspec.Struct, frozen=True, kw_only=True):
         return ev.from_row(msgspec.structs.asdict(self))
 
 
+class HistoryEvent(EventOut, frozen=True, kw_only=True):
+    """One event of a job's history, with why it happened in words."""
+
+    # What `ledger replay` prints as the event's `why:` line (why a retry waits or stopped,
+    # a snooze, a unique key or a replacement, a workflow's unblocking, skip or cascade);
+    # null when the event has nothing to explain.
+    note: str | None = None
+
+
 class JobHistory(msgspec.Struct, frozen=True, kw_only=True):
     """A job's whole history, oldest first."""
 
     job_id: uuid.UUID
-    events: list[EventOut]
+    events: list[HistoryEvent]
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

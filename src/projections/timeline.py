@@ -1,10 +1,14 @@
 """A job's timeline for debugging: each event with the status it left the job in, the gap
-before it, and for a failed attempt why it was retried when it was, or why retrying stopped."""
+before it, and for a failed attempt why it was retried when it was, or why retrying stopped.
+
+`note` is the one place an event's explanation is written: `ledger replay` prints it as the
+`why:` line under the event, and the history route (`GET /api/v1/jobs/{id}/events`) serves
+it as each event's `note`, which the dashboard's timeline shows."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,12 +50,11 @@ def build(
     steps: list[Step] = []
     state: lifecycle.JobState | None = None
     previous: datetime | None = None
-    for recorded in history:
+    for recorded, explained, after in _folded(history):
         event = recorded.event
         if as_of is not None and event.occurred_at > as_of:
             break
-        attempt = state.attempt if state is not None else 0
-        state = lifecycle.evolve(state, event)
+        state = after
         data = _decode.decode(ev.data_json(event))
         steps.append(
             Step(
@@ -66,11 +69,35 @@ def build(
                 ),
                 data=data,
                 hash=recorded.hash.hex(),
-                note=why(event, attempt) or explain(event),
+                note=explained,
             )
         )
         previous = event.occurred_at
     return Timeline(job_id=job_id, as_of=as_of, steps=steps, state=state)
+
+
+def notes(history: Sequence[store.Recorded]) -> list[str | None]:
+    """Each event's note (oldest first), as `build` gives its steps: None where there is
+    nothing to explain."""
+    return [explained for _, explained, _ in _folded(history)]
+
+
+def note(event: ev.Event, attempt: int = 0) -> str | None:
+    """Why the event happened, for a person, or None: a failed attempt's retry or stop
+    (`why`), else the reason the event records (`explain`). `attempt`: the job's attempt
+    before the event."""
+    return why(event, attempt) or explain(event)
+
+
+def _folded(
+    history: Sequence[store.Recorded],
+) -> Iterator[tuple[store.Recorded, str | None, lifecycle.JobState]]:
+    """Each event with its note and the job's state right after it (one fold for both)."""
+    state: lifecycle.JobState | None = None
+    for recorded in history:
+        attempt = state.attempt if state is not None else 0
+        state = lifecycle.evolve(state, recorded.event)
+        yield recorded, note(recorded.event, attempt), state
 
 
 def explain(event: ev.Event) -> str | None:

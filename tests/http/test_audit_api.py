@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -20,10 +21,11 @@ import uvicorn
 from litestar import Litestar
 
 from audit import note, signing
-from ledger import auth, commands, jobtypes, lifecycle, store
+from ledger import auth, commands, jobtypes, lifecycle, retrypolicy, store, submission
 from service import app as app_module
 from service.http import jobs
 from tests import factories, ledgers, rfc9162
+from tests.db import test_cli_audit
 from tests.conftest import Databases
 from tests.http.conftest import Mint
 from tests.http.test_jobs_api import assert_problem
@@ -67,6 +69,109 @@ async def test_job_history_lists_every_event_oldest_first(
     assert [e["prev_hash"] for e in events[1:]] == [e["hash"] for e in events[:-1]]
     assert events[2]["data"] == {"result": {"n": 4}}
     assert all({"position", "cursor", "occurred_at"} <= e.keys() for e in events)
+
+
+async def _retried_snoozed_and_stopped(
+    event_store: store.EventStore, conn: asyncpg.Connection
+) -> uuid.UUID:
+    """A job that snoozes, fails and waits under a policy, loses its lease, then fails for good."""
+    job_id = await factories.submit(event_store, conn, max_attempts=4)
+    claim = commands.ClaimJob(worker_id="w1", lease_seconds=30)
+    await event_store.execute(conn, job_id, claim, actor="worker:w1")
+    snooze = commands.SnoozeJob(
+        worker_id="w1", delay=timedelta(seconds=90), max_snoozes=5, reason="not yet"
+    )
+    await event_store.execute(conn, job_id, snooze, actor="worker:w1")
+    await event_store.execute(conn, job_id, claim, actor="worker:w1")
+    policy = retrypolicy.PolicyInForce(
+        initial_interval_seconds=1.0,
+        backoff_coefficient=2.0,
+        maximum_interval_seconds=300.0,
+        maximum_attempts=4,
+        jitter="equal",
+        max_elapsed_seconds=0.0,
+        non_retryable_errors=(),
+    )
+    decision = retrypolicy.Decision(
+        reason=None,
+        attempt=1,
+        error_type="TimeoutError",
+        policy=policy,
+        delay_seconds=2.0,
+        jittered_delay_seconds=1.5,
+    )
+    failed = commands.FailAttempt(
+        worker_id="w1",
+        error="upstream timed out",
+        permanent=False,
+        retry_delay=timedelta(seconds=1.5),
+        decision=decision,
+    )
+    await event_store.execute(conn, job_id, failed, actor="worker:w1")
+    await event_store.execute(conn, job_id, claim, actor="worker:w1")
+    expired = commands.ExpireLease(retry_delay=timedelta(seconds=17))
+    await event_store.execute(conn, job_id, expired, actor="reaper")
+    await event_store.execute(conn, job_id, claim, actor="worker:w1")
+    permanent = commands.FailAttempt(
+        worker_id="w1", error="bad input", permanent=True, retry_delay=timedelta(0)
+    )
+    await event_store.execute(conn, job_id, permanent, actor="worker:w1")
+    return job_id
+
+
+async def test_job_history_explains_each_event_as_ledger_replay_does(
+    dbs: Databases,
+    client: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    bearer: Mint,
+    registry: jobtypes.Registry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    retried = await _retried_snoozed_and_stopped(event_store, conn)
+    submitter = submission.Submitter(event_store=event_store, registry=registry)
+    unique = {"by": ["type", "payload.n"], "on_conflict": "replace"}
+    first = await submitter.submit(
+        conn, "noop", {"n": 7}, delay_seconds=3600, unique=unique, actor="app"
+    )
+    await submitter.submit(conn, "noop", {"n": 7}, unique=unique, actor="bob")
+    settings = test_cli_audit.settings_for(dbs, tmp_path)
+
+    for job_id in (retried, first.job_id):
+        response = await client.get(f"/api/v1/jobs/{job_id}/events", headers=bearer(*AUDIT))
+        assert response.status_code == 200, response.text
+        served = [e["note"] for e in response.json()["events"]]
+        assert await test_cli_audit.ledger_cli(settings, "replay", str(job_id), "--json") == 0
+        printed = [s["note"] for s in json.loads(capsys.readouterr().out)["steps"]]
+        assert served == printed
+        assert await test_cli_audit.ledger_cli(settings, "replay", str(job_id)) == 0
+        table = capsys.readouterr().out
+        assert all(f"why: {n}" in table for n in served if n is not None)
+
+        if job_id == retried:
+            by_type = dict(zip([e["type"] for e in response.json()["events"]], served))
+            assert by_type["job.submitted.v1"] is None
+            assert by_type["job.claimed.v1"] is None
+            snoozed = by_type["job.snoozed.v1"]
+            assert snoozed is not None and snoozed.startswith("attempt 1 snoozed 1m30s until ")
+            assert snoozed.endswith("(snooze 1 of 5; not counted as an attempt): not yet")
+            assert by_type["job.retry_scheduled.v1"] == (
+                "attempt 1 failed: upstream timed out; retry in 1.5s (backoff 2s, jittered) "
+                "(policy: 1s x2 up to 5m, 4 attempts, equal jitter)"
+            )
+            assert by_type["job.lease_expired.v1"] == "attempt 2 lease expired; retry in 17s"
+            assert by_type["job.failed.v1"] == (
+                "attempt 3 failed: bad input; stopped retrying: no attempts left or a permanent "
+                "error (recorded before retry reasons)"
+            )
+        else:
+            assert served[0] is not None and served[0].startswith(
+                "unique by type, payload.n"
+            )
+            assert served[1] is not None and served[1].startswith(
+                "a duplicate unique submission by bob replaced the payload and run time"
+            )
 
 
 async def test_audit_routes_need_the_audit_scope(

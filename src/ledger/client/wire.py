@@ -14,6 +14,7 @@ RetryPolicy = retrypolicy.RetryPolicy
 Submission = wire.Submission
 RecordedEvent = wire.EventOut  # one recorded event, with its feed cursor and chain link
 History = wire.JobHistory
+HistoryEvent = wire.HistoryEvent  # a RecordedEvent with its `note`: why it happened, in words
 Problem = wire.Problem
 FieldError = wire.FieldError
 JobList = wire.JobList

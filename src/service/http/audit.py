@@ -28,7 +28,7 @@ from audit import chains, checkpoints, note, proof, signing, tree
 from ledger import errors, store, wire
 from ledger import events as ev
 from ledger.auth import Principal
-from projections import feed, live
+from projections import feed, live, timeline
 from service.http import jobs, problems, security
 from service.http.services import Services, services_of
 
@@ -216,7 +216,15 @@ class AuditController(Controller):
             recorded = await services.store.history(conn, job_id)
         if not recorded:
             raise errors.UnknownJob(job_id)
-        return JobHistory(job_id=job_id, events=[event_out(r) for r in recorded])
+        # Each event's note is the `why:` line `ledger replay` prints, from the same code.
+        explained = timeline.notes(recorded)
+        return JobHistory(
+            job_id=job_id,
+            events=[
+                wire.HistoryEvent(**msgspec.structs.asdict(event_out(r)), note=why)
+                for r, why in zip(recorded, explained, strict=True)
+            ],
+        )
 
     @get(
         "/events",
