@@ -480,11 +480,14 @@ async def test_a_workflow_is_drawn_as_its_graph_and_followed_live(
             await page.wait_for_selector(
                 '[data-testid="workflow-status"][data-status="completed"]', timeout=WAIT_MS
             )
-            # A node opens its job's detail, the unblocking in its timeline.
+            # A node opens its job's detail, the unblocking in its timeline, with the server's
+            # note (the `why:` line `ledger replay` prints).
             await page.click('[data-testid="workflow-node"][data-name="publish"]')
-            await page.wait_for_selector(
-                '[data-testid="timeline"] li[data-type="job.unblocked.v1"]', timeout=WAIT_MS
-            )
+            unblocked = '[data-testid="timeline"] li[data-type="job.unblocked.v1"] .why'
+            await page.wait_for_selector(unblocked, timeout=WAIT_MS)
+            why = await page.text_content(unblocked) or ""
+            assert why.startswith("its last dependency, job "), why
+            assert why.endswith(": it may run"), why
             assert errors == []
         finally:
             await browser.close()

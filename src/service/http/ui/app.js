@@ -545,75 +545,13 @@ function renderTimeline(history) {
   }
   list.replaceChildren(...eventsOf(history).map((e) => {
     const kind = String(e.type).replace(/^job\./, "").replace(/\.v\d+$/, "");
-    const note = retryNote(e) || (kind === "snoozed" ? snoozeWhy(e.data || {}) : null) || uniqueWhy(kind, e);
+    // Why it happened, in words: the server's note, the `why:` line `ledger replay` prints.
+    const note = e.note;
     return el("li", { class: kind, "data-type": e.type },
       el("strong", {}, `v${e.version} ${kind}`), " ", el("span", { class: "actor" }, `by ${e.actor}`),
       el("span", { class: "when" }, when(e.occurred_at)),
       ...(note ? [el("div", { class: "why" }, note)] : []));
   }));
-}
-
-function uniqueWhy(kind, e) {
-  const data = e.data || {};
-  if (kind === "replaced") {
-    return `a duplicate unique submission replaced the payload and run time; due ${when(data.run_at)}`;
-  }
-  if (kind === "submitted" && data.unique) {
-    const u = data.unique;
-    const period = u.period_seconds ? ` per ${u.period_seconds} s from ${when(u.period_start)}` : "";
-    return `unique by ${u.by.join(", ")}${period}, held while ${u.states.join("/")}; ` +
-      `a duplicate gets ${u.on_conflict}`;
-  }
-  return "";
-}
-
-function snoozeWhy(data) {
-  const reason = data.reason ? `: ${data.reason}` : "";
-  return `attempt ${data.attempt} waits ${data.seconds} s, until ${when(data.run_at)} ` +
-    `(snooze ${data.snooze} of ${data.max_snoozes}, not counted as an attempt)${reason}`;
-}
-
-// Why a failed attempt waits or stopped, from its event (as projections.timeline.why says it).
-function duration(seconds) {
-  if (seconds < 60) return seconds < 10 ? `${Number(seconds.toPrecision(3))}s` : `${Math.round(seconds)}s`;
-  let rest = Math.round(seconds);
-  const days = Math.floor(rest / 86400); rest -= days * 86400;
-  const hours = Math.floor(rest / 3600); rest -= hours * 3600;
-  const minutes = Math.floor(rest / 60); const secs = rest - minutes * 60;
-  if (days) return hours ? `${days}d ${hours}h` : `${days}d`;
-  if (hours) return minutes ? `${hours}h ${minutes}m` : `${hours}h`;
-  return secs ? `${minutes}m ${secs}s` : `${minutes}m`;
-}
-
-function policyText(p) {
-  const parts = [`${duration(p.initial_interval_seconds)} x${p.backoff_coefficient} up to ${duration(p.maximum_interval_seconds)}`,
-    p.maximum_attempts ? `${p.maximum_attempts} attempts` : "unlimited attempts", `${p.jitter} jitter`];
-  if (p.max_elapsed_seconds) parts.push(`max elapsed ${duration(p.max_elapsed_seconds)}`);
-  if (p.non_retryable_errors?.length) parts.push(`non-retryable ${p.non_retryable_errors.join(", ")}`);
-  return parts.join(", ");
-}
-
-function retryNote(e) {
-  const kinds = ["job.retry_scheduled.v1", "job.failed.v1", "job.lease_expired.v1"];
-  if (!kinds.includes(e.type)) return null;
-  const d = e.data || {};
-  const n = d.attempt ? `attempt ${d.attempt}` : "attempt";
-  const failed = e.type === "job.lease_expired.v1" ? `${n} lease expired` : `${n} failed: ${d.error}`;
-  const p = d.policy;
-  if (e.type === "job.failed.v1" || !d.next_attempt_at) {
-    const stops = {
-      max_attempts: p && `max_attempts ${p.maximum_attempts} reached`,
-      max_elapsed: p && `max_elapsed ${p.max_elapsed_seconds} s reached`,
-      non_retryable: `${d.error_type} is non-retryable`,
-      permanent: "permanent error",
-    };
-    return `${failed}; stopped retrying: ${(d.reason && stops[d.reason]) || d.reason || "no attempts left or a permanent error"}`;
-  }
-  const wait = d.jittered_delay_seconds ?? (new Date(d.next_attempt_at) - new Date(e.occurred_at)) / 1000;
-  let text = `${failed}; retry in ${duration(Math.max(wait, 0))}`;
-  if (d.requested_delay_seconds != null) text += " (the handler asked for it)";
-  if (p) text += ` (policy: ${policyText(p)})`;
-  return text;
 }
 
 function renderChain(verdict) {
