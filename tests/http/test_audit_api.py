@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -25,8 +25,8 @@ from ledger import auth, commands, jobtypes, lifecycle, retrypolicy, store, subm
 from service import app as app_module
 from service.http import jobs
 from tests import factories, ledgers, rfc9162
-from tests.db import test_cli_audit
 from tests.conftest import Databases
+from tests.db import test_cli_audit
 from tests.http.conftest import Mint
 from tests.http.test_jobs_api import assert_problem
 
@@ -138,40 +138,43 @@ async def test_job_history_explains_each_event_as_ledger_replay_does(
     await submitter.submit(conn, "noop", {"n": 7}, unique=unique, actor="bob")
     settings = test_cli_audit.settings_for(dbs, tmp_path)
 
-    for job_id in (retried, first.job_id):
+    async def notes(job_id: uuid.UUID) -> dict[str, str | None]:
+        """The served notes by event type, checked against what `ledger replay` prints."""
         response = await client.get(f"/api/v1/jobs/{job_id}/events", headers=bearer(*AUDIT))
         assert response.status_code == 200, response.text
-        served = [e["note"] for e in response.json()["events"]]
+        events = response.json()["events"]
+        served = [e["note"] for e in events]
         assert await test_cli_audit.ledger_cli(settings, "replay", str(job_id), "--json") == 0
-        printed = [s["note"] for s in json.loads(capsys.readouterr().out)["steps"]]
-        assert served == printed
+        assert served == [s["note"] for s in json.loads(capsys.readouterr().out)["steps"]]
         assert await test_cli_audit.ledger_cli(settings, "replay", str(job_id)) == 0
         table = capsys.readouterr().out
         assert all(f"why: {n}" in table for n in served if n is not None)
+        return {e["type"]: e["note"] for e in events}
 
-        if job_id == retried:
-            by_type = dict(zip([e["type"] for e in response.json()["events"]], served))
-            assert by_type["job.submitted.v1"] is None
-            assert by_type["job.claimed.v1"] is None
-            snoozed = by_type["job.snoozed.v1"]
-            assert snoozed is not None and snoozed.startswith("attempt 1 snoozed 1m30s until ")
-            assert snoozed.endswith("(snooze 1 of 5; not counted as an attempt): not yet")
-            assert by_type["job.retry_scheduled.v1"] == (
-                "attempt 1 failed: upstream timed out; retry in 1.5s (backoff 2s, jittered) "
-                "(policy: 1s x2 up to 5m, 4 attempts, equal jitter)"
-            )
-            assert by_type["job.lease_expired.v1"] == "attempt 2 lease expired; retry in 17s"
-            assert by_type["job.failed.v1"] == (
-                "attempt 3 failed: bad input; stopped retrying: no attempts left or a permanent "
-                "error (recorded before retry reasons)"
-            )
-        else:
-            assert served[0] is not None and served[0].startswith(
-                "unique by type, payload.n"
-            )
-            assert served[1] is not None and served[1].startswith(
-                "a duplicate unique submission by bob replaced the payload and run time"
-            )
+    by_type = await notes(retried)
+    assert by_type["job.submitted.v1"] is None
+    assert by_type["job.claimed.v1"] is None
+    snoozed = by_type["job.snoozed.v1"]
+    assert snoozed is not None and snoozed.startswith("attempt 1 snoozed 1m30s until ")
+    assert snoozed.endswith("(snooze 1 of 5; not counted as an attempt): not yet")
+    assert by_type["job.retry_scheduled.v1"] == (
+        "attempt 1 failed: upstream timed out; retry in 1.5s (backoff 2s, jittered) "
+        "(policy: 1s x2 up to 5m, 4 attempts, equal jitter)"
+    )
+    assert by_type["job.lease_expired.v1"] == "attempt 2 lease expired; retry in 17s"
+    assert by_type["job.failed.v1"] == (
+        "attempt 3 failed: bad input; stopped retrying: no attempts left or a permanent "
+        "error (recorded before retry reasons)"
+    )
+
+    deduplicated = await notes(first.job_id)
+    unique_note = deduplicated["job.submitted.v1"] or ""
+    assert unique_note.startswith("unique by type, payload.n"), unique_note
+    assert unique_note.endswith("a duplicate gets replace"), unique_note
+    replaced = deduplicated["job.replaced.v1"] or ""
+    assert replaced.startswith(
+        "a duplicate unique submission by bob replaced the payload and run time"
+    ), replaced
 
 
 async def test_audit_routes_need_the_audit_scope(
