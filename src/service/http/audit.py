@@ -208,6 +208,9 @@ class AuditController(Controller):
         opt=security.scope("audit:read"),
         responses=problems.responses(400, 401, 403, 404),
         summary="A job's whole history, oldest first",
+        description="Each event carries `note`: why it happened, in words, as `ledger replay` "
+        "prints it under the event (a retry's wait and policy, why retrying stopped, a snooze, "
+        "a unique key, a workflow's unblocking); null when there is nothing to explain.",
     )
     async def history(
         self, job_id: FromPath[uuid.UUID], services: NamedDependency[Services]
