@@ -13,7 +13,7 @@ import pytest
 
 from ledger import acting, errors, jobtypes, schedules, submission
 from ledger import events as ev
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 from workers import scheduler as scheduler_module
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -366,3 +366,41 @@ async def test_metrics_count_slots_fired_and_skipped_and_their_lateness(
     assert sample("ledger_schedule_slots_fired_total") == 1
     assert sample("ledger_schedule_slots_skipped_total", {"reason": "overlap"}) == 2
     assert sample("ledger_schedule_lateness_seconds_count") == 1
+
+
+async def test_a_pause_racing_a_slot_being_recorded_waits_for_it_and_is_recorded_after(
+    dbs: Databases,
+) -> None:
+    s = _schedules()
+    operator = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
+    recorder = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
+    admin = await asyncpg.connect(dbs.admin)
+    try:
+        await s.create(
+            operator, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o"
+        )
+        recording = recorder.transaction()
+        await recording.start()
+        fired = await s.record_due(recorder, "default", "tick", T0)
+        assert [type(e) for e in fired] == [ev.ScheduleSlotFired]
+        # The operator pauses while the slot's transaction has not committed yet.
+        pausing = asyncio.ensure_future(s.pause(operator, "tick", note="ops", actor="ops"))
+        operator_pid = operator.get_server_pid()
+
+        async def blocked() -> bool:
+            waiting = await admin.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", operator_pid
+            )
+            return bool(waiting == "Lock") or pausing.done()
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await blocked():
+            assert asyncio.get_running_loop().time() < deadline, "the pause never waited"
+            await asyncio.sleep(0.01)
+        await recording.commit()
+        paused = await asyncio.wait_for(pausing, timeout=20)
+    finally:
+        for c in (operator, recorder, admin):
+            await c.close()
+    assert paused.paused and paused.note == "ops"
+    assert paused.last_slot == T0  # the slot recorded first, the pause after it
