@@ -4,6 +4,7 @@ accounted for (fired, or skipped saying why); the fired job names its schedule a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -368,9 +369,30 @@ async def test_metrics_count_slots_fired_and_skipped_and_their_lateness(
     assert sample("ledger_schedule_lateness_seconds_count") == 1
 
 
-async def test_a_pause_racing_a_slot_being_recorded_waits_for_it_and_is_recorded_after(
-    dbs: Databases,
+Command = Callable[[schedules.Schedules, asyncpg.Connection], Awaitable[object]]
+# Each command a person gives a schedule, and the event it appends.
+COMMANDS: dict[str, tuple[str, Command]] = {
+    "pause": ("schedule.paused.v1", lambda s, c: s.pause(c, "tick", note="ops", actor="ops")),
+    "update": (
+        "schedule.updated.v1",
+        lambda s, c: s.update(c, "tick", _body(cron="*/2 * * * * *").spec(), actor="ops"),
+    ),
+    "delete": ("schedule.deleted.v1", lambda s, c: s.delete(c, "tick", note=None, actor="ops")),
+    "trigger": ("schedule.triggered.v1", lambda s, c: s.trigger(c, "tick", actor="ops")),
+    "backfill": (
+        "schedule.backfilled.v1",
+        lambda s, c: s.backfill(
+            c, "tick", T0, T0 + timedelta(seconds=1), overlap="allow_all", actor="ops"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+async def test_a_command_racing_a_slot_being_recorded_waits_for_it_and_is_recorded_after(
+    dbs: Databases, command: str
 ) -> None:
+    tag, act = COMMANDS[command]
     s = _schedules()
     operator = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
     recorder = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
@@ -383,24 +405,32 @@ async def test_a_pause_racing_a_slot_being_recorded_waits_for_it_and_is_recorded
         await recording.start()
         fired = await s.record_due(recorder, "default", "tick", T0)
         assert [type(e) for e in fired] == [ev.ScheduleSlotFired]
-        # The operator pauses while the slot's transaction has not committed yet.
-        pausing = asyncio.ensure_future(s.pause(operator, "tick", note="ops", actor="ops"))
+        # The operator acts while the slot's transaction has not committed yet.
+        acting_now = asyncio.ensure_future(act(s, operator))
         operator_pid = operator.get_server_pid()
 
         async def blocked() -> bool:
             waiting = await admin.fetchval(
                 "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", operator_pid
             )
-            return bool(waiting == "Lock") or pausing.done()
+            return bool(waiting == "Lock") or acting_now.done()
 
         deadline = asyncio.get_running_loop().time() + 20
         while not await blocked():
-            assert asyncio.get_running_loop().time() < deadline, "the pause never waited"
+            assert asyncio.get_running_loop().time() < deadline, "the command never waited"
             await asyncio.sleep(0.01)
         await recording.commit()
-        paused = await asyncio.wait_for(pausing, timeout=20)
+        await asyncio.wait_for(acting_now, timeout=20)
+        recorded = await operator.fetch(
+            "SELECT type FROM events WHERE job_id = $1 ORDER BY position",
+            schedules.stream_id("tick", "default"),
+        )
     finally:
         for c in (operator, recorder, admin):
             await c.close()
-    assert paused.paused and paused.note == "ops"
-    assert paused.last_slot == T0  # the slot recorded first, the pause after it
+    # The slot recorded first, the command after it (not refused as a conflict).
+    assert [r["type"] for r in recorded] == [
+        "schedule.created.v1",
+        "schedule.slot_fired.v1",
+        tag,
+    ]

@@ -7,6 +7,7 @@ assert; a time that must pass is waited for on another schedule's slots."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 import uuid
@@ -187,7 +188,8 @@ async def test_each_overlap_policy_decides_every_slot_once_while_its_job_outlast
     processes = await _running(spawn, conn)
     first = _in_whole_seconds(2)
     held = first + 3 * SECOND  # every gate stays shut across the slots up to this one
-    ends = dict.fromkeys(POLICIES, held) | {"skip": held + 3 * SECOND}
+    # `skip` goes on after its job ended, to fire again.
+    ends = dict.fromkeys(POLICIES, held) | {"skip": held + 4 * SECOND}
     gates = {p: tmp_path / f"gate-{p}" for p in POLICIES}
     for policy in POLICIES:
         await _create(
@@ -211,7 +213,6 @@ async def test_each_overlap_policy_decides_every_slot_once_while_its_job_outlast
 
     try:
         await eventually(all_held, within=30, every=0.1)
-        await eventually(four_running_at_once, within=30, every=0.1)
     except AssertionError:
         print(*(p.output() for p in processes))
         raise
@@ -219,9 +220,12 @@ async def test_each_overlap_policy_decides_every_slot_once_while_its_job_outlast
     held_slots = _every_second(first, held)
     for policy, expected in WHILE_THE_FIRST_JOB_RUNS.items():
         assert [while_shut[policy].get(s) for s in held_slots] == [[d] for d in expected], policy
-
-    for gate in gates.values():
-        gate.touch()
+    for policy in POLICIES:
+        if policy != "allow_all":
+            gates[policy].touch()
+    # allow_all's four jobs ran side by side (two worker processes, five slots each).
+    await eventually(four_running_at_once, within=30, every=0.1)
+    gates["allow_all"].touch()
 
     async def settled() -> bool:
         for policy in POLICIES:
@@ -260,6 +264,12 @@ async def test_each_overlap_policy_decides_every_slot_once_while_its_job_outlast
             for slot, d in sorted(decided.items())
         ]
         _check_policy(policy, first, held, decided, order, histories)
+    # The worker processes stopped the handlers of the jobs cancel_other cancelled.
+    cancelled = await _histories(
+        conn, [e.job for e in _fired(await _stream(conn, _id("cancel_other")))][:-1]
+    )
+    if any("job.claimed.v1" in _tags(h) for h in cancelled.values()):
+        assert await asyncio.to_thread(Path(f"{gates['cancel_other']}.cancelled").exists)
     await _verify_invariants(conn)
 
 
