@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from ledger import acting, errors, jobtypes, schedules, submission
+from ledger import acting, errors, jobtypes, schedules, submission, tenants
 from ledger import events as ev
 from tests.conftest import IN_DEFAULT, Databases
 from workers import scheduler as scheduler_module
@@ -433,4 +433,43 @@ async def test_a_command_racing_a_slot_being_recorded_waits_for_it_and_is_record
         "schedule.created.v1",
         "schedule.slot_fired.v1",
         tag,
+    ]
+
+
+async def test_a_tenant_over_its_quota_does_not_stop_the_other_tenants_schedules(
+    dbs: Databases, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = _schedules()
+    await tenants.configure(conn, s.store, "acme", {"max_queued": 1}, actor="ops")
+    async with conn.transaction():
+        await acting.act_in(conn, "acme")
+        await s.create(conn, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o")
+    await s.create(conn, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o")
+    runner = scheduler_module.Scheduler(dbs.app, schedules_=s)
+    recorder = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
+    try:
+        await runner.tick(recorder, T0 + timedelta(milliseconds=500))  # one job each
+        # acme's second job would pass its quota (nobody runs its first): its slot waits,
+        # and the default tenant's slots go on firing, round after round.
+        for ms in (1_500, 1_700, 2_500):
+            await runner.tick(recorder, T0 + timedelta(milliseconds=ms))
+    finally:
+        await recorder.close()
+
+    async def slots_of(tenant: str) -> list[tuple[datetime, str]]:
+        async with conn.transaction():
+            await acting.act_in(conn, tenant)
+            rows = await conn.fetch("SELECT slot, outcome FROM schedule_slots ORDER BY slot")
+            return [(r["slot"], r["outcome"]) for r in rows]
+
+    assert await slots_of("default") == [(T0 + timedelta(seconds=n), "fired") for n in range(3)]
+    assert await slots_of("acme") == [(T0, "fired")]
+    async with conn.transaction():
+        await acting.act_in(conn, "acme")
+        assert (await schedules.live(conn, "tick")).next_slot == T0 + timedelta(seconds=1)
+    failed = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    # Said once for the slot that could not be recorded, not once per round.
+    assert failed == [
+        f"schedule tick of tenant acme: its due slots (from {T0 + timedelta(seconds=1)})"
+        " could not be recorded; trying again each round"
     ]

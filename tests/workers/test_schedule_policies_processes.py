@@ -483,3 +483,39 @@ async def test_backfill_fires_past_slots_under_its_overlap_policy_and_the_proces
     assert len({r["idempotency_key"] for r in keys}) == 3
     assert (await schedules.get(conn, "backfilled")).last_job_id == one[0].job
     await _verify_invariants(conn)
+
+
+async def test_a_schedule_whose_job_cannot_be_submitted_does_not_stop_the_others(
+    spawn: Spawn, conn: asyncpg.Connection
+) -> None:
+    processes = await _running(spawn, conn)
+    first = _in_whole_seconds(2)
+    # `test.retired` is known here, not to the worker processes (a later deploy removed it).
+    registry = jobs.register(jobtypes.Registry())
+    jobtypes.job_type("test.retired", jobs.Count, registry=registry)(jobs.noop)
+    body = {"id": "retired", "cron": "* * * * * *", "start_at": first}
+    body["job"] = {"type": "test.retired", "payload": {}}
+    await schedules.Schedules(submission.Submitter(registry)).create(
+        conn, msgspec.convert(body, schedules.ScheduleIn), actor="ops"
+    )
+    await _create(conn, "witness", overlap="allow_all", start_at=first + SECOND)
+
+    try:
+        await eventually(lambda: _reached(conn, "witness", first + 3 * SECOND), within=15)
+    except AssertionError:
+        print(*(p.output() for p in processes))
+        raise
+    assert all(p.proc.poll() is None for p in processes)
+    await _stopped(processes)
+
+    witness = _decisions(await _stream(conn, "witness"), first + 3 * SECOND)
+    assert sorted(witness) == _every_second(first + SECOND, max(witness))
+    assert all(d == ["fired"] for d in witness.values())
+    # Nothing of the retired schedule's slots was stored; each process said why.
+    assert [ev.type_tag(e) for _, e in await _stream(conn, "retired")] == ["schedule.created.v1"]
+    assert await _jobs_by_slot(conn, "retired") == {}
+    for process in processes:
+        logged = await asyncio.to_thread(process.log.read_text)
+        assert "schedule retired of tenant default" in logged
+        assert "test.retired" in logged
+    await _verify_invariants(conn)
