@@ -501,7 +501,9 @@ async def test_a_schedule_whose_job_cannot_be_submitted_does_not_stop_the_others
     await _create(conn, "witness", overlap="allow_all", start_at=first + SECOND)
 
     try:
-        await eventually(lambda: _reached(conn, "witness", first + 3 * SECOND), within=15)
+        await eventually(
+            lambda: _reached(conn, "witness", first + 3 * SECOND), within=15, every=0.1
+        )
     except AssertionError:
         print(*(p.output() for p in processes))
         raise
