@@ -1,5 +1,5 @@
 """Overlap policies, pause and resume, backfill and deletion of schedules across two real
-`ledger worker` processes (issue #17). A job that outlasts the interval is a
+`ledger worker` processes (issue #17), and a schedule those processes cannot fire. A job that outlasts the interval is a
 `test.gated` one: it runs until the test opens its gate (a file). Everything is checked
 from the ledger (the schedule's slot events, `schedule_slots`, the fired jobs' events):
 every slot decided exactly once, and as the schedule's policy says. No test sleeps to
