@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -43,6 +43,9 @@ ACTOR: Final = "scheduler"  # who records slots and submits their jobs
 MAX_SLOTS_PER_ROUND: Final = 1_000  # a round records at most this many slot events
 MAX_BACKFILL: Final = 1_000
 MAX_LISTED: Final = 1_000
+# A command is decided again on the schedule as it is now when another writer (most often
+# a process recording a slot) appended first; only one that keeps winning makes it fail.
+CHANGE_ATTEMPTS: Final = 5
 ACTIVE: Final = frozenset({"pending", "processing", "retrying"})
 
 # The API's structs (ledger.schedule_wire, which the HTTP client shares), by these names too.
@@ -335,7 +338,8 @@ class Schedules:
         self, conn: asyncpg.Connection, schedule_id: str, *, actor: str
     ) -> tuple[ScheduleState, wire.Job]:
         """Fire the schedule's job now, outside its slots (whatever its overlap policy)."""
-        async with acting.in_a_tenant(conn):
+
+        async def attempt() -> tuple[ScheduleState, wire.Job]:
             async with conn.transaction():
                 state = await live(conn, schedule_id)
                 now = self.store.clock()
@@ -348,6 +352,9 @@ class Schedules:
                     [ev.ScheduleTriggered(**self._envelope(state, actor, now), job=job.job_id)],
                 )
                 return await live(conn, schedule_id), job
+
+        async with acting.in_a_tenant(conn):
+            return await _retrying(attempt)
 
     async def backfill(
         self,
@@ -364,7 +371,8 @@ class Schedules:
         records the others skipped, as they would overlap it."""
         if end <= start:
             raise errors.InvalidInput.at("end", "end is after start")
-        async with acting.in_a_tenant(conn):
+
+        async def attempt() -> tuple[ScheduleState, list[ev.BackfilledSlot]]:
             async with conn.transaction():
                 state = await live(conn, schedule_id)
                 policy = overlap or state.spec.overlap
@@ -395,6 +403,9 @@ class Schedules:
                 )
                 await self._append(conn, schedule_id, [event])
                 return await live(conn, schedule_id), done
+
+        async with acting.in_a_tenant(conn):
+            return await _retrying(attempt)
 
     # -- recording slots ---------------------------------------------------------------
 
@@ -552,7 +563,8 @@ class Schedules:
         *,
         deleted_ok: bool = False,
     ) -> ScheduleState:
-        async with acting.in_a_tenant(conn):
+
+        async def attempt() -> ScheduleState:
             async with conn.transaction():
                 state = await live(conn, schedule_id)
                 decided = decide(state)
@@ -561,3 +573,19 @@ class Schedules:
                 after = await current(conn, schedule_id)
                 assert after is not None
                 return after
+
+        async with acting.in_a_tenant(conn):
+            return await _retrying(attempt)
+
+
+async def _retrying[T](attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt` (one transaction: read the schedule, decide, append), again while another
+    writer appended to the schedule first (ScheduleChanged), at most CHANGE_ATTEMPTS times.
+    A command carries no version of its own: it is decided on the schedule as it is now,
+    so a slot recorded meanwhile by a process is no reason to refuse it."""
+    for _ in range(CHANGE_ATTEMPTS - 1):
+        try:
+            return await attempt()
+        except ScheduleChanged:
+            continue  # its transaction rolled back; read the schedule again
+    return await attempt()

@@ -61,6 +61,9 @@ class Scheduler:
         self._stopped = asyncio.Event()
         self._alarm = retry.RetryClock(self._wake.set)
         self.rounds = 0
+        # The schedules whose due slots could not be recorded, by the next slot that failed
+        # (an error is logged once per slot, not once per round).
+        self.failing: dict[tuple[str, str], datetime] = {}
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -75,17 +78,40 @@ class Scheduler:
         recorded = 0
         due = await conn.fetch(Q["schedules_due"], now, MAX_DUE)
         for row in due:
+            key = (row["tenant"], row["schedule_id"])
             try:
-                events = await self.schedules.record_due(
-                    conn, row["tenant"], row["schedule_id"], now
-                )
+                events = await self.schedules.record_due(conn, *key, now)
             except (errors.VersionConflict, errors.IdempotencyKeyTaken):
                 # Another process recorded these slots first: the ledger has them once.
                 log.debug("schedule %s recorded by another process", row["schedule_id"])
                 continue
+            except asyncpg.PostgresConnectionError:
+                raise  # the round fails (run() tries again), not this schedule
+            except (errors.LedgerError, asyncpg.PostgresError):
+                # Its slot's job cannot be submitted (a job type this process does not
+                # know, a tenant over its quota, ...): nothing of it was stored, it is
+                # tried again next round, and the other schedules (every tenant's) go on.
+                self._failed(key, row["next_slot"])
+                continue
+            self.failing.pop(key, None)
             recorded += len(events)
         self.rounds += 1
         return recorded
+
+    def _failed(self, key: tuple[str, str], next_slot: datetime | None) -> None:
+        if next_slot is not None and self.failing.get(key) == next_slot:
+            log.debug("schedule %s of tenant %s still fails", key[1], key[0], exc_info=True)
+            return
+        if next_slot is not None:
+            self.failing[key] = next_slot
+        log.error(
+            "schedule %s of tenant %s: its due slots (from %s) could not be recorded;"
+            " trying again each round",
+            key[1],
+            key[0],
+            next_slot,
+            exc_info=True,
+        )
 
     async def run(self) -> None:
         """Rounds until `request_stop`: at start, at each alarm, notification and poll."""

@@ -4,6 +4,7 @@ accounted for (fired, or skipped saying why); the fired job names its schedule a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,9 +12,9 @@ import asyncpg
 import msgspec
 import pytest
 
-from ledger import acting, errors, jobtypes, schedules, submission
+from ledger import acting, errors, jobtypes, schedules, submission, tenants
 from ledger import events as ev
-from tests.conftest import Databases
+from tests.conftest import IN_DEFAULT, Databases
 from workers import scheduler as scheduler_module
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -366,3 +367,109 @@ async def test_metrics_count_slots_fired_and_skipped_and_their_lateness(
     assert sample("ledger_schedule_slots_fired_total") == 1
     assert sample("ledger_schedule_slots_skipped_total", {"reason": "overlap"}) == 2
     assert sample("ledger_schedule_lateness_seconds_count") == 1
+
+
+Command = Callable[[schedules.Schedules, asyncpg.Connection], Awaitable[object]]
+# Each command a person gives a schedule, and the event it appends.
+COMMANDS: dict[str, tuple[str, Command]] = {
+    "pause": ("schedule.paused.v1", lambda s, c: s.pause(c, "tick", note="ops", actor="ops")),
+    "update": (
+        "schedule.updated.v1",
+        lambda s, c: s.update(c, "tick", _body(cron="*/2 * * * * *").spec(), actor="ops"),
+    ),
+    "delete": ("schedule.deleted.v1", lambda s, c: s.delete(c, "tick", note=None, actor="ops")),
+    "trigger": ("schedule.triggered.v1", lambda s, c: s.trigger(c, "tick", actor="ops")),
+    "backfill": (
+        "schedule.backfilled.v1",
+        lambda s, c: s.backfill(
+            c, "tick", T0, T0 + timedelta(seconds=1), overlap="allow_all", actor="ops"
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+async def test_a_command_racing_a_slot_being_recorded_waits_for_it_and_is_recorded_after(
+    dbs: Databases, command: str
+) -> None:
+    tag, act = COMMANDS[command]
+    s = _schedules()
+    operator = await asyncpg.connect(dbs.app, server_settings=IN_DEFAULT)
+    recorder = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
+    admin = await asyncpg.connect(dbs.admin)
+    try:
+        await s.create(
+            operator, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o"
+        )
+        recording = recorder.transaction()
+        await recording.start()
+        fired = await s.record_due(recorder, "default", "tick", T0)
+        assert [type(e) for e in fired] == [ev.ScheduleSlotFired]
+        # The operator acts while the slot's transaction has not committed yet.
+        acting_now = asyncio.ensure_future(act(s, operator))
+        operator_pid = operator.get_server_pid()
+
+        async def blocked() -> bool:
+            waiting = await admin.fetchval(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", operator_pid
+            )
+            return bool(waiting == "Lock") or acting_now.done()
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await blocked():
+            assert asyncio.get_running_loop().time() < deadline, "the command never waited"
+            await asyncio.sleep(0.01)
+        await recording.commit()
+        await asyncio.wait_for(acting_now, timeout=20)
+        recorded = await operator.fetch(
+            "SELECT type FROM events WHERE job_id = $1 ORDER BY position",
+            schedules.stream_id("tick", "default"),
+        )
+    finally:
+        for c in (operator, recorder, admin):
+            await c.close()
+    # The slot recorded first, the command after it (not refused as a conflict).
+    assert [r["type"] for r in recorded] == [
+        "schedule.created.v1",
+        "schedule.slot_fired.v1",
+        tag,
+    ]
+
+
+async def test_a_tenant_over_its_quota_does_not_stop_the_other_tenants_schedules(
+    dbs: Databases, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = _schedules()
+    await tenants.configure(conn, s.store, "acme", {"max_queued": 1}, actor="ops")
+    async with conn.transaction():
+        await acting.act_in(conn, "acme")
+        await s.create(conn, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o")
+    await s.create(conn, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o")
+    runner = scheduler_module.Scheduler(dbs.app, schedules_=s)
+    recorder = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
+    try:
+        await runner.tick(recorder, T0 + timedelta(milliseconds=500))  # one job each
+        # acme's second job would pass its quota (nobody runs its first): its slot waits,
+        # and the default tenant's slots go on firing, round after round.
+        for ms in (1_500, 1_700, 2_500):
+            await runner.tick(recorder, T0 + timedelta(milliseconds=ms))
+    finally:
+        await recorder.close()
+
+    async def slots_of(tenant: str) -> list[tuple[datetime, str]]:
+        async with conn.transaction():
+            await acting.act_in(conn, tenant)
+            rows = await conn.fetch("SELECT slot, outcome FROM schedule_slots ORDER BY slot")
+            return [(r["slot"], r["outcome"]) for r in rows]
+
+    assert await slots_of("default") == [(T0 + timedelta(seconds=n), "fired") for n in range(3)]
+    assert await slots_of("acme") == [(T0, "fired")]
+    async with conn.transaction():
+        await acting.act_in(conn, "acme")
+        assert (await schedules.live(conn, "tick")).next_slot == T0 + timedelta(seconds=1)
+    failed = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    # Said once for the slot that could not be recorded, not once per round.
+    assert failed == [
+        f"schedule tick of tenant acme: its due slots (from {T0 + timedelta(seconds=1)})"
+        " could not be recorded; trying again each round"
+    ]
