@@ -157,6 +157,14 @@ class Metrics:
             buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
+        self.workflow_decisions = counter(
+            "workflow_dependency_decisions_total",
+            "Workflow jobs decided by the database when a dependency ended, by decision: "
+            "unblocked (pending, to run), skipped or cancelled (a dependency failed or was "
+            "cancelled, per the job's on_upstream_failure); counted by the process whose "
+            "append ended the dependency.",
+            ("decision",),
+        )
         self.http_requests = Counter(
             "http_requests_total",
             "HTTP requests by method, route template and status code.",

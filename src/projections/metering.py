@@ -58,11 +58,15 @@ class JobMetrics:
         conn: asyncpg.Connection,
         recorded: Sequence[store.Recorded],
         before: store.Before | None = None,
+        decided: store.Decided | None = None,
     ) -> None:
         jobs = await self._before(conn, recorded, before or {})
         tally: collections.Counter[tuple[Counter, tuple[str, ...]]] = collections.Counter()
         for item in recorded:
             self._observe(jobs, item.event, tally)
+        for decision, count in (decided or {}).items():
+            if count:
+                tally[(self.metrics.workflow_decisions, (decision,))] += count
         # One increment per labelled series: a batch of 1,000 submissions costs one, not 1,000.
         for (counter, labels), count in tally.items():
             (counter.labels(*labels) if labels else counter).inc(count)
