@@ -11,6 +11,8 @@ after the insert succeeded (inside the appending transaction, or right after the
 one statement that appended new jobs; submissions read nothing): a version conflict
 counts nothing; an outer transaction of the caller's that later rolls back would
 have counted its events (no caller in this service does that after appending).
+The workflow dependency decisions the database appended in the same append (unblocked,
+skipped, cancelled: not among the events passed, sql/0082) are counted by decision.
 """
 
 from __future__ import annotations

@@ -156,7 +156,8 @@ async def test_dropping_the_schedules_and_rebuilding_gives_back_the_same_rows(
     assert len(before["schedule_slots"]) >= 5
 
 
-def _workflow_submitter() -> submission.Submitter:
+def workflow_submitter() -> submission.Submitter:
+    """A submitter that knows the workflow tests' `step` job type."""
     registry = jobtypes.Registry()
 
     async def step(payload: test_workflows.Step, ctx: jobtypes.JobContext) -> int:
@@ -170,7 +171,7 @@ async def _workflow_workload(conn: asyncpg.Connection) -> dict[str, object]:
     """A diamond a → b, c → d (d skips on a failed dependency) and e after d: b fails, d is
     skipped, e runs; then the workflow is retried from its failure and runs to the end."""
     job, run = test_workflows.job, test_workflows.run
-    flows = _workflow_submitter()
+    flows = workflow_submitter()
     out = await flows.submit_workflow(
         conn,
         [job("a"), job("b", "a"), job("c", "a"), job("d", "b", "c", mode="skip"), job("e", "d")],
