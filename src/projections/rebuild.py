@@ -18,10 +18,12 @@ THROUGHPUT_KEPT: Final = timedelta(days=1)
 
 
 class RowDiff(msgspec.Struct, frozen=True):
-    """A job whose live row differs from its rebuild (None: absent on that side).
+    """A projection's row that differs from its rebuild (None: absent on that side).
 
-    `table`: the projection the row is in; in the workflow and webhook tables `job_id`
-    is the row's key (the workflow's, the job's, the endpoint's or the delivery's id).
+    `table`: the projection the row is in (`jobs` also for the queues', tenants' and
+    schedules' rows, whose `job_id` is their stream's id); in the workflow and webhook
+    tables `job_id` is the row's key (the workflow's, the job's, the endpoint's or the
+    delivery's id).
     """
 
     job_id: uuid.UUID
