@@ -20,10 +20,10 @@ THROUGHPUT_KEPT: Final = timedelta(days=1)
 class RowDiff(msgspec.Struct, frozen=True):
     """A projection's row that differs from its rebuild (None: absent on that side).
 
-    `table`: the projection the row is in (`jobs` also for the queues', tenants' and
-    schedules' rows, whose `job_id` is their stream's id); in the workflow and webhook
-    tables `job_id` is the row's key (the workflow's, the job's, the endpoint's or the
-    delivery's id).
+    `table`: the projection the row is in. `job_id`: the job's id in `jobs`; the stream's
+    in `queues`, `tenants`, `schedules` and `schedule_slots` (its schedule's); in the
+    workflow and webhook tables the row's key (the workflow's, the job's, the endpoint's
+    or the delivery's id).
     """
 
     job_id: uuid.UUID
@@ -57,9 +57,11 @@ async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
     async with conn.transaction(isolation="repeatable_read", readonly=False):
         await _build_scratch(conn)
         rows = await conn.fetch(Q["jobs_scratch_diff"])
-        queues = await conn.fetch(Q["queues_rebuilt_diff"])
-        queues += await conn.fetch(Q["tenants_rebuilt_diff"])
-        queues += await conn.fetch(Q["schedules_rebuilt_diff"])
+        streams = [
+            (table, r)
+            for table in ("queues", "tenants", "schedules")
+            for r in await conn.fetch(Q[f"{table}_rebuilt_diff"])
+        ]
         slots = await conn.fetch(Q["schedule_slots_rebuilt_diff"])
         folded = [(t, await conn.fetch(Q[f"{t}_rebuilt_diff"])) for t in FOLDED_TABLES]
     return (
@@ -71,7 +73,7 @@ async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
             )
             for r in rows
         ]
-        + [_queue_diff(r) for r in queues]
+        + [_queue_diff(r, table) for table, r in streams]
         + [_slot_diff(r) for r in slots]
         + [
             RowDiff(
@@ -86,11 +88,11 @@ async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
     )
 
 
-def _queue_diff(row: asyncpg.Record) -> RowDiff:
+def _queue_diff(row: asyncpg.Record, table: str) -> RowDiff:
     live = _json.decode(row["live"]) if row["live"] else None
     rebuilt = _json.decode(row["rebuilt"]) if row["rebuilt"] else None
     stream = (live or rebuilt or {})["stream_id"]
-    return RowDiff(job_id=uuid.UUID(stream), live=live, rebuilt=rebuilt)
+    return RowDiff(job_id=uuid.UUID(stream), live=live, rebuilt=rebuilt, table=table)
 
 
 def _slot_diff(row: asyncpg.Record) -> RowDiff:
@@ -98,6 +100,7 @@ def _slot_diff(row: asyncpg.Record) -> RowDiff:
         job_id=schedules.stream_id(row["schedule_id"], row["tenant"]),
         live=_json.decode(row["live"]) if row["live"] else None,
         rebuilt=_json.decode(row["rebuilt"]) if row["rebuilt"] else None,
+        table="schedule_slots",
     )
 
 
