@@ -7,7 +7,9 @@ types, route templates (never raw paths), HTTP methods and status codes.
 Where the figures come from:
 - job and event counters, run time and queue wait: `projections.metering.JobMetrics`,
   an inline projection that sees every event this process appends (counting in one
-  place, whichever process — API or worker — records the transition);
+  place, whichever process — API or worker — records the transition); the workflow
+  dependency decisions the database appends of its own come back with the append
+  that caused them (`store.Decided`), to the same projection;
 - HTTP requests: the middleware in `service.http.metrics`;
 - queue depth and worker slots across the service: read from the database when the
   API is scraped (`add_cluster_gauges`); a worker process's own slots: read from its
@@ -156,6 +158,14 @@ class Metrics:
             namespace=NAMESPACE,
             buckets=WAIT_BUCKETS,
             registry=self.registry,
+        )
+        self.workflow_decisions = counter(
+            "workflow_dependency_decisions_total",
+            "Workflow jobs decided by the database when a dependency ended, by decision: "
+            "unblocked (pending, to run), skipped or cancelled (a dependency failed or was "
+            "cancelled, per the job's on_upstream_failure); counted by the process whose "
+            "append ended the dependency.",
+            ("decision",),
         )
         self.http_requests = Counter(
             "http_requests_total",

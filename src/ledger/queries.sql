@@ -2,8 +2,11 @@
 -- Many events, at most one per job per statement, through the database's own append
 -- (sql/0056): it decides each event's position, time, transaction, chain link and
 -- hash. A version with no predecessor gets a NULL prev_hash (refused: NOT NULL), a
--- taken version the unique key: both are conflicts.
-SELECT position, job_id, version, txid, occurred_at, prev_hash, hash, tenant
+-- taken version the unique key: both are conflicts. `workflow_decided`: the dependency
+-- decisions the append's workflow trigger appended of its own (sql/0082), as a JSON
+-- object by decision; NULL when it decided none.
+SELECT position, job_id, version, txid, occurred_at, prev_hash, hash, tenant,
+       nullif(current_setting('ledger.workflow_decided', true), '') AS workflow_decided
 FROM events_append($1::uuid[], $2::integer[], $3::text[], $4::text[], $5::jsonb[]);
 
 -- name: events_list_for_job

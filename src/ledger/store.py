@@ -16,6 +16,7 @@ Recorded events returned carry the time the database stored.
 
 from __future__ import annotations
 
+import collections
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -46,17 +47,27 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
 # them in the same transaction to decide): projections that need them read no row.
 Before = Mapping[uuid.UUID, lifecycle.JobState]
 
+# The events the database appended of its own in an append, by decision: a workflow's
+# dependants that the append's trigger unblocked, skipped or cancelled (sql/0082).
+Decided = Mapping[str, int]
+_decided = msgspec.json.Decoder(dict[str, int]).decode
+
 
 class InlineProjection(Protocol):
     """A read model kept in step with the events inside the appending transaction.
 
     For an append of submissions only, outside a caller's transaction, `apply` runs
     just after the single statement that committed them (see EventStore.append):
-    given only submissions, it must not touch the database.
+    given only submissions, it must not touch the database. `decided`: what the
+    database appended of its own in the same append (not in `recorded`).
     """
 
     async def apply(
-        self, conn: asyncpg.Connection, recorded: Sequence[Recorded], before: Before
+        self,
+        conn: asyncpg.Connection,
+        recorded: Sequence[Recorded],
+        before: Before,
+        decided: Decided,
     ) -> None: ...
 
 
@@ -118,8 +129,11 @@ class EventStore:
         self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent], before: Before
     ) -> list[Recorded]:
         recorded: list[Recorded] = []
+        decided: collections.Counter[str] = collections.Counter()
         for batch in one_per_job(events, _event_job):
             rows = await self._insert(conn, batch)
+            if rows[0]["workflow_decided"] is not None:  # the statement's, on every row
+                decided.update(_decided(rows[0]["workflow_decided"]))
             recorded.extend(
                 Recorded(
                     position=row["position"],
@@ -132,7 +146,7 @@ class EventStore:
                 for event, row in zip(batch, rows, strict=True)
             )
         for projection in self._projections:
-            await projection.apply(conn, recorded, before)
+            await projection.apply(conn, recorded, before, decided)
         return recorded
 
     async def _insert(

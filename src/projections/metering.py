@@ -11,6 +11,8 @@ after the insert succeeded (inside the appending transaction, or right after the
 one statement that appended new jobs; submissions read nothing): a version conflict
 counts nothing; an outer transaction of the caller's that later rolls back would
 have counted its events (no caller in this service does that after appending).
+The workflow dependency decisions the database appended in the same append (unblocked,
+skipped, cancelled: not among the events passed, sql/0082) are counted by decision.
 """
 
 from __future__ import annotations
@@ -58,11 +60,15 @@ class JobMetrics:
         conn: asyncpg.Connection,
         recorded: Sequence[store.Recorded],
         before: store.Before | None = None,
+        decided: store.Decided | None = None,
     ) -> None:
         jobs = await self._before(conn, recorded, before or {})
         tally: collections.Counter[tuple[Counter, tuple[str, ...]]] = collections.Counter()
         for item in recorded:
             self._observe(jobs, item.event, tally)
+        for decision, count in (decided or {}).items():
+            if count:
+                tally[(self.metrics.workflow_decisions, (decision,))] += count
         # One increment per labelled series: a batch of 1,000 submissions costs one, not 1,000.
         for (counter, labels), count in tally.items():
             (counter.labels(*labels) if labels else counter).inc(count)

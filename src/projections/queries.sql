@@ -167,6 +167,230 @@ SELECT streams.stream_id,
 FROM streams
 ORDER BY streams.stream_id;
 
+-- name: workflows_rebuilt_diff
+-- Workflows whose row differs from their jobs' submissions (workflows_folded, sql/0082),
+-- side by side, by workflow id.
+WITH rebuilt AS (
+    SELECT * FROM workflows_folded()
+), live AS (
+    SELECT * FROM workflows
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), keys AS (
+    SELECT tenant, workflow_id FROM live_only
+    UNION
+    SELECT tenant, workflow_id FROM rebuilt_only
+)
+SELECT k.workflow_id AS id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.tenant = k.tenant AND l.workflow_id = k.workflow_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.tenant = k.tenant AND r.workflow_id = k.workflow_id) AS rebuilt
+FROM keys AS k
+ORDER BY k.tenant, k.workflow_id;
+
+-- name: workflow_jobs_rebuilt_diff
+-- Workflow jobs whose row differs from their submission (workflow_jobs_folded), by job id.
+WITH rebuilt AS (
+    SELECT * FROM workflow_jobs_folded()
+), live AS (
+    SELECT * FROM workflow_jobs
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), keys AS (
+    SELECT job_id FROM live_only
+    UNION
+    SELECT job_id FROM rebuilt_only
+)
+SELECT k.job_id AS id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.job_id = k.job_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.job_id = k.job_id) AS rebuilt
+FROM keys AS k
+ORDER BY k.job_id;
+
+-- name: job_dependencies_rebuilt_diff
+-- Dependency rows that differ from the submissions and their dependencies' ends
+-- (job_dependencies_folded), by the dependant's job id, one per dependency.
+WITH rebuilt AS (
+    SELECT * FROM job_dependencies_folded()
+), live AS (
+    SELECT * FROM job_dependencies
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), keys AS (
+    SELECT job_id, depends_on FROM live_only
+    UNION
+    SELECT job_id, depends_on FROM rebuilt_only
+)
+SELECT k.job_id AS id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.job_id = k.job_id AND l.depends_on = k.depends_on) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.job_id = k.job_id AND r.depends_on = k.depends_on) AS rebuilt
+FROM keys AS k
+ORDER BY k.job_id, k.depends_on;
+
+-- name: webhook_endpoints_rebuilt_diff
+-- Webhook endpoints whose row differs from the fold of their events (sql/0080's
+-- webhook_endpoint_step), by endpoint id.
+WITH rebuilt AS (
+    SELECT * FROM webhook_endpoints_folded()
+), live AS (
+    SELECT * FROM webhook_endpoints
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), keys AS (
+    SELECT endpoint_id FROM live_only
+    UNION
+    SELECT endpoint_id FROM rebuilt_only
+)
+SELECT k.endpoint_id AS id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.endpoint_id = k.endpoint_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.endpoint_id = k.endpoint_id) AS rebuilt
+FROM keys AS k
+ORDER BY k.endpoint_id;
+
+-- name: job_webhooks_rebuilt_diff
+-- Jobs' own webhooks that differ from their submissions (job_webhooks_folded), by job id.
+WITH rebuilt AS (
+    SELECT * FROM job_webhooks_folded()
+), live AS (
+    SELECT * FROM job_webhooks
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), keys AS (
+    SELECT job_id FROM live_only
+    UNION
+    SELECT job_id FROM rebuilt_only
+)
+SELECT k.job_id AS id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.job_id = k.job_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.job_id = k.job_id) AS rebuilt
+FROM keys AS k
+ORDER BY k.job_id;
+
+-- name: webhook_deliveries_rebuilt_diff
+-- Deliveries whose status and attempt columns differ from the fold of their attempt
+-- events (webhook_deliveries_folded; a delivery stream with no row shows live NULL), by
+-- delivery id.
+WITH rebuilt AS (
+    SELECT * FROM webhook_deliveries_folded()
+), live AS (
+    SELECT delivery_id, tenant, version, attempts, tries, status, next_attempt_at,
+           last_status_code, last_error, last_attempt_at FROM webhook_deliveries
+), live_only AS (
+    SELECT * FROM live
+    EXCEPT ALL
+    SELECT * FROM rebuilt
+), rebuilt_only AS (
+    SELECT * FROM rebuilt
+    EXCEPT ALL
+    SELECT * FROM live
+), keys AS (
+    SELECT delivery_id FROM live_only
+    UNION
+    SELECT delivery_id FROM rebuilt_only
+)
+SELECT k.delivery_id AS id,
+       (SELECT to_jsonb(l) FROM live_only AS l WHERE l.delivery_id = k.delivery_id) AS live,
+       (SELECT to_jsonb(r) FROM rebuilt_only AS r WHERE r.delivery_id = k.delivery_id) AS rebuilt
+FROM keys AS k
+ORDER BY k.delivery_id;
+
+-- name: workflow_tables_lock
+-- The workflow tables' rebuild, in a transaction of its own: appends that record or
+-- resolve workflow jobs wait until it commits; EXCLUSIVE also holds off a cancel's or
+-- retry's row lock on workflow_jobs (sql/0077), which would otherwise wait for a row it
+-- deletes while it waits for that append.
+LOCK TABLE workflows, workflow_jobs, job_dependencies IN EXCLUSIVE MODE;
+
+-- name: workflows_delete_all
+DELETE FROM workflows;
+
+-- name: workflow_jobs_delete_all
+DELETE FROM workflow_jobs;
+
+-- name: job_dependencies_delete_all
+DELETE FROM job_dependencies;
+
+-- name: workflows_fill
+INSERT INTO workflows
+SELECT *
+FROM workflows_folded();
+
+-- name: workflow_jobs_fill
+INSERT INTO workflow_jobs
+SELECT *
+FROM workflow_jobs_folded();
+
+-- name: job_dependencies_fill
+INSERT INTO job_dependencies
+SELECT *
+FROM job_dependencies_folded();
+
+-- name: webhook_tables_lock
+-- The webhook tables' rebuild, in a transaction of its own: appends (which create
+-- deliveries and fold webhook events) and the senders' leases wait until it commits.
+LOCK TABLE webhook_endpoints, job_webhooks, webhook_deliveries IN EXCLUSIVE MODE;
+
+-- name: webhook_endpoints_delete_all
+DELETE FROM webhook_endpoints;
+
+-- name: job_webhooks_delete_all
+DELETE FROM job_webhooks;
+
+-- name: webhook_endpoints_fill
+INSERT INTO webhook_endpoints
+SELECT *
+FROM webhook_endpoints_folded();
+
+-- name: job_webhooks_fill
+INSERT INTO job_webhooks
+SELECT *
+FROM job_webhooks_folded();
+
+-- name: webhook_deliveries_refold
+-- Each delivery's status and attempt columns as its events decide them; its identity,
+-- body and lease are kept (a delivery row that is gone cannot be rebuilt: its creation
+-- is not an event of its own).
+UPDATE webhook_deliveries AS d
+SET version = f.version, attempts = f.attempts, tries = f.tries, status = f.status,
+    next_attempt_at = f.next_attempt_at, last_status_code = f.last_status_code,
+    last_error = f.last_error, last_attempt_at = f.last_attempt_at
+FROM webhook_deliveries_folded() AS f
+WHERE f.delivery_id = d.delivery_id
+  AND (d.version, d.attempts, d.tries, d.status, d.next_attempt_at, d.last_status_code,
+       d.last_error, d.last_attempt_at)
+      IS DISTINCT FROM
+      (f.version, f.attempts, f.tries, f.status, f.next_attempt_at, f.last_status_code,
+       f.last_error, f.last_attempt_at);
+
 -- name: jobs_scratch_diff
 -- Rows that differ between the live view and the rebuild, side by side.
 WITH live_only AS (

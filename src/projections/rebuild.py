@@ -18,11 +18,30 @@ THROUGHPUT_KEPT: Final = timedelta(days=1)
 
 
 class RowDiff(msgspec.Struct, frozen=True):
-    """A job whose live row differs from its rebuild (None: absent on that side)."""
+    """A projection's row that differs from its rebuild (None: absent on that side).
+
+    `table`: the projection the row is in. `job_id`: the job's id in `jobs`; the stream's
+    in `queues`, `tenants`, `schedules` and `schedule_slots` (its schedule's); in the
+    workflow and webhook tables the row's key (the workflow's, the job's, the endpoint's
+    or the delivery's id).
+    """
 
     job_id: uuid.UUID
     live: dict[str, Any] | None
     rebuilt: dict[str, Any] | None
+    table: str = "jobs"
+
+
+# The workflow tables (sql/0077) and the webhook tables (sql/0080), each compared with
+# its fold (sql/0082) by its `<table>_rebuilt_diff` query.
+FOLDED_TABLES: Final = (
+    "workflows",
+    "workflow_jobs",
+    "job_dependencies",
+    "webhook_endpoints",
+    "job_webhooks",
+    "webhook_deliveries",
+)
 
 
 async def _build_scratch(conn: asyncpg.Connection) -> None:
@@ -33,14 +52,18 @@ async def _build_scratch(conn: asyncpg.Connection) -> None:
 async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
     """Fold every job's events into a scratch table and list the rows that differ from `jobs`;
     then the same for the queues' and the tenants' settings and the schedules (`job_id`: the
-    stream id) and the schedules' recorded slots (`job_id`: their schedule's stream id)."""
+    stream id), the schedules' recorded slots (`job_id`: their schedule's stream id), and
+    the workflow and webhook tables (FOLDED_TABLES; a delivery's status and attempts)."""
     async with conn.transaction(isolation="repeatable_read", readonly=False):
         await _build_scratch(conn)
         rows = await conn.fetch(Q["jobs_scratch_diff"])
-        queues = await conn.fetch(Q["queues_rebuilt_diff"])
-        queues += await conn.fetch(Q["tenants_rebuilt_diff"])
-        queues += await conn.fetch(Q["schedules_rebuilt_diff"])
+        streams = [
+            (table, r)
+            for table in ("queues", "tenants", "schedules")
+            for r in await conn.fetch(Q[f"{table}_rebuilt_diff"])
+        ]
         slots = await conn.fetch(Q["schedule_slots_rebuilt_diff"])
+        folded = [(t, await conn.fetch(Q[f"{t}_rebuilt_diff"])) for t in FOLDED_TABLES]
     return (
         [
             RowDiff(
@@ -50,16 +73,26 @@ async def verify(conn: asyncpg.Connection) -> list[RowDiff]:
             )
             for r in rows
         ]
-        + [_queue_diff(r) for r in queues]
+        + [_queue_diff(r, table) for table, r in streams]
         + [_slot_diff(r) for r in slots]
+        + [
+            RowDiff(
+                job_id=r["id"],
+                live=_json.decode(r["live"]) if r["live"] else None,
+                rebuilt=_json.decode(r["rebuilt"]) if r["rebuilt"] else None,
+                table=table,
+            )
+            for table, rows in folded
+            for r in rows
+        ]
     )
 
 
-def _queue_diff(row: asyncpg.Record) -> RowDiff:
+def _queue_diff(row: asyncpg.Record, table: str) -> RowDiff:
     live = _json.decode(row["live"]) if row["live"] else None
     rebuilt = _json.decode(row["rebuilt"]) if row["rebuilt"] else None
     stream = (live or rebuilt or {})["stream_id"]
-    return RowDiff(job_id=uuid.UUID(stream), live=live, rebuilt=rebuilt)
+    return RowDiff(job_id=uuid.UUID(stream), live=live, rebuilt=rebuilt, table=table)
 
 
 def _slot_diff(row: asyncpg.Record) -> RowDiff:
@@ -67,6 +100,7 @@ def _slot_diff(row: asyncpg.Record) -> RowDiff:
         job_id=schedules.stream_id(row["schedule_id"], row["tenant"]),
         live=_json.decode(row["live"]) if row["live"] else None,
         rebuilt=_json.decode(row["rebuilt"]) if row["rebuilt"] else None,
+        table="schedule_slots",
     )
 
 
@@ -126,7 +160,9 @@ def _differ(counters: dict[_Place, int], counted: dict[_Place, int]) -> list[Cou
 async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
     """Replace the live view with the fold of the events, and each tenant's counters
     (sql/0058, sql/0064) with a count of its jobs in the view and of its last day's
-    events; returns the number of jobs."""
+    events; then the queues, tenants, schedules, the workflow tables and the webhook
+    tables (a delivery's status and attempt columns) from their events; returns the
+    number of jobs."""
     async with conn.transaction():
         # Locked in the order every append takes them: the rebuild waits, never deadlocks.
         await conn.execute(Q["job_counters_lock"])
@@ -156,4 +192,19 @@ async def rebuild(conn: asyncpg.Connection, now: datetime | None = None) -> int:
         await conn.execute(Q["schedules_delete_all"])
         await conn.execute(Q["schedules_fill"])
         await conn.execute(Q["schedule_slots_fill"])
+    async with conn.transaction():
+        await conn.execute(Q["workflow_tables_lock"])
+        await conn.execute(Q["job_dependencies_delete_all"])
+        await conn.execute(Q["workflow_jobs_delete_all"])
+        await conn.execute(Q["workflows_delete_all"])
+        await conn.execute(Q["workflows_fill"])
+        await conn.execute(Q["workflow_jobs_fill"])
+        await conn.execute(Q["job_dependencies_fill"])
+    async with conn.transaction():
+        await conn.execute(Q["webhook_tables_lock"])
+        await conn.execute(Q["job_webhooks_delete_all"])
+        await conn.execute(Q["webhook_endpoints_delete_all"])
+        await conn.execute(Q["webhook_endpoints_fill"])
+        await conn.execute(Q["job_webhooks_fill"])
+        await conn.execute(Q["webhook_deliveries_refold"])
     return int(status.split()[-1])

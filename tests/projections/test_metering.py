@@ -209,3 +209,47 @@ async def test_jobs_changed_by_bulk_actions_count_by_action(
     assert value(registry, "ledger_jobs_bulk_changed_total", action="cancel") == 2
     assert value(registry, "ledger_jobs_bulk_changed_total", action="retry") == 1
     assert value(registry, "ledger_jobs_cancelled_total", job_type="noop", queue="default") == 3
+
+
+async def test_workflow_dependency_decisions_are_counted_by_decision_once_per_append(
+    conn: asyncpg.Connection, metered: store.EventStore, registry: metrics.Metrics
+) -> None:
+    from tests.db import test_rebuild, test_workflows
+
+    job = test_workflows.job
+    flows = test_rebuild.workflow_submitter()
+    failing = await flows.submit_workflow(
+        conn,
+        [
+            job("a"),
+            job("b", "a"),  # cancelled (the default)
+            job("c", "a", mode="skip"),
+            job("d", "a"),  # cancelled, and its own dependant decided in the next wave:
+            job("e", "d", mode="run"),  # unblocked
+        ],
+        actor="app",
+    )
+    a = failing.jobs[0].job_id
+    await run(metered, conn, a, commands.ClaimJob(worker_id="w1", lease_seconds=30))
+    assert value(registry, "ledger_workflow_dependency_decisions_total", decision="cancelled") == 0
+    fail = commands.FailAttempt(
+        worker_id="w1", error="boom", permanent=True, retry_delay=timedelta(0)
+    )
+    await run(metered, conn, a, fail)
+    counted = {
+        d: value(registry, "ledger_workflow_dependency_decisions_total", decision=d)
+        for d in ("unblocked", "skipped", "cancelled")
+    }
+    assert counted == {"unblocked": 1, "skipped": 1, "cancelled": 2}
+
+    # Two appends in one transaction: the second, which decides nothing, counts nothing.
+    chain = await flows.submit_workflow(conn, [job("x"), job("y", "x")], actor="app")
+    x = chain.jobs[0].job_id
+    await run(metered, conn, x, commands.ClaimJob(worker_id="w1", lease_seconds=30))
+    e = failing.jobs[4].job_id
+    async with conn.transaction():
+        await run(metered, conn, x, commands.CompleteJob(worker_id="w1", result="X"))
+        await run(metered, conn, e, commands.ClaimJob(worker_id="w1", lease_seconds=30))
+    assert value(registry, "ledger_workflow_dependency_decisions_total", decision="unblocked") == 2
+    y = await current.get(conn, chain.jobs[1].job_id)
+    assert y is not None and y.status == "pending"

@@ -17,6 +17,7 @@ import pytest_asyncio
 from standardwebhooks.webhooks import Webhook
 
 from ledger import commands, errors, store, webhooks
+from projections import rebuild
 from tests import factories
 from tests.receiver import Receiver, receiving, verify
 from tests.workers.conftest import PoolStarter, eventually
@@ -126,6 +127,7 @@ async def test_a_receiver_answering_500_then_200_gets_the_same_id_and_body_twice
     ]
     assert recorded[0]["error"] == "HTTP 500"
     assert recorded[0]["next_attempt_at"] is not None
+    assert await rebuild.verify(conn) == []  # the delivery's row is the fold of its attempts
 
 
 async def test_410_disables_the_endpoint_with_an_event_and_nothing_more_is_sent(
@@ -326,6 +328,7 @@ async def test_redelivery_sends_the_same_id_and_body_with_a_new_signature(
         "webhook.delivery_redelivered.v1",
         "webhook.delivery_attempted.v1",
     ]
+    assert await rebuild.verify(conn) == []
 
 
 def readme_verify() -> Any:

@@ -122,7 +122,8 @@ async def projections_verify(settings: config.Settings, tenant: str = tenancy.DE
 
 
 async def projections_rebuild(settings: config.Settings) -> int:
-    """Rebuild as the owner: the application's role writes nothing into the view (sql/0056)."""
+    """Rebuild as the owner: the application's role writes nothing into the view (sql/0056)
+    nor into the other projections it rebuilds."""
     from projections import rebuild
 
     async with database.open_database(settings) as database_:
@@ -135,7 +136,10 @@ async def projections_rebuild(settings: config.Settings) -> int:
                     "`ledger projections rebuild` with MIGRATE_DATABASE_URL set to the "
                     f"owner's connection ({exc})"
                 ) from exc
-    print(f"rebuilt the jobs view and its counters: {count} jobs")
+    print(
+        f"rebuilt the jobs view and its counters: {count} jobs; the queues, tenants, "
+        "schedules, workflow and webhook tables from their events"
+    )
     return 0
 
 
