@@ -268,6 +268,44 @@ END;
 $$;
 
 --
+-- Name: job_dependencies; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_dependencies (
+    tenant text NOT NULL,
+    job_id uuid NOT NULL,
+    depends_on uuid NOT NULL,
+    upstream_status text,
+    cause bytea
+);
+
+ALTER TABLE ONLY public.job_dependencies FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: job_dependencies_folded(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_dependencies_folded() RETURNS SETOF public.job_dependencies
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.tenant, e.job_id, d.id::uuid, ended.ending, ended.hash
+    FROM events AS e
+    CROSS JOIN LATERAL jsonb_array_elements_text(e.data->'depends_on') AS d (id)
+    LEFT JOIN LATERAL (
+        SELECT job_event_ending(u.type, u.data) AS ending, u.hash
+        FROM events AS u
+        WHERE u.job_id = d.id::uuid
+          AND (u.type = 'job.retried.v1' OR job_event_ending(u.type, u.data) IS NOT NULL)
+        ORDER BY u.version DESC
+        LIMIT 1
+    ) AS last ON true
+    CROSS JOIN LATERAL (
+        SELECT last.ending, CASE WHEN last.ending IS NOT NULL THEN last.hash END AS hash
+    ) AS ended
+    WHERE e.type = 'job.submitted.v1' AND jsonb_typeof(e.data->'depends_on') = 'array'
+$$;
+
+--
 -- Name: job_event_ending(text, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -641,6 +679,30 @@ WHERE CASE
                         'job.snoozed.v1', 'job.replaced.v1', 'job.unblocked.v1',
                         'job.skipped.v1')
 END OR job_view_refuse(e.type, e.job_id, s.job_id IS NOT NULL)
+$$;
+
+--
+-- Name: job_webhooks; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.job_webhooks (
+    job_id uuid NOT NULL,
+    tenant text NOT NULL,
+    url text NOT NULL
+);
+
+ALTER TABLE ONLY public.job_webhooks FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: job_webhooks_folded(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.job_webhooks_folded() RETURNS SETOF public.job_webhooks
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.job_id, e.tenant, e.data->'webhook'->>'url'
+    FROM events AS e
+    WHERE e.type = 'job.submitted.v1' AND e.version = 1 AND e.data ? 'webhook'
 $$;
 
 --
@@ -2267,6 +2329,55 @@ CREATE FUNCTION public.webhook_deliveries_claim(worker text, max_n integer, seco
 $$;
 
 --
+-- Name: webhook_deliveries_folded(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_deliveries_folded() RETURNS TABLE(delivery_id uuid, tenant text, version integer, attempts integer, tries integer, status text, next_attempt_at timestamp with time zone, last_status_code integer, last_error text, last_attempt_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    WITH stream AS (
+        SELECT e.job_id, e.tenant, e.version, e.type, e.data, e.occurred_at,
+               e.type = 'webhook.delivery_attempted.v1' AS attempt,
+               coalesce(max(e.version) FILTER (WHERE e.type = 'webhook.delivery_redelivered.v1')
+                        OVER (PARTITION BY e.job_id), 0) AS redelivered_at
+        FROM events AS e
+        WHERE e.type IN ('webhook.delivery_attempted.v1', 'webhook.delivery_redelivered.v1')
+    ), folded AS (
+        SELECT s.job_id, min(s.tenant) AS tenant, max(s.version) AS version,
+               (count(*) FILTER (WHERE s.attempt))::integer AS attempts,
+               (count(*) FILTER (WHERE s.attempt AND s.version > s.redelivered_at))::integer
+                   AS tries,
+               (array_agg(CASE WHEN NOT s.attempt OR s.data->>'outcome' = 'retrying'
+                               THEN 'pending' ELSE s.data->>'outcome' END
+                          ORDER BY s.version DESC))[1] AS status,
+               (array_agg(CASE WHEN s.attempt THEN (s.data->>'next_attempt_at')::timestamptz
+                               ELSE s.occurred_at END
+                          ORDER BY s.version DESC)
+                    FILTER (WHERE NOT s.attempt OR s.data->>'next_attempt_at' IS NOT NULL))[1]
+                   AS next_attempt_at,
+               (array_agg((s.data->>'status_code')::integer ORDER BY s.version DESC)
+                    FILTER (WHERE s.attempt))[1] AS last_status_code,
+               (array_agg(s.data->>'error' ORDER BY s.version DESC)
+                    FILTER (WHERE s.attempt))[1] AS last_error,
+               (array_agg(s.occurred_at ORDER BY s.version DESC)
+                    FILTER (WHERE s.attempt))[1] AS last_attempt_at
+        FROM stream AS s
+        GROUP BY s.job_id
+    )
+    SELECT d.delivery_id, d.tenant, coalesce(f.version, 0), coalesce(f.attempts, 0),
+           coalesce(f.tries, 0), coalesce(f.status, 'pending'),
+           coalesce(f.next_attempt_at, d.created_at), f.last_status_code, f.last_error,
+           f.last_attempt_at
+    FROM webhook_deliveries AS d
+    LEFT JOIN folded AS f ON f.job_id = d.delivery_id
+    UNION ALL
+    SELECT f.job_id, f.tenant, f.version, f.attempts, f.tries, f.status, f.next_attempt_at,
+           f.last_status_code, f.last_error, f.last_attempt_at
+    FROM folded AS f
+    WHERE NOT EXISTS (SELECT FROM webhook_deliveries AS d WHERE d.delivery_id = f.job_id)
+$$;
+
+--
 -- Name: webhook_deliveries_next_due(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2421,6 +2532,22 @@ BEGIN
     END CASE;
     RETURN n;
 END;
+$$;
+
+--
+-- Name: webhook_endpoints_folded(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.webhook_endpoints_folded() RETURNS SETOF public.webhook_endpoints
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT (s.state).*
+    FROM (
+        SELECT webhook_endpoint_fold(e ORDER BY e.version) AS state
+        FROM events AS e
+        WHERE e.type LIKE 'webhook.endpoint\_%'
+        GROUP BY e.job_id
+    ) AS s
 $$;
 
 --
@@ -2597,6 +2724,37 @@ END;
 $$;
 
 --
+-- Name: workflow_jobs; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.workflow_jobs (
+    tenant text NOT NULL,
+    workflow_id uuid NOT NULL,
+    job_id uuid NOT NULL,
+    name text NOT NULL,
+    on_upstream_failure text NOT NULL,
+    submitted_at timestamp with time zone NOT NULL,
+    "position" bigint NOT NULL,
+    CONSTRAINT workflow_jobs_on_upstream_failure_check CHECK ((on_upstream_failure = ANY (ARRAY['cancel'::text, 'run'::text, 'skip'::text])))
+);
+
+ALTER TABLE ONLY public.workflow_jobs FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: workflow_jobs_folded(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.workflow_jobs_folded() RETURNS SETOF public.workflow_jobs
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.tenant, (e.data->>'workflow_id')::uuid, e.job_id,
+           coalesce(e.data->>'name', e.job_id::text),
+           coalesce(e.data->>'on_upstream_failure', 'cancel'), e.occurred_at, e.position
+    FROM events AS e
+    WHERE e.type = 'job.submitted.v1' AND e.data ? 'workflow_id'
+$$;
+
+--
 -- Name: workflow_resolve(uuid[], text[], bytea[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2613,6 +2771,11 @@ DECLARE
     d_datas jsonb[];
     appended_ids uuid[];
     appended_hashes bytea[];
+    unblocked integer := 0;
+    skipped integer := 0;
+    cancelled integer := 0;
+    n_unblocked integer;
+    n_skipped integer;
 BEGIN
     WHILE ids IS NOT NULL AND cardinality(ids) > 0 LOOP
         SELECT array_agg(DISTINCT d.job_id ORDER BY d.job_id) INTO children
@@ -2712,15 +2875,24 @@ BEGIN
         FROM events_append(d_ids, d_versions, d_types,
                            array_fill('ledger:workflow'::text, ARRAY[cardinality(d_ids)]),
                            d_datas) AS a;
-        SELECT array_agg(t.job_id ORDER BY t.job_id),
+        -- The same statement counts the wave's decisions (no statement more per wave).
+        SELECT array_agg(t.job_id ORDER BY t.job_id) FILTER (WHERE t.type <> 'job.unblocked.v1'),
                array_agg(CASE t.type WHEN 'job.skipped.v1' THEN 'skipped' ELSE 'cancelled' END
-                         ORDER BY t.job_id),
-               array_agg(a.hash ORDER BY t.job_id)
-        INTO ids, endings, causes
+                         ORDER BY t.job_id) FILTER (WHERE t.type <> 'job.unblocked.v1'),
+               array_agg(a.hash ORDER BY t.job_id) FILTER (WHERE t.type <> 'job.unblocked.v1'),
+               count(*) FILTER (WHERE t.type = 'job.unblocked.v1'),
+               count(*) FILTER (WHERE t.type = 'job.skipped.v1')
+        INTO ids, endings, causes, n_unblocked, n_skipped
         FROM unnest(d_ids, d_types) AS t (job_id, type)
-        JOIN unnest(appended_ids, appended_hashes) AS a (job_id, hash) ON a.job_id = t.job_id
-        WHERE t.type <> 'job.unblocked.v1';
+        JOIN unnest(appended_ids, appended_hashes) AS a (job_id, hash) ON a.job_id = t.job_id;
+        unblocked := unblocked + n_unblocked;
+        skipped := skipped + n_skipped;
+        cancelled := cancelled + cardinality(d_ids) - n_unblocked - n_skipped;
     END LOOP;
+    IF unblocked + skipped + cancelled > 0 THEN
+        PERFORM set_config('ledger.workflow_decided', jsonb_build_object(
+            'unblocked', unblocked, 'skipped', skipped, 'cancelled', cancelled)::text, true);
+    END IF;
 END;
 $$;
 
@@ -2736,6 +2908,34 @@ CREATE FUNCTION public.workflow_upstream(job uuid) RETURNS jsonb
     WHERE e.job_id = job AND e.type = 'job.unblocked.v1'
       AND e.tenant = coalesce(ledger_tenant_named(), e.tenant)
     ORDER BY e.version DESC LIMIT 1
+$$;
+
+--
+-- Name: workflows; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.workflows (
+    tenant text NOT NULL,
+    workflow_id uuid NOT NULL,
+    submitted_by text NOT NULL,
+    submitted_at timestamp with time zone NOT NULL,
+    jobs integer NOT NULL
+);
+
+ALTER TABLE ONLY public.workflows FORCE ROW LEVEL SECURITY;
+
+--
+-- Name: workflows_folded(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.workflows_folded() RETURNS SETOF public.workflows
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.tenant, (e.data->>'workflow_id')::uuid, min(e.actor), min(e.occurred_at),
+           count(*)::integer
+    FROM events AS e
+    WHERE e.type = 'job.submitted.v1' AND e.data ? 'workflow_id'
+    GROUP BY 1, 2
 $$;
 
 --
@@ -2756,6 +2956,9 @@ DECLARE
 BEGIN
     IF coalesce(current_setting('ledger.workflow_resolving', true), '') = 'on' THEN
         RETURN NULL;  -- appended by workflow_resolve, which resolves it in its next wave
+    END IF;
+    IF current_setting('ledger.workflow_decided', true) <> '' THEN
+        PERFORM set_config('ledger.workflow_decided', '', true);  -- an earlier append's
     END IF;
     IF NOT EXISTS (
         SELECT FROM appended
@@ -2857,6 +3060,15 @@ CREATE AGGREGATE public.schedule_view_fold(public.events) (
 CREATE AGGREGATE public.tenant_view_fold(public.events) (
     SFUNC = public.tenant_view_step,
     STYPE = public.tenants
+);
+
+--
+-- Name: webhook_endpoint_fold(public.events); Type: AGGREGATE; Schema: public; Owner: -
+--
+
+CREATE AGGREGATE public.webhook_endpoint_fold(public.events) (
+    SFUNC = public.webhook_endpoint_step,
+    STYPE = public.webhook_endpoints
 );
 
 --
@@ -3002,20 +3214,6 @@ CREATE TABLE public.job_counts (
 ALTER TABLE ONLY public.job_counts FORCE ROW LEVEL SECURITY;
 
 --
--- Name: job_dependencies; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.job_dependencies (
-    tenant text NOT NULL,
-    job_id uuid NOT NULL,
-    depends_on uuid NOT NULL,
-    upstream_status text,
-    cause bytea
-);
-
-ALTER TABLE ONLY public.job_dependencies FORCE ROW LEVEL SECURITY;
-
---
 -- Name: job_leases; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -3053,18 +3251,6 @@ CREATE TABLE public.job_throughput_deltas (
 );
 
 ALTER TABLE ONLY public.job_throughput_deltas FORCE ROW LEVEL SECURITY;
-
---
--- Name: job_webhooks; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.job_webhooks (
-    job_id uuid NOT NULL,
-    tenant text NOT NULL,
-    url text NOT NULL
-);
-
-ALTER TABLE ONLY public.job_webhooks FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: queue_buckets; Type: TABLE; Schema: public; Owner: -
@@ -3194,37 +3380,6 @@ CREATE TABLE public.worker_processes (
     CONSTRAINT worker_processes_lease_seconds_check CHECK ((lease_seconds > (0)::double precision)),
     CONSTRAINT worker_processes_slots_check CHECK ((slots >= 0))
 );
-
---
--- Name: workflow_jobs; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.workflow_jobs (
-    tenant text NOT NULL,
-    workflow_id uuid NOT NULL,
-    job_id uuid NOT NULL,
-    name text NOT NULL,
-    on_upstream_failure text NOT NULL,
-    submitted_at timestamp with time zone NOT NULL,
-    "position" bigint NOT NULL,
-    CONSTRAINT workflow_jobs_on_upstream_failure_check CHECK ((on_upstream_failure = ANY (ARRAY['cancel'::text, 'run'::text, 'skip'::text])))
-);
-
-ALTER TABLE ONLY public.workflow_jobs FORCE ROW LEVEL SECURITY;
-
---
--- Name: workflows; Type: TABLE; Schema: public; Owner: -
---
-
-CREATE TABLE public.workflows (
-    tenant text NOT NULL,
-    workflow_id uuid NOT NULL,
-    submitted_by text NOT NULL,
-    submitted_at timestamp with time zone NOT NULL,
-    jobs integer NOT NULL
-);
-
-ALTER TABLE ONLY public.workflows FORCE ROW LEVEL SECURITY;
 
 --
 -- Name: audit_checkpoints audit_checkpoints_pkey; Type: CONSTRAINT; Schema: public; Owner: -
@@ -4156,6 +4311,18 @@ GRANT ALL ON FUNCTION public.job_counts_all() TO ledger_app;
 GRANT ALL ON FUNCTION public.job_counts_project() TO ledger_app;
 
 --
+-- Name: TABLE job_dependencies; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_dependencies TO ledger_app;
+
+--
+-- Name: FUNCTION job_dependencies_folded(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_dependencies_folded() TO ledger_app;
+
+--
 -- Name: FUNCTION job_event_ending(type text, data jsonb); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4236,6 +4403,18 @@ GRANT ALL ON FUNCTION public.job_view_refuse(e_type text, e_job uuid, submitted 
 --
 
 GRANT ALL ON FUNCTION public.job_view_step(s public.jobs, e public.events) TO ledger_app;
+
+--
+-- Name: TABLE job_webhooks; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.job_webhooks TO ledger_app;
+
+--
+-- Name: FUNCTION job_webhooks_folded(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.job_webhooks_folded() TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_claim(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
@@ -4528,6 +4707,12 @@ REVOKE ALL ON FUNCTION public.webhook_deliveries_claim(worker text, max_n intege
 GRANT ALL ON FUNCTION public.webhook_deliveries_claim(worker text, max_n integer, seconds double precision) TO ledger_app;
 
 --
+-- Name: FUNCTION webhook_deliveries_folded(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_deliveries_folded() TO ledger_app;
+
+--
 -- Name: FUNCTION webhook_deliveries_next_due(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4558,6 +4743,12 @@ GRANT SELECT ON TABLE public.webhook_endpoints TO ledger_dispatch;
 --
 
 GRANT ALL ON FUNCTION public.webhook_endpoint_step(s public.webhook_endpoints, e public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_endpoints_folded(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_endpoints_folded() TO ledger_app;
 
 --
 -- Name: FUNCTION webhook_job_body(kind text, e public.events, j public.jobs); Type: ACL; Schema: public; Owner: -
@@ -4597,6 +4788,18 @@ GRANT ALL ON FUNCTION public.worker_slots_usage() TO ledger_app;
 REVOKE ALL ON FUNCTION public.workflow_job_lock() FROM PUBLIC;
 
 --
+-- Name: TABLE workflow_jobs; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.workflow_jobs TO ledger_app;
+
+--
+-- Name: FUNCTION workflow_jobs_folded(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.workflow_jobs_folded() TO ledger_app;
+
+--
 -- Name: FUNCTION workflow_resolve(ids uuid[], endings text[], causes bytea[]); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4608,6 +4811,18 @@ REVOKE ALL ON FUNCTION public.workflow_resolve(ids uuid[], endings text[], cause
 
 REVOKE ALL ON FUNCTION public.workflow_upstream(job uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.workflow_upstream(job uuid) TO ledger_app;
+
+--
+-- Name: TABLE workflows; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT ON TABLE public.workflows TO ledger_app;
+
+--
+-- Name: FUNCTION workflows_folded(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.workflows_folded() TO ledger_app;
 
 --
 -- Name: FUNCTION workflows_resolve_appended(); Type: ACL; Schema: public; Owner: -
@@ -4638,6 +4853,12 @@ GRANT ALL ON FUNCTION public.schedule_view_fold(public.events) TO ledger_app;
 --
 
 GRANT ALL ON FUNCTION public.tenant_view_fold(public.events) TO ledger_app;
+
+--
+-- Name: FUNCTION webhook_endpoint_fold(public.events); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.webhook_endpoint_fold(public.events) TO ledger_app;
 
 --
 -- Name: TABLE audit_checkpoints; Type: ACL; Schema: public; Owner: -
@@ -4684,12 +4905,6 @@ GRANT SELECT ON TABLE public.job_counts TO ledger_app;
 GRANT SELECT ON TABLE public.job_counts TO ledger_dispatch;
 
 --
--- Name: TABLE job_dependencies; Type: ACL; Schema: public; Owner: -
---
-
-GRANT SELECT ON TABLE public.job_dependencies TO ledger_app;
-
---
 -- Name: TABLE job_leases; Type: ACL; Schema: public; Owner: -
 --
 
@@ -4706,12 +4921,6 @@ GRANT SELECT ON TABLE public.job_throughput TO ledger_app;
 --
 
 GRANT SELECT ON TABLE public.job_throughput_deltas TO ledger_app;
-
---
--- Name: TABLE job_webhooks; Type: ACL; Schema: public; Owner: -
---
-
-GRANT SELECT ON TABLE public.job_webhooks TO ledger_app;
 
 --
 -- Name: TABLE queue_buckets; Type: ACL; Schema: public; Owner: -
@@ -4778,18 +4987,6 @@ GRANT SELECT ON TABLE public.webhook_secrets TO ledger_dispatch;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.worker_processes TO ledger_app;
 GRANT SELECT ON TABLE public.worker_processes TO ledger_dispatch;
-
---
--- Name: TABLE workflow_jobs; Type: ACL; Schema: public; Owner: -
---
-
-GRANT SELECT ON TABLE public.workflow_jobs TO ledger_app;
-
---
--- Name: TABLE workflows; Type: ACL; Schema: public; Owner: -
---
-
-GRANT SELECT ON TABLE public.workflows TO ledger_app;
 
 --
 -- Name: DEFAULT PRIVILEGES FOR SEQUENCES; Type: DEFAULT ACL; Schema: public; Owner: -
