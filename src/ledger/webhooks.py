@@ -140,6 +140,26 @@ class DeliveryList(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: list[Delivery]
 
 
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt to send a delivery, as its `webhook.delivery_attempted.v1` event says."""
+
+    attempt: int
+    at: datetime
+    outcome: ev.DeliveryOutcome
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+    next_attempt_at: datetime | None
+    actor: str  # the sender (worker) that made it
+
+
+class AttemptList(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery as it is now and each of its attempts, oldest first."""
+
+    delivery: Delivery
+    attempts: list[Attempt]
+
+
 class Recovered(msgspec.Struct, frozen=True, kw_only=True):
     """How many deliveries `recover` sent again."""
 
@@ -382,8 +402,44 @@ async def deliveries(
 async def deliveries_of_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[Delivery]:
     """The deliveries that report the job's events, oldest first."""
     async with acting.in_a_tenant(conn):
-        rows = await conn.fetch(Q["webhook_deliveries_of_job"], job_id)
+        return await deliveries_reporting(conn, job_id)
+
+
+async def deliveries_reporting(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[Delivery]:
+    """The deliveries that report the job's events, oldest first, as the caller's
+    transaction sees them: one statement on the index `webhook_deliveries_of_job`, what
+    `GET /api/v1/jobs/{id}` adds to a job. Row security shows the tenant the transaction
+    acts in; none, outside a transaction that names one."""
+    rows = await conn.fetch(Q["webhook_deliveries_of_job"], job_id)
     return [delivery_of(r) for r in rows]
+
+
+async def attempts(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> AttemptList:
+    """The delivery and each attempt to send it, from its events (UnknownWebhook: no
+    delivery of that id in the tenant)."""
+    async with acting.in_a_tenant(conn):
+        row = await conn.fetchrow(Q["webhook_deliveries_get"], delivery_id)
+        if row is None:
+            raise UnknownWebhook("delivery", delivery_id)
+        rows = await conn.fetch(Q["webhook_attempts_of_delivery"], delivery_id)
+    made = [ev.from_row(r) for r in rows]
+    return AttemptList(
+        delivery=delivery_of(row),
+        attempts=[
+            Attempt(
+                attempt=e.attempt,
+                at=e.occurred_at,
+                outcome=e.outcome,
+                status_code=e.status_code,
+                duration_ms=e.duration_ms,
+                error=e.error,
+                next_attempt_at=e.next_attempt_at,
+                actor=e.actor,
+            )
+            for e in made
+            if isinstance(e, ev.WebhookDeliveryAttempted)
+        ],
+    )
 
 
 async def delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> Delivery:

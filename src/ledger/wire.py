@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from ledger import errors, lifecycle, retrypolicy
+from ledger import errors, lifecycle, retrypolicy, webhooks
 from ledger import events as ev
 
 MAX_BATCH: Final = 1000
@@ -80,6 +80,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     # (nothing created), and whether it replaced this job's payload and run time.
     deduplicated: bool | msgspec.UnsetType = msgspec.UNSET
     replaced: bool | msgspec.UnsetType = msgspec.UNSET
+    # Only in the answer to `GET /api/v1/jobs/{id}` (current state, no `as_of`): the
+    # webhook deliveries that report its events, oldest first, each with its last attempt.
+    webhook_deliveries: list[webhooks.Delivery] | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def of(cls, state: lifecycle.JobState) -> Job:
