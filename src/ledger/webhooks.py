@@ -226,6 +226,23 @@ def delivery_of(row: asyncpg.Record) -> Delivery:
     )
 
 
+def describe(delivery: Delivery) -> str:
+    """A delivery in one line, for a person: what it reports, to where, how it stands."""
+    target = delivery.url if delivery.url is not None else f"endpoint {delivery.endpoint_id}"
+    text = f"{delivery.event_type} to {target}: {delivery.status}"
+    if delivery.attempts:
+        plural = "s" if delivery.attempts != 1 else ""
+        text += f" after {delivery.attempts} attempt{plural}"
+        if delivery.last_status_code is not None:
+            text += f" (last HTTP {delivery.last_status_code})"
+        elif delivery.last_error:
+            text += f" (last error: {delivery.last_error})"
+    if delivery.next_attempt_at is not None:
+        due = delivery.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S")
+        text += f"; {'next' if delivery.attempts else 'first'} attempt due {due}"
+    return f"{text}  [{delivery.webhook_id}]"
+
+
 async def get(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> Endpoint:
     """The endpoint (UnknownWebhook: none of that id in the tenant, or deleted)."""
     async with acting.in_a_tenant(conn):
