@@ -24,12 +24,12 @@ import secrets as random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final
 
 import asyncpg
 import msgspec
 
-from ledger import acting, errors, sqlfile, store
+from ledger import acting, errors, sqlfile, store, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -48,7 +48,7 @@ Names = Annotated[
     list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]], msgspec.Meta(max_length=100)
 ]
 Description = Annotated[str, msgspec.Meta(max_length=500, pattern=r"^[^\x00]*$")]
-DeliveryStatus = Literal["pending", "delivered", "exhausted", "disabled"]
+DeliveryStatus = wire.WebhookDeliveryStatus
 
 # Checks an endpoint's URL (scheme, host, addresses) or raises InvalidInput.
 Vet = Callable[[str], Awaitable[None]]
@@ -118,22 +118,8 @@ class EndpointList(msgspec.Struct, frozen=True, kw_only=True):
     endpoints: list[Endpoint]
 
 
-class Delivery(msgspec.Struct, frozen=True, kw_only=True):
-    """A delivery as it is now: what it reports and how its attempts went."""
-
-    delivery_id: uuid.UUID
-    webhook_id: str  # the `webhook-id` header, the same on every attempt
-    endpoint_id: uuid.UUID | None
-    url: str | None  # a job's own webhook (no endpoint)
-    job_id: uuid.UUID | None
-    event_type: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    last_attempt_at: datetime | None
-    created_at: datetime
+# A delivery as it is now: the API's struct, in `wire` since the job read carries it too.
+Delivery = wire.WebhookDelivery
 
 
 class DeliveryList(msgspec.Struct, frozen=True, kw_only=True):
