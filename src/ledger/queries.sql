@@ -270,6 +270,15 @@ FROM webhook_deliveries
 WHERE job_id = $1
 ORDER BY event_position, created_at;
 
+-- name: webhook_attempts_of_delivery
+-- A delivery's attempts as their events recorded them, oldest first (the events'
+-- (job_id, version) index: a delivery is a stream of its own).
+SELECT type, job_id, version, actor, occurred_at, data
+FROM events
+WHERE job_id = $1
+  AND type = 'webhook.delivery_attempted.v1'
+ORDER BY version;
+
 -- name: webhook_deliveries_to_recover
 -- An endpoint's deliveries created in [$2, $3) that are not pending, to send again.
 SELECT *

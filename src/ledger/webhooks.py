@@ -24,12 +24,12 @@ import secrets as random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final
 
 import asyncpg
 import msgspec
 
-from ledger import acting, errors, sqlfile, store
+from ledger import acting, errors, sqlfile, store, wire
 from ledger import events as ev
 
 Q = sqlfile.load("ledger")
@@ -48,7 +48,7 @@ Names = Annotated[
     list[Annotated[str, msgspec.Meta(min_length=1, max_length=100)]], msgspec.Meta(max_length=100)
 ]
 Description = Annotated[str, msgspec.Meta(max_length=500, pattern=r"^[^\x00]*$")]
-DeliveryStatus = Literal["pending", "delivered", "exhausted", "disabled"]
+DeliveryStatus = wire.WebhookDeliveryStatus
 
 # Checks an endpoint's URL (scheme, host, addresses) or raises InvalidInput.
 Vet = Callable[[str], Awaitable[None]]
@@ -118,26 +118,32 @@ class EndpointList(msgspec.Struct, frozen=True, kw_only=True):
     endpoints: list[Endpoint]
 
 
-class Delivery(msgspec.Struct, frozen=True, kw_only=True):
-    """A delivery as it is now: what it reports and how its attempts went."""
-
-    delivery_id: uuid.UUID
-    webhook_id: str  # the `webhook-id` header, the same on every attempt
-    endpoint_id: uuid.UUID | None
-    url: str | None  # a job's own webhook (no endpoint)
-    job_id: uuid.UUID | None
-    event_type: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    last_attempt_at: datetime | None
-    created_at: datetime
+# A delivery as it is now: the API's struct, in `wire` since the job read carries it too.
+Delivery = wire.WebhookDelivery
 
 
 class DeliveryList(msgspec.Struct, frozen=True, kw_only=True):
     deliveries: list[Delivery]
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt to send a delivery, as its `webhook.delivery_attempted.v1` event says."""
+
+    attempt: int
+    at: datetime
+    outcome: ev.DeliveryOutcome
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+    next_attempt_at: datetime | None
+    actor: str  # the sender (worker) that made it
+
+
+class AttemptList(msgspec.Struct, frozen=True, kw_only=True):
+    """A delivery as it is now and each of its attempts, oldest first."""
+
+    delivery: Delivery
+    attempts: list[Attempt]
 
 
 class Recovered(msgspec.Struct, frozen=True, kw_only=True):
@@ -204,6 +210,23 @@ def delivery_of(row: asyncpg.Record) -> Delivery:
         last_attempt_at=row["last_attempt_at"],
         created_at=row["created_at"],
     )
+
+
+def describe(delivery: Delivery) -> str:
+    """A delivery in one line, for a person: what it reports, to where, how it stands."""
+    target = delivery.url if delivery.url is not None else f"endpoint {delivery.endpoint_id}"
+    text = f"{delivery.event_type} to {target}: {delivery.status}"
+    if delivery.attempts:
+        plural = "s" if delivery.attempts != 1 else ""
+        text += f" after {delivery.attempts} attempt{plural}"
+        if delivery.last_status_code is not None:
+            text += f" (last HTTP {delivery.last_status_code})"
+        elif delivery.last_error:
+            text += f" (last error: {delivery.last_error})"
+    if delivery.next_attempt_at is not None:
+        due = delivery.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S")
+        text += f"; {'next' if delivery.attempts else 'first'} attempt due {due}"
+    return f"{text}  [{delivery.webhook_id}]"
 
 
 async def get(conn: asyncpg.Connection, endpoint_id: uuid.UUID) -> Endpoint:
@@ -382,8 +405,44 @@ async def deliveries(
 async def deliveries_of_job(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[Delivery]:
     """The deliveries that report the job's events, oldest first."""
     async with acting.in_a_tenant(conn):
-        rows = await conn.fetch(Q["webhook_deliveries_of_job"], job_id)
+        return await deliveries_reporting(conn, job_id)
+
+
+async def deliveries_reporting(conn: asyncpg.Connection, job_id: uuid.UUID) -> list[Delivery]:
+    """The deliveries that report the job's events, oldest first, as the caller's
+    transaction sees them: one statement on the index `webhook_deliveries_of_job`, what
+    `GET /api/v1/jobs/{id}` adds to a job. Row security shows the tenant the transaction
+    acts in; none, outside a transaction that names one."""
+    rows = await conn.fetch(Q["webhook_deliveries_of_job"], job_id)
     return [delivery_of(r) for r in rows]
+
+
+async def attempts(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> AttemptList:
+    """The delivery and each attempt to send it, from its events (UnknownWebhook: no
+    delivery of that id in the tenant)."""
+    async with acting.in_a_tenant(conn):
+        row = await conn.fetchrow(Q["webhook_deliveries_get"], delivery_id)
+        if row is None:
+            raise UnknownWebhook("delivery", delivery_id)
+        rows = await conn.fetch(Q["webhook_attempts_of_delivery"], delivery_id)
+    made = [ev.from_row(r) for r in rows]
+    return AttemptList(
+        delivery=delivery_of(row),
+        attempts=[
+            Attempt(
+                attempt=e.attempt,
+                at=e.occurred_at,
+                outcome=e.outcome,
+                status_code=e.status_code,
+                duration_ms=e.duration_ms,
+                error=e.error,
+                next_attempt_at=e.next_attempt_at,
+                actor=e.actor,
+            )
+            for e in made
+            if isinstance(e, ev.WebhookDeliveryAttempted)
+        ],
+    )
 
 
 async def delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> Delivery:

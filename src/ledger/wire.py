@@ -54,6 +54,28 @@ class Unique(
     on_conflict: OnConflict = "return_existing"
 
 
+WebhookDeliveryStatus = Literal["pending", "delivered", "exhausted", "disabled"]
+
+
+class WebhookDelivery(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook delivery as it is now (`ledger.webhooks`): what it reports and how its
+    attempts went."""
+
+    delivery_id: uuid.UUID
+    webhook_id: str  # the `webhook-id` header, the same on every attempt
+    endpoint_id: uuid.UUID | None
+    url: str | None  # a job's own webhook (no endpoint)
+    job_id: uuid.UUID | None
+    event_type: str
+    status: WebhookDeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    last_attempt_at: datetime | None
+    created_at: datetime
+
+
 class Job(msgspec.Struct, frozen=True, kw_only=True):
     """A job as it is now: what `submit` returns and the API answers with."""
 
@@ -80,6 +102,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     # (nothing created), and whether it replaced this job's payload and run time.
     deduplicated: bool | msgspec.UnsetType = msgspec.UNSET
     replaced: bool | msgspec.UnsetType = msgspec.UNSET
+    # Only in the answer to `GET /api/v1/jobs/{id}` (current state, no `as_of`): the
+    # webhook deliveries that report its events, oldest first, each with its last attempt.
+    webhook_deliveries: list[WebhookDelivery] | msgspec.UnsetType = msgspec.UNSET
 
     @classmethod
     def of(cls, state: lifecycle.JobState) -> Job:

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 import pytest_asyncio
 import uvicorn
@@ -29,7 +30,7 @@ from ledger import auth, embedded, jobtypes
 from service import app as app_module
 from tests.conftest import Databases
 from tests.workers import jobs
-from workers import pool
+from workers import pool, webhooks
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +73,15 @@ class Service:
 @pytest_asyncio.fixture(loop_scope="session")
 async def service(dbs: Databases, tmp_path: Path) -> AsyncIterator[Service]:
     """The API on a real port and a worker pool with the test job types, in this loop."""
+    async with served(dbs, tmp_path) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def served(
+    dbs: Databases, tmp_path: Path, hooks: webhooks.SenderSettings | None = None
+) -> AsyncIterator[Service]:
+    """The service of `service`; its workers' webhook senders with `hooks` when given."""
     registry = jobs.register(jobtypes.Registry())
     auth_config = auth.AuthConfig(algorithms=("HS256",), secret=SECRET)
     app = app_module.create_app(dbs.app, auth_config=auth_config, registry=registry, pool_size=4)
@@ -80,11 +90,10 @@ async def service(dbs: Databases, tmp_path: Path) -> AsyncIterator[Service]:
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
     )
     serving = asyncio.create_task(server.serve())
-    workers = pool.Pool(
-        dbs.app,
-        settings=pool.PoolSettings(slots=2, poll_seconds=3600.0, storage_root=tmp_path),
-        registry=registry,
-    )
+    settings = pool.PoolSettings(slots=2, poll_seconds=3600.0, storage_root=tmp_path)
+    if hooks is not None:
+        settings = msgspec.structs.replace(settings, webhooks=hooks)
+    workers = pool.Pool(dbs.app, settings=settings, registry=registry)
     running = asyncio.create_task(workers.run())
     try:
         async with asyncio.timeout(30):

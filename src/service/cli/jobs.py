@@ -107,7 +107,7 @@ async def replay(
 ) -> int:
     import uuid
 
-    from ledger import jobtypes, rerun, store
+    from ledger import jobtypes, rerun, store, webhooks
     from projections import timeline
 
     try:
@@ -120,6 +120,10 @@ async def replay(
     async with database.open_database(settings) as database_:
         async with db.connect(database_.app_dsn) as conn, scoped.acting(conn, tenant):
             history = await store.EventStore().history(conn, job)
+            # What the job's webhooks stand at now (one indexed read; not for --as-of).
+            deliveries = (
+                None if instant is not None else await webhooks.deliveries_of_job(conn, job)
+            )
         if not history:
             raise errors.UnknownJob(job)
         line = timeline.build(job, history, instant)
@@ -146,6 +150,8 @@ async def replay(
     recorded = rerun.recorded_outcome(line.state)
     if as_json:
         body: dict[str, Any] = {"job_id": str(job), "as_of": as_of, "steps": line.steps}
+        if deliveries is not None:
+            body["webhook_deliveries"] = deliveries
         if run:
             body["recorded"] = recorded
             body["replayed"] = outcome
@@ -155,6 +161,10 @@ async def replay(
     when = f"  (as of {instant.isoformat()})" if instant is not None else ""
     print(f"job {job}  type {state.type}  queue {state.queue}  status {state.status}{when}")
     print(timeline.render(line))
+    if deliveries:
+        print("\nwebhook deliveries (now):")
+        for delivery in deliveries:
+            print(f"  {webhooks.describe(delivery)}")
     if outcome is not None:
         encode = msgspec.json.Encoder(order="sorted").encode
         print("\nreplayed locally (nothing written to the ledger):")

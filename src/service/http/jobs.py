@@ -19,7 +19,7 @@ from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 
-from ledger import bulk, commands, errors, lifecycle, submission, wire
+from ledger import bulk, commands, errors, lifecycle, submission, webhooks, wire
 from ledger.auth import Principal
 from projections import current, joblist
 from service.http import problems, security
@@ -217,8 +217,12 @@ class JobsController(Controller):
         opt=security.scope("jobs:read"),
         responses=problems.responses(400, 401, 403, 404),
         summary="A job's current state, or its state at an instant (`as_of`)",
-        description="With `as_of`, the job as it was then, folded from its events up to that "
-        "instant (UTC when no offset is given); 404 if it had not been submitted yet.",
+        description="The current state carries `webhook_deliveries`: the webhook deliveries "
+        "that report the job's events, oldest first, each with its status, attempts, last "
+        "status code and next attempt (`GET /api/v1/webhooks/deliveries/{id}/attempts` has "
+        "each attempt). With `as_of`, the job as it was then, folded from its events up to "
+        "that instant (UTC when no offset is given), without deliveries; 404 if it had not "
+        "been submitted yet.",
     )
     async def read(
         self,
@@ -229,10 +233,14 @@ class JobsController(Controller):
         if as_of is None:  # current state on the primary: a client reads its own writes
             async with services.connection() as conn:
                 state = await current.get(conn, job_id)
-        else:  # the replica's: an instant within its replay lag may miss the latest events
-            instant = utc_instant(as_of, "as_of")
-            async with services.reading() as conn:
-                state = await current.as_of(conn, job_id, instant)
+                if state is None:
+                    raise errors.UnknownJob(job_id)
+                deliveries = await webhooks.deliveries_reporting(conn, job_id)
+            return msgspec.structs.replace(Job.of(state), webhook_deliveries=deliveries)
+        # The replica's: an instant within its replay lag may miss the latest events.
+        instant = utc_instant(as_of, "as_of")
+        async with services.reading() as conn:
+            state = await current.as_of(conn, job_id, instant)
         if state is None:
             raise errors.UnknownJob(job_id)
         return Job.of(state)

@@ -205,6 +205,20 @@ class WebhooksController(Controller):
             return await webhooks.delivery(conn, delivery_id)
 
     @get(
+        "/deliveries/{delivery_id:uuid}/attempts",
+        opt=security.scope("jobs:read"),
+        responses=problems.responses(400, 401, 403, 404),
+        summary="A delivery and each attempt to send it, oldest first",
+        description="Each attempt as its `webhook.delivery_attempted.v1` event recorded it: "
+        "outcome, status code (or error), duration and when the next attempt is due.",
+    )
+    async def delivery_attempts(
+        self, delivery_id: FromPath, services: NamedDependency[Services]
+    ) -> webhooks.AttemptList:
+        async with services.connection() as conn:
+            return await webhooks.attempts(conn, delivery_id)
+
+    @get(
         "/jobs/{job_id:uuid}/deliveries",
         opt=security.scope("jobs:read"),
         responses=problems.responses(400, 401, 403),

@@ -25,6 +25,10 @@ const ENDPOINTS = {
   scheduleRecent: (id) => `${API}/schedules/${encodeURIComponent(id)}/slots/recent?limit=5`,
   workflows: () => `${API}/workflows?limit=10`,
   workflow: (id) => `${API}/workflows/${id}`,
+  webhooks: () => `${API}/webhooks`,
+  webhook: (id) => `${API}/webhooks/${id}`,
+  webhookDeliveries: (id) => `${API}/webhooks/${id}/deliveries?limit=20`,
+  deliveryAttempts: (id) => `${API}/webhooks/deliveries/${id}/attempts`,
 };
 const TOKEN_KEY = "job-ledger.token";
 const STATUSES = ["pending", "processing", "retrying", "completed", "failed", "cancelled", "blocked", "skipped"];
@@ -485,6 +489,164 @@ function drawGraph(jobs) {
   return svg;
 }
 
+// -- webhooks: endpoints with their state and recent deliveries; a job's deliveries ---------
+
+// The endpoints as last listed (for a delivery's URL), the endpoint open below the list, and
+// the deliveries shown in the open job's timeline (their attempts redraw it).
+const hooks = { endpoints: new Map(), open: null, jobDeliveries: new Set() };
+
+function hookTarget(d) {
+  if (d.url) return d.url;
+  const endpoint = hooks.endpoints.get(d.endpoint_id);
+  return endpoint ? endpoint.url : `endpoint ${String(d.endpoint_id).slice(0, 8)}`;
+}
+
+function millis(ms) {
+  return ms < 10 ? `${Number(ms.toFixed(1))} ms` : `${Math.round(ms)} ms`;
+}
+
+function answerText(statusCode, error) {
+  if (statusCode !== null && statusCode !== undefined) return `HTTP ${statusCode}`;
+  return error ? `error: ${error}` : "";
+}
+
+function attemptText(a) {
+  let text = `${a.outcome}: ${answerText(a.status_code, a.error) || "no answer"} in ${millis(a.duration_ms)}`;
+  if (a.next_attempt_at) text += `; next attempt ${when(a.next_attempt_at)}`;
+  return text;
+}
+
+function deliveryText(d) {
+  const last = answerText(d.last_status_code, d.last_error);
+  let text = d.attempts ? `${d.status} after ${d.attempts} attempt${d.attempts === 1 ? "" : "s"}` : d.status;
+  if (last) text += `, last ${last}`;
+  if (d.next_attempt_at) text += `; ${d.attempts ? "next" : "first"} attempt ${when(d.next_attempt_at)}`;
+  return text;
+}
+
+// The job's deliveries (GET /jobs/{id} carries them) appended to its timeline, each
+// followed by its attempts: outcome, status code, duration, next attempt.
+async function renderJobDeliveries(jobId, deliveries) {
+  hooks.jobDeliveries = new Set(deliveries.map((d) => d.delivery_id));
+  const attempts = await Promise.all(deliveries.map((d) =>
+    api(ENDPOINTS.deliveryAttempts(d.delivery_id)).then((r) => r.attempts, () => [])));
+  if (state.selected !== jobId) return;
+  const list = $("timeline");
+  list.querySelectorAll("li.webhook").forEach((li) => li.remove());
+  deliveries.forEach((d, i) => {
+    list.append(el("li", { class: `webhook ${d.status}`, "data-type": "webhook.delivery", "data-delivery-id": d.delivery_id, "data-status": d.status, "data-testid": "job-delivery" },
+      el("strong", {}, `webhook ${d.event_type}`), " ", el("span", { class: "actor" }, `to ${hookTarget(d)}`),
+      el("span", { class: "when" }, when(d.created_at)),
+      el("div", { class: "why" }, deliveryText(d))));
+    for (const a of attempts[i]) {
+      list.append(el("li", { class: `webhook attempt ${a.outcome}`, "data-type": "webhook.delivery_attempted.v1", "data-delivery-id": d.delivery_id, "data-outcome": a.outcome, "data-testid": "job-delivery-attempt" },
+        el("strong", {}, `attempt ${a.attempt}`), " ", el("span", { class: "actor" }, `by ${a.actor}`),
+        el("span", { class: "when" }, when(a.at)),
+        el("div", { class: "why" }, attemptText(a))));
+    }
+  });
+}
+
+function endpointRow(e) {
+  const mode = e.disabled ? "disabled" : "active";
+  const action = el("td", {});
+  if (e.disabled && can("webhooks:write")) {
+    const button = el("button", { type: "button", "data-testid": "webhook-enable" }, "Enable");
+    button.addEventListener("click", (click) => {
+      click.stopPropagation();
+      enableEndpoint(e, button);
+    });
+    action.append(button);
+  }
+  const row = el("tr", { "data-endpoint-id": e.endpoint_id, "data-disabled": String(e.disabled), "data-testid": "webhook-row" },
+    el("td", {}, e.url, ...(e.description ? [el("div", { class: "reason" }, e.description)] : [])),
+    el("td", {}, e.events.join(", ")),
+    el("td", { "data-testid": "webhook-state" }, el("span", { class: `qstate ${mode}` }, mode),
+      ...(e.disabled && e.disabled_reason ? [el("span", { class: "reason" }, e.disabled_reason)] : [])),
+    el("td", { class: "muted" }, `v${e.version} by ${e.updated_by}`),
+    action);
+  row.addEventListener("click", () => openEndpoint(e.endpoint_id));
+  if (e.endpoint_id === hooks.open) row.classList.add("selected");
+  return row;
+}
+
+async function loadWebhooks() {
+  const listed = await api(ENDPOINTS.webhooks());
+  hooks.endpoints = new Map(listed.endpoints.map((e) => [e.endpoint_id, e]));
+  $("webhook-rows").replaceChildren(...listed.endpoints.map(endpointRow));
+  if (!listed.endpoints.length) $("webhook-rows").append(el("tr", {}, el("td", { colSpan: 5 }, "No webhook endpoints.")));
+  if (hooks.open) await renderEndpoint(hooks.open);
+}
+
+async function openEndpoint(id) {
+  hooks.open = id;
+  document.querySelectorAll("tr[data-endpoint-id].selected").forEach((r) => r.classList.remove("selected"));
+  document.querySelector(`tr[data-endpoint-id="${CSS.escape(id)}"]`)?.classList.add("selected");
+  $("webhook").hidden = false;
+  await renderEndpoint(id);
+}
+
+async function renderEndpoint(id) {
+  let listed;
+  try {
+    listed = await api(ENDPOINTS.webhookDeliveries(id));
+  } catch (error) {
+    if (error.status !== 404) throw error;
+    return closeEndpoint();  // deleted meanwhile
+  }
+  if (hooks.open !== id) return;
+  $("webhook").dataset.endpointId = id;
+  $("webhook-endpoint-id").textContent = id;
+  $("webhook-delivery-rows").replaceChildren(...listed.deliveries.map((d) => {
+    const job = el("td", {}, d.job_id ? el("code", {}, d.job_id.slice(0, 8)) : "\u2013");
+    if (d.job_id) {
+      job.classList.add("link");
+      job.addEventListener("click", () => openJob(d.job_id));
+    }
+    return el("tr", { "data-delivery-id": d.delivery_id, "data-status": d.status, "data-testid": "webhook-delivery" },
+      el("td", {}, when(d.created_at)), el("td", {}, d.event_type), job,
+      el("td", { "data-testid": "delivery-status" }, d.status),
+      el("td", { "data-testid": "delivery-attempts" }, d.attempts),
+      el("td", { "data-testid": "delivery-answer" }, answerText(d.last_status_code, d.last_error)),
+      el("td", {}, when(d.last_attempt_at)),
+      el("td", {}, when(d.next_attempt_at)));
+  }));
+  if (!listed.deliveries.length) $("webhook-delivery-rows").append(el("tr", {}, el("td", { colSpan: 8 }, "No deliveries yet.")));
+}
+
+function closeEndpoint() {
+  hooks.open = null;
+  $("webhook").hidden = true;
+  document.querySelectorAll("tr[data-endpoint-id].selected").forEach((r) => r.classList.remove("selected"));
+}
+
+async function enableEndpoint(endpoint, button) {
+  button.disabled = true;
+  $("webhook-action-result").textContent = "";
+  try {
+    await api(ENDPOINTS.webhook(endpoint.endpoint_id), {
+      method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ disabled: false }),
+    });
+    await loadWebhooks();
+  } catch (error) {
+    $("webhook-action-result").textContent = `enable ${endpoint.url} refused: ${error.message}`;
+    button.disabled = false;
+  }
+}
+
+const refreshWebhooks = debounce(() => loadWebhooks().catch(() => {}), 300);
+
+// An endpoint's or a delivery's event: the panel follows it, and so does the open job's
+// timeline when it shows that delivery.
+function onWebhookEvent(event) {
+  refreshWebhooks();
+  if (state.selected && hooks.jobDeliveries.has(event.job_id)) renderDetail(state.selected).catch(() => {});
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("close-webhook").addEventListener("click", closeEndpoint);
+});
+
 // -- one job's detail ------------------------------------------------------------------------
 
 function field(name, value, pre = false) {
@@ -530,6 +692,7 @@ async function renderDetail(jobId) {
   retry.hidden = !can("jobs:write");
   cancel.disabled = !["pending", "processing", "retrying"].includes(job.status);
   retry.disabled = !["failed", "cancelled"].includes(job.status);
+  await renderJobDeliveries(jobId, job.webhook_deliveries || []);
 }
 
 function eventsOf(history) {
@@ -602,6 +765,7 @@ function poll() {
     loadSchedules().catch(() => {});
     loadJobs().catch(() => {});
     loadWorkflows().catch(() => {});
+    loadWebhooks().catch(() => {});
     if (state.selected) renderDetail(state.selected).catch(() => {});
     if (state.workflow) renderWorkflow(state.workflow).catch(() => {});
   }, 5000);
@@ -617,6 +781,7 @@ const refreshWorkflow = debounce(() => {
 }, 200);
 
 function onEvent(event) {
+  if (String(event.type).startsWith("webhook.")) return onWebhookEvent(event);
   const jobId = event.job_id;
   refreshStats();
   refreshQueues();
@@ -696,7 +861,7 @@ async function start() {
   $("sign-out").hidden = false;
   $("who").textContent = `${state.subject} \u00b7 ${[...state.scopes].join(" ")}`;
   try {
-    await Promise.all([loadStats(), loadQueues(), loadSchedules(), loadJobs(), loadWorkflows()]);
+    await Promise.all([loadStats(), loadQueues(), loadSchedules(), loadJobs(), loadWorkflows(), loadWebhooks()]);
   } catch (error) {
     if (error.status !== 401) $("login-error").textContent = error.message;
     return;
