@@ -439,7 +439,8 @@ class Schedules:
         def envelope() -> dict[str, Any]:
             return self._envelope(state, ACTOR, now, len(decided))
 
-        if buffered and not last_active:
+        if buffered and not last_active and not state.paused:
+            # A buffered slot waits out a pause too: it fires once the schedule is resumed.
             slot = buffered.pop(0)
             job = await self._submit(conn, state, slot, now, slot_key(state.schedule_id, slot))
             decided.append(

@@ -116,6 +116,31 @@ async def test_allow_all_fires_every_slot_and_buffer_one_holds_one(
     assert last.slot == T0 + timedelta(seconds=1)
 
 
+async def test_a_buffered_slot_waits_while_its_schedule_is_paused_and_fires_once_resumed(
+    conn: asyncpg.Connection,
+) -> None:
+    s = _schedules()
+    await s.create(
+        conn, _body(id="buf", cron="* * * * * *", start_at=T0, overlap="buffer_one"), actor="o"
+    )
+    await _tick(s, conn, T0 + timedelta(seconds=1), "buf")
+    first, waiting = await _slot_events(conn, "buf")
+    assert isinstance(waiting, ev.ScheduleSlotBuffered)
+    await s.pause(conn, "buf", note="maintenance", actor="ops")
+    await submission.Submitter(s.submitter.registry).cancel(
+        conn,
+        first.job,  # type: ignore[union-attr]
+        actor="ops",
+    )
+    # The previous job ended, but the schedule is paused: the buffered slot does not fire.
+    assert await _tick(s, conn, T0 + timedelta(seconds=1, milliseconds=500), "buf") == []
+    await s.resume(conn, "buf", note=None, actor="ops")
+    fired = await _tick(s, conn, T0 + timedelta(seconds=1, milliseconds=600), "buf")
+    assert [(type(e).__name__, e.slot, e.buffered) for e in fired] == [  # type: ignore[attr-defined]
+        ("ScheduleSlotFired", waiting.slot, True)
+    ]
+
+
 async def test_cancel_other_cancels_the_previous_job(conn: asyncpg.Connection) -> None:
     s = _schedules()
     await s.create(conn, _body(cron="* * * * * *", start_at=T0, overlap="cancel_other"), actor="o")
