@@ -2,7 +2,7 @@
 --
 -- The drain's appends (a batch of claims, a batch of completions) and the idle path's
 -- (one submission, one claim, one completion) concern neither webhooks nor workflows in
--- a deployment that uses neither, yet sql/0078's `workflows_resolve_appended` ran up to
+-- a deployment that uses neither, yet `workflows_resolve_appended` (sql/0082) ran up to
 -- six statements for every completion (the checks for workflow submissions, the
 -- dependency rows' INSERT and UPDATE, the ended jobs' dependants, the retried jobs
 -- waiting) and sql/0080's `webhooks_project_appended` four for every append, whatever
@@ -16,9 +16,10 @@
 --     no reported job event (completed, failed, retrying, cancelled) stops after the
 --     scan; one holding reported events asks both "any endpoint?" and "any job
 --     webhook?" in one statement and joins only where the answer is yes.
--- The statements that run are sql/0078's and sql/0080's, in the same order, so every
+-- The statements that run are sql/0082's and sql/0080's, in the same order, so every
 -- behaviour is unchanged. The triggers keep their names (and so their firing order).
--- Replaces workflows_resolve_appended (sql/0078) and webhooks_project_appended (sql/0080).
+-- Replaces workflows_resolve_appended (sql/0082: its clearing of ledger.workflow_decided kept
+-- first) and webhooks_project_appended (sql/0080).
 
 CREATE OR REPLACE FUNCTION workflows_resolve_appended() RETURNS trigger
 LANGUAGE plpgsql
@@ -39,6 +40,9 @@ DECLARE
 BEGIN
     IF coalesce(current_setting('ledger.workflow_resolving', true), '') = 'on' THEN
         RETURN NULL;  -- appended by workflow_resolve, which resolves it in its next wave
+    END IF;
+    IF current_setting('ledger.workflow_decided', true) <> '' THEN
+        PERFORM set_config('ledger.workflow_decided', '', true);  -- an earlier append's
     END IF;
     SELECT coalesce(bool_or(a.type = 'job.submitted.v1' AND a.data ? 'workflow_id'), false),
            coalesce(bool_or(a.type = 'job.submitted.v1'
