@@ -1,4 +1,4 @@
-"""An append that concerns no feature does none of the features' work (sql/0085).
+"""An append that concerns no feature does none of the features' work (sql/0083).
 
 The feature triggers on `events` (workflows, webhooks, schedules) first read the appended
 rows once and run only the parts some row concerns, so a plain job's submission, claim
