@@ -95,10 +95,17 @@ $$;
 --
 
 CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types text[], actors text[], datas jsonb[]) RETURNS TABLE("position" bigint, job_id uuid, version integer, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea, tenant text)
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-    SELECT events_admit(versions, types, actors, datas);
+#variable_conflict use_column
+DECLARE
+    at_ timestamptz := clock_timestamp();
+BEGIN
+    IF 'job.submitted.v1' = ANY(types) THEN
+        PERFORM events_admit(versions, types, actors, datas);
+    END IF;
+    RETURN QUERY
     INSERT INTO events (tenant, job_id, version, type, actor, occurred_at, data, prev_hash, hash)
     SELECT w.tenant, u.job_id, u.version, u.type, u.actor, t.at, u.data, p.prev_hash,
            sha256(p.prev_hash
@@ -122,9 +129,10 @@ CREATE FUNCTION public.events_append(job_ids uuid[], versions integer[], types t
         SELECT CASE WHEN u.version = 1 THEN ledger_tenant() ELSE prev.tenant END AS tenant
     ) AS w
     CROSS JOIN LATERAL (
-        SELECT greatest(statement_timestamp(), prev.occurred_at) AS at
+        SELECT greatest(at_, prev.occurred_at) AS at
     ) AS t
-    RETURNING position, job_id, version, txid::text::bigint, occurred_at, prev_hash, hash, tenant
+    RETURNING position, job_id, version, txid::text::bigint, occurred_at, prev_hash, hash, tenant;
+END;
 $$;
 
 --
@@ -373,39 +381,6 @@ CREATE FUNCTION public.job_leases_renew(worker text, seconds double precision, j
     SET worker_id = excluded.worker_id,
         attempt = excluded.attempt,
         lease_until = excluded.lease_until
-$$;
-
---
--- Name: job_throughput_project(); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.job_throughput_project() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    counted bigint;
-BEGIN
-    INSERT INTO job_throughput_deltas (tenant, minute, submitted, completed, failed)
-    SELECT tenant,
-           date_trunc('minute', occurred_at, 'UTC'),
-           count(*) FILTER (WHERE type = 'job.submitted.v1'),
-           count(*) FILTER (WHERE type = 'job.completed.v1'),
-           count(*) FILTER (
-               WHERE type = 'job.failed.v1'
-                  OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
-           )
-    FROM appended
-    WHERE type = 'job.submitted.v1'
-       OR type = 'job.completed.v1'
-       OR type = 'job.failed.v1'
-       OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
-    GROUP BY 1, 2;
-    GET DIAGNOSTICS counted = ROW_COUNT;
-    IF counted > 0 THEN
-        PERFORM job_counters_wrote();
-    END IF;
-    RETURN NULL;
-END;
 $$;
 
 --
@@ -710,16 +685,30 @@ $$;
 --
 
 CREATE FUNCTION public.jobs_claim(max_jobs integer, job_types text[]) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer)
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM queues WHERE queues.restricted)
+       AND NOT EXISTS (SELECT FROM tenants WHERE tenants.max_running IS NOT NULL)
+       AND (SELECT count(*)
+            FROM (SELECT FROM jobs AS d
+                  WHERE d.status IN ('pending', 'retrying') AND d.run_at <= now()
+                    AND d.type = ANY(job_types)
+                  LIMIT max_jobs + 1) AS due) <= max_jobs THEN
+        RETURN QUERY
+        SELECT j, q.version, t.version
+        FROM jobs_claimable(max_jobs, job_types) AS j
+        LEFT JOIN queues AS q ON q.tenant = j.tenant AND q.name = j.queue
+        LEFT JOIN tenants AS t ON t.tenant = j.tenant;
+        RETURN;
+    END IF;
+    RETURN QUERY
     SELECT j, q.version, t.version
     FROM jobs_claim_fair(max_jobs, job_types) AS j
-    LEFT JOIN queues AS q
-        ON q.tenant = j.tenant
-       AND q.name = j.queue
-    LEFT JOIN tenants AS t
-        ON t.tenant = j.tenant
+    LEFT JOIN queues AS q ON q.tenant = j.tenant AND q.name = j.queue
+    LEFT JOIN tenants AS t ON t.tenant = j.tenant;
+END;
 $$;
 
 --
@@ -1411,6 +1400,59 @@ END;
 $$;
 
 --
+-- Name: jobs_claim_recorded(text, double precision, integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer, "position" bigint, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea, lease_until timestamp with time zone)
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    claimed jobs[];
+    queue_versions integer[];
+    tenant_versions integer[];
+    until timestamptz;
+    until_text text;
+BEGIN
+    IF quiet IS NULL THEN
+        SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
+        INTO claimed, queue_versions, tenant_versions
+        FROM jobs_claim(max_jobs, job_types) AS c;
+    ELSE
+        SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
+        INTO claimed, queue_versions, tenant_versions
+        FROM jobs_claim_quiet(max_jobs, job_types, quiet) AS c;
+    END IF;
+    IF claimed IS NULL THEN
+        RETURN;
+    END IF;
+    -- Taken once the jobs are: a claim that waited on a queue's lock is recorded at
+    -- the time it claimed (events_append's time is the call's, taken after this one).
+    until := clock_timestamp() + make_interval(secs => lease_seconds);
+    until_text := to_char(until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"');
+    RETURN QUERY
+    SELECT claimed[i], queue_versions[i], tenant_versions[i], a.position, a.txid,
+           a.occurred_at, a.prev_hash, a.hash, until
+    FROM events_append(
+        ARRAY(SELECT (claimed[k]).job_id FROM generate_subscripts(claimed, 1) AS k ORDER BY k),
+        ARRAY(SELECT (claimed[k]).version + 1
+              FROM generate_subscripts(claimed, 1) AS k ORDER BY k),
+        array_fill('job.claimed.v1'::text, ARRAY[cardinality(claimed)]),
+        array_fill(worker, ARRAY[cardinality(claimed)]),
+        ARRAY(SELECT jsonb_strip_nulls(jsonb_build_object(
+                  'worker_id', worker,
+                  'attempt', (claimed[k]).attempt + 1,
+                  'lease_until', until_text,
+                  'queue_version', queue_versions[k],
+                  'tenant_version', tenant_versions[k]))
+              FROM generate_subscripts(claimed, 1) AS k ORDER BY k)
+    ) AS a
+    JOIN generate_subscripts(claimed, 1) AS i ON (claimed[i]).job_id = a.job_id;
+END;
+$$;
+
+--
 -- Name: jobs_claimable(integer, text[]); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1524,6 +1566,31 @@ CREATE FUNCTION public.jobs_held_by(worker text, job_ids uuid[]) RETURNS SETOF p
 $$;
 
 --
+-- Name: jobs_inserted_project(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_inserted_project() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    moved bigint;
+BEGIN
+    INSERT INTO job_count_deltas (tenant, queue, status, n)
+    SELECT tenant, queue, status, count(*)
+    FROM after_rows
+    GROUP BY tenant, queue, status;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved > 0 THEN
+        PERFORM job_counters_wrote();
+    END IF;
+    IF EXISTS (SELECT FROM after_rows WHERE status IN ('pending', 'retrying')) THEN
+        PERFORM pg_notify('ledger_jobs', '');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: jobs_lease_expired(integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1591,41 +1658,6 @@ END;
 $$;
 
 --
--- Name: jobs_notify_inserted(); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.jobs_notify_inserted() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    IF EXISTS (SELECT FROM inserted WHERE status IN ('pending', 'retrying')) THEN
-        PERFORM pg_notify('ledger_jobs', '');
-    END IF;
-    RETURN NULL;
-END;
-$$;
-
---
--- Name: jobs_notify_room(); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.jobs_notify_room() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-BEGIN
-    IF EXISTS (SELECT FROM queues WHERE restricted) AND EXISTS (
-        SELECT FROM before_rows AS o
-        JOIN after_rows AS n ON n.job_id = o.job_id
-        JOIN queues AS q ON q.tenant = o.tenant AND q.name = o.queue
-        WHERE o.status = 'processing' AND n.status <> 'processing' AND q.restricted
-    ) THEN
-        PERFORM pg_notify('ledger_jobs', 'room');
-    END IF;
-    RETURN NULL;
-END;
-$$;
-
---
 -- Name: jobs_notify_runnable(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1650,25 +1682,55 @@ CREATE FUNCTION public.jobs_project_appended() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
+    counted bigint;
+    first_ bigint;
     later bigint;
+    repeated boolean;
     applied bigint;
 BEGIN
-    IF EXISTS (
-        SELECT FROM appended WHERE type LIKE 'job.%' GROUP BY job_id HAVING count(*) > 1
-    ) THEN
+    INSERT INTO job_throughput_deltas (tenant, minute, submitted, completed, failed)
+    SELECT tenant,
+           date_trunc('minute', occurred_at, 'UTC'),
+           count(*) FILTER (WHERE type = 'job.submitted.v1'),
+           count(*) FILTER (WHERE type = 'job.completed.v1'),
+           count(*) FILTER (
+               WHERE type = 'job.failed.v1'
+                  OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
+           )
+    FROM appended
+    WHERE type = 'job.submitted.v1'
+       OR type = 'job.completed.v1'
+       OR type = 'job.failed.v1'
+       OR (type = 'job.lease_expired.v1' AND data -> 'next_attempt_at' = 'null'::jsonb)
+    GROUP BY 1, 2;
+    GET DIAGNOSTICS counted = ROW_COUNT;
+    IF counted > 0 THEN
+        PERFORM job_counters_wrote();
+    END IF;
+
+    SELECT count(*) FILTER (WHERE version = 1), count(*) FILTER (WHERE version > 1),
+           count(DISTINCT job_id) < count(*)
+    INTO first_, later, repeated
+    FROM appended WHERE type LIKE 'job.%';
+    IF first_ + later = 0 THEN
+        RETURN NULL;
+    END IF;
+    IF repeated THEN
+        -- Several events of one job: folded one by one, in order.
         PERFORM job_view_apply(e::events)
         FROM (SELECT * FROM appended WHERE type LIKE 'job.%' ORDER BY position) AS e;
         RETURN NULL;
     END IF;
 
-    INSERT INTO jobs
-    SELECT s.*
-    FROM appended AS e
-    CROSS JOIN LATERAL job_view_step(NULL::jobs, e::events) AS s
-    WHERE e.version = 1
-      AND e.type LIKE 'job.%';
+    IF first_ > 0 THEN
+        INSERT INTO jobs
+        SELECT s.*
+        FROM appended AS e
+        CROSS JOIN LATERAL job_view_step(NULL::jobs, e::events) AS s
+        WHERE e.version = 1
+          AND e.type LIKE 'job.%';
+    END IF;
 
-    SELECT count(*) INTO later FROM appended WHERE version > 1 AND type LIKE 'job.%';
     IF later = 0 THEN
         RETURN NULL;
     END IF;
@@ -1806,6 +1868,42 @@ CREATE FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text
 $$;
 
 --
+-- Name: jobs_updated_project(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_updated_project() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    moved bigint;
+BEGIN
+    INSERT INTO job_count_deltas (tenant, queue, status, n)
+    SELECT tenant, queue, status, sum(d)
+    FROM (
+        SELECT tenant, queue, status, -1 AS d FROM before_rows
+        UNION ALL
+        SELECT tenant, queue, status, 1 AS d FROM after_rows
+    ) AS moves
+    GROUP BY tenant, queue, status
+    HAVING sum(d) <> 0;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    IF moved > 0 THEN
+        PERFORM job_counters_wrote();
+    END IF;
+    -- A job left `processing` in a restricted queue: room for the claim (sql/0059).
+    IF EXISTS (SELECT FROM queues WHERE restricted) AND EXISTS (
+        SELECT FROM before_rows AS o
+        JOIN after_rows AS n ON n.job_id = o.job_id
+        JOIN queues AS q ON q.tenant = o.tenant AND q.name = o.queue
+        WHERE o.status = 'processing' AND n.status <> 'processing' AND q.restricted
+    ) THEN
+        PERFORM pg_notify('ledger_jobs', 'room');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+--
 -- Name: ledger_tenant(); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1862,6 +1960,42 @@ FROM queue_buckets AS b
 JOIN queues AS q ON q.tenant = b.tenant AND q.name = b.queue
 WHERE q.rate_limit IS NOT NULL
 ORDER BY b.tenant, b.queue;
+$$;
+
+--
+-- Name: queue_project_event(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.queue_project_event() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    e events := NEW;
+    s queues;
+BEGIN
+    SELECT * INTO s FROM queues WHERE stream_id = e.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        s := NULL;
+    END IF;
+    s := queue_view_step(s, e);
+    INSERT INTO queues (tenant, name, stream_id, version, concurrency, rate_limit,
+                        rate_period_seconds, rate_burst, per_key_concurrency, fairness,
+                        paused, updated_by, updated_at, retry_policy)
+    VALUES (s.tenant, s.name, s.stream_id, s.version, s.concurrency, s.rate_limit,
+            s.rate_period_seconds, s.rate_burst, s.per_key_concurrency, s.fairness,
+            s.paused, s.updated_by, s.updated_at, s.retry_policy)
+    ON CONFLICT (tenant, name) DO UPDATE
+    SET version = excluded.version, concurrency = excluded.concurrency,
+        rate_limit = excluded.rate_limit,
+        rate_period_seconds = excluded.rate_period_seconds,
+        rate_burst = excluded.rate_burst,
+        per_key_concurrency = excluded.per_key_concurrency,
+        fairness = excluded.fairness, paused = excluded.paused,
+        updated_by = excluded.updated_by, updated_at = excluded.updated_at,
+        retry_policy = excluded.retry_policy;
+    PERFORM pg_notify('ledger_jobs', '');
+    RETURN NULL;
+END;
 $$;
 
 --
@@ -1947,39 +2081,53 @@ CREATE FUNCTION public.queues_limits_all() RETURNS TABLE(tenant text, name text,
 $$;
 
 --
--- Name: queues_project_appended(); Type: FUNCTION; Schema: public; Owner: -
+-- Name: schedule_project_event(); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.queues_project_appended() RETURNS trigger
+CREATE FUNCTION public.schedule_project_event() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    e events;
-    s queues;
+    e events := NEW;
+    s schedules;
 BEGIN
-    FOR e IN SELECT * FROM appended WHERE type LIKE 'queue.%' ORDER BY position LOOP
-        SELECT * INTO s FROM queues WHERE stream_id = e.job_id FOR UPDATE;
-        IF NOT FOUND THEN
-            s := NULL;
-        END IF;
-        s := queue_view_step(s, e);
-        INSERT INTO queues (tenant, name, stream_id, version, concurrency, rate_limit,
-                            rate_period_seconds, rate_burst, per_key_concurrency, fairness,
-                            paused, updated_by, updated_at, retry_policy)
-        VALUES (s.tenant, s.name, s.stream_id, s.version, s.concurrency, s.rate_limit,
-                s.rate_period_seconds, s.rate_burst, s.per_key_concurrency, s.fairness,
-                s.paused, s.updated_by, s.updated_at, s.retry_policy)
-        ON CONFLICT (tenant, name) DO UPDATE
-        SET version = excluded.version, concurrency = excluded.concurrency,
-            rate_limit = excluded.rate_limit,
-            rate_period_seconds = excluded.rate_period_seconds,
-            rate_burst = excluded.rate_burst,
-            per_key_concurrency = excluded.per_key_concurrency,
-            fairness = excluded.fairness, paused = excluded.paused,
-            updated_by = excluded.updated_by, updated_at = excluded.updated_at,
-            retry_policy = excluded.retry_policy;
-        PERFORM pg_notify('ledger_jobs', '');
-    END LOOP;
+    SELECT * INTO s FROM schedules WHERE stream_id = e.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        s := NULL;
+    END IF;
+    s := schedule_view_step(s, e);
+    INSERT INTO schedules SELECT s.*
+    ON CONFLICT (tenant, schedule_id) DO UPDATE
+    SET version = excluded.version, spec = excluded.spec, paused = excluded.paused,
+        note = excluded.note, deleted = excluded.deleted, next_slot = excluded.next_slot,
+        last_slot = excluded.last_slot, last_job_id = excluded.last_job_id,
+        buffered = excluded.buffered, created_by = excluded.created_by,
+        created_at = excluded.created_at, updated_by = excluded.updated_by,
+        updated_at = excluded.updated_at;
+    CASE e.type
+    WHEN 'schedule.slot_fired.v1' THEN
+        INSERT INTO schedule_slots (tenant, schedule_id, slot, outcome, job_id, version,
+                                    recorded_at)
+        VALUES (s.tenant, s.schedule_id, (e.data->>'slot')::timestamptz, 'fired',
+                (e.data->>'job')::uuid, e.version, e.occurred_at)
+        ON CONFLICT ON CONSTRAINT schedule_slots_once DO UPDATE
+        SET outcome = 'fired', job_id = excluded.job_id, version = excluded.version,
+            recorded_at = excluded.recorded_at
+        WHERE schedule_slots.outcome = 'buffered';
+    WHEN 'schedule.slot_skipped.v1', 'schedule.slot_buffered.v1' THEN
+        INSERT INTO schedule_slots (tenant, schedule_id, slot, outcome, reason, until,
+                                    version, recorded_at)
+        VALUES (s.tenant, s.schedule_id, (e.data->>'slot')::timestamptz,
+                CASE WHEN e.type = 'schedule.slot_skipped.v1' THEN 'skipped'
+                     ELSE 'buffered' END,
+                e.data->>'reason',
+                CASE WHEN e.type = 'schedule.slot_skipped.v1'
+                     THEN (e.data->>'next_slot')::timestamptz END,
+                e.version, e.occurred_at);
+    ELSE
+        -- Within a transaction, the same notification is delivered once.
+        PERFORM pg_notify('ledger_schedules', '');
+    END CASE;
     RETURN NULL;
 END;
 $$;
@@ -2132,58 +2280,29 @@ CREATE FUNCTION public.schedules_next_slot() RETURNS timestamp with time zone
 $$;
 
 --
--- Name: schedules_project_appended(); Type: FUNCTION; Schema: public; Owner: -
+-- Name: tenant_project_event(); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.schedules_project_appended() RETURNS trigger
+CREATE FUNCTION public.tenant_project_event() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    e events;
-    s schedules;
-    changed boolean := false;
+    e events := NEW;
+    s tenants;
 BEGIN
-    FOR e IN SELECT * FROM appended WHERE type LIKE 'schedule.%' ORDER BY position LOOP
-        SELECT * INTO s FROM schedules WHERE stream_id = e.job_id FOR UPDATE;
-        IF NOT FOUND THEN
-            s := NULL;
-        END IF;
-        s := schedule_view_step(s, e);
-        INSERT INTO schedules SELECT s.*
-        ON CONFLICT (tenant, schedule_id) DO UPDATE
-        SET version = excluded.version, spec = excluded.spec, paused = excluded.paused,
-            note = excluded.note, deleted = excluded.deleted, next_slot = excluded.next_slot,
-            last_slot = excluded.last_slot, last_job_id = excluded.last_job_id,
-            buffered = excluded.buffered, created_by = excluded.created_by,
-            created_at = excluded.created_at, updated_by = excluded.updated_by,
-            updated_at = excluded.updated_at;
-        CASE e.type
-        WHEN 'schedule.slot_fired.v1' THEN
-            INSERT INTO schedule_slots (tenant, schedule_id, slot, outcome, job_id, version,
-                                        recorded_at)
-            VALUES (s.tenant, s.schedule_id, (e.data->>'slot')::timestamptz, 'fired',
-                    (e.data->>'job')::uuid, e.version, e.occurred_at)
-            ON CONFLICT ON CONSTRAINT schedule_slots_once DO UPDATE
-            SET outcome = 'fired', job_id = excluded.job_id, version = excluded.version,
-                recorded_at = excluded.recorded_at
-            WHERE schedule_slots.outcome = 'buffered';
-        WHEN 'schedule.slot_skipped.v1', 'schedule.slot_buffered.v1' THEN
-            INSERT INTO schedule_slots (tenant, schedule_id, slot, outcome, reason, until,
-                                        version, recorded_at)
-            VALUES (s.tenant, s.schedule_id, (e.data->>'slot')::timestamptz,
-                    CASE WHEN e.type = 'schedule.slot_skipped.v1' THEN 'skipped'
-                         ELSE 'buffered' END,
-                    e.data->>'reason',
-                    CASE WHEN e.type = 'schedule.slot_skipped.v1'
-                         THEN (e.data->>'next_slot')::timestamptz END,
-                    e.version, e.occurred_at);
-        ELSE
-            changed := true;
-        END CASE;
-    END LOOP;
-    IF changed THEN
-        PERFORM pg_notify('ledger_schedules', '');
+    SELECT * INTO s FROM tenants WHERE stream_id = e.job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        s := NULL;
     END IF;
+    s := tenant_view_step(s, e);
+    INSERT INTO tenants (tenant, stream_id, version, max_queued, max_running, weight,
+                         updated_by, updated_at)
+    VALUES (s.tenant, s.stream_id, s.version, s.max_queued, s.max_running, s.weight,
+            s.updated_by, s.updated_at)
+    ON CONFLICT (tenant) DO UPDATE
+    SET version = excluded.version, max_queued = excluded.max_queued,
+        max_running = excluded.max_running, weight = excluded.weight,
+        updated_by = excluded.updated_by, updated_at = excluded.updated_at;
     RETURN NULL;
 END;
 $$;
@@ -2247,36 +2366,6 @@ CREATE FUNCTION public.tenants_all() RETURNS SETOF public.tenants
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
     SELECT * FROM tenants ORDER BY tenant
-$$;
-
---
--- Name: tenants_project_appended(); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.tenants_project_appended() RETURNS trigger
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    e events;
-    s tenants;
-BEGIN
-    FOR e IN SELECT * FROM appended WHERE type LIKE 'tenant.%' ORDER BY position LOOP
-        SELECT * INTO s FROM tenants WHERE stream_id = e.job_id FOR UPDATE;
-        IF NOT FOUND THEN
-            s := NULL;
-        END IF;
-        s := tenant_view_step(s, e);
-        INSERT INTO tenants (tenant, stream_id, version, max_queued, max_running, weight,
-                             updated_by, updated_at)
-        VALUES (s.tenant, s.stream_id, s.version, s.max_queued, s.max_running, s.weight,
-                s.updated_by, s.updated_at)
-        ON CONFLICT (tenant) DO UPDATE
-        SET version = excluded.version, max_queued = excluded.max_queued,
-            max_running = excluded.max_running, weight = excluded.weight,
-            updated_by = excluded.updated_by, updated_at = excluded.updated_at;
-    END LOOP;
-    RETURN NULL;
-END;
 $$;
 
 --
@@ -3793,12 +3882,6 @@ CREATE INDEX worker_processes_heartbeat_idx ON public.worker_processes USING btr
 CREATE INDEX workflows_submitted_idx ON public.workflows USING btree (tenant, submitted_at DESC, workflow_id DESC);
 
 --
--- Name: events events_count_throughput; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER events_count_throughput AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.job_throughput_project();
-
---
 -- Name: events events_lock_workflow_job; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -3832,19 +3915,19 @@ CREATE TRIGGER events_project_jobs AFTER INSERT ON public.events REFERENCING NEW
 -- Name: events events_project_queues; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER events_project_queues AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.queues_project_appended();
+CREATE TRIGGER events_project_queues AFTER INSERT ON public.events FOR EACH ROW WHEN ((new.type ~~ 'queue.%'::text)) EXECUTE FUNCTION public.queue_project_event();
 
 --
 -- Name: events events_project_schedules; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER events_project_schedules AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.schedules_project_appended();
+CREATE TRIGGER events_project_schedules AFTER INSERT ON public.events FOR EACH ROW WHEN ((new.type ~~ 'schedule.%'::text)) EXECUTE FUNCTION public.schedule_project_event();
 
 --
 -- Name: events events_project_tenants; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER events_project_tenants AFTER INSERT ON public.events REFERENCING NEW TABLE AS appended FOR EACH STATEMENT EXECUTE FUNCTION public.tenants_project_appended();
+CREATE TRIGGER events_project_tenants AFTER INSERT ON public.events FOR EACH ROW WHEN ((new.type ~~ 'tenant.%'::text)) EXECUTE FUNCTION public.tenant_project_event();
 
 --
 -- Name: events events_project_webhooks; Type: TRIGGER; Schema: public; Owner: -
@@ -3865,16 +3948,10 @@ CREATE TRIGGER events_resolve_workflows AFTER INSERT ON public.events REFERENCIN
 CREATE TRIGGER jobs_count_deleted AFTER DELETE ON public.jobs REFERENCING OLD TABLE AS before_rows FOR EACH STATEMENT EXECUTE FUNCTION public.job_counts_project();
 
 --
--- Name: jobs jobs_count_inserted; Type: TRIGGER; Schema: public; Owner: -
+-- Name: jobs jobs_inserted; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER jobs_count_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.job_counts_project();
-
---
--- Name: jobs jobs_count_updated; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER jobs_count_updated AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.job_counts_project();
+CREATE TRIGGER jobs_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_inserted_project();
 
 --
 -- Name: jobs jobs_notify_cancelled; Type: TRIGGER; Schema: public; Owner: -
@@ -3883,22 +3960,16 @@ CREATE TRIGGER jobs_count_updated AFTER UPDATE ON public.jobs REFERENCING OLD TA
 CREATE TRIGGER jobs_notify_cancelled AFTER UPDATE OF status ON public.jobs FOR EACH ROW WHEN (((old.status = 'processing'::text) AND (new.status = 'cancelled'::text))) EXECUTE FUNCTION public.jobs_notify_cancelled();
 
 --
--- Name: jobs jobs_notify_inserted; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER jobs_notify_inserted AFTER INSERT ON public.jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_notify_inserted();
-
---
--- Name: jobs jobs_notify_room; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER jobs_notify_room AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_notify_room();
-
---
 -- Name: jobs jobs_notify_runnable; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER jobs_notify_runnable AFTER UPDATE ON public.jobs FOR EACH ROW WHEN ((new.status = ANY (ARRAY['pending'::text, 'retrying'::text]))) EXECUTE FUNCTION public.jobs_notify_runnable();
+
+--
+-- Name: jobs jobs_updated; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER jobs_updated AFTER UPDATE ON public.jobs REFERENCING OLD TABLE AS before_rows NEW TABLE AS after_rows FOR EACH STATEMENT EXECUTE FUNCTION public.jobs_updated_project();
 
 --
 -- Name: audit_checkpoints; Type: ROW SECURITY; Schema: public; Owner: -
@@ -4394,12 +4465,6 @@ REVOKE ALL ON FUNCTION public.job_leases_renew(worker text, seconds double preci
 GRANT ALL ON FUNCTION public.job_leases_renew(worker text, seconds double precision, job_ids uuid[]) TO ledger_app;
 
 --
--- Name: FUNCTION job_throughput_project(); Type: ACL; Schema: public; Owner: -
---
-
-GRANT ALL ON FUNCTION public.job_throughput_project() TO ledger_app;
-
---
 -- Name: TABLE events; Type: ACL; Schema: public; Owner: -
 --
 
@@ -4524,6 +4589,13 @@ REVOKE ALL ON FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_typ
 GRANT ALL ON FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer) TO ledger_app;
+
+--
 -- Name: FUNCTION jobs_claimable(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4554,6 +4626,12 @@ REVOKE ALL ON FUNCTION public.jobs_held_by(worker text, job_ids uuid[]) FROM PUB
 GRANT ALL ON FUNCTION public.jobs_held_by(worker text, job_ids uuid[]) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_inserted_project(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_inserted_project() TO ledger_app;
+
+--
 -- Name: FUNCTION jobs_lease_expired(max_jobs integer); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4572,18 +4650,6 @@ GRANT ALL ON FUNCTION public.jobs_next_due(job_types text[], lookback_seconds do
 --
 
 GRANT ALL ON FUNCTION public.jobs_notify_cancelled() TO ledger_app;
-
---
--- Name: FUNCTION jobs_notify_inserted(); Type: ACL; Schema: public; Owner: -
---
-
-GRANT ALL ON FUNCTION public.jobs_notify_inserted() TO ledger_app;
-
---
--- Name: FUNCTION jobs_notify_room(); Type: ACL; Schema: public; Owner: -
---
-
-GRANT ALL ON FUNCTION public.jobs_notify_room() TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_notify_runnable(); Type: ACL; Schema: public; Owner: -
@@ -4620,6 +4686,12 @@ REVOKE ALL ON FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_typ
 GRANT ALL ON FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text[]) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_updated_project(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.jobs_updated_project() TO ledger_app;
+
+--
 -- Name: FUNCTION ledger_tenant(); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4646,6 +4718,12 @@ REVOKE ALL ON FUNCTION public.queue_buckets_tokens() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.queue_buckets_tokens() TO ledger_app;
 
 --
+-- Name: FUNCTION queue_project_event(); Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON FUNCTION public.queue_project_event() TO ledger_app;
+
+--
 -- Name: FUNCTION queue_retry_policy(tenant_id text, queue_name text); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4666,10 +4744,10 @@ REVOKE ALL ON FUNCTION public.queues_limits_all() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.queues_limits_all() TO ledger_app;
 
 --
--- Name: FUNCTION queues_project_appended(); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION schedule_project_event(); Type: ACL; Schema: public; Owner: -
 --
 
-GRANT ALL ON FUNCTION public.queues_project_appended() TO ledger_app;
+GRANT ALL ON FUNCTION public.schedule_project_event() TO ledger_app;
 
 --
 -- Name: TABLE schedules; Type: ACL; Schema: public; Owner: -
@@ -4699,10 +4777,10 @@ REVOKE ALL ON FUNCTION public.schedules_next_slot() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.schedules_next_slot() TO ledger_app;
 
 --
--- Name: FUNCTION schedules_project_appended(); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION tenant_project_event(); Type: ACL; Schema: public; Owner: -
 --
 
-GRANT ALL ON FUNCTION public.schedules_project_appended() TO ledger_app;
+GRANT ALL ON FUNCTION public.tenant_project_event() TO ledger_app;
 
 --
 -- Name: TABLE tenants; Type: ACL; Schema: public; Owner: -
@@ -4729,12 +4807,6 @@ GRANT ALL ON FUNCTION public.tenant_view_step(s public.tenants, e public.events)
 
 REVOKE ALL ON FUNCTION public.tenants_all() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.tenants_all() TO ledger_app;
-
---
--- Name: FUNCTION tenants_project_appended(); Type: ACL; Schema: public; Owner: -
---
-
-GRANT ALL ON FUNCTION public.tenants_project_appended() TO ledger_app;
 
 --
 -- Name: FUNCTION webhook_counts_all(); Type: ACL; Schema: public; Owner: -

@@ -114,6 +114,14 @@ class EventStore:
         async with conn.transaction():
             return await self._append(conn, events, before or {})
 
+    async def project(
+        self, conn: asyncpg.Connection, recorded: Sequence[Recorded], *, before: Before
+    ) -> None:
+        """Run the inline projections for events the database appended in a statement of
+        its own (the claim, `jobs_claim_recorded`, sql/0084), as `append` runs them."""
+        for projection in self._projections:
+            await projection.apply(conn, recorded, before, collections.Counter())
+
     async def _append(
         self, conn: asyncpg.Connection, events: Sequence[ev.JobEvent], before: Before
     ) -> list[Recorded]:

@@ -1,16 +1,22 @@
 """Where a job is claimed: due jobs handed to one worker, each with a lease.
 
 `claim` takes up to `limit` runnable jobs of the worker's types that are due now, in
-claim order and within their queues' settings, in one transaction. The database
-picks them (`jobs_claim`: the function `jobs_claim_next`, sql/0059, with
-`FOR UPDATE SKIP LOCKED`), so concurrent claimers never take the same job; each
-claimed job gets one job.claimed.v1, the worker's id as actor, appended through the
-event store. A job of a queue with settings records the version of those settings
-it was claimed under (`queue_version`): with the queue's own events, the ledger says
-which limits applied while it waited. Likewise a job of a tenant with settings records
-their version (`tenant_version`, sql/0070): the claim is fair across tenants, within
-each tenant's `max_running` and in proportion to its `weight`. A worker's reserve of
-slots is claimed with `quiet`: only tenants without a backlog (sql/0079).
+claim order and within their queues' settings, and records their claims, in one
+statement (`jobs_claim_recorded`, sql/0084): its own transaction, one round trip. The
+database picks the jobs (`jobs_claim`, with `FOR UPDATE SKIP LOCKED`), so concurrent
+claimers never take the same job, and appends each one job.claimed.v1 through the one
+append (`events_append`), the worker's id as actor: the attempt after the job's last,
+a lease of `lease_seconds` from the statement's time. A job of a queue with settings
+records the version of those settings it was claimed under (`queue_version`): with
+the queue's own events, the ledger says which limits applied while it waited.
+Likewise a job of a tenant with settings records their version (`tenant_version`,
+sql/0070): the claim is fair across tenants, within each tenant's `max_running` and
+in proportion to its `weight`. A worker's reserve of slots is claimed with `quiet`:
+only tenants without a backlog (sql/0079).
+
+The event is the one `commands.decide` gives a `ClaimJob` (a property test holds the
+two to the same event); the database, which holds the row locks, writes it without a
+round trip back to this process in between.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
-import msgspec
 
-from ledger import commands, lifecycle, sqlfile, store
+from ledger import events as ev
+from ledger import lifecycle, sqlfile, store
 from projections import current
 
 Q = sqlfile.load("workers")
@@ -36,37 +42,44 @@ async def claim(
     limit: int,
     quiet: int | None = None,
 ) -> list[lifecycle.JobState]:
-    """Claim up to `limit` due jobs of `types` in one transaction; their states after the claim.
+    """Claim up to `limit` due jobs of `types` and record the claims; their states after.
 
     `quiet`: only jobs of tenants whose processing and due jobs together number at
     most `quiet` (`jobs_claim_quiet`, sql/0079), for a worker's reserve of slots.
     """
-    plain = commands.ClaimJob(worker_id=worker_id, lease_seconds=lease_seconds)
-    async with conn.transaction():
-        if quiet is None:
-            rows = await conn.fetch(Q["jobs_claim"], limit, list(types))
-        else:
-            rows = await conn.fetch(Q["jobs_claim_quiet"], limit, list(types), quiet)
-        if not rows:
-            return []
-        now = event_store.clock()
-        states = [current.state_from_row(row) for row in rows]
-        decided = [
-            event
-            for state, row in zip(states, rows, strict=True)
-            for event in commands.decide(
-                state,
-                plain
-                if row["queue_version"] is None and row["tenant_version"] is None
-                else msgspec.structs.replace(
-                    plain,
-                    queue_version=row["queue_version"],
-                    tenant_version=row["tenant_version"],
-                ),
-                job_id=state.job_id,
-                actor=worker_id,
-                now=now,
-            )
-        ]
-        recorded = await event_store.append(conn, decided, before={s.job_id: s for s in states})
+    rows = await conn.fetch(
+        Q["jobs_claim_recorded"], worker_id, lease_seconds, limit, list(types), quiet
+    )
+    if not rows:
+        return []
+    states = [current.state_from_row(row) for row in rows]
+    recorded = [
+        recorded_claim(state, row, worker_id) for state, row in zip(states, rows, strict=True)
+    ]
+    await event_store.project(conn, recorded, before={s.job_id: s for s in states})
     return [lifecycle.evolve(s, r.event) for s, r in zip(states, recorded, strict=True)]
+
+
+def recorded_claim(
+    state: lifecycle.JobState, row: asyncpg.Record, worker_id: str
+) -> store.Recorded:
+    """The claim the database appended for `state` (the job before it), as recorded."""
+    event = ev.JobClaimed(
+        job_id=state.job_id,
+        version=state.version + 1,
+        actor=worker_id,
+        occurred_at=row["occurred_at"],
+        worker_id=worker_id,
+        attempt=state.attempt + 1,
+        lease_until=row["lease_until"],
+        queue_version=row["queue_version"],
+        tenant_version=row["tenant_version"],
+    )
+    return store.Recorded(
+        position=row["position"],
+        txid=row["txid"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+        event=event,
+        tenant=state.tenant,
+    )

@@ -373,6 +373,8 @@ class Pool:
             self._claiming = False
         for state in claimed:
             self._start(state)
+        if claimed:
+            await asyncio.sleep(0)  # the handlers start before the alarm's query is sent
         self._backlog = (
             len(claimed) == free
             or self._notified != seen

@@ -43,25 +43,17 @@ SELECT job_leases_prune();
 -- covers now (greatest ignores a missing renewal).
 SELECT * FROM jobs_lease_expired($1);
 
--- name: jobs_claim
--- Runnable jobs of the types this worker knows, due now, in claim order, within every
--- queue's settings (sql/0059: paused queues skipped, limits enforced under each limited
--- queue's lock); rows other claimers hold are skipped, so concurrent claimers never
--- take the same job.
--- With each job, its queue's settings version (NULL: a queue without settings), the
--- queue being the job's tenant's of its name (sql/0065), and its tenant's settings
--- version (NULL: a tenant without settings); slots shared fairly across tenants
--- (sql/0070).
-SELECT (c.job).*, c.queue_version, c.tenant_version
-FROM jobs_claim($1, $2::text[]) AS c;
-
--- name: jobs_claim_quiet
--- The claim into a worker's reserve (sql/0079): jobs of quiet tenants only, those whose
--- processing and due jobs together number at most $3 (the reserve), so a tenant with a
--- backlog never gets a reserve slot; within the tenant as `jobs_claim` (queue limits,
--- fairness, `max_running`).
-SELECT (c.job).*, c.queue_version, c.tenant_version
-FROM jobs_claim_quiet($1, $2::text[], $3) AS c;
+-- name: jobs_claim_recorded
+-- Runnable jobs of the types this worker knows ($4), due now, in claim order, within
+-- every queue's settings (sql/0059) and shared fairly across tenants (sql/0070), at
+-- most $3, each with its job.claimed.v1 appended by actor $1 with a lease of $2
+-- seconds, in this one statement (sql/0084); rows other claimers hold are skipped. $5:
+-- the size of the worker's reserve when claiming into it (sql/0079: jobs of quiet
+-- tenants only), else NULL. Each job's row before its claim, its queue's and tenant's
+-- settings versions (NULL: none), and the claim as recorded.
+SELECT (c.job).*, c.queue_version, c.tenant_version, c.position, c.txid, c.occurred_at,
+       c.prev_hash, c.hash, c.lease_until
+FROM jobs_claim_recorded($1, $2::double precision, $3, $4::text[], $5) AS c;
 
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the
