@@ -267,9 +267,12 @@ BEGIN
     IF moved > 0 THEN
         PERFORM job_counters_wrote();
     END IF;
-    IF EXISTS (SELECT FROM after_rows WHERE status IN ('pending', 'retrying')) THEN
-        PERFORM pg_notify('ledger_jobs', '');
-    END IF;
+    -- The doorbell names each tenant with new runnable jobs (`tenant:<id>`): a worker
+    -- claims a quiet tenant's job into its reserve without looking for the tenant
+    -- (jobs_claim_recorded's `tenant_id`). Older workers take any payload but 'room'
+    -- as the plain doorbell.
+    PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
+    FROM (SELECT DISTINCT tenant FROM after_rows WHERE status IN ('pending', 'retrying')) AS n;
     RETURN NULL;
 END;
 $$;
@@ -410,6 +413,67 @@ BEGIN
 END;
 $$;
 
+
+-- The reserve's claim for one tenant the doorbell named (sql/0079's quiet claim
+-- without looking for the quiet tenants: the same checks for this one).
+CREATE FUNCTION jobs_claim_quiet_in(tenant_id text, max_jobs integer, job_types text[],
+                                    quiet integer)
+RETURNS TABLE (job jobs, queue_version integer, tenant_version integer)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    due integer;
+    room integer;
+    w integer;
+    running bigint;
+    n integer;
+BEGIN
+    IF max_jobs <= 0 THEN
+        RETURN;
+    END IF;
+    due := jobs_tenant_due(tenant_id, quiet + 1, job_types);
+    IF due = 0 OR due > quiet THEN
+        RETURN;
+    END IF;
+    SELECT t.max_running, t.weight INTO room, w FROM tenants AS t WHERE t.tenant = tenant_id;
+    IF room IS NOT NULL THEN
+        SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
+        SELECT coalesce(sum(c.n), 0) INTO running
+        FROM (
+            SELECT j.n FROM job_counts AS j
+            WHERE j.tenant = tenant_id AND j.status = 'processing'
+            UNION ALL
+            SELECT d.n FROM job_count_deltas AS d
+            WHERE d.tenant = tenant_id AND d.status = 'processing'
+        ) AS c;
+        IF room IS NOT NULL AND running >= room THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT j, q.version, t.version
+    FROM jobs_claim_next_in(
+        tenant_id, least(max_jobs, due, coalesce(room - running, due))::integer, job_types) AS j
+    LEFT JOIN queues AS q ON q.tenant = j.tenant AND q.name = j.queue
+    LEFT JOIN tenants AS t ON t.tenant = j.tenant;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE tenant_turns AS r
+        SET pass = r.pass + n::double precision / coalesce(w, 1)
+        WHERE r.tenant = tenant_id
+          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
+                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
+    END IF;
+END;
+$$;
+
+ALTER FUNCTION jobs_claim_quiet_in(text, integer, text[], integer) OWNER TO ledger_dispatch;
+REVOKE ALL ON FUNCTION jobs_claim_quiet_in(text, integer, text[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs_claim_quiet_in(text, integer, text[], integer) TO ledger_app;
+
 -- The claim and its events in one statement, so the worker's claim is one round trip
 -- and its own transaction (it was BEGIN, the claim, the append, COMMIT). The events
 -- are the ones workers.claims decided from the rows (commands.decide, ClaimJob): the
@@ -419,7 +483,7 @@ $$;
 -- application's role), which may call both.
 CREATE FUNCTION jobs_claim_recorded(
     worker text, lease_seconds double precision, max_jobs integer, job_types text[],
-    quiet integer
+    quiet integer, tenant_id text
 ) RETURNS TABLE (
     job jobs, queue_version integer, tenant_version integer, "position" bigint,
     txid bigint, occurred_at timestamptz, prev_hash bytea, hash bytea, lease_until timestamptz
@@ -439,10 +503,14 @@ BEGIN
         SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
         INTO claimed, queue_versions, tenant_versions
         FROM jobs_claim(max_jobs, job_types) AS c;
-    ELSE
+    ELSIF tenant_id IS NULL THEN
         SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
         INTO claimed, queue_versions, tenant_versions
         FROM jobs_claim_quiet(max_jobs, job_types, quiet) AS c;
+    ELSE
+        SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
+        INTO claimed, queue_versions, tenant_versions
+        FROM jobs_claim_quiet_in(tenant_id, max_jobs, job_types, quiet) AS c;
     END IF;
     IF claimed IS NULL THEN
         RETURN;
@@ -472,5 +540,5 @@ BEGIN
 END;
 $$;
 
-REVOKE ALL ON FUNCTION jobs_claim_recorded(text, double precision, integer, text[], integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION jobs_claim_recorded(text, double precision, integer, text[], integer) TO ledger_app;
+REVOKE ALL ON FUNCTION jobs_claim_recorded(text, double precision, integer, text[], integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs_claim_recorded(text, double precision, integer, text[], integer, text) TO ledger_app;

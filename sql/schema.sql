@@ -1316,6 +1316,61 @@ CREATE FUNCTION public.jobs_claim_quiet(max_jobs integer, job_types text[], quie
 $$;
 
 --
+-- Name: jobs_claim_quiet_in(text, integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_quiet_in(tenant_id text, max_jobs integer, job_types text[], quiet integer) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    due integer;
+    room integer;
+    w integer;
+    running bigint;
+    n integer;
+BEGIN
+    IF max_jobs <= 0 THEN
+        RETURN;
+    END IF;
+    due := jobs_tenant_due(tenant_id, quiet + 1, job_types);
+    IF due = 0 OR due > quiet THEN
+        RETURN;
+    END IF;
+    SELECT t.max_running, t.weight INTO room, w FROM tenants AS t WHERE t.tenant = tenant_id;
+    IF room IS NOT NULL THEN
+        SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
+        SELECT coalesce(sum(c.n), 0) INTO running
+        FROM (
+            SELECT j.n FROM job_counts AS j
+            WHERE j.tenant = tenant_id AND j.status = 'processing'
+            UNION ALL
+            SELECT d.n FROM job_count_deltas AS d
+            WHERE d.tenant = tenant_id AND d.status = 'processing'
+        ) AS c;
+        IF room IS NOT NULL AND running >= room THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT j, q.version, t.version
+    FROM jobs_claim_next_in(
+        tenant_id, least(max_jobs, due, coalesce(room - running, due))::integer, job_types) AS j
+    LEFT JOIN queues AS q ON q.tenant = j.tenant AND q.name = j.queue
+    LEFT JOIN tenants AS t ON t.tenant = j.tenant;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE tenant_turns AS r
+        SET pass = r.pass + n::double precision / coalesce(w, 1)
+        WHERE r.tenant = tenant_id
+          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
+                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
+    END IF;
+END;
+$$;
+
+--
 -- Name: jobs_claim_quiet_tenants(integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1400,10 +1455,10 @@ END;
 $$;
 
 --
--- Name: jobs_claim_recorded(text, double precision, integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
+-- Name: jobs_claim_recorded(text, double precision, integer, text[], integer, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer, "position" bigint, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea, lease_until timestamp with time zone)
+CREATE FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer, "position" bigint, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea, lease_until timestamp with time zone)
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -1419,10 +1474,14 @@ BEGIN
         SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
         INTO claimed, queue_versions, tenant_versions
         FROM jobs_claim(max_jobs, job_types) AS c;
-    ELSE
+    ELSIF tenant_id IS NULL THEN
         SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
         INTO claimed, queue_versions, tenant_versions
         FROM jobs_claim_quiet(max_jobs, job_types, quiet) AS c;
+    ELSE
+        SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
+        INTO claimed, queue_versions, tenant_versions
+        FROM jobs_claim_quiet_in(tenant_id, max_jobs, job_types, quiet) AS c;
     END IF;
     IF claimed IS NULL THEN
         RETURN;
@@ -1583,9 +1642,12 @@ BEGIN
     IF moved > 0 THEN
         PERFORM job_counters_wrote();
     END IF;
-    IF EXISTS (SELECT FROM after_rows WHERE status IN ('pending', 'retrying')) THEN
-        PERFORM pg_notify('ledger_jobs', '');
-    END IF;
+    -- The doorbell names each tenant with new runnable jobs (`tenant:<id>`): a worker
+    -- claims a quiet tenant's job into its reserve without looking for the tenant
+    -- (jobs_claim_recorded's `tenant_id`). Older workers take any payload but 'room'
+    -- as the plain doorbell.
+    PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
+    FROM (SELECT DISTINCT tenant FROM after_rows WHERE status IN ('pending', 'retrying')) AS n;
     RETURN NULL;
 END;
 $$;
@@ -4582,6 +4644,13 @@ REVOKE ALL ON FUNCTION public.jobs_claim_quiet(max_jobs integer, job_types text[
 GRANT ALL ON FUNCTION public.jobs_claim_quiet(max_jobs integer, job_types text[], quiet integer) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_claim_quiet_in(tenant_id text, max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_quiet_in(tenant_id text, max_jobs integer, job_types text[], quiet integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_quiet_in(tenant_id text, max_jobs integer, job_types text[], quiet integer) TO ledger_app;
+
+--
 -- Name: FUNCTION jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4589,11 +4658,11 @@ REVOKE ALL ON FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_typ
 GRANT ALL ON FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer) TO ledger_app;
 
 --
--- Name: FUNCTION jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer) TO ledger_app;
+REVOKE ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_claimable(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -

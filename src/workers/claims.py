@@ -41,14 +41,22 @@ async def claim(
     types: Sequence[str],
     limit: int,
     quiet: int | None = None,
+    tenant: str | None = None,
 ) -> list[lifecycle.JobState]:
     """Claim up to `limit` due jobs of `types` and record the claims; their states after.
 
     `quiet`: only jobs of tenants whose processing and due jobs together number at
-    most `quiet` (`jobs_claim_quiet`, sql/0079), for a worker's reserve of slots.
+    most `quiet` (`jobs_claim_quiet`, sql/0079), for a worker's reserve of slots;
+    `tenant` (with `quiet`): only that tenant's, if it is quiet (`jobs_claim_quiet_in`).
     """
     rows = await conn.fetch(
-        Q["jobs_claim_recorded"], worker_id, lease_seconds, limit, list(types), quiet
+        Q["jobs_claim_recorded"],
+        worker_id,
+        lease_seconds,
+        limit,
+        list(types),
+        quiet,
+        tenant if quiet is not None else None,
     )
     if not rows:
         return []

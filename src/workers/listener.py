@@ -1,7 +1,9 @@
 """The pool's wake-ups: one dedicated LISTEN connection that reconnects when it drops.
 
-NOTIFY is only a doorbell (DESIGN.md): `ledger_jobs` rings with an empty payload
-when runnable work appears (once per committing transaction), with `room` when a
+NOTIFY is only a doorbell (DESIGN.md): `ledger_jobs` rings with `tenant:<id>` when
+new jobs of that tenant are runnable (once per tenant per committing transaction,
+sql/0084; the reserve's claim then looks at that tenant alone), with an empty payload
+when other work became runnable (a retry due, a queue resumed), with `room` when a
 job left `processing` in a restricted queue (sql/0079), `ledger_cancel`
 with the id of a running job that was cancelled. The connection may use its own
 DSN (LISTEN_DATABASE_URL), so the rest of the pool can sit behind a
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 JOBS_CHANNEL: Final = "ledger_jobs"
 ROOM_PAYLOAD: Final = "room"
+TENANT_PREFIX: Final = "tenant:"  # new runnable jobs of this tenant (sql/0084)
 WEBHOOKS_CHANNEL: Final = "ledger_webhooks"  # deliveries were created (sql/0080)
 CANCEL_CHANNEL: Final = "ledger_cancel"
 APPLICATION_NAME: Final = "job-ledger-listener"
@@ -34,7 +37,8 @@ class Listener(notifications.Listener):
 
     `on_wake()` runs for every `ledger_jobs` notification and after every
     (re)connect, except those saying room was freed in a restricted queue, which
-    run `on_room()` (default: `on_wake`); `on_cancel(job_id)` for every
+    run `on_room()` (default: `on_wake`), and those naming the tenant with new
+    runnable jobs, which run `on_tenant(tenant)` when given; `on_cancel(job_id)` for every
     `ledger_cancel` notification; `on_webhook()` for every `ledger_webhooks` one and
     after every (re)connect. All run on the event loop and must not block.
     """
@@ -46,6 +50,7 @@ class Listener(notifications.Listener):
         on_wake: Callable[[], None],
         on_cancel: Callable[[uuid.UUID], None],
         on_room: Callable[[], None] | None = None,
+        on_tenant: Callable[[str], None] | None = None,
         on_webhook: Callable[[], None] | None = None,
         check_seconds: float = 5.0,
         max_backoff_seconds: float = 5.0,
@@ -54,7 +59,12 @@ class Listener(notifications.Listener):
         room = on_room or on_wake
 
         def jobs(payload: str) -> None:
-            (room if payload == ROOM_PAYLOAD else on_wake)()
+            if payload == ROOM_PAYLOAD:
+                room()
+            elif on_tenant is not None and payload.startswith(TENANT_PREFIX):
+                on_tenant(payload.removeprefix(TENANT_PREFIX))
+            else:
+                on_wake()
 
         channels: dict[str, Callable[[str], None]] = {
             JOBS_CHANNEL: jobs,

@@ -164,6 +164,7 @@ class Pool:
         self._claiming = False
         self._express: asyncio.Task[None] | None = None
         self._express_again = False
+        self._express_for: set[str | None] = set()  # tenants rung for (None: any)
         self._reserve_claims = 0  # claims into the reserve begun so far
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -183,6 +184,7 @@ class Pool:
             on_wake=self.notify,
             on_cancel=self.cancel,
             on_room=self.notify_room,
+            on_tenant=self.notify_tenant,
             on_webhook=self._wake_sender,
             check_seconds=self.settings.poll_seconds,
         )
@@ -219,11 +221,19 @@ class Pool:
     def notify(self) -> None:
         """Runnable work appeared or became due (NOTIFY, the retry clock): claim now, or
         as soon as a slot frees up."""
+        self._rung(None)
+
+    def notify_tenant(self, tenant: str) -> None:
+        """`tenant` has new runnable jobs (the doorbell named it, sql/0084): as `notify`,
+        and the reserve's claim looks at that tenant alone."""
+        self._rung(tenant)
+
+    def _rung(self, tenant: str | None) -> None:
         self._notified += 1
         self._backlog = True
         self._wake.set()
         if self.settings.reserve > 0 and (self._claiming or self._bulk_free() <= 0):
-            self._claim_reserve_soon()
+            self._claim_reserve_soon(tenant)
 
     def notify_room(self) -> None:
         """A job left `processing` in a restricted queue: room for the bulk claim (not the
@@ -384,11 +394,13 @@ class Pool:
         if not self._backlog:
             await self._set_alarm(time.monotonic() - began)
 
-    async def _claim(self, limit: int, *, reserve: bool = False) -> list[lifecycle.JobState]:
+    async def _claim(
+        self, limit: int, *, reserve: bool = False, tenant: str | None = None
+    ) -> list[lifecycle.JobState]:
         """Claim up to `limit` due jobs (`claims.claim`); their states after the claim.
 
         `reserve`: for the reserve, only jobs of quiet tenants (at most the reserve's size
-        of jobs processing and due together)."""
+        of jobs processing and due together); `tenant`, with it: that tenant's alone."""
         assert self._db is not None
         async with db.acquire(self._db) as conn:
             return await claims.claim(
@@ -399,12 +411,15 @@ class Pool:
                 types=self._registry.names(),
                 limit=limit,
                 quiet=self.settings.reserve if reserve else None,
+                tenant=tenant,
             )
 
-    def _claim_reserve_soon(self) -> None:
-        """Claim into the reserve now (once more after the claim in flight, if one is)."""
+    def _claim_reserve_soon(self, tenant: str | None) -> None:
+        """Claim into the reserve now (once more after the claim in flight, if one is):
+        for `tenant` alone when it is the only one rung for, else for any quiet tenant."""
         if self._stopping.is_set():
             return
+        self._express_for.add(tenant)
         if self._express is not None and not self._express.done():
             self._express_again = True
             return
@@ -419,6 +434,8 @@ class Pool:
         """
         while not self._stopping.is_set():
             self._express_again = False
+            rung, self._express_for = self._express_for, set()
+            tenant = next(iter(rung)) if len(rung) == 1 else None
             free = min(
                 self.settings.reserve - len(self._reserved),
                 self.settings.slots - len(self._running),
@@ -427,7 +444,7 @@ class Pool:
                 return
             self._reserve_claims += 1
             try:
-                claimed = await self._claim(free, reserve=True)
+                claimed = await self._claim(free, reserve=True, tenant=tenant)
             except _RESERVE_CLAIM_LEFT as exc:
                 log.info("claim into the reserve failed (%s); left to the next claim", exc)
                 return

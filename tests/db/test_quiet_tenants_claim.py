@@ -23,7 +23,11 @@ async def _submit(
 
 
 async def _claim(
-    event_store: store.EventStore, conn: asyncpg.Connection, limit: int, quiet: int | None
+    event_store: store.EventStore,
+    conn: asyncpg.Connection,
+    limit: int,
+    quiet: int | None,
+    tenant: str | None = None,
 ) -> list[str]:
     states = await claims.claim(
         conn,
@@ -33,6 +37,7 @@ async def _claim(
         types=["noop"],
         limit=limit,
         quiet=quiet,
+        tenant=tenant,
     )
     return sorted(s.tenant for s in states)
 
@@ -62,6 +67,26 @@ async def test_a_quiet_tenants_burst_larger_than_the_reserve_waits_for_the_bulk_
     assert await _claim(event_store, worker_conn, 3, quiet=None) == ["small"] * 3
 
 
+async def test_the_reserve_claim_for_a_named_tenant_takes_its_jobs_only_while_it_is_quiet(
+    conn: asyncpg.Connection,
+    worker_conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+) -> None:
+    notified: list[str] = []
+    await admin_conn.add_listener(listener.JOBS_CHANNEL, lambda *args: notified.append(args[3]))
+    await _submit(event_store, conn, "big", 3)
+    await _submit(event_store, conn, "small", 1)
+    await _submit(event_store, conn, "other", 1)
+    await admin_conn.execute("SELECT 1")  # deliver pending notifications
+    assert notified == ["tenant:big", "tenant:small", "tenant:other"]  # the doorbell names them
+
+    assert await _claim(event_store, worker_conn, 2, quiet=2, tenant="big") == []  # a backlog
+    assert await _claim(event_store, worker_conn, 2, quiet=2, tenant="small") == ["small"]
+    assert await _claim(event_store, worker_conn, 2, quiet=2, tenant="small") == []  # none due
+    assert await _claim(event_store, worker_conn, 2, quiet=2) == ["other"]  # no name: any quiet
+
+
 async def test_the_reserve_keeps_a_quiet_tenants_max_running(
     conn: asyncpg.Connection, worker_conn: asyncpg.Connection, event_store: store.EventStore
 ) -> None:
@@ -71,6 +96,7 @@ async def test_the_reserve_keeps_a_quiet_tenants_max_running(
 
     await _submit(event_store, conn, "small", 1)
     assert await _claim(event_store, worker_conn, 2, quiet=2) == []  # its one slot is taken
+    assert await _claim(event_store, worker_conn, 2, quiet=2, tenant="small") == []
 
 
 async def test_room_freed_in_a_restricted_queue_rings_as_room_and_new_work_as_before(
@@ -88,10 +114,10 @@ async def test_room_freed_in_a_restricted_queue_rings_as_room_and_new_work_as_be
         worker_conn, event_store, worker_id="w", lease_seconds=30, types=["noop"], limit=5
     )
     await admin_conn.execute("SELECT 1")  # deliver pending notifications
-    assert notified == ["", ""]  # each submission: new work
+    assert notified == ["tenant:default", "tenant:default"]  # each submission: new work
 
     await event_store.execute(
         conn, running.job_id, commands.CompleteJob(worker_id="w", result=None), actor="w"
     )
     await admin_conn.execute("SELECT 1")
-    assert notified == ["", "", listener.ROOM_PAYLOAD]
+    assert notified == ["tenant:default", "tenant:default", listener.ROOM_PAYLOAD]

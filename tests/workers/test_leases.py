@@ -157,7 +157,8 @@ async def test_one_notification_per_committing_transaction(
         async with conn.transaction():
             for _ in range(5):
                 await factories.submit(event_store, conn)
-        assert await asyncio.wait_for(received.get(), timeout=10) == "ledger_jobs:"
+        # The doorbell names the tenant with new runnable jobs (sql/0084), once.
+        assert await asyncio.wait_for(received.get(), timeout=10) == "ledger_jobs:tenant:default"
         await listener.fetchval("SELECT 1")  # any pending notification arrives before this answers
         await asyncio.sleep(0)
         assert received.empty()
