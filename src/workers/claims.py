@@ -6,7 +6,7 @@ statement (`jobs_claim_recorded`, sql/0084): its own transaction, one round trip
 database picks the jobs (`jobs_claim`, with `FOR UPDATE SKIP LOCKED`), so concurrent
 claimers never take the same job, and appends each one job.claimed.v1 through the one
 append (`events_append`), the worker's id as actor: the attempt after the job's last,
-a lease of `lease_seconds` from the statement's time. A job of a queue with settings
+a lease of `lease_seconds` from when the jobs were claimed. A job of a queue with settings
 records the version of those settings it was claimed under (`queue_version`): with
 the queue's own events, the ledger says which limits applied while it waited.
 Likewise a job of a tenant with settings records their version (`tenant_version`,
