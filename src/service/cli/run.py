@@ -10,7 +10,7 @@ import gc
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ledger import auth, config, database, errors, metrics, probe, tenancy
 
@@ -101,6 +101,22 @@ def _http_server(
     return server.build(application, settings)
 
 
+# The cyclic collector's thresholds in a process that runs a worker pool: every job makes
+# short-lived objects (tasks, rows, events, metrics' labels) that reference counting frees,
+# and at the default 700 allocations a young collection ran every few jobs, walking the
+# 250 slots' live tasks each time. Measured on a 40,000-job drain, 2 workers x 250 slots,
+# three alternations: 7,942-8,641 jobs/s at the defaults, 9,106-9,715 with these
+# (BENCHMARKS.md, "The claim in one statement").
+WORKER_GC_THRESHOLDS: Final = (50_000, 20, 100)
+
+
+def _collect_less_often() -> None:
+    """For a process that runs a worker pool: startup's objects frozen, the young
+    generation collected every 50,000 allocations instead of 700."""
+    _freeze_startup_objects()
+    gc.set_threshold(*WORKER_GC_THRESHOLDS)
+
+
 def _freeze_startup_objects() -> None:
     """Exempt what startup built (modules, the app, its routes and OpenAPI schema) from the
     cyclic garbage collector: the objects stay alive for the whole process, and every
@@ -148,6 +164,7 @@ async def _serve_with_workers(
     wiring.job_types(settings)
     registry: metrics.Metrics = server.config.app.state.metrics  # one /metrics for both
     workers = wiring.worker_pool(settings, database_, registry)
+    _collect_less_often()
     shutdown.on_stop(workers.request_stop)
     running = asyncio.create_task(workers.run(), name="ledger-worker-pool")
 
@@ -177,6 +194,7 @@ async def worker(settings: config.Settings) -> int:
     async with database.open_database(settings) as database_:
         registry = metrics.Metrics()
         workers = wiring.worker_pool(settings, database_, registry)
+        _collect_less_often()
         stop_metrics = _serve_worker_metrics(registry, settings)
         try:
             with shutdown.graceful(workers.request_stop):
