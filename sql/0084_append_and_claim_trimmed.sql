@@ -474,6 +474,66 @@ ALTER FUNCTION jobs_claim_quiet_in(text, integer, text[], integer) OWNER TO ledg
 REVOKE ALL ON FUNCTION jobs_claim_quiet_in(text, integer, text[], integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION jobs_claim_quiet_in(text, integer, text[], integer) TO ledger_app;
 
+-- sql/0079's quiet claim, its rules for each tenant now jobs_claim_quiet_in's (one copy
+-- of them): the tenants with runnable jobs in tenant order, each claimed as above.
+CREATE OR REPLACE FUNCTION jobs_claim_quiet_tenants(max_jobs integer, job_types text[],
+                                                    quiet integer)
+RETURNS SETOF jobs
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET plan_cache_mode = force_custom_plan
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+DECLARE
+    t text;
+    taken integer := 0;
+    n integer;
+BEGIN
+    IF max_jobs <= 0 THEN
+        RETURN;
+    END IF;
+    FOR t IN
+        WITH RECURSIVE p (tenant) AS (
+            (SELECT tenant FROM jobs
+             WHERE concurrency_key IS NULL
+               AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+             ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1)
+            UNION ALL
+            SELECT x.tenant
+            FROM p CROSS JOIN LATERAL (
+                SELECT tenant FROM jobs
+                WHERE tenant > p.tenant AND concurrency_key IS NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY tenant, queue, run_at, priority, created_at LIMIT 1
+            ) AS x
+        ), k (tenant) AS (
+            (SELECT tenant FROM jobs
+             WHERE concurrency_key IS NOT NULL
+               AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+             ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1)
+            UNION ALL
+            SELECT x.tenant
+            FROM k CROSS JOIN LATERAL (
+                SELECT tenant FROM jobs
+                WHERE tenant > k.tenant AND concurrency_key IS NOT NULL
+                  AND status NOT IN ('processing', 'completed', 'failed', 'cancelled')
+                ORDER BY tenant, queue, concurrency_key, run_at, priority, created_at LIMIT 1
+            ) AS x
+        )
+        SELECT DISTINCT u.tenant FROM (SELECT tenant FROM p UNION ALL SELECT tenant FROM k) AS u
+        ORDER BY u.tenant
+    LOOP
+        EXIT WHEN taken >= max_jobs;
+        RETURN QUERY
+        SELECT (c.job).* FROM jobs_claim_quiet_in(t, max_jobs - taken, job_types, quiet) AS c;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        taken := taken + n;
+    END LOOP;
+END;
+$$;
+
 -- The claim and its events in one statement, so the worker's claim is one round trip
 -- and its own transaction (it was BEGIN, the claim, the append, COMMIT). The events
 -- are the ones workers.claims decided from the rows (commands.decide, ClaimJob): the

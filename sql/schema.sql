@@ -1386,10 +1386,6 @@ DECLARE
     t text;
     taken integer := 0;
     n integer;
-    running bigint;
-    due integer;
-    room integer;
-    w integer;
 BEGIN
     IF max_jobs <= 0 THEN
         RETURN;
@@ -1426,30 +1422,10 @@ BEGIN
         ORDER BY u.tenant
     LOOP
         EXIT WHEN taken >= max_jobs;
-        due := jobs_tenant_due(t, quiet + 1, job_types);
-        CONTINUE WHEN due = 0 OR due > quiet;
-        SELECT max_running, weight INTO room, w FROM tenants WHERE tenant = t;
-        IF room IS NOT NULL THEN
-            SELECT max_running INTO room FROM tenants WHERE tenant = t FOR UPDATE;
-            SELECT coalesce(sum(c.n), 0) INTO running
-            FROM (
-                SELECT j.n FROM job_counts AS j WHERE j.tenant = t AND j.status = 'processing'
-                UNION ALL
-                SELECT d.n FROM job_count_deltas AS d
-                WHERE d.tenant = t AND d.status = 'processing'
-            ) AS c;
-            CONTINUE WHEN room IS NOT NULL AND running >= room;
-        END IF;
-        RETURN QUERY SELECT * FROM jobs_claim_next_in(
-            t, least(max_jobs - taken, due, coalesce(room - running, due))::integer, job_types);
+        RETURN QUERY
+        SELECT (c.job).* FROM jobs_claim_quiet_in(t, max_jobs - taken, job_types, quiet) AS c;
         GET DIAGNOSTICS n = ROW_COUNT;
-        CONTINUE WHEN n = 0;
         taken := taken + n;
-        UPDATE tenant_turns AS r
-        SET pass = r.pass + n::double precision / coalesce(w, 1)
-        WHERE r.tenant = t
-          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
-                           WHERE l.tenant = t FOR UPDATE SKIP LOCKED);
     END LOOP;
 END;
 $$;
