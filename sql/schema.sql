@@ -718,7 +718,7 @@ $$;
 CREATE FUNCTION public.jobs_claim_fair(max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -935,7 +935,7 @@ ALTER TABLE ONLY public.queues FORCE ROW LEVEL SECURITY;
 
 CREATE FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -1095,7 +1095,7 @@ $$;
 CREATE FUNCTION public.jobs_claim_next(max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -1203,7 +1203,7 @@ $$;
 
 CREATE FUNCTION public.jobs_claim_next_in(tenant_id text, max_jobs integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -1377,7 +1377,7 @@ $$;
 CREATE FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer) RETURNS SETOF public.jobs
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -1513,7 +1513,7 @@ $$;
 
 CREATE FUNCTION public.jobs_due_in_group(tenant_id text, q text, key text, job_types text[], taken uuid[], n integer, lock boolean) RETURNS SETOF public.jobs
     LANGUAGE plpgsql
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -1559,7 +1559,7 @@ $$;
 
 CREATE FUNCTION public.jobs_groups_of(tenant_id text, q text) RETURNS text[]
     LANGUAGE sql STABLE
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -1812,7 +1812,7 @@ $$;
 
 CREATE FUNCTION public.jobs_queue_has_due(tenant_id text, q text, job_types text[]) RETURNS boolean
     LANGUAGE sql STABLE
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
@@ -1858,7 +1858,7 @@ $$;
 
 CREATE FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text[]) RETURNS integer
     LANGUAGE sql STABLE
-    SET plan_cache_mode TO 'force_custom_plan'
+    SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
     SET enable_seqscan TO 'off'
