@@ -27,7 +27,7 @@ $$;
 --
 
 CREATE FUNCTION public.event_canonical(tenant text, type text, job_id uuid, version integer, actor text, occurred_at timestamp with time zone, data jsonb) RETURNS bytea
-    LANGUAGE sql STABLE STRICT
+    LANGUAGE sql STABLE
     AS $$
     SELECT CASE WHEN tenant = 'default'
         THEN event_canonical(type, job_id, version, actor, occurred_at, data)

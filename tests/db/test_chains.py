@@ -114,6 +114,10 @@ async def test_tampering_as_superuser_is_caught_at_the_first_broken_link(
     actor=st.text(
         st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=20
     ),
+    tenant=st.one_of(
+        st.just("default"),
+        st.from_regex(r"[a-z0-9][a-z0-9_.-]{0,20}", fullmatch=True),
+    ),
     payload=st.dictionaries(
         st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=8),
         st.one_of(
@@ -129,9 +133,11 @@ async def test_tampering_as_superuser_is_caught_at_the_first_broken_link(
     ),
 )
 def test_database_and_python_agree_on_canonical_bytes(
-    dbs: Databases, actor: str, payload: dict[str, object]
+    dbs: Databases, actor: str, tenant: str, payload: dict[str, object]
 ) -> None:
-    """Offline verification depends on Python hashing exactly what PostgreSQL hashed."""
+    """Offline verification depends on Python hashing exactly what PostgreSQL hashed, in
+    the default tenant's form and the tenant-prefixed one (sql/0086: inlined, not STRICT;
+    a NULL argument still gives NULL)."""
     job_id = uuid.UUID(int=7)
     when = datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -139,13 +145,16 @@ def test_database_and_python_agree_on_canonical_bytes(
         conn = await asyncpg.connect(dbs.app)
         try:
             row = await conn.fetchrow(
-                "SELECT event_canonical($1, $2, $3, $4, $5, $6::jsonb) AS c, $6::jsonb::text AS d",
+                "SELECT event_canonical($1, $2, $3, $4, $5, $6::jsonb) AS c, $6::jsonb::text AS d,"
+                " event_canonical($7, $1, $2, $3, $4, $5, $6::jsonb) AS t,"
+                " event_canonical(NULL::text, $1, $2, $3, $4, $5, $6::jsonb) AS n",
                 "job.submitted.v1",
                 job_id,
                 7,
                 actor,
                 when,
                 msgspec.json.encode(payload).decode(),
+                tenant,
             )
         finally:
             await conn.close()
@@ -158,5 +167,16 @@ def test_database_and_python_agree_on_canonical_bytes(
             data=row["d"],
         )
         assert bytes(row["c"]) == expected
+        in_tenant = ev.canonical_bytes(
+            type="job.submitted.v1",
+            job_id=job_id,
+            version=7,
+            actor=actor,
+            occurred_at=when,
+            data=row["d"],
+            tenant=tenant,
+        )
+        assert bytes(row["t"]) == in_tenant
+        assert row["n"] is None
 
     asyncio.run(check())
