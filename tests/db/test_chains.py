@@ -158,25 +158,16 @@ def test_database_and_python_agree_on_canonical_bytes(
             )
         finally:
             await conn.close()
-        expected = ev.canonical_bytes(
-            type="job.submitted.v1",
-            job_id=job_id,
-            version=7,
-            actor=actor,
-            occurred_at=when,
-            data=row["d"],
-        )
-        assert bytes(row["c"]) == expected
-        in_tenant = ev.canonical_bytes(
-            type="job.submitted.v1",
-            job_id=job_id,
-            version=7,
-            actor=actor,
-            occurred_at=when,
-            data=row["d"],
-            tenant=tenant,
-        )
-        assert bytes(row["t"]) == in_tenant
+        fields = {
+            "type": "job.submitted.v1",
+            "job_id": job_id,
+            "version": 7,
+            "actor": actor,
+            "occurred_at": when,
+            "data": row["d"],
+        }
+        assert bytes(row["c"]) == ev.canonical_bytes(**fields)
+        assert bytes(row["t"]) == ev.canonical_bytes(**fields, tenant=tenant)
         assert row["n"] is None
 
     asyncio.run(check())
