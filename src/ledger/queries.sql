@@ -38,6 +38,11 @@ WHERE tenant = ledger_tenant()
   AND submitted_by = $1
   AND idempotency_key = ANY($2::text[]);
 
+-- name: transaction_isolation
+-- The isolation level of the transaction the caller's connection is in ('read committed',
+-- 'repeatable read', 'serializable').
+SELECT current_setting('transaction_isolation');
+
 -- name: jobs_holding_unique_keys
 -- The jobs of the tenant the transaction acts in that hold any of these unique keys now:
 -- those in one of their unique states (the view's partial unique index, sql/0076).

@@ -454,7 +454,12 @@ class Submitter:
                 races += 1  # another writer moved a job to replace: read it again
                 attempt = max(attempt, 1)
                 continue
-            except (errors.UniqueKeyTaken, errors.IdempotencyKeyTaken):
+            except errors.UniqueKeyTaken as exc:
+                # A racing writer won: the next try sees what it wrote, unless the caller's
+                # transaction reads a snapshot older than that (it read the holders already).
+                if attempt > 0:
+                    await self._refuse_if_snapshot(conn, exc.unique_key or keys[0])
+            except errors.IdempotencyKeyTaken:
                 pass  # a racing writer won: the next try sees what it wrote
             attempt += 1
         raise errors.DuplicateJob(
@@ -462,6 +467,21 @@ class Submitter:
             "try again",
             job_id=None,
             unique_key=keys[0],
+        )
+
+    async def _refuse_if_snapshot(self, conn: asyncpg.Connection, key: str) -> None:
+        """A key refused again after reading its holders: at REPEATABLE READ or SERIALIZABLE
+        the holder committed after the caller's snapshot, which can never see it, so no
+        try of this transaction can answer with it (DuplicateJob: retry the transaction)."""
+        isolation = await conn.fetchval(Q["transaction_isolation"])
+        if isolation == "read committed":
+            return
+        raise errors.DuplicateJob(
+            f"unique key {key} is held by a job committed after this transaction's "
+            f"snapshot ({isolation}), which it cannot see: retry the transaction (a new "
+            "snapshot finds the job), or submit at READ COMMITTED",
+            job_id=None,
+            unique_key=key,
         )
 
     async def _append_unique(

@@ -462,3 +462,39 @@ async def test_uniqueness_is_per_tenant(
             )
             ids.append(job.job_id)
     assert ids[0] != ids[1] and ids[2] == ids[0]
+
+
+@pytest.mark.parametrize("isolation", ["repeatable_read", "serializable"])
+async def test_a_key_taken_after_a_caller_s_snapshot_asks_it_to_retry_its_transaction(
+    dbs: Databases, conn: asyncpg.Connection, submitter: submission.Submitter, isolation: str
+) -> None:
+    """At REPEATABLE READ or SERIALIZABLE the caller cannot see a job committed after its
+    snapshot: the refusal says so and creates nothing; the transaction tried again
+    (a new snapshot) finds the job holding the key."""
+    racer = await asyncpg.connect(dbs.app)
+    won: list[wire.Job] = []
+
+    async def snapshot_then_submit() -> None:
+        async with conn.transaction(isolation=isolation):  # type: ignore[arg-type]
+            await conn.execute("SELECT count(*) FROM jobs")  # the snapshot is taken here
+            won.append(
+                await submitter.submit(
+                    racer, "invoice", {"customer_id": 7}, unique=by_customer(), actor="app"
+                )
+            )
+            await submitter.submit(
+                conn, "invoice", {"customer_id": 7}, unique=by_customer(), actor="app"
+            )
+
+    try:
+        with pytest.raises(errors.DuplicateJob, match="retry the transaction") as refused:
+            await snapshot_then_submit()
+        assert refused.value.job_id is None and refused.value.unique_key is not None
+        assert await _jobs(conn) == 1
+        async with conn.transaction(isolation=isolation):  # type: ignore[arg-type]
+            found = await submitter.submit(
+                conn, "invoice", {"customer_id": 7}, unique=by_customer(), actor="app"
+            )
+        assert (found.job_id, found.deduplicated) == (won[0].job_id, True)
+    finally:
+        await racer.close()
