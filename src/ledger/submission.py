@@ -472,7 +472,10 @@ class Submitter:
     async def _refuse_if_snapshot(self, conn: asyncpg.Connection, key: str) -> None:
         """A key refused again after reading its holders: at REPEATABLE READ or SERIALIZABLE
         the holder committed after the caller's snapshot, which can never see it, so no
-        try of this transaction can answer with it (DuplicateJob: retry the transaction)."""
+        try of this transaction can answer with it (DuplicateJob: retry the transaction).
+        Outside a caller's transaction each try is a transaction of its own: tried again."""
+        if not conn.is_in_transaction():
+            return
         isolation = await conn.fetchval(Q["transaction_isolation"])
         if isolation == "read committed":
             return
