@@ -272,6 +272,16 @@ class Metrics:
             "pool_slots_busy", "Slots of this worker process running a job now."
         ).set_function(busy)
 
+    def add_scheduler_gauge(self, failing: Callable[[], float]) -> None:
+        """This process's schedules whose due slots it could not record (workers.scheduler),
+        read from its scheduler when scraped."""
+        self._gauge(
+            "schedules_failing",
+            "Schedules whose due slots this process could not record in its last round "
+            "(their job cannot be submitted: a job type it does not know, a tenant over its "
+            "quota); tried again each round.",
+        ).set_function(failing)
+
     def _by(self, tenant: str) -> tuple[str, ...]:
         return (tenant,) if self.tenant_label else ()
 

@@ -77,6 +77,7 @@ def schedule_runner(
             submission.Submitter(job_types(settings), event_store(registry))
         ),
     )
+    registry.add_scheduler_gauge(lambda: len(runner.failing))
     return scheduler.running(runner)
 
 

@@ -62,7 +62,7 @@ class Scheduler:
         self._alarm = retry.RetryClock(self._wake.set)
         self.rounds = 0
         # The schedules whose due slots could not be recorded, by the next slot that failed
-        # (an error is logged once per slot, not once per round).
+        # (an error is logged once per slot, not once per round; /metrics counts them).
         self.failing: dict[tuple[str, str], datetime] = {}
 
     def request_stop(self) -> None:
@@ -95,6 +95,9 @@ class Scheduler:
                 continue
             self.failing.pop(key, None)
             recorded += len(events)
+        if len(due) < MAX_DUE:  # every due schedule was looked at: one not due fails no more
+            seen = {(row["tenant"], row["schedule_id"]) for row in due}
+            self.failing = {k: v for k, v in self.failing.items() if k in seen}
         self.rounds += 1
         return recorded
 

@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 import pytest
 
-from ledger import acting, errors, jobtypes, schedules, submission, tenants
+from ledger import acting, errors, jobtypes, metrics, schedules, submission, tenants
 from ledger import events as ev
 from tests.conftest import IN_DEFAULT, Databases
 from workers import scheduler as scheduler_module
@@ -471,13 +471,21 @@ async def test_a_tenant_over_its_quota_does_not_stop_the_other_tenants_schedules
         await s.create(conn, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o")
     await s.create(conn, _body(cron="* * * * * *", start_at=T0, overlap="allow_all"), actor="o")
     runner = scheduler_module.Scheduler(dbs.app, schedules_=s)
+    registry = metrics.Metrics(process=False)
+    registry.add_scheduler_gauge(lambda: len(runner.failing))
+
+    def failing() -> float | None:
+        return registry.registry.get_sample_value("ledger_schedules_failing")
+
     recorder = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
     try:
         await runner.tick(recorder, T0 + timedelta(milliseconds=500))  # one job each
+        assert failing() == 0
         # acme's second job would pass its quota (nobody runs its first): its slot waits,
         # and the default tenant's slots go on firing, round after round.
         for ms in (1_500, 1_700, 2_500):
             await runner.tick(recorder, T0 + timedelta(milliseconds=ms))
+            assert failing() == 1  # /metrics says so while it lasts
     finally:
         await recorder.close()
 
@@ -497,4 +505,17 @@ async def test_a_tenant_over_its_quota_does_not_stop_the_other_tenants_schedules
     assert failed == [
         f"schedule tick of tenant acme: its due slots (from {T0 + timedelta(seconds=1)})"
         " could not be recorded; trying again each round"
+    ]
+    # Room again: the slot is recorded and the schedule no longer counts as failing; nor
+    # does one that is no longer due at all (deleted meanwhile, say).
+    await tenants.configure(conn, s.store, "acme", {"max_queued": 100}, actor="ops")
+    runner.failing[("acme", "deleted")] = T0
+    recorder = await asyncpg.connect(dbs.app, server_settings={"timezone": "UTC"})
+    try:
+        await runner.tick(recorder, T0 + timedelta(milliseconds=2_600))
+    finally:
+        await recorder.close()
+    assert failing() == 0
+    assert [slot for slot, _ in await slots_of("acme")] == [
+        T0 + timedelta(seconds=n) for n in range(3)
     ]
