@@ -498,3 +498,36 @@ async def test_a_key_taken_after_a_caller_s_snapshot_asks_it_to_retry_its_transa
         assert (found.job_id, found.deduplicated) == (won[0].job_id, True)
     finally:
         await racer.close()
+
+
+async def test_racing_submissions_on_connections_defaulting_to_repeatable_read_make_one_job(
+    dbs: Databases, conn: asyncpg.Connection, submitter: submission.Submitter
+) -> None:
+    """Outside a caller's transaction each try is a transaction (and a snapshot) of its
+    own, so a server or role whose default isolation is REPEATABLE READ still finds the
+    job that won: every racer gets it, none is told to retry its transaction."""
+    repeatable = {"default_transaction_isolation": "repeatable read"}
+    async with asyncpg.create_pool(
+        dbs.app, min_size=8, max_size=8, server_settings=repeatable
+    ) as pool:
+
+        async def one(n: int) -> wire.Job:
+            async with pool.acquire() as c:
+                return await submitter.submit(
+                    c, "invoice", {"customer_id": 7, "amount": n}, unique=by_customer(), actor="app"
+                )
+
+        answers = await asyncio.gather(*(one(n) for n in range(RACERS)))
+    assert await _jobs(conn) == 1
+    assert len({a.job_id for a in answers}) == 1
+    assert sum(1 for a in answers if a.deduplicated is False) == 1
+    # A key refused twice (the holder changed hands meanwhile) is tried again there too;
+    # only a caller's own snapshot transaction is told to retry.
+    default_rr = await asyncpg.connect(dbs.app, server_settings=repeatable)
+    try:
+        await submitter._refuse_if_snapshot(default_rr, "k")
+        with pytest.raises(errors.DuplicateJob, match="retry the transaction"):
+            async with default_rr.transaction():
+                await submitter._refuse_if_snapshot(default_rr, "k")
+    finally:
+        await default_rr.close()
