@@ -935,6 +935,18 @@ ALTER TABLE ONLY public.queues FORCE ROW LEVEL SECURITY;
 
 CREATE FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) RETURNS SETOF public.jobs
     LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM jobs_claim_from_queue(q, room, job_types, NULL);
+END;
+$$;
+
+--
+-- Name: jobs_claim_from_queue(public.queues, integer, text[], text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[], only_key text) RETURNS SETOF public.jobs
+    LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     SET enable_sort TO 'off'
     SET enable_bitmapscan TO 'off'
@@ -984,7 +996,8 @@ BEGIN
                array_agg(coalesce(q.per_key_concurrency - coalesce(r.n, 0), room)
                          ORDER BY t.served_at NULLS FIRST, g.key NULLS FIRST)
         INTO keys, allowance
-        FROM unnest(jobs_groups_of(q.tenant, q.name)) AS g (key)
+        FROM unnest(CASE WHEN only_key IS NULL THEN jobs_groups_of(q.tenant, q.name)
+                         ELSE ARRAY[only_key] END) AS g (key)
         LEFT JOIN queue_key_turns AS t
             ON t.tenant = q.tenant AND t.queue = q.name AND t.concurrency_key = coalesce(g.key, '')
         LEFT JOIN (
@@ -1371,6 +1384,83 @@ END;
 $$;
 
 --
+-- Name: jobs_claim_quiet_key(text, text, text, integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_quiet_key(tenant_id text, queue_name text, group_key text, max_jobs integer, job_types text[], quiet integer) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET plan_cache_mode TO 'force_generic_plan'
+    SET enable_sort TO 'off'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    q queues;
+    due integer;
+    room integer;
+    w integer;
+    running bigint;
+    n integer;
+BEGIN
+    IF max_jobs <= 0 THEN
+        RETURN;
+    END IF;
+    SELECT * INTO q FROM queues AS c WHERE c.tenant = tenant_id AND c.name = queue_name;
+    IF NOT FOUND OR q.fairness <> 'round_robin' OR group_key IS NULL THEN
+        RETURN QUERY SELECT * FROM jobs_claim_quiet_in(tenant_id, max_jobs, job_types, quiet);
+        RETURN;
+    END IF;
+    IF q.paused THEN
+        RETURN;
+    END IF;
+    SELECT count(*)::integer INTO due
+    FROM jobs_due_in_group(tenant_id, queue_name, group_key, job_types, '{}', quiet + 1, false);
+    IF due = 0 OR due > quiet THEN
+        RETURN;
+    END IF;
+    SELECT t.max_running, t.weight INTO room, w FROM tenants AS t WHERE t.tenant = tenant_id;
+    IF room IS NOT NULL THEN
+        SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
+        SELECT coalesce(sum(c.n), 0) INTO running
+        FROM (
+            SELECT j.n FROM job_counts AS j
+            WHERE j.tenant = tenant_id AND j.status = 'processing'
+            UNION ALL
+            SELECT d.n FROM job_count_deltas AS d
+            WHERE d.tenant = tenant_id AND d.status = 'processing'
+        ) AS c;
+        IF room IS NOT NULL AND running >= room THEN
+            RETURN;
+        END IF;
+    END IF;
+    IF q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
+       OR q.per_key_concurrency IS NOT NULL THEN
+        SELECT * INTO q FROM queues AS c
+        WHERE c.tenant = tenant_id AND c.name = queue_name FOR UPDATE;
+        IF NOT FOUND OR q.paused OR q.fairness <> 'round_robin' THEN
+            RETURN;
+        END IF;
+    END IF;
+    RETURN QUERY
+    SELECT j, q.version, t.version
+    FROM jobs_claim_from_queue(
+        q, least(max_jobs, due, coalesce(room - running, due))::integer, job_types, group_key
+    ) AS j
+    LEFT JOIN tenants AS t ON t.tenant = j.tenant;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE tenant_turns AS r
+        SET pass = r.pass + n::double precision / coalesce(w, 1)
+        WHERE r.tenant = tenant_id
+          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
+                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
+    END IF;
+END;
+$$;
+
+--
 -- Name: jobs_claim_quiet_tenants(integer, text[], integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1438,6 +1528,20 @@ CREATE FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double pre
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM jobs_claim_recorded(
+        worker, lease_seconds, max_jobs, job_types, quiet, tenant_id, NULL, NULL);
+END;
+$$;
+
+--
+-- Name: jobs_claim_recorded(text, double precision, integer, text[], integer, text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text, queue_name text, group_key text) RETURNS TABLE(job public.jobs, queue_version integer, tenant_version integer, "position" bigint, txid bigint, occurred_at timestamp with time zone, prev_hash bytea, hash bytea, lease_until timestamp with time zone)
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
 #variable_conflict use_column
 DECLARE
     claimed jobs[];
@@ -1454,10 +1558,15 @@ BEGIN
         SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
         INTO claimed, queue_versions, tenant_versions
         FROM jobs_claim_quiet(max_jobs, job_types, quiet) AS c;
-    ELSE
+    ELSIF queue_name IS NULL THEN
         SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
         INTO claimed, queue_versions, tenant_versions
         FROM jobs_claim_quiet_in(tenant_id, max_jobs, job_types, quiet) AS c;
+    ELSE
+        SELECT array_agg(c.job), array_agg(c.queue_version), array_agg(c.tenant_version)
+        INTO claimed, queue_versions, tenant_versions
+        FROM jobs_claim_quiet_key(tenant_id, queue_name, group_key, max_jobs, job_types,
+                                  quiet) AS c;
     END IF;
     IF claimed IS NULL THEN
         RETURN;
@@ -1609,6 +1718,7 @@ CREATE FUNCTION public.jobs_inserted_project() RETURNS trigger
     AS $$
 DECLARE
     moved bigint;
+    keys text[];
 BEGIN
     INSERT INTO job_count_deltas (tenant, queue, status, n)
     SELECT tenant, queue, status, count(*)
@@ -1618,12 +1728,30 @@ BEGIN
     IF moved > 0 THEN
         PERFORM job_counters_wrote();
     END IF;
-    -- The doorbell names each tenant with new runnable jobs (`tenant:<id>`): a worker
-    -- claims a quiet tenant's job into its reserve without looking for the tenant
-    -- (jobs_claim_recorded's `tenant_id`). Older workers take any payload but 'room'
-    -- as the plain doorbell.
+    SELECT array_agg(k.payload) INTO keys
+    FROM (
+        SELECT 'key:' || json_build_array(a.tenant, a.queue, a.concurrency_key)::text AS payload
+        FROM (SELECT DISTINCT tenant, queue, concurrency_key FROM after_rows
+              WHERE status IN ('pending', 'retrying') AND concurrency_key IS NOT NULL) AS a
+        WHERE EXISTS (SELECT FROM queues AS q
+                      WHERE q.tenant = a.tenant AND q.name = a.queue
+                        AND q.fairness = 'round_robin')
+        LIMIT 9
+    ) AS k;
+    IF keys IS NULL OR cardinality(keys) > 8
+       OR EXISTS (SELECT FROM unnest(keys) AS p WHERE octet_length(p) > 7000) THEN
+        PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
+        FROM (SELECT DISTINCT tenant FROM after_rows
+              WHERE status IN ('pending', 'retrying')) AS n;
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify('ledger_jobs', p) FROM unnest(keys) AS p;
+    -- The tenants of the other jobs (no key, or a queue that is not round-robin).
     PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
-    FROM (SELECT DISTINCT tenant FROM after_rows WHERE status IN ('pending', 'retrying')) AS n;
+    FROM (SELECT DISTINCT a.tenant FROM after_rows AS a
+          WHERE a.status IN ('pending', 'retrying')
+            AND NOT ('key:' || json_build_array(a.tenant, a.queue, a.concurrency_key)::text
+                     = ANY(keys))) AS n;
     RETURN NULL;
 END;
 $$;
@@ -4599,6 +4727,14 @@ GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer
 GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[]) TO ledger_dispatch;
 
 --
+-- Name: FUNCTION jobs_claim_from_queue(q public.queues, room integer, job_types text[], only_key text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[], only_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[], only_key text) TO ledger_app;
+GRANT ALL ON FUNCTION public.jobs_claim_from_queue(q public.queues, room integer, job_types text[], only_key text) TO ledger_dispatch;
+
+--
 -- Name: FUNCTION jobs_claim_next(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4627,6 +4763,13 @@ REVOKE ALL ON FUNCTION public.jobs_claim_quiet_in(tenant_id text, max_jobs integ
 GRANT ALL ON FUNCTION public.jobs_claim_quiet_in(tenant_id text, max_jobs integer, job_types text[], quiet integer) TO ledger_app;
 
 --
+-- Name: FUNCTION jobs_claim_quiet_key(tenant_id text, queue_name text, group_key text, max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_quiet_key(tenant_id text, queue_name text, group_key text, max_jobs integer, job_types text[], quiet integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_quiet_key(tenant_id text, queue_name text, group_key text, max_jobs integer, job_types text[], quiet integer) TO ledger_app;
+
+--
 -- Name: FUNCTION jobs_claim_quiet_tenants(max_jobs integer, job_types text[], quiet integer); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4639,6 +4782,13 @@ GRANT ALL ON FUNCTION public.jobs_claim_quiet_tenants(max_jobs integer, job_type
 
 REVOKE ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text, queue_name text, group_key text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text, queue_name text, group_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_claim_recorded(worker text, lease_seconds double precision, max_jobs integer, job_types text[], quiet integer, tenant_id text, queue_name text, group_key text) TO ledger_app;
 
 --
 -- Name: FUNCTION jobs_claimable(max_jobs integer, job_types text[]); Type: ACL; Schema: public; Owner: -

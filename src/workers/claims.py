@@ -12,7 +12,8 @@ the queue's own events, the ledger says which limits applied while it waited.
 Likewise a job of a tenant with settings records their version (`tenant_version`,
 sql/0070): the claim is fair across tenants, within each tenant's `max_running` and
 in proportion to its `weight`. A worker's reserve of slots is claimed with `quiet`:
-only tenants without a backlog (sql/0079).
+only tenants without a backlog (sql/0079), or one concurrency key without a backlog
+in a round-robin queue (`key`, sql/0087).
 
 The event is the one `commands.decide` gives a `ClaimJob` (a property test holds the
 two to the same event); the database, which holds the row locks, writes it without a
@@ -24,12 +25,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+import msgspec
 
 from ledger import events as ev
 from ledger import lifecycle, sqlfile, store
 from projections import current
 
 Q = sqlfile.load("workers")
+
+
+class QuietKey(msgspec.Struct, frozen=True):
+    """A concurrency key of a queue of a tenant, whose new jobs the doorbell named."""
+
+    tenant: str
+    queue: str
+    key: str
 
 
 async def claim(
@@ -42,13 +52,20 @@ async def claim(
     limit: int,
     quiet: int | None = None,
     tenant: str | None = None,
+    key: QuietKey | None = None,
 ) -> list[lifecycle.JobState]:
     """Claim up to `limit` due jobs of `types` and record the claims; their states after.
 
     `quiet`: only jobs of tenants whose processing and due jobs together number at
     most `quiet` (`jobs_claim_quiet`, sql/0079), for a worker's reserve of slots;
-    `tenant` (with `quiet`): only that tenant's, if it is quiet (`jobs_claim_quiet_in`).
+    `tenant` (with `quiet`): only that tenant's, if it is quiet (`jobs_claim_quiet_in`);
+    `key` (with `quiet`, instead of `tenant`): only that key's, if it has no backlog, in a
+    round-robin queue, else its tenant's if quiet (`jobs_claim_quiet_key`).
     """
+    if quiet is None:
+        tenant, key = None, None
+    elif key is not None:
+        tenant = key.tenant
     rows = await conn.fetch(
         Q["jobs_claim_recorded"],
         worker_id,
@@ -56,7 +73,9 @@ async def claim(
         limit,
         list(types),
         quiet,
-        tenant if quiet is not None else None,
+        tenant,
+        key.queue if key is not None else None,
+        key.key if key is not None else None,
     )
     if not rows:
         return []

@@ -2,7 +2,9 @@
 
 NOTIFY is only a doorbell (DESIGN.md): `ledger_jobs` rings with `tenant:<id>` when
 new jobs of that tenant are runnable (once per tenant per committing transaction,
-sql/0084; the reserve's claim then looks at that tenant alone), with an empty payload
+sql/0084; the reserve's claim then looks at that tenant alone), with
+`key:["<tenant>","<queue>","<key>"]` when they are a concurrency key's in a
+round-robin queue (sql/0087; the reserve's claim looks at that key), with an empty payload
 when other work became runnable (a retry due, a queue resumed), with `room` when a
 job left `processing` in a restricted queue (sql/0079), `ledger_cancel`
 with the id of a running job that was cancelled. The connection may use its own
@@ -15,18 +17,21 @@ to catch up, and the pool polls slowly anyway. The connection itself is
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Callable
 from typing import Final
 
 from ledger import notifications
+from workers import claims
 
 log = logging.getLogger(__name__)
 
 JOBS_CHANNEL: Final = "ledger_jobs"
 ROOM_PAYLOAD: Final = "room"
 TENANT_PREFIX: Final = "tenant:"  # new runnable jobs of this tenant (sql/0084)
+KEY_PREFIX: Final = "key:"  # ... of this concurrency key of a round-robin queue (sql/0087)
 WEBHOOKS_CHANNEL: Final = "ledger_webhooks"  # deliveries were created (sql/0080)
 CANCEL_CHANNEL: Final = "ledger_cancel"
 APPLICATION_NAME: Final = "job-ledger-listener"
@@ -38,7 +43,9 @@ class Listener(notifications.Listener):
     `on_wake()` runs for every `ledger_jobs` notification and after every
     (re)connect, except those saying room was freed in a restricted queue, which
     run `on_room()` (default: `on_wake`), and those naming the tenant with new
-    runnable jobs, which run `on_tenant(tenant)` when given; `on_cancel(job_id)` for every
+    runnable jobs, which run `on_tenant(tenant)` when given, and those naming a concurrency
+    key, which run `on_key(key)` when given (else `on_tenant` with its tenant, else
+    `on_wake`); `on_cancel(job_id)` for every
     `ledger_cancel` notification; `on_webhook()` for every `ledger_webhooks` one and
     after every (re)connect. All run on the event loop and must not block.
     """
@@ -51,6 +58,7 @@ class Listener(notifications.Listener):
         on_cancel: Callable[[uuid.UUID], None],
         on_room: Callable[[], None] | None = None,
         on_tenant: Callable[[str], None] | None = None,
+        on_key: Callable[[claims.QuietKey], None] | None = None,
         on_webhook: Callable[[], None] | None = None,
         check_seconds: float = 5.0,
         max_backoff_seconds: float = 5.0,
@@ -63,6 +71,14 @@ class Listener(notifications.Listener):
                 room()
             elif on_tenant is not None and payload.startswith(TENANT_PREFIX):
                 on_tenant(payload.removeprefix(TENANT_PREFIX))
+            elif payload.startswith(KEY_PREFIX):
+                key = _key(payload.removeprefix(KEY_PREFIX))
+                if key is not None and on_key is not None:
+                    on_key(key)
+                elif key is not None and on_tenant is not None:
+                    on_tenant(key.tenant)
+                else:
+                    on_wake()
             else:
                 on_wake()
 
@@ -94,3 +110,15 @@ class Listener(notifications.Listener):
             log.warning("ignoring %s notification with payload %r", CANCEL_CHANNEL, payload)
             return
         self._on_cancel(job_id)
+
+
+def _key(text: str) -> claims.QuietKey | None:
+    """The key a `key:` payload names, or None (logged) if it names none."""
+    try:
+        parts = json.loads(text)
+    except ValueError:
+        parts = None
+    if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
+        log.warning("ignoring the key in %s notification %r", JOBS_CHANNEL, text)
+        return None
+    return claims.QuietKey(parts[0], parts[1], parts[2])

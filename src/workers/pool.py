@@ -131,6 +131,21 @@ def _fields(run: _Run) -> dict[str, Any]:
     )
 
 
+def _reserve_targets(
+    rung: set[str | claims.QuietKey | None],
+) -> list[str | claims.QuietKey | None]:
+    """What the reserve claims for, in turn: each key rung for, then the one tenant rung
+    for (None: any quiet tenant, when several or none were named)."""
+    keys = sorted(
+        (t for t in rung if isinstance(t, claims.QuietKey)),
+        key=lambda k: (k.tenant, k.queue, k.key),
+    )
+    others = [t for t in rung if not isinstance(t, claims.QuietKey)]
+    if not others:
+        return [*keys]
+    return [*keys, others[0] if len(others) == 1 else None]
+
+
 class Pool:
     """Job slots of one worker process; `run()` until `request_stop()`, then drain."""
 
@@ -164,7 +179,8 @@ class Pool:
         self._claiming = False
         self._express: asyncio.Task[None] | None = None
         self._express_again = False
-        self._express_for: set[str | None] = set()  # tenants rung for (None: any)
+        # Tenants and keys rung for (None: any quiet tenant).
+        self._express_for: set[str | claims.QuietKey | None] = set()
         self._reserve_claims = 0  # claims into the reserve begun so far
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -185,6 +201,7 @@ class Pool:
             on_cancel=self.cancel,
             on_room=self.notify_room,
             on_tenant=self.notify_tenant,
+            on_key=self.notify_key,
             on_webhook=self._wake_sender,
             check_seconds=self.settings.poll_seconds,
         )
@@ -228,7 +245,13 @@ class Pool:
         and the reserve's claim looks at that tenant alone."""
         self._rung(tenant)
 
-    def _rung(self, tenant: str | None) -> None:
+    def notify_key(self, key: claims.QuietKey) -> None:
+        """`key` of a round-robin queue has new runnable jobs (sql/0087): as `notify`, and
+        the reserve's claim looks at that key alone (a key without a backlog beside
+        another key's, in one tenant, gets a reserve slot as a quiet tenant does)."""
+        self._rung(key)
+
+    def _rung(self, tenant: str | claims.QuietKey | None) -> None:
         self._notified += 1
         self._backlog = True
         self._wake.set()
@@ -395,12 +418,17 @@ class Pool:
             await self._set_alarm(time.monotonic() - began)
 
     async def _claim(
-        self, limit: int, *, reserve: bool = False, tenant: str | None = None
+        self,
+        limit: int,
+        *,
+        reserve: bool = False,
+        tenant: str | claims.QuietKey | None = None,
     ) -> list[lifecycle.JobState]:
         """Claim up to `limit` due jobs (`claims.claim`); their states after the claim.
 
         `reserve`: for the reserve, only jobs of quiet tenants (at most the reserve's size
-        of jobs processing and due together); `tenant`, with it: that tenant's alone."""
+        of jobs processing and due together); `tenant`, with it: that tenant's alone, or
+        that concurrency key's (a `QuietKey`)."""
         assert self._db is not None
         async with db.acquire(self._db) as conn:
             return await claims.claim(
@@ -411,12 +439,14 @@ class Pool:
                 types=self._registry.names(),
                 limit=limit,
                 quiet=self.settings.reserve if reserve else None,
-                tenant=tenant,
+                tenant=tenant if isinstance(tenant, str) else None,
+                key=tenant if isinstance(tenant, claims.QuietKey) else None,
             )
 
-    def _claim_reserve_soon(self, tenant: str | None) -> None:
+    def _claim_reserve_soon(self, tenant: str | claims.QuietKey | None) -> None:
         """Claim into the reserve now (once more after the claim in flight, if one is):
-        for `tenant` alone when it is the only one rung for, else for any quiet tenant."""
+        for each key rung for, then for `tenant` alone when it is the only tenant rung
+        for, else for any quiet tenant."""
         if self._stopping.is_set():
             return
         self._express_for.add(tenant)
@@ -435,22 +465,22 @@ class Pool:
         while not self._stopping.is_set():
             self._express_again = False
             rung, self._express_for = self._express_for, set()
-            tenant = next(iter(rung)) if len(rung) == 1 else None
-            free = min(
-                self.settings.reserve - len(self._reserved),
-                self.settings.slots - len(self._running),
-            )
-            if free <= 0:
-                return
-            self._reserve_claims += 1
-            try:
-                claimed = await self._claim(free, reserve=True, tenant=tenant)
-            except _RESERVE_CLAIM_LEFT as exc:
-                log.info("claim into the reserve failed (%s); left to the next claim", exc)
-                return
-            for state in claimed:
-                self._reserved.add(state.job_id)
-                self._start(state)
+            for target in _reserve_targets(rung):
+                free = min(
+                    self.settings.reserve - len(self._reserved),
+                    self.settings.slots - len(self._running),
+                )
+                if free <= 0:
+                    return
+                self._reserve_claims += 1
+                try:
+                    claimed = await self._claim(free, reserve=True, tenant=target)
+                except _RESERVE_CLAIM_LEFT as exc:
+                    log.info("claim into the reserve failed (%s); left to the next claim", exc)
+                    return
+                for state in claimed:
+                    self._reserved.add(state.job_id)
+                    self._start(state)
             if not self._express_again:
                 return
 

@@ -50,11 +50,13 @@ SELECT * FROM jobs_lease_expired($1);
 -- seconds, in this one statement (sql/0084); rows other claimers hold are skipped. $5:
 -- the size of the worker's reserve when claiming into it (sql/0079: jobs of quiet
 -- tenants only), else NULL; $6: with $5, the one tenant to claim for (the doorbell
--- named it), else NULL. Each job's row before its claim, its queue's and tenant's
--- settings versions (NULL: none), and the claim as recorded.
+-- named it), else NULL; $7 and $8: with $6, the queue and concurrency key to claim
+-- for (sql/0087: the doorbell named the key), else NULL. Each job's row before its
+-- claim, its queue's and tenant's settings versions (NULL: none), and the claim as
+-- recorded.
 SELECT (c.job).*, c.queue_version, c.tenant_version, c.position, c.txid, c.occurred_at,
        c.prev_hash, c.hash, c.lease_until
-FROM jobs_claim_recorded($1, $2::double precision, $3, $4::text[], $5, $6) AS c;
+FROM jobs_claim_recorded($1, $2::double precision, $3, $4::text[], $5, $6, $7, $8) AS c;
 
 -- name: jobs_next_due
 -- Seconds until the earliest runnable job becomes due, by the database's clock (the

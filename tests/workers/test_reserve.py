@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from ledger import acting, store
+from ledger import acting, queues, store, wire
 from tests import factories
 from tests.workers.conftest import PoolStarter, eventually
 
@@ -76,6 +76,59 @@ async def test_a_pool_of_fewer_than_a_hundred_slots_keeps_no_reserve(
 
     await eventually(all_slots_busy)
     for g in big:
+        g.touch()
+
+    async def all_done() -> bool:
+        return len(_started(big)) == 6 and not workers.running
+
+    await eventually(all_done)
+
+
+async def test_a_quiet_keys_job_runs_in_the_reserve_beside_another_keys_backlog(
+    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    await queues.configure(
+        conn, event_store, "rr", wire.QueueSettings(fairness="round_robin"), actor="ops"
+    )
+    big = [tmp_path / f"big-{i}" for i in range(6)]
+    small = [tmp_path / "small"]
+    workers = await start_pool(slots=4, reserve_slots=1)
+    async with conn.transaction():  # a backlog at once: each job alone would be quiet
+        for g in big:
+            await factories.submit(
+                event_store,
+                conn,
+                job_type="test.gated",
+                payload={"gate": str(g)},
+                max_attempts=1,
+                queue="rr",
+                concurrency_key="big",
+            )
+
+    async def bulk_full() -> bool:
+        return len(_started(big)) == 3
+
+    await eventually(bulk_full)
+    # One tenant: the tenants' reserve would not take it (the tenant has a backlog); the
+    # key's does.
+    await factories.submit(
+        event_store,
+        conn,
+        job_type="test.gated",
+        payload={"gate": str(small[0])},
+        max_attempts=1,
+        queue="rr",
+        concurrency_key="small",
+    )
+
+    async def small_started() -> bool:
+        return bool(_started(small))
+
+    await eventually(small_started)
+    assert len(_started(big)) == 3
+    assert len(workers.running) == 4
+
+    for g in big + small:
         g.touch()
 
     async def all_done() -> bool:
