@@ -123,6 +123,14 @@ class Metrics:
             "and run time (replace), or refused with 409 (error, or a job past replacing).",
             ("job_type", "queue", "on_conflict"),
         )
+        self.reserve_jobs_claimed = counter(
+            "pool_reserve_jobs_claimed_total",
+            "Jobs a worker claimed into its reserve of slots (quiet work beside a backlog), "
+            "by what the doorbell named: `tenant` (a tenant without a backlog), `key` (a "
+            "concurrency key without a backlog in a round-robin queue), `any` (several "
+            "rung at once: any quiet tenant).",
+            ("named",),
+        )
         self.events_appended = counter(
             "events_appended_total", "Events appended to the ledger, by event type.", ("type",)
         )
@@ -270,6 +278,17 @@ class Metrics:
         self._gauge("pool_slots", "Job slots of this worker process.").set_function(slots)
         self._gauge(
             "pool_slots_busy", "Slots of this worker process running a job now."
+        ).set_function(busy)
+
+    def add_reserve_gauges(self, slots: Callable[[], float], busy: Callable[[], float]) -> None:
+        """This worker process's reserve (slots kept for quiet work) and how many of them
+        run a job now: a reserve always full means quiet tenants' or keys' jobs wait
+        behind the backlog again."""
+        self._gauge(
+            "pool_reserve_slots", "Job slots of this worker process kept for quiet work."
+        ).set_function(slots)
+        self._gauge(
+            "pool_reserve_slots_busy", "Reserve slots of this worker process running a job now."
         ).set_function(busy)
 
     def add_scheduler_gauge(self, failing: Callable[[], float]) -> None:

@@ -42,6 +42,7 @@ def worker_pool(
         process_metrics=registry,
     )
     registry.add_pool_gauges(lambda: workers.settings.slots, lambda: len(workers.running))
+    registry.add_reserve_gauges(lambda: workers.settings.reserve, lambda: workers.reserve_busy)
     return workers
 
 

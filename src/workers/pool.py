@@ -66,6 +66,8 @@ MAX_RECORD_TRIES = 7
 # without a backlog, whose work is claimed into it as soon as it is notified, on a
 # connection of its own, while the bulk claim is in flight or has filled its slots.
 RESERVE_PER_SLOTS = 100
+# How long a starting worker waits for its LISTEN connection before it registers.
+LISTEN_FIRST_SECONDS = 5.0
 # A claim into the reserve that fails on these leaves its work to the bulk claim.
 _RESERVE_CLAIM_LEFT: tuple[type[Exception], ...] = (errors.VersionConflict, *db.UNREACHABLE)
 
@@ -129,6 +131,13 @@ def _fields(run: _Run) -> dict[str, Any]:
     return logs.job_fields(
         job_id=run.state.job_id, job_type=run.state.type, attempt=run.state.attempt
     )
+
+
+def _named(target: str | claims.QuietKey | None) -> str:
+    """What the doorbell named for a claim into the reserve (the metric's label)."""
+    if isinstance(target, claims.QuietKey):
+        return "key"
+    return "any" if target is None else "tenant"
 
 
 def _reserve_targets(
@@ -229,6 +238,11 @@ class Pool:
         """Ids of the jobs this pool is running now."""
         return frozenset(self._running)
 
+    @property
+    def reserve_busy(self) -> int:
+        """How many of the reserve's slots run a job now."""
+        return len(self._reserved)
+
     # -- what rings the bell -------------------------------------------------
 
     def wake(self) -> None:
@@ -305,14 +319,13 @@ class Pool:
         background: list[asyncio.Task[None]] = []
         sender_db: asyncpg.Pool | None = None
         try:
+            background = [asyncio.create_task(self.listener.run(), name="ledger-listener")]
+            await self._until_listening()
             async with db.acquire(self._db) as conn:
                 await leases.register(conn, self.process)
             self.clock.start()
             await self._set_alarm()  # the retry clock, rebuilt from the ledger
-            background = [
-                asyncio.create_task(self.listener.run(), name="ledger-listener"),
-                asyncio.create_task(keeper.run(), name="ledger-keeper"),
-            ]
+            background.append(asyncio.create_task(keeper.run(), name="ledger-keeper"))
             if self.settings.webhooks.enabled:
                 # Webhooks go out from a task of their own, on connections of their own:
                 # never from a job slot, never waiting for one.
@@ -357,6 +370,26 @@ class Pool:
                 await sender_db.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped", self.worker_id)
+
+    async def _until_listening(self) -> None:
+        """Until the doorbell's connection listens (at most LISTEN_FIRST_SECONDS).
+
+        A worker registers once it can hear the doorbell: work submitted after its
+        registration rings it, and a doorbell that names a tenant or a key reaches its
+        reserve (`key:` and `tenant:` are not caught up by the wake on connecting, which
+        claims for any quiet tenant only). A listener that cannot connect does not hold
+        the worker back: it polls meanwhile, and the wake on connecting catches up.
+        """
+        try:
+            await asyncio.wait_for(self.listener.connected.wait(), LISTEN_FIRST_SECONDS)
+        except TimeoutError:
+            log.warning(
+                "worker %s: not listening for notifications after %.0f s; starting anyway "
+                "(polling every %.0f s until the listener connects)",
+                self.worker_id,
+                LISTEN_FIRST_SECONDS,
+                self.settings.poll_seconds,
+            )
 
     async def _claim_loop(self) -> None:
         last_poll = time.monotonic()
@@ -478,6 +511,8 @@ class Pool:
                 except _RESERVE_CLAIM_LEFT as exc:
                     log.info("claim into the reserve failed (%s); left to the next claim", exc)
                     return
+                if claimed:
+                    self.metrics.reserve_jobs_claimed.labels(_named(target)).inc(len(claimed))
                 for state in claimed:
                     self._reserved.add(state.job_id)
                     self._start(state)

@@ -123,6 +123,8 @@ async def test_worker_metrics_count_the_jobs_it_ran(
     assert metrics.value("ledger_events_appended_total", type="job.submitted.v1") is None
     assert metrics.value("ledger_pool_slots") == 3
     assert metrics.value("ledger_pool_slots_busy") == 0
+    assert metrics.value("ledger_pool_reserve_slots") == 0  # 3 slots keep none
+    assert metrics.value("ledger_pool_reserve_slots_busy") == 0
     assert "process_cpu_seconds_total" in metrics.names()
 
     lines = [json.loads(line) for line in worker.log.read_text().splitlines()]

@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from audit import chains
-from ledger import commands, lifecycle, store
+from ledger import commands, embedded, jobtypes, lifecycle, store
 from ledger import events as ev
 from projections import current, rebuild, status
 from tests import factories
 from tests.conftest import Databases
 from tests.workers.conftest import PoolStarter, eventually
+from workers import pool
 
 
 async def _status(conn: asyncpg.Connection, job_id: uuid.UUID) -> lifecycle.JobState:
@@ -100,6 +102,60 @@ async def test_the_listener_may_use_its_own_connection_string(
     assert by_name["job-ledger-worker"] != superuser
     job_id = await factories.submit(event_store, conn, job_type="test.noop")
     await _until_status(conn, job_id, "completed")
+
+
+async def test_a_worker_registers_only_once_it_listens_for_the_doorbell(
+    dbs: Databases, registry: jobtypes.Registry, admin_conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # Work submitted after a worker is registered rings it: a doorbell naming a key or a
+    # tenant reaches its reserve (the wake on connecting would not name them).
+    workers = pool.Pool(
+        dbs.app,
+        settings=pool.PoolSettings(slots=2, poll_seconds=3600, storage_root=tmp_path),
+        registry=registry,
+    )
+    task = asyncio.create_task(workers.run())
+    try:
+
+        async def registered() -> bool:
+            return bool(
+                await admin_conn.fetchval(
+                    "SELECT count(*) FROM worker_processes WHERE worker_id = $1",
+                    workers.worker_id,
+                )
+            )
+
+        await eventually(registered, every=0.001)
+        assert workers.listener.connected.is_set()
+    finally:
+        workers.request_stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def test_a_worker_whose_listener_cannot_connect_starts_anyway_and_polls(
+    dbs: Databases,
+    registry: jobtypes.Registry,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pool, "LISTEN_FIRST_SECONDS", 0.2)
+    job_id = await factories.submit(event_store, conn, job_type="test.noop")
+    nowhere = f"postgresql://nobody@127.0.0.1:{embedded.free_port()}/none"
+    workers = pool.Pool(
+        dbs.app,
+        listen_dsn=nowhere,
+        settings=pool.PoolSettings(slots=2, poll_seconds=3600, storage_root=tmp_path),
+        registry=registry,
+    )
+    task = asyncio.create_task(workers.run())
+    try:
+        await _until_status(conn, job_id, "completed")  # the first claim round took it
+        assert not workers.listener.connected.is_set()
+    finally:
+        workers.request_stop()
+        await asyncio.wait_for(task, timeout=30)
 
 
 async def test_several_free_slots_claim_several_jobs_in_one_transaction(

@@ -12,6 +12,7 @@ import asyncpg
 from ledger import acting, queues, store, wire
 from tests import factories
 from tests.workers.conftest import PoolStarter, eventually
+from workers import pool
 
 
 async def _submit_gated(
@@ -25,6 +26,12 @@ async def _submit_gated(
             )
             for g in gates
         ]
+
+
+def _claimed_into_reserve(workers: pool.Pool, named: str) -> float | None:
+    return workers.metrics.registry.get_sample_value(
+        "ledger_pool_reserve_jobs_claimed_total", {"named": named}
+    )
 
 
 def _started(gates: list[Path]) -> list[Path]:
@@ -53,6 +60,8 @@ async def test_a_quiet_tenants_job_runs_in_the_reserve_beside_a_backlog(
     await eventually(small_started)
     assert len(_started(big)) == 3
     assert len(workers.running) == 4
+    assert workers.reserve_busy == 1
+    assert _claimed_into_reserve(workers, "tenant") == 1
 
     for g in big + small:
         g.touch()
@@ -127,6 +136,9 @@ async def test_a_quiet_keys_job_runs_in_the_reserve_beside_another_keys_backlog(
     await eventually(small_started)
     assert len(_started(big)) == 3
     assert len(workers.running) == 4
+    assert workers.reserve_busy == 1
+    assert _claimed_into_reserve(workers, "key") == 1
+    assert _claimed_into_reserve(workers, "tenant") is None
 
     for g in big + small:
         g.touch()
