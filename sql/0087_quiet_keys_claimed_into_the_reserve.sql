@@ -20,6 +20,10 @@
 --   holds): the tenant's quiet claim is tried instead, as for `tenant:`.
 -- * `jobs_claim_recorded` takes the queue and key (an overload; the old signature
 --   calls it, for workers not yet replaced).
+-- * `jobs_claim_from_queue` counts each key's running jobs only when the queue has a
+--   `per_key_concurrency` (before, every claim of a limited or round-robin queue
+--   counted them: a walk over the queue's running jobs that decided nothing without
+--   that limit).
 
 CREATE FUNCTION jobs_claim_from_queue(q queues, room integer, job_types text[], only_key text)
 RETURNS SETOF jobs
@@ -79,7 +83,8 @@ BEGIN
             ON t.tenant = q.tenant AND t.queue = q.name AND t.concurrency_key = coalesce(g.key, '')
         LEFT JOIN (
             SELECT concurrency_key AS key, count(*)::integer AS n FROM jobs
-            WHERE status = 'processing' AND tenant = q.tenant AND queue = q.name GROUP BY 1
+            WHERE q.per_key_concurrency IS NOT NULL  -- the keys' running counts: only for a limit
+              AND status = 'processing' AND tenant = q.tenant AND queue = q.name GROUP BY 1
         ) AS r ON r.key IS NOT DISTINCT FROM g.key;
         LOOP
             EXIT WHEN room <= 0 OR keys IS NULL;
@@ -358,12 +363,15 @@ BEGIN
 END;
 $$;
 
--- The doorbell names the keys of round-robin queues (few of them), the tenants else.
+-- The doorbell names the keys of round-robin queues (few of them), the tenants else. A
+-- statement without keyed jobs (the common case) costs what it did: one statement rings
+-- its tenants and finds there is no key to look at.
 CREATE OR REPLACE FUNCTION jobs_inserted_project() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE
     moved bigint;
+    keyed boolean;
     keys text[];
 BEGIN
     INSERT INTO job_count_deltas (tenant, queue, status, n)
@@ -373,6 +381,18 @@ BEGIN
     GET DIAGNOSTICS moved = ROW_COUNT;
     IF moved > 0 THEN
         PERFORM job_counters_wrote();
+    END IF;
+    -- Each tenant with new runnable jobs, none of them keyed, is rung here.
+    SELECT coalesce(bool_or(n.keyed), false) INTO keyed
+    FROM (SELECT tenant, bool_or(concurrency_key IS NOT NULL) AS keyed
+          FROM after_rows
+          WHERE status IN ('pending', 'retrying')
+          GROUP BY tenant) AS n
+    LEFT JOIN LATERAL (
+        SELECT pg_notify('ledger_jobs', 'tenant:' || n.tenant) WHERE NOT n.keyed
+    ) AS rung ON true;
+    IF NOT keyed THEN
+        RETURN NULL;
     END IF;
     SELECT array_agg(k.payload) INTO keys
     FROM (
@@ -386,13 +406,11 @@ BEGIN
     ) AS k;
     IF keys IS NULL OR cardinality(keys) > 8
        OR EXISTS (SELECT FROM unnest(keys) AS p WHERE octet_length(p) > 7000) THEN
-        PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
-        FROM (SELECT DISTINCT tenant FROM after_rows
-              WHERE status IN ('pending', 'retrying')) AS n;
-        RETURN NULL;
+        keys := '{}';
     END IF;
     PERFORM pg_notify('ledger_jobs', p) FROM unnest(keys) AS p;
-    -- The tenants of the other jobs (no key, or a queue that is not round-robin).
+    -- The tenants of the other jobs (no key, or a queue that is not round-robin); a
+    -- tenant rung above again is one notification (PostgreSQL folds equal ones).
     PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
     FROM (SELECT DISTINCT a.tenant FROM after_rows AS a
           WHERE a.status IN ('pending', 'retrying')

@@ -1002,7 +1002,8 @@ BEGIN
             ON t.tenant = q.tenant AND t.queue = q.name AND t.concurrency_key = coalesce(g.key, '')
         LEFT JOIN (
             SELECT concurrency_key AS key, count(*)::integer AS n FROM jobs
-            WHERE status = 'processing' AND tenant = q.tenant AND queue = q.name GROUP BY 1
+            WHERE q.per_key_concurrency IS NOT NULL  -- the keys' running counts: only for a limit
+              AND status = 'processing' AND tenant = q.tenant AND queue = q.name GROUP BY 1
         ) AS r ON r.key IS NOT DISTINCT FROM g.key;
         LOOP
             EXIT WHEN room <= 0 OR keys IS NULL;
@@ -1718,6 +1719,7 @@ CREATE FUNCTION public.jobs_inserted_project() RETURNS trigger
     AS $$
 DECLARE
     moved bigint;
+    keyed boolean;
     keys text[];
 BEGIN
     INSERT INTO job_count_deltas (tenant, queue, status, n)
@@ -1727,6 +1729,18 @@ BEGIN
     GET DIAGNOSTICS moved = ROW_COUNT;
     IF moved > 0 THEN
         PERFORM job_counters_wrote();
+    END IF;
+    -- Each tenant with new runnable jobs, none of them keyed, is rung here.
+    SELECT coalesce(bool_or(n.keyed), false) INTO keyed
+    FROM (SELECT tenant, bool_or(concurrency_key IS NOT NULL) AS keyed
+          FROM after_rows
+          WHERE status IN ('pending', 'retrying')
+          GROUP BY tenant) AS n
+    LEFT JOIN LATERAL (
+        SELECT pg_notify('ledger_jobs', 'tenant:' || n.tenant) WHERE NOT n.keyed
+    ) AS rung ON true;
+    IF NOT keyed THEN
+        RETURN NULL;
     END IF;
     SELECT array_agg(k.payload) INTO keys
     FROM (
@@ -1740,13 +1754,11 @@ BEGIN
     ) AS k;
     IF keys IS NULL OR cardinality(keys) > 8
        OR EXISTS (SELECT FROM unnest(keys) AS p WHERE octet_length(p) > 7000) THEN
-        PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
-        FROM (SELECT DISTINCT tenant FROM after_rows
-              WHERE status IN ('pending', 'retrying')) AS n;
-        RETURN NULL;
+        keys := '{}';
     END IF;
     PERFORM pg_notify('ledger_jobs', p) FROM unnest(keys) AS p;
-    -- The tenants of the other jobs (no key, or a queue that is not round-robin).
+    -- The tenants of the other jobs (no key, or a queue that is not round-robin); a
+    -- tenant rung above again is one notification (PostgreSQL folds equal ones).
     PERFORM pg_notify('ledger_jobs', 'tenant:' || n.tenant)
     FROM (SELECT DISTINCT a.tenant FROM after_rows AS a
           WHERE a.status IN ('pending', 'retrying')
