@@ -197,6 +197,96 @@ BEGIN
 END;
 $$;
 
+-- One tenant's share in a claim into the reserve, for both quiet claims (one copy).
+-- How many more of the tenant's jobs may start now, up to `want`: `want` without a
+-- `max_running`, else what it leaves, the tenant's row locked so that concurrent
+-- claims count each other's jobs (0 or less: none).
+CREATE FUNCTION jobs_tenant_room(tenant_id text, want integer) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+    room integer;
+    running bigint;
+BEGIN
+    SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id;
+    IF room IS NULL THEN
+        RETURN want;
+    END IF;
+    SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
+    IF room IS NULL THEN
+        RETURN want;
+    END IF;
+    SELECT coalesce(sum(c.n), 0) INTO running
+    FROM (
+        SELECT j.n FROM job_counts AS j
+        WHERE j.tenant = tenant_id AND j.status = 'processing'
+        UNION ALL
+        SELECT d.n FROM job_count_deltas AS d
+        WHERE d.tenant = tenant_id AND d.status = 'processing'
+    ) AS c;
+    RETURN least(want, room - running)::integer;
+END;
+$$;
+
+-- The tenant's pass moves on by the `n` jobs it was given, in proportion to its
+-- weight (a row another claim is moving is left to it).
+CREATE FUNCTION jobs_tenant_served(tenant_id text, n integer) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+    IF n > 0 THEN
+        UPDATE tenant_turns AS r
+        SET pass = r.pass + n::double precision
+                   / coalesce((SELECT t.weight FROM tenants AS t WHERE t.tenant = tenant_id), 1)
+        WHERE r.tenant = tenant_id
+          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
+                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
+    END IF;
+END;
+$$;
+
+REVOKE ALL ON FUNCTION jobs_tenant_room(text, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION jobs_tenant_served(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION jobs_tenant_room(text, integer), jobs_tenant_served(text, integer)
+    TO ledger_dispatch;
+
+-- sql/0084's quiet claim for one tenant, its tenant rules now the helpers above.
+CREATE OR REPLACE FUNCTION jobs_claim_quiet_in(tenant_id text, max_jobs integer,
+                                               job_types text[], quiet integer)
+RETURNS TABLE (job jobs, queue_version integer, tenant_version integer)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    due integer;
+    room integer;
+    n integer;
+BEGIN
+    IF max_jobs <= 0 THEN
+        RETURN;
+    END IF;
+    due := jobs_tenant_due(tenant_id, quiet + 1, job_types);
+    IF due = 0 OR due > quiet THEN
+        RETURN;
+    END IF;
+    room := jobs_tenant_room(tenant_id, least(max_jobs, due));
+    IF room <= 0 THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT j, q.version, t.version
+    FROM jobs_claim_next_in(tenant_id, room, job_types) AS j
+    LEFT JOIN queues AS q ON q.tenant = j.tenant AND q.name = j.queue
+    LEFT JOIN tenants AS t ON t.tenant = j.tenant;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM jobs_tenant_served(tenant_id, n);
+END;
+$$;
+
 CREATE FUNCTION jobs_claim_quiet_key(tenant_id text, queue_name text, group_key text,
                                      max_jobs integer, job_types text[], quiet integer)
 RETURNS TABLE (job jobs, queue_version integer, tenant_version integer)
@@ -212,8 +302,6 @@ DECLARE
     q queues;
     due integer;
     room integer;
-    w integer;
-    running bigint;
     n integer;
 BEGIN
     IF max_jobs <= 0 THEN
@@ -232,20 +320,9 @@ BEGIN
     IF due = 0 OR due > quiet THEN
         RETURN;
     END IF;
-    SELECT t.max_running, t.weight INTO room, w FROM tenants AS t WHERE t.tenant = tenant_id;
-    IF room IS NOT NULL THEN
-        SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
-        SELECT coalesce(sum(c.n), 0) INTO running
-        FROM (
-            SELECT j.n FROM job_counts AS j
-            WHERE j.tenant = tenant_id AND j.status = 'processing'
-            UNION ALL
-            SELECT d.n FROM job_count_deltas AS d
-            WHERE d.tenant = tenant_id AND d.status = 'processing'
-        ) AS c;
-        IF room IS NOT NULL AND running >= room THEN
-            RETURN;
-        END IF;
+    room := jobs_tenant_room(tenant_id, least(max_jobs, due));
+    IF room <= 0 THEN
+        RETURN;
     END IF;
     IF q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
        OR q.per_key_concurrency IS NOT NULL THEN
@@ -257,18 +334,10 @@ BEGIN
     END IF;
     RETURN QUERY
     SELECT j, q.version, t.version
-    FROM jobs_claim_from_queue(
-        q, least(max_jobs, due, coalesce(room - running, due))::integer, job_types, group_key
-    ) AS j
+    FROM jobs_claim_from_queue(q, room, job_types, group_key) AS j
     LEFT JOIN tenants AS t ON t.tenant = j.tenant;
     GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
-        UPDATE tenant_turns AS r
-        SET pass = r.pass + n::double precision / coalesce(w, 1)
-        WHERE r.tenant = tenant_id
-          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
-                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
-    END IF;
+    PERFORM jobs_tenant_served(tenant_id, n);
 END;
 $$;
 

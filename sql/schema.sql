@@ -1341,8 +1341,6 @@ CREATE FUNCTION public.jobs_claim_quiet_in(tenant_id text, max_jobs integer, job
 DECLARE
     due integer;
     room integer;
-    w integer;
-    running bigint;
     n integer;
 BEGIN
     IF max_jobs <= 0 THEN
@@ -1352,35 +1350,17 @@ BEGIN
     IF due = 0 OR due > quiet THEN
         RETURN;
     END IF;
-    SELECT t.max_running, t.weight INTO room, w FROM tenants AS t WHERE t.tenant = tenant_id;
-    IF room IS NOT NULL THEN
-        SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
-        SELECT coalesce(sum(c.n), 0) INTO running
-        FROM (
-            SELECT j.n FROM job_counts AS j
-            WHERE j.tenant = tenant_id AND j.status = 'processing'
-            UNION ALL
-            SELECT d.n FROM job_count_deltas AS d
-            WHERE d.tenant = tenant_id AND d.status = 'processing'
-        ) AS c;
-        IF room IS NOT NULL AND running >= room THEN
-            RETURN;
-        END IF;
+    room := jobs_tenant_room(tenant_id, least(max_jobs, due));
+    IF room <= 0 THEN
+        RETURN;
     END IF;
     RETURN QUERY
     SELECT j, q.version, t.version
-    FROM jobs_claim_next_in(
-        tenant_id, least(max_jobs, due, coalesce(room - running, due))::integer, job_types) AS j
+    FROM jobs_claim_next_in(tenant_id, room, job_types) AS j
     LEFT JOIN queues AS q ON q.tenant = j.tenant AND q.name = j.queue
     LEFT JOIN tenants AS t ON t.tenant = j.tenant;
     GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
-        UPDATE tenant_turns AS r
-        SET pass = r.pass + n::double precision / coalesce(w, 1)
-        WHERE r.tenant = tenant_id
-          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
-                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
-    END IF;
+    PERFORM jobs_tenant_served(tenant_id, n);
 END;
 $$;
 
@@ -1401,8 +1381,6 @@ DECLARE
     q queues;
     due integer;
     room integer;
-    w integer;
-    running bigint;
     n integer;
 BEGIN
     IF max_jobs <= 0 THEN
@@ -1421,20 +1399,9 @@ BEGIN
     IF due = 0 OR due > quiet THEN
         RETURN;
     END IF;
-    SELECT t.max_running, t.weight INTO room, w FROM tenants AS t WHERE t.tenant = tenant_id;
-    IF room IS NOT NULL THEN
-        SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
-        SELECT coalesce(sum(c.n), 0) INTO running
-        FROM (
-            SELECT j.n FROM job_counts AS j
-            WHERE j.tenant = tenant_id AND j.status = 'processing'
-            UNION ALL
-            SELECT d.n FROM job_count_deltas AS d
-            WHERE d.tenant = tenant_id AND d.status = 'processing'
-        ) AS c;
-        IF room IS NOT NULL AND running >= room THEN
-            RETURN;
-        END IF;
+    room := jobs_tenant_room(tenant_id, least(max_jobs, due));
+    IF room <= 0 THEN
+        RETURN;
     END IF;
     IF q.concurrency IS NOT NULL OR q.rate_limit IS NOT NULL
        OR q.per_key_concurrency IS NOT NULL THEN
@@ -1446,18 +1413,10 @@ BEGIN
     END IF;
     RETURN QUERY
     SELECT j, q.version, t.version
-    FROM jobs_claim_from_queue(
-        q, least(max_jobs, due, coalesce(room - running, due))::integer, job_types, group_key
-    ) AS j
+    FROM jobs_claim_from_queue(q, room, job_types, group_key) AS j
     LEFT JOIN tenants AS t ON t.tenant = j.tenant;
     GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN
-        UPDATE tenant_turns AS r
-        SET pass = r.pass + n::double precision / coalesce(w, 1)
-        WHERE r.tenant = tenant_id
-          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
-                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
-    END IF;
+    PERFORM jobs_tenant_served(tenant_id, n);
 END;
 $$;
 
@@ -2043,6 +2002,58 @@ CREATE FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text
             LIMIT n
         ) AS keyed
     ))::integer
+$$;
+
+--
+-- Name: jobs_tenant_room(text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_tenant_room(tenant_id text, want integer) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+    room integer;
+    running bigint;
+BEGIN
+    SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id;
+    IF room IS NULL THEN
+        RETURN want;
+    END IF;
+    SELECT t.max_running INTO room FROM tenants AS t WHERE t.tenant = tenant_id FOR UPDATE;
+    IF room IS NULL THEN
+        RETURN want;
+    END IF;
+    SELECT coalesce(sum(c.n), 0) INTO running
+    FROM (
+        SELECT j.n FROM job_counts AS j
+        WHERE j.tenant = tenant_id AND j.status = 'processing'
+        UNION ALL
+        SELECT d.n FROM job_count_deltas AS d
+        WHERE d.tenant = tenant_id AND d.status = 'processing'
+    ) AS c;
+    RETURN least(want, room - running)::integer;
+END;
+$$;
+
+--
+-- Name: jobs_tenant_served(text, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.jobs_tenant_served(tenant_id text, n integer) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF n > 0 THEN
+        UPDATE tenant_turns AS r
+        SET pass = r.pass + n::double precision
+                   / coalesce((SELECT t.weight FROM tenants AS t WHERE t.tenant = tenant_id), 1)
+        WHERE r.tenant = tenant_id
+          AND r.tenant IN (SELECT l.tenant FROM tenant_turns AS l
+                           WHERE l.tenant = tenant_id FOR UPDATE SKIP LOCKED);
+    END IF;
+END;
 $$;
 
 --
@@ -4891,6 +4902,22 @@ GRANT ALL ON FUNCTION public.jobs_running_lost(worker text, job_ids uuid[], atte
 
 REVOKE ALL ON FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.jobs_tenant_due(tenant_id text, n integer, job_types text[]) TO ledger_app;
+
+--
+-- Name: FUNCTION jobs_tenant_room(tenant_id text, want integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_tenant_room(tenant_id text, want integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_tenant_room(tenant_id text, want integer) TO ledger_app;
+GRANT ALL ON FUNCTION public.jobs_tenant_room(tenant_id text, want integer) TO ledger_dispatch;
+
+--
+-- Name: FUNCTION jobs_tenant_served(tenant_id text, n integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.jobs_tenant_served(tenant_id text, n integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.jobs_tenant_served(tenant_id text, n integer) TO ledger_app;
+GRANT ALL ON FUNCTION public.jobs_tenant_served(tenant_id text, n integer) TO ledger_dispatch;
 
 --
 -- Name: FUNCTION jobs_updated_project(); Type: ACL; Schema: public; Owner: -

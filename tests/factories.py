@@ -8,8 +8,9 @@ from typing import Any
 
 import asyncpg
 
-from ledger import commands, store
+from ledger import commands, lifecycle, store
 from ledger import events as ev
+from workers import claims
 
 
 def submit_command(**overrides: Any) -> commands.SubmitJob:
@@ -47,3 +48,19 @@ async def submit_many(
         )
     await event_store.append(conn, decided)
     return [e.job_id for e in decided]
+
+
+async def claim(
+    event_store: store.EventStore, conn: asyncpg.Connection, limit: int, **options: Any
+) -> list[lifecycle.JobState]:
+    """Up to `limit` due `noop` jobs claimed by worker `w` (`claims.claim`'s `quiet`,
+    `tenant`, `key` as given); their states after the claim."""
+    return await claims.claim(
+        conn,
+        event_store,
+        worker_id="w",
+        lease_seconds=30,
+        types=["noop"],
+        limit=limit,
+        **options,
+    )

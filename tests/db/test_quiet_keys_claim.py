@@ -30,16 +30,7 @@ async def _claim(
     quiet: int | None,
     key: claims.QuietKey | None = None,
 ) -> list[str]:
-    states = await claims.claim(
-        conn,
-        event_store,
-        worker_id="w",
-        lease_seconds=30,
-        types=["noop"],
-        limit=limit,
-        quiet=quiet,
-        key=key,
-    )
+    states = await factories.claim(event_store, conn, limit, quiet=quiet, key=key)
     return sorted(s.concurrency_key or "-" for s in states)
 
 
@@ -156,16 +147,7 @@ async def test_the_key_claim_keeps_every_limit_of_the_queue_and_the_tenant(
         actor="o",
     )
     await _submit(event_store, conn, "a", 1)
-    [a] = await claims.claim(
-        worker_conn,
-        event_store,
-        worker_id="w",
-        lease_seconds=30,
-        types=["noop"],
-        limit=1,
-        quiet=2,
-        key=_key("a"),
-    )
+    [a] = await factories.claim(event_store, worker_conn, 1, quiet=2, key=_key("a"))
     assert a.concurrency_key == "a"
     assert await _claim(event_store, worker_conn, 2, quiet=2, key=b) == []
 

@@ -29,16 +29,7 @@ async def _claim(
     quiet: int | None,
     tenant: str | None = None,
 ) -> list[str]:
-    states = await claims.claim(
-        conn,
-        event_store,
-        worker_id="w",
-        lease_seconds=30,
-        types=["noop"],
-        limit=limit,
-        quiet=quiet,
-        tenant=tenant,
-    )
+    states = await factories.claim(event_store, conn, limit, quiet=quiet, tenant=tenant)
     return sorted(s.tenant for s in states)
 
 

@@ -38,6 +38,30 @@ def _started(gates: list[Path]) -> list[Path]:
     return [g for g in gates if Path(f"{g}.started").exists()]
 
 
+async def _small_runs_in_the_reserve(
+    workers: pool.Pool, big: list[Path], small: list[Path], named: str
+) -> None:
+    """`small` starts while 3 of `big` hold the bulk's slots (their gates are closed): in
+    the reserve, which none of `big` took; then every gate opens and all finish."""
+
+    async def small_started() -> bool:
+        return bool(_started(small))
+
+    await eventually(small_started)
+    assert len(_started(big)) == 3
+    assert len(workers.running) == 4
+    assert workers.reserve_busy == 1
+    assert _claimed_into_reserve(workers, named) == 1
+
+    for g in big + small:
+        g.touch()
+
+    async def all_done() -> bool:
+        return len(_started(big)) == 6 and not workers.running
+
+    await eventually(all_done)
+
+
 async def test_a_quiet_tenants_job_runs_in_the_reserve_beside_a_backlog(
     start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
 ) -> None:
@@ -51,25 +75,7 @@ async def test_a_quiet_tenants_job_runs_in_the_reserve_beside_a_backlog(
 
     await eventually(bulk_full)
     await _submit_gated(event_store, conn, "small", small)
-
-    async def small_started() -> bool:
-        return bool(_started(small))
-
-    # The big tenant's jobs still hold their slots (their gates are closed): the small
-    # tenant's job runs in the reserve, which none of the big tenant's took.
-    await eventually(small_started)
-    assert len(_started(big)) == 3
-    assert len(workers.running) == 4
-    assert workers.reserve_busy == 1
-    assert _claimed_into_reserve(workers, "tenant") == 1
-
-    for g in big + small:
-        g.touch()
-
-    async def all_done() -> bool:
-        return len(_started(big)) == 6 and not workers.running
-
-    await eventually(all_done)
+    await _small_runs_in_the_reserve(workers, big, small, "tenant")
 
 
 async def test_a_pool_of_fewer_than_a_hundred_slots_keeps_no_reserve(
@@ -129,21 +135,5 @@ async def test_a_quiet_keys_job_runs_in_the_reserve_beside_another_keys_backlog(
         queue="rr",
         concurrency_key="small",
     )
-
-    async def small_started() -> bool:
-        return bool(_started(small))
-
-    await eventually(small_started)
-    assert len(_started(big)) == 3
-    assert len(workers.running) == 4
-    assert workers.reserve_busy == 1
-    assert _claimed_into_reserve(workers, "key") == 1
+    await _small_runs_in_the_reserve(workers, big, small, "key")
     assert _claimed_into_reserve(workers, "tenant") is None
-
-    for g in big + small:
-        g.touch()
-
-    async def all_done() -> bool:
-        return len(_started(big)) == 6 and not workers.running
-
-    await eventually(all_done)
