@@ -17,11 +17,12 @@ to catch up, and the pool polls slowly anyway. The connection itself is
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable
 from typing import Final
+
+import msgspec
 
 from ledger import notifications
 from workers import claims
@@ -115,10 +116,8 @@ class Listener(notifications.Listener):
 def _key(text: str) -> claims.QuietKey | None:
     """The key a `key:` payload names, or None (logged) if it names none."""
     try:
-        parts = json.loads(text)
-    except ValueError:
-        parts = None
-    if not (isinstance(parts, list) and len(parts) == 3 and all(isinstance(p, str) for p in parts)):
+        tenant, queue, key = msgspec.json.decode(text, type=tuple[str, str, str])
+    except msgspec.DecodeError:
         log.warning("ignoring the key in %s notification %r", JOBS_CHANNEL, text)
         return None
-    return claims.QuietKey(parts[0], parts[1], parts[2])
+    return claims.QuietKey(tenant, queue, key)
