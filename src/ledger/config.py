@@ -26,6 +26,8 @@ VARIABLES: Final = frozenset(
         "WORKER_LEASE_SECONDS",
         "WORKER_POLL_SECONDS",
         "WORKER_RESERVE_SLOTS",
+        "WORKER_QUIET_BULK_LIMIT",
+        "WORKER_QUIET_BULK_PAUSE_SECONDS",
         "FEED_POLL_SECONDS",
         "LEDGER_HANDLERS",
         "JWT_SECRET",
@@ -79,6 +81,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_poll_seconds: float = 10.0
     # Slots a worker keeps for quiet tenants (None: one per 100 slots; workers.pool).
     worker_reserve_slots: int | None = None
+    # While quiet work runs in the reserve: the bulk claim's most jobs a round (0: no
+    # limit) and its pause before each round (workers.pool).
+    worker_quiet_bulk_limit: int = 32
+    worker_quiet_bulk_pause_seconds: float = 0.002
     feed_poll_seconds: float = 5.0  # the live feed's poll behind LISTEN/NOTIFY
     handler_modules: tuple[str, ...] = ()
     data_dir: Path = Path(".ledger")
@@ -191,6 +197,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         worker_reserve_slots=(
             _int(env, "WORKER_RESERVE_SLOTS", 0) if text("WORKER_RESERVE_SLOTS") else None
         ),
+        worker_quiet_bulk_limit=_int(env, "WORKER_QUIET_BULK_LIMIT", 32),
+        worker_quiet_bulk_pause_seconds=_float(
+            env, "WORKER_QUIET_BULK_PAUSE_SECONDS", 0.002, minimum=0.0
+        ),
         feed_poll_seconds=_float(env, "FEED_POLL_SECONDS", 5.0, minimum=0.05),
         handler_modules=tuple(
             name.strip() for name in (text("LEDGER_HANDLERS") or "").split(",") if name.strip()
@@ -227,6 +237,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         raise errors.ConfigError("WORKER_COUNT must be 0 or more")
     if settings.worker_reserve_slots is not None and settings.worker_reserve_slots < 0:
         raise errors.ConfigError("WORKER_RESERVE_SLOTS must be 0 or more")
+    if settings.worker_quiet_bulk_limit < 0:
+        raise errors.ConfigError("WORKER_QUIET_BULK_LIMIT must be 0 (no limit) or more")
     if settings.max_body_bytes < 1:
         raise errors.ConfigError("MAX_BODY_BYTES must be 1 or more")
     if settings.max_header_bytes < 1024:

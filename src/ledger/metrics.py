@@ -131,6 +131,12 @@ class Metrics:
             "rung at once: any quiet tenant).",
             ("named",),
         )
+        self.bulk_claims_yielded = counter(
+            "pool_bulk_claims_yielded_total",
+            "Bulk claim rounds a worker made smaller and paused before because quiet work "
+            "ran in its reserve (WORKER_QUIET_BULK_LIMIT, WORKER_QUIET_BULK_PAUSE_SECONDS).",
+            (),
+        )
         self.events_appended = counter(
             "events_appended_total", "Events appended to the ledger, by event type.", ("type",)
         )

@@ -83,6 +83,14 @@ class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Slots the bulk claim leaves to quiet tenants (None: one per RESERVE_PER_SLOTS
     # slots, so a pool of fewer keeps none; 0: no reserve).
     reserve_slots: int | None = None
+    # While quiet work runs in the reserve, the bulk claim takes at most this many jobs
+    # a round (0: as many as it has room for) and waits `quiet_bulk_pause_seconds`
+    # before each round, leaving the machine room for the quiet work's next claim.
+    quiet_bulk_limit: int = 32
+    quiet_bulk_pause_seconds: float = 0.002
+    # Quiet work is arriving while a claim into the reserve took jobs this long ago or
+    # less. A quiet job that runs long does not hold the bulk back: it needs no room.
+    quiet_active_seconds: float = 0.2
     webhooks: webhooks.SenderSettings = webhooks.SenderSettings()
 
     @property
@@ -102,6 +110,8 @@ def settings_from(config_: config.Settings) -> PoolSettings:
         grace_seconds=config_.worker_shutdown_grace_seconds,
         storage_root=config_.storage,
         reserve_slots=config_.worker_reserve_slots,
+        quiet_bulk_limit=config_.worker_quiet_bulk_limit,
+        quiet_bulk_pause_seconds=config_.worker_quiet_bulk_pause_seconds,
         webhooks=webhooks.SenderSettings(
             allowed_networks=webhooks.networks(config_.webhook_allowed_networks),
             secret=config_.webhook_secret,
@@ -174,6 +184,8 @@ class Pool:
             raise errors.ConfigError("a worker pool needs at least one slot")
         if self.settings.reserve_slots is not None and self.settings.reserve_slots < 0:
             raise errors.ConfigError("a worker pool's reserve cannot be negative")
+        if self.settings.quiet_bulk_limit < 0 or self.settings.quiet_bulk_pause_seconds < 0:
+            raise errors.ConfigError("a worker pool's quiet_bulk_* settings cannot be negative")
         self._dsn = dsn
         self._listen_dsn = listen_dsn or dsn
         self._registry = registry
@@ -186,8 +198,13 @@ class Pool:
         # Of the running jobs, those claimed into the reserve.
         self._reserved: set[uuid.UUID] = set()
         self._claiming = False
+        # The last bulk claim filled every slot it had room for: a backlog is being drained.
+        self._bulk_full = False
         self._express: asyncio.Task[None] | None = None
         self._express_again = False
+        # A claim into the reserve found it full: it claims again when a slot frees up.
+        self._reserve_full = False
+        self._quiet_at: float | None = None  # when a claim into the reserve last took jobs
         # Tenants and keys rung for (None: any quiet tenant).
         self._express_for: set[str | claims.QuietKey | None] = set()
         self._reserve_claims = 0  # claims into the reserve begun so far
@@ -269,7 +286,9 @@ class Pool:
         self._notified += 1
         self._backlog = True
         self._wake.set()
-        if self.settings.reserve > 0 and (self._claiming or self._bulk_free() <= 0):
+        if self.settings.reserve > 0 and (
+            self._claiming or self._bulk_free() <= 0 or self._bulk_full
+        ):
             self._claim_reserve_soon(tenant)
 
     def notify_room(self) -> None:
@@ -422,10 +441,22 @@ class Pool:
         bulk_running = len(self._running) - len(self._reserved)
         return self.settings.slots - self.settings.reserve - bulk_running
 
+    def _quiet_running(self) -> bool:
+        """Quiet work is being claimed into the reserve now (`quiet_active_seconds`)."""
+        return (
+            self._quiet_at is not None
+            and time.monotonic() - self._quiet_at < self.settings.quiet_active_seconds
+        )
+
     async def _claim_round(self) -> None:
         free = self._bulk_free()
         if free <= 0 or self._stopping.is_set():
             return
+        if self.settings.quiet_bulk_limit > 0 and self._quiet_running():
+            # The bulk yields to the quiet work: smaller rounds, a pause before each.
+            self.metrics.bulk_claims_yielded.inc()
+            free = min(free, self.settings.quiet_bulk_limit)
+            await asyncio.sleep(self.settings.quiet_bulk_pause_seconds)
         seen = self._notified
         # A claim into the reserve beside this one may take a job this one counted on
         # (a quiet tenant's): then fewer than `free` does not mean nothing is left.
@@ -441,6 +472,7 @@ class Pool:
             self._start(state)
         if claimed:
             await asyncio.sleep(0)  # the handlers start before the alarm's query is sent
+        self._bulk_full = len(claimed) == free
         self._backlog = (
             len(claimed) == free
             or self._notified != seen
@@ -483,6 +515,9 @@ class Pool:
         if self._stopping.is_set():
             return
         self._express_for.add(tenant)
+        self._start_reserve_claim()
+
+    def _start_reserve_claim(self) -> None:
         if self._express is not None and not self._express.done():
             self._express_again = True
             return
@@ -504,6 +539,9 @@ class Pool:
                     self.settings.slots - len(self._running),
                 )
                 if free <= 0:
+                    # Full: what was rung for is claimed when a reserve slot frees up.
+                    self._express_for.update(rung)
+                    self._reserve_full = True
                     return
                 self._reserve_claims += 1
                 try:
@@ -512,6 +550,7 @@ class Pool:
                     log.info("claim into the reserve failed (%s); left to the next claim", exc)
                     return
                 if claimed:
+                    self._quiet_at = time.monotonic()
                     self.metrics.reserve_jobs_claimed.labels(_named(target)).inc(len(claimed))
                 for state in claimed:
                     self._reserved.add(state.job_id)
@@ -577,7 +616,11 @@ class Pool:
     def _finished(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         run = self._running.pop(job_id, None)
-        self._reserved.discard(job_id)
+        if job_id in self._reserved:
+            self._reserved.discard(job_id)
+            if self._reserve_full and not self._stopping.is_set():
+                self._reserve_full = False
+                self._start_reserve_claim()
         if not task.cancelled() and task.exception() is not None:
             log.error(
                 "job %s: recording its outcome failed",

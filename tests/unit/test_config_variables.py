@@ -73,3 +73,17 @@ def test_log_format_and_metrics_port_have_defaults_and_are_checked() -> None:
         config.from_env({"LOG_FORMAT": "xml"})
     with pytest.raises(errors.ConfigError, match="WORKER_METRICS_PORT"):
         config.from_env({"WORKER_METRICS_PORT": "70000"})
+
+
+def test_the_bulks_yield_to_quiet_work_has_defaults_and_is_checked() -> None:
+    settings = config.from_env({})
+    assert (settings.worker_quiet_bulk_limit, settings.worker_quiet_bulk_pause_seconds) == (
+        32,
+        0.002,
+    )
+    off = config.from_env({"WORKER_QUIET_BULK_LIMIT": "0", "WORKER_QUIET_BULK_PAUSE_SECONDS": "0"})
+    assert (off.worker_quiet_bulk_limit, off.worker_quiet_bulk_pause_seconds) == (0, 0.0)
+    with pytest.raises(errors.ConfigError, match="WORKER_QUIET_BULK_LIMIT"):
+        config.from_env({"WORKER_QUIET_BULK_LIMIT": "-1"})
+    with pytest.raises(errors.ConfigError, match="WORKER_QUIET_BULK_PAUSE_SECONDS"):
+        config.from_env({"WORKER_QUIET_BULK_PAUSE_SECONDS": "-0.5"})

@@ -137,3 +137,131 @@ async def test_a_quiet_keys_job_runs_in_the_reserve_beside_another_keys_backlog(
     )
     await _small_runs_in_the_reserve(workers, big, small, "key")
     assert _claimed_into_reserve(workers, "tenant") is None
+
+
+async def test_a_quiet_job_rung_while_the_reserve_is_full_takes_the_next_free_reserve_slot(
+    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    big = [tmp_path / f"big-{i}" for i in range(6)]
+    first, second = tmp_path / "small-1", tmp_path / "small-2"
+    workers = await start_pool(slots=4, reserve_slots=1)
+    await _submit_gated(event_store, conn, "big", big)
+
+    async def bulk_full() -> bool:
+        return len(_started(big)) == 3
+
+    await eventually(bulk_full)
+    await _submit_gated(event_store, conn, "small", [first])
+
+    async def first_started() -> bool:
+        return bool(_started([first]))
+
+    await eventually(first_started)
+    assert workers.reserve_busy == 1
+    # Rung while the reserve is full; the bulk's slots stay full (their gates are shut),
+    # so only the reserve can run it, as soon as its slot frees up.
+    await _submit_gated(event_store, conn, "small", [second])
+    first.touch()
+
+    async def second_started() -> bool:
+        return bool(_started([second]))
+
+    await eventually(second_started)
+    assert len(_started(big)) == 3
+    assert _claimed_into_reserve(workers, "tenant") == 2
+    for g in [*big, second]:
+        g.touch()
+
+    async def all_done() -> bool:
+        return len(_started(big)) == 6 and not workers.running
+
+    await eventually(all_done)
+
+
+async def _claim_rounds(conn: asyncpg.Connection, jobs: list[uuid.UUID]) -> list[int]:
+    """How many of `jobs` (tenant big's) each claim transaction took, from the ledger's
+    own claims."""
+    async with conn.transaction():
+        await acting.act_in(conn, "big")
+        rows = await conn.fetch(
+            "SELECT count(*) AS n FROM events WHERE type = 'job.claimed.v1' "
+            "AND job_id = ANY($1::uuid[]) GROUP BY txid ORDER BY min(position)",
+            jobs,
+        )
+    return [int(r["n"]) for r in rows]
+
+
+async def _bulk_rounds_beside_quiet_work(
+    start_pool: PoolStarter,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+    **settings: float,
+) -> tuple[pool.Pool, list[int]]:
+    """A quiet tenant's job claimed into the reserve while the bulk's slots were full;
+    then, the bulk's slots free again, another tenant submits 6 jobs at once: the claim
+    transactions that took them."""
+    big = [tmp_path / f"big-{i}" for i in range(7)]
+    small = tmp_path / "small"
+    workers = await start_pool(slots=8, reserve_slots=1, **settings)
+    await _submit_gated(event_store, conn, "big", big)
+
+    async def bulk_full() -> bool:
+        return len(_started(big)) == 7
+
+    await eventually(bulk_full)
+    await _submit_gated(event_store, conn, "small", [small])
+
+    async def small_started() -> bool:
+        return bool(_started([small]))
+
+    await eventually(small_started)
+    for g in big:
+        g.touch()
+
+    async def only_small_runs() -> bool:
+        return len(workers.running) == 1
+
+    await eventually(only_small_runs)
+    opened = [tmp_path / f"more-{i}" for i in range(6)]
+    for g in opened:
+        g.touch()
+    more = await _submit_gated(event_store, conn, "big", opened)
+
+    async def more_done() -> bool:
+        return len(_started(opened)) == 6 and len(workers.running) == 1
+
+    await eventually(more_done)
+    small.touch()
+    return workers, await _claim_rounds(conn, more)
+
+
+async def test_the_bulk_claims_in_smaller_rounds_while_quiet_work_arrives(
+    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    workers, rounds = await _bulk_rounds_beside_quiet_work(
+        start_pool, conn, event_store, tmp_path, quiet_bulk_limit=2, quiet_active_seconds=60.0
+    )
+    assert sum(rounds) == 6
+    assert max(rounds) <= 2
+    yielded = workers.metrics.registry.get_sample_value("ledger_pool_bulk_claims_yielded_total")
+    assert yielded is not None and yielded >= 3
+
+
+async def test_without_its_limit_the_bulk_claims_all_it_has_room_for_beside_quiet_work(
+    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    _, rounds = await _bulk_rounds_beside_quiet_work(
+        start_pool, conn, event_store, tmp_path, quiet_bulk_limit=0, quiet_active_seconds=60.0
+    )
+    assert rounds == [6]
+
+
+async def test_the_bulk_claims_all_it_has_room_for_once_quiet_work_stopped_arriving(
+    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+) -> None:
+    workers, rounds = await _bulk_rounds_beside_quiet_work(
+        start_pool, conn, event_store, tmp_path, quiet_bulk_limit=2, quiet_active_seconds=0.0
+    )
+    assert rounds == [6]
+    assert workers.metrics.registry.get_sample_value("ledger_pool_bulk_claims_yielded_total") == 0
