@@ -163,17 +163,20 @@ WHERE tenant = $1
   AND status = 'completed';
 
 -- name: tenant_claim_delays_ms
--- Each of a tenant's jobs' submitted → first claimed, both the database's times, in ms
--- (bench.tenants; as the owner).
+-- Each of a tenant's measured jobs' submitted → first claimed, both the database's
+-- times, in ms (bench.tenants; as the owner; the warm-up's jobs have a negative n).
 SELECT extract(epoch FROM c.occurred_at - s.occurred_at) * 1000 AS ms
 FROM events AS s
 JOIN events AS c
     ON c.job_id = s.job_id
    AND c.version = 2
+JOIN jobs AS j
+    ON j.job_id = s.job_id
 WHERE s.tenant = $1
   AND s.version = 1
   AND s.type = 'job.submitted.v1'
-  AND c.type = 'job.claimed.v1';
+  AND c.type = 'job.claimed.v1'
+  AND (j.payload->>'n')::integer >= 0;
 
 -- name: schedule_slots_fired
 -- The bench schedule's fired slots: each slot, when its slot_fired event (and its job)

@@ -7,12 +7,20 @@ unlimited drain of the same run is what those settings cost in the claim.
 `round_robin`: key A holds a backlog of 50,000 queued jobs in a round-robin queue
 while key B submits one job every 20 ms: B's latency (submit return to handler
 start, as bench.latency measures it) against the idle latency, and A's drain rate
-while B submits.
+while B submits. B's first `WARMUP` jobs are submitted the same way and not measured:
+the figure is the worker's steady state beside A's drain, not its first second (a
+worker that just started, its connections' plans not yet made, A's first claims
+on pages the checkpoint before it left cold); B alone is measured the same way.
+
+`spinners`: B alone beside that many processes spinning on the CPU, which touch
+neither the database nor the worker: what any neighbour that keeps the cores busy
+costs B's latency on this machine, the floor under B's latency beside A's drain.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +32,8 @@ from bench.processing import Drain, drain, wait_for
 from ledger import db, queues, store, wire
 
 ADMIN = "bench"
+# B's jobs submitted before the measured ones (one second at 20 ms apart).
+WARMUP = 50
 
 
 async def _configure(c: cluster.Cluster, settings: wire.QueueSettings) -> None:
@@ -69,6 +79,7 @@ async def round_robin(
     logs: Path,
     per_key: int | None = None,
     backlog_wait: float = 0.0,
+    spinners: int = 0,
 ) -> RoundRobin:
     await c.reset_jobs()
     await _configure(c, wire.QueueSettings(fairness="round_robin", per_key_concurrency=per_key))
@@ -86,18 +97,25 @@ async def round_robin(
     env = procs.service_env(c, {"WORKER_COUNT": str(slots), "BENCH_NOOP_STARTS": str(starts)})
     worker = procs.Service("worker", env, logs / "worker-round-robin.log")
     returned: dict[str, int] = {}
+    spinning = [
+        await asyncio.create_subprocess_exec(sys.executable, "-c", "while True: pass")
+        for _ in range(spinners)
+    ]
     try:
         await wait_for(c.client_dsn, "worker_processes_count", 1, 60, "the worker to register")
         async with db.connect(c.client_dsn) as conn:
-            done_before = await conn.fetchval(
-                "SELECT count(*) FROM jobs WHERE status = 'completed'"
-            )
-            began = time.perf_counter()
-            for i in range(jobs):
+            for i in range(-WARMUP, jobs):
+                if i == 0:
+                    done_before = await conn.fetchval(
+                        "SELECT count(*) FROM jobs WHERE status = 'completed' "
+                        "AND concurrency_key = 'A'"
+                    )
+                    began = time.perf_counter()
                 job = await submit.SUBMITTER.submit(
                     conn, submit.NOOP, {"n": i}, max_attempts=1, concurrency_key="B", actor=ADMIN
                 )
-                returned[str(job.job_id)] = time.time_ns()
+                if i >= 0:
+                    returned[str(job.job_id)] = time.time_ns()
                 await asyncio.sleep(gap)
             took = time.perf_counter() - began
             done_after = await conn.fetchval(
@@ -109,12 +127,17 @@ async def round_robin(
                     "SELECT extract(epoch FROM c.occurred_at - s.occurred_at) * 1000 AS ms "
                     "FROM jobs AS j JOIN events AS s ON s.job_id = j.job_id AND s.version = 1 "
                     "JOIN events AS c ON c.job_id = j.job_id AND c.version = 2 "
-                    "WHERE j.concurrency_key = 'B'"
+                    "WHERE j.concurrency_key = 'B' AND (j.payload->>'n')::integer >= 0"
                 )
             ]
-        await wait_for(c.client_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
+        await wait_for(
+            c.client_dsn, "jobs_completed_count", backlog + WARMUP + jobs, 600, "the drain"
+        )
         worker.check()
     finally:
+        for spinner in spinning:
+            spinner.kill()
+            await spinner.wait()
         worker.stop()
     started: dict[str, int] = {}
     for line in starts.read_text().splitlines():

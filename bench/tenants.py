@@ -4,6 +4,7 @@ Tenant A holds a backlog of queued no-op jobs while tenant B submits one job eve
 20 ms: B's latency (submit return to handler start, as bench.latency measures it)
 against B's latency with A idle, measured in the same run, and A's drain rate while B
 submits against A's drain rate alone (jobs completed over a window of the same length).
+B's first `queues.WARMUP` jobs are not measured, beside A or alone (see bench.queues).
 And what a tenant's `max_queued` (sql/0069) costs its submissions (`quota`).
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import msgspec
 
-from bench import cluster, procs, stats, submit
+from bench import cluster, procs, queues, stats, submit
 from bench.processing import Q, wait_for
 from ledger import acting, db, store
 from ledger import tenants as tenant_settings
@@ -57,16 +58,18 @@ async def _backlog(c: cluster.Cluster, n: int) -> None:
 
 
 async def _trickle(c: cluster.Cluster, jobs: int, gap: float) -> dict[str, int]:
-    """B's jobs one at a time, `gap` apart: each job's submit-return time (ns)."""
+    """B's jobs one at a time, `gap` apart: each measured job's submit-return time (ns),
+    after the `queues.WARMUP` jobs before them."""
     returned: dict[str, int] = {}
     async with db.connect(c.app_dsn) as conn:
-        for i in range(jobs):
+        for i in range(-queues.WARMUP, jobs):
             async with conn.transaction():
                 await acting.act_in(conn, SMALL)
                 job = await submit.SUBMITTER.submit(
                     conn, submit.NOOP, {"n": i}, max_attempts=1, actor=submit.ACTOR
                 )
-            returned[str(job.job_id)] = time.time_ns()
+            if i >= 0:
+                returned[str(job.job_id)] = time.time_ns()
             await asyncio.sleep(gap)
     return returned
 
@@ -107,7 +110,13 @@ async def _run(
         took = time.perf_counter() - began
         done = await _completed(c, BIG) - before
         if jobs:
-            await wait_for(c.admin_dsn, "jobs_completed_count", backlog + jobs, 600, "the drain")
+            await wait_for(
+                c.admin_dsn,
+                "jobs_completed_count",
+                backlog + queues.WARMUP + jobs,
+                600,
+                "the drain",
+            )
         worker.check()
         async with db.connect(c.admin_dsn) as conn:
             claimed = [float(r["ms"]) for r in await conn.fetch(Q["tenant_claim_delays_ms"], SMALL)]
@@ -124,7 +133,7 @@ async def _run(
 async def measure(
     c: cluster.Cluster, *, backlog: int, jobs: int, gap: float, slots: int, logs: Path
 ) -> Tenants:
-    window = jobs * gap  # A alone: about as long as B's submissions take
+    window = (queues.WARMUP + jobs) * gap  # A alone: about as long as B's submissions take
 
     async def run(backlog: int, jobs: int, name: str) -> tuple[list[float], float, list[float]]:
         return await _run(
