@@ -12,6 +12,8 @@ the figure is the worker's steady state beside A's drain, not its first second (
 worker that just started, its connections' plans not yet made, A's first claims
 on pages the checkpoint before it left cold); B alone is measured the same way.
 
+`worker_env`: the worker's settings for the run (the bulk's yield to quiet work).
+
 `spinners`: B alone beside that many processes spinning on the CPU, which touch
 neither the database nor the worker: what any neighbour that keeps the cores busy
 costs B's latency on this machine, the floor under B's latency beside A's drain.
@@ -23,6 +25,7 @@ import asyncio
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -80,6 +83,7 @@ async def round_robin(
     per_key: int | None = None,
     backlog_wait: float = 0.0,
     spinners: int = 0,
+    worker_env: Mapping[str, str] | None = None,
 ) -> RoundRobin:
     await c.reset_jobs()
     await _configure(c, wire.QueueSettings(fairness="round_robin", per_key_concurrency=per_key))
@@ -94,7 +98,9 @@ async def round_robin(
             await submit.SUBMITTER.submit_many(conn, items, actor=ADMIN)
     await c.checkpoint()
     starts = c.data_dir / f"noop-starts-{uuid.uuid4().hex[:8]}.txt"
-    env = procs.service_env(c, {"WORKER_COUNT": str(slots), "BENCH_NOOP_STARTS": str(starts)})
+    env = procs.service_env(
+        c, {"WORKER_COUNT": str(slots), "BENCH_NOOP_STARTS": str(starts), **(worker_env or {})}
+    )
     worker = procs.Service("worker", env, logs / "worker-round-robin.log")
     returned: dict[str, int] = {}
     spinning = [

@@ -679,14 +679,23 @@ async def _queues(
             )
             if field == "p99_ms":
                 alone[spinners] = figure
-    for key, label, wait, per_key in (
-        ("round_robin", "round-robin, A's jobs no-ops", 0.0, None),
-        ("round_robin_io", "round-robin, A's jobs wait 200 ms", 0.2, None),
+    strict = {"WORKER_QUIET_BULK_LIMIT": "8", "WORKER_QUIET_BULK_PAUSE_SECONDS": "0.02"}
+    for key, label, wait, per_key, worker_env in (
+        ("round_robin", "round-robin, A's jobs no-ops", 0.0, None, None),
+        (
+            "round_robin_strict",
+            "round-robin, A's jobs no-ops, the bulk yielding 8 jobs a round after 20 ms",
+            0.0,
+            None,
+            strict,
+        ),
+        ("round_robin_io", "round-robin, A's jobs wait 200 ms", 0.2, None, None),
         (
             "round_robin_io_room",
             f"round-robin, A's jobs wait 200 ms, A limited to {args.worker_slots - 10} at once",
             0.2,
             args.worker_slots - 10,
+            None,
         ),
     ):
         _log(
@@ -705,6 +714,7 @@ async def _queues(
                     logs=args.results,
                     per_key=per_key,
                     backlog_wait=wait,
+                    worker_env=worker_env,
                 )
             )
             _log(
