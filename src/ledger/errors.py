@@ -28,6 +28,17 @@ class VersionConflict(LedgerError):
         self.expected_version = expected_version
 
 
+class ClaimRaced(LedgerError):
+    """A claim lost a deadlock to another writer of one of the jobs it had locked (the
+    claim locks the job rows, then appends; a cancel appends, then projects into the
+    row): the database failed the claim's statement, so nothing was claimed. Claim again."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the claim lost a deadlock to another writer of one of its jobs: {detail}"
+        )
+
+
 class InvalidTransition(LedgerError):
     """The command does not apply to the job in its current status."""
 

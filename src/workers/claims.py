@@ -27,8 +27,8 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
+from ledger import errors, lifecycle, sqlfile, store
 from ledger import events as ev
-from ledger import lifecycle, sqlfile, store
 from projections import current
 
 Q = sqlfile.load("workers")
@@ -66,17 +66,20 @@ async def claim(
         tenant, key = None, None
     elif key is not None:
         tenant = key.tenant
-    rows = await conn.fetch(
-        Q["jobs_claim_recorded"],
-        worker_id,
-        lease_seconds,
-        limit,
-        list(types),
-        quiet,
-        tenant,
-        key.queue if key is not None else None,
-        key.key if key is not None else None,
-    )
+    try:
+        rows = await conn.fetch(
+            Q["jobs_claim_recorded"],
+            worker_id,
+            lease_seconds,
+            limit,
+            list(types),
+            quiet,
+            tenant,
+            key.queue if key is not None else None,
+            key.key if key is not None else None,
+        )
+    except asyncpg.DeadlockDetectedError as exc:
+        raise errors.ClaimRaced(str(exc)) from exc
     if not rows:
         return []
     states = [current.state_from_row(row) for row in rows]

@@ -69,7 +69,11 @@ RESERVE_PER_SLOTS = 100
 # How long a starting worker waits for its LISTEN connection before it registers.
 LISTEN_FIRST_SECONDS = 5.0
 # A claim into the reserve that fails on these leaves its work to the bulk claim.
-_RESERVE_CLAIM_LEFT: tuple[type[Exception], ...] = (errors.VersionConflict, *db.UNREACHABLE)
+_RESERVE_CLAIM_LEFT: tuple[type[Exception], ...] = (
+    errors.VersionConflict,
+    errors.ClaimRaced,
+    *db.UNREACHABLE,
+)
 
 
 class PoolSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -420,7 +424,7 @@ class Pool:
                 await self._check_running()
             try:
                 await self._claim_round()
-            except errors.VersionConflict as exc:  # a job raced by another writer: claim again
+            except (errors.VersionConflict, errors.ClaimRaced) as exc:  # raced: claim again
                 log.info("claim lost a race (%s); claiming again", exc)
                 continue
             except db.UNREACHABLE as exc:

@@ -10,11 +10,12 @@ from typing import Any
 
 import asyncpg
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit import chains
-from ledger import acting, commands, queues, store, tenants, wire
+from ledger import acting, commands, errors, queues, store, tenants, wire
 from ledger import events as ev
 from tests import factories
 from tests.conftest import IN_DEFAULT, Databases
@@ -148,3 +149,57 @@ async def test_nothing_due_records_nothing(
         == []
     )
     assert await admin_conn.fetchval("SELECT count(*) FROM events") == before
+
+
+async def test_a_claim_that_loses_a_deadlock_is_a_claim_race_and_claims_nothing(
+    conn: asyncpg.Connection,
+    worker_conn: asyncpg.Connection,
+    admin_conn: asyncpg.Connection,
+    event_store: store.EventStore,
+) -> None:
+    job_type = f"t{uuid.uuid4().hex[:12]}"
+    queue = f"q{uuid.uuid4().hex[:8]}"
+    await queues.configure(
+        conn, event_store, queue, wire.QueueSettings(fairness="round_robin"), actor="ops"
+    )
+    jobs = [
+        await factories.submit(
+            event_store, conn, job_type=job_type, queue=queue, concurrency_key=key
+        )
+        for key in ("a", "b")
+    ]
+    other = admin_conn
+    holding = other.transaction()
+    await holding.start()
+    # Another transaction writes key a's turn first (not yet committed) ...
+    await other.execute(
+        "INSERT INTO queue_key_turns (tenant, queue, concurrency_key, served_at) "
+        "VALUES ('default', $1, 'a', now())",
+        queue,
+    )
+    # ... the claim locks both jobs' rows, then waits to write the keys' turns ...
+    claiming = asyncio.ensure_future(
+        claims.claim(
+            worker_conn, event_store, worker_id=WORKER, lease_seconds=30, types=[job_type], limit=2
+        )
+    )
+    for _ in range(500):
+        if await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted"):
+            break
+        await asyncio.sleep(0.01)
+    # ... and the other transaction waits for a row the claim holds: a deadlock, which
+    # the database breaks by failing the claim (it waited first).
+    locking = asyncio.ensure_future(
+        other.execute("SELECT 1 FROM jobs WHERE job_id = $1 FOR UPDATE", jobs[0])
+    )
+    with pytest.raises(errors.ClaimRaced, match="deadlock"):
+        await claiming
+    await locking
+    await holding.rollback()
+    # Nothing was claimed: a claim now takes both jobs at their first attempt.
+    claimed = await claims.claim(
+        worker_conn, event_store, worker_id=WORKER, lease_seconds=30, types=[job_type], limit=2
+    )
+    assert sorted((c.job_id, c.version, c.attempt) for c in claimed) == sorted(
+        (j, 2, 1) for j in jobs
+    )

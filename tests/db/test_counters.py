@@ -70,7 +70,7 @@ async def _churn(
                         types=["noop"],
                         limit=5,
                     )
-                except errors.VersionConflict:
+                except errors.ClaimRaced:
                     continue  # a deadlock the database broke: the pool would claim again
                 for state in claimed:
                     done: commands.Command

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from ledger import acting, queues, store, wire
 from tests import factories
@@ -139,6 +140,13 @@ async def test_a_quiet_keys_job_runs_in_the_reserve_beside_another_keys_backlog(
     assert _claimed_into_reserve(workers, "tenant") is None
 
 
+async def _until_started(gates: list[Path], count: int) -> None:
+    async def started() -> bool:
+        return len(_started(gates)) == count
+
+    await eventually(started)
+
+
 async def test_a_quiet_job_rung_while_the_reserve_is_full_takes_the_next_free_reserve_slot(
     start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
 ) -> None:
@@ -147,26 +155,17 @@ async def test_a_quiet_job_rung_while_the_reserve_is_full_takes_the_next_free_re
     workers = await start_pool(slots=4, reserve_slots=1)
     await _submit_gated(event_store, conn, "big", big)
 
-    async def bulk_full() -> bool:
-        return len(_started(big)) == 3
-
-    await eventually(bulk_full)
+    await _until_started(big, 3)
     await _submit_gated(event_store, conn, "small", [first])
 
-    async def first_started() -> bool:
-        return bool(_started([first]))
-
-    await eventually(first_started)
+    await _until_started([first], 1)
     assert workers.reserve_busy == 1
     # Rung while the reserve is full; the bulk's slots stay full (their gates are shut),
     # so only the reserve can run it, as soon as its slot frees up.
     await _submit_gated(event_store, conn, "small", [second])
     first.touch()
 
-    async def second_started() -> bool:
-        return bool(_started([second]))
-
-    await eventually(second_started)
+    await _until_started([second], 1)
     assert len(_started(big)) == 3
     assert _claimed_into_reserve(workers, "tenant") == 2
     for g in [*big, second]:
@@ -206,16 +205,10 @@ async def _bulk_rounds_beside_quiet_work(
     workers = await start_pool(slots=8, reserve_slots=1, **settings)
     await _submit_gated(event_store, conn, "big", big)
 
-    async def bulk_full() -> bool:
-        return len(_started(big)) == 7
-
-    await eventually(bulk_full)
+    await _until_started(big, 7)
     await _submit_gated(event_store, conn, "small", [small])
 
-    async def small_started() -> bool:
-        return bool(_started([small]))
-
-    await eventually(small_started)
+    await _until_started([small], 1)
     for g in big:
         g.touch()
 
@@ -248,20 +241,24 @@ async def test_the_bulk_claims_in_smaller_rounds_while_quiet_work_arrives(
     assert yielded is not None and yielded >= 3
 
 
-async def test_without_its_limit_the_bulk_claims_all_it_has_room_for_beside_quiet_work(
-    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
-) -> None:
-    _, rounds = await _bulk_rounds_beside_quiet_work(
-        start_pool, conn, event_store, tmp_path, quiet_bulk_limit=0, quiet_active_seconds=60.0
-    )
-    assert rounds == [6]
-
-
-async def test_the_bulk_claims_all_it_has_room_for_once_quiet_work_stopped_arriving(
-    start_pool: PoolStarter, conn: asyncpg.Connection, event_store: store.EventStore, tmp_path: Path
+@pytest.mark.parametrize(
+    ("limit", "quiet_seconds"), [(0, 60.0), (2, 0.0)], ids=["limit-off", "quiet-work-lapsed"]
+)
+async def test_the_bulk_claims_all_it_has_room_for_without_its_limit_or_quiet_work(
+    start_pool: PoolStarter,
+    conn: asyncpg.Connection,
+    event_store: store.EventStore,
+    tmp_path: Path,
+    limit: int,
+    quiet_seconds: float,
 ) -> None:
     workers, rounds = await _bulk_rounds_beside_quiet_work(
-        start_pool, conn, event_store, tmp_path, quiet_bulk_limit=2, quiet_active_seconds=0.0
+        start_pool,
+        conn,
+        event_store,
+        tmp_path,
+        quiet_bulk_limit=limit,
+        quiet_active_seconds=quiet_seconds,
     )
     assert rounds == [6]
     assert workers.metrics.registry.get_sample_value("ledger_pool_bulk_claims_yielded_total") == 0
